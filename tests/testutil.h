@@ -1,0 +1,69 @@
+/*
+ * testutil.h - helpers shared by the C tests: a tiny assertion set, a
+ * private scratch directory, and an ivcd started for the test and always
+ * stopped (also when the test fails or is killed by ctest's timeout).
+ */
+#ifndef VHPC_TESTUTIL_H
+#define VHPC_TESTUTIL_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/types.h>
+
+#define T_FAIL(...)                                                                                \
+    do {                                                                                           \
+        fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                      \
+        fprintf(stderr, __VA_ARGS__);                                                              \
+        fprintf(stderr, "\n");                                                                     \
+        exit(1);                                                                                   \
+    } while (0)
+#define T_ASSERT(cond, ...)                                                                        \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            T_FAIL("assertion `%s` failed: " __VA_ARGS__, #cond);                                 \
+    } while (0)
+/* Assert an ivc_* call returned >= 0, printing ivc_strerror() otherwise. */
+#define T_OK(expr)                                                                                 \
+    ({                                                                                             \
+        long long _r = (long long)(expr);                                                          \
+        if (_r < 0)                                                                                \
+            T_FAIL("%s returned %lld (%s)", #expr, _r, ivc_strerror((int)_r));                    \
+        _r;                                                                                        \
+    })
+
+/* A scratch directory under /tmp, removed at exit. */
+const char *t_tmpdir(void);
+
+/* An ivcd started for this test. */
+struct t_ivcd {
+    pid_t pid;
+    char sock[256];
+};
+/* Start ivcd (path from $IVCD, set by CMake) for job `magic` with extra
+ * arguments (NULL-terminated, may be NULL), wait until its socket accepts.
+ * It is killed at exit and on SIGTERM/SIGINT/SIGALRM of the test. */
+void t_ivcd_start(struct t_ivcd *d, uint64_t magic, const char *const *extra);
+void t_ivcd_stop(struct t_ivcd *d);
+/* Run `ivcd ctl --socket SOCK args...`, capture stdout into buf; returns exit status. */
+int t_ivcd_ctl(const struct t_ivcd *d, char *buf, size_t len, const char *const *args);
+
+/* Fork a child running fn(arg); returns its pid.  Children are killed at exit. */
+pid_t t_fork(int (*fn)(void *), void *arg);
+/* Wait for a child; returns its exit status, or 128+signal. */
+int t_wait(pid_t pid);
+
+/* Deterministic data: byte i of stream `seed`. */
+static inline uint8_t t_byte(uint64_t seed, uint64_t i)
+{
+    uint64_t x = (i ^ (seed * 0x9E3779B97F4A7C15ULL)) * 0xBF58476D1CE4E5B9ULL;
+    return (uint8_t)(x >> 56);
+}
+void t_fill(uint8_t *buf, size_t len, uint64_t seed, uint64_t offset);
+/* Returns the index of the first mismatch, or len. */
+size_t t_check(const uint8_t *buf, size_t len, uint64_t seed, uint64_t offset);
+
+/* Milliseconds on the monotonic clock. */
+uint64_t t_now_ms(void);
+
+#endif
