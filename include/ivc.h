@@ -50,6 +50,7 @@ extern "C" {
 #define IVC_ESHUTDOWN    (-ESHUTDOWN)       /* channel suspended for migration */
 #define IVC_ENOTCONN     (-ENOTCONN)        /* context detached from its region (suspended) */
 #define IVC_EBUSY        (-EBUSY)           /* resource in use */
+#define IVC_EPIPE        (-EPIPE)           /* write after the peer closed the channel */
 #define IVC_EOF          (-4095)            /* peer closed the channel and all data was read */
 
 /* Opaque handles. */

@@ -88,13 +88,16 @@ struct ivc_hdr {
     uint64_t conns_off;    /* struct ivc_conn[max_eps * conns_per_ep] */
     uint64_t pool_off;     /* start of the ring pool, page aligned */
     uint64_t share_size;   /* pool bytes per endpoint, multiple of IVC_PAGE */
-    /* second cache line: ivcd's liveness, written by ivcd only */
+    /* third cache line: ivcd's liveness, written by ivcd only */
     _Alignas(IVC_CACHELINE) _Atomic uint64_t ivcd_pid;
     _Atomic uint64_t ivcd_heartbeat; /* bumped by ivcd every tick */
-    uint8_t pad[IVC_PAGE - 2 * IVC_CACHELINE];
+    uint8_t pad[IVC_PAGE - 2 * IVC_CACHELINE - 16];
 };
+/* Bytes of the header that never change after creation; clients compare
+ * them with their private copy to notice a scribbled header. */
+#define IVC_HDR_CONST_SIZE (2 * IVC_CACHELINE)
 static_assert(sizeof(struct ivc_hdr) == IVC_PAGE, "header is one page");
-static_assert(offsetof(struct ivc_hdr, ivcd_pid) == IVC_CACHELINE, "liveness on line 1");
+static_assert(offsetof(struct ivc_hdr, ivcd_pid) == IVC_HDR_CONST_SIZE, "liveness after the constant part");
 
 /* ---- client table: one line per ivshmem peer id, written by ivcd --------- */
 enum ivc_client_state {

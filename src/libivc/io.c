@@ -1,0 +1,190 @@
+/*
+ * io.c - moving bytes: ivc_write() and ivc_read() on a channel's pair of
+ * single-producer/single-consumer rings.
+ *
+ * The fast path touches the data, one index we own, and (only when the
+ * cached copy says the ring looks full or empty) the peer's index; plus three
+ * read-mostly words that say the channel is still healthy.  Every index read
+ * from the region is checked against what it can legally be: the peer can
+ * only move its index forward and never past ours by more than a ring.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+static ssize_t chan_corrupt(struct ivc_chan *ch)
+{
+    ch->state = IVC_CHAN_CORRUPT;
+    ch->err = IVC_EPROTO;
+    return IVC_EPROTO;
+}
+
+static inline ssize_t ring_write(struct ivc_chan *ch, const void *buf, size_t len)
+{
+    uint64_t size = ch->tx_mask + 1;
+    uint64_t space = size - (ch->tx_head - ch->tx_tail);
+
+    if (space < len) {
+        uint64_t t = atomic_load_explicit(&ch->peer_hot->tail, memory_order_acquire);
+        if (unlikely(t > ch->tx_head || t < ch->tx_tail))
+            return chan_corrupt(ch);
+        ch->tx_tail = t;
+        space = size - (ch->tx_head - t);
+        if (!space)
+            return 0;
+    }
+    size_t n = len < space ? len : (size_t)space;
+    uint64_t off = ch->tx_head & ch->tx_mask;
+    size_t first = n < size - off ? n : (size_t)(size - off);
+    memcpy(ch->tx + off, buf, first);
+    if (n > first)
+        memcpy(ch->tx, (const char *)buf + first, n - first);
+    ch->tx_head += n;
+    atomic_store_explicit(&ch->my_hot->head, ch->tx_head, memory_order_release);
+    return (ssize_t)n;
+}
+
+static inline ssize_t ring_read(struct ivc_chan *ch, void *buf, size_t len)
+{
+    uint64_t avail = ch->rx_head - ch->rx_tail;
+
+    if (!avail) {
+        uint64_t h = atomic_load_explicit(&ch->peer_hot->head, memory_order_acquire);
+        if (unlikely(h < ch->rx_head || h - ch->rx_tail > ch->rx_mask + 1))
+            return chan_corrupt(ch);
+        ch->rx_head = h;
+        avail = h - ch->rx_tail;
+        if (!avail)
+            return 0;
+    }
+    size_t n = len < avail ? len : (size_t)avail;
+    uint64_t size = ch->rx_mask + 1, off = ch->rx_tail & ch->rx_mask;
+    size_t first = n < size - off ? n : (size_t)(size - off);
+    memcpy(buf, ch->rx + off, first);
+    if (n > first)
+        memcpy((char *)buf + first, ch->rx, n - first);
+    ch->rx_tail += n;
+    atomic_store_explicit(&ch->my_hot->tail, ch->rx_tail, memory_order_release);
+    return (ssize_t)n;
+}
+
+/* Bring the channel's state up to date if its shared state moved. */
+static void refresh(struct ivc_chan *ch)
+{
+    if ((ch->state == IVC_CHAN_OPEN || ch->state == IVC_CHAN_EOF ||
+         ch->state == IVC_CHAN_SUSPENDING) &&
+        (ch->epoch != ch->ctx->epoch || ch->ctx->state != IVC_CTX_ATTACHED ||
+         !ivc__chan_healthy(ch)))
+        ivc__chan_update(ch);
+}
+
+static ssize_t write_slow(struct ivc_chan *ch, const void *buf, size_t len)
+{
+    if (!ch || ch->closed || (len && !buf))
+        return IVC_EINVAL;
+    refresh(ch);
+    switch (ch->state) {
+    case IVC_CHAN_OPEN:
+        return ring_write(ch, buf, len);
+    case IVC_CHAN_SUSPENDING:
+        return 0; /* quiescing for a migration: nothing goes */
+    case IVC_CHAN_EOF:
+        return IVC_EPIPE;
+    default:
+        return ch->err;
+    }
+}
+
+ssize_t ivc_write(ivc_chan_t *ch, const void *buf, size_t len)
+{
+    if (likely(ch && ch->state == IVC_CHAN_OPEN && ivc__chan_healthy(ch) && buf))
+        return ring_write(ch, buf, len);
+    return write_slow(ch, buf, len);
+}
+
+static ssize_t read_slow(struct ivc_chan *ch, void *buf, size_t len)
+{
+    ssize_t n;
+    if (!ch || ch->closed || (len && !buf))
+        return IVC_EINVAL;
+    refresh(ch);
+    switch (ch->state) {
+    case IVC_CHAN_OPEN:
+    case IVC_CHAN_SUSPENDING: /* the peer may still be writing until it quiesced */
+        return ring_read(ch, buf, len);
+    case IVC_CHAN_EOF:
+        n = ring_read(ch, buf, len);
+        return n == 0 && len ? IVC_EOF : n;
+    default:
+        return ch->err;
+    }
+}
+
+ssize_t ivc_read(ivc_chan_t *ch, void *buf, size_t len)
+{
+    if (likely(ch && ch->state == IVC_CHAN_OPEN && ivc__chan_healthy(ch) && buf))
+        return ring_read(ch, buf, len);
+    return read_slow(ch, buf, len);
+}
+
+int ivc_chan_state(ivc_chan_t *ch)
+{
+    if (!ch || ch->closed)
+        return IVC_EINVAL;
+    refresh(ch);
+    return ch->state;
+}
+
+size_t ivc_chan_readable(ivc_chan_t *ch)
+{
+    if (!ch || ch->closed)
+        return 0;
+    refresh(ch);
+    if (ch->state != IVC_CHAN_OPEN && ch->state != IVC_CHAN_EOF &&
+        ch->state != IVC_CHAN_SUSPENDING)
+        return 0;
+    uint64_t h = atomic_load_explicit(&ch->peer_hot->head, memory_order_acquire);
+    if (h < ch->rx_head || h - ch->rx_tail > ch->rx_mask + 1) {
+        chan_corrupt(ch);
+        return 0;
+    }
+    ch->rx_head = h;
+    return (size_t)(h - ch->rx_tail);
+}
+
+size_t ivc_chan_writable(ivc_chan_t *ch)
+{
+    if (!ch || ch->closed)
+        return 0;
+    refresh(ch);
+    if (ch->state != IVC_CHAN_OPEN)
+        return 0;
+    uint64_t t = atomic_load_explicit(&ch->peer_hot->tail, memory_order_acquire);
+    if (t > ch->tx_head || t < ch->tx_tail) {
+        chan_corrupt(ch);
+        return 0;
+    }
+    ch->tx_tail = t;
+    return (size_t)(ch->tx_mask + 1 - (ch->tx_head - t));
+}
+
+size_t ivc_chan_ring_size(const ivc_chan_t *ch)
+{
+    return ch ? (size_t)ch->tx_mask + 1 : 0;
+}
+
+uint32_t ivc_chan_peer(const ivc_chan_t *ch)
+{
+    return ch ? ch->peer_client : 0;
+}
+
+void ivc_chan_set_data(ivc_chan_t *ch, void *data)
+{
+    if (ch)
+        ch->user = data;
+}
+
+void *ivc_chan_get_data(const ivc_chan_t *ch)
+{
+    return ch ? ch->user : NULL;
+}

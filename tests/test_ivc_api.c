@@ -1,0 +1,210 @@
+/*
+ * test_ivc_api - the public API's contracts and error paths: every bad
+ * argument and missing resource gets its own code, ivc_strerror() names each
+ * one, membership listing, EOF when a peer unregisters, and a full region.
+ */
+#include "ivc.h"
+#include "testutil.h"
+
+#include <pthread.h>
+#include <string.h>
+
+#define MAGIC 0xC0FFEE
+
+static struct t_ivcd ivcd;
+
+static ivc_ctx_t *reg_at(const char *sock, uint32_t id, size_t ring, int *err)
+{
+    ivc_options_t o = {.location = sock, .ring_size = ring};
+    ivc_ctx_t *c = NULL;
+    *err = ivc_register(MAGIC, id, &o, &c);
+    return c;
+}
+
+static ivc_ctx_t *reg(uint32_t id)
+{
+    int r;
+    ivc_ctx_t *c = reg_at(ivcd.sock, id, 0, &r);
+    T_OK(r);
+    return c;
+}
+
+struct conn_arg {
+    ivc_ctx_t *ctx;
+    uint32_t peer;
+    ivc_chan_t *ch;
+    int r;
+};
+
+static void *connect_thread(void *p)
+{
+    struct conn_arg *a = p;
+    a->r = ivc_connect(a->ctx, a->peer, 5000, &a->ch);
+    return NULL;
+}
+
+static void test_errors(void)
+{
+    int r;
+    char path[300];
+
+    snprintf(path, sizeof(path), "%s/nothing.sock", t_tmpdir());
+    T_ASSERT(!reg_at(path, 1, 0, &r) && r == IVC_ENODEV, "missing socket: %d", r);
+    T_ASSERT(!reg_at(ivcd.sock, 1, 5000, &r) && r == IVC_EINVAL, "ring not a power of two");
+    T_ASSERT(!reg_at(ivcd.sock, 1, 1024, &r) && r == IVC_EINVAL, "ring below 4 KiB");
+    T_ASSERT(ivc_register(MAGIC, 1, NULL, NULL) == IVC_EINVAL, "NULL out");
+
+    ivc_options_t o = {.location = ivcd.sock};
+    ivc_ctx_t *c = NULL;
+    r = ivc_register(MAGIC + 1, 1, &o, &c);
+    T_ASSERT(r == IVC_EACCES && !c, "wrong magic gives EACCES, got %d", r);
+
+    c = reg(1);
+    ivc_chan_t *ch = NULL;
+    T_ASSERT(ivc_connect(c, 1, 100, &ch) == IVC_EINVAL, "connect to self");
+    uint64_t t0 = t_now_ms();
+    T_ASSERT(ivc_connect(c, 99, 200, &ch) == IVC_ENOENT && !ch, "absent peer: ENOENT");
+    T_ASSERT(t_now_ms() - t0 >= 150, "ENOENT only after waiting for the peer to appear");
+    T_ASSERT(ivc_accept(c, 0, &ch) == IVC_ETIMEDOUT, "accept with nothing pending");
+    T_ASSERT(ivc_accept(c, 50, &ch) == IVC_ETIMEDOUT, "accept timeout");
+    T_ASSERT(ivc_get_hosts(c, NULL, 0) == 0, "alone in the job");
+    T_ASSERT(ivc_reattach(c, NULL) == IVC_EBUSY, "reattach while attached");
+    T_ASSERT(ivc_progress(c) == IVC_CTX_ATTACHED, "attached");
+    T_ASSERT(ivc_read(NULL, NULL, 0) == IVC_EINVAL, "NULL channel");
+    T_OK(ivc_unregister(c));
+}
+
+static void test_strerror(void)
+{
+    int codes[] = {IVC_EINVAL, IVC_ENOMEM, IVC_EAGAIN, IVC_ENOENT, IVC_ENODEV, IVC_EACCES,
+                   IVC_ENOSPC, IVC_ETIMEDOUT, IVC_ECONNREFUSED, IVC_ECONNRESET, IVC_EPROTO,
+                   IVC_EPROTONOSUPPORT, IVC_ESHUTDOWN, IVC_ENOTCONN, IVC_EBUSY, IVC_EPIPE,
+                   IVC_EOF};
+    size_t n = sizeof(codes) / sizeof(codes[0]);
+    for (size_t i = 0; i < n; i++) {
+        const char *s = ivc_strerror(codes[i]);
+        T_ASSERT(s && strlen(s) > 5, "code %d has a message", codes[i]);
+        for (size_t j = 0; j < i; j++)
+            T_ASSERT(strcmp(s, ivc_strerror(codes[j])) != 0, "codes %d and %d share a message",
+                     codes[i], codes[j]);
+    }
+    T_ASSERT(strcmp(ivc_strerror(-99999), "unknown error") == 0, "unknown code");
+}
+
+static void test_membership_and_eof(void)
+{
+    ivc_ctx_t *a = reg(10), *b = reg(11), *c = reg(12);
+    ivc_peer_t p[8], self;
+    int n = T_OK(ivc_get_hosts(a, p, 8));
+    T_ASSERT(n == 2, "two others, got %d", n);
+    T_ASSERT((p[0].client_id == 11 && p[1].client_id == 12) ||
+                 (p[0].client_id == 12 && p[1].client_id == 11),
+             "lists 11 and 12");
+    T_ASSERT(ivc_get_hosts(a, p, 1) == 2, "count exceeds max");
+    T_OK(ivc_self(a, &self));
+    T_ASSERT(self.client_id == 10 && self.pid == getpid(), "self");
+
+    struct conn_arg arg = {.ctx = a, .peer = 11};
+    pthread_t t;
+    pthread_create(&t, NULL, connect_thread, &arg);
+    ivc_chan_t *bch;
+    T_OK(ivc_accept(b, 5000, &bch));
+    pthread_join(t, NULL);
+    T_OK(arg.r);
+    T_ASSERT(ivc_chan_peer(bch) == 10 && ivc_chan_peer(arg.ch) == 11, "peer ids");
+
+    /* Unregistering closes the channel: the peer reads the rest, then EOF. */
+    T_ASSERT(ivc_write(arg.ch, "bye", 3) == 3, "write");
+    T_OK(ivc_unregister(a));
+    char buf[8];
+    size_t done = 0;
+    T_OK(ivc_read_all(bch, buf, 3, 2000, &done));
+    T_ASSERT(memcmp(buf, "bye", 3) == 0, "data before unregister");
+    T_ASSERT(ivc_read(bch, buf, 8) == IVC_EOF, "EOF after the peer left");
+    ivc_pollitem_t pi = {.chan = bch, .events = IVC_POLLIN};
+    T_ASSERT(ivc_poll(b, &pi, 1, 0) == 1 && (pi.revents & IVC_POLLHUP), "poll reports HUP");
+    T_OK(ivc_close(bch));
+    T_ASSERT(ivc_get_hosts(b, p, 8) == 1 && p[0].client_id == 12, "10 is gone from the list");
+    T_OK(ivc_unregister(b));
+    T_OK(ivc_unregister(c));
+}
+
+static void test_poll_and_timeouts(void)
+{
+    ivc_ctx_t *a = reg(20), *b = reg(21);
+    struct conn_arg arg = {.ctx = a, .peer = 21};
+    pthread_t t;
+    pthread_create(&t, NULL, connect_thread, &arg);
+    ivc_chan_t *bch;
+    T_OK(ivc_accept(b, 5000, &bch));
+    pthread_join(t, NULL);
+    T_OK(arg.r);
+
+    ivc_pollitem_t pi[2] = {{.chan = bch, .events = IVC_POLLIN}, {.chan = NULL}};
+    T_ASSERT(ivc_poll(b, pi, 2, 30) == 0, "nothing to read: poll times out");
+    pi[0].events = IVC_POLLIN | IVC_POLLOUT;
+    T_ASSERT(ivc_poll(b, pi, 2, 0) == 1 && pi[0].revents == IVC_POLLOUT, "writable");
+    char buf[16];
+    size_t done = 99;
+    T_ASSERT(ivc_read_all(bch, buf, 4, 20, &done) == IVC_ETIMEDOUT && done == 0, "read timeout");
+    ivc_write(arg.ch, "ab", 2);
+    T_ASSERT(ivc_read_all(bch, buf, 4, 20, &done) == IVC_ETIMEDOUT && done == 2,
+             "partial read reports what came");
+    /* Fill the ring: write_all times out and says how much went. */
+    static char big[1 << 20];
+    T_ASSERT(ivc_write_all(arg.ch, big, sizeof(big), 20, &done) == IVC_ETIMEDOUT, "write timeout");
+    T_ASSERT(done == ivc_chan_ring_size(arg.ch), "exactly a ring's worth went: %zu", done);
+    T_ASSERT(ivc_chan_writable(arg.ch) == 0, "full");
+    T_ASSERT(ivc_chan_readable(bch) == done, "reader sees it all");
+    T_OK(ivc_unregister(a));
+    T_OK(ivc_unregister(b));
+}
+
+static void test_full_region(void)
+{
+    struct t_ivcd small;
+    const char *extra[] = {"--size", "4M", "--max-endpoints", "2", NULL};
+    t_ivcd_start(&small, MAGIC, extra);
+    int r;
+    ivc_ctx_t *a = reg_at(small.sock, 1, 1 << 20, &r);
+    T_OK(r);
+    ivc_ctx_t *b = reg_at(small.sock, 2, 1 << 20, &r);
+    T_OK(r);
+    T_ASSERT(!reg_at(small.sock, 3, 0, &r) && r == IVC_ENOSPC, "third endpoint: ENOSPC, got %d", r);
+
+    /* Each endpoint's share is under 2 MiB: the second 1 MiB ring of a
+     * channel pair fits once, a second channel does not. */
+    struct conn_arg arg = {.ctx = a, .peer = 2};
+    pthread_t t;
+    pthread_create(&t, NULL, connect_thread, &arg);
+    ivc_chan_t *bch;
+    T_OK(ivc_accept(b, 5000, &bch));
+    pthread_join(t, NULL);
+    T_OK(arg.r);
+    ivc_chan_t *more = NULL;
+    int n = 0;
+    for (; n < 8 && (r = ivc_connect(a, 2, 0, &more)) != IVC_ENOSPC; n++)
+        if (more)
+            ivc_close(more);
+    T_ASSERT(r == IVC_ENOSPC, "the region eventually runs out of ring memory (r=%d)", r);
+    T_OK(ivc_unregister(a));
+    T_OK(ivc_unregister(b));
+    /* Slots are reusable once freed. */
+    ivc_ctx_t *c = reg_at(small.sock, 3, 0, &r);
+    T_OK(r);
+    T_OK(ivc_unregister(c));
+    t_ivcd_stop(&small);
+}
+
+int main(void)
+{
+    t_ivcd_start(&ivcd, MAGIC, NULL);
+    test_errors();
+    test_strerror();
+    test_membership_and_eof();
+    test_poll_and_timeouts();
+    test_full_region();
+    t_ivcd_stop(&ivcd);
+    printf("ok\n");
+    return 0;
+}
