@@ -7,6 +7,7 @@
 #include "testutil.h"
 
 #include <pthread.h>
+#include <unistd.h>
 #include <string.h>
 
 #define MAGIC 0xC0FFEE
@@ -114,7 +115,8 @@ static void test_membership_and_eof(void)
     T_ASSERT(ivc_chan_peer(bch) == 10 && ivc_chan_peer(arg.ch) == 11, "peer ids");
 
     /* Unregistering closes the channel: the peer reads the rest, then EOF. */
-    T_ASSERT(ivc_write(arg.ch, "bye", 3) == 3, "write");
+    ssize_t w = ivc_write(arg.ch, "bye", 3);
+    T_ASSERT(w == 3, "write returned %zd (%s), state %d", w, ivc_strerror((int)w), ivc_chan_state(arg.ch));
     T_OK(ivc_unregister(a));
     char buf[8];
     size_t done = 0;
@@ -147,7 +149,8 @@ static void test_poll_and_timeouts(void)
     char buf[16];
     size_t done = 99;
     T_ASSERT(ivc_read_all(bch, buf, 4, 20, &done) == IVC_ETIMEDOUT && done == 0, "read timeout");
-    ivc_write(arg.ch, "ab", 2);
+    ssize_t w = ivc_write(arg.ch, "ab", 2);
+    T_ASSERT(w == 2, "write returned %zd (%s) state %d", w, ivc_strerror((int)w), ivc_chan_state(arg.ch));
     T_ASSERT(ivc_read_all(bch, buf, 4, 20, &done) == IVC_ETIMEDOUT && done == 2,
              "partial read reports what came");
     /* Fill the ring: write_all times out and says how much went. */

@@ -20,8 +20,10 @@
     } while (0)
 #define T_ASSERT(cond, ...)                                                                        \
     do {                                                                                           \
-        if (!(cond))                                                                               \
-            T_FAIL("assertion `%s` failed: " __VA_ARGS__, #cond);                                 \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "assertion `%s` failed\n", #cond);                                   \
+            T_FAIL(__VA_ARGS__);                                                                   \
+        }                                                                                          \
     } while (0)
 /* Assert an ivc_* call returned >= 0, printing ivc_strerror() otherwise. */
 #define T_OK(expr)                                                                                 \

@@ -100,7 +100,7 @@ static struct ivc_chan *chan_new(struct ivc_ctx *ctx, bool initiator, uint32_t c
     ch->tx_mask = ctx->ring_size - 1;
     ch->rx = ctx->base + rx_off;
     ch->rx_mask = rx_size - 1;
-    ch->state = IVC_CHAN_OPEN;
+    ch->state = initiator ? IVC__CHAN_CONNECTING : IVC_CHAN_OPEN;
     ch->next = ctx->chans;
     if (ctx->chans)
         ctx->chans->prev = ch;
@@ -355,6 +355,7 @@ int ivc_connect(ivc_ctx_t *ctx, uint32_t peer_client_id, int timeout_ms, ivc_cha
             }
             ch->rx = ctx->base + off;
             ch->rx_mask = size - 1;
+            ch->state = IVC_CHAN_OPEN;
             atomic_store_explicit(&c->i_state, IVC_SIDE(seq, IVC_SIDE_OPEN), memory_order_release);
             *out = ch;
             return 0;

@@ -27,6 +27,10 @@
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
+/* Private channel state (beside enum ivc_chan_state): an initiator's channel
+ * while it waits for the accept; no control work touches it. */
+#define IVC__CHAN_CONNECTING 0
+
 /* A channel.  Pointers into the region are valid only while
  * chan->epoch == ctx->epoch (the context may have detached since). */
 struct ivc_chan {
