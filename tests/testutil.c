@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -97,6 +98,7 @@ pid_t t_fork(int (*fn)(void *), void *arg)
     if (pid < 0)
         T_FAIL("fork: %s", strerror(errno));
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         nchildren = 0;
         owner_pid = 0; /* children never clean up the parent's things */
         _exit(fn(arg));
@@ -147,6 +149,8 @@ void t_ivcd_start(struct t_ivcd *d, uint64_t magic, const char *const *extra)
     if (pid < 0)
         T_FAIL("fork: %s", strerror(errno));
     if (pid == 0) {
+        /* If ctest kills the test, ivcd must not outlive it. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
         execvp(argv[0], (char *const *)argv);
         fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);

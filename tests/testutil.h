@@ -40,7 +40,7 @@ const char *t_tmpdir(void);
 /* An ivcd started for this test. */
 struct t_ivcd {
     pid_t pid;
-    char sock[256];
+    char sock[100]; /* fits sockaddr_un.sun_path */
 };
 /* Start ivcd (path from $IVCD, set by CMake) for job `magic` with extra
  * arguments (NULL-terminated, may be NULL), wait until its socket accepts.

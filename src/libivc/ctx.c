@@ -62,9 +62,15 @@ int ivc_unregister(ivc_ctx_t *ctx)
 {
     if (!ctx)
         return IVC_EINVAL;
-    for (struct ivc_chan *ch = ctx->chans; ch; ch = ch->next)
-        if (!ch->closed)
-            ivc_close(ch);
+    /* ivc_close() may free channels (its reap): start over after each. */
+    for (struct ivc_chan *ch = ctx->chans; ch;) {
+        if (ch->closed) {
+            ch = ch->next;
+            continue;
+        }
+        ivc_close(ch);
+        ch = ctx->chans;
+    }
     if (ctx->state == IVC_CTX_ATTACHED) {
         /* Leave the slot: bump the generation so partners see us gone. */
         uint64_t st = ctx->my_status;

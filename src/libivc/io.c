@@ -63,6 +63,16 @@ static inline ssize_t ring_read(struct ivc_chan *ch, void *buf, size_t len)
     memcpy(buf, ch->rx + off, first);
     if (n > first)
         memcpy((char *)buf + first, ch->rx, n - first);
+    /* If the peer died while we copied, ivcd may have handed its share to a
+     * new endpoint: the bytes could be someone else's.  Check again. */
+    atomic_thread_fence(memory_order_acquire);
+    if (unlikely(atomic_load_explicit(ch->peer_status, memory_order_relaxed) !=
+                     ch->peer_status_live &&
+                 ch->state == IVC_CHAN_OPEN)) {
+        ivc__chan_update(ch);
+        if (ch->state == IVC_CHAN_RESET)
+            return IVC_ECONNRESET;
+    }
     ch->rx_tail += n;
     atomic_store_explicit(&ch->my_hot->tail, ch->rx_tail, memory_order_release);
     return (ssize_t)n;
