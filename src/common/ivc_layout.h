@@ -133,7 +133,7 @@ struct ivc_ep {
     uint64_t job_magic;  /* must equal the header's */
     uint32_t client_id;  /* the id given to ivc_register() */
     int32_t pid;         /* owner's pid in its own OS */
-    _Atomic uint64_t ack;/* owner: the SUSPENDING generation it finished quiescing */
+    _Atomic uint64_t ack; /* owner: the SUSPENDING status word it finished quiescing for */
     uint8_t pad0[IVC_CACHELINE - 32];
     /* line 1: written by other endpoints (atomic add, many writers) */
     _Atomic uint64_t conn_req; /* bumped by each initiator after it posted a request */
@@ -210,6 +210,9 @@ static inline uint64_t ivc__align_up(uint64_t v, uint64_t a)
 static inline int ivc_geometry_compute(struct ivc_geometry *g, uint64_t size, uint32_t max_clients,
                                        uint32_t max_eps, uint32_t conns_per_ep)
 {
+    if (!max_clients || !max_eps || !conns_per_ep || max_clients > IVC_MAX_CLIENTS_LIMIT ||
+        max_eps > IVC_MAX_EPS_LIMIT || conns_per_ep > IVC_CONNS_PER_EP_LIMIT)
+        return -1;
     g->region_size = size;
     g->max_clients = max_clients;
     g->max_eps = max_eps;

@@ -256,11 +256,11 @@ static int claim_slot(struct ivc_ctx *ctx)
         for (uint32_t k = 0; k < ctx->g.conns_per_ep; k++) {
             struct ivc_conn *c = ivc__conn(ctx, i * ctx->g.conns_per_ep + k);
             atomic_store_explicit(&c->i_state, IVC_SIDE(0, IVC_SIDE_IDLE), memory_order_relaxed);
-            /* A target of the previous owner may have left an answer here;
-             * clear it so that our sequence numbers (from 1) cannot match. */
-            atomic_store_explicit(&c->t_state, IVC_SIDE(0, IVC_SIDE_IDLE), memory_order_relaxed);
         }
-        ctx->conn_seq = 0;
+        /* A target of the previous owner may have left an answer in a record's
+         * target line (which only targets write): number our requests from a
+         * range of our own generation so that an old answer never matches. */
+        ctx->conn_seq = gen << 16;
         atomic_thread_fence(memory_order_release);
         return 0;
     }

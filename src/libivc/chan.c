@@ -223,8 +223,10 @@ void ivc__chan_update(struct ivc_chan *ch)
             goto corrupt;
         break;
     case IVC_SIDE_CLOSED:
-        if (ch->state == IVC_CHAN_SUSPENDING) {
-            ivc__chan_handback(ch); /* its head is final: hand back the rest */
+        if (ch->state == IVC_CHAN_SUSPENDING || IVC_EP_STATE(st) == IVC_EP_SUSPENDING) {
+            /* Its head is final and its share is about to go: hand back the
+             * rest now rather than wait for our reader to drain it. */
+            ivc__chan_handback(ch);
             return;
         }
         ch->state = IVC_CHAN_EOF;
@@ -322,6 +324,8 @@ int ivc_connect(ivc_ctx_t *ctx, uint32_t peer_client_id, int timeout_ms, ivc_cha
     }
     uint32_t idx = ctx->ep * ctx->g.conns_per_ep + (uint32_t)k;
     uint32_t seq = ++ctx->conn_seq;
+    if (!seq) /* 0 is the idle record's number */
+        seq = ++ctx->conn_seq;
     struct ivc_conn *c = ivc__conn(ctx, idx);
     c->target_ep = pe;
     c->target_gen = IVC_EP_GEN(pst);
