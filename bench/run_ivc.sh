@@ -5,6 +5,7 @@
 #
 #   IVC     build/bench/ivc_bench through a private ivcd started here
 #   vader   Open MPI's shared memory (pml ob1, btl self,vader), mpi_pingpong
+#   vader2  the same without its single-copy (CMA) path: two copies, like IVC
 #   UNIX    UNIX stream socket, sock_bench
 #   TCP     TCP loopback with TCP_NODELAY, sock_bench
 #   MPI/tcp Open MPI over loopback TCP (btl self,tcp), mpi_pingpong
@@ -27,7 +28,7 @@
 #   BENCH_REPS=N        repetitions per size (default 7, quick 3)
 #   BENCH_REP_MS=MS     duration of one repetition (default 20, quick 2)
 #   BENCH_ROUNDS=N      run the whole comparison N times (default 3, quick 1)
-#   BENCH_TRANSPORTS    subset of "ivc vader unix tcp mpitcp" (default all)
+#   BENCH_TRANSPORTS    subset of "ivc vader vader2 unix tcp mpitcp" (default all)
 #   BENCH_TIMEOUT=SEC   bound on each program run (default 900, quick 120)
 set -euo pipefail
 
@@ -43,7 +44,7 @@ build=$(cd "$1" 2>/dev/null && pwd) || die "build directory '$1' not found"
 quick=${BENCH_QUICK:-0}
 [ "$quick" = 0 ] && quick=
 ring=${IVC_RING_SIZE:-1M}
-transports=${BENCH_TRANSPORTS:-ivc vader unix tcp mpitcp}
+transports=${BENCH_TRANSPORTS:-ivc vader vader2 unix tcp mpitcp}
 if [ -n "$quick" ]; then
     reps=${BENCH_REPS:-3}
     rep_ms=${BENCH_REP_MS:-2}
@@ -71,7 +72,7 @@ if has ivc; then
     [ -x "$ivcd" ] || die "$ivcd not built (make build)"
 fi
 mpi_ok=1
-if has vader || has mpitcp; then
+if has vader || has vader2 || has mpitcp; then
     if [ ! -x "$mpi_pingpong" ] || ! command -v mpirun >/dev/null; then
         echo "run_ivc.sh: WARNING: mpicc/mpirun not found: Open MPI baselines skipped" >&2
         mpi_ok=
@@ -194,7 +195,7 @@ run() {
 }
 
 mpirun_cmd=(mpirun --allow-run-as-root -np 2 "${mpi_bind[@]}" --mca pml ob1)
-order=(ivc vader unix tcp mpitcp)
+order=(ivc vader vader2 unix tcp mpitcp)
 : >"$tmp/all"
 for ((round = 1; round <= rounds; round++)); do
     list=("${order[@]}")
@@ -212,6 +213,13 @@ for ((round = 1; round <= rounds; round++)); do
         vader)
             [ -n "$mpi_ok" ] || continue
             run vader "$round" "${mpirun_cmd[@]}" --mca btl self,vader "$mpi_pingpong" "${common[@]}"
+            ;;
+        vader2)
+            # vader without its single-copy path (CMA, slow in VMs): copies
+            # through its own shared buffers, as IVC must.
+            [ -n "$mpi_ok" ] || continue
+            run vader2 "$round" "${mpirun_cmd[@]}" --mca btl self,vader \
+                --mca btl_vader_single_copy_mechanism none "$mpi_pingpong" "${common[@]}"
             ;;
         mpitcp)
             [ -n "$mpi_ok" ] || continue
@@ -250,13 +258,14 @@ function table(kind, title, unit,   s, n, i, list, t, line, v) {
     for (k in sizes) { split(k, p, SUBSEP); if (p[1] == kind) list[++n] = p[2] + 0 }
     for (i = 2; i <= n; i++) { t = list[i]; for (j = i - 1; j >= 1 && list[j] > t; j--) list[j + 1] = list[j]; list[j + 1] = t }
     printf "\n%s (%s)\n", title, unit
-    printf "%8s %10s %10s %10s %10s %10s %10s\n", "size", "IVC", "vader", "UNIX", "TCP", "MPI/tcp", "ivc/vader"
+    printf "%8s %10s %10s %10s %10s %10s %10s %10s %10s\n", "size", "IVC", "vader", "vader2", "UNIX", "TCP", "MPI/tcp", "ivc/vader", "ivc/vader2"
     for (i = 1; i <= n; i++) {
         s = list[i]
         printf "%8s", human(s)
-        split("ivc vader unix tcp mpitcp", ts, " ")
-        for (t = 1; t <= 5; t++) printf " %10s", fmt(med(ts[t] SUBSEP kind SUBSEP s))
-        printf " %10s\n", fmt(ratio(med("ivc" SUBSEP kind SUBSEP s), med("vader" SUBSEP kind SUBSEP s)))
+        split("ivc vader vader2 unix tcp mpitcp", ts, " ")
+        for (t = 1; t <= 6; t++) printf " %10s", fmt(med(ts[t] SUBSEP kind SUBSEP s))
+        printf " %10s", fmt(ratio(med("ivc" SUBSEP kind SUBSEP s), med("vader" SUBSEP kind SUBSEP s)))
+        printf " %10s\n", fmt(ratio(med("ivc" SUBSEP kind SUBSEP s), med("vader2" SUBSEP kind SUBSEP s)))
     }
 }
 END {

@@ -12,6 +12,9 @@
 
 #include <string.h>
 
+/* Bytes copied between two index updates on large transfers. */
+#define IVC_PUBLISH_CHUNK (32u << 10)
+
 static ssize_t chan_corrupt(struct ivc_chan *ch)
 {
     ch->state = IVC_CHAN_CORRUPT;
@@ -34,13 +37,19 @@ static inline ssize_t ring_write(struct ivc_chan *ch, const void *buf, size_t le
             return 0;
     }
     size_t n = len < space ? len : (size_t)space;
-    uint64_t off = ch->tx_head & ch->tx_mask;
-    size_t first = n < size - off ? n : (size_t)(size - off);
-    memcpy(ch->tx + off, buf, first);
-    if (n > first)
-        memcpy(ch->tx, (const char *)buf + first, n - first);
-    ch->tx_head += n;
-    atomic_store_explicit(&ch->my_hot->head, ch->tx_head, memory_order_release);
+    /* Publish every IVC_PUBLISH_CHUNK so that the reader copies out while
+     * we still copy in: a large write is a pipeline, not two serial copies. */
+    for (size_t done = 0; done < n;) {
+        size_t c = n - done < IVC_PUBLISH_CHUNK ? n - done : IVC_PUBLISH_CHUNK;
+        uint64_t off = ch->tx_head & ch->tx_mask;
+        size_t first = c < size - off ? c : (size_t)(size - off);
+        memcpy(ch->tx + off, (const char *)buf + done, first);
+        if (c > first)
+            memcpy(ch->tx, (const char *)buf + done + first, c - first);
+        ch->tx_head += c;
+        done += c;
+        atomic_store_explicit(&ch->my_hot->head, ch->tx_head, memory_order_release);
+    }
     return (ssize_t)n;
 }
 
@@ -58,11 +67,18 @@ static inline ssize_t ring_read(struct ivc_chan *ch, void *buf, size_t len)
             return 0;
     }
     size_t n = len < avail ? len : (size_t)avail;
-    uint64_t size = ch->rx_mask + 1, off = ch->rx_tail & ch->rx_mask;
-    size_t first = n < size - off ? n : (size_t)(size - off);
-    memcpy(buf, ch->rx + off, first);
-    if (n > first)
-        memcpy((char *)buf + first, ch->rx, n - first);
+    uint64_t size = ch->rx_mask + 1;
+    for (size_t done = 0; done < n;) {
+        size_t c = n - done < IVC_PUBLISH_CHUNK ? n - done : IVC_PUBLISH_CHUNK;
+        uint64_t off = (ch->rx_tail + done) & ch->rx_mask;
+        size_t first = c < size - off ? c : (size_t)(size - off);
+        memcpy((char *)buf + done, ch->rx + off, first);
+        if (c > first)
+            memcpy((char *)buf + done + first, ch->rx, c - first);
+        done += c;
+        if (done < n) /* let the writer refill behind us */
+            atomic_store_explicit(&ch->my_hot->tail, ch->rx_tail + done, memory_order_release);
+    }
     /* If the peer died while we copied, ivcd may have handed its share to a
      * new endpoint: the bytes could be someone else's.  Check again. */
     atomic_thread_fence(memory_order_acquire);
