@@ -75,8 +75,10 @@ int main(int argc, char **argv)
     const char *sock = NULL, *role = NULL;
     uint64_t job = 0;
     unsigned mib = 64;
-    static const struct option opts[] = {{"socket", 1, 0, 's'}, {"job", 1, 0, 'j'},
-                                         {"role", 1, 0, 'r'},   {"mib", 1, 0, 'm'},
+    static const struct option opts[] = {{"socket", 1, 0, 's'},
+                                         {"job", 1, 0, 'j'},
+                                         {"role", 1, 0, 'r'},
+                                         {"mib", 1, 0, 'm'},
                                          {0, 0, 0, 0}};
     int c, r;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {

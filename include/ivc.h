@@ -35,23 +35,23 @@ extern "C" {
 #define IVC_API_VERSION 1
 
 /* Error codes (negative errno values, as in libuv). */
-#define IVC_EINVAL       (-EINVAL)          /* bad argument */
-#define IVC_ENOMEM       (-ENOMEM)          /* out of process memory */
-#define IVC_EAGAIN       (-EAGAIN)          /* nothing to do now, try again */
-#define IVC_ENOENT       (-ENOENT)          /* no such peer in this job on this host */
-#define IVC_ENODEV       (-ENODEV)          /* no region: ivcd socket or ivshmem device missing */
-#define IVC_EACCES       (-EACCES)          /* magic id does not match the job's region */
-#define IVC_ENOSPC       (-ENOSPC)          /* region full: no endpoint slot, record or ring memory */
-#define IVC_ETIMEDOUT    (-ETIMEDOUT)       /* the operation's timeout expired */
-#define IVC_ECONNREFUSED (-ECONNREFUSED)    /* the peer refused the connection */
-#define IVC_ECONNRESET   (-ECONNRESET)      /* the peer died or its slot was reclaimed */
-#define IVC_EPROTO       (-EPROTO)          /* the shared region is corrupt (checked and refused) */
+#define IVC_EINVAL          (-EINVAL)    /* bad argument */
+#define IVC_ENOMEM          (-ENOMEM)    /* out of process memory */
+#define IVC_EAGAIN          (-EAGAIN)    /* nothing to do now, try again */
+#define IVC_ENOENT          (-ENOENT)    /* no such peer in this job on this host */
+#define IVC_ENODEV          (-ENODEV)    /* no region: ivcd socket or ivshmem device missing */
+#define IVC_EACCES          (-EACCES)    /* magic id does not match the job's region */
+#define IVC_ENOSPC          (-ENOSPC)    /* region full: no endpoint slot, record or ring memory */
+#define IVC_ETIMEDOUT       (-ETIMEDOUT) /* the operation's timeout expired */
+#define IVC_ECONNREFUSED    (-ECONNREFUSED) /* the peer refused the connection */
+#define IVC_ECONNRESET      (-ECONNRESET)   /* the peer died or its slot was reclaimed */
+#define IVC_EPROTO          (-EPROTO)       /* the shared region is corrupt (checked and refused) */
 #define IVC_EPROTONOSUPPORT (-EPROTONOSUPPORT) /* region or ivcd speaks another version */
-#define IVC_ESHUTDOWN    (-ESHUTDOWN)       /* channel suspended for migration */
-#define IVC_ENOTCONN     (-ENOTCONN)        /* context detached from its region (suspended) */
-#define IVC_EBUSY        (-EBUSY)           /* resource in use */
-#define IVC_EPIPE        (-EPIPE)           /* write after the peer closed the channel */
-#define IVC_EOF          (-4095)            /* peer closed the channel and all data was read */
+#define IVC_ESHUTDOWN       (-ESHUTDOWN)       /* channel suspended for migration */
+#define IVC_ENOTCONN        (-ENOTCONN)        /* context detached from its region (suspended) */
+#define IVC_EBUSY           (-EBUSY)           /* resource in use */
+#define IVC_EPIPE           (-EPIPE)           /* write after the peer closed the channel */
+#define IVC_EOF             (-4095)            /* peer closed the channel and all data was read */
 
 /* Opaque handles. */
 typedef struct ivc_ctx ivc_ctx_t;
@@ -98,9 +98,9 @@ typedef struct ivc_options {
 
 /* Context state, as returned by ivc_ctx_state(). */
 enum ivc_ctx_state {
-    IVC_CTX_ATTACHED = 1,  /* in the region, channels usable */
-    IVC_CTX_DETACHED = 2,  /* suspended and detached; ivc_reattach() to come back */
-    IVC_CTX_BROKEN = 3,    /* the region was found corrupt; only ivc_unregister() */
+    IVC_CTX_ATTACHED = 1, /* in the region, channels usable */
+    IVC_CTX_DETACHED = 2, /* suspended and detached; ivc_reattach() to come back */
+    IVC_CTX_BROKEN = 3,   /* the region was found corrupt; only ivc_unregister() */
 };
 
 /* Channel state, as returned by ivc_chan_state(). */
@@ -155,20 +155,20 @@ int ivc_read_all(ivc_chan_t *chan, void *buf, size_t len, int timeout_ms, size_t
 int ivc_close(ivc_chan_t *chan);
 
 /* Channel introspection. */
-uint32_t ivc_chan_peer(const ivc_chan_t *chan);  /* the peer's client id */
-int ivc_chan_state(ivc_chan_t *chan);            /* enum ivc_chan_state */
-size_t ivc_chan_readable(ivc_chan_t *chan);      /* bytes ready to read now */
-size_t ivc_chan_writable(ivc_chan_t *chan);      /* bytes that fit now */
+uint32_t ivc_chan_peer(const ivc_chan_t *chan); /* the peer's client id */
+int ivc_chan_state(ivc_chan_t *chan);           /* enum ivc_chan_state */
+size_t ivc_chan_readable(ivc_chan_t *chan);     /* bytes ready to read now */
+size_t ivc_chan_writable(ivc_chan_t *chan);     /* bytes that fit now */
 size_t ivc_chan_ring_size(const ivc_chan_t *chan);
 void ivc_chan_set_data(ivc_chan_t *chan, void *data); /* user pointer */
 void *ivc_chan_get_data(const ivc_chan_t *chan);
 
 /* ---- readiness ----------------------------------------------------------- */
 
-#define IVC_POLLIN   0x01 /* ivc_read() would return data or EOF */
-#define IVC_POLLOUT  0x02 /* ivc_write() would accept bytes */
-#define IVC_POLLERR  0x04 /* reset, corrupt or suspended: I/O returns an error */
-#define IVC_POLLHUP  0x08 /* the peer closed */
+#define IVC_POLLIN  0x01 /* ivc_read() would return data or EOF */
+#define IVC_POLLOUT 0x02 /* ivc_write() would accept bytes */
+#define IVC_POLLERR 0x04 /* reset, corrupt or suspended: I/O returns an error */
+#define IVC_POLLHUP 0x08 /* the peer closed */
 
 typedef struct ivc_pollitem {
     ivc_chan_t *chan;

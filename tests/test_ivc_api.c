@@ -77,9 +77,10 @@ static void test_errors(void)
 
 static void test_strerror(void)
 {
-    int codes[] = {IVC_EINVAL, IVC_ENOMEM, IVC_EAGAIN, IVC_ENOENT, IVC_ENODEV, IVC_EACCES,
-                   IVC_ENOSPC, IVC_ETIMEDOUT, IVC_ECONNREFUSED, IVC_ECONNRESET, IVC_EPROTO,
-                   IVC_EPROTONOSUPPORT, IVC_ESHUTDOWN, IVC_ENOTCONN, IVC_EBUSY, IVC_EPIPE,
+    int codes[] = {IVC_EINVAL,       IVC_ENOMEM,     IVC_EAGAIN, IVC_ENOENT,
+                   IVC_ENODEV,       IVC_EACCES,     IVC_ENOSPC, IVC_ETIMEDOUT,
+                   IVC_ECONNREFUSED, IVC_ECONNRESET, IVC_EPROTO, IVC_EPROTONOSUPPORT,
+                   IVC_ESHUTDOWN,    IVC_ENOTCONN,   IVC_EBUSY,  IVC_EPIPE,
                    IVC_EOF};
     size_t n = sizeof(codes) / sizeof(codes[0]);
     for (size_t i = 0; i < n; i++) {
@@ -116,7 +117,8 @@ static void test_membership_and_eof(void)
 
     /* Unregistering closes the channel: the peer reads the rest, then EOF. */
     ssize_t w = ivc_write(arg.ch, "bye", 3);
-    T_ASSERT(w == 3, "write returned %zd (%s), state %d", w, ivc_strerror((int)w), ivc_chan_state(arg.ch));
+    T_ASSERT(w == 3, "write returned %zd (%s), state %d", w, ivc_strerror((int)w),
+             ivc_chan_state(arg.ch));
     T_OK(ivc_unregister(a));
     char buf[8];
     size_t done = 0;
@@ -150,7 +152,8 @@ static void test_poll_and_timeouts(void)
     size_t done = 99;
     T_ASSERT(ivc_read_all(bch, buf, 4, 20, &done) == IVC_ETIMEDOUT && done == 0, "read timeout");
     ssize_t w = ivc_write(arg.ch, "ab", 2);
-    T_ASSERT(w == 2, "write returned %zd (%s) state %d", w, ivc_strerror((int)w), ivc_chan_state(arg.ch));
+    T_ASSERT(w == 2, "write returned %zd (%s) state %d", w, ivc_strerror((int)w),
+             ivc_chan_state(arg.ch));
     T_ASSERT(ivc_read_all(bch, buf, 4, 20, &done) == IVC_ETIMEDOUT && done == 2,
              "partial read reports what came");
     /* Fill the ring: write_all times out and says how much went. */

@@ -15,8 +15,8 @@
 #include <unistd.h>
 
 #define MAGIC 777
-#define A_ID 1
-#define B_ID 2
+#define A_ID  1
+#define B_ID  2
 #define CHUNK 65536
 
 static struct t_ivcd ivcd;

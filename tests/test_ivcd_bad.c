@@ -127,8 +127,7 @@ static void garbage_client(const char *path, unsigned round)
 
     t_fill(junk, sizeof(junk), round, 0);
     switch (round % 6) {
-    case 0: /* vanish at once */
-        break;
+    case 0: /* vanish at once */ break;
     case 1: /* random bytes */
         CHECK(send(s, junk, 1 + round % sizeof(junk), MSG_NOSIGNAL) >= 0 || errno == EPIPE ||
                   errno == ECONNRESET,

@@ -13,7 +13,7 @@
 
 #define T_FAIL(...)                                                                                \
     do {                                                                                           \
-        fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                      \
+        fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                       \
         fprintf(stderr, __VA_ARGS__);                                                              \
         fprintf(stderr, "\n");                                                                     \
         exit(1);                                                                                   \
@@ -21,7 +21,7 @@
 #define T_ASSERT(cond, ...)                                                                        \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "assertion `%s` failed\n", #cond);                                   \
+            fprintf(stderr, "assertion `%s` failed\n", #cond);                                     \
             T_FAIL(__VA_ARGS__);                                                                   \
         }                                                                                          \
     } while (0)
@@ -30,7 +30,7 @@
     ({                                                                                             \
         long long _r = (long long)(expr);                                                          \
         if (_r < 0)                                                                                \
-            T_FAIL("%s returned %lld (%s)", #expr, _r, ivc_strerror((int)_r));                    \
+            T_FAIL("%s returned %lld (%s)", #expr, _r, ivc_strerror((int)_r));                     \
         _r;                                                                                        \
     })
 

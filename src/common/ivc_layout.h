@@ -59,18 +59,18 @@
 #include <stdint.h>
 
 #define IVC_CACHELINE 64
-#define IVC_PAGE 4096
+#define IVC_PAGE      4096
 
 #define IVC_REGION_SIGNATURE 0x3143564943504856ULL /* "VHPCIVC1" little-endian */
-#define IVC_LAYOUT_VERSION 1
+#define IVC_LAYOUT_VERSION   1
 
-#define IVC_REGION_MIN (1ULL << 20) /* 1 MiB */
-#define IVC_REGION_MAX (1ULL << 40)
-#define IVC_MAX_CLIENTS_LIMIT 4096 /* ivshmem allows 65535; we cap the table */
-#define IVC_MAX_EPS_LIMIT 4096
+#define IVC_REGION_MIN         (1ULL << 20) /* 1 MiB */
+#define IVC_REGION_MAX         (1ULL << 40)
+#define IVC_MAX_CLIENTS_LIMIT  4096 /* ivshmem allows 65535; we cap the table */
+#define IVC_MAX_EPS_LIMIT      4096
 #define IVC_CONNS_PER_EP_LIMIT 1024
-#define IVC_RING_MIN 4096u
-#define IVC_RING_MAX (64u << 20)
+#define IVC_RING_MIN           4096u
+#define IVC_RING_MAX           (64u << 20)
 
 /* ---- header: written by ivcd at creation, constant afterwards ------------ */
 struct ivc_hdr {
@@ -83,11 +83,11 @@ struct ivc_hdr {
     uint32_t max_eps;      /* endpoint slots */
     uint32_t conns_per_ep; /* conn records owned by each endpoint */
     uint32_t reserved0;
-    uint64_t clients_off;  /* struct ivc_client[max_clients] */
-    uint64_t eps_off;      /* struct ivc_ep[max_eps] */
-    uint64_t conns_off;    /* struct ivc_conn[max_eps * conns_per_ep] */
-    uint64_t pool_off;     /* start of the ring pool, page aligned */
-    uint64_t share_size;   /* pool bytes per endpoint, multiple of IVC_PAGE */
+    uint64_t clients_off; /* struct ivc_client[max_clients] */
+    uint64_t eps_off;     /* struct ivc_ep[max_eps] */
+    uint64_t conns_off;   /* struct ivc_conn[max_eps * conns_per_ep] */
+    uint64_t pool_off;    /* start of the ring pool, page aligned */
+    uint64_t share_size;  /* pool bytes per endpoint, multiple of IVC_PAGE */
     /* third cache line: ivcd's liveness, written by ivcd only */
     _Alignas(IVC_CACHELINE) _Atomic uint64_t ivcd_pid;
     _Atomic uint64_t ivcd_heartbeat; /* bumped by ivcd every tick */
@@ -97,7 +97,8 @@ struct ivc_hdr {
  * them with their private copy to notice a scribbled header. */
 #define IVC_HDR_CONST_SIZE (2 * IVC_CACHELINE)
 static_assert(sizeof(struct ivc_hdr) == IVC_PAGE, "header is one page");
-static_assert(offsetof(struct ivc_hdr, ivcd_pid) == IVC_HDR_CONST_SIZE, "liveness after the constant part");
+static_assert(offsetof(struct ivc_hdr, ivcd_pid) == IVC_HDR_CONST_SIZE,
+              "liveness after the constant part");
 
 /* ---- client table: one line per ivshmem peer id, written by ivcd --------- */
 enum ivc_client_state {
@@ -121,18 +122,18 @@ enum ivc_ep_state {
 };
 #define IVC_EP_STATUS(gen, client, state)                                                          \
     (((uint64_t)(uint32_t)(gen) << 32) | ((uint64_t)(uint16_t)(client) << 16) | (uint8_t)(state))
-#define IVC_EP_GEN(st) ((uint32_t)((st) >> 32))
+#define IVC_EP_GEN(st)    ((uint32_t)((st) >> 32))
 #define IVC_EP_CLIENT(st) ((uint16_t)((st) >> 16))
-#define IVC_EP_STATE(st) ((uint8_t)(st))
+#define IVC_EP_STATE(st)  ((uint8_t)(st))
 
 struct ivc_ep {
     /* line 0: the owner's identity.  `status` is CAS'd by claimer/owner and
      * stored by ivcd (see the lifecycle above); the rest written by the owner
      * after it claimed the slot. */
     _Atomic uint64_t status;
-    uint64_t job_magic;  /* must equal the header's */
-    uint32_t client_id;  /* the id given to ivc_register() */
-    int32_t pid;         /* owner's pid in its own OS */
+    uint64_t job_magic;   /* must equal the header's */
+    uint32_t client_id;   /* the id given to ivc_register() */
+    int32_t pid;          /* owner's pid in its own OS */
     _Atomic uint64_t ack; /* owner: the SUSPENDING status word it finished quiescing for */
     uint8_t pad0[IVC_CACHELINE - 32];
     /* line 1: written by other endpoints (atomic add, many writers) */
@@ -154,8 +155,8 @@ enum ivc_side_state {
     IVC_SIDE_DRAINED = 7,   /* migration: unread bytes handed back */
 };
 #define IVC_SIDE(seq, state) (((uint64_t)(uint32_t)(seq) << 32) | (uint8_t)(state))
-#define IVC_SIDE_SEQ(w) ((uint32_t)((w) >> 32))
-#define IVC_SIDE_STATE(w) ((uint8_t)(w))
+#define IVC_SIDE_SEQ(w)      ((uint32_t)((w) >> 32))
+#define IVC_SIDE_STATE(w)    ((uint8_t)(w))
 
 /* A channel's hot indices.  head = total bytes ever written into a ring,
  * tail = total bytes ever consumed; both only grow; 0 <= head - tail <= size.
@@ -222,9 +223,8 @@ static inline int ivc_geometry_compute(struct ivc_geometry *g, uint64_t size, ui
                                IVC_CACHELINE);
     g->conns_off =
         ivc__align_up(g->eps_off + (uint64_t)max_eps * sizeof(struct ivc_ep), IVC_CACHELINE);
-    g->pool_off = ivc__align_up(g->conns_off + (uint64_t)max_eps * conns_per_ep *
-                                                   sizeof(struct ivc_conn),
-                                IVC_PAGE);
+    g->pool_off = ivc__align_up(
+        g->conns_off + (uint64_t)max_eps * conns_per_ep * sizeof(struct ivc_conn), IVC_PAGE);
     if (g->pool_off >= size)
         return -1;
     g->share_size = ((size - g->pool_off) / max_eps) & ~(uint64_t)(IVC_PAGE - 1);

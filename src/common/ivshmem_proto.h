@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #define IVSHMEM_PROTOCOL_VERSION 0
-#define IVSHMEM_MAX_PEER_ID 65535
+#define IVSHMEM_MAX_PEER_ID      65535
 
 /* Send one message; `fd` < 0 sends none.  Returns 0 or a negative errno
  * (-EAGAIN when a non-blocking socket is full). */

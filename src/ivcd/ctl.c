@@ -403,20 +403,15 @@ void ctl_conn_event(struct ivcd *d, uint32_t idx, uint32_t events)
         return;
     struct ivcd_ctl_conn *cc = &d->ctl[idx];
     switch (cc->phase) {
-    case CTL_READ:
-        ctl_read(d, cc);
-        break;
-    case CTL_WAIT:
-        ctl_wait_event(d, cc);
-        break;
+    case CTL_READ: ctl_read(d, cc); break;
+    case CTL_WAIT: ctl_wait_event(d, cc); break;
     case CTL_WRITE:
         if (events & (EPOLLERR | EPOLLHUP))
             ctl_close(d, cc);
         else
             ctl_flush(d, cc);
         break;
-    case CTL_FREE:
-        break;
+    case CTL_FREE: break;
     }
 }
 
@@ -456,8 +451,7 @@ bool ctl_poll(struct ivcd *d, uint64_t now)
             }
             break;
         }
-        case CTL_FREE:
-            break;
+        case CTL_FREE: break;
         }
     }
     return pending;

@@ -177,8 +177,7 @@ static uint64_t parse_size(const char *s)
         shift = 30;
         end++;
         break;
-    default:
-        break;
+    default: break;
     }
     if (errno || *end)
         usage_error("--size '%s' is not a size (a number with an optional K, M or G suffix, "
@@ -335,16 +334,12 @@ static void parse_options(int argc, char **argv, struct ivcd_config *cfg)
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":s:j:fdvhV", opts, NULL)) != -1) {
         switch (c) {
-        case 's':
-            sock = optarg;
-            break;
+        case 's': sock = optarg; break;
         case 'j':
             cfg->magic = parse_magic(optarg);
             have_job = true;
             break;
-        case OPT_SIZE:
-            cfg->size = parse_size(optarg);
-            break;
+        case OPT_SIZE: cfg->size = parse_size(optarg); break;
         case OPT_MAX_PEERS:
             cfg->max_peers = parse_count("--max-peers", optarg, 1, IVC_MAX_CLIENTS_LIMIT);
             break;
@@ -358,37 +353,17 @@ static void parse_options(int argc, char **argv, struct ivcd_config *cfg)
         case OPT_VECTORS:
             cfg->vectors = parse_count("--vectors", optarg, 1, IVCD_MAX_VECTORS);
             break;
-        case OPT_HUGETLB:
-            cfg->hugetlb = true;
-            break;
-        case 'f':
-            foreground = true;
-            break;
-        case 'd':
-            cfg->daemon = true;
-            break;
-        case OPT_SYSLOG:
-            cfg->syslog = true;
-            break;
-        case OPT_PIDFILE:
-            pidfile = optarg;
-            break;
-        case OPT_MODE:
-            cfg->mode = parse_mode(optarg);
-            break;
-        case 'v':
-            cfg->verbose = true;
-            break;
-        case 'h':
-            fputs(usage_text, stdout);
-            exit(0);
-        case 'V':
-            printf("ivcd %s (region layout %d)\n", IVCD_VERSION, IVC_LAYOUT_VERSION);
-            exit(0);
-        case ':':
-            usage_error("option '%s' requires an argument", argv[optind - 1]);
-        default:
-            usage_error("unrecognized option '%s'", argv[optind - 1]);
+        case OPT_HUGETLB: cfg->hugetlb = true; break;
+        case 'f': foreground = true; break;
+        case 'd': cfg->daemon = true; break;
+        case OPT_SYSLOG: cfg->syslog = true; break;
+        case OPT_PIDFILE: pidfile = optarg; break;
+        case OPT_MODE: cfg->mode = parse_mode(optarg); break;
+        case 'v': cfg->verbose = true; break;
+        case 'h': fputs(usage_text, stdout); exit(0);
+        case 'V': printf("ivcd %s (region layout %d)\n", IVCD_VERSION, IVC_LAYOUT_VERSION); exit(0);
+        case ':': usage_error("option '%s' requires an argument", argv[optind - 1]);
+        default: usage_error("unrecognized option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)
@@ -597,23 +572,12 @@ static int run(struct ivcd *d, int sigfd)
             uint32_t kind = (uint32_t)(evs[i].data.u64 >> 32);
             uint32_t idx = (uint32_t)evs[i].data.u64;
             switch (kind) {
-            case EV_SIGNAL:
-                on_signal(d, sigfd);
-                break;
-            case EV_LISTEN:
-                server_accept(d);
-                break;
-            case EV_CLIENT:
-                server_client_event(d, idx, evs[i].events);
-                break;
-            case EV_CTL_LISTEN:
-                ctl_accept(d);
-                break;
-            case EV_CTL:
-                ctl_conn_event(d, idx, evs[i].events);
-                break;
-            default:
-                break;
+            case EV_SIGNAL: on_signal(d, sigfd); break;
+            case EV_LISTEN: server_accept(d); break;
+            case EV_CLIENT: server_client_event(d, idx, evs[i].events); break;
+            case EV_CTL_LISTEN: ctl_accept(d); break;
+            case EV_CTL: ctl_conn_event(d, idx, evs[i].events); break;
+            default: break;
             }
             server_reap(d);
         }

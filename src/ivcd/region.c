@@ -70,16 +70,11 @@ static bool cas(_Atomic uint64_t *p, uint64_t expect, uint64_t want)
 static const char *ep_state_name(uint8_t st)
 {
     switch (st) {
-    case IVC_EP_FREE:
-        return "free";
-    case IVC_EP_LIVE:
-        return "live";
-    case IVC_EP_SUSPENDING:
-        return "suspending";
-    case IVC_EP_DEPARTED:
-        return "departed";
-    default:
-        return "invalid";
+    case IVC_EP_FREE: return "free";
+    case IVC_EP_LIVE: return "live";
+    case IVC_EP_SUSPENDING: return "suspending";
+    case IVC_EP_DEPARTED: return "departed";
+    default: return "invalid";
     }
 }
 

@@ -132,7 +132,8 @@ static int find_guest_device(char *dir, size_t len)
         if (e->d_name[0] == '.')
             continue;
         snprintf(path, sizeof(path), "%s/%s", root, e->d_name);
-        if (read_hex_file(path, "vendor", &vendor) < 0 || read_hex_file(path, "device", &device) < 0)
+        if (read_hex_file(path, "vendor", &vendor) < 0 ||
+            read_hex_file(path, "device", &device) < 0)
             continue;
         if (vendor == IVC_PCI_VENDOR && device == IVC_PCI_DEVICE) {
             snprintf(dir, len, "%s", path);
@@ -220,8 +221,8 @@ static int validate_header(struct ivc_ctx *ctx)
     /* The offsets must be exactly what the layout rules give. */
     if (ivc_geometry_compute(&g, h->region_size, h->max_clients, h->max_eps, h->conns_per_ep) < 0)
         return IVC_EPROTO;
-    if (g.clients_off != h->clients_off || g.eps_off != h->eps_off ||
-        g.conns_off != h->conns_off || g.pool_off != h->pool_off || g.share_size != h->share_size)
+    if (g.clients_off != h->clients_off || g.eps_off != h->eps_off || g.conns_off != h->conns_off ||
+        g.pool_off != h->pool_off || g.share_size != h->share_size)
         return IVC_EPROTO;
     if (ctx->vm_id >= g.max_clients)
         return IVC_EPROTO;

@@ -144,15 +144,12 @@ static bool peer_done(const struct ivc_chan *ch)
     case IVC_SIDE_CLOSED:
     case IVC_SIDE_DRAINED:
     case IVC_SIDE_REFUSED:
-    case IVC_SIDE_IDLE:
-        return true;
+    case IVC_SIDE_IDLE: return true;
     case IVC_SIDE_REQUESTED:
     case IVC_SIDE_ACCEPTED:
     case IVC_SIDE_OPEN:
-    case IVC_SIDE_QUIESCED:
-        return false;
-    default:
-        return true; /* garbage: nothing sane will come from that side */
+    case IVC_SIDE_QUIESCED: return false;
+    default: return true; /* garbage: nothing sane will come from that side */
     }
 }
 
@@ -204,8 +201,7 @@ void ivc__chan_update(struct ivc_chan *ch)
     bool gone = IVC_EP_GEN(st) != ch->peer_gen || IVC_EP_STATE(st) == IVC_EP_FREE;
 
     if (IVC_SIDE_SEQ(ps) != ch->seq) {
-        chan_dead(ch, gone ? IVC_CHAN_RESET : IVC_CHAN_CORRUPT,
-                  gone ? IVC_ECONNRESET : IVC_EPROTO);
+        chan_dead(ch, gone ? IVC_CHAN_RESET : IVC_CHAN_CORRUPT, gone ? IVC_ECONNRESET : IVC_EPROTO);
         return;
     }
     switch (IVC_SIDE_STATE(ps)) {
@@ -233,11 +229,8 @@ void ivc__chan_update(struct ivc_chan *ch)
         ch->peer_side_open = ps;
         return;
     case IVC_SIDE_QUIESCED:
-    case IVC_SIDE_DRAINED:
-        ivc__chan_handback(ch);
-        return;
-    default:
-        goto corrupt;
+    case IVC_SIDE_DRAINED: ivc__chan_handback(ch); return;
+    default: goto corrupt;
     }
 
     if (st != ch->peer_status_live) {

@@ -111,8 +111,8 @@ int ivc_get_hosts(ivc_ctx_t *ctx, ivc_peer_t *peers, size_t max)
         if (atomic_load_explicit(&e->status, memory_order_relaxed) != st || magic != ctx->magic)
             continue;
         if ((size_t)n < max)
-            peers[n] = (ivc_peer_t){.client_id = cid, .vm_id = IVC_EP_CLIENT(st),
-                                    .slot = (uint16_t)i, .pid = pid};
+            peers[n] = (ivc_peer_t){
+                .client_id = cid, .vm_id = IVC_EP_CLIENT(st), .slot = (uint16_t)i, .pid = pid};
         n++;
     }
     return n;
@@ -124,8 +124,10 @@ int ivc_self(const ivc_ctx_t *ctx, ivc_peer_t *self)
         return IVC_EINVAL;
     if (ctx->state != IVC_CTX_ATTACHED)
         return ctx->state == IVC_CTX_BROKEN ? IVC_EPROTO : IVC_ENOTCONN;
-    *self = (ivc_peer_t){.client_id = ctx->client_id, .vm_id = ctx->vm_id,
-                         .slot = (uint16_t)ctx->ep, .pid = (int32_t)getpid()};
+    *self = (ivc_peer_t){.client_id = ctx->client_id,
+                         .vm_id = ctx->vm_id,
+                         .slot = (uint16_t)ctx->ep,
+                         .pid = (int32_t)getpid()};
     return 0;
 }
 

@@ -13,9 +13,11 @@ const char *ivc_strerror(int err)
     case IVC_ENOMEM: return "out of memory";
     case IVC_EAGAIN: return "resource temporarily unavailable, try again";
     case IVC_ENOENT: return "no such peer in this job on this host";
-    case IVC_ENODEV: return "no IVC region: the job's ivcd socket or the guest's ivshmem device is missing";
+    case IVC_ENODEV:
+        return "no IVC region: the job's ivcd socket or the guest's ivshmem device is missing";
     case IVC_EACCES: return "the magic id does not match this job's region";
-    case IVC_ENOSPC: return "the region is full (no free endpoint slot, connection record or ring memory)";
+    case IVC_ENOSPC:
+        return "the region is full (no free endpoint slot, connection record or ring memory)";
     case IVC_ETIMEDOUT: return "timed out";
     case IVC_ECONNREFUSED: return "the peer refused the connection";
     case IVC_ECONNRESET: return "connection reset: the peer died or left the region";

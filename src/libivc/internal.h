@@ -17,14 +17,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define IVC_DEFAULT_RING (256u << 10)
+#define IVC_DEFAULT_RING       (256u << 10)
 #define IVC_DEFAULT_TIMEOUT_MS 5000
-#define IVC_SOCKET_DIR "/run/vhpc"
-#define IVC_PCI_VENDOR 0x1af4
-#define IVC_PCI_DEVICE 0x1110
-#define IVC_GUEST "guest"
+#define IVC_SOCKET_DIR         "/run/vhpc"
+#define IVC_PCI_VENDOR         0x1af4
+#define IVC_PCI_DEVICE         0x1110
+#define IVC_GUEST              "guest"
 
-#define likely(x) __builtin_expect(!!(x), 1)
+#define likely(x)   __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
 /* Private channel state (beside enum ivc_chan_state): an initiator's channel
@@ -45,24 +45,24 @@ struct ivc_chan {
     struct ivc_hot *peer_hot;      /* peer writes: rx head, tx tail */
     struct ivc_ctx *ctx;
 
-    uint8_t *tx;          /* our ring (producer) */
-    uint64_t tx_mask;     /* size - 1 */
-    uint64_t tx_head;     /* private copy of what we published */
-    uint64_t tx_tail;     /* cached consumer index */
-    const uint8_t *rx;    /* peer's ring (consumer) */
+    uint8_t *tx;       /* our ring (producer) */
+    uint64_t tx_mask;  /* size - 1 */
+    uint64_t tx_head;  /* private copy of what we published */
+    uint64_t tx_tail;  /* cached consumer index */
+    const uint8_t *rx; /* peer's ring (consumer) */
     uint64_t rx_mask;
-    uint64_t rx_tail;     /* private copy of what we published */
-    uint64_t rx_head;     /* cached producer index */
+    uint64_t rx_tail; /* private copy of what we published */
+    uint64_t rx_head; /* cached producer index */
 
     /* cold */
     uint64_t epoch;
     bool initiator;
-    uint32_t conn_idx;  /* index of the conn record */
-    uint32_t seq;       /* its use number */
+    uint32_t conn_idx; /* index of the conn record */
+    uint32_t seq;      /* its use number */
     uint32_t peer_ep, peer_gen, peer_client;
     uint32_t tx_page, tx_npages; /* our ring's pages in our share */
-    int err;            /* error returned once the channel is dead */
-    bool closed;        /* ivc_close() was called; kept until the peer lets go */
+    int err;                     /* error returned once the channel is dead */
+    bool closed;                 /* ivc_close() was called; kept until the peer lets go */
     void *user;
     struct ivc_chan *next, *prev;
 };
@@ -86,8 +86,8 @@ struct ivc_ctx {
     uint16_t vm_id;
     uint32_t ep;
     uint32_t gen;
-    uint64_t my_status;          /* our status word while healthy */
-    _Atomic uint64_t *status_p;  /* &our ep.status */
+    uint64_t my_status;         /* our status word while healthy */
+    _Atomic uint64_t *status_p; /* &our ep.status */
     struct ivc_ep *ep_p;
 
     uint64_t *pages; /* bitmap over our share's pages: 1 = used */
@@ -95,8 +95,8 @@ struct ivc_ctx {
     uint8_t *conn_busy; /* per conn record we own: in use or lingering */
     uint32_t conn_next; /* round-robin cursor */
     uint32_t conn_seq;
-    uint64_t seen_req;  /* conn_req value fully scanned */
-    bool req_maybe;     /* a scan found a request: scan again */
+    uint64_t seen_req; /* conn_req value fully scanned */
+    bool req_maybe;    /* a scan found a request: scan again */
 
     struct ivc_chan *chans; /* open and lingering channels */
 };

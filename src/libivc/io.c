@@ -110,14 +110,10 @@ static ssize_t write_slow(struct ivc_chan *ch, const void *buf, size_t len)
         return IVC_EINVAL;
     refresh(ch);
     switch (ch->state) {
-    case IVC_CHAN_OPEN:
-        return ring_write(ch, buf, len);
-    case IVC_CHAN_SUSPENDING:
-        return 0; /* quiescing for a migration: nothing goes */
-    case IVC_CHAN_EOF:
-        return IVC_EPIPE;
-    default:
-        return ch->err;
+    case IVC_CHAN_OPEN: return ring_write(ch, buf, len);
+    case IVC_CHAN_SUSPENDING: return 0; /* quiescing for a migration: nothing goes */
+    case IVC_CHAN_EOF: return IVC_EPIPE;
+    default: return ch->err;
     }
 }
 
@@ -138,11 +134,8 @@ static ssize_t read_slow(struct ivc_chan *ch, void *buf, size_t len)
     case IVC_CHAN_OPEN:
     case IVC_CHAN_SUSPENDING: /* the peer may still be writing until it quiesced */
         return ring_read(ch, buf, len);
-    case IVC_CHAN_EOF:
-        n = ring_read(ch, buf, len);
-        return n == 0 && len ? IVC_EOF : n;
-    default:
-        return ch->err;
+    case IVC_CHAN_EOF: n = ring_read(ch, buf, len); return n == 0 && len ? IVC_EOF : n;
+    default: return ch->err;
     }
 }
 
@@ -166,8 +159,7 @@ size_t ivc_chan_readable(ivc_chan_t *ch)
     if (!ch || ch->closed)
         return 0;
     refresh(ch);
-    if (ch->state != IVC_CHAN_OPEN && ch->state != IVC_CHAN_EOF &&
-        ch->state != IVC_CHAN_SUSPENDING)
+    if (ch->state != IVC_CHAN_OPEN && ch->state != IVC_CHAN_EOF && ch->state != IVC_CHAN_SUSPENDING)
         return 0;
     uint64_t h = atomic_load_explicit(&ch->peer_hot->head, memory_order_acquire);
     if (h < ch->rx_head || h - ch->rx_tail > ch->rx_mask + 1) {

@@ -9,8 +9,8 @@
 #include <sched.h>
 #include <time.h>
 
-#define SPIN_NS 50000ULL        /* busy-poll for the first 50 us */
-#define YIELD_NS 1000000ULL     /* then yield until 1 ms */
+#define SPIN_NS      50000ULL   /* busy-poll for the first 50 us */
+#define YIELD_NS     1000000ULL /* then yield until 1 ms */
 #define SLEEP_MIN_NS 20000ULL   /* then sleep 20 us, 40 us, ... */
 #define SLEEP_MAX_NS 1000000ULL /* ... at most 1 ms per check */
 
@@ -100,12 +100,8 @@ int ivc_poll(ivc_ctx_t *ctx, ivc_pollitem_t *items, size_t n, int timeout_ms)
                 if ((items[i].events & IVC_POLLIN) && ivc_chan_readable(ch))
                     rev |= IVC_POLLIN;
                 break;
-            case IVC_CHAN_EOF:
-                rev |= IVC_POLLHUP | (items[i].events & IVC_POLLIN);
-                break;
-            default:
-                rev |= IVC_POLLERR;
-                break;
+            case IVC_CHAN_EOF: rev |= IVC_POLLHUP | (items[i].events & IVC_POLLIN); break;
+            default: rev |= IVC_POLLERR; break;
             }
             items[i].revents = rev;
             ready += rev != 0;
