@@ -1,8 +1,8 @@
 /*
  * ivc_demo - two processes exchange data through IVC and say what happened.
  *
- *   ivc_demo --socket PATH --job MAGIC --role recv [--mib N]
- *   ivc_demo --socket PATH --job MAGIC --role send [--mib N]
+ *   ivc_demo [--socket PATH] --job MAGIC --role recv [--mib N]
+ *   ivc_demo [--socket PATH] --job MAGIC --role send [--mib N]
  *
  * The receiver registers as client 1 and accepts; the sender registers as
  * client 0, lists its neighbours, connects, measures the one-way latency of
@@ -90,8 +90,10 @@ int main(int argc, char **argv)
         default: return 2;
         }
     }
-    if (!sock || !job || !role || (strcmp(role, "send") && strcmp(role, "recv")) || !mib) {
-        fprintf(stderr, "usage: ivc_demo --socket PATH --job MAGIC --role send|recv [--mib N]\n");
+    if (!job || !role || (strcmp(role, "send") && strcmp(role, "recv")) || !mib) {
+        fprintf(stderr, "usage: ivc_demo [--socket PATH] --job MAGIC --role send|recv [--mib N]\n"
+                        "(without --socket: $IVC_SOCKET, the guest's ivshmem device, or\n"
+                        " /run/vhpc/ivc-MAGIC.sock)\n");
         return 2;
     }
     int sender = strcmp(role, "send") == 0;

@@ -46,7 +46,8 @@ static void test_options(const char *sock)
                                                              "--size", "3000000", NULL});
     CHECK(strstr(out, "try 4M"), "no suggestion: %s", out);
     expect_usage_error("--job", (const char *const[]){"--socket", sock, NULL});
-    expect_usage_error("--socket", (const char *const[]){"--job", "1", NULL});
+    expect_usage_error("--socket needs a path",
+                       (const char *const[]){"--socket", "", "--job", "1", NULL});
     expect_usage_error(
         "minimum", (const char *const[]){"--socket", sock, "--job", "1", "--size", "512K", NULL});
     expect_usage_error(

@@ -52,6 +52,9 @@ uint64_t ivcd_now_ms(void); /* monotonic clock */
 
 /* ---- configuration (main.c) ---------------------------------------------- */
 
+/* Default socket directory; libivc's default is the same path. */
+#define IVCD_SOCKET_DIR "/run/vhpc"
+
 struct ivcd_config {
     char *socket_path; /* absolute */
     char *ctl_path;    /* socket_path + ".ctl" */

@@ -95,12 +95,14 @@ uint64_t ivcd_now_ms(void)
 /* ---- options ------------------------------------------------------------- */
 
 static const char usage_text[] =
-    "Usage: ivcd --socket PATH --job MAGIC [OPTIONS]\n"
+    "Usage: ivcd --job MAGIC [--socket PATH] [OPTIONS]\n"
     "       ivcd ctl --socket PATH (status | list | suspend ID [--timeout MS] | resume ID)\n"
     "Serve one job's shared IVC region to QEMU ivshmem-doorbell devices and libivc\n"
     "host processes over the ivshmem-server protocol on the UNIX socket PATH.\n"
     "\n"
-    "  -s, --socket PATH             the job's socket (control socket: PATH.ctl)\n"
+    "  -s, --socket PATH             the job's socket (control socket: PATH.ctl;\n"
+    "                                default " IVCD_SOCKET_DIR "/ivc-<job>.sock, where\n"
+    "                                libivc looks when $IVC_SOCKET is not set)\n"
     "  -j, --job MAGIC               the job id, decimal or 0x hexadecimal (required)\n"
     "      --size SIZE               region size, a power of two >= 1M, suffixes K/M/G\n"
     "                                (default 256M)\n"
@@ -370,12 +372,19 @@ static void parse_options(int argc, char **argv, struct ivcd_config *cfg)
         usage_error("unexpected argument '%s'", argv[optind]);
     if (foreground && cfg->daemon)
         usage_error("--foreground and --daemon exclude each other");
-    if (!sock)
-        usage_error("--socket PATH is required (the job's ivshmem socket)");
+    if (sock && !*sock)
+        usage_error("--socket needs a path (or leave it out for " IVCD_SOCKET_DIR
+                    "/ivc-<job>.sock)");
     if (!have_job)
         usage_error("--job MAGIC is required (the job's id, decimal or 0x hexadecimal)");
     check_geometry(cfg);
 
+    /* Without --socket: where libivc looks by default for this job. */
+    char defsock[128];
+    if (!sock) {
+        snprintf(defsock, sizeof(defsock), IVCD_SOCKET_DIR "/ivc-%" PRIu64 ".sock", cfg->magic);
+        sock = defsock;
+    }
     cfg->socket_path = absolute("--socket", sock);
     if (asprintf(&cfg->ctl_path, "%s.ctl", cfg->socket_path) < 0) {
         fprintf(stderr, "ivcd: out of memory\n");
