@@ -72,7 +72,8 @@ typedef struct ivc_peer {
  *   the peer wrote that were not yet returned by ivc_read(); together with what
  *   ivc_read() already returned they are exactly the peer's byte stream, each
  *   byte once and in order.  The buffer is valid during the call only.  After
- *   the call the channel is dead (I/O returns IVC_ESHUTDOWN); ivc_close() it.
+ *   the call the channel is dead (I/O returns IVC_ESHUTDOWN); ivc_close() it,
+ *   in the callback or later.
  * arrive: called after the context attached to a (new) region and may connect
  *   again.
  */

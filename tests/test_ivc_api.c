@@ -7,6 +7,8 @@
 #include "testutil.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <string.h>
 
@@ -202,6 +204,43 @@ static void test_full_region(void)
     t_ivcd_stop(&small);
 }
 
+/* Waiting must not burn the core: a process blocked for 1.5 s in
+ * ivc_accept() and in ivc_read_all() on an idle channel uses well under half
+ * of that in CPU time (it spins only for the first 50 us, then yields, then
+ * sleeps).  CPU time, not wall-clock speed, is what is checked. */
+static void test_idle_waits_sleep(void)
+{
+    ivc_ctx_t *a = reg(30), *b = reg(31);
+    struct conn_arg arg = {.ctx = a, .peer = 31};
+    pthread_t t;
+    pthread_create(&t, NULL, connect_thread, &arg);
+    ivc_chan_t *bch;
+    T_OK(ivc_accept(b, 5000, &bch));
+    pthread_join(t, NULL);
+    T_OK(arg.r);
+
+    fflush(NULL);
+    pid_t pid = fork();
+    T_ASSERT(pid >= 0, "fork");
+    if (pid == 0) {
+        ivc_chan_t *none;
+        char c;
+        int r1 = ivc_accept(b, 1500, &none);
+        int r2 = ivc_read_all(bch, &c, 1, 1500, NULL);
+        _exit(r1 == IVC_ETIMEDOUT && r2 == IVC_ETIMEDOUT ? 0 : 1);
+    }
+    int st;
+    struct rusage ru;
+    T_ASSERT(wait4(pid, &st, 0, &ru) == pid, "wait4");
+    T_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0, "both waits time out (status %d)", st);
+    double cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                 (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+    printf("3 s of idle waiting cost %.3f s of CPU\n", cpu);
+    T_ASSERT(cpu < 1.5, "idle waiting burnt %.3f s of CPU in 3 s", cpu);
+    T_OK(ivc_unregister(a));
+    T_OK(ivc_unregister(b));
+}
+
 int main(void)
 {
     t_ivcd_start(&ivcd, MAGIC, NULL);
@@ -210,6 +249,7 @@ int main(void)
     test_membership_and_eof();
     test_poll_and_timeouts();
     test_full_region();
+    test_idle_waits_sleep();
     t_ivcd_stop(&ivcd);
     printf("ok\n");
     return 0;

@@ -101,7 +101,9 @@ pid_t t_fork(int (*fn)(void *), void *arg)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         nchildren = 0;
         owner_pid = 0; /* children never clean up the parent's things */
-        _exit(fn(arg));
+        int rc = fn(arg);
+        fflush(NULL);
+        _exit(rc);
     }
     track(pid);
     return pid;

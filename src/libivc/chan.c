@@ -156,6 +156,8 @@ static bool peer_done(const struct ivc_chan *ch)
 void ivc__reap(struct ivc_ctx *ctx)
 {
     struct ivc_chan *ch = ctx->chans, *next;
+    if (ctx->in_callback)
+        return; /* our caller is walking the channel list */
     for (; ch; ch = next) {
         next = ch->next;
         if (!ch->closed)

@@ -99,6 +99,7 @@ struct ivc_ctx {
     bool req_maybe;    /* a scan found a request: scan again */
 
     struct ivc_chan *chans; /* open and lingering channels */
+    int in_callback;        /* >0 while a user callback runs: no channel is freed */
 };
 
 /* ---- region access (attach.c) ------------------------------------------- */

@@ -51,8 +51,11 @@ void ivc__chan_handback(struct ivc_chan *ch)
     ch->state = IVC_CHAN_SUSPENDED;
     ch->err = IVC_ESHUTDOWN;
     atomic_store_explicit(ch->my_side, IVC_SIDE(ch->seq, IVC_SIDE_DRAINED), memory_order_release);
-    if (ctx->cbs.suspend && !ch->closed)
+    if (ctx->cbs.suspend && !ch->closed) {
+        ctx->in_callback++; /* the callback may ivc_close(ch) */
         ctx->cbs.suspend(ch, buf, len, ctx->cbs.arg);
+        ctx->in_callback--;
+    }
     free(buf);
 }
 
