@@ -260,19 +260,11 @@ corrupt:
 static int find_peer(struct ivc_ctx *ctx, uint32_t client_id, uint32_t *ep, uint64_t *status)
 {
     for (uint32_t i = 0; i < ctx->g.max_eps; i++) {
-        if (i == ctx->ep)
-            continue;
-        struct ivc_ep *e = ivc__ep(ctx, i);
-        uint64_t st = atomic_load_explicit(&e->status, memory_order_acquire);
-        if (IVC_EP_STATE(st) != IVC_EP_LIVE)
-            continue;
-        if (e->client_id != client_id || e->job_magic != ctx->magic)
-            continue;
-        atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit(&e->status, memory_order_relaxed) != st)
+        struct ivc__ep_snap snap;
+        if (i == ctx->ep || !ivc__ep_snapshot(ctx, i, &snap) || snap.client_id != client_id)
             continue;
         *ep = i;
-        *status = st;
+        *status = snap.status;
         return 0;
     }
     return IVC_ENOENT;

@@ -97,25 +97,33 @@ int ivc_get_hosts(ivc_ctx_t *ctx, ivc_peer_t *peers, size_t max)
         return r;
     ivc__drain_socket(ctx);
     for (uint32_t i = 0; i < ctx->g.max_eps; i++) {
-        if (i == ctx->ep)
-            continue;
-        struct ivc_ep *e = ivc__ep(ctx, i);
-        uint64_t st = atomic_load_explicit(&e->status, memory_order_acquire);
-        if (IVC_EP_STATE(st) != IVC_EP_LIVE)
-            continue;
-        /* Copy, then confirm the slot did not change while we read it. */
-        uint64_t magic = e->job_magic;
-        uint32_t cid = e->client_id;
-        int32_t pid = e->pid;
-        atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit(&e->status, memory_order_relaxed) != st || magic != ctx->magic)
+        struct ivc__ep_snap snap;
+        if (i == ctx->ep || !ivc__ep_snapshot(ctx, i, &snap))
             continue;
         if ((size_t)n < max)
-            peers[n] = (ivc_peer_t){
-                .client_id = cid, .vm_id = IVC_EP_CLIENT(st), .slot = (uint16_t)i, .pid = pid};
+            peers[n] = (ivc_peer_t){.client_id = snap.client_id,
+                                    .vm_id = IVC_EP_CLIENT(snap.status),
+                                    .slot = (uint16_t)i,
+                                    .pid = snap.pid};
         n++;
     }
     return n;
+}
+
+bool ivc__ep_snapshot(const struct ivc_ctx *ctx, uint32_t i, struct ivc__ep_snap *snap)
+{
+    struct ivc_ep *e = ivc__ep(ctx, i);
+    uint64_t st = atomic_load_explicit(&e->status, memory_order_acquire);
+    if (IVC_EP_STATE(st) != IVC_EP_LIVE)
+        return false;
+    uint64_t magic = e->job_magic;
+    snap->client_id = e->client_id;
+    snap->pid = e->pid;
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&e->status, memory_order_relaxed) != st || magic != ctx->magic)
+        return false;
+    snap->status = st;
+    return true;
 }
 
 int ivc_self(const ivc_ctx_t *ctx, ivc_peer_t *self)

@@ -123,6 +123,16 @@ static inline uint64_t ivc__share_off(const struct ivc_ctx *ctx, uint32_t ep)
 {
     return ctx->g.pool_off + (uint64_t)ep * ctx->g.share_size;
 }
+/* A consistent copy of a live endpoint slot of our job (the slot's words
+ * are copied, then the status is read again to confirm nothing moved). */
+struct ivc__ep_snap {
+    uint64_t status;
+    uint32_t client_id;
+    int32_t pid;
+};
+/* Returns true and fills *snap if slot `i` is LIVE and in our job. */
+bool ivc__ep_snapshot(const struct ivc_ctx *ctx, uint32_t i, struct ivc__ep_snap *snap);
+
 /* Is [off, off+size) a valid ring in endpoint `ep`'s share? */
 bool ivc__ring_valid(const struct ivc_ctx *ctx, uint32_t ep, uint64_t off, uint64_t size);
 

@@ -116,7 +116,9 @@ int ivc_poll(ivc_ctx_t *ctx, ivc_pollitem_t *items, size_t n, int timeout_ms)
     }
 }
 
-int ivc_write_all(ivc_chan_t *ch, const void *buf, size_t len, int timeout_ms, size_t *done)
+/* Move all `len` bytes one way (`out`: write) with the non-blocking call,
+ * waiting with back-off while nothing moves. */
+static int move_all(ivc_chan_t *ch, void *buf, size_t len, int timeout_ms, size_t *done, bool out)
 {
     struct ivc__backoff b;
     uint64_t deadline = ivc__deadline(timeout_ms);
@@ -127,7 +129,8 @@ int ivc_write_all(ivc_chan_t *ch, const void *buf, size_t len, int timeout_ms, s
         return IVC_EINVAL;
     ivc__backoff_init(&b);
     while (moved < len) {
-        ssize_t n = ivc_write(ch, (const char *)buf + moved, len - moved);
+        ssize_t n = out ? ivc_write(ch, (char *)buf + moved, len - moved)
+                        : ivc_read(ch, (char *)buf + moved, len - moved);
         if (n < 0) {
             r = (int)n;
             break;
@@ -148,34 +151,12 @@ int ivc_write_all(ivc_chan_t *ch, const void *buf, size_t len, int timeout_ms, s
     return r;
 }
 
+int ivc_write_all(ivc_chan_t *ch, const void *buf, size_t len, int timeout_ms, size_t *done)
+{
+    return move_all(ch, (void *)buf, len, timeout_ms, done, true);
+}
+
 int ivc_read_all(ivc_chan_t *ch, void *buf, size_t len, int timeout_ms, size_t *done)
 {
-    struct ivc__backoff b;
-    uint64_t deadline = ivc__deadline(timeout_ms);
-    size_t moved = 0;
-    int r = 0;
-
-    if (!ch || (len && !buf))
-        return IVC_EINVAL;
-    ivc__backoff_init(&b);
-    while (moved < len) {
-        ssize_t n = ivc_read(ch, (char *)buf + moved, len - moved);
-        if (n < 0) {
-            r = (int)n;
-            break;
-        }
-        if (n > 0) {
-            moved += (size_t)n;
-            ivc__backoff_init(&b);
-            continue;
-        }
-        if (ivc__now_ns() >= deadline) {
-            r = IVC_ETIMEDOUT;
-            break;
-        }
-        wait_step(ch->ctx, &b);
-    }
-    if (done)
-        *done = moved;
-    return r;
+    return move_all(ch, buf, len, timeout_ms, done, false);
 }
