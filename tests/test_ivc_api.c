@@ -46,6 +46,19 @@ static void *connect_thread(void *p)
     return NULL;
 }
 
+/* Connect `a` to `b` (registered as `b_id`): connect waits for the accept,
+ * so it runs in a thread. */
+static void pair_up(ivc_ctx_t *a, ivc_ctx_t *b, uint32_t b_id, ivc_chan_t **ach, ivc_chan_t **bch)
+{
+    struct conn_arg arg = {.ctx = a, .peer = b_id};
+    pthread_t t;
+    T_ASSERT(pthread_create(&t, NULL, connect_thread, &arg) == 0, "pthread_create");
+    T_OK(ivc_accept(b, 5000, bch));
+    pthread_join(t, NULL);
+    T_OK(arg.r);
+    *ach = arg.ch;
+}
+
 static void test_errors(void)
 {
     int r;
@@ -108,19 +121,14 @@ static void test_membership_and_eof(void)
     T_OK(ivc_self(a, &self));
     T_ASSERT(self.client_id == 10 && self.pid == getpid(), "self");
 
-    struct conn_arg arg = {.ctx = a, .peer = 11};
-    pthread_t t;
-    pthread_create(&t, NULL, connect_thread, &arg);
-    ivc_chan_t *bch;
-    T_OK(ivc_accept(b, 5000, &bch));
-    pthread_join(t, NULL);
-    T_OK(arg.r);
-    T_ASSERT(ivc_chan_peer(bch) == 10 && ivc_chan_peer(arg.ch) == 11, "peer ids");
+    ivc_chan_t *ach, *bch;
+    pair_up(a, b, 11, &ach, &bch);
+    T_ASSERT(ivc_chan_peer(bch) == 10 && ivc_chan_peer(ach) == 11, "peer ids");
 
     /* Unregistering closes the channel: the peer reads the rest, then EOF. */
-    ssize_t w = ivc_write(arg.ch, "bye", 3);
+    ssize_t w = ivc_write(ach, "bye", 3);
     T_ASSERT(w == 3, "write returned %zd (%s), state %d", w, ivc_strerror((int)w),
-             ivc_chan_state(arg.ch));
+             ivc_chan_state(ach));
     T_OK(ivc_unregister(a));
     char buf[8];
     size_t done = 0;
@@ -138,13 +146,8 @@ static void test_membership_and_eof(void)
 static void test_poll_and_timeouts(void)
 {
     ivc_ctx_t *a = reg(20), *b = reg(21);
-    struct conn_arg arg = {.ctx = a, .peer = 21};
-    pthread_t t;
-    pthread_create(&t, NULL, connect_thread, &arg);
-    ivc_chan_t *bch;
-    T_OK(ivc_accept(b, 5000, &bch));
-    pthread_join(t, NULL);
-    T_OK(arg.r);
+    ivc_chan_t *ach, *bch;
+    pair_up(a, b, 21, &ach, &bch);
 
     ivc_pollitem_t pi[2] = {{.chan = bch, .events = IVC_POLLIN}, {.chan = NULL}};
     T_ASSERT(ivc_poll(b, pi, 2, 30) == 0, "nothing to read: poll times out");
@@ -153,16 +156,16 @@ static void test_poll_and_timeouts(void)
     char buf[16];
     size_t done = 99;
     T_ASSERT(ivc_read_all(bch, buf, 4, 20, &done) == IVC_ETIMEDOUT && done == 0, "read timeout");
-    ssize_t w = ivc_write(arg.ch, "ab", 2);
+    ssize_t w = ivc_write(ach, "ab", 2);
     T_ASSERT(w == 2, "write returned %zd (%s) state %d", w, ivc_strerror((int)w),
-             ivc_chan_state(arg.ch));
+             ivc_chan_state(ach));
     T_ASSERT(ivc_read_all(bch, buf, 4, 20, &done) == IVC_ETIMEDOUT && done == 2,
              "partial read reports what came");
     /* Fill the ring: write_all times out and says how much went. */
     static char big[1 << 20];
-    T_ASSERT(ivc_write_all(arg.ch, big, sizeof(big), 20, &done) == IVC_ETIMEDOUT, "write timeout");
-    T_ASSERT(done == ivc_chan_ring_size(arg.ch), "exactly a ring's worth went: %zu", done);
-    T_ASSERT(ivc_chan_writable(arg.ch) == 0, "full");
+    T_ASSERT(ivc_write_all(ach, big, sizeof(big), 20, &done) == IVC_ETIMEDOUT, "write timeout");
+    T_ASSERT(done == ivc_chan_ring_size(ach), "exactly a ring's worth went: %zu", done);
+    T_ASSERT(ivc_chan_writable(ach) == 0, "full");
     T_ASSERT(ivc_chan_readable(bch) == done, "reader sees it all");
     T_OK(ivc_unregister(a));
     T_OK(ivc_unregister(b));
@@ -182,13 +185,8 @@ static void test_full_region(void)
 
     /* Each endpoint's share is under 2 MiB: the second 1 MiB ring of a
      * channel pair fits once, a second channel does not. */
-    struct conn_arg arg = {.ctx = a, .peer = 2};
-    pthread_t t;
-    pthread_create(&t, NULL, connect_thread, &arg);
-    ivc_chan_t *bch;
-    T_OK(ivc_accept(b, 5000, &bch));
-    pthread_join(t, NULL);
-    T_OK(arg.r);
+    ivc_chan_t *ach, *bch;
+    pair_up(a, b, 2, &ach, &bch);
     ivc_chan_t *more = NULL;
     int n = 0;
     for (; n < 8 && (r = ivc_connect(a, 2, 0, &more)) != IVC_ENOSPC; n++)
@@ -211,13 +209,8 @@ static void test_full_region(void)
 static void test_idle_waits_sleep(void)
 {
     ivc_ctx_t *a = reg(30), *b = reg(31);
-    struct conn_arg arg = {.ctx = a, .peer = 31};
-    pthread_t t;
-    pthread_create(&t, NULL, connect_thread, &arg);
-    ivc_chan_t *bch;
-    T_OK(ivc_accept(b, 5000, &bch));
-    pthread_join(t, NULL);
-    T_OK(arg.r);
+    ivc_chan_t *ach, *bch;
+    pair_up(a, b, 31, &ach, &bch);
 
     fflush(NULL);
     pid_t pid = fork();

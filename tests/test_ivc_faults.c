@@ -84,24 +84,6 @@ static bool exited(pid_t pid)
     return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid;
 }
 
-/* Block until the other end of a pipe is closed. */
-static void wait_eof(int fd)
-{
-    char c;
-    ssize_t r;
-    while ((r = read(fd, &c, 1)) < 0 && errno == EINTR)
-        ;
-    T_ASSERT(r == 0, "expected EOF on the control pipe, got %zd (%s)", r, strerror(errno));
-}
-
-static void put_byte(int fd)
-{
-    ssize_t r;
-    while ((r = write(fd, "x", 1)) < 0 && errno == EINTR)
-        ;
-    T_ASSERT(r == 1, "write to the control pipe: %s", strerror(errno));
-}
-
 /* Wait for one byte from a child, failing at once if the child exits. */
 static void get_byte(int fd, pid_t child, const char *what)
 {
@@ -432,7 +414,7 @@ static int reader(void *p)
     size_t bad = t_check(buf, N_FIRST, a->seed, 0);
     T_ASSERT(bad == N_FIRST, "reader: byte %zu wrong before any corruption", bad);
     off = N_FIRST;
-    put_byte(a->ready_w);
+    t_put_byte(a->ready_w);
 
     uint64_t deadline = t_now_ms() + STEP_MS;
     for (;;) {
@@ -507,7 +489,7 @@ static int writer(void *p)
     t_fill(buf, N_FIRST, a->seed, 0);
     T_OK(ivc_write_all(ch, buf, N_FIRST, STEP_MS, NULL));
     if (a->kind != K_STREAM) {
-        wait_eof(a->hold_r);
+        t_wait_eof(a->hold_r);
         T_OK(ivc_unregister(ctx));
         return 0;
     }
@@ -652,7 +634,7 @@ static int vandal(void *p)
             usleep(500);
         }
     }
-    wait_eof(a->hold_r);
+    t_wait_eof(a->hold_r);
     T_OK(ivc_unregister(ctx)); /* whatever state its own slot is in */
     return 0;
 }

@@ -300,24 +300,6 @@ struct job_arg {
     int parent_fds[2];     /* the parent's ends of go and release: close them */
 };
 
-/* Block until the parent closes its end of a pipe (EOF). */
-static void wait_eof(int fd)
-{
-    char c;
-    ssize_t r;
-    while ((r = read(fd, &c, 1)) < 0 && errno == EINTR)
-        ;
-    T_ASSERT(r == 0, "expected EOF on the control pipe, got %zd (%s)", r, strerror(errno));
-}
-
-static void put_byte(int fd)
-{
-    ssize_t r;
-    while ((r = write(fd, "x", 1)) < 0 && errno == EINTR)
-        ;
-    T_ASSERT(r == 1, "write to the control pipe: %s", strerror(errno));
-}
-
 static int job_child(void *p)
 {
     struct job_arg *a = p;
@@ -335,8 +317,8 @@ static int job_child(void *p)
     close(a->parent_fds[1]);
     atomic_store(&a->pids[idx], (int32_t)getpid());
     T_OK(ivc_register(a->magic, a->me, &o, &ctx));
-    put_byte(a->ready_w);
-    wait_eof(a->go_r); /* both jobs are fully registered now */
+    t_put_byte(a->ready_w);
+    t_wait_eof(a->go_r); /* both jobs are fully registered now */
 
     int n = (int)T_OK(ivc_get_hosts(ctx, peers, 16));
     T_ASSERT(n == JOB_N - 1, "job %#llx client %u: ivc_get_hosts found %d members, want %d",
@@ -393,8 +375,8 @@ static int job_child(void *p)
     }
     free(buf);
 
-    put_byte(a->done_w);
-    wait_eof(a->release_r);
+    t_put_byte(a->done_w);
+    t_wait_eof(a->release_r);
     T_OK(ivc_unregister(ctx));
     return 0;
 }

@@ -234,6 +234,23 @@ int t_ivcd_ctl(const struct t_ivcd *d, char *buf, size_t len, const char *const 
     return t_wait(pid);
 }
 
+void t_put_byte(int fd)
+{
+    ssize_t r;
+    while ((r = write(fd, "x", 1)) < 0 && errno == EINTR)
+        ;
+    T_ASSERT(r == 1, "write to the control pipe: %s", strerror(errno));
+}
+
+void t_wait_eof(int fd)
+{
+    char c;
+    ssize_t r;
+    while ((r = read(fd, &c, 1)) < 0 && errno == EINTR)
+        ;
+    T_ASSERT(r == 0, "expected EOF on the control pipe, got %zd (%s)", r, strerror(errno));
+}
+
 void t_fill(uint8_t *buf, size_t len, uint64_t seed, uint64_t offset)
 {
     for (size_t i = 0; i < len; i++)

@@ -55,6 +55,11 @@ pid_t t_fork(int (*fn)(void *), void *arg);
 /* Wait for a child; returns its exit status, or 128+signal. */
 int t_wait(pid_t pid);
 
+/* Pipes as barriers between test processes: write one byte; block until
+ * the writing end is closed by everyone (EOF).  Both fail the test on error. */
+void t_put_byte(int fd);
+void t_wait_eof(int fd);
+
 /* Deterministic data: byte i of stream `seed`. */
 static inline uint8_t t_byte(uint64_t seed, uint64_t i)
 {
