@@ -64,20 +64,6 @@ static void random_bytes(volatile uint8_t *p, size_t len, uint64_t *s)
         p[i] = (uint8_t)splitmix(s);
 }
 
-/* Wait for a child at most `ms`; its exit status (128+signal if killed), or
- * a failed test when it does not finish (it is killed at exit). */
-static int wait_bounded(pid_t pid, int ms, const char *who)
-{
-    uint64_t deadline = t_now_ms() + (uint64_t)ms;
-    for (;;) {
-        siginfo_t si = {0};
-        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid)
-            return t_wait(pid);
-        T_ASSERT(t_now_ms() < deadline, "%s (pid %d) did not finish within %d ms", who, pid, ms);
-        usleep(5000);
-    }
-}
-
 static bool exited(pid_t pid)
 {
     siginfo_t si = {0};
@@ -144,7 +130,7 @@ static void ivcd_alive(struct t_ivcd *d, const char *when)
 static void ivcd_stop(struct t_ivcd *d)
 {
     T_ASSERT(kill(d->pid, SIGTERM) == 0, "kill ivcd: %s", strerror(errno));
-    int st = wait_bounded(d->pid, STEP_MS, "ivcd after SIGTERM");
+    int st = t_wait_bounded(d->pid, STEP_MS, "ivcd after SIGTERM");
     d->pid = 0;
     T_ASSERT(st == 0, "ivcd exit status %d after SIGTERM", st);
 }
@@ -314,8 +300,8 @@ static void kill_round(enum kill_mode mode)
     }
     T_ASSERT(err == IVC_ECONNRESET, "%s: after A was killed: %d (%s), want IVC_ECONNRESET",
              names[mode], err, ivc_strerror(err));
-    T_ASSERT(wait_bounded(k, STEP_MS, "the killer") == 0, "the killer could not kill A");
-    int st = wait_bounded(a, STEP_MS, "A");
+    T_ASSERT(t_wait_bounded(k, STEP_MS, "the killer") == 0, "the killer could not kill A");
+    int st = t_wait_bounded(a, STEP_MS, "A");
     T_ASSERT(st == 128 + SIGKILL, "A ended with %d, not by SIGKILL: it failed before the kill", st);
 
     /* The error sticks and the channel says why. */
@@ -355,7 +341,7 @@ static void kill_round(enum kill_mode mode)
     int r = ivc_read_all(ch, big, 1, STEP_MS, &done);
     T_ASSERT(r == IVC_EOF && done == 0, "after A' closed: %d (%s)", r, ivc_strerror(r));
     T_OK(ivc_close(ch));
-    T_ASSERT(wait_bounded(a2, STEP_MS, "A'") == 0, "A' failed");
+    T_ASSERT(t_wait_bounded(a2, STEP_MS, "A'") == 0, "A' failed");
 
     ivcd_alive(&d, "after the kill");
     T_OK(ivc_unregister(ctx));
@@ -661,10 +647,10 @@ static void corrupt_round(enum kind kind, int variant)
     usleep(50 * 1000); /* let it settle into its blocking call */
     pid_t v = t_fork(vandal, &arg);
 
-    int rst = wait_bounded(r, 2 * STEP_MS, "the reader");
+    int rst = t_wait_bounded(r, 2 * STEP_MS, "the reader");
     close(hold[1]); /* W and the vandal may go */
-    int wst = wait_bounded(w, STEP_MS, "the writer");
-    int vst = wait_bounded(v, STEP_MS, "the vandal");
+    int wst = t_wait_bounded(w, STEP_MS, "the writer");
+    int vst = t_wait_bounded(v, STEP_MS, "the vandal");
     T_ASSERT(rst == R_CLEAN,
              "%s variant %d (%s): the reader ended with %d (%s), want %d (clean error)",
              kind_names[kind], variant, arg.use_poll ? "ivc_poll" : "ivc_read_all", rst,

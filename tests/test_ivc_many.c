@@ -49,25 +49,11 @@ static size_t odd_len(uint64_t salt, uint64_t off, size_t max)
     return 1 + (size_t)((x >> 33) % max);
 }
 
-/* Wait for a child at most `ms`; its exit status (128+signal if killed), or
- * a failed test when it does not finish (it is killed at exit). */
-static int wait_bounded(pid_t pid, int ms, const char *who)
-{
-    uint64_t deadline = t_now_ms() + (uint64_t)ms;
-    for (;;) {
-        siginfo_t si = {0};
-        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid)
-            return t_wait(pid);
-        T_ASSERT(t_now_ms() < deadline, "%s (pid %d) did not finish within %d ms", who, pid, ms);
-        usleep(5000);
-    }
-}
-
 /* Like t_ivcd_stop(), but a daemon that does not exit fails the test. */
 static void ivcd_stop(struct t_ivcd *d)
 {
     T_ASSERT(kill(d->pid, SIGTERM) == 0, "kill ivcd: %s", strerror(errno));
-    int st = wait_bounded(d->pid, STEP_MS, "ivcd after SIGTERM");
+    int st = t_wait_bounded(d->pid, STEP_MS, "ivcd after SIGTERM");
     d->pid = 0;
     T_ASSERT(st == 0, "ivcd exit status %d after SIGTERM", st);
 }
@@ -268,7 +254,7 @@ static void all_to_all(void)
     }
     int failed = 0;
     for (uint32_t i = 0; i < NPROC; i++) {
-        int st = wait_bounded(pids[i], 60000, "an all_to_all client");
+        int st = t_wait_bounded(pids[i], 60000, "an all_to_all client");
         if (st != 0) {
             fprintf(stderr, "all_to_all: client %u exited with status %d\n", i, st);
             failed++;
@@ -476,7 +462,7 @@ static void two_jobs(void)
     close(release[1]);
     int failed = 0;
     for (int i = 0; i < 2 * JOB_N; i++) {
-        int st = wait_bounded(pids[i], STEP_MS, "a two_jobs client");
+        int st = t_wait_bounded(pids[i], STEP_MS, "a two_jobs client");
         if (st != 0) {
             fprintf(stderr, "two_jobs: job %c client %u exited with status %d\n",
                     i < JOB_N ? 'A' : 'B', args[i].me, st);

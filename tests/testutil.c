@@ -121,6 +121,18 @@ int t_wait(pid_t pid)
     return 128 + WTERMSIG(st);
 }
 
+int t_wait_bounded(pid_t pid, int ms, const char *who)
+{
+    uint64_t deadline = t_now_ms() + (uint64_t)ms;
+    for (;;) {
+        siginfo_t si = {0};
+        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid)
+            return t_wait(pid);
+        T_ASSERT(t_now_ms() < deadline, "%s (pid %d) did not finish within %d ms", who, pid, ms);
+        usleep(5000);
+    }
+}
+
 static const char *ivcd_path(void)
 {
     const char *p = getenv("IVCD");

@@ -54,6 +54,9 @@ int t_ivcd_ctl(const struct t_ivcd *d, char *buf, size_t len, const char *const 
 pid_t t_fork(int (*fn)(void *), void *arg);
 /* Wait for a child; returns its exit status, or 128+signal. */
 int t_wait(pid_t pid);
+/* The same, but fail the test if it has not finished within `ms` (`who`
+ * names it in the message; it is killed at exit). */
+int t_wait_bounded(pid_t pid, int ms, const char *who);
 
 /* Pipes as barriers between test processes: write one byte; block until
  * the writing end is closed by everyone (EOF).  Both fail the test on error. */
