@@ -202,6 +202,49 @@ static void test_full_region(void)
     t_ivcd_stop(&small);
 }
 
+/* A peer that wrote and left: its share (where the unread bytes are) is not
+ * handed to a newcomer until the reader closed its channel.  With two
+ * endpoint slots, a third process cannot register until then. */
+static void test_departed_share_kept(void)
+{
+    struct t_ivcd small;
+    const char *extra[] = {"--size", "4M", "--max-endpoints", "2", NULL};
+    t_ivcd_start(&small, MAGIC, extra);
+    int r;
+    ivc_ctx_t *a = reg_at(small.sock, 1, 64 << 10, &r);
+    T_OK(r);
+    ivc_ctx_t *b = reg_at(small.sock, 2, 64 << 10, &r);
+    T_OK(r);
+    ivc_chan_t *ach, *bch;
+    pair_up(a, b, 2, &ach, &bch);
+    static uint8_t buf[60000];
+    t_fill(buf, sizeof(buf), 42, 0);
+    T_OK(ivc_write_all(ach, buf, sizeof(buf), 1000, NULL));
+    T_OK(ivc_unregister(a)); /* leaves with 60000 bytes unread */
+
+    /* The newcomer would take A's slot and overwrite the bytes. */
+    for (int i = 0; i < 5; i++) {
+        T_ASSERT(!reg_at(small.sock, 3, 64 << 10, &r) && r == IVC_ENOSPC,
+                 "a newcomer got the departed peer's slot (r=%d)", r);
+        usleep(50000);
+    }
+    memset(buf, 0, sizeof(buf));
+    size_t done;
+    T_OK(ivc_read_all(bch, buf, sizeof(buf), 1000, &done));
+    T_ASSERT(t_check(buf, sizeof(buf), 42, 0) == sizeof(buf), "the departed peer's bytes");
+    T_ASSERT(ivc_read(bch, buf, 1) == IVC_EOF, "then EOF");
+    T_OK(ivc_close(bch));
+
+    /* Now ivcd frees the slot (at its next tick). */
+    ivc_ctx_t *c = NULL;
+    for (int i = 0; i < 100 && !(c = reg_at(small.sock, 3, 64 << 10, &r)); i++)
+        usleep(20000);
+    T_ASSERT(c, "the slot was freed after the reader closed (r=%d)", r);
+    T_OK(ivc_unregister(c));
+    T_OK(ivc_unregister(b));
+    t_ivcd_stop(&small);
+}
+
 /* Waiting must not burn the core: a process blocked for 1.5 s in
  * ivc_accept() and in ivc_read_all() on an idle channel uses well under half
  * of that in CPU time (it spins only for the first 50 us, then yields, then
@@ -242,6 +285,7 @@ int main(void)
     test_membership_and_eof();
     test_poll_and_timeouts();
     test_full_region();
+    test_departed_share_kept();
     test_idle_waits_sleep();
     t_ivcd_stop(&ivcd);
     printf("ok\n");

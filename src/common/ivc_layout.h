@@ -34,10 +34,14 @@
  *
  * Endpoint lifecycle (ivc_ep.status = gen:32 | client:16 | state:8):
  *   FREE --claim (CAS by the registering process)--> LIVE
- *   LIVE --ivc_unregister (owner CAS, gen+1)--> FREE
+ *   LIVE --ivc_unregister (owner CAS, gen+1)--> DEPARTED
  *   LIVE --ivcd ctl suspend--> SUSPENDING --owner finishes, acks--> (ack field)
- *   any  --its ivshmem client disconnects (ivcd)--> DEPARTED (gen+1) while a
- *        partner still has to drain rings in its share, then FREE.
+ *   LIVE, SUSPENDING --its ivshmem client disconnects (ivcd)--> DEPARTED
+ *        (gen+1), or FREE (gen+1) when no partner reads rings in its share
+ *   DEPARTED --ivcd, once every partner closed or drained its channels with
+ *        it (or after 10 s)--> FREE (gen+1)
+ * DEPARTED keeps a gone endpoint's share from being reused under a partner
+ * that still reads what it wrote.
  * A partner detects death or reuse by comparing the generation it saw at
  * connect time with the current one: a change means IVC_ECONNRESET.
  *

@@ -270,6 +270,16 @@ static bool partners_drained(const struct ivcd_region *r, uint32_t e, uint32_t g
     return true;
 }
 
+/* Start waiting for the partners of a DEPARTED endpoint (status `word`,
+ * whose generation is one past the one its partners connected to). */
+static void track_departed(struct ivcd_region *r, uint32_t e, uint64_t word, uint64_t now)
+{
+    r->departed_word[e] = word;
+    r->departed_deadline[e] = now + IVCD_DEPARTED_MAX_MS;
+    log_info("endpoint %u of client %u departed; freed once its partners drained", e,
+             IVC_EP_CLIENT(word));
+}
+
 void region_tick(struct ivcd_region *r, uint64_t now)
 {
     struct ivc_hdr *h = region_hdr(r);
@@ -281,10 +291,15 @@ void region_tick(struct ivcd_region *r, uint64_t now)
 
     for (uint32_t e = 0; e < r->g.max_eps; e++) {
         uint64_t word = r->departed_word[e];
-        if (!word)
-            continue;
         struct ivc_ep *ep = ep_at(r, e);
         uint64_t st = ld(&ep->status);
+        if (!word && IVC_EP_STATE(st) == IVC_EP_DEPARTED) {
+            /* Left by its process (ivc_unregister) while its VM stays. */
+            track_departed(r, e, st, now);
+            word = st;
+        }
+        if (!word)
+            continue;
         if (st != word) {
             log_warn("endpoint %u: its DEPARTED status was overwritten (now 0x%" PRIx64
                      "); no longer tracked",
@@ -308,6 +323,12 @@ void region_tick(struct ivcd_region *r, uint64_t now)
     }
 }
 
+/* Client `id` is gone: none of its endpoints will act again.  An endpoint
+ * whose partners may still be reading rings in its share (a channel it
+ * wrote into, a process that died mid-stream or a migration suspend) becomes
+ * DEPARTED, so that no new process gets that memory until they are done;
+ * one without such partners is freed at once.  The generation changes
+ * either way, which is how partners learn that it left. */
 void region_reclaim(struct ivcd_region *r, uint16_t id, uint64_t now)
 {
     for (uint32_t e = 0; e < r->g.max_eps; e++) {
@@ -323,19 +344,19 @@ void region_reclaim(struct ivcd_region *r, uint16_t id, uint64_t now)
             if (IVC_EP_CLIENT(st) != id || state == IVC_EP_FREE)
                 break;
             if (state == IVC_EP_DEPARTED && r->departed_word[e] == st)
-                break; /* an earlier holder of this peer id; already waiting */
+                break; /* already waiting for its partners */
             uint32_t gen = IVC_EP_GEN(st);
-            if (state == IVC_EP_SUSPENDING && !partners_drained(r, e, gen, NULL, NULL)) {
-                /* Migration suspend: partners may still be reading its rings. */
-                uint64_t departed = IVC_EP_STATUS(gen + 1, id, IVC_EP_DEPARTED);
-                if (!cas(&ep->status, st, departed))
+            /* A DEPARTED endpoint the process left itself (ivc_unregister)
+             * already carries the new generation. */
+            uint32_t partner_gen = state == IVC_EP_DEPARTED ? gen - 1 : gen;
+            uint32_t new_gen = state == IVC_EP_DEPARTED ? gen : gen + 1;
+            if (!partners_drained(r, e, partner_gen, NULL, NULL)) {
+                uint64_t departed = IVC_EP_STATUS(new_gen, id, IVC_EP_DEPARTED);
+                if (departed != st && !cas(&ep->status, st, departed))
                     continue;
-                r->departed_word[e] = departed;
-                r->departed_deadline[e] = now + IVCD_DEPARTED_MAX_MS;
-                log_info("endpoint %u of client %u departed; freed once its partners drained", e,
-                         id);
+                track_departed(r, e, departed, now);
             } else {
-                if (!cas(&ep->status, st, IVC_EP_STATUS(gen + 1, 0, IVC_EP_FREE)))
+                if (!cas(&ep->status, st, IVC_EP_STATUS(new_gen, 0, IVC_EP_FREE)))
                     continue;
                 log_info("endpoint %u of client %u reclaimed (was %s)", e, id,
                          ep_state_name(state));

@@ -491,9 +491,11 @@ int ivc_close(ivc_chan_t *ch)
     struct ivc_ctx *ctx = ch->ctx;
     ch->closed = true;
     ch->user = NULL;
+    /* CLOSED tells the peer we are done with its ring (ivcd waits for that
+     * before reusing a departed peer's memory); a suspended channel already
+     * said so with DRAINED. */
     if (ch->epoch == ctx->epoch && ctx->state == IVC_CTX_ATTACHED &&
-        (ch->state == IVC_CHAN_OPEN || ch->state == IVC_CHAN_EOF ||
-         ch->state == IVC_CHAN_SUSPENDING))
+        ch->state != IVC_CHAN_SUSPENDED && ch->state != IVC__CHAN_CONNECTING)
         atomic_store_explicit(ch->my_side, IVC_SIDE(ch->seq, IVC_SIDE_CLOSED),
                               memory_order_release);
     ivc__reap(ctx);

@@ -72,10 +72,12 @@ int ivc_unregister(ivc_ctx_t *ctx)
         ch = ctx->chans;
     }
     if (ctx->state == IVC_CTX_ATTACHED) {
-        /* Leave the slot: bump the generation so partners see us gone. */
+        /* Leave the slot: the new generation tells partners we are gone;
+         * DEPARTED (not FREE) keeps our share from being reused while they
+         * still read what we wrote.  ivcd frees it once they are done. */
         uint64_t st = ctx->my_status;
         atomic_compare_exchange_strong(ctx->status_p, &st,
-                                       IVC_EP_STATUS(ctx->gen + 1, 0, IVC_EP_FREE));
+                                       IVC_EP_STATUS(ctx->gen + 1, ctx->vm_id, IVC_EP_DEPARTED));
     }
     ivc__chan_free_all(ctx);
     ivc__detach(ctx);
