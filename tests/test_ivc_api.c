@@ -3,6 +3,7 @@
  * argument and missing resource gets its own code, ivc_strerror() names each
  * one, membership listing, EOF when a peer unregisters, and a full region.
  */
+#include "internal.h" /* one test below breaks a channel on purpose */
 #include "ivc.h"
 #include "testutil.h"
 
@@ -245,6 +246,30 @@ static void test_departed_share_kept(void)
     t_ivcd_stop(&small);
 }
 
+/* A peer that closes a channel it found broken must not look like a clean
+ * end of stream to its partner: the partner gets IVC_ECONNRESET, not EOF. */
+static void test_abort_is_not_eof(void)
+{
+    ivc_ctx_t *a = reg(40), *b = reg(41);
+    ivc_chan_t *ach, *bch;
+    pair_up(a, b, 41, &ach, &bch);
+    T_ASSERT(ivc_write(ach, "0123456789", 10) == 10, "write");
+    /* Scribble the tail A reads (B's consumer index) beyond A's head. */
+    atomic_store(&ach->peer_hot->tail, 1ULL << 40);
+    static char big[1 << 20];
+    ssize_t w = ivc_write(ach, big, sizeof(big)); /* needs the tail: finds it corrupt */
+    T_ASSERT(w == IVC_EPROTO, "corrupt tail detected, got %zd", w);
+    T_OK(ivc_close(ach));
+    char buf[16];
+    size_t done = 0;
+    int r = ivc_read_all(bch, buf, sizeof(buf), 1000, &done);
+    T_ASSERT(r == IVC_ECONNRESET, "partner of an aborted channel: %s (after %zu bytes)",
+             ivc_strerror(r), done);
+    T_OK(ivc_close(bch));
+    T_OK(ivc_unregister(a));
+    T_OK(ivc_unregister(b));
+}
+
 /* Waiting must not burn the core: a process blocked for 1.5 s in
  * ivc_accept() and in ivc_read_all() on an idle channel uses well under half
  * of that in CPU time (it spins only for the first 50 us, then yields, then
@@ -286,6 +311,7 @@ int main(void)
     test_poll_and_timeouts();
     test_full_region();
     test_departed_share_kept();
+    test_abort_is_not_eof();
     test_idle_waits_sleep();
     t_ivcd_stop(&ivcd);
     printf("ok\n");

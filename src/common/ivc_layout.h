@@ -48,8 +48,8 @@
  * Channel (conn record) states, one word per side (seq:32 | state:8).  `seq`
  * is set by the initiator for each use of the record and echoed by the target,
  * so a stale write from an earlier use is never mistaken for an answer:
- *   initiator: IDLE -> REQUESTED -> OPEN -> {CLOSED | QUIESCED -> DRAINED}
- *   target:    IDLE -> {ACCEPTED -> {CLOSED | QUIESCED -> DRAINED} | REFUSED}
+ *   initiator: IDLE -> REQUESTED -> OPEN -> {CLOSED | ABORTED | QUIESCED -> DRAINED}
+ *   target:    IDLE -> {ACCEPTED -> {CLOSED | ABORTED | QUIESCED -> DRAINED} | REFUSED}
  * QUIESCED means "I will never write into my ring of this channel again, its
  * head is final".  A side hands its unread bytes to the suspend callback only
  * once the other side is QUIESCED (or gone), then sets DRAINED.
@@ -157,6 +157,8 @@ enum ivc_side_state {
     IVC_SIDE_CLOSED = 5,    /* closed by its owner; its head is final */
     IVC_SIDE_QUIESCED = 6,  /* migration: will not write again; head is final */
     IVC_SIDE_DRAINED = 7,   /* migration: unread bytes handed back */
+    IVC_SIDE_ABORTED = 8,   /* closed after an error (reset, corrupt): what it wrote may be
+                               incomplete, so its peer must not take the end for an EOF */
 };
 #define IVC_SIDE(seq, state) (((uint64_t)(uint32_t)(seq) << 32) | (uint8_t)(state))
 #define IVC_SIDE_SEQ(w)      ((uint32_t)((w) >> 32))

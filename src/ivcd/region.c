@@ -230,7 +230,7 @@ static bool partners_drained(const struct ivcd_region *r, uint32_t e, uint32_t g
         if (IVC_SIDE_SEQ(ts) != IVC_SIDE_SEQ(is) || tst == IVC_SIDE_IDLE || tst == IVC_SIDE_REFUSED)
             continue;
         n++;
-        if (tst == IVC_SIDE_DRAINED || tst == IVC_SIDE_CLOSED)
+        if (tst == IVC_SIDE_DRAINED || tst == IVC_SIDE_CLOSED || tst == IVC_SIDE_ABORTED)
             continue;
         uint64_t pst = ld(&ep_at(r, t)->status);
         if (IVC_EP_GEN(pst) != tgen || IVC_EP_STATE(pst) == IVC_EP_FREE)
@@ -257,7 +257,7 @@ static bool partners_drained(const struct ivcd_region *r, uint32_t e, uint32_t g
         if (IVC_SIDE_SEQ(ts) != IVC_SIDE_SEQ(is) || tst == IVC_SIDE_IDLE || tst == IVC_SIDE_REFUSED)
             continue;
         n++;
-        if (ist == IVC_SIDE_DRAINED || ist == IVC_SIDE_CLOSED)
+        if (ist == IVC_SIDE_DRAINED || ist == IVC_SIDE_CLOSED || ist == IVC_SIDE_ABORTED)
             continue;
         uint64_t pst = ld(&ep_at(r, o)->status);
         if (IVC_EP_GEN(pst) != rd32(&c->init_gen) || IVC_EP_STATE(pst) == IVC_EP_FREE)

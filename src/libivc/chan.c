@@ -143,6 +143,7 @@ static bool peer_done(const struct ivc_chan *ch)
     switch (IVC_SIDE_STATE(ps)) {
     case IVC_SIDE_CLOSED:
     case IVC_SIDE_DRAINED:
+    case IVC_SIDE_ABORTED:
     case IVC_SIDE_REFUSED:
     case IVC_SIDE_IDLE: return true;
     case IVC_SIDE_REQUESTED:
@@ -232,6 +233,9 @@ void ivc__chan_update(struct ivc_chan *ch)
         return;
     case IVC_SIDE_QUIESCED:
     case IVC_SIDE_DRAINED: ivc__chan_handback(ch); return;
+    case IVC_SIDE_ABORTED: /* it gave up after an error: not an end of stream */
+        chan_dead(ch, IVC_CHAN_RESET, IVC_ECONNRESET);
+        return;
     default: goto corrupt;
     }
 
@@ -491,13 +495,17 @@ int ivc_close(ivc_chan_t *ch)
     struct ivc_ctx *ctx = ch->ctx;
     ch->closed = true;
     ch->user = NULL;
-    /* CLOSED tells the peer we are done with its ring (ivcd waits for that
-     * before reusing a departed peer's memory); a suspended channel already
-     * said so with DRAINED. */
+    /* CLOSED (or ABORTED after an error, so the peer does not take it for a
+     * clean end) tells the peer we are done with its ring; ivcd waits for
+     * that before reusing a departed peer's memory.  A suspended channel
+     * already said so with DRAINED. */
     if (ch->epoch == ctx->epoch && ctx->state == IVC_CTX_ATTACHED &&
-        ch->state != IVC_CHAN_SUSPENDED && ch->state != IVC__CHAN_CONNECTING)
-        atomic_store_explicit(ch->my_side, IVC_SIDE(ch->seq, IVC_SIDE_CLOSED),
+        ch->state != IVC_CHAN_SUSPENDED && ch->state != IVC__CHAN_CONNECTING) {
+        bool failed = ch->state == IVC_CHAN_RESET || ch->state == IVC_CHAN_CORRUPT;
+        atomic_store_explicit(ch->my_side,
+                              IVC_SIDE(ch->seq, failed ? IVC_SIDE_ABORTED : IVC_SIDE_CLOSED),
                               memory_order_release);
+    }
     ivc__reap(ctx);
     return 0;
 }

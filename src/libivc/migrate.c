@@ -68,6 +68,8 @@ static bool peer_final(const struct ivc_chan *ch, bool *gone)
     if (IVC_SIDE_SEQ(ps) != ch->seq)
         return false;
     uint8_t s = IVC_SIDE_STATE(ps);
+    if (s == IVC_SIDE_ABORTED)
+        *gone = true; /* it gave up on the channel: nothing to hand back */
     return s == IVC_SIDE_QUIESCED || s == IVC_SIDE_DRAINED || s == IVC_SIDE_CLOSED;
 }
 
