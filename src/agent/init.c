@@ -1,0 +1,147 @@
+/*
+ * init.c - what vhpc-agent does as PID 1 of a minimal image: mount the
+ * kernel file systems, load the image's modules (/etc/vhpc/modules), set
+ * the hostname and the network from the kernel command line (net.c), and at
+ * the end stop every process, sync and power off.  Nothing here runs when
+ * the agent is not PID 1.
+ */
+#include "agent.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef MODULE_INIT_COMPRESSED_FILE
+#define MODULE_INIT_COMPRESSED_FILE 4
+#endif
+
+static void mount_one(const char *src, const char *dir, const char *type, unsigned long flags,
+                      const char *data, mode_t mode)
+{
+    mkdir(dir, mode);
+    if (mount(src, dir, type, flags, data) < 0 && errno != EBUSY)
+        agent_log("mount %s on %s: %s", type, dir, strerror(errno));
+}
+
+void init_early(void)
+{
+    const unsigned long nosuid = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+    mount_one("proc", "/proc", "proc", nosuid, NULL, 0555);
+    mount_one("sysfs", "/sys", "sysfs", nosuid, NULL, 0555);
+    mount_one("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755", 0755);
+    mount_one("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+              "gid=5,mode=0620,ptmxmode=0666", 0755);
+    mount_one("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
+    mount_one("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
+    mount_one("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755", 0755);
+    /* The kernel gave init the initramfs's /dev/console if it had one; the
+     * devtmpfs one is there now in any case. */
+    int fd = open("/dev/console", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd >= 0) {
+        for (int i = 0; i < 3; i++)
+            dup2(fd, i);
+        if (fd > 2)
+            close(fd);
+    }
+    umask(022);
+}
+
+bool init_cmdline(const char *key, char *buf, size_t len)
+{
+    char line[4096];
+    size_t klen = strlen(key);
+    int fd = open(agent.cmdline_path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, line, sizeof(line) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return false;
+    line[n] = 0;
+    for (char *save = NULL, *w = strtok_r(line, " \t\n", &save); w;
+         w = strtok_r(NULL, " \t\n", &save)) {
+        if (strncmp(w, key, klen) == 0 && w[klen] == '=') {
+            snprintf(buf, len, "%s", w + klen + 1);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* /etc/vhpc/modules: one module per line, in load order (dependencies
+ * first), "PATH [PARAMS]"; a relative PATH is under /lib/modules/RELEASE. */
+static void load_modules(void)
+{
+    FILE *f = fopen("/etc/vhpc/modules", "re");
+    struct utsname u;
+    char line[1024];
+    if (!f)
+        return;
+    uname(&u);
+    while (fgets(line, sizeof(line), f)) {
+        char path[1200], *p = line + strspn(line, " \t");
+        p[strcspn(p, "\n")] = 0;
+        if (!*p || *p == '#')
+            continue;
+        char *params = p + strcspn(p, " \t");
+        if (*params)
+            *params++ = 0;
+        if (*p == '/')
+            snprintf(path, sizeof(path), "%s", p);
+        else
+            snprintf(path, sizeof(path), "/lib/modules/%s/%s", u.release, p);
+        int flags = 0;
+        const char *dot = strrchr(path, '.');
+        if (dot && (!strcmp(dot, ".xz") || !strcmp(dot, ".zst") || !strcmp(dot, ".gz")))
+            flags = MODULE_INIT_COMPRESSED_FILE;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || (syscall(SYS_finit_module, fd, params, flags) < 0 && errno != EEXIST))
+            agent_log("loading module %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+    }
+    fclose(f);
+}
+
+void init_system(void)
+{
+    char name[65];
+    load_modules();
+    if (init_cmdline("vhpc.hostname", name, sizeof(name)) && sethostname(name, strlen(name)) < 0)
+        agent_log("sethostname %s: %s", name, strerror(errno));
+    net_setup();
+}
+
+static void reap_for(int ms)
+{
+    for (int t = 0; t < ms; t += 20) {
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+        if (waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD)
+            return;
+        usleep(20000);
+    }
+}
+
+void init_poweroff(int kind)
+{
+    agent_log("%s", kind == AGENT_SHUTDOWN_REBOOT ? "rebooting" : "powering off");
+    kill(-1, SIGTERM);
+    reap_for(2000);
+    kill(-1, SIGKILL);
+    reap_for(500);
+    sync();
+    reboot(kind == AGENT_SHUTDOWN_REBOOT ? RB_AUTOBOOT : RB_POWER_OFF);
+    agent_log("reboot: %s", strerror(errno));
+    for (;;) /* PID 1 must not exit: the kernel would panic */
+        pause();
+}

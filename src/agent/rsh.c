@@ -1,0 +1,139 @@
+/*
+ * rsh.c - vhpc-rsh, the rsh/ssh stand-in inside a virtual cluster: runs a
+ * command in another VM through that VM's vhpc-agent (TCP port 7420), so that
+ * `mpirun --mca plm_rsh_agent vhpc-rsh` starts its daemons without sshd.
+ *
+ *   vhpc-rsh [-l user] [-n] [-p port] HOST COMMAND [ARGS...]
+ *
+ * Like ssh, the arguments are joined with spaces and run by /bin/sh -c in
+ * the remote VM; stdin is forwarded (unless -n), stdout and stderr come back
+ * separately, and the exit status is the remote command's (128 + signal if
+ * it was killed; 255 if the connection failed).  HOST is an IPv4 address or
+ * a name from /etc/hosts (a static binary has no NSS).  -l and ssh's -x -T
+ * -q -o OPT are accepted and ignored: the agent runs commands as itself.
+ */
+#include "agent_client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: vhpc-rsh [-l user] [-n] [-p port] HOST COMMAND [ARGS...]\n");
+    exit(255);
+}
+
+/* Look `name` up in /etc/hosts (IPv4 entries only). */
+static bool hosts_lookup(const char *name, struct in_addr *out)
+{
+    FILE *f = fopen("/etc/hosts", "re");
+    char line[1024];
+    bool found = false;
+    if (!f)
+        return false;
+    while (!found && fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "#\n")] = 0;
+        char *save = NULL, *addr = strtok_r(line, " \t", &save);
+        struct in_addr a;
+        if (!addr || inet_pton(AF_INET, addr, &a) != 1)
+            continue;
+        for (char *n = strtok_r(NULL, " \t", &save); n && !found; n = strtok_r(NULL, " \t", &save))
+            if (strcmp(n, name) == 0) {
+                *out = a;
+                found = true;
+            }
+    }
+    fclose(f);
+    return found;
+}
+
+static int connect_host(const char *host, int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    struct timeval tv = {.tv_sec = 10};
+    int one = 1;
+    if (inet_pton(AF_INET, host, &a.sin_addr) != 1 && !hosts_lookup(host, &a.sin_addr)) {
+        fprintf(stderr, "vhpc-rsh: Could not resolve hostname %s: not in /etc/hosts\n", host);
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)); /* bounds connect() */
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            return fd;
+        }
+    }
+    fprintf(stderr, "vhpc-rsh: connect to host %s port %d: %s\n", host, port, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    int port = AGENT_TCP_PORT, opt, status = 255;
+    bool no_stdin = false;
+    vhpc_err_t err = {0};
+    agent_client_t *c;
+
+    while ((opt = getopt(argc, argv, "+l:np:xTqo:")) != -1) {
+        switch (opt) {
+        case 'n': no_stdin = true; break;
+        case 'p': port = atoi(optarg); break;
+        case 'l':
+        case 'x':
+        case 'T':
+        case 'q':
+        case 'o': break;
+        default: usage();
+        }
+    }
+    if (argc - optind < 2)
+        usage();
+    const char *host = argv[optind];
+    const char *at = strrchr(host, '@'); /* user@host */
+    if (at)
+        host = at + 1;
+
+    /* The command line, as ssh sends it: the arguments joined by spaces. */
+    size_t len = 1;
+    for (int i = optind + 1; i < argc; i++)
+        len += strlen(argv[i]) + 1;
+    char *cmd = calloc(1, len);
+    if (!cmd)
+        return 255;
+    for (int i = optind + 1; i < argc; i++) {
+        if (i > optind + 1)
+            strcat(cmd, " ");
+        strcat(cmd, argv[i]);
+    }
+
+    int fd = connect_host(host, port);
+    if (fd < 0)
+        return 255;
+    if (agent_client_open_fd(fd, host, &c, &err) < 0) {
+        fprintf(stderr, "vhpc-rsh: %s\n", err.msg);
+        return 255;
+    }
+    const char *sh_argv[] = {"/bin/sh", "-c", cmd, NULL};
+    struct agent_exec_req req = {.argv = sh_argv};
+    int r = agent_client_run(c, &req, no_stdin ? -1 : STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO,
+                             -1, &status, &err);
+    if (r < 0) {
+        fprintf(stderr, "vhpc-rsh: %s: %s\n", host, err.msg);
+        /* A remote shell that cannot be started: the shell's codes. */
+        status = r == -ENOENT ? 127 : r == -EACCES || r == -ENOEXEC ? 126 : 255;
+    }
+    agent_client_close(c);
+    free(cmd);
+    return status;
+}

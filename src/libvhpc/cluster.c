@@ -1,0 +1,392 @@
+/*
+ * cluster.c - see cluster.h.
+ */
+#include "cluster.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *vhpc_run_dir(void)
+{
+    const char *d = getenv("VHPC_RUN_DIR");
+    return d && *d ? d : "/run/vhpc";
+}
+
+int vhpc_tool_path(const char *tool, char *buf, size_t len)
+{
+    char env[64], self[PATH_MAX], *slash;
+    snprintf(env, sizeof(env), "VHPC_%s", tool);
+    for (char *p = env; *p; p++)
+        *p = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+    const char *e = getenv(env);
+    if (e && *e) {
+        snprintf(buf, len, "%s", e);
+        return access(buf, X_OK) == 0 ? 0 : -ENOENT;
+    }
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n > 0) {
+        self[n] = 0;
+        if ((slash = strrchr(self, '/')))
+            *slash = 0;
+        /* installed side by side, or the build tree: build/src/vhpc/vhpc
+         * next to build/src/ivcd/ivcd and build/src/agent/vhpc-agent */
+        const char *sub = strcmp(tool, "ivcd") == 0 ? "ivcd" : "agent";
+        snprintf(buf, len, "%s/%s", self, tool);
+        if (access(buf, X_OK) == 0)
+            return 0;
+        snprintf(buf, len, "%s/../%s/%s", self, sub, tool);
+        if (access(buf, X_OK) == 0)
+            return 0;
+    }
+    const char *path = getenv("PATH");
+    char copy[4096];
+    snprintf(copy, sizeof(copy), "%s", path ? path : "/usr/bin:/bin");
+    for (char *save, *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+        snprintf(buf, len, "%s/%s", dir, tool);
+        if (access(buf, X_OK) == 0)
+            return 0;
+    }
+    return -ENOENT;
+}
+
+static int write_text(const char *dir, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int write_text(const char *dir, const char *name, const char *fmt, ...)
+{
+    char path[PATH_MAX];
+    va_list ap;
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -errno;
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+    return fclose(f) == 0 ? 0 : -errno;
+}
+
+static int read_text(const char *dir, const char *name, char *buf, size_t len)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, buf, len - 1);
+    close(fd);
+    if (n < 0)
+        return -errno;
+    buf[n] = 0;
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = 0;
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void rm_rf(const char *dir)
+{
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Is `pid` alive and running `name` (its executable's base name contains it)? */
+static bool running(pid_t pid, const char *name)
+{
+    char path[64], exe[PATH_MAX];
+    if (pid <= 0)
+        return false;
+    snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+    ssize_t n = readlink(path, exe, sizeof(exe) - 1);
+    if (n < 0)
+        return false;
+    exe[n] = 0;
+    const char *base = strrchr(exe, '/');
+    return strstr(base ? base + 1 : exe, name) != NULL;
+}
+
+static pid_t read_pid(const char *dir, const char *name)
+{
+    char buf[32];
+    if (read_text(dir, name, buf, sizeof(buf)) < 0)
+        return -1;
+    return (pid_t)strtol(buf, NULL, 10);
+}
+
+/* Stop a process that is not our child: SIGTERM, wait, SIGKILL. */
+static void stop_pid(pid_t pid, const char *name, int grace_ms)
+{
+    if (!running(pid, name))
+        return;
+    kill(pid, SIGTERM);
+    for (int t = 0; t < grace_ms && running(pid, name); t += 20)
+        sleep_ms(20);
+    if (running(pid, name))
+        kill(pid, SIGKILL);
+    for (int t = 0; t < 2000 && running(pid, name); t += 20)
+        sleep_ms(20);
+}
+
+static int start_ivcd(struct vhpc_cluster *cl, vhpc_err_t *err)
+{
+    char ivcd[PATH_MAX], sock[PATH_MAX], pidf[PATH_MAX], job[32];
+    if (vhpc_tool_path("ivcd", ivcd, sizeof(ivcd)) < 0)
+        return vhpc_err_setmsg(err, -ENOENT, "cannot find ivcd (set $VHPC_IVCD)");
+    snprintf(sock, sizeof(sock), "%s/ivc.sock", cl->dir);
+    snprintf(pidf, sizeof(pidf), "%s/ivcd.pid", cl->dir);
+    snprintf(job, sizeof(job), "%" PRIu64, cl->job);
+    pid_t pid = fork();
+    if (pid < 0)
+        return vhpc_err_set(err, -errno, "starting ivcd");
+    if (pid == 0) {
+        execl(ivcd, ivcd, "--daemon", "--socket", sock, "--job", job, "--size", "64M", "--pidfile",
+              pidf, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        return vhpc_err_setmsg(err, -EIO, "starting ivcd %s failed (exit status %d; see syslog)",
+                               ivcd, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    return 0;
+}
+
+/* Short names derived from the cluster's name, for interfaces (15 chars). */
+static uint32_t name_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *cl, vhpc_err_t *err)
+{
+    char clusters[VHPC_DIR_MAX - 64 - VHPC_NAME_MAX];
+    int r;
+
+    memset(cl, 0, sizeof(*cl));
+    size_t nl = strlen(spec->name);
+    if (!nl || nl > VHPC_NAME_MAX ||
+        strspn(spec->name, "abcdefghijklmnopqrstuvwxyz"
+                           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != nl)
+        return vhpc_err_setmsg(err, -EINVAL,
+                               "bad cluster name '%s': use 1 to %d letters, digits, '-' or '_'",
+                               spec->name, VHPC_NAME_MAX);
+    if (strlen(vhpc_run_dir()) >= sizeof(clusters) - 10)
+        return vhpc_err_setmsg(err, -ENAMETOOLONG, "run directory %s too long", vhpc_run_dir());
+    if (spec->nvms < 1 || spec->nvms > VHPC_MAX_VMS)
+        return vhpc_err_setmsg(err, -EINVAL, "--vms %d: between 1 and %d", spec->nvms,
+                               VHPC_MAX_VMS);
+    snprintf(cl->name, sizeof(cl->name), "%s", spec->name);
+    snprintf(clusters, sizeof(clusters), "%s/clusters", vhpc_run_dir());
+    mkdir(vhpc_run_dir(), 0755);
+    mkdir(clusters, 0700);
+    snprintf(cl->dir, sizeof(cl->dir), "%s/%.*s", clusters, VHPC_NAME_MAX, spec->name);
+    if (mkdir(cl->dir, 0700) < 0) {
+        if (errno == EEXIST)
+            return vhpc_err_setmsg(err, -EEXIST,
+                                   "a cluster named '%s' already exists (vhpc vm list shows it; "
+                                   "vhpc vm stop %s or vhpc gc removes it)",
+                                   spec->name, spec->name);
+        return vhpc_err_set(err, -errno, "creating %s", cl->dir);
+    }
+    if (spec->detached)
+        r = write_text(cl->dir, "owner", "detached\n");
+    else
+        r = write_text(cl->dir, "owner", "%d\n", (int)getpid());
+    if (r < 0) {
+        vhpc_err_set(err, r, "writing %s/owner", cl->dir);
+        goto fail;
+    }
+    if (getrandom(&cl->job, sizeof(cl->job), 0) != sizeof(cl->job))
+        cl->job = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
+    cl->job &= INT64_MAX;
+    if ((r = write_text(cl->dir, "job", "%" PRIu64 "\n", cl->job)) < 0) {
+        vhpc_err_set(err, r, "writing %s/job", cl->dir);
+        goto fail;
+    }
+    if ((r = start_ivcd(cl, err)) < 0)
+        goto fail;
+
+    uint32_t h = name_hash(spec->name) ^ (uint32_t)getpid();
+    char bridge[IFNAMSIZ];
+    snprintf(bridge, sizeof(bridge), "vhb%08x", h);
+    if ((r = write_text(cl->dir, "bridge", "%s\n", bridge)) < 0) {
+        vhpc_err_set(err, r, "writing %s/bridge", cl->dir);
+        goto fail;
+    }
+    if ((r = vhpc_net_create(&cl->net, bridge, err)) < 0)
+        goto fail;
+
+    char hosts[VHPC_MAX_VMS * 32] = "";
+    for (int i = 0; i < spec->nvms; i++) {
+        vhpc_net_guest_ip(&cl->net, i, cl->ips[i], sizeof(cl->ips[i]));
+        size_t l = strlen(hosts);
+        snprintf(hosts + l, sizeof(hosts) - l, "%svm%d:%s", i ? "," : "", i, cl->ips[i]);
+    }
+    for (int i = 0; i < spec->nvms; i++) {
+        char vmdir[VHPC_DIR_MAX], name[16], tap[IFNAMSIZ], mac[24], append[4096];
+        snprintf(name, sizeof(name), "vm%d", i);
+        snprintf(vmdir, sizeof(vmdir), "%s/%s", cl->dir, name);
+        snprintf(tap, sizeof(tap), "vht%06x-%u", h & 0xffffff, (unsigned)i % 100u);
+        snprintf(mac, sizeof(mac), "52:54:%02x:%02x:%02x:%02x", h >> 24 & 0xff, h >> 16 & 0xff,
+                 cl->net.subnet, 10 + i);
+        if (mkdir(vmdir, 0700) < 0 || (r = write_text(vmdir, "tap", "%s\n", tap)) < 0) {
+            vhpc_err_set(err, -errno, "creating %s", vmdir);
+            goto fail;
+        }
+        if ((r = vhpc_net_add_tap(&cl->net, tap, err)) < 0)
+            goto fail;
+        snprintf(append, sizeof(append), "vhpc.ip=%s/24 vhpc.gw=%s vhpc.hosts=%s", cl->ips[i],
+                 cl->net.host_ip, hosts);
+        char ivc[PATH_MAX];
+        snprintf(ivc, sizeof(ivc), "%s/ivc.sock", cl->dir);
+        struct vhpc_vm_config vc = {
+            .name = name,
+            .dir = vmdir,
+            .kernel = spec->kernel,
+            .initrd = spec->initrd,
+            .append = append,
+            .vcpus = spec->vcpus,
+            .mem_mib = spec->mem_mib,
+            .accel = spec->accel,
+            .ivc_socket = ivc,
+            .tap = tap,
+            .mac = mac,
+        };
+        if ((r = vhpc_vm_start(&vc, &cl->vms[i], err)) < 0)
+            goto fail;
+        cl->nvms = i + 1;
+    }
+    return 0;
+fail : {
+    vhpc_err_t ignore;
+    vhpc_cluster_down(cl, 0, &ignore);
+}
+    return r;
+}
+
+/* Remove what the state directory `dir` records; quiet and idempotent. */
+static void teardown_dir(const char *dir, int grace_ms)
+{
+    char bridge[IFNAMSIZ + 8];
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (strncmp(e->d_name, "vm", 2) != 0)
+                continue;
+            char vmdir[VHPC_DIR_MAX], tap[IFNAMSIZ + 8];
+            snprintf(vmdir, sizeof(vmdir), "%.200s/%.40s", dir, e->d_name);
+            struct vhpc_vm vm = {.pid = read_pid(vmdir, "qemu.pid")};
+            snprintf(vm.qmp_path, sizeof(vm.qmp_path), "%.*s/qmp.sock", VHPC_DIR_MAX - 1, vmdir);
+            if (running(vm.pid, "qemu")) {
+                vhpc_err_t ignore;
+                vhpc_vm_stop(&vm, grace_ms, &ignore);
+            }
+            if (read_text(vmdir, "tap", tap, sizeof(tap)) == 0)
+                vhpc_net_del_link(tap);
+        }
+        closedir(d);
+    }
+    if (read_text(dir, "bridge", bridge, sizeof(bridge)) == 0)
+        vhpc_net_del_link(bridge);
+    stop_pid(read_pid(dir, "ivcd.pid"), "ivcd", 2000);
+    rm_rf(dir);
+}
+
+int vhpc_cluster_down(struct vhpc_cluster *cl, int grace_ms, vhpc_err_t *err)
+{
+    for (int i = 0; i < cl->nvms; i++) {
+        vhpc_err_t ignore;
+        vhpc_vm_stop(&cl->vms[i], grace_ms, &ignore);
+    }
+    teardown_dir(cl->dir, 0);
+    (void)err;
+    return 0;
+}
+
+int vhpc_cluster_load(const char *name, struct vhpc_cluster *cl, vhpc_err_t *err)
+{
+    char buf[64];
+    memset(cl, 0, sizeof(*cl));
+    snprintf(cl->name, sizeof(cl->name), "%s", name);
+    snprintf(cl->dir, sizeof(cl->dir), "%s/clusters/%s", vhpc_run_dir(), name);
+    if (read_text(cl->dir, "job", buf, sizeof(buf)) < 0)
+        return vhpc_err_setmsg(err, -ENOENT, "no cluster named '%s' (vhpc vm list shows them)",
+                               name);
+    cl->job = strtoull(buf, NULL, 10);
+    for (int i = 0; i < VHPC_MAX_VMS; i++) {
+        struct vhpc_vm *vm = &cl->vms[i];
+        char dir[VHPC_DIR_MAX];
+        snprintf(dir, sizeof(dir), "%s/vm%d", cl->dir, i);
+        if (access(dir, F_OK) != 0)
+            break;
+        snprintf(vm->name, sizeof(vm->name), "vm%d", i);
+        snprintf(vm->dir, sizeof(vm->dir), "%s", dir);
+        snprintf(vm->qmp_path, sizeof(vm->qmp_path), "%s/qmp.sock", dir);
+        snprintf(vm->agent_path, sizeof(vm->agent_path), "%s/agent.sock", dir);
+        snprintf(vm->console_path, sizeof(vm->console_path), "%s/console.log", dir);
+        vm->pid = read_pid(vm->dir, "qemu.pid");
+        cl->nvms = i + 1;
+    }
+    return 0;
+}
+
+int vhpc_gc(bool all, void (*report)(const char *line, void *arg), void *arg, vhpc_err_t *err)
+{
+    char clusters[VHPC_DIR_MAX], line[VHPC_DIR_MAX + 64];
+    int n = 0;
+    snprintf(clusters, sizeof(clusters), "%s/clusters", vhpc_run_dir());
+    DIR *d = opendir(clusters);
+    if (!d)
+        return errno == ENOENT ? 0 : vhpc_err_set(err, -errno, "reading %s", clusters);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char dir[VHPC_DIR_MAX], owner[32];
+        snprintf(dir, sizeof(dir), "%.150s/%.64s", clusters, e->d_name);
+        if (read_text(dir, "owner", owner, sizeof(owner)) == 0) {
+            if (strcmp(owner, "detached") == 0) {
+                if (!all)
+                    continue;
+            } else if (running((pid_t)strtol(owner, NULL, 10), "vhpc")) {
+                continue; /* its vhpc run is alive and will clean up */
+            }
+        }
+        teardown_dir(dir, 0);
+        snprintf(line, sizeof(line), "removed cluster %.64s", e->d_name);
+        if (report)
+            report(line, arg);
+        n++;
+    }
+    closedir(d);
+    return n;
+}

@@ -1,0 +1,69 @@
+/*
+ * cluster.h - a virtual cluster on this host: N VMs of one image, a bridge
+ * and a tap per VM, and the job's ivcd, all recorded under one state
+ * directory (/run/vhpc/clusters/<name>/, or $VHPC_RUN_DIR/clusters/<name>)
+ * before they are created, so that `vhpc gc` can always remove what a
+ * crashed run left behind.
+ *
+ *   <dir>/owner        pid of the vhpc process that runs the cluster, or
+ *                      "detached" (vhpc vm start)
+ *   <dir>/job          the IVC job id
+ *   <dir>/ivcd.pid, ivc.sock(.ctl)
+ *   <dir>/bridge       the bridge's name (written before it is created)
+ *   <dir>/vmN/         tap (name), qemu.pid, qmp.sock, agent.sock, console.log, qemu.log
+ */
+#ifndef VHPC_CLUSTER_H
+#define VHPC_CLUSTER_H
+
+#include "error.h"
+#include "net.h"
+#include "vm.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define VHPC_MAX_VMS  64
+#define VHPC_NAME_MAX 32 /* cluster names: [A-Za-z0-9_-], at most this long */
+
+struct vhpc_cluster_spec {
+    const char *name;
+    int nvms, vcpus, mem_mib;
+    const char *kernel, *initrd; /* from the image */
+    enum vhpc_accel accel;       /* resolved */
+    bool detached;               /* owned by no process (vhpc vm start) */
+};
+
+struct vhpc_cluster {
+    char name[64];
+    char dir[VHPC_DIR_MAX - 32];
+    uint64_t job;
+    struct vhpc_net net;
+    int nvms;
+    struct vhpc_vm vms[VHPC_MAX_VMS];
+    char ips[VHPC_MAX_VMS][32];
+};
+
+/* Directory holding every cluster's state. */
+const char *vhpc_run_dir(void);
+
+/* Create the state directory, ivcd, bridge, taps and start every QEMU (not
+ * waiting for the guests).  On failure everything created is removed. */
+int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *cl, vhpc_err_t *err);
+
+/* Stop the VMs (waiting `grace_ms` for them to power off by themselves),
+ * then remove taps, bridge, ivcd and the state directory. */
+int vhpc_cluster_down(struct vhpc_cluster *cl, int grace_ms, vhpc_err_t *err);
+
+/* Load a running cluster's description from its state directory. */
+int vhpc_cluster_load(const char *name, struct vhpc_cluster *cl, vhpc_err_t *err);
+
+/* Remove clusters whose owner is gone (every QEMU, tap, bridge, ivcd and
+ * file of theirs); `all` also removes detached ones.  Calls `report` with a
+ * line per thing removed.  Returns the number of clusters removed. */
+int vhpc_gc(bool all, void (*report)(const char *line, void *arg), void *arg, vhpc_err_t *err);
+
+/* Path of a helper program (ivcd, vhpc-agent, vhpc-rsh): $VHPC_<NAME>, next
+ * to the running executable, in the build tree beside it, or PATH. */
+int vhpc_tool_path(const char *tool, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,86 @@
+/*
+ * image.h - guest images in the local store.  This issue makes *minimal*
+ * images: Debian's cloud kernel plus an uncompressed cpio initramfs with
+ * static busybox, vhpc-agent as /init, the kernel modules the guest needs
+ * and the shared-library closure of whatever the caller adds.  The interface
+ * is ready for the full image manager (full images, matching, distribution)
+ * of a later issue: an image is named, content-addressed and immutable.
+ *
+ * Store layout (<root> = $VHPC_HOME or /var/lib/vhpc):
+ *   <root>/images/<name>/<digest>/initrd.cpio    the initramfs (digest = its sha256)
+ *   <root>/images/<name>/<digest>/vmlinuz        the kernel it was built for (a hard
+ *                                                link into the kernel cache, or a copy)
+ *   <root>/images/<name>/<digest>/manifest.json  metadata (see image.c)
+ *   <root>/images/<name>/current -> <digest>     the newest build of that name
+ *
+ * Inside the initramfs (merged /usr like the host when the host is):
+ *   /init                    vhpc-agent
+ *   /bin/busybox + applets   e.g. /bin/sh, /sbin/ip (symlinks to /bin/busybox)
+ *   /bin/vhpc-rsh            if given
+ *   /lib/modules/<v>/...     the modules, plain .ko files
+ *   /etc/vhpc/modules        the .ko paths to load, one per line, dependencies first
+ *   /etc/vhpc/image          "kernel_version=<v>\nkernel_sha256=<sha>\n"
+ *   /etc/passwd, group, hosts, nsswitch.conf; /dev/console, /dev/null
+ *   /proc /sys /dev /tmp /run /mnt /root (empty)
+ *   the added files with their libraries and the dynamic loader, at their host paths
+ */
+#ifndef VHPC_IMAGE_H
+#define VHPC_IMAGE_H
+
+#include "error.h"
+
+#include <limits.h>
+#include <stdint.h>
+
+struct vhpc_image_spec {
+    const char *name;           /* e.g. "minimal": [A-Za-z0-9._-], not starting with '.' */
+    const char *const *add;     /* host files/dirs to add with their shared-library closure
+                                   (NULL-terminated; NULL = none) */
+    const char *const *modules; /* extra kernel modules to load at boot, besides the virtio
+                                   set (NULL-terminated; NULL = none) */
+};
+
+struct vhpc_image {
+    char name[128];
+    char digest[65]; /* sha256 of the initramfs */
+    char kernel[PATH_MAX];
+    char initrd[PATH_MAX];
+    char kernel_version[64];
+    uint64_t size;   /* initramfs bytes */
+    int current;     /* this is <name>/current */
+    int64_t created; /* seconds since the epoch, from the manifest */
+};
+
+/* The modules every minimal image loads, in this order of request (those
+ * the kernel lacks are skipped when marked optional in image.c). */
+extern const char *const vhpc_image_default_modules[];
+
+/* Build a minimal image (ensuring the kernel first) and make it the name's
+ * current image.  agent_path is the static vhpc-agent that becomes /init;
+ * rsh_path (may be NULL) becomes /bin/vhpc-rsh.  The build is deterministic
+ * (entries sorted, mtimes 0, owner root): the same inputs give the same
+ * digest, and rebuilding an existing digest reuses it.  Busybox comes from
+ * $VHPC_BUSYBOX or /bin/busybox and must be statically linked
+ * (busybox-static).  Adding a file that needs a library the loader cannot
+ * find is an error; for files inside an added directory it is recorded in
+ * the manifest ("unresolved") instead, since plugin directories often hold
+ * optional parts. */
+int vhpc_image_build(const struct vhpc_image_spec *spec, const char *agent_path,
+                     const char *rsh_path, struct vhpc_image *out, vhpc_err_t *err);
+
+/* Find an image by name (its current build), "name@digest-prefix", or a
+ * digest prefix (at least 4 hex digits, unique over the store).  Unknown:
+ * -ENOENT and "unknown image 'foo' (vhpc image list shows the images;
+ * vhpc image build makes one)". */
+int vhpc_image_find(const char *name_or_digest, struct vhpc_image *out, vhpc_err_t *err);
+
+/* Check an image's files against its digest and its manifest: the
+ * initramfs's sha256 and the kernel's (about 0.1 s).  -EBADMSG if damaged;
+ * building the same inputs again repairs an image. */
+int vhpc_image_verify(const struct vhpc_image *img, vhpc_err_t *err);
+
+/* Call fn for every image in the store, by name then by creation time;
+ * fn returning non-zero stops the walk and is returned. */
+int vhpc_image_list(int (*fn)(const struct vhpc_image *img, void *arg), void *arg, vhpc_err_t *err);
+
+#endif

@@ -1,0 +1,59 @@
+/*
+ * vm.h - one QEMU process per VM: q35, direct kernel boot, serial console to
+ * a log file, QMP and the agent's virtio-serial port on UNIX sockets in the
+ * VM's state directory, optionally a tap NIC and an ivshmem-doorbell device
+ * on a hot-pluggable PCIe root port wired to the job's ivcd.
+ */
+#ifndef VHPC_VM_H
+#define VHPC_VM_H
+
+#include "error.h"
+#include "qmp.h"
+
+#include <limits.h>
+#include <sys/types.h>
+
+/* State directories are short: the sockets in them must fit in a UNIX
+ * socket address (108 bytes). */
+#define VHPC_DIR_MAX 256
+
+enum vhpc_accel { VHPC_ACCEL_AUTO = 0, VHPC_ACCEL_KVM, VHPC_ACCEL_TCG };
+
+struct vhpc_vm_config {
+    const char *name;       /* e.g. "vm0"; also the guest's hostname */
+    const char *dir;        /* state directory of this VM (created) */
+    const char *kernel;     /* vmlinuz */
+    const char *initrd;     /* initramfs */
+    const char *append;     /* extra kernel command line (vhpc.ip=... etc.), may be NULL */
+    int vcpus;              /* >= 1 */
+    int mem_mib;            /* >= 64 */
+    enum vhpc_accel accel;  /* resolved: KVM or TCG (see vhpc_accel_resolve) */
+    const char *ivc_socket; /* ivcd socket of the job, or NULL */
+    const char *tap;        /* tap device for the NIC, or NULL */
+    const char *mac;        /* its MAC, with tap */
+};
+
+struct vhpc_vm {
+    char name[64];
+    char dir[VHPC_DIR_MAX];
+    char qmp_path[VHPC_DIR_MAX + 32];
+    char agent_path[VHPC_DIR_MAX + 32];
+    char console_path[VHPC_DIR_MAX + 32];
+    pid_t pid;
+};
+
+/* Decide the accelerator: KVM only where kvm_intel or kvm_amd is loaded and
+ * /dev/kvm opens (on PVM hosts /dev/kvm exists but a stock kernel hangs);
+ * else TCG.  A forced choice that cannot work is an error that says why. */
+int vhpc_accel_resolve(enum vhpc_accel want, enum vhpc_accel *out, vhpc_err_t *err);
+const char *vhpc_accel_name(enum vhpc_accel a);
+
+/* Start QEMU (not waiting for the guest); the pid is written to dir/qemu.pid
+ * before anything else can fail, so a crash can always be cleaned up. */
+int vhpc_vm_start(const struct vhpc_vm_config *cfg, struct vhpc_vm *vm, vhpc_err_t *err);
+
+/* Wait up to `grace_ms` for QEMU to exit by itself (after the agent's
+ * poweroff), then ask QMP to quit, then SIGKILL.  Reaps the process. */
+int vhpc_vm_stop(struct vhpc_vm *vm, int grace_ms, vhpc_err_t *err);
+
+#endif

@@ -1,0 +1,367 @@
+/*
+ * cmd_run.c - `vhpc run`: boot a virtual cluster, run a command in it,
+ * stream its output, tear everything down, exit with the command's status,
+ * and print how long each step took.
+ *
+ * SIGINT/SIGTERM/SIGHUP (what a batch scheduler sends) are taken by a
+ * thread of their own: it asks every guest to power off, force-stops what
+ * is still running after a grace period, removes the cluster and exits
+ * 128 + the signal.
+ */
+#include "agent_client.h"
+#include "cluster.h"
+#include "image.h"
+#include "vhpc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BOOT_TIMEOUT_MS 120000 /* TCG on a busy host: generous */
+#define GRACE_MS        5000
+
+static const char run_help[] =
+    "Usage: vhpc run --vms N [--vcpus C] [--mem MIB] [--image NAME] [--name NAME]\n"
+    "                [--accel auto|kvm|tcg] [--each] -- COMMAND [ARGS...]\n"
+    "Boot N VMs of the image (default 'minimal', built if missing) in parallel, run\n"
+    "COMMAND in vm0 (with --each: in every VM, output prefixed by the VM's name),\n"
+    "tear everything down and exit with COMMAND's status.  Timings go to stderr.\n"
+    "  --vcpus C       vCPUs per VM (default 1)\n"
+    "  --mem MIB       memory per VM, e.g. 256 or 1G (default 256)\n"
+    "  --accel A       kvm only with hardware virtualization; auto picks (default)\n"
+    "  --name NAME     cluster name (default run-PID); state in /run/vhpc/clusters/NAME\n";
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- the cluster, shared with the signal thread ---------------------------- */
+
+static struct vhpc_cluster cluster;
+static agent_client_t *agents[VHPC_MAX_VMS];
+static pthread_mutex_t teardown_lock = PTHREAD_MUTEX_INITIALIZER;
+static int cluster_up;
+
+/* Power every guest off, wait, force, remove.  Runs once. */
+static void teardown(int grace_ms)
+{
+    pthread_mutex_lock(&teardown_lock);
+    if (cluster_up) {
+        vhpc_err_t ignore;
+        for (int i = 0; i < cluster.nvms; i++)
+            if (agents[i])
+                agent_client_shutdown(agents[i], AGENT_SHUTDOWN_POWEROFF, &ignore);
+        vhpc_cluster_down(&cluster, grace_ms, &ignore);
+        cluster_up = 0;
+    }
+    pthread_mutex_unlock(&teardown_lock);
+}
+
+static void *signal_thread(void *arg)
+{
+    sigset_t *set = arg;
+    int sig;
+    if (sigwait(set, &sig) != 0)
+        return NULL;
+    fprintf(stderr, "vhpc: %s: powering the cluster down\n", strsignal(sig));
+    teardown(GRACE_MS);
+    _exit(128 + sig);
+}
+
+/* ---- boot ------------------------------------------------------------------------ */
+
+struct boot {
+    int i;
+    double started, ready;
+    int r;
+    vhpc_err_t err;
+};
+
+static void *boot_thread(void *arg)
+{
+    struct boot *b = arg;
+    struct vhpc_vm *vm = &cluster.vms[b->i];
+    b->r = agent_client_connect(vm->agent_path, 10000, &agents[b->i], &b->err);
+    if (b->r == 0)
+        b->r = agent_client_wait_ready(agents[b->i], BOOT_TIMEOUT_MS, &b->err);
+    if (b->r < 0)
+        vhpc_err_wrap(&b->err, "waiting for the agent of %s (console: %s)", vm->name,
+                      vm->console_path);
+    b->ready = now_s();
+    return NULL;
+}
+
+/* ---- --each: one thread per VM, output prefixed ------------------------------------ */
+
+struct each {
+    int i;
+    const struct agent_exec_req *req;
+    int status, r;
+    vhpc_err_t err;
+};
+
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct prefixer {
+    int fd;   /* read end */
+    FILE *to; /* stdout or stderr */
+    char name[16];
+};
+
+static void *prefix_thread(void *arg)
+{
+    struct prefixer *p = arg;
+    FILE *in = fdopen(p->fd, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, in)) > 0) {
+        pthread_mutex_lock(&out_lock);
+        fprintf(p->to, "[%s] %s%s", p->name, line, line[n - 1] == '\n' ? "" : "\n");
+        fflush(p->to);
+        pthread_mutex_unlock(&out_lock);
+    }
+    free(line);
+    fclose(in);
+    return NULL;
+}
+
+static void *each_thread(void *arg)
+{
+    struct each *e = arg;
+    int out[2], errp[2];
+    pthread_t to, te;
+    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
+        e->r = vhpc_err_set(&e->err, -errno, "pipe");
+        return NULL;
+    }
+    struct prefixer po = {.fd = out[0], .to = stdout}, pe = {.fd = errp[0], .to = stderr};
+    snprintf(po.name, sizeof(po.name), "vm%d", e->i);
+    snprintf(pe.name, sizeof(pe.name), "vm%d", e->i);
+    pthread_create(&to, NULL, prefix_thread, &po);
+    pthread_create(&te, NULL, prefix_thread, &pe);
+    e->r = agent_client_run(agents[e->i], e->req, -1, out[1], errp[1], -1, &e->status, &e->err);
+    close(out[1]);
+    close(errp[1]);
+    pthread_join(to, NULL);
+    pthread_join(te, NULL);
+    if (e->r < 0)
+        vhpc_err_wrap(&e->err, "vm%d", e->i);
+    return NULL;
+}
+
+/* The last lines of a VM's serial console, to explain a failed boot. */
+static void print_console_tail(const struct vhpc_vm *vm)
+{
+    FILE *f = fopen(vm->console_path, "r");
+    char *lines[20] = {0}, buf[512];
+    int n = 0;
+    if (!f)
+        return;
+    while (fgets(buf, sizeof(buf), f)) {
+        free(lines[n % 20]);
+        lines[n % 20] = strdup(buf);
+        n++;
+    }
+    fclose(f);
+    fprintf(stderr, "vhpc: last lines of %s's console:\n", vm->name);
+    for (int i = n > 20 ? n - 20 : 0; i < n; i++) {
+        fprintf(stderr, "  | %s", lines[i % 20] ? lines[i % 20] : "\n");
+        free(lines[i % 20]);
+        lines[i % 20] = NULL;
+    }
+}
+
+/* Memory the host can give, in MiB (MemAvailable). */
+static long host_mem_mib(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemAvailable: %ld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb < 0 ? -1 : kb / 1024;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"vms", 1, 0, 'n'},   {"vcpus", 1, 0, 'c'}, {"mem", 1, 0, 'm'},
+        {"image", 1, 0, 'i'}, {"name", 1, 0, 'N'},  {"accel", 1, 0, 'a'},
+        {"each", 0, 0, 'e'},  {"help", 0, 0, 'h'},  {0, 0, 0, 0}};
+    int nvms = 0, vcpus = 1, c;
+    long mem = 256;
+    const char *image = "minimal", *name = NULL, *accel_s = "auto";
+    bool each = false;
+    char defname[32];
+    vhpc_err_t err = {0};
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        switch (c) {
+        case 'n': nvms = atoi(optarg); break;
+        case 'c': vcpus = atoi(optarg); break;
+        case 'm':
+            if ((mem = vhpc_parse_mib(optarg)) < 0)
+                return vhpc_usage("run", "--mem %s: expected MiB, e.g. 256 or 1G", optarg);
+            break;
+        case 'i': image = optarg; break;
+        case 'N': name = optarg; break;
+        case 'a': accel_s = optarg; break;
+        case 'e': each = true; break;
+        case 'h': fputs(run_help, stdout); return 0;
+        default: return vhpc_usage("run", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (nvms < 1 || nvms > VHPC_MAX_VMS)
+        return vhpc_usage("run", "--vms N is required, 1 to %d", VHPC_MAX_VMS);
+    if (vcpus < 1 || vcpus > 64)
+        return vhpc_usage("run", "--vcpus %d: 1 to 64", vcpus);
+    if (mem < 64)
+        return vhpc_usage("run", "--mem %ld: at least 64 MiB", mem);
+    if (optind >= argc)
+        return vhpc_usage("run", "no command given (vhpc run --vms N -- COMMAND ...)");
+    enum vhpc_accel want = !strcmp(accel_s, "kvm")   ? VHPC_ACCEL_KVM
+                           : !strcmp(accel_s, "tcg") ? VHPC_ACCEL_TCG
+                                                     : VHPC_ACCEL_AUTO;
+    if (want == VHPC_ACCEL_AUTO && strcmp(accel_s, "auto"))
+        return vhpc_usage("run", "--accel %s: expected auto, kvm or tcg", accel_s);
+    long avail = host_mem_mib();
+    if (avail > 0 && mem * nvms > avail) {
+        vhpc_err_setmsg(&err, -ENOMEM,
+                        "%d VMs of %ld MiB need %ld MiB but the host has %ld MiB available; "
+                        "use fewer VMs or less --mem",
+                        nvms, mem, mem * nvms, avail);
+        return vhpc_fail(&err);
+    }
+    if (!name) {
+        snprintf(defname, sizeof(defname), "run-%d", (int)getpid());
+        name = defname;
+    }
+
+    /* Signals go to the signal thread only, from here on. */
+    static sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    pthread_t sigthr;
+    pthread_create(&sigthr, NULL, signal_thread, &set);
+
+    double t0 = now_s();
+    struct vhpc_image img;
+    if (vhpc_image_find(image, &img, &err) < 0) {
+        if (strcmp(image, "minimal") != 0)
+            return vhpc_fail(&err);
+        /* The default image is built on first use. */
+        char agent[4096], rsh[4096];
+        if (vhpc_tool_path("vhpc-agent", agent, sizeof(agent)) < 0)
+            return vhpc_fail(&err);
+        int have_rsh = vhpc_tool_path("vhpc-rsh", rsh, sizeof(rsh)) == 0;
+        struct vhpc_image_spec spec = {.name = "minimal"};
+        fprintf(stderr, "vhpc: building the minimal image (first use)\n");
+        if (vhpc_image_build(&spec, agent, have_rsh ? rsh : NULL, &img, &err) < 0)
+            return vhpc_fail(&err);
+    }
+    double t_image = now_s();
+
+    struct vhpc_cluster_spec cs = {.name = name,
+                                   .nvms = nvms,
+                                   .vcpus = vcpus,
+                                   .mem_mib = (int)mem,
+                                   .kernel = img.kernel,
+                                   .initrd = img.initrd};
+    if (vhpc_accel_resolve(want, &cs.accel, &err) < 0)
+        return vhpc_fail(&err);
+    pthread_mutex_lock(&teardown_lock);
+    int r = vhpc_cluster_up(&cs, &cluster, &err);
+    cluster_up = r == 0;
+    pthread_mutex_unlock(&teardown_lock);
+    if (r < 0)
+        return vhpc_fail(&err);
+
+    struct boot boots[VHPC_MAX_VMS];
+    pthread_t bt[VHPC_MAX_VMS];
+    for (int i = 0; i < nvms; i++) {
+        boots[i] = (struct boot){.i = i, .started = t_image};
+        pthread_create(&bt[i], NULL, boot_thread, &boots[i]);
+    }
+    int failed = -1;
+    for (int i = 0; i < nvms; i++) {
+        pthread_join(bt[i], NULL);
+        if (boots[i].r < 0 && failed < 0)
+            failed = i;
+    }
+    double t_boot = now_s();
+    int status = 0;
+    if (failed >= 0) {
+        err = boots[failed].err;
+        status = vhpc_fail(&err);
+        print_console_tail(&cluster.vms[failed]); /* its directory is removed below */
+    }
+
+    double t_run0 = now_s();
+    if (failed < 0) {
+        struct agent_exec_req req = {.argv = (const char *const *)argv + optind};
+        if (each) {
+            struct each ev[VHPC_MAX_VMS];
+            pthread_t et[VHPC_MAX_VMS];
+            for (int i = 0; i < nvms; i++) {
+                ev[i] = (struct each){.i = i, .req = &req};
+                pthread_create(&et[i], NULL, each_thread, &ev[i]);
+            }
+            for (int i = 0; i < nvms; i++) {
+                pthread_join(et[i], NULL);
+                if (ev[i].r < 0) {
+                    status = ev[i].r == -ENOENT || ev[i].r == -EACCES ? 127 : 1;
+                    vhpc_fail(&ev[i].err);
+                } else if (ev[i].status && !status) {
+                    status = ev[i].status;
+                }
+            }
+        } else {
+            req.flags = AGENT_EXEC_STDIN;
+            r = agent_client_run(agents[0], &req, 0, 1, 2, -1, &status, &err);
+            if (r < 0) {
+                vhpc_err_wrap(&err, "vm0");
+                vhpc_fail(&err);
+                status = r == -ENOENT || r == -EACCES ? 127 : 1;
+            }
+        }
+    }
+    double t_run = now_s();
+    teardown(GRACE_MS);
+    for (int i = 0; i < nvms; i++)
+        if (agents[i])
+            agent_client_close(agents[i]);
+    double t_down = now_s();
+
+    fprintf(stderr, "\nvhpc run: %d VM%s (%d vCPU, %ld MiB, %s, image %s %.12s)\n", nvms,
+            nvms == 1 ? "" : "s", vcpus, mem, vhpc_accel_name(cs.accel), img.name, img.digest);
+    fprintf(stderr, "  %-28s %8.3f s\n", "image prepare", t_image - t0);
+    for (int i = 0; i < nvms; i++) {
+        char what[40];
+        snprintf(what, sizeof(what), "QEMU start -> agent ready vm%d", i);
+        fprintf(stderr, "  %-28s %8.3f s\n", what, boots[i].ready - boots[i].started);
+    }
+    fprintf(stderr, "  %-28s %8.3f s\n", "boot (all VMs ready)", t_boot - t_image);
+    fprintf(stderr, "  %-28s %8.3f s\n", "run", t_run - t_run0);
+    fprintf(stderr, "  %-28s %8.3f s\n", "teardown", t_down - t_run);
+    fprintf(stderr, "  %-28s %8.3f s\n", "total", t_down - t0);
+    return status;
+}

@@ -1,0 +1,79 @@
+/*
+ * main.c - `vhpc`: run HPC jobs in per-job virtual clusters.  Dispatches to
+ * one function per verb (cmd_<verb>.c).
+ */
+#include "vhpc.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct vhpc_command commands[] = {
+    {"run", cmd_run, "boot a virtual cluster, run a command in it, tear it down"},
+    {"vm", cmd_vm, "start, exec, console, stop, list: clusters for interactive use"},
+    {"image", cmd_image, "build, list, show: guest images"},
+    {"gc", cmd_gc, "remove what crashed runs left (QEMU, taps, bridges, ivcd, files)"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "Usage: vhpc COMMAND [OPTIONS]\n\nCommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n`vhpc COMMAND --help` describes each.\n");
+}
+
+int vhpc_fail(const vhpc_err_t *err)
+{
+    fprintf(stderr, "vhpc: %s\n", err->msg[0] ? err->msg : "failed");
+    return 1;
+}
+
+int vhpc_usage(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "vhpc %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'vhpc %s --help'.\n", cmd);
+    return 2;
+}
+
+long vhpc_parse_mib(const char *s)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || v <= 0)
+        return -1;
+    if (*end == 'G' || *end == 'g')
+        v *= 1024, end++;
+    else if (*end == 'M' || *end == 'm')
+        end++;
+    return *end ? -1 : v;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("vhpc 0.1.0\n");
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "vhpc: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,28 @@
+# libvhpc: the cpio writer, the guest kernel cache and minimal images.
+# The kernel download is shared between runs: the image test uses
+# VHPC_TEST_KERNEL_CACHE (default /var/cache/vhpc-test/kernels, downloaded
+# once per machine, re-checked by sha256 every run); the kernel test keeps
+# its own cache in its scratch directory because it damages it on purpose.
+set(VHPC_TEST_KERNEL_CACHE "/var/cache/vhpc-test/kernels" CACHE PATH
+  "Guest kernel cache shared by the image tests")
+
+vhpc_c_test(test_image_cpio 60 test_image_cpio.c)
+vhpc_c_test(test_image_kernel 600 test_image_kernel.c)
+vhpc_c_test(test_image_build 600 test_image_build.c)
+foreach(t test_image_cpio test_image_kernel test_image_build)
+  target_link_libraries(${t} PRIVATE vhpc_lib)
+endforeach()
+set_property(TEST test_image_build APPEND PROPERTY ENVIRONMENT
+  "VHPC_KERNEL_CACHE=${VHPC_TEST_KERNEL_CACHE}"
+  "VHPC_AGENT=$<$<TARGET_EXISTS:vhpc-agent>:$<TARGET_FILE:vhpc-agent>>")
+
+# A program whose library the dynamic loader cannot find (no RPATH, not in a
+# system directory): how the closure handles a missing library.
+add_library(test_image_fixture_lib SHARED test_image_fixture_lib.c)
+add_executable(test_image_fixture_prog test_image_fixture_prog.c)
+target_link_libraries(test_image_fixture_prog PRIVATE test_image_fixture_lib)
+set_target_properties(test_image_fixture_prog PROPERTIES SKIP_BUILD_RPATH ON)
+add_dependencies(test_image_build test_image_fixture_prog)
+set_property(TEST test_image_build APPEND PROPERTY ENVIRONMENT
+  "FIXTURE_PROG=$<TARGET_FILE:test_image_fixture_prog>"
+  "FIXTURE_LIBDIR=$<TARGET_FILE_DIR:test_image_fixture_lib>")

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# test_vm_run.sh BUILD_DIR - `vhpc run` and `vhpc vm` with real VMs (TCG
+# here): the guest's kernel, exit statuses, separate stdout/stderr, 10 MiB of
+# output intact, stdin, bad input, and that SIGTERM, kill -9 + `vhpc gc`
+# leave no QEMU, tap, bridge, ivcd or state file behind.
+set -uo pipefail
+build=$(cd "$1" && pwd)
+vhpc=$build/src/vhpc/vhpc
+export VHPC_RUN_DIR=$(mktemp -d /tmp/vhpc-vmtest.XXXXXX)
+fails=0
+pass() { echo "PASS $*"; }
+fail() { echo "FAIL $*"; fails=$((fails + 1)); }
+cleanup() {
+    "$vhpc" gc --all >/dev/null 2>&1
+    rm -rf "$VHPC_RUN_DIR"
+}
+trap cleanup EXIT
+
+# Nothing of a cluster may remain: processes, links, files.
+leftovers() { # $1: cluster name
+    local dir=$VHPC_RUN_DIR/clusters/$1
+    [ -e "$dir" ] && echo "state dir $dir"
+    pgrep -af "qemu-system.*$VHPC_RUN_DIR/clusters/$1/" && echo "qemu of $1"
+    pgrep -af "ivcd.*$VHPC_RUN_DIR/clusters/$1/" && echo "ivcd of $1"
+    return 0
+}
+links_before=$(ip -o link | grep -c 'vh[bt]')
+
+"$vhpc" image build >/dev/null || { echo "FAIL image build"; exit 1; }
+kver=$("$vhpc" image show minimal | sed -n 's/^kernel: *\([^ ]*\).*/\1/p')
+
+# ---- one interactive cluster for the quick checks ----
+"$vhpc" vm start t1 >/dev/null || { echo "FAIL vm start"; exit 1; }
+out=$("$vhpc" vm exec t1 -- uname -r)
+[ "$out" = "$kver" ] && pass "uname -r in the guest = cached kernel ($kver)" || fail "uname -r: '$out' != '$kver'"
+
+out=$("$vhpc" vm exec t1 -- sh -c 'echo to-out; echo to-err >&2' 2>/tmp/vmtest.err.$$)
+err=$(cat /tmp/vmtest.err.$$); rm -f /tmp/vmtest.err.$$
+[ "$out" = "to-out" ] && [ "$err" = "to-err" ] && pass "stdout and stderr arrive separately" || fail "stdout '$out' stderr '$err'"
+
+want=$(yes abcdefghijklmnopqrstuvwxyz | head -c 10485760 | sha256sum | cut -d' ' -f1)
+got=$("$vhpc" vm exec t1 -- sh -c 'yes abcdefghijklmnopqrstuvwxyz | head -c 10485760' | sha256sum | cut -d' ' -f1)
+[ "$want" = "$got" ] && pass "10 MiB of output intact" || fail "10 MiB checksum $got != $want"
+
+out=$(printf 'line1\nline2\n' | "$vhpc" vm exec t1 -- cat)
+[ "$out" = $'line1\nline2' ] && pass "stdin is forwarded" || fail "stdin: '$out'"
+
+"$vhpc" vm exec t1 -- no-such-command 2>/tmp/vmtest.err.$$; st=$?
+msg=$(cat /tmp/vmtest.err.$$); rm -f /tmp/vmtest.err.$$
+[ $st -eq 127 ] && grep -q "no-such-command" <<<"$msg" && pass "missing command: exit 127, '$msg'" || fail "missing command: status $st, '$msg'"
+
+"$vhpc" vm start t1 2>/tmp/vmtest.err.$$ >/dev/null; st=$?
+msg=$(cat /tmp/vmtest.err.$$); rm -f /tmp/vmtest.err.$$
+[ $st -ne 0 ] && grep -q "already exists" <<<"$msg" && pass "second cluster with the same name refused: '$msg'" || fail "same name: status $st '$msg'"
+
+"$vhpc" vm stop t1 >/dev/null
+l=$(leftovers t1); [ -z "$l" ] && pass "vm stop leaves nothing" || fail "after vm stop: $l"
+
+# ---- vhpc run ----
+"$vhpc" run --vms 1 --name r1 -- sh -c 'exit 3' 2>/dev/null; st=$?
+[ $st -eq 3 ] && pass "exit 3 inside: vhpc run exits 3" || fail "exit status $st"
+l=$(leftovers r1); [ -z "$l" ] && pass "run leaves nothing" || fail "after run: $l"
+
+"$vhpc" run --vms 1 --image nosuch -- true 2>/tmp/vmtest.err.$$; st=$?
+msg=$(cat /tmp/vmtest.err.$$); rm -f /tmp/vmtest.err.$$
+[ $st -ne 0 ] && grep -q "unknown image" <<<"$msg" && pass "unknown image: '$msg'" || fail "unknown image: $st '$msg'"
+
+"$vhpc" run --vms 2 --mem 100000 -- true 2>/tmp/vmtest.err.$$; st=$?
+msg=$(cat /tmp/vmtest.err.$$); rm -f /tmp/vmtest.err.$$
+[ $st -ne 0 ] && grep -q "available" <<<"$msg" && pass "too much memory: '$msg'" || fail "too much memory: $st '$msg'"
+[ -z "$(ls "$VHPC_RUN_DIR/clusters" 2>/dev/null)" ] && pass "bad input leaves nothing" || fail "bad input left $(ls "$VHPC_RUN_DIR/clusters")"
+
+# SIGTERM while the command runs
+"$vhpc" run --vms 1 --name r2 -- sh -c 'echo started; exec sleep 600' >"$VHPC_RUN_DIR/r2.out" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+    grep -q started "$VHPC_RUN_DIR/r2.out" 2>/dev/null && break
+    sleep 0.2
+done
+kill -TERM $pid
+for _ in $(seq 1 150); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done
+wait $pid; st=$?
+l=$(leftovers r2)
+[ $st -eq 143 ] && [ -z "$l" ] && pass "SIGTERM: exit 143, nothing left" || fail "SIGTERM: status $st, left: $l"
+
+# kill -9, then vhpc gc
+"$vhpc" run --vms 1 --name r3 -- sh -c 'echo started; exec sleep 600' >"$VHPC_RUN_DIR/r3.out" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+    grep -q started "$VHPC_RUN_DIR/r3.out" 2>/dev/null && break
+    sleep 0.2
+done
+kill -KILL $pid; wait $pid 2>/dev/null
+[ -n "$(leftovers r3)" ] && pass "kill -9 leaves the cluster behind (for gc)" || fail "nothing left after kill -9?"
+"$vhpc" gc >/dev/null
+l=$(leftovers r3); [ -z "$l" ] && pass "vhpc gc removes it all" || fail "after gc: $l"
+
+links_after=$(ip -o link | grep -c 'vh[bt]')
+[ "$links_after" -eq "$links_before" ] && pass "no tap or bridge left" || fail "links: $links_before before, $links_after after"
+
+echo "$fails failed"
+[ $fails -eq 0 ]
