@@ -90,6 +90,8 @@ int main(int argc, char **argv)
         default: return 2;
         }
     }
+    if (!job && getenv("VHPC_JOB")) /* inside a vhpc cluster */
+        job = strtoull(getenv("VHPC_JOB"), NULL, 0);
     if (!job || !role || (strcmp(role, "send") && strcmp(role, "recv")) || !mib) {
         fprintf(stderr, "usage: ivc_demo [--socket PATH] --job MAGIC --role send|recv [--mib N]\n"
                         "(without --socket: $IVC_SOCKET, the guest's ivshmem device, or\n"

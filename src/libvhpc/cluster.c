@@ -164,8 +164,10 @@ static int start_ivcd(struct vhpc_cluster *cl, vhpc_err_t *err)
     if (pid < 0)
         return vhpc_err_set(err, -errno, "starting ivcd");
     if (pid == 0) {
-        execl(ivcd, ivcd, "--daemon", "--socket", sock, "--job", job, "--size", "64M", "--pidfile",
-              pidf, (char *)NULL);
+        /* 256 MiB (sparse: only touched pages cost memory) for up to 32
+         * processes gives each endpoint about 8 MiB of ring memory. */
+        execl(ivcd, ivcd, "--daemon", "--socket", sock, "--job", job, "--size", "256M",
+              "--max-endpoints", "32", "--pidfile", pidf, (char *)NULL);
         _exit(127);
     }
     int st;
@@ -357,6 +359,18 @@ int vhpc_cluster_load(const char *name, struct vhpc_cluster *cl, vhpc_err_t *err
         cl->nvms = i + 1;
     }
     return 0;
+}
+
+void vhpc_cluster_env(const struct vhpc_cluster *cl, int i, struct vhpc_env_buf *buf,
+                      const char *env[5])
+{
+    snprintf(buf->s[0], sizeof(buf->s[0]), "VHPC_CLUSTER=%s", cl->name);
+    snprintf(buf->s[1], sizeof(buf->s[1]), "VHPC_JOB=%" PRIu64, cl->job);
+    snprintf(buf->s[2], sizeof(buf->s[2]), "VHPC_VM=%d", i);
+    snprintf(buf->s[3], sizeof(buf->s[3]), "VHPC_NVMS=%d", cl->nvms);
+    for (int k = 0; k < 4; k++)
+        env[k] = buf->s[k];
+    env[4] = NULL;
 }
 
 int vhpc_gc(bool all, void (*report)(const char *line, void *arg), void *arg, vhpc_err_t *err)

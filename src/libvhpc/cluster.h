@@ -62,6 +62,15 @@ int vhpc_cluster_load(const char *name, struct vhpc_cluster *cl, vhpc_err_t *err
  * line per thing removed.  Returns the number of clusters removed. */
 int vhpc_gc(bool all, void (*report)(const char *line, void *arg), void *arg, vhpc_err_t *err);
 
+/* The environment a command in VM `i` gets: VHPC_CLUSTER, VHPC_JOB (the IVC
+ * job id, what ivc_register() must be given), VHPC_VM (its index) and
+ * VHPC_NVMS.  Fills env[0..3] (pointing into *buf) and env[4] = NULL. */
+struct vhpc_env_buf {
+    char s[4][96];
+};
+void vhpc_cluster_env(const struct vhpc_cluster *cl, int i, struct vhpc_env_buf *buf,
+                      const char *env[5]);
+
 /* Path of a helper program (ivcd, vhpc-agent, vhpc-rsh): $VHPC_<NAME>, next
  * to the running executable, in the build tree beside it, or PATH. */
 int vhpc_tool_path(const char *tool, char *buf, size_t len);

@@ -105,7 +105,7 @@ static void *boot_thread(void *arg)
 
 struct each {
     int i;
-    const struct agent_exec_req *req;
+    struct agent_exec_req req;
     int status, r;
     vhpc_err_t err;
 };
@@ -150,7 +150,11 @@ static void *each_thread(void *arg)
     snprintf(pe.name, sizeof(pe.name), "vm%d", e->i);
     pthread_create(&to, NULL, prefix_thread, &po);
     pthread_create(&te, NULL, prefix_thread, &pe);
-    e->r = agent_client_run(agents[e->i], e->req, -1, out[1], errp[1], -1, &e->status, &e->err);
+    struct vhpc_env_buf eb;
+    const char *env[5];
+    vhpc_cluster_env(&cluster, e->i, &eb, env);
+    e->req.env = env;
+    e->r = agent_client_run(agents[e->i], &e->req, -1, out[1], errp[1], -1, &e->status, &e->err);
     close(out[1]);
     close(errp[1]);
     pthread_join(to, NULL);
@@ -322,7 +326,7 @@ int cmd_run(int argc, char **argv)
             struct each ev[VHPC_MAX_VMS];
             pthread_t et[VHPC_MAX_VMS];
             for (int i = 0; i < nvms; i++) {
-                ev[i] = (struct each){.i = i, .req = &req};
+                ev[i] = (struct each){.i = i, .req = req};
                 pthread_create(&et[i], NULL, each_thread, &ev[i]);
             }
             for (int i = 0; i < nvms; i++) {
@@ -335,6 +339,10 @@ int cmd_run(int argc, char **argv)
                 }
             }
         } else {
+            struct vhpc_env_buf eb;
+            const char *env[5];
+            vhpc_cluster_env(&cluster, 0, &eb, env);
+            req.env = env;
             req.flags = AGENT_EXEC_STDIN;
             r = agent_client_run(agents[0], &req, 0, 1, 2, -1, &status, &err);
             if (r < 0) {

@@ -109,8 +109,11 @@ static int vm_exec(int argc, char **argv)
     agent_client_t *a;
     if (vhpc_cluster_load(argv[1], &cl, &err) < 0 || connect_agent(&cl, vm, &a, 10000, &err) < 0)
         return vhpc_fail(&err);
-    struct agent_exec_req req = {.argv = (const char *const *)argv + i + 1,
-                                 .flags = AGENT_EXEC_STDIN};
+    struct vhpc_env_buf eb;
+    const char *env[5];
+    vhpc_cluster_env(&cl, vm, &eb, env);
+    struct agent_exec_req req = {
+        .argv = (const char *const *)argv + i + 1, .env = env, .flags = AGENT_EXEC_STDIN};
     int status = 0, r = agent_client_run(a, &req, 0, 1, 2, -1, &status, &err);
     agent_client_close(a);
     if (r < 0) {

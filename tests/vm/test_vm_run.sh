@@ -56,6 +56,39 @@ msg=$(cat /tmp/vmtest.err.$$); rm -f /tmp/vmtest.err.$$
 "$vhpc" vm stop t1 >/dev/null
 l=$(leftovers t1); [ -z "$l" ] && pass "vm stop leaves nothing" || fail "after vm stop: $l"
 
+# ---- two VMs: IVC between them and with the host, TCP, vhpc-rsh ----
+demo=$build/examples/ivc_demo
+"$vhpc" image build --name ivcdemo --add "$demo" >/dev/null || fail "image build --add $demo"
+"$vhpc" vm start t2 --vms 2 --image ivcdemo >/dev/null || fail "vm start t2 --vms 2"
+"$vhpc" vm exec t2 --vm 1 -- "$demo" --role recv --mib 64 >/dev/null 2>&1 &
+recv=$!
+out=$("$vhpc" vm exec t2 --vm 0 -- "$demo" --role send --mib 64 2>&1); st=$?
+wait $recv; rst=$?
+[ $st -eq 0 ] && [ $rst -eq 0 ] && grep -q "checksum: .*: match" <<<"$out" &&
+    pass "two VMs exchange 64 MiB through IVC ($(grep latency <<<"$out"))" || fail "VM-VM IVC: $st/$rst $out"
+
+job=$(cat "$VHPC_RUN_DIR/clusters/t2/job")
+"$demo" --socket "$VHPC_RUN_DIR/clusters/t2/ivc.sock" --job "$job" --role recv --mib 16 >/dev/null 2>&1 &
+recv=$!
+out=$("$vhpc" vm exec t2 --vm 0 -- "$demo" --role send --mib 16 2>&1); st=$?
+wait $recv; rst=$?
+[ $st -eq 0 ] && [ $rst -eq 0 ] && grep -q "checksum: .*: match" <<<"$out" &&
+    pass "a guest process and a host process exchange data through IVC" || fail "guest-host IVC: $st/$rst $out"
+
+"$vhpc" vm exec t2 --vm 1 -- sh -c 'nc -l -p 5000 > /tmp/got; cat /tmp/got' >"$VHPC_RUN_DIR/nc.out" 2>&1 &
+ncpid=$!
+for _ in $(seq 1 50); do
+    "$vhpc" vm exec t2 --vm 0 -- sh -c 'echo over-the-bridge | nc vm1 5000' 2>/dev/null && break
+    sleep 0.2
+done
+wait $ncpid
+grep -q over-the-bridge "$VHPC_RUN_DIR/nc.out" && pass "VM-to-VM TCP over the bridge" || fail "TCP: $(cat "$VHPC_RUN_DIR/nc.out")"
+
+out=$("$vhpc" vm exec t2 --vm 0 -- vhpc-rsh vm1 'hostname; exit 5'); st=$?
+[ "$out" = vm1 ] && [ $st -eq 5 ] && pass "vhpc-rsh runs a command in the other VM (output, status 5)" || fail "rsh: '$out' status $st"
+"$vhpc" vm stop t2 >/dev/null
+l=$(leftovers t2); [ -z "$l" ] && pass "vm stop of 2 VMs leaves nothing" || fail "after vm stop t2: $l"
+
 # ---- vhpc run ----
 "$vhpc" run --vms 1 --name r1 -- sh -c 'exit 3' 2>/dev/null; st=$?
 [ $st -eq 3 ] && pass "exit 3 inside: vhpc run exits 3" || fail "exit status $st"
