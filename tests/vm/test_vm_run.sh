@@ -103,6 +103,12 @@ msg=$(cat /tmp/vmtest.err.$$); rm -f /tmp/vmtest.err.$$
 [ $st -ne 0 ] && grep -q "available" <<<"$msg" && pass "too much memory: '$msg'" || fail "too much memory: $st '$msg'"
 [ -z "$(ls "$VHPC_RUN_DIR/clusters" 2>/dev/null)" ] && pass "bad input leaves nothing" || fail "bad input left $(ls "$VHPC_RUN_DIR/clusters")"
 
+if [ ! -e /sys/module/kvm_intel ] && [ ! -e /sys/module/kvm_amd ]; then
+    "$vhpc" run --vms 1 --accel kvm -- true 2>/tmp/vmtest.err.$$; st=$?
+    msg=$(cat /tmp/vmtest.err.$$); rm -f /tmp/vmtest.err.$$
+    [ $st -ne 0 ] && grep -q -- "--accel kvm" <<<"$msg" && pass "--accel kvm without VT-x/AMD-V: '$msg'" || fail "--accel kvm: $st '$msg'"
+fi
+
 # SIGTERM while the command runs
 "$vhpc" run --vms 1 --name r2 -- sh -c 'echo started; exec sleep 600' >"$VHPC_RUN_DIR/r2.out" 2>&1 &
 pid=$!
