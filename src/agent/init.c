@@ -17,6 +17,8 @@
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <dirent.h>
+#include <stdbool.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -33,6 +35,20 @@ static void mount_one(const char *src, const char *dir, const char *type, unsign
         agent_log("mount %s on %s: %s", type, dir, strerror(errno));
 }
 
+/* True if `dir` is missing or has no entries besides . and .. */
+static bool dir_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return true;
+    struct dirent *e;
+    bool empty = true;
+    while (empty && (e = readdir(d)))
+        empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+    closedir(d);
+    return empty;
+}
+
 void init_early(void)
 {
     const unsigned long nosuid = MS_NOSUID | MS_NODEV | MS_NOEXEC;
@@ -42,8 +58,13 @@ void init_early(void)
     mount_one("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
               "gid=5,mode=0620,ptmxmode=0666", 0755);
     mount_one("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
-    mount_one("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
-    mount_one("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755", 0755);
+    /* /tmp and /run are already writable on the initramfs; a tmpfs over
+     * them would hide what the image put there (an added program built
+     * under /tmp, say), so only an empty one gets its own tmpfs. */
+    if (dir_empty("/tmp"))
+        mount_one("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777);
+    if (dir_empty("/run"))
+        mount_one("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755", 0755);
     /* The kernel gave init the initramfs's /dev/console if it had one; the
      * devtmpfs one is there now in any case. */
     int fd = open("/dev/console", O_RDWR | O_NOCTTY | O_CLOEXEC);

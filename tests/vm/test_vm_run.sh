@@ -7,6 +7,10 @@ set -uo pipefail
 build=$(cd "$1" && pwd)
 vhpc=$build/src/vhpc/vhpc
 export VHPC_RUN_DIR=$(mktemp -d /tmp/vhpc-vmtest.XXXXXX)
+# A private image store (the user's stays untouched); the kernel cache is
+# shared with the image tests so it is downloaded once per machine.
+export VHPC_HOME=$VHPC_RUN_DIR/home
+export VHPC_KERNEL_CACHE=${VHPC_KERNEL_CACHE:-/var/cache/vhpc-test/kernels}
 fails=0
 pass() { echo "PASS $*"; }
 fail() { echo "FAIL $*"; fails=$((fails + 1)); }
