@@ -2,11 +2,11 @@
  * cluster.c - see cluster.h.
  */
 #include "cluster.h"
+#include "kernel.h" /* vhpc__rm_tree */
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -93,20 +93,6 @@ static int read_text(const char *dir, const char *name, char *buf, size_t len)
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
         buf[--n] = 0;
     return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-static void rm_rf(const char *dir)
-{
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static void sleep_ms(int ms)
@@ -320,7 +306,7 @@ static void teardown_dir(const char *dir, int grace_ms)
     if (read_text(dir, "bridge", bridge, sizeof(bridge)) == 0)
         vhpc_net_del_link(bridge);
     stop_pid(read_pid(dir, "ivcd.pid"), "ivcd", 2000);
-    rm_rf(dir);
+    vhpc__rm_tree(dir, NULL);
 }
 
 int vhpc_cluster_down(struct vhpc_cluster *cl, int grace_ms, vhpc_err_t *err)

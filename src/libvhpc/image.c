@@ -855,18 +855,6 @@ struct modset {
     char *builtin;
 };
 
-static void modname(const char *path, char *out, size_t len)
-{
-    const char *b = strrchr(path, '/');
-    b = b ? b + 1 : path;
-    size_t n = strcspn(b, ".");
-    if (n >= len)
-        n = len - 1;
-    for (size_t i = 0; i < n; i++)
-        out[i] = b[i] == '-' ? '_' : b[i];
-    out[n] = 0;
-}
-
 static int load_moddep(const char *dir, struct modset *m, vhpc_err_t *err)
 {
     char path[PATH_MAX + 32];
@@ -894,7 +882,7 @@ static int load_moddep(const char *dir, struct modset *m, vhpc_err_t *err)
         d->path = line;
         d->deps = colon + 1;
         char name[256];
-        modname(line, name, sizeof(name));
+        vhpc__modname(line, name, sizeof(name));
         if (!(d->name = strdup(name)))
             return vhpc_err_set(err, -ENOMEM, "reading modules.dep");
     }
@@ -913,7 +901,7 @@ static void free_modset(struct modset *m)
 static struct moddep *mod_by_name(struct modset *m, const char *name)
 {
     char norm[256];
-    modname(name, norm, sizeof(norm));
+    vhpc__modname(name, norm, sizeof(norm));
     for (size_t i = 0; i < m->n; i++)
         if (strcmp(m->v[i].name, norm) == 0)
             return &m->v[i];
@@ -933,12 +921,12 @@ static int mod_builtin(struct modset *m, const char *name)
     if (!m->builtin)
         return 0;
     char norm[256], n2[256];
-    modname(name, norm, sizeof(norm));
+    vhpc__modname(name, norm, sizeof(norm));
     for (const char *p = m->builtin; *p;) {
         size_t l = strcspn(p, "\n");
         char line[PATH_MAX];
         snprintf(line, sizeof(line), "%.*s", (int)l, p);
-        modname(line, n2, sizeof(n2));
+        vhpc__modname(line, n2, sizeof(n2));
         if (strcmp(norm, n2) == 0)
             return 1;
         p += l;

@@ -394,7 +394,7 @@ struct kmods {
     vhpc_err_t *err;
 };
 
-static void mod_name_from_path(const char *path, char *out, size_t len)
+void vhpc__modname(const char *path, char *out, size_t len)
 {
     const char *b = strrchr(path, '/');
     b = b ? b + 1 : path;
@@ -428,7 +428,7 @@ static int collect_mod(const char *path, const struct stat *st, void *arg)
     if (r < 0)
         return r;
     char name[256];
-    mod_name_from_path(path, name, sizeof(name));
+    vhpc__modname(path, name, sizeof(name));
     const char *depends = "";
     for (size_t off = 0; off < infolen; off += strlen(info + off) + 1) {
         if (strncmp(info + off, "name=", 5) == 0)

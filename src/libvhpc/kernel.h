@@ -56,6 +56,9 @@ int vhpc_kernel_get(const char *version, struct vhpc_kernel *k, vhpc_err_t *err)
 
 /* <root>: $VHPC_HOME or /var/lib/vhpc; the kernel cache (see above). */
 const char *vhpc__store_root(void);
+/* A module's name from its file's path: base name up to the first '.',
+ * with '-' as '_' (the kernel's spelling). */
+void vhpc__modname(const char *path, char *out, size_t len);
 void vhpc__kernel_cache_dir(char *buf, size_t len);
 /* snprintf for paths: -ENAMETOOLONG (err set) if it does not fit. */
 int vhpc__pathf(vhpc_err_t *err, char *buf, size_t len, const char *fmt, ...)
