@@ -15,11 +15,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char vm_help[] =
     "Usage: vhpc vm start NAME [--vms N] [--vcpus C] [--mem MIB] [--image I] [--accel A]\n"
     "       vhpc vm exec NAME [--vm I] -- COMMAND [ARGS...]\n"
+    "       vhpc vm cp NAME SRC DST      (one of them vmI:PATH, the other a host path)\n"
     "       vhpc vm console NAME [--vm I]\n"
     "       vhpc vm stop NAME\n"
     "       vhpc vm list\n";
@@ -123,6 +125,63 @@ static int vm_exec(int argc, char **argv)
     return status;
 }
 
+/* "vm3:/etc/hosts" -> 3 and "/etc/hosts"; -1 for a host path. */
+static int guest_path(const char *arg, const char **path)
+{
+    int vm, n = 0;
+    if (sscanf(arg, "vm%d:%n", &vm, &n) == 1 && n > 0 && vm >= 0) {
+        *path = arg + n;
+        return vm;
+    }
+    *path = arg;
+    return -1;
+}
+
+static int vm_cp(int argc, char **argv)
+{
+    if (argc != 4)
+        return vhpc_usage("vm cp", "expected NAME SRC DST (e.g. vhpc vm cp c1 ./in vm0:/tmp/in)");
+    const char *src, *dst;
+    int svm = guest_path(argv[2], &src), dvm = guest_path(argv[3], &dst);
+    if ((svm < 0) == (dvm < 0))
+        return vhpc_usage("vm cp", "exactly one of SRC and DST must be vmI:PATH");
+    vhpc_err_t err = {0};
+    struct vhpc_cluster cl;
+    agent_client_t *a;
+    int vm = svm >= 0 ? svm : dvm;
+    if (vhpc_cluster_load(argv[1], &cl, &err) < 0 || connect_agent(&cl, vm, &a, 10000, &err) < 0)
+        return vhpc_fail(&err);
+    int r;
+    if (dvm >= 0) { /* host -> guest */
+        int fd = open(src, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0) {
+            r = vhpc_err_set(&err, -errno, "opening %s", src);
+        } else {
+            r = agent_client_put_file(a, fd, dst, st.st_mode & 07777, 600000, &err);
+            if (r < 0)
+                vhpc_err_wrap(&err, "copying %s to vm%d:%s", src, vm, dst);
+        }
+        if (fd >= 0)
+            close(fd);
+    } else { /* guest -> host */
+        int fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            r = vhpc_err_set(&err, -errno, "creating %s", dst);
+        } else {
+            r = agent_client_get_file(a, src, fd, 600000, &err);
+            if (close(fd) < 0 && r == 0)
+                r = vhpc_err_set(&err, -errno, "writing %s", dst);
+            if (r < 0) {
+                vhpc_err_wrap(&err, "copying vm%d:%s to %s", vm, src, dst);
+                unlink(dst); /* no half file left behind */
+            }
+        }
+    }
+    agent_client_close(a);
+    return r < 0 ? vhpc_fail(&err) : 0;
+}
+
 static int vm_console(int argc, char **argv)
 {
     if (argc < 2)
@@ -215,6 +274,8 @@ int cmd_vm(int argc, char **argv)
         return vm_start(argc - 1, argv + 1);
     if (!strcmp(argv[1], "exec"))
         return vm_exec(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "cp"))
+        return vm_cp(argc - 1, argv + 1);
     if (!strcmp(argv[1], "console"))
         return vm_console(argc - 1, argv + 1);
     if (!strcmp(argv[1], "stop"))

@@ -57,6 +57,15 @@ msg=$(cat /tmp/vmtest.err.$$); rm -f /tmp/vmtest.err.$$
 msg=$(cat /tmp/vmtest.err.$$); rm -f /tmp/vmtest.err.$$
 [ $st -ne 0 ] && grep -q "already exists" <<<"$msg" && pass "second cluster with the same name refused: '$msg'" || fail "same name: status $st '$msg'"
 
+head -c 3145728 /dev/urandom >"$VHPC_RUN_DIR/blob"
+"$vhpc" vm cp t1 "$VHPC_RUN_DIR/blob" vm0:/root.blob &&
+    "$vhpc" vm exec t1 -- sh -c 'cat /root.blob > /copy.blob' &&
+    "$vhpc" vm cp t1 vm0:/copy.blob "$VHPC_RUN_DIR/back" &&
+    cmp -s "$VHPC_RUN_DIR/blob" "$VHPC_RUN_DIR/back" && pass "3 MiB file copied in and out intact" || fail "vm cp round trip"
+"$vhpc" vm cp t1 vm0:/no/such/file "$VHPC_RUN_DIR/none" 2>/tmp/vmtest.err.$$; st=$?
+msg=$(cat /tmp/vmtest.err.$$); rm -f /tmp/vmtest.err.$$
+[ $st -ne 0 ] && [ ! -e "$VHPC_RUN_DIR/none" ] && grep -q "/no/such/file" <<<"$msg" && pass "copying a missing file: '$msg'" || fail "vm cp missing: $st '$msg'"
+
 "$vhpc" vm stop t1 >/dev/null
 l=$(leftovers t1); [ -z "$l" ] && pass "vm stop leaves nothing" || fail "after vm stop: $l"
 
