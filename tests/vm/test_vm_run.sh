@@ -102,6 +102,21 @@ out=$("$vhpc" vm exec t2 --vm 0 -- vhpc-rsh vm1 'hostname; exit 5'); st=$?
 "$vhpc" vm stop t2 >/dev/null
 l=$(leftovers t2); [ -z "$l" ] && pass "vm stop of 2 VMs leaves nothing" || fail "after vm stop t2: $l"
 
+# ---- mpirun across VMs, its daemons started through vhpc-rsh ----
+if command -v mpicc >/dev/null; then
+    mpicc -o "$VHPC_RUN_DIR/mpi_hello" "$(dirname "$0")/mpi_hello.c"
+    lib=/usr/lib/x86_64-linux-gnu
+    "$vhpc" image build --name mpi --add /usr/bin/mpirun --add /usr/bin/orted \
+        --add $lib/openmpi --add $lib/pmix2 --add /usr/share/openmpi --add /etc/openmpi \
+        --add "$VHPC_RUN_DIR/mpi_hello" >/dev/null || fail "image build with Open MPI"
+    out=$("$vhpc" run --vms 2 --image mpi -- env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+        mpirun -np 2 --host vm0,vm1 --mca plm_rsh_agent vhpc-rsh --mca btl self,tcp \
+        --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 "$VHPC_RUN_DIR/mpi_hello" 2>&1)
+    grep -q "rank 0 of 2 on vm0, sum 1" <<<"$out" && grep -q "rank 1 of 2 on vm1, sum 1" <<<"$out" &&
+        pass "mpirun in vm0 starts its daemon in vm1 through vhpc-rsh; Allreduce across VMs" ||
+        fail "mpirun across VMs: $out"
+fi
+
 # ---- vhpc run ----
 "$vhpc" run --vms 1 --name r1 -- sh -c 'exit 3' 2>/dev/null; st=$?
 [ $st -eq 3 ] && pass "exit 3 inside: vhpc run exits 3" || fail "exit status $st"
