@@ -4,9 +4,10 @@
  * and print how long each step took.
  *
  * SIGINT/SIGTERM/SIGHUP (what a batch scheduler sends) are taken by a
- * thread of their own: it asks every guest to power off, force-stops what
- * is still running after a grace period, removes the cluster and exits
- * 128 + the signal.
+ * thread of their own: it has QEMU quit every VM (the guests' agents belong
+ * to the threads running commands, so it cannot ask them to power off),
+ * removes the cluster and exits 128 + the signal.  After a normal run the
+ * guests are asked to power off and given a grace period first.
  */
 #include "agent_client.h"
 #include "cluster.h"
@@ -52,16 +53,19 @@ static agent_client_t *agents[VHPC_MAX_VMS];
 static pthread_mutex_t teardown_lock = PTHREAD_MUTEX_INITIALIZER;
 static int cluster_up;
 
-/* Power every guest off, wait, force, remove.  Runs once. */
-static void teardown(int grace_ms)
+/* Remove the cluster; runs once.  `clean`: ask every guest to power off
+ * and wait up to GRACE_MS first -- only when no other thread is using the
+ * agent connections.  Otherwise QEMU is told to quit (then killed). */
+static void teardown(bool clean)
 {
     pthread_mutex_lock(&teardown_lock);
     if (cluster_up) {
         vhpc_err_t ignore;
-        for (int i = 0; i < cluster.nvms; i++)
-            if (agents[i])
-                agent_client_shutdown(agents[i], AGENT_SHUTDOWN_POWEROFF, &ignore);
-        vhpc_cluster_down(&cluster, grace_ms, &ignore);
+        if (clean)
+            for (int i = 0; i < cluster.nvms; i++)
+                if (agents[i])
+                    agent_client_shutdown(agents[i], AGENT_SHUTDOWN_POWEROFF, &ignore);
+        vhpc_cluster_down(&cluster, clean ? GRACE_MS : 0, &ignore);
         cluster_up = 0;
     }
     pthread_mutex_unlock(&teardown_lock);
@@ -73,8 +77,8 @@ static void *signal_thread(void *arg)
     int sig;
     if (sigwait(set, &sig) != 0)
         return NULL;
-    fprintf(stderr, "vhpc: %s: powering the cluster down\n", strsignal(sig));
-    teardown(GRACE_MS);
+    fprintf(stderr, "vhpc: %s: stopping the cluster\n", strsignal(sig));
+    teardown(false);
     _exit(128 + sig);
 }
 
@@ -108,6 +112,7 @@ struct each {
     struct agent_exec_req req;
     int status, r;
     vhpc_err_t err;
+    int done_fd; /* the thread writes its index here when it finishes */
 };
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -161,6 +166,9 @@ static void *each_thread(void *arg)
     pthread_join(te, NULL);
     if (e->r < 0)
         vhpc_err_wrap(&e->err, "vm%d", e->i);
+    if (write(e->done_fd, &e->i, sizeof(e->i)) < 0) {
+        /* the main thread joins every thread anyway */
+    }
     return NULL;
 }
 
@@ -325,12 +333,32 @@ int cmd_run(int argc, char **argv)
         if (each) {
             struct each ev[VHPC_MAX_VMS];
             pthread_t et[VHPC_MAX_VMS];
+            int done[2], aborted = -1;
+            if (pipe2(done, O_CLOEXEC) < 0) {
+                vhpc_err_set(&err, -errno, "pipe");
+                return vhpc_fail(&err);
+            }
             for (int i = 0; i < nvms; i++) {
-                ev[i] = (struct each){.i = i, .req = req};
+                ev[i] = (struct each){.i = i, .req = req, .done_fd = done[1]};
                 pthread_create(&et[i], NULL, each_thread, &ev[i]);
+            }
+            /* If a VM dies or its command cannot start, the job is broken:
+             * stop the whole cluster rather than wait for the others. */
+            for (int left = nvms; left > 0; left--) {
+                int i;
+                if (read(done[0], &i, sizeof(i)) != sizeof(i) || i < 0 || i >= nvms)
+                    break;
+                if (ev[i].r < 0) {
+                    fprintf(stderr, "vhpc: vm%d failed; stopping the cluster\n", i);
+                    aborted = i;
+                    teardown(false);
+                    break;
+                }
             }
             for (int i = 0; i < nvms; i++) {
                 pthread_join(et[i], NULL);
+                if (aborted >= 0 && i != aborted)
+                    continue; /* stopped because of the failed VM */
                 if (ev[i].r < 0) {
                     status = ev[i].r == -ENOENT || ev[i].r == -EACCES ? 127 : 1;
                     vhpc_fail(&ev[i].err);
@@ -338,6 +366,8 @@ int cmd_run(int argc, char **argv)
                     status = ev[i].status;
                 }
             }
+            close(done[0]);
+            close(done[1]);
         } else {
             struct vhpc_env_buf eb;
             const char *env[5];
@@ -353,7 +383,7 @@ int cmd_run(int argc, char **argv)
         }
     }
     double t_run = now_s();
-    teardown(GRACE_MS);
+    teardown(true);
     for (int i = 0; i < nvms; i++)
         if (agents[i])
             agent_client_close(agents[i]);

@@ -150,6 +150,21 @@ wait $pid; st=$?
 l=$(leftovers r2)
 [ $st -eq 143 ] && [ -z "$l" ] && pass "SIGTERM: exit 143, nothing left" || fail "SIGTERM: status $st, left: $l"
 
+# A VM that dies mid-job stops the whole job (not a hang on the others)
+"$vhpc" run --vms 2 --name r4 --each -- sh -c 'echo up; exec sleep 600' >"$VHPC_RUN_DIR/r4.out" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+    [ "$(grep -c '] up' "$VHPC_RUN_DIR/r4.out" 2>/dev/null)" = 2 ] && break
+    sleep 0.2
+done
+kill -KILL "$(cat "$VHPC_RUN_DIR/clusters/r4/vm1/qemu.pid")"
+for _ in $(seq 1 150); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done
+kill -0 $pid 2>/dev/null && { fail "vhpc run still waits after vm1 died"; kill -TERM $pid; }
+wait $pid; st=$?
+l=$(leftovers r4)
+[ $st -ne 0 ] && [ -z "$l" ] && grep -q "vm1 failed" "$VHPC_RUN_DIR/r4.out" &&
+    pass "a killed VM ends the job (status $st) and nothing is left" || fail "VM death: status $st, left: $l, $(cat "$VHPC_RUN_DIR/r4.out")"
+
 # kill -9, then vhpc gc
 "$vhpc" run --vms 1 --name r3 -- sh -c 'echo started; exec sleep 600' >"$VHPC_RUN_DIR/r3.out" 2>&1 &
 pid=$!
