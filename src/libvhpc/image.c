@@ -26,6 +26,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -214,6 +215,40 @@ static void tree_free(struct tree *t)
     memset(t, 0, sizeof(*t));
 }
 
+/* One step of a lexical path walk: skip slashes, apply "." and ".." to res
+ * (length *rl), then append the next component, after a '/' when `abs` or
+ * when res is not empty.  Returns 1 with *last telling whether it was the
+ * final component, 0 at the end of the path, or -ENAMETOOLONG; *p moves
+ * past what was consumed (so it is the rest of the path). */
+static int path_step(const char **p, char *res, size_t *rl, size_t cap, bool abs, int *last)
+{
+    for (;;) {
+        *p += strspn(*p, "/");
+        if (!**p)
+            return 0;
+        const char *comp = *p;
+        size_t cl = strcspn(comp, "/");
+        *p = comp + cl;
+        if (cl == 1 && comp[0] == '.')
+            continue;
+        if (cl == 2 && comp[0] == '.' && comp[1] == '.') {
+            char *s = strrchr(res, '/');
+            *rl = s ? (size_t)(s - res) : 0;
+            res[*rl] = 0;
+            continue;
+        }
+        if (*rl + cl + 2 > cap)
+            return -ENAMETOOLONG;
+        if (abs || *rl)
+            res[(*rl)++] = '/';
+        memcpy(res + *rl, comp, cl);
+        *rl += cl;
+        res[*rl] = 0;
+        *last = (*p)[strspn(*p, "/")] == 0;
+        return 1;
+    }
+}
+
 /* Resolve path (relative to the image root) through the tree's symlinks in
  * its directory components, lexically handling "." and "..". */
 static int tree_canon(struct tree *t, const char *path, char *out, size_t outlen)
@@ -226,32 +261,9 @@ static int tree_canon(struct tree *t, const char *path, char *out, size_t outlen
         size_t rl = 0;
         int restarted = 0;
         res[0] = 0;
-        for (const char *p = work; *p;) {
-            p += strspn(p, "/");
-            if (!*p)
-                break;
-            size_t cl = strcspn(p, "/");
-            const char *rest = p + cl;
-            int last = rest[strspn(rest, "/")] == 0;
-            if (cl == 1 && p[0] == '.') {
-                p = rest;
-                continue;
-            }
-            if (cl == 2 && p[0] == '.' && p[1] == '.') {
-                char *s = strrchr(res, '/');
-                rl = s ? (size_t)(s - res) : 0;
-                res[rl] = 0;
-                p = rest;
-                continue;
-            }
-            if (rl + cl + 2 > sizeof(res))
-                return -ENAMETOOLONG;
-            if (rl)
-                res[rl++] = '/';
-            memcpy(res + rl, p, cl);
-            rl += cl;
-            res[rl] = 0;
-            p = rest;
+        const char *rest = work;
+        int last, step;
+        while ((step = path_step(&rest, res, &rl, sizeof(res), false, &last)) > 0) {
             if (last)
                 break;
             struct ent *e = tree_get(t, res);
@@ -272,6 +284,8 @@ static int tree_canon(struct tree *t, const char *path, char *out, size_t outlen
                 break;
             }
         }
+        if (step < 0)
+            return step;
         if (!restarted) {
             if (rl + 1 > outlen)
                 return -ENAMETOOLONG;
@@ -654,31 +668,11 @@ static int add_host(struct build *b, const char *path, enum add_mode mode, int d
     char res[PATH_MAX];
     size_t rl = 0;
     res[0] = 0;
-    for (const char *p = path; *p;) {
-        p += strspn(p, "/");
-        if (!*p)
-            break;
-        size_t cl = strcspn(p, "/");
-        const char *rest = p + cl;
-        int last = rest[strspn(rest, "/")] == 0;
-        if (cl == 1 && p[0] == '.') {
-            p = rest;
-            continue;
-        }
-        if (cl == 2 && p[0] == '.' && p[1] == '.') {
-            char *s = strrchr(res, '/');
-            rl = s ? (size_t)(s - res) : 0;
-            res[rl] = 0;
-            p = rest;
-            continue;
-        }
-        if (rl + cl + 2 > sizeof(res))
+    const char *rest = path;
+    int last, step;
+    while ((step = path_step(&rest, res, &rl, sizeof(res), true, &last)) != 0) {
+        if (step < 0)
             return vhpc_err_setmsg(err, -ENAMETOOLONG, "%s: path too long", path);
-        res[rl++] = '/';
-        memcpy(res + rl, p, cl);
-        rl += cl;
-        res[rl] = 0;
-        p = rest;
         struct stat st;
         if (lstat(res, &st) < 0)
             return vhpc_err_set(err, -errno, "%s", res);
