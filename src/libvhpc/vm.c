@@ -19,6 +19,17 @@ const char *vhpc_accel_name(enum vhpc_accel a)
     return a == VHPC_ACCEL_KVM ? "kvm" : a == VHPC_ACCEL_TCG ? "tcg" : "auto";
 }
 
+int vhpc_accel_parse(const char *s, enum vhpc_accel *out)
+{
+    static const enum vhpc_accel all[] = {VHPC_ACCEL_AUTO, VHPC_ACCEL_KVM, VHPC_ACCEL_TCG};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        if (!strcmp(s, vhpc_accel_name(all[i]))) {
+            *out = all[i];
+            return 0;
+        }
+    return -EINVAL;
+}
+
 static int kvm_usable(char *why, size_t len)
 {
     if (access("/sys/module/kvm_intel", F_OK) != 0 && access("/sys/module/kvm_amd", F_OK) != 0) {

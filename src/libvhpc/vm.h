@@ -47,6 +47,8 @@ struct vhpc_vm {
  * else TCG.  A forced choice that cannot work is an error that says why. */
 int vhpc_accel_resolve(enum vhpc_accel want, enum vhpc_accel *out, vhpc_err_t *err);
 const char *vhpc_accel_name(enum vhpc_accel a);
+/* "auto", "kvm" or "tcg"; -EINVAL for anything else. */
+int vhpc_accel_parse(const char *s, enum vhpc_accel *out);
 
 /* Start QEMU (not waiting for the guest); the pid is written to dir/qemu.pid
  * before anything else can fail, so a crash can always be cleaned up. */

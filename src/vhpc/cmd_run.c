@@ -246,10 +246,8 @@ int cmd_run(int argc, char **argv)
         return vhpc_usage("run", "--mem %ld: at least 64 MiB", mem);
     if (optind >= argc)
         return vhpc_usage("run", "no command given (vhpc run --vms N -- COMMAND ...)");
-    enum vhpc_accel want = !strcmp(accel_s, "kvm")   ? VHPC_ACCEL_KVM
-                           : !strcmp(accel_s, "tcg") ? VHPC_ACCEL_TCG
-                                                     : VHPC_ACCEL_AUTO;
-    if (want == VHPC_ACCEL_AUTO && strcmp(accel_s, "auto"))
+    enum vhpc_accel want;
+    if (vhpc_accel_parse(accel_s, &want) < 0)
         return vhpc_usage("run", "--accel %s: expected auto, kvm or tcg", accel_s);
     long avail = host_mem_mib();
     if (avail > 0 && mem * nvms > avail) {

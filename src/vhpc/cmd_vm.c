@@ -71,9 +71,9 @@ static int vm_start(int argc, char **argv)
         return vhpc_fail(&err);
     spec.kernel = img.kernel;
     spec.initrd = img.initrd;
-    enum vhpc_accel want = !strcmp(accel, "kvm")   ? VHPC_ACCEL_KVM
-                           : !strcmp(accel, "tcg") ? VHPC_ACCEL_TCG
-                                                   : VHPC_ACCEL_AUTO;
+    enum vhpc_accel want;
+    if (vhpc_accel_parse(accel, &want) < 0)
+        return vhpc_usage("vm start", "--accel %s: expected auto, kvm or tcg", accel);
     if (vhpc_accel_resolve(want, &spec.accel, &err) < 0)
         return vhpc_fail(&err);
     struct vhpc_cluster cl;
