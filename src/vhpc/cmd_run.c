@@ -19,6 +19,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,7 @@ static struct vhpc_cluster cluster;
 static agent_client_t *agents[VHPC_MAX_VMS];
 static pthread_mutex_t teardown_lock = PTHREAD_MUTEX_INITIALIZER;
 static int cluster_up;
+static atomic_int stop_signal; /* set by the signal thread before it tears down */
 
 /* Remove the cluster; runs once.  `clean`: ask every guest to power off
  * and wait up to GRACE_MS first -- only when no other thread is using the
@@ -78,6 +80,7 @@ static void *signal_thread(void *arg)
     if (sigwait(set, &sig) != 0)
         return NULL;
     fprintf(stderr, "vhpc: %s: stopping the cluster\n", strsignal(sig));
+    atomic_store(&stop_signal, sig);
     teardown(false);
     _exit(128 + sig);
 }
@@ -319,7 +322,7 @@ int cmd_run(int argc, char **argv)
     }
     double t_boot = now_s();
     int status = 0;
-    if (failed >= 0) {
+    if (failed >= 0 && !atomic_load(&stop_signal)) {
         err = boots[failed].err;
         status = vhpc_fail(&err);
         print_console_tail(&cluster.vms[failed]); /* its directory is removed below */
@@ -347,6 +350,8 @@ int cmd_run(int argc, char **argv)
                 if (read(done[0], &i, sizeof(i)) != sizeof(i) || i < 0 || i >= nvms)
                     break;
                 if (ev[i].r < 0) {
+                    if (atomic_load(&stop_signal))
+                        break; /* the signal thread stops the cluster */
                     fprintf(stderr, "vhpc: vm%d failed; stopping the cluster\n", i);
                     aborted = i;
                     teardown(false);
@@ -359,7 +364,8 @@ int cmd_run(int argc, char **argv)
                     continue; /* stopped because of the failed VM */
                 if (ev[i].r < 0) {
                     status = ev[i].r == -ENOENT || ev[i].r == -EACCES ? 127 : 1;
-                    vhpc_fail(&ev[i].err);
+                    if (!atomic_load(&stop_signal))
+                        vhpc_fail(&ev[i].err);
                 } else if (ev[i].status && !status) {
                     status = ev[i].status;
                 }
@@ -373,7 +379,7 @@ int cmd_run(int argc, char **argv)
             req.env = env;
             req.flags = AGENT_EXEC_STDIN;
             r = agent_client_run(agents[0], &req, 0, 1, 2, -1, &status, &err);
-            if (r < 0) {
+            if (r < 0 && !atomic_load(&stop_signal)) {
                 vhpc_err_wrap(&err, "vm0");
                 vhpc_fail(&err);
                 status = r == -ENOENT || r == -EACCES ? 127 : 1;
@@ -381,7 +387,10 @@ int cmd_run(int argc, char **argv)
         }
     }
     double t_run = now_s();
-    teardown(true);
+    teardown(true); /* waits for the signal thread's teardown, if any */
+    int sig = atomic_load(&stop_signal);
+    if (sig)
+        _exit(128 + sig); /* the VMs died of the signal, not of the command */
     for (int i = 0; i < nvms; i++)
         if (agents[i])
             agent_client_close(agents[i]);
