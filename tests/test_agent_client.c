@@ -211,7 +211,8 @@ static void test_closed(void)
     struct agent_exec_req req = {.argv = ARGV("true")};
     T_ASSERT(agent_client_exec(c, &req, &id, &e) == -EPIPE, "exec after CLOSED");
     int st;
-    T_ASSERT(agent_client_run(c, &req, -1, -1, -1, 1000, &st, &e) == -EPIPE &&
+    T_ASSERT(agent_client_run(c, &req, &(struct agent_run_io){-1, -1, -1, -1, 1000}, &st, &e) ==
+                     -EPIPE &&
                  strstr(e.msg, "running true"),
              "run after CLOSED: %s", e.msg);
     agent_client_close(c);
@@ -243,7 +244,7 @@ static void test_run_timeout(void)
     agent_client_t *c = t_agent_client(&a);
     struct agent_exec_req req = {.argv = ARGV("sleep", "100")};
     uint64_t t0 = t_now_ms();
-    int r = agent_client_run(c, &req, -1, -1, -1, 300, &status, &e);
+    int r = agent_client_run(c, &req, &(struct agent_run_io){-1, -1, -1, -1, 300}, &status, &e);
     T_ASSERT(r == -ETIMEDOUT && status == 128 + SIGKILL, "timeout: %d %d %s", r, status, e.msg);
     T_ASSERT(t_now_ms() - t0 < 3000, "took %llu ms", (unsigned long long)(t_now_ms() - t0));
     /* The client is still usable. */

@@ -3,8 +3,8 @@
  * mpirun's rsh agent would use it: the remote exit status (7, 128+signal),
  * stdout and stderr apart, stdin forwarded (or not, with -n), ssh's joining
  * of arguments into one shell command line, names from /etc/hosts, and the
- * failures (refused, unknown host: 255); killing vhpc-rsh kills the remote
- * command.
+ * failures (refused, unknown host: 255); SIGTERM to vhpc-rsh reaches the
+ * remote command; killing vhpc-rsh kills the remote command.
  */
 #include "test_agent_util.h"
 
@@ -190,6 +190,36 @@ static void test_kill_rsh(void)
     close(r.in);
 }
 
+/* mpirun stops its daemons with SIGTERM: vhpc-rsh passes it on and exits
+ * with the remote command's status. */
+static void test_signal_rsh(void)
+{
+    struct rsh_run r = {.argv = {getenv("VHPC_RSH"), "-n", "-p", port_s, "127.0.0.1",
+                                 "trap 'echo got-term; exit 9' TERM; echo ready; sleep 100 & wait",
+                                 NULL}};
+    int pfd[2];
+    T_ASSERT(pipe(pfd) == 0, "pipe");
+    r.in = t_memfd_with("", 0);
+    r.out = pfd[1];
+    r.err = 2;
+    pid_t pid = t_fork(exec_rsh, &r);
+    close(pfd[1]);
+    char buf[64] = "";
+    size_t got = 0;
+    ssize_t n;
+    while (!strstr(buf, "ready\n") && (n = read(pfd[0], buf + got, sizeof(buf) - 1 - got)) > 0)
+        got += (size_t)n;
+    T_ASSERT(strstr(buf, "ready\n"), "remote shell not ready: '%s'", buf);
+    kill(pid, SIGTERM);
+    while ((n = read(pfd[0], buf + got, sizeof(buf) - 1 - got)) > 0)
+        got += (size_t)n;
+    buf[got] = 0;
+    int st = t_wait_bounded(pid, 10000, "vhpc-rsh after SIGTERM");
+    T_ASSERT(st == 9 && strstr(buf, "got-term"), "SIGTERM forwarded: status %d, out '%s'", st, buf);
+    close(pfd[0]);
+    close(r.in);
+}
+
 int main(void)
 {
     t_agent_start(&agent, NULL);
@@ -197,6 +227,7 @@ int main(void)
     test_status_and_streams();
     test_big_stdin();
     test_names_and_failures();
+    test_signal_rsh();
     test_kill_rsh();
     t_agent_stop(&agent);
     printf("ok\n");

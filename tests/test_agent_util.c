@@ -131,7 +131,9 @@ void t_run(agent_client_t *c, const char *const *argv, const char *const *env, c
     int infd = in ? t_memfd_with(in, in_len) : -1;
     memset(o, 0, sizeof(*o));
     o->status = -1;
-    o->rc = agent_client_run(c, &req, infd, out, err, 60000, &o->status, &o->e);
+    struct agent_run_io io = {
+        .stdin_fd = infd, .stdout_fd = out, .stderr_fd = err, .signal_fd = -1, .timeout_ms = 60000};
+    o->rc = agent_client_run(c, &req, &io, &o->status, &o->e);
     o->out = t_slurp(out, &o->out_len);
     o->err = t_slurp(err, &o->err_len);
     close(out);

@@ -126,8 +126,13 @@ int main(int argc, char **argv)
     }
     const char *sh_argv[] = {"/bin/sh", "-c", cmd, NULL};
     struct agent_exec_req req = {.argv = sh_argv};
-    int r = agent_client_run(c, &req, no_stdin ? -1 : STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO,
-                             -1, &status, &err);
+    /* mpirun stops its daemons by signalling us: the remote command gets it. */
+    struct agent_run_io io = {.stdin_fd = no_stdin ? -1 : STDIN_FILENO,
+                              .stdout_fd = STDOUT_FILENO,
+                              .stderr_fd = STDERR_FILENO,
+                              .signal_fd = agent_client_signalfd(),
+                              .timeout_ms = -1};
+    int r = agent_client_run(c, &req, &io, &status, &err);
     if (r < 0) {
         fprintf(stderr, "vhpc-rsh: %s: %s\n", host, err.msg);
         /* A remote shell that cannot be started: the shell's codes. */

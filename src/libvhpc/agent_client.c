@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -463,13 +464,15 @@ static void deliver(int *fd, const uint8_t *data, size_t len)
     }
 }
 
-int agent_client_run(agent_client_t *c, const struct agent_exec_req *req, int stdin_fd,
-                     int stdout_fd, int stderr_fd, int timeout_ms, int *status, vhpc_err_t *err)
+int agent_client_run(agent_client_t *c, const struct agent_exec_req *req,
+                     const struct agent_run_io *io, int *status, vhpc_err_t *err)
 {
     struct agent_exec_req x = *req;
     struct agent_event ev;
     uint32_t id;
-    uint64_t deadline = deadline_in(timeout_ms);
+    uint64_t deadline = deadline_in(io->timeout_ms);
+    int stdin_fd = io->stdin_fd, stdout_fd = io->stdout_fd, stderr_fd = io->stderr_fd;
+    int signal_fd = io->signal_fd;
     bool killed = false;
     int r;
 
@@ -493,7 +496,7 @@ int agent_client_run(agent_client_t *c, const struct agent_exec_req *req, int st
                 *status = ev.status;
                 if (killed)
                     return vhpc_err_setmsg(err, -ETIMEDOUT, "%s: killed after %d ms", req->argv[0],
-                                           timeout_ms);
+                                           io->timeout_ms);
                 return 0;
             default: break;
             }
@@ -509,12 +512,23 @@ int agent_client_run(agent_client_t *c, const struct agent_exec_req *req, int st
         } else if (killed && left_ms(deadline) == 0) {
             return vhpc_err_setmsg(err, -ETIMEDOUT, "%s: no exit after SIGKILL", req->argv[0]);
         }
-        struct pollfd p[2] = {{.fd = c->fd, .events = agent_client_poll_events(c)},
-                              {.fd = -1, .events = POLLIN}};
+        struct pollfd p[3] = {{.fd = c->fd, .events = agent_client_poll_events(c)},
+                              {.fd = -1, .events = POLLIN},
+                              {.fd = signal_fd, .events = POLLIN}};
         if (stdin_fd >= 0 && agent_client_pending(c) < BACKLOG)
             p[1].fd = stdin_fd;
-        if (poll(p, 2, left_ms(deadline)) < 0 && errno != EINTR)
+        if (poll(p, 3, left_ms(deadline)) < 0 && errno != EINTR)
             return vhpc_err_set(err, -errno, "agent at %s: poll", c->name);
+        if (p[2].revents) {
+            struct signalfd_siginfo si;
+            ssize_t n = read(signal_fd, &si, sizeof(si));
+            if (n == (ssize_t)sizeof(si)) {
+                if ((r = agent_client_signal(c, id, (int)si.ssi_signo, err)) < 0)
+                    goto fail;
+            } else if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+                signal_fd = -1; /* closed: nothing more to forward */
+            }
+        }
         if (p[1].revents) {
             uint8_t buf[CLIENT_CHUNK];
             ssize_t n = read(stdin_fd, buf, sizeof(buf));
@@ -529,6 +543,20 @@ int agent_client_run(agent_client_t *c, const struct agent_exec_req *req, int st
 fail:
     vhpc_err_wrap(err, "running %s", req->argv[0]);
     return r;
+}
+
+int agent_client_signalfd(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGQUIT);
+    int fd = signalfd(-1, &set, SFD_CLOEXEC);
+    if (fd >= 0)
+        sigprocmask(SIG_BLOCK, &set, NULL);
+    return fd;
 }
 
 /* Wait for the event that ends transfer `id` (PUT_DONE or FILE_END), handing

@@ -120,14 +120,27 @@ int agent_client_step(agent_client_t *c, int timeout_ms, struct agent_event *ev,
 
 /* ---- blocking helpers -------------------------------------------------------- */
 
-/* Run a command to completion: stdin_fd (or -1: /dev/null) is forwarded
- * until EOF, stdout/stderr are written to stdout_fd/stderr_fd (-1: dropped),
- * *status gets the exit code or 128 + signal.  A command that cannot be
- * started fails with -errno and the agent's message ("cannot run 'foo': No
- * such file or directory").  With timeout_ms >= 0 a command still running
- * then is killed and -ETIMEDOUT returned. */
-int agent_client_run(agent_client_t *c, const struct agent_exec_req *req, int stdin_fd,
-                     int stdout_fd, int stderr_fd, int timeout_ms, int *status, vhpc_err_t *err);
+/* Where agent_client_run() takes the command's input from, where its output
+ * goes, and what may interrupt it.  Every field is meant: 0 is stdin. */
+struct agent_run_io {
+    int stdin_fd;   /* forwarded until EOF; -1: the command's stdin is /dev/null */
+    int stdout_fd;  /* -1: dropped */
+    int stderr_fd;  /* -1: dropped */
+    int signal_fd;  /* -1, or a signalfd(2) (or a pipe carrying struct signalfd_siginfo
+                     * records): each signal read from it is forwarded to the command */
+    int timeout_ms; /* -1: none; else a command still running then is killed */
+};
+
+/* Run a command to completion with the streams and signals of *io; *status
+ * gets the exit code or 128 + signal.  A command that cannot be started
+ * fails with -errno and the agent's message ("cannot run 'foo': No such file
+ * or directory"); one killed by io->timeout_ms fails with -ETIMEDOUT. */
+int agent_client_run(agent_client_t *c, const struct agent_exec_req *req,
+                     const struct agent_run_io *io, int *status, vhpc_err_t *err);
+/* For a single-threaded caller that wants its own SIGINT, SIGTERM, SIGHUP
+ * and SIGQUIT to reach the remote command: blocks them and returns a
+ * signalfd for agent_run_io.signal_fd (or -1; they are then left alone). */
+int agent_client_signalfd(void);
 /* Copy local_fd's contents (read to EOF) to remote_path (created or
  * truncated, permissions `mode`; the directory must exist). */
 int agent_client_put_file(agent_client_t *c, int local_fd, const char *remote_path, unsigned mode,

@@ -4,10 +4,11 @@
  * and print how long each step took.
  *
  * SIGINT/SIGTERM/SIGHUP (what a batch scheduler sends) are taken by a
- * thread of their own: it has QEMU quit every VM (the guests' agents belong
- * to the threads running commands, so it cannot ask them to power off),
- * removes the cluster and exits 128 + the signal.  After a normal run the
- * guests are asked to power off and given a grace period first.
+ * thread of their own.  While the command runs, the signal is passed on to
+ * it (in every VM); once it has ended, the guests are powered off cleanly as
+ * after any run, and vhpc run exits 128 + the signal.  A command still
+ * running STOP_GRACE_S later, a second signal, or a signal while the VMs
+ * boot make the thread stop QEMU at once instead.
  */
 #include "agent_client.h"
 #include "cluster.h"
@@ -18,6 +19,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <sys/signalfd.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -27,7 +29,8 @@
 #include <unistd.h>
 
 #define BOOT_TIMEOUT_MS 120000 /* TCG on a busy host: generous */
-#define GRACE_MS        5000
+#define GRACE_MS        5000   /* from poweroff request to QEMU killed */
+#define STOP_GRACE_S    10     /* from a signal passed on to the command to QEMU stopped */
 
 static const char run_help[] =
     "Usage: vhpc run --vms N [--vcpus C] [--mem MIB] [--image NAME] [--name NAME]\n"
@@ -54,6 +57,8 @@ static agent_client_t *agents[VHPC_MAX_VMS];
 static pthread_mutex_t teardown_lock = PTHREAD_MUTEX_INITIALIZER;
 static int cluster_up;
 static atomic_int stop_signal; /* set by the signal thread before it tears down */
+static atomic_bool running;    /* commands are running: signals are passed on to them */
+static int stop_pipe[2];       /* struct signalfd_siginfo records for the commands */
 
 /* Remove the cluster; runs once.  `clean`: ask every guest to power off
  * and wait up to GRACE_MS first -- only when no other thread is using the
@@ -79,9 +84,20 @@ static void *signal_thread(void *arg)
     int sig;
     if (sigwait(set, &sig) != 0)
         return NULL;
-    fprintf(stderr, "vhpc: %s: stopping the cluster\n", strsignal(sig));
     atomic_store(&stop_signal, sig);
-    teardown(false);
+    if (atomic_load(&running)) {
+        fprintf(stderr, "vhpc: %s: passing it on to the command (again to stop the VMs now)\n",
+                strsignal(sig));
+        struct signalfd_siginfo si = {.ssi_signo = (uint32_t)sig};
+        for (int i = 0; i < VHPC_MAX_VMS; i++) /* one for each command's thread */
+            if (write(stop_pipe[1], &si, sizeof(si)) < 0)
+                break;
+        struct timespec grace = {.tv_sec = STOP_GRACE_S};
+        if (sigtimedwait(set, NULL, &grace) < 0)
+            fprintf(stderr, "vhpc: the command still runs %d s after the signal\n", STOP_GRACE_S);
+    }
+    fprintf(stderr, "vhpc: %s: stopping the cluster\n", strsignal(sig));
+    teardown(false); /* waits for a clean teardown already under way */
     _exit(128 + sig);
 }
 
@@ -162,7 +178,12 @@ static void *each_thread(void *arg)
     const char *env[5];
     vhpc_cluster_env(&cluster, e->i, &eb, env);
     e->req.env = env;
-    e->r = agent_client_run(agents[e->i], &e->req, -1, out[1], errp[1], -1, &e->status, &e->err);
+    struct agent_run_io io = {.stdin_fd = -1,
+                              .stdout_fd = out[1],
+                              .stderr_fd = errp[1],
+                              .signal_fd = stop_pipe[0],
+                              .timeout_ms = -1};
+    e->r = agent_client_run(agents[e->i], &e->req, &io, &e->status, &e->err);
     close(out[1]);
     close(errp[1]);
     pthread_join(to, NULL);
@@ -273,6 +294,10 @@ int cmd_run(int argc, char **argv)
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    if (pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+        vhpc_err_set(&err, -errno, "pipe");
+        return vhpc_fail(&err);
+    }
     pthread_t sigthr;
     pthread_create(&sigthr, NULL, signal_thread, &set);
 
@@ -329,7 +354,8 @@ int cmd_run(int argc, char **argv)
     }
 
     double t_run0 = now_s();
-    if (failed < 0) {
+    if (failed < 0 && !atomic_load(&stop_signal)) {
+        atomic_store(&running, true);
         struct agent_exec_req req = {.argv = (const char *const *)argv + optind};
         if (each) {
             struct each ev[VHPC_MAX_VMS];
@@ -378,7 +404,12 @@ int cmd_run(int argc, char **argv)
             vhpc_cluster_env(&cluster, 0, &eb, env);
             req.env = env;
             req.flags = AGENT_EXEC_STDIN;
-            r = agent_client_run(agents[0], &req, 0, 1, 2, -1, &status, &err);
+            struct agent_run_io io = {.stdin_fd = 0,
+                                      .stdout_fd = 1,
+                                      .stderr_fd = 2,
+                                      .signal_fd = stop_pipe[0],
+                                      .timeout_ms = -1};
+            r = agent_client_run(agents[0], &req, &io, &status, &err);
             if (r < 0 && !atomic_load(&stop_signal)) {
                 vhpc_err_wrap(&err, "vm0");
                 vhpc_fail(&err);
@@ -386,6 +417,7 @@ int cmd_run(int argc, char **argv)
             }
         }
     }
+    atomic_store(&running, false);
     double t_run = now_s();
     teardown(true); /* waits for the signal thread's teardown, if any */
     int sig = atomic_load(&stop_signal);

@@ -116,7 +116,12 @@ static int vm_exec(int argc, char **argv)
     vhpc_cluster_env(&cl, vm, &eb, env);
     struct agent_exec_req req = {
         .argv = (const char *const *)argv + i + 1, .env = env, .flags = AGENT_EXEC_STDIN};
-    int status = 0, r = agent_client_run(a, &req, 0, 1, 2, -1, &status, &err);
+    struct agent_run_io io = {.stdin_fd = 0,
+                              .stdout_fd = 1,
+                              .stderr_fd = 2,
+                              .signal_fd = agent_client_signalfd(),
+                              .timeout_ms = -1};
+    int status = 0, r = agent_client_run(a, &req, &io, &status, &err);
     agent_client_close(a);
     if (r < 0) {
         vhpc_fail(&err);

@@ -137,8 +137,8 @@ if [ ! -e /sys/module/kvm_intel ] && [ ! -e /sys/module/kvm_amd ]; then
     [ $st -ne 0 ] && grep -q -- "--accel kvm" <<<"$msg" && pass "--accel kvm without VT-x/AMD-V: '$msg'" || fail "--accel kvm: $st '$msg'"
 fi
 
-# SIGTERM while the command runs
-"$vhpc" run --vms 1 --name r2 -- sh -c 'echo started; exec sleep 600' >"$VHPC_RUN_DIR/r2.out" 2>&1 &
+# SIGTERM while the command runs: the command gets it, then the VMs go down
+"$vhpc" run --vms 1 --name r2 -- sh -c 'trap "echo got-term; exit 7" TERM; echo started; sleep 600 & wait' >"$VHPC_RUN_DIR/r2.out" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do
     grep -q started "$VHPC_RUN_DIR/r2.out" 2>/dev/null && break
@@ -148,7 +148,22 @@ kill -TERM $pid
 for _ in $(seq 1 150); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done
 wait $pid; st=$?
 l=$(leftovers r2)
-[ $st -eq 143 ] && [ -z "$l" ] && pass "SIGTERM: exit 143, nothing left" || fail "SIGTERM: status $st, left: $l"
+[ $st -eq 143 ] && [ -z "$l" ] && grep -q got-term "$VHPC_RUN_DIR/r2.out" &&
+    pass "SIGTERM: the command gets it, exit 143, nothing left" || fail "SIGTERM: status $st, left: $l, $(cat "$VHPC_RUN_DIR/r2.out")"
+
+# A command that ignores SIGTERM is stopped after the grace period, with --each
+"$vhpc" run --vms 1 --name r5 --each -- sh -c 'trap "" TERM; echo started; while :; do sleep 1; done' >"$VHPC_RUN_DIR/r5.out" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+    grep -q started "$VHPC_RUN_DIR/r5.out" 2>/dev/null && break
+    sleep 0.2
+done
+kill -TERM $pid
+for _ in $(seq 1 150); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done
+wait $pid; st=$?
+l=$(leftovers r5)
+[ $st -eq 143 ] && [ -z "$l" ] && grep -q "still runs" "$VHPC_RUN_DIR/r5.out" &&
+    pass "SIGTERM ignored inside: stopped after the grace period, nothing left" || fail "SIGTERM ignored: status $st, left: $l, $(cat "$VHPC_RUN_DIR/r5.out")"
 
 # A VM that dies mid-job stops the whole job (not a hang on the others)
 "$vhpc" run --vms 2 --name r4 --each -- sh -c 'echo up; exec sleep 600' >"$VHPC_RUN_DIR/r4.out" 2>&1 &
