@@ -99,7 +99,9 @@ bool init_cmdline(const char *key, char *buf, size_t len)
 }
 
 /* /etc/vhpc/modules: one module per line, in load order (dependencies
- * first), "PATH [PARAMS]"; a relative PATH is under /lib/modules/RELEASE. */
+ * first), "PATH [PARAMS]"; a relative PATH is under /lib/modules/RELEASE.
+ * A module file under /lib/modules is removed once loaded: the initramfs
+ * lives in RAM, and the kernel has its own copy. */
 static void load_modules(void)
 {
     FILE *f = fopen("/etc/vhpc/modules", "re");
@@ -127,6 +129,8 @@ static void load_modules(void)
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0 || (syscall(SYS_finit_module, fd, params, flags) < 0 && errno != EEXIST))
             agent_log("loading module %s: %s", path, strerror(errno));
+        else if (agent.pid1 && strncmp(path, "/lib/modules/", 13) == 0)
+            unlink(path);
         if (fd >= 0)
             close(fd);
     }
