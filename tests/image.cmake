@@ -1,4 +1,5 @@
-# libvhpc: the cpio writer, the guest kernel cache and minimal images.
+# libvhpc: the cpio writer, the guest kernel cache, minimal images and the
+# accelerator choice.
 # The kernel download is shared between runs: the image test uses
 # VHPC_TEST_KERNEL_CACHE (default /var/cache/vhpc-test/kernels, downloaded
 # once per machine, re-checked by sha256 every run); the kernel test keeps
@@ -26,3 +27,7 @@ add_dependencies(test_image_build test_image_fixture_prog)
 set_property(TEST test_image_build APPEND PROPERTY ENVIRONMENT
   "FIXTURE_PROG=$<TARGET_FILE:test_image_fixture_prog>"
   "FIXTURE_LIBDIR=$<TARGET_FILE_DIR:test_image_fixture_lib>")
+
+# Choosing KVM or TCG (runs the KVM probe guest where /dev/kvm works).
+vhpc_c_test(test_vm_accel 60 test_vm_accel.c)
+target_link_libraries(test_vm_accel PRIVATE vhpc_lib)

@@ -30,6 +30,8 @@ int vhpc_accel_parse(const char *s, enum vhpc_accel *out)
     return -EINVAL;
 }
 
+#define KVM_PROBE_MS 3000
+
 static int kvm_usable(char *why, size_t len)
 {
     if (access("/sys/module/kvm_intel", F_OK) != 0 && access("/sys/module/kvm_amd", F_OK) != 0) {
@@ -46,7 +48,7 @@ static int kvm_usable(char *why, size_t len)
         return 0;
     }
     close(fd);
-    return 1;
+    return vhpc_kvm_probe(KVM_PROBE_MS, why, len);
 }
 
 int vhpc_accel_resolve(enum vhpc_accel want, enum vhpc_accel *out, vhpc_err_t *err)

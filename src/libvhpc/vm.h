@@ -43,9 +43,14 @@ struct vhpc_vm {
 };
 
 /* Decide the accelerator: KVM only where kvm_intel or kvm_amd is loaded and
- * /dev/kvm opens (on PVM hosts /dev/kvm exists but a stock kernel hangs);
+ * a probe guest runs on /dev/kvm (vhpc_kvm_probe; on PVM hosts /dev/kvm
+ * exists and even runs the probe, but a stock kernel hangs, so PVM is out);
  * else TCG.  A forced choice that cannot work is an error that says why. */
 int vhpc_accel_resolve(enum vhpc_accel want, enum vhpc_accel *out, vhpc_err_t *err);
+/* Run a tiny real-mode guest on /dev/kvm in a child process: 1 if it ran
+ * (wrote its byte to an I/O port and halted) within timeout_ms, else 0 with
+ * the reason in why. */
+int vhpc_kvm_probe(int timeout_ms, char *why, size_t len);
 const char *vhpc_accel_name(enum vhpc_accel a);
 /* "auto", "kvm" or "tcg"; -EINVAL for anything else. */
 int vhpc_accel_parse(const char *s, enum vhpc_accel *out);
