@@ -1,0 +1,235 @@
+/*
+ * cq.c - completion queues.  Entries are kept in a growing ring (so a
+ * completion is never lost because the application's CQ size was small),
+ * error entries in a second one; fi_cq_read() reports -FI_EAVAIL while an
+ * error entry waits, as the API asks.  Reading drives the progress of every
+ * endpoint of the domain.
+ */
+#include "ivf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int ring_push(struct ivf_cqe **ring, size_t *cap, size_t *head, size_t *count,
+                     const struct ivf_cqe *e)
+{
+    if (*count == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        struct ivf_cqe *n = malloc(ncap * sizeof(*n));
+        if (!n)
+            return -FI_ENOMEM;
+        for (size_t i = 0; i < *count; i++)
+            n[i] = (*ring)[(*head + i) % *cap];
+        free(*ring);
+        *ring = n;
+        *cap = ncap;
+        *head = 0;
+    }
+    (*ring)[(*head + *count) % *cap] = *e;
+    (*count)++;
+    return 0;
+}
+
+int ivf_cq_push(struct ivf_cq *cq, const struct ivf_cqe *e)
+{
+    int r = e->err ? ring_push(&cq->errs, &cq->err_cap, &cq->err_head, &cq->err_count, e)
+                   : ring_push(&cq->ring, &cq->cap, &cq->head, &cq->count, e);
+    if (r < 0)
+        IVF_WARN(FI_LOG_CQ, "out of memory: a completion is lost\n");
+    return r;
+}
+
+static size_t entry_size(enum fi_cq_format f)
+{
+    switch (f) {
+    case FI_CQ_FORMAT_CONTEXT: return sizeof(struct fi_cq_entry);
+    case FI_CQ_FORMAT_MSG: return sizeof(struct fi_cq_msg_entry);
+    case FI_CQ_FORMAT_DATA: return sizeof(struct fi_cq_data_entry);
+    default: return sizeof(struct fi_cq_tagged_entry);
+    }
+}
+
+/* The formats are prefixes of fi_cq_tagged_entry, field for field. */
+static ssize_t cq_readfrom_locked(struct ivf_cq *cq, void *buf, size_t count, fi_addr_t *src)
+{
+    ivf_domain_progress(cq->dom);
+    if (cq->err_count)
+        return -FI_EAVAIL;
+    if (!cq->count)
+        return -FI_EAGAIN;
+    size_t n = 0, sz = entry_size(cq->format);
+    for (; n < count && cq->count; n++) {
+        struct ivf_cqe *e = &cq->ring[cq->head];
+        memcpy((char *)buf + n * sz, &e->e, sz);
+        if (src)
+            src[n] = e->src;
+        cq->head = (cq->head + 1) % cq->cap;
+        cq->count--;
+    }
+    return (ssize_t)n;
+}
+
+static ssize_t cq_readfrom(struct fid_cq *fid, void *buf, size_t count, fi_addr_t *src)
+{
+    struct ivf_cq *cq = (struct ivf_cq *)fid;
+    pthread_mutex_lock(&cq->dom->lock);
+    ssize_t r = cq_readfrom_locked(cq, buf, count, src);
+    pthread_mutex_unlock(&cq->dom->lock);
+    return r;
+}
+
+static ssize_t cq_read(struct fid_cq *fid, void *buf, size_t count)
+{
+    return cq_readfrom(fid, buf, count, NULL);
+}
+
+static ssize_t cq_readerr(struct fid_cq *fid, struct fi_cq_err_entry *out, uint64_t flags)
+{
+    struct ivf_cq *cq = (struct ivf_cq *)fid;
+    pthread_mutex_lock(&cq->dom->lock);
+    if (!cq->err_count) {
+        pthread_mutex_unlock(&cq->dom->lock);
+        return -FI_EAGAIN;
+    }
+    struct ivf_cqe *e = &cq->errs[cq->err_head];
+    struct fi_cq_err_entry x = {
+        .op_context = e->e.op_context,
+        .flags = e->e.flags,
+        .len = e->e.len,
+        .buf = e->e.buf,
+        .data = e->e.data,
+        .tag = e->e.tag,
+        .olen = e->olen,
+        .err = e->err,
+        .prov_errno = e->err,
+    };
+    cq->err_head = (cq->err_head + 1) % cq->err_cap;
+    cq->err_count--;
+    pthread_mutex_unlock(&cq->dom->lock);
+    /* We have no error data: a caller's err_data buffer stays untouched. */
+    size_t keep = out->err_data_size;
+    void *keep_data = out->err_data;
+    *out = x;
+    out->err_data = keep ? keep_data : NULL;
+    out->err_data_size = 0;
+    return 1;
+}
+
+static ssize_t cq_sreadfrom(struct fid_cq *fid, void *buf, size_t count, fi_addr_t *src,
+                            const void *cond, int timeout)
+{
+    struct ivf_cq *cq = (struct ivf_cq *)fid;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        pthread_mutex_lock(&cq->dom->lock);
+        ssize_t r = cq_readfrom_locked(cq, buf, count, src);
+        if (r != -FI_EAGAIN) {
+            pthread_mutex_unlock(&cq->dom->lock);
+            return r;
+        }
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+        if (timeout >= 0 && ms >= timeout) {
+            pthread_mutex_unlock(&cq->dom->lock);
+            return -FI_EAGAIN;
+        }
+        int wait = timeout < 0 ? 10 : (int)(timeout - ms < 10 ? timeout - ms : 10);
+        ivf_domain_wait(cq->dom, wait);
+        pthread_mutex_unlock(&cq->dom->lock);
+    }
+}
+
+static ssize_t cq_sread(struct fid_cq *fid, void *buf, size_t count, const void *cond,
+                        int timeout)
+{
+    return cq_sreadfrom(fid, buf, count, NULL, cond, timeout);
+}
+
+static int cq_signal(struct fid_cq *fid)
+{
+    return 0; /* sread waits in slices of at most 10 ms */
+}
+
+static const char *cq_strerror(struct fid_cq *fid, int prov_errno, const void *err_data,
+                               char *buf, size_t len)
+{
+    const char *s = fi_strerror(prov_errno);
+    if (buf && len) {
+        strncpy(buf, s, len - 1);
+        buf[len - 1] = 0;
+        return buf;
+    }
+    return s;
+}
+
+static int cq_close(struct fid *fid)
+{
+    struct ivf_cq *cq = (struct ivf_cq *)fid;
+    if (cq->refs > 0)
+        return -FI_EBUSY;
+    pthread_mutex_lock(&cq->dom->lock);
+    cq->dom->refs--;
+    pthread_mutex_unlock(&cq->dom->lock);
+    free(cq->ring);
+    free(cq->errs);
+    free(cq);
+    return 0;
+}
+
+static struct fi_ops cq_fi_ops = {
+    .size = sizeof(struct fi_ops),
+    .close = cq_close,
+    .bind = ivf_no_bind,
+    .control = ivf_no_control,
+    .ops_open = ivf_no_ops_open,
+};
+
+static struct fi_ops_cq cq_ops = {
+    .size = sizeof(struct fi_ops_cq),
+    .read = cq_read,
+    .readfrom = cq_readfrom,
+    .readerr = cq_readerr,
+    .sread = cq_sread,
+    .sreadfrom = cq_sreadfrom,
+    .signal = cq_signal,
+    .strerror = cq_strerror,
+};
+
+int ivf_cq_open(struct fid_domain *domain, struct fi_cq_attr *attr, struct fid_cq **out,
+                void *context)
+{
+    struct ivf_domain *dom = (struct ivf_domain *)domain;
+    if (!attr)
+        return -FI_EINVAL;
+    switch (attr->format) {
+    case FI_CQ_FORMAT_UNSPEC:
+    case FI_CQ_FORMAT_CONTEXT:
+    case FI_CQ_FORMAT_MSG:
+    case FI_CQ_FORMAT_DATA:
+    case FI_CQ_FORMAT_TAGGED: break;
+    default: return -FI_ENOSYS;
+    }
+    switch (attr->wait_obj) {
+    case FI_WAIT_NONE:
+    case FI_WAIT_UNSPEC: break;
+    default: return -FI_ENOSYS; /* no fd/mutex-cond wait objects to hand out */
+    }
+    if (attr->flags & FI_AFFINITY)
+        return -FI_ENOSYS;
+    struct ivf_cq *cq = calloc(1, sizeof(*cq));
+    if (!cq)
+        return -FI_ENOMEM;
+    cq->dom = dom;
+    cq->format = attr->format == FI_CQ_FORMAT_UNSPEC ? FI_CQ_FORMAT_CONTEXT : attr->format;
+    cq->fid.fid.fclass = FI_CLASS_CQ;
+    cq->fid.fid.context = context;
+    cq->fid.fid.ops = &cq_fi_ops;
+    cq->fid.ops = &cq_ops;
+    pthread_mutex_lock(&dom->lock);
+    dom->refs++;
+    pthread_mutex_unlock(&dom->lock);
+    *out = &cq->fid;
+    return 0;
+}

@@ -1,0 +1,403 @@
+/*
+ * ivf.h - internals of the libfabric provider "ivc" (libivc-fi.so).
+ *
+ * One reliable-datagram endpoint (FI_EP_RDM) talks to each peer over an
+ * ordered byte stream per direction.  The stream is carried by TCP, or by
+ * an IVC channel (libivc shared memory) when both endpoints are attached to
+ * the same region, and it switches carrier without losing, repeating or
+ * reordering a byte (the SC'07 paper's per-peer state machine):
+ *
+ *   tx side, per peer:  TCP ----(IVC channel open: FLUSH on TCP)----> IVC
+ *                       IVC ----(channel suspended: rest on TCP)----> TCP
+ *   rx side, per peer:  reads TCP until it parses FLUSH, then IVC until the
+ *                       channel's suspend (its unread bytes handed back are
+ *                       read first), then TCP again.
+ *
+ * Each direction is the sender's: the connection A opened to B carries
+ * A->B only (so two endpoints connecting to each other at once never race),
+ * and the IVC channel between them carries both directions (opened by the
+ * endpoint with the smaller uid).
+ *
+ * On a stream go frames (struct ivf_hdr + payload).  Messages up to
+ * eager_max are sent whole (EAGER); larger ones announce themselves (RTS),
+ * and once the receiver matched them it asks for the data (CTS), which
+ * comes in DATA frames of at most chunk bytes, interleaved with other
+ * traffic.  Matching follows the order of the stream, so messages between
+ * a pair match in send order.  Unexpected eager messages are buffered up to
+ * unexp_max bytes per endpoint; beyond that the endpoint stops reading the
+ * peer's stream (back-pressure) until receives drain it.
+ *
+ * Threading: every call takes the domain's lock (FI_THREAD_SAFE).
+ * Progress is manual: the data moves inside calls on the endpoint and its
+ * completion queues.
+ */
+#ifndef IVF_H
+#define IVF_H
+
+#include "ivc.h"
+
+#include <pthread.h>
+#include <rdma/fabric.h>
+#include <rdma/fi_cm.h>
+#include <rdma/fi_domain.h>
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_eq.h>
+#include <rdma/fi_errno.h>
+#include <rdma/fi_tagged.h>
+#include <rdma/providers/fi_log.h>
+#include <rdma/providers/fi_prov.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#define IVF_NAME         "ivc"
+#define IVF_PROV_VERSION FI_VERSION(1, 0)
+#define IVF_FI_VERSION   FI_VERSION(1, 17)
+#define IVF_MAX_MSG      ((size_t)1 << 40)
+#define IVF_IOV_LIMIT    8
+#define IVF_INJECT_SIZE  4096
+#define IVF_TAG_BITS     64
+
+extern struct fi_provider ivf_prov;
+
+#define IVF_WARN(sub, ...) FI_WARN(&ivf_prov, sub, __VA_ARGS__)
+#define IVF_INFO(sub, ...) FI_INFO(&ivf_prov, sub, __VA_ARGS__)
+#define IVF_DBG(sub, ...)  FI_DBG(&ivf_prov, sub, __VA_ARGS__)
+
+/* ---- tunables (FI_IVC_*; see prov.c) --------------------------------------- */
+
+struct ivf_params {
+    size_t eager_max;   /* largest message sent whole (FI_IVC_EAGER_MAX) */
+    size_t chunk;       /* DATA frame payload (FI_IVC_CHUNK) */
+    size_t unexp_max;   /* unexpected eager bytes buffered per endpoint (FI_IVC_UNEXP_MAX) */
+    size_t tx_max;      /* bytes queued per peer before sends return -FI_EAGAIN (FI_IVC_TX_MAX) */
+    int ivc;            /* use IVC at all (FI_IVC_ENABLE, default 1) */
+    uint64_t job;       /* IVC job id (FI_IVC_JOB, else $VHPC_JOB); 0: none */
+    const char *iface;  /* TCP address to bind (FI_IVC_IFACE: an IPv4 address or interface) */
+};
+extern struct ivf_params ivf_params;
+
+/* ---- addresses -------------------------------------------------------------- */
+
+#define IVF_ADDR_MAGIC 0x49564641u /* "IVFA" */
+
+/* What fi_getname() returns and fi_av_insert() takes: how to reach an
+ * endpoint over TCP, and who it is in IVC terms.  Stable for the
+ * endpoint's life, migrations included (the IVC client id stays; which
+ * region it is attached to is found out at run time). */
+struct ivf_addr {
+    uint32_t magic;
+    uint16_t version;   /* 1 */
+    uint16_t port;      /* TCP port, network order */
+    uint8_t ip[16];     /* IPv4-mapped IPv6 or IPv6 */
+    uint64_t uid;       /* unique per endpoint (random) */
+    uint64_t job;       /* IVC job id; 0: no IVC */
+    uint32_t ivc_client;/* IVC client id in that job */
+    uint32_t reserved;
+};
+_Static_assert(sizeof(struct ivf_addr) == 48, "wire size");
+
+/* "ivc://1.2.3.4:5555/uid/job/client" */
+void ivf_addr_str(const struct ivf_addr *a, char *buf, size_t len);
+bool ivf_addr_valid(const struct ivf_addr *a);
+
+/* ---- frames on a stream ------------------------------------------------------ */
+
+enum ivf_frame {
+    IVF_HELLO = 1, /* first frame of a TCP connection: payload = sender's ivf_addr */
+    IVF_EAGER,     /* a whole message: payload = the data */
+    IVF_RTS,       /* a large message: size = its length, id = sender's op */
+    IVF_CTS,       /* receiver matched an RTS: id = sender's op, data = receiver's op,
+                    * size = bytes wanted (0: discard) */
+    IVF_DATA,      /* rendezvous data: id = receiver's op, size = offset */
+    IVF_ACK,       /* delivered: id = sender's op (FI_DELIVERY_COMPLETE) */
+    IVF_FLUSH,     /* the sender continues this stream on the IVC channel */
+    IVF_IVC_HELLO, /* first frame on an IVC channel, both ways: payload = sender's ivf_addr */
+    IVF_FRAME_MAX
+};
+
+#define IVF_F_TAGGED 0x01 /* EAGER/RTS: a tagged message (else FI_MSG) */
+#define IVF_F_CQDATA 0x02 /* EAGER/RTS: `data` is remote CQ data */
+#define IVF_F_ACK    0x04 /* EAGER/RTS: send IVF_ACK once delivered */
+
+struct ivf_hdr {
+    uint8_t type;
+    uint8_t flags;
+    uint16_t reserved;
+    uint32_t len;  /* payload bytes following this header */
+    uint64_t tag;
+    uint64_t data;
+    uint64_t id;
+    uint64_t size;
+};
+_Static_assert(sizeof(struct ivf_hdr) == 40, "wire size");
+
+/* ---- operations -------------------------------------------------------------- */
+
+enum ivf_op_kind { IVF_OP_SEND, IVF_OP_RECV };
+
+/* A send or receive the application posted (or an internal one). */
+struct ivf_op {
+    struct ivf_op *next, *prev; /* in a queue: posted receives, pending sends */
+    enum ivf_op_kind kind;
+    uint64_t id;           /* wire id (RTS/CTS/DATA/ACK), unique per endpoint */
+    void *context;
+    uint64_t flags;        /* FI_* op flags as given, plus FI_TAGGED/FI_MSG, FI_SEND/FI_RECV */
+    struct iovec iov[IVF_IOV_LIMIT];
+    size_t iov_count;
+    size_t len;            /* total of iov */
+    uint64_t tag, ignore;  /* receive: tag and ignore bits; send: tag */
+    uint64_t data;         /* send: remote CQ data; receive: what came */
+    fi_addr_t addr;        /* send: destination; receive: wanted source or FI_ADDR_UNSPEC */
+    struct ivf_peer *peer; /* send: destination; receive: the matched source */
+    size_t done;           /* bytes moved so far */
+    size_t msg_len;        /* receive: length of the matched message (for truncation) */
+    uint64_t remote_id;    /* receive: the sender's op id (RTS, or EAGER wanting an ACK) */
+    uint8_t wire_flags;    /* receive: IVF_F_* of the matched message */
+    bool want_completion;  /* a CQ entry when done */
+    bool wait_ack;         /* send: completes on IVF_ACK */
+    bool data_sent;        /* send: every byte is on the stream */
+    bool acked;
+    bool claimed;          /* receive by FI_CLAIM */
+    bool discard;
+    void *owned;           /* inject / unexpected: a buffer this op owns */
+};
+
+/* A message that arrived before a matching receive. */
+struct ivf_unexp {
+    struct ivf_unexp *next, *prev;
+    struct ivf_peer *peer;
+    uint8_t type;          /* IVF_EAGER or IVF_RTS */
+    uint8_t flags;
+    uint64_t tag, data;
+    uint64_t remote_id;    /* RTS: the sender's op */
+    size_t len;            /* message length */
+    size_t got;            /* EAGER: payload bytes received so far */
+    void *buf;             /* EAGER: the payload */
+    void *claim_context;   /* FI_PEEK|FI_CLAIM'ed by this context */
+    struct ivf_op *waiting_op; /* EAGER still arriving: the receive that took it */
+};
+
+/* ---- the stream to and from one peer ----------------------------------------- */
+
+/* One frame waiting to go out: header bytes and a payload to copy from. */
+struct ivf_txf {
+    struct ivf_txf *next;
+    struct ivf_hdr hdr;
+    const struct iovec *iov; /* payload (into an op's iov, or `own`) */
+    size_t iov_count;
+    size_t iov_skip;         /* payload starts this far into iov */
+    size_t sent;             /* of sizeof(hdr) + hdr.len */
+    struct ivf_op *op;       /* to tell when its bytes are out */
+    struct iovec own_iov;
+    uint8_t own[];           /* small payloads are copied here */
+};
+
+enum ivf_carrier { IVF_TCP, IVF_IVC };
+
+/* Reading one direction: where the next bytes come from and what they are. */
+struct ivf_rx {
+    enum ivf_carrier from;
+    int fd;                  /* the peer's TCP connection to us (accepted), -1 */
+    ivc_chan_t *chan;        /* the IVC channel, or NULL */
+    uint8_t *handback;       /* bytes the suspended channel handed back */
+    size_t hb_len, hb_off;
+    bool ivc_done;           /* IVC segment over: back to TCP after handback */
+    /* parser */
+    struct ivf_hdr hdr;
+    size_t hdr_got;
+    size_t payload_left;     /* of the current frame */
+    uint8_t *dst;            /* where payload goes (contiguous), NULL: sink */
+    struct ivf_op *dst_op;   /* ... or into this op's iov at dst_off */
+    size_t dst_off;
+    struct ivf_unexp *dst_unexp;
+    size_t sink_left;        /* bytes to drop after dst (truncation) */
+    bool stalled;            /* unexpected buffer full: not reading */
+};
+
+/* Writing one direction. */
+struct ivf_tx {
+    enum ivf_carrier to;
+    int fd;                  /* our TCP connection to the peer, -1 until connected */
+    bool connecting;         /* non-blocking connect() in progress */
+    struct ivf_txf *head, *tail;
+    size_t queued;           /* bytes in the queue */
+};
+
+enum ivf_ivc_state {
+    IVF_IVC_NONE,            /* not co-located (as far as we know) */
+    IVF_IVC_CONNECTING,      /* channel being opened / hellos exchanged */
+    IVF_IVC_ACTIVE,          /* channel up */
+    IVF_IVC_GONE,            /* suspended; may come back after arrival */
+};
+
+struct ivf_peer {
+    struct ivf_peer *next;   /* in the endpoint's list */
+    struct ivf_ep *ep;
+    struct ivf_addr addr;
+    fi_addr_t fi_addr;       /* in the endpoint's AV, or FI_ADDR_NOTAVAIL */
+    struct ivf_tx tx;
+    struct ivf_rx rx;
+    enum ivf_ivc_state ivc;
+    ivc_chan_t *chan;        /* shared by tx and rx while ACTIVE */
+    bool hello_in, hello_out;/* IVF_IVC_HELLO received / sent on chan */
+    int failed;              /* a fatal error (-FI_E*): operations to it fail */
+};
+
+/* ---- objects ------------------------------------------------------------------ */
+
+struct ivf_fabric {
+    struct fid_fabric fid;
+};
+
+struct ivf_domain {
+    struct fid_domain fid;
+    struct ivf_fabric *fabric;
+    pthread_mutex_t lock;
+    struct ivf_ep *eps;      /* endpoints, for progress from a CQ */
+    int refs;
+};
+
+struct ivf_av {
+    struct fid_av fid;
+    struct ivf_domain *dom;
+    enum fi_av_type type;
+    struct ivf_addr *addrs;
+    bool *used;
+    size_t n, cap;
+    int refs;
+};
+
+/* A completion, as kept until read. */
+struct ivf_cqe {
+    struct fi_cq_tagged_entry e;
+    fi_addr_t src;
+    int err;                 /* 0, or a positive FI_E* for an error entry */
+    size_t olen;
+};
+
+struct ivf_cq {
+    struct fid_cq fid;
+    struct ivf_domain *dom;
+    enum fi_cq_format format;
+    struct ivf_cqe *ring;    /* successful entries */
+    size_t cap, head, count;
+    struct ivf_cqe *errs;    /* error entries */
+    size_t err_cap, err_head, err_count;
+    struct fi_cq_err_entry last_err;
+    int refs;
+};
+
+struct ivf_ep {
+    struct fid_ep fid;
+    struct ivf_ep *next;     /* in the domain */
+    struct ivf_domain *dom;
+    struct fi_info *info;
+    struct ivf_av *av;
+    struct ivf_cq *tx_cq, *rx_cq;
+    uint64_t tx_flags, rx_flags; /* bind flags: FI_SELECTIVE_COMPLETION */
+    uint64_t tx_op_flags, rx_op_flags;
+    bool enabled;
+    struct ivf_addr addr;
+    int listen_fd;
+    int *pending_fds;        /* accepted, HELLO not read yet */
+    size_t n_pending, cap_pending;
+    struct ivf_peer *peers;
+    /* IVC */
+    ivc_ctx_t *ivc;
+    bool ivc_attached;
+    /* receive side */
+    struct ivf_op *posted_tagged, *posted_msg; /* queues (head; tail = head->prev) */
+    struct ivf_unexp *unexp_tagged, *unexp_msg;
+    size_t unexp_bytes;
+    /* sends waiting for CTS or ACK, receives waiting for DATA */
+    struct ivf_op *active;
+    uint64_t next_id;
+};
+
+/* ---- "not supported" entries of the ops tables ------------------------------- */
+
+static inline int ivf_no_bind(struct fid *fid, struct fid *bfid, uint64_t flags)
+{
+    return -FI_ENOSYS;
+}
+static inline int ivf_no_control(struct fid *fid, int command, void *arg)
+{
+    return -FI_ENOSYS;
+}
+static inline int ivf_no_ops_open(struct fid *fid, const char *name, uint64_t flags, void **ops,
+                                 void *context)
+{
+    return -FI_ENOSYS;
+}
+
+/* ---- functions shared between the files ---------------------------------------- */
+
+/* prov.c */
+int ivf_getinfo(uint32_t version, const char *node, const char *service, uint64_t flags,
+                const struct fi_info *hints, struct fi_info **info);
+int ivf_fabric_open(struct fi_fabric_attr *attr, struct fid_fabric **fabric, void *context);
+int ivf_domain_open(struct fid_fabric *fabric, struct fi_info *info, struct fid_domain **dom,
+                    void *context);
+
+/* av.c */
+int ivf_av_open(struct fid_domain *dom, struct fi_av_attr *attr, struct fid_av **av,
+                void *context);
+/* The address behind fi_addr, or NULL. */
+const struct ivf_addr *ivf_av_get(struct ivf_av *av, fi_addr_t fi_addr);
+/* The fi_addr of an address, FI_ADDR_NOTAVAIL if not in the AV. */
+fi_addr_t ivf_av_find(struct ivf_av *av, const struct ivf_addr *a);
+
+/* cq.c */
+int ivf_cq_open(struct fid_domain *dom, struct fi_cq_attr *attr, struct fid_cq **cq,
+                void *context);
+/* Queue a completion; -FI_EAGAIN-free (grows). */
+int ivf_cq_push(struct ivf_cq *cq, const struct ivf_cqe *e);
+
+/* ep.c */
+int ivf_ep_open(struct fid_domain *dom, struct fi_info *info, struct fid_ep **ep,
+                void *context);
+/* Complete an op: a CQ entry if wanted (err: positive FI_E*, 0 for success). */
+void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err);
+void ivf_op_free(struct ivf_op *op);
+
+/* match.c */
+ssize_t ivf_post_recv(struct ivf_ep *ep, struct ivf_op *op);
+/* A header of an EAGER or RTS message arrived from peer: match it (or
+ * queue it as unexpected) and set up rx->dst* for its payload.  Returns
+ * -FI_EAGAIN when the unexpected buffer is full (the peer stalls). */
+int ivf_incoming(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hdr *h);
+/* An unexpected EAGER message's payload is complete: receives may take it. */
+void ivf_unexp_ready(struct ivf_ep *ep, struct ivf_unexp *u);
+ssize_t ivf_peek(struct ivf_ep *ep, struct ivf_op *op, uint64_t flags);
+int ivf_cancel_recv(struct ivf_ep *ep, void *context);
+void ivf_match_cleanup(struct ivf_ep *ep);
+
+/* link.c */
+int ivf_link_init(struct ivf_ep *ep);          /* listen socket, IVC attach */
+void ivf_link_fini(struct ivf_ep *ep);
+struct ivf_peer *ivf_peer_get(struct ivf_ep *ep, const struct ivf_addr *a);
+/* Queue a frame; payload from iov (skip bytes in) or copied when own. */
+int ivf_send_frame(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hdr *h,
+                   const struct iovec *iov, size_t iov_count, size_t skip, bool copy,
+                   struct ivf_op *op);
+/* Tell the peer its send `remote_id` was delivered. */
+void ivf_send_ack(struct ivf_ep *ep, struct ivf_peer *peer, uint64_t remote_id);
+/* Move bytes: accept, connect, write queued frames, read and parse. */
+void ivf_progress(struct ivf_ep *ep);
+/* Progress every endpoint of the domain (lock held). */
+void ivf_domain_progress(struct ivf_domain *dom);
+/* Wait up to timeout_ms for something to move on the domain's endpoints. */
+void ivf_domain_wait(struct ivf_domain *dom, int timeout_ms);
+
+/* ops: the endpoint's queue of ops waiting on the wire */
+void ivf_op_list_add(struct ivf_op **head, struct ivf_op *op);
+void ivf_op_list_del(struct ivf_op **head, struct ivf_op *op);
+
+/* Bytes copied between an iovec array (starting `off` bytes in) and a buffer. */
+size_t ivf_iov_to_buf(const struct iovec *iov, size_t n, size_t off, void *buf, size_t len);
+size_t ivf_buf_to_iov(const struct iovec *iov, size_t n, size_t off, const void *buf, size_t len);
+
+#endif

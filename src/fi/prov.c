@@ -1,0 +1,542 @@
+/*
+ * prov.c - the provider's entry point (fi_prov_ini), fi_getinfo with full
+ * hint checking (the libfabric core checks nothing but the name), the
+ * fabric, domain and a minimal event queue.
+ *
+ * What we offer: FI_EP_RDM with FI_MSG and FI_TAGGED (send, receive,
+ * inject, remote CQ data, directed receive, FI_SOURCE), manual progress,
+ * thread safe, no memory registration (mr_mode 0), 64 tag bits, 8 bytes of
+ * CQ data.  No RMA or atomics: Open MPI's btl ofi asks for those and so
+ * never picks us.  No FI_EP_DGRAM: utility providers (ofi_rxd) would layer
+ * on it and shadow us, so calls made on their behalf are refused too.
+ */
+#include "ivf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct ivf_params ivf_params;
+
+#define OFI_CORE_PROV_ONLY (1ULL << 59) /* libfabric's internal flag: a utility provider asks */
+
+#define IVF_PRIMARY_CAPS                                                                          \
+    (FI_MSG | FI_TAGGED | FI_SEND | FI_RECV | FI_DIRECTED_RECV)
+#define IVF_SECONDARY_CAPS (FI_SOURCE | FI_LOCAL_COMM | FI_REMOTE_COMM)
+#define IVF_CAPS           (IVF_PRIMARY_CAPS | IVF_SECONDARY_CAPS)
+#define IVF_TX_CAPS        (FI_MSG | FI_TAGGED | FI_SEND)
+#define IVF_RX_CAPS        (FI_MSG | FI_TAGGED | FI_RECV | FI_DIRECTED_RECV | FI_SOURCE)
+#define IVF_OP_FLAGS                                                                              \
+    (FI_COMPLETION | FI_INJECT_COMPLETE | FI_TRANSMIT_COMPLETE | FI_DELIVERY_COMPLETE |           \
+     FI_INJECT | FI_REMOTE_CQ_DATA | FI_MORE)
+#define IVF_QUEUE_SIZE 65536
+
+/* ---- getinfo ---------------------------------------------------------------- */
+
+static bool str_ok(const char *hint, const char *ours)
+{
+    return !hint || !strcmp(hint, ours);
+}
+
+/* Why a hint cannot be met, for FI_LOG_LEVEL=info. */
+#define REFUSE(...)                                                                               \
+    do {                                                                                           \
+        IVF_INFO(FI_LOG_CORE, __VA_ARGS__);                                                        \
+        return -FI_ENODATA;                                                                        \
+    } while (0)
+
+static int check_hints(uint32_t version, const struct fi_info *h)
+{
+    if (h->caps & ~(uint64_t)IVF_CAPS)
+        REFUSE("caps 0x%llx not offered (no RMA, atomics, multicast...)\n",
+               (unsigned long long)(h->caps & ~(uint64_t)IVF_CAPS));
+    if (h->addr_format != FI_FORMAT_UNSPEC)
+        REFUSE("address format %u: ivc addresses are its own\n", h->addr_format);
+    if (h->dest_addr && (h->dest_addrlen != sizeof(struct ivf_addr) ||
+                         !ivf_addr_valid((const struct ivf_addr *)h->dest_addr)))
+        REFUSE("dest_addr is not an ivc address\n");
+    if (h->src_addr && h->src_addrlen != sizeof(struct ivf_addr))
+        REFUSE("src_addr is not an ivc address\n");
+    const struct fi_ep_attr *ea = h->ep_attr;
+    if (ea) {
+        if (ea->type != FI_EP_UNSPEC && ea->type != FI_EP_RDM)
+            REFUSE("endpoint type %s: only FI_EP_RDM\n", fi_tostr(&ea->type, FI_TYPE_EP_TYPE));
+        if (ea->protocol != FI_PROTO_UNSPEC)
+            REFUSE("protocol %u\n", ea->protocol);
+        if (ea->max_msg_size > IVF_MAX_MSG)
+            REFUSE("max_msg_size %zu\n", ea->max_msg_size);
+        if (ea->tx_ctx_cnt > 1 || ea->rx_ctx_cnt > 1)
+            REFUSE("scalable or shared contexts\n");
+        if (ea->max_order_raw_size || ea->max_order_war_size || ea->max_order_waw_size)
+            REFUSE("RMA ordering\n");
+        if (ea->auth_key_size)
+            REFUSE("authorization keys\n");
+    }
+    const struct fi_domain_attr *da = h->domain_attr;
+    if (da) {
+        if (!str_ok(da->name, IVF_NAME))
+            REFUSE("domain %s\n", da->name);
+        if (da->control_progress == FI_PROGRESS_AUTO || da->data_progress == FI_PROGRESS_AUTO)
+            REFUSE("automatic progress (ivc progresses inside calls)\n");
+        if (da->cq_data_size > 8)
+            REFUSE("cq_data_size %zu > 8\n", da->cq_data_size);
+        if (da->caps & ~(uint64_t)IVF_SECONDARY_CAPS)
+            REFUSE("domain caps 0x%llx\n", (unsigned long long)da->caps);
+        if (da->max_ep_tx_ctx > 1 || da->max_ep_rx_ctx > 1)
+            REFUSE("several contexts per endpoint\n");
+        if (da->auth_key_size)
+            REFUSE("authorization keys\n");
+    }
+    const struct fi_tx_attr *ta = h->tx_attr;
+    if (ta) {
+        if (ta->caps & ~(uint64_t)(IVF_TX_CAPS | IVF_SECONDARY_CAPS))
+            REFUSE("tx caps 0x%llx\n", (unsigned long long)ta->caps);
+        if (ta->op_flags & ~(uint64_t)IVF_OP_FLAGS)
+            REFUSE("tx op_flags 0x%llx\n", (unsigned long long)ta->op_flags);
+        if (ta->msg_order & ~(uint64_t)FI_ORDER_SAS)
+            REFUSE("tx msg_order 0x%llx (only FI_ORDER_SAS)\n",
+                   (unsigned long long)ta->msg_order);
+        if (ta->comp_order & ~(uint64_t)FI_ORDER_NONE)
+            REFUSE("tx comp_order\n");
+        if (ta->inject_size > IVF_INJECT_SIZE || ta->size > IVF_QUEUE_SIZE ||
+            ta->iov_limit > IVF_IOV_LIMIT || ta->rma_iov_limit)
+            REFUSE("tx sizes beyond ours\n");
+    }
+    const struct fi_rx_attr *ra = h->rx_attr;
+    if (ra) {
+        if (ra->caps & ~(uint64_t)(IVF_RX_CAPS | FI_LOCAL_COMM | FI_REMOTE_COMM))
+            REFUSE("rx caps 0x%llx\n", (unsigned long long)ra->caps);
+        if (ra->op_flags & ~(uint64_t)(FI_COMPLETION | FI_MULTI_RECV) ||
+            (ra->op_flags & FI_MULTI_RECV))
+            REFUSE("rx op_flags 0x%llx (no FI_MULTI_RECV)\n", (unsigned long long)ra->op_flags);
+        if (ra->msg_order & ~(uint64_t)FI_ORDER_SAS)
+            REFUSE("rx msg_order 0x%llx (only FI_ORDER_SAS)\n",
+                   (unsigned long long)ra->msg_order);
+        if (ra->comp_order & ~(uint64_t)FI_ORDER_NONE)
+            REFUSE("rx comp_order\n");
+        if (ra->size > IVF_QUEUE_SIZE || ra->iov_limit > IVF_IOV_LIMIT)
+            REFUSE("rx sizes beyond ours\n");
+    }
+    if (h->fabric_attr && !str_ok(h->fabric_attr->name, IVF_NAME))
+        REFUSE("fabric %s\n", h->fabric_attr->name);
+    (void)version;
+    return 0;
+}
+
+static void *dup_mem(const void *p, size_t len)
+{
+    void *d = malloc(len);
+    if (d)
+        memcpy(d, p, len);
+    return d;
+}
+
+static struct fi_info *make_info(uint32_t version, const struct fi_info *h)
+{
+    struct fi_info *fi = fi_allocinfo();
+    if (!fi)
+        return NULL;
+    uint64_t caps = IVF_CAPS;
+    if (h && h->caps) {
+        caps = (h->caps & IVF_PRIMARY_CAPS) | IVF_SECONDARY_CAPS;
+        if (!(caps & (FI_SEND | FI_RECV)))
+            caps |= FI_SEND | FI_RECV; /* neither named: both */
+    }
+    fi->caps = caps;
+    fi->mode = 0;
+    fi->addr_format = FI_FORMAT_UNSPEC;
+
+    fi->tx_attr->caps = caps & (IVF_TX_CAPS | IVF_SECONDARY_CAPS);
+    fi->tx_attr->op_flags = h && h->tx_attr ? h->tx_attr->op_flags : 0;
+    fi->tx_attr->msg_order = FI_ORDER_SAS;
+    fi->tx_attr->comp_order = FI_ORDER_NONE;
+    fi->tx_attr->inject_size = IVF_INJECT_SIZE;
+    fi->tx_attr->size = IVF_QUEUE_SIZE;
+    fi->tx_attr->iov_limit = IVF_IOV_LIMIT;
+
+    fi->rx_attr->caps = caps & (IVF_RX_CAPS | FI_LOCAL_COMM | FI_REMOTE_COMM);
+    fi->rx_attr->op_flags = h && h->rx_attr ? h->rx_attr->op_flags : 0;
+    fi->rx_attr->msg_order = FI_ORDER_SAS;
+    fi->rx_attr->comp_order = FI_ORDER_NONE;
+    fi->rx_attr->total_buffered_recv = ivf_params.unexp_max;
+    fi->rx_attr->size = IVF_QUEUE_SIZE;
+    fi->rx_attr->iov_limit = IVF_IOV_LIMIT;
+
+    fi->ep_attr->type = FI_EP_RDM;
+    fi->ep_attr->protocol = FI_PROTO_UNSPEC;
+    fi->ep_attr->protocol_version = 1;
+    fi->ep_attr->max_msg_size = IVF_MAX_MSG;
+    fi->ep_attr->mem_tag_format =
+        h && h->ep_attr && h->ep_attr->mem_tag_format ? h->ep_attr->mem_tag_format : ~0ULL;
+    fi->ep_attr->tx_ctx_cnt = 1;
+    fi->ep_attr->rx_ctx_cnt = 1;
+
+    struct fi_domain_attr *d = fi->domain_attr;
+    const struct fi_domain_attr *hd = h ? h->domain_attr : NULL;
+    d->name = strdup(IVF_NAME);
+    d->threading = hd && hd->threading != FI_THREAD_UNSPEC ? hd->threading : FI_THREAD_SAFE;
+    d->control_progress = FI_PROGRESS_MANUAL;
+    d->data_progress = FI_PROGRESS_MANUAL;
+    d->resource_mgmt = FI_RM_ENABLED;
+    d->av_type = hd && hd->av_type != FI_AV_UNSPEC ? hd->av_type : FI_AV_UNSPEC;
+    d->mr_mode = version < FI_VERSION(1, 5) ? FI_MR_SCALABLE : 0;
+    d->mr_key_size = 0;
+    d->cq_data_size = 8;
+    d->cq_cnt = 1024;
+    d->ep_cnt = 1024;
+    d->tx_ctx_cnt = 1024;
+    d->rx_ctx_cnt = 1024;
+    d->max_ep_tx_ctx = 1;
+    d->max_ep_rx_ctx = 1;
+    d->max_ep_stx_ctx = 0;
+    d->max_ep_srx_ctx = 0;
+    d->cntr_cnt = 0;
+    d->mr_iov_limit = 1;
+    d->caps = IVF_SECONDARY_CAPS & ~(uint64_t)FI_SOURCE;
+    d->mode = 0;
+
+    fi->fabric_attr->name = strdup(IVF_NAME);
+    fi->fabric_attr->prov_version = IVF_PROV_VERSION;
+
+    if (h && h->dest_addr) {
+        fi->dest_addr = dup_mem(h->dest_addr, h->dest_addrlen);
+        fi->dest_addrlen = h->dest_addrlen;
+    }
+    if (h && h->src_addr) {
+        fi->src_addr = dup_mem(h->src_addr, h->src_addrlen);
+        fi->src_addrlen = h->src_addrlen;
+    }
+    if (!d->name || !fi->fabric_attr->name || (h && h->dest_addr && !fi->dest_addr) ||
+        (h && h->src_addr && !fi->src_addr)) {
+        fi_freeinfo(fi);
+        return NULL;
+    }
+    return fi;
+}
+
+int ivf_getinfo(uint32_t version, const char *node, const char *service, uint64_t flags,
+                const struct fi_info *hints, struct fi_info **info)
+{
+    *info = NULL;
+    if (flags & OFI_CORE_PROV_ONLY)
+        return -FI_ENODATA; /* no utility provider on top of us */
+    if (hints) {
+        int r = check_hints(version, hints);
+        if (r < 0)
+            return r;
+    }
+    (void)node; /* addresses come from fi_getname, not from names */
+    (void)service;
+    struct fi_info *fi = make_info(version, hints);
+    if (!fi)
+        return -FI_ENOMEM;
+    *info = fi;
+    return 0;
+}
+
+/* ---- event queue (minimal: RDM endpoints report nothing through it) --------------- */
+
+struct ivf_eq {
+    struct fid_eq fid;
+};
+
+static ssize_t eq_read(struct fid_eq *eq, uint32_t *event, void *buf, size_t len, uint64_t flags)
+{
+    return -FI_EAGAIN;
+}
+
+static ssize_t eq_readerr(struct fid_eq *eq, struct fi_eq_err_entry *buf, uint64_t flags)
+{
+    return -FI_EAGAIN;
+}
+
+static ssize_t eq_write(struct fid_eq *eq, uint32_t event, const void *buf, size_t len,
+                        uint64_t flags)
+{
+    return -FI_ENOSYS;
+}
+
+static ssize_t eq_sread(struct fid_eq *eq, uint32_t *event, void *buf, size_t len, int timeout,
+                        uint64_t flags)
+{
+    if (timeout > 0)
+        nanosleep(&(struct timespec){.tv_sec = timeout / 1000,
+                                     .tv_nsec = (long)(timeout % 1000) * 1000000},
+                  NULL);
+    return -FI_EAGAIN;
+}
+
+static const char *eq_strerror(struct fid_eq *eq, int prov_errno, const void *err_data, char *buf,
+                               size_t len)
+{
+    const char *s = fi_strerror(prov_errno);
+    if (buf && len) {
+        strncpy(buf, s, len - 1);
+        buf[len - 1] = 0;
+        return buf;
+    }
+    return s;
+}
+
+static int eq_close(struct fid *fid)
+{
+    free(fid);
+    return 0;
+}
+
+static struct fi_ops eq_fi_ops = {
+    .size = sizeof(struct fi_ops),
+    .close = eq_close,
+    .bind = ivf_no_bind,
+    .control = ivf_no_control,
+    .ops_open = ivf_no_ops_open,
+};
+
+static struct fi_ops_eq eq_ops = {
+    .size = sizeof(struct fi_ops_eq),
+    .read = eq_read,
+    .readerr = eq_readerr,
+    .write = eq_write,
+    .sread = eq_sread,
+    .strerror = eq_strerror,
+};
+
+static int eq_open(struct fid_fabric *fabric, struct fi_eq_attr *attr, struct fid_eq **out,
+                   void *context)
+{
+    if (attr && attr->wait_obj != FI_WAIT_NONE && attr->wait_obj != FI_WAIT_UNSPEC)
+        return -FI_ENOSYS;
+    struct ivf_eq *eq = calloc(1, sizeof(*eq));
+    if (!eq)
+        return -FI_ENOMEM;
+    eq->fid.fid.fclass = FI_CLASS_EQ;
+    eq->fid.fid.context = context;
+    eq->fid.fid.ops = &eq_fi_ops;
+    eq->fid.ops = &eq_ops;
+    *out = &eq->fid;
+    return 0;
+}
+
+/* ---- domain ------------------------------------------------------------------------ */
+
+static int domain_close(struct fid *fid)
+{
+    struct ivf_domain *dom = (struct ivf_domain *)fid;
+    if (dom->refs > 0 || dom->eps)
+        return -FI_EBUSY;
+    pthread_mutex_destroy(&dom->lock);
+    free(dom);
+    return 0;
+}
+
+static int no_cntr(struct fid_domain *d, struct fi_cntr_attr *attr, struct fid_cntr **c,
+                   void *context)
+{
+    return -FI_ENOSYS;
+}
+
+static int no_poll(struct fid_domain *d, struct fi_poll_attr *attr, struct fid_poll **p)
+{
+    return -FI_ENOSYS;
+}
+
+static int no_stx(struct fid_domain *d, struct fi_tx_attr *attr, struct fid_stx **stx,
+                  void *context)
+{
+    return -FI_ENOSYS;
+}
+
+static int no_srx(struct fid_domain *d, struct fi_rx_attr *attr, struct fid_ep **rx,
+                  void *context)
+{
+    return -FI_ENOSYS;
+}
+
+static int no_sep(struct fid_domain *d, struct fi_info *info, struct fid_ep **sep, void *context)
+{
+    return -FI_ENOSYS;
+}
+
+static int no_query_atomic(struct fid_domain *d, enum fi_datatype t, enum fi_op op,
+                           struct fi_atomic_attr *attr, uint64_t flags)
+{
+    return -FI_ENOSYS;
+}
+
+static int no_query_collective(struct fid_domain *d, enum fi_collective_op coll,
+                               struct fi_collective_attr *attr, uint64_t flags)
+{
+    return -FI_ENOSYS;
+}
+
+static int endpoint2(struct fid_domain *d, struct fi_info *info, struct fid_ep **ep,
+                     uint64_t flags, void *context)
+{
+    return flags ? -FI_EBADFLAGS : ivf_ep_open(d, info, ep, context);
+}
+
+static struct fi_ops domain_fi_ops = {
+    .size = sizeof(struct fi_ops),
+    .close = domain_close,
+    .bind = ivf_no_bind,
+    .control = ivf_no_control,
+    .ops_open = ivf_no_ops_open,
+};
+
+static struct fi_ops_domain domain_ops = {
+    .size = sizeof(struct fi_ops_domain),
+    .av_open = ivf_av_open,
+    .cq_open = ivf_cq_open,
+    .endpoint = ivf_ep_open,
+    .scalable_ep = no_sep,
+    .cntr_open = no_cntr,
+    .poll_open = no_poll,
+    .stx_ctx = no_stx,
+    .srx_ctx = no_srx,
+    .query_atomic = no_query_atomic,
+    .query_collective = no_query_collective,
+    .endpoint2 = endpoint2,
+};
+
+static int mr_reg(struct fid *fid, const void *buf, size_t len, uint64_t access, uint64_t offset,
+                  uint64_t requested_key, uint64_t flags, struct fid_mr **mr, void *context)
+{
+    return -FI_ENOSYS; /* mr_mode 0: nothing to register */
+}
+
+static struct fi_ops_mr mr_ops = {
+    .size = sizeof(struct fi_ops_mr),
+    .reg = mr_reg,
+};
+
+int ivf_domain_open(struct fid_fabric *fabric, struct fi_info *info, struct fid_domain **out,
+                    void *context)
+{
+    if (info && info->domain_attr && !str_ok(info->domain_attr->name, IVF_NAME))
+        return -FI_EINVAL;
+    struct ivf_domain *dom = calloc(1, sizeof(*dom));
+    if (!dom)
+        return -FI_ENOMEM;
+    pthread_mutex_init(&dom->lock, NULL);
+    dom->fabric = (struct ivf_fabric *)fabric;
+    dom->fid.fid.fclass = FI_CLASS_DOMAIN;
+    dom->fid.fid.context = context;
+    dom->fid.fid.ops = &domain_fi_ops;
+    dom->fid.ops = &domain_ops;
+    dom->fid.mr = &mr_ops;
+    *out = &dom->fid;
+    return 0;
+}
+
+/* ---- fabric ------------------------------------------------------------------------- */
+
+static int fabric_close(struct fid *fid)
+{
+    free(fid);
+    return 0;
+}
+
+static int no_pep(struct fid_fabric *f, struct fi_info *info, struct fid_pep **pep, void *context)
+{
+    return -FI_ENOSYS;
+}
+
+static int no_wait(struct fid_fabric *f, struct fi_wait_attr *attr, struct fid_wait **w)
+{
+    return -FI_ENOSYS;
+}
+
+static int no_trywait(struct fid_fabric *f, struct fid **fids, int count)
+{
+    return -FI_ENOSYS;
+}
+
+static int domain2(struct fid_fabric *f, struct fi_info *info, struct fid_domain **dom,
+                   uint64_t flags, void *context)
+{
+    return flags ? -FI_EBADFLAGS : ivf_domain_open(f, info, dom, context);
+}
+
+static struct fi_ops fabric_fi_ops = {
+    .size = sizeof(struct fi_ops),
+    .close = fabric_close,
+    .bind = ivf_no_bind,
+    .control = ivf_no_control,
+    .ops_open = ivf_no_ops_open,
+};
+
+static struct fi_ops_fabric fabric_ops = {
+    .size = sizeof(struct fi_ops_fabric),
+    .domain = ivf_domain_open,
+    .passive_ep = no_pep,
+    .eq_open = eq_open,
+    .wait_open = no_wait,
+    .trywait = no_trywait,
+    .domain2 = domain2,
+};
+
+int ivf_fabric_open(struct fi_fabric_attr *attr, struct fid_fabric **out, void *context)
+{
+    if (attr && !str_ok(attr->name, IVF_NAME))
+        return -FI_EINVAL;
+    struct ivf_fabric *fab = calloc(1, sizeof(*fab));
+    if (!fab)
+        return -FI_ENOMEM;
+    fab->fid.fid.fclass = FI_CLASS_FABRIC;
+    fab->fid.fid.context = context;
+    fab->fid.fid.ops = &fabric_fi_ops;
+    fab->fid.ops = &fabric_ops;
+    *out = &fab->fid;
+    return 0;
+}
+
+/* ---- entry point --------------------------------------------------------------------- */
+
+static void cleanup(void)
+{
+}
+
+struct fi_provider ivf_prov = {
+    .version = IVF_PROV_VERSION,
+    .fi_version = IVF_FI_VERSION,
+    .name = IVF_NAME,
+    .getinfo = ivf_getinfo,
+    .fabric = ivf_fabric_open,
+    .cleanup = cleanup,
+};
+
+static size_t param_size(const char *name, const char *help, size_t def)
+{
+    size_t v;
+    fi_param_define(&ivf_prov, name, FI_PARAM_SIZE_T, help);
+    return fi_param_get_size_t(&ivf_prov, name, &v) == 0 && v > 0 ? v : def;
+}
+
+FI_EXT_INI
+{
+    ivf_params.eager_max = param_size("eager_max", "largest message sent whole (bytes)", 16384);
+    ivf_params.chunk = param_size("chunk", "payload of one rendezvous data frame", 65536);
+    ivf_params.unexp_max =
+        param_size("unexp_max", "unexpected eager bytes buffered per endpoint", 64u << 20);
+    ivf_params.tx_max =
+        param_size("tx_max", "bytes queued per peer before sends return FI_EAGAIN", 8u << 20);
+    int on = 1;
+    fi_param_define(&ivf_prov, "enable", FI_PARAM_BOOL,
+                    "use IVC shared memory between co-located endpoints (0: TCP only)");
+    if (fi_param_get_bool(&ivf_prov, "enable", &on) == 0)
+        ivf_params.ivc = on;
+    else
+        ivf_params.ivc = 1;
+    char *s = NULL;
+    fi_param_define(&ivf_prov, "job", FI_PARAM_STRING, "IVC job id (default: $VHPC_JOB)");
+    if (fi_param_get_str(&ivf_prov, "job", &s) != 0 || !s)
+        s = getenv("VHPC_JOB");
+    ivf_params.job = s ? strtoull(s, NULL, 0) : 0;
+    fi_param_define(&ivf_prov, "iface", FI_PARAM_STRING,
+                    "IPv4 address or interface name for TCP (default: the host name's address)");
+    s = NULL;
+    fi_param_get_str(&ivf_prov, "iface", &s);
+    ivf_params.iface = s;
+    if (ivf_params.eager_max < 64)
+        ivf_params.eager_max = 64;
+    return &ivf_prov;
+}

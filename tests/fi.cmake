@@ -1,0 +1,21 @@
+# The libfabric provider "ivc": libfabric's own tools and Open MPI load
+# libivc-fi.so from FI_PROVIDER_PATH.  In the ASan build the provider is
+# sanitized but the programs loading it are not, so the ASan runtime is
+# preloaded into them (VHPC_PRELOAD) and leak checks are off (they would
+# report libfabric's and Open MPI's own allocations).
+set(VHPC_PRELOAD "")
+if(VHPC_SANITIZE)
+  execute_process(COMMAND ${CMAKE_C_COMPILER} -print-file-name=libasan.so
+    OUTPUT_VARIABLE asan_lib OUTPUT_STRIP_TRAILING_WHITESPACE)
+  execute_process(COMMAND ${CMAKE_C_COMPILER} -print-file-name=libubsan.so
+    OUTPUT_VARIABLE ubsan_lib OUTPUT_STRIP_TRAILING_WHITESPACE)
+  set(VHPC_PRELOAD "${asan_lib}:${ubsan_lib}")
+endif()
+set(fi_test_env
+  "FI_PROVIDER_PATH=$<TARGET_FILE_DIR:ivc-fi>"
+  "VHPC_PRELOAD=${VHPC_PRELOAD}"
+  "ASAN_OPTIONS=detect_leaks=0:abort_on_error=0"
+  "UBSAN_OPTIONS=print_stacktrace=1")
+
+add_test(NAME test_fi_pingpong COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fi/test_fi_pingpong.sh)
+set_tests_properties(test_fi_pingpong PROPERTIES TIMEOUT 600 ENVIRONMENT "${fi_test_env}")
