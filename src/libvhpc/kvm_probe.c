@@ -54,9 +54,10 @@ static int probe_child(void)
     if (mem == MAP_FAILED)
         return P_MEM;
     memcpy(mem, code, sizeof(code));
-    struct kvm_userspace_memory_region region = {
-        .slot = 0, .guest_phys_addr = GUEST_PHYS, .memory_size = 0x1000,
-        .userspace_addr = (unsigned long)mem};
+    struct kvm_userspace_memory_region region = {.slot = 0,
+                                                 .guest_phys_addr = GUEST_PHYS,
+                                                 .memory_size = 0x1000,
+                                                 .userspace_addr = (unsigned long)mem};
     if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
         return P_MEM;
     int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
@@ -114,8 +115,7 @@ int vhpc_kvm_probe(int timeout_ms, char *why, size_t len)
     if (WIFEXITED(status) && WEXITSTATUS(status) == P_OK)
         return 1;
     if (WIFEXITED(status) && WEXITSTATUS(status) < (int)(sizeof(step_name) / sizeof(step_name[0])))
-        snprintf(why, len, "a probe guest on /dev/kvm failed: %s",
-                 step_name[WEXITSTATUS(status)]);
+        snprintf(why, len, "a probe guest on /dev/kvm failed: %s", step_name[WEXITSTATUS(status)]);
     else
         snprintf(why, len, "a probe guest on /dev/kvm crashed (status 0x%x)", status);
     return 0;
