@@ -112,6 +112,7 @@ enum ivc_chan_state {
     IVC_CHAN_EOF = 4,        /* the peer closed; reads drain, then IVC_EOF */
     IVC_CHAN_RESET = 5,      /* the peer died; I/O returns IVC_ECONNRESET */
     IVC_CHAN_CORRUPT = 6,    /* the channel's shared state was invalid; IVC_EPROTO */
+    IVC_CHAN_CONNECTING = 7, /* ivc_connect_start(): the peer has not accepted yet */
 };
 
 /* ---- group membership ---------------------------------------------------- */
@@ -134,6 +135,13 @@ int ivc_self(const ivc_ctx_t *ctx, ivc_peer_t *self);
 /* Open a channel to the member registered as `peer_client_id`; waits for its
  * ivc_accept() at most `timeout_ms` (-1: forever). */
 int ivc_connect(ivc_ctx_t *ctx, uint32_t peer_client_id, int timeout_ms, ivc_chan_t **out);
+
+/* The same without waiting: returns at once (IVC_ENOENT if the member is not
+ * in the region now) with a channel in IVC_CHAN_CONNECTING that turns OPEN
+ * when the peer accepts; until then writes take and reads give 0 bytes and
+ * ivc_poll() reports nothing.  A refusal or the peer's departure turn it
+ * RESET (I/O returns the reason).  ivc_close() it in any state. */
+int ivc_connect_start(ivc_ctx_t *ctx, uint32_t peer_client_id, ivc_chan_t **out);
 
 /* Accept the next connection request; `timeout_ms` 0 polls, -1 waits forever.
  * Returns IVC_ETIMEDOUT when none came. */

@@ -302,6 +302,37 @@ static void test_idle_waits_sleep(void)
     T_OK(ivc_unregister(b));
 }
 
+/* ivc_connect_start: no waiting; CONNECTING until the peer accepts (I/O
+ * moves nothing meanwhile), then OPEN; an absent peer is ENOENT at once; a
+ * request withdrawn by ivc_close() is never accepted. */
+static void test_connect_start(void)
+{
+    ivc_ctx_t *a = reg(50), *b = reg(51);
+    ivc_chan_t *ach, *bch;
+    T_ASSERT(ivc_connect_start(a, 59, &ach) == IVC_ENOENT, "absent member");
+    T_OK(ivc_connect_start(a, 51, &ach));
+    T_ASSERT(ivc_chan_state(ach) == IVC_CHAN_CONNECTING, "connecting: %d", ivc_chan_state(ach));
+    char buf[8];
+    T_ASSERT(ivc_write(ach, "x", 1) == 0 && ivc_read(ach, buf, 1) == 0, "no I/O while connecting");
+    ivc_pollitem_t pi = {.chan = ach, .events = IVC_POLLIN | IVC_POLLOUT};
+    T_ASSERT(ivc_poll(a, &pi, 1, 0) == 0, "nothing to poll while connecting");
+    T_OK(ivc_accept(b, 1000, &bch));
+    T_ASSERT(ivc_chan_state(ach) == IVC_CHAN_OPEN, "open after accept: %d", ivc_chan_state(ach));
+    T_ASSERT(ivc_write(ach, "hello", 5) == 5, "write");
+    size_t done;
+    T_OK(ivc_read_all(bch, buf, 5, 1000, &done));
+    T_ASSERT(memcmp(buf, "hello", 5) == 0, "data");
+    T_OK(ivc_close(ach));
+    T_OK(ivc_close(bch));
+
+    /* Withdrawn before the accept: b finds nothing to accept. */
+    T_OK(ivc_connect_start(a, 51, &ach));
+    T_OK(ivc_close(ach));
+    T_ASSERT(ivc_accept(b, 50, &bch) == IVC_ETIMEDOUT, "a withdrawn request is not accepted");
+    T_OK(ivc_unregister(a));
+    T_OK(ivc_unregister(b));
+}
+
 int main(void)
 {
     t_ivcd_start(&ivcd, MAGIC, NULL);
@@ -313,6 +344,7 @@ int main(void)
     test_departed_share_kept();
     test_abort_is_not_eof();
     test_idle_waits_sleep();
+    test_connect_start();
     t_ivcd_stop(&ivcd);
     printf("ok\n");
     return 0;

@@ -100,7 +100,7 @@ static struct ivc_chan *chan_new(struct ivc_ctx *ctx, bool initiator, uint32_t c
     ch->tx_mask = ctx->ring_size - 1;
     ch->rx = ctx->base + rx_off;
     ch->rx_mask = rx_size - 1;
-    ch->state = initiator ? IVC__CHAN_CONNECTING : IVC_CHAN_OPEN;
+    ch->state = initiator ? IVC_CHAN_CONNECTING : IVC_CHAN_OPEN;
     ch->next = ctx->chans;
     if (ctx->chans)
         ctx->chans->prev = ch;
@@ -281,29 +281,11 @@ static int ctx_usable(struct ivc_ctx *ctx)
     return ctx->state == IVC_CTX_BROKEN ? IVC_EPROTO : IVC_ENOTCONN;
 }
 
-int ivc_connect(ivc_ctx_t *ctx, uint32_t peer_client_id, int timeout_ms, ivc_chan_t **out)
+/* Post a connection request to the member at endpoint slot pe (status
+ * pst): a conn record and our ring, then a channel in CONNECTING. */
+static int connect_post(struct ivc_ctx *ctx, uint32_t peer_client_id, uint32_t pe, uint64_t pst,
+                        ivc_chan_t **out)
 {
-    struct ivc__backoff b;
-    uint64_t deadline = ivc__deadline(timeout_ms);
-    uint32_t pe;
-    uint64_t pst;
-    int r;
-
-    if (!ctx || !out || peer_client_id == ctx->client_id)
-        return IVC_EINVAL;
-    *out = NULL;
-    ivc__backoff_init(&b);
-    for (;;) {
-        ivc__progress(ctx);
-        if ((r = ctx_usable(ctx)) < 0)
-            return r;
-        if (find_peer(ctx, peer_client_id, &pe, &pst) == 0)
-            break;
-        if (ivc__now_ns() >= deadline)
-            return IVC_ENOENT;
-        ivc__backoff_wait(&b);
-    }
-
     ivc__reap(ctx);
     int64_t k = conn_alloc(ctx);
     if (k < 0)
@@ -339,46 +321,122 @@ int ivc_connect(ivc_ctx_t *ctx, uint32_t peer_client_id, int timeout_ms, ivc_cha
         ctx->conn_busy[k] = 0; /* the target may still answer: it sees CLOSED and withdraws */
         return IVC_ENOMEM;
     }
+    *out = ch;
+    return 0;
+}
+
+/* A connecting channel whose request failed: withdraw it. */
+static void connect_fail(struct ivc_chan *ch, int state, int err)
+{
+    struct ivc_ctx *ctx = ch->ctx;
+    if (ctx->state == IVC_CTX_ATTACHED && ch->epoch == ctx->epoch)
+        atomic_store_explicit(ch->my_side, IVC_SIDE(ch->seq, IVC_SIDE_CLOSED),
+                              memory_order_release);
+    ch->state = state;
+    ch->err = err;
+}
+
+int ivc__connect_poll(struct ivc_chan *ch)
+{
+    struct ivc_ctx *ctx = ch->ctx;
+    if (ch->state != IVC_CHAN_CONNECTING)
+        return ch->state;
+    if (ch->epoch != ctx->epoch || ctx->state != IVC_CTX_ATTACHED) {
+        /* Suspended (or broken) before the answer: the request is void. */
+        ch->state = ctx->state == IVC_CTX_BROKEN ? IVC_CHAN_CORRUPT : IVC_CHAN_SUSPENDED;
+        ch->err = ctx->state == IVC_CTX_BROKEN ? IVC_EPROTO : IVC_ESHUTDOWN;
+        return ch->state;
+    }
+    struct ivc_conn *c = ivc__conn(ctx, ch->conn_idx);
+    uint64_t ts = atomic_load_explicit(&c->t_state, memory_order_acquire);
+    if (IVC_SIDE_SEQ(ts) == ch->seq && IVC_SIDE_STATE(ts) == IVC_SIDE_ACCEPTED) {
+        uint64_t off = c->t_ring_off, size = c->t_ring_size;
+        if (!ivc__ring_valid(ctx, ch->peer_ep, off, size)) {
+            connect_fail(ch, IVC_CHAN_CORRUPT, IVC_EPROTO);
+            return ch->state;
+        }
+        ch->rx = ctx->base + off;
+        ch->rx_mask = size - 1;
+        ch->state = IVC_CHAN_OPEN;
+        atomic_store_explicit(&c->i_state, IVC_SIDE(ch->seq, IVC_SIDE_OPEN), memory_order_release);
+        return ch->state;
+    }
+    if (IVC_SIDE_SEQ(ts) == ch->seq && IVC_SIDE_STATE(ts) == IVC_SIDE_REFUSED) {
+        connect_fail(ch, IVC_CHAN_RESET, IVC_ECONNREFUSED);
+        return ch->state;
+    }
+    if (atomic_load_explicit(ch->peer_status, memory_order_acquire) != ch->peer_status_live)
+        connect_fail(ch, IVC_CHAN_RESET, IVC_ECONNRESET);
+    return ch->state;
+}
+
+int ivc_connect_start(ivc_ctx_t *ctx, uint32_t peer_client_id, ivc_chan_t **out)
+{
+    uint32_t pe;
+    uint64_t pst;
+    int r;
+    if (!ctx || !out || peer_client_id == ctx->client_id)
+        return IVC_EINVAL;
+    *out = NULL;
+    ivc__progress(ctx);
+    if ((r = ctx_usable(ctx)) < 0)
+        return r;
+    if (find_peer(ctx, peer_client_id, &pe, &pst) != 0)
+        return IVC_ENOENT;
+    return connect_post(ctx, peer_client_id, pe, pst, out);
+}
+
+int ivc_connect(ivc_ctx_t *ctx, uint32_t peer_client_id, int timeout_ms, ivc_chan_t **out)
+{
+    struct ivc__backoff b;
+    uint64_t deadline = ivc__deadline(timeout_ms);
+    uint32_t pe;
+    uint64_t pst;
+    int r;
+
+    if (!ctx || !out || peer_client_id == ctx->client_id)
+        return IVC_EINVAL;
+    *out = NULL;
     ivc__backoff_init(&b);
     for (;;) {
-        uint64_t ts = atomic_load_explicit(&c->t_state, memory_order_acquire);
-        if (IVC_SIDE_SEQ(ts) == seq && IVC_SIDE_STATE(ts) == IVC_SIDE_ACCEPTED) {
-            uint64_t off = c->t_ring_off, size = c->t_ring_size;
-            if (!ivc__ring_valid(ctx, pe, off, size)) {
-                r = IVC_EPROTO;
-                break;
-            }
-            ch->rx = ctx->base + off;
-            ch->rx_mask = size - 1;
-            ch->state = IVC_CHAN_OPEN;
-            atomic_store_explicit(&c->i_state, IVC_SIDE(seq, IVC_SIDE_OPEN), memory_order_release);
+        ivc__progress(ctx);
+        if ((r = ctx_usable(ctx)) < 0)
+            return r;
+        if (find_peer(ctx, peer_client_id, &pe, &pst) == 0)
+            break;
+        if (ivc__now_ns() >= deadline)
+            return IVC_ENOENT;
+        ivc__backoff_wait(&b);
+    }
+    struct ivc_chan *ch;
+    if ((r = connect_post(ctx, peer_client_id, pe, pst, &ch)) < 0)
+        return r;
+    ivc__backoff_init(&b);
+    for (;;) {
+        int st = ivc__connect_poll(ch);
+        if (st == IVC_CHAN_OPEN) {
             *out = ch;
             return 0;
         }
-        if (IVC_SIDE_SEQ(ts) == seq && IVC_SIDE_STATE(ts) == IVC_SIDE_REFUSED) {
-            r = IVC_ECONNREFUSED;
-            break;
-        }
-        uint64_t st = atomic_load_explicit(ch->peer_status, memory_order_acquire);
-        if (st != pst) {
-            r = IVC_ECONNRESET;
+        if (st != IVC_CHAN_CONNECTING) {
+            r = ch->err;
             break;
         }
         if (ivc__now_ns() >= deadline) {
+            connect_fail(ch, IVC_CHAN_RESET, IVC_ETIMEDOUT);
             r = IVC_ETIMEDOUT;
             break;
         }
         if (b.iter % 64 == 63) {
             ivc__progress(ctx);
-            if ((r = ctx_usable(ctx)) < 0)
+            if ((r = ctx_usable(ctx)) < 0) {
+                connect_fail(ch, IVC_CHAN_RESET, r);
                 break;
+            }
         }
         ivc__backoff_wait(&b);
     }
-    if (ctx->state == IVC_CTX_ATTACHED && ch->epoch == ctx->epoch)
-        atomic_store_explicit(&c->i_state, IVC_SIDE(seq, IVC_SIDE_CLOSED), memory_order_release);
     ch->closed = true;
-    ch->state = IVC_CHAN_RESET;
     ivc__reap(ctx);
     return r;
 }
@@ -500,8 +558,11 @@ int ivc_close(ivc_chan_t *ch)
      * that before reusing a departed peer's memory.  A suspended channel
      * already said so with DRAINED. */
     if (ch->epoch == ctx->epoch && ctx->state == IVC_CTX_ATTACHED &&
-        ch->state != IVC_CHAN_SUSPENDED && ch->state != IVC__CHAN_CONNECTING) {
-        bool failed = ch->state == IVC_CHAN_RESET || ch->state == IVC_CHAN_CORRUPT;
+        ch->state != IVC_CHAN_SUSPENDED) {
+        /* A request never answered is withdrawn with CLOSED (connect_fail
+         * did so already for a refused or failed one). */
+        bool failed = (ch->state == IVC_CHAN_RESET || ch->state == IVC_CHAN_CORRUPT) &&
+                      ch->err != IVC_ECONNREFUSED && ch->err != IVC_ETIMEDOUT;
         atomic_store_explicit(ch->my_side,
                               IVC_SIDE(ch->seq, failed ? IVC_SIDE_ABORTED : IVC_SIDE_CLOSED),
                               memory_order_release);

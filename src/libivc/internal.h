@@ -27,9 +27,9 @@
 #define likely(x)   __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
-/* Private channel state (beside enum ivc_chan_state): an initiator's channel
- * while it waits for the accept; no control work touches it. */
-#define IVC__CHAN_CONNECTING 0
+/* An initiator's channel waiting for the accept (IVC_CHAN_CONNECTING):
+ * looks at the answer and moves it to OPEN or a failed state. */
+int ivc__connect_poll(struct ivc_chan *ch);
 
 /* A channel.  Pointers into the region are valid only while
  * chan->epoch == ctx->epoch (the context may have detached since). */

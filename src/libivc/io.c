@@ -97,6 +97,8 @@ static inline ssize_t ring_read(struct ivc_chan *ch, void *buf, size_t len)
 /* Bring the channel's state up to date if its shared state moved. */
 static void refresh(struct ivc_chan *ch)
 {
+    if (ch->state == IVC_CHAN_CONNECTING && ivc__connect_poll(ch) == IVC_CHAN_CONNECTING)
+        return;
     if ((ch->state == IVC_CHAN_OPEN || ch->state == IVC_CHAN_EOF ||
          ch->state == IVC_CHAN_SUSPENDING) &&
         (ch->epoch != ch->ctx->epoch || ch->ctx->state != IVC_CTX_ATTACHED ||
@@ -111,7 +113,8 @@ static ssize_t write_slow(struct ivc_chan *ch, const void *buf, size_t len)
     refresh(ch);
     switch (ch->state) {
     case IVC_CHAN_OPEN: return ring_write(ch, buf, len);
-    case IVC_CHAN_SUSPENDING: return 0; /* quiescing for a migration: nothing goes */
+    case IVC_CHAN_SUSPENDING: /* quiescing for a migration: nothing goes */
+    case IVC_CHAN_CONNECTING: return 0;
     case IVC_CHAN_EOF: return IVC_EPIPE;
     default: return ch->err;
     }
@@ -135,6 +138,7 @@ static ssize_t read_slow(struct ivc_chan *ch, void *buf, size_t len)
     case IVC_CHAN_SUSPENDING: /* the peer may still be writing until it quiesced */
         return ring_read(ch, buf, len);
     case IVC_CHAN_EOF: n = ring_read(ch, buf, len); return n == 0 && len ? IVC_EOF : n;
+    case IVC_CHAN_CONNECTING: return 0;
     default: return ch->err;
     }
 }

@@ -101,6 +101,7 @@ int ivc_poll(ivc_ctx_t *ctx, ivc_pollitem_t *items, size_t n, int timeout_ms)
                     rev |= IVC_POLLIN;
                 break;
             case IVC_CHAN_EOF: rev |= IVC_POLLHUP | (items[i].events & IVC_POLLIN); break;
+            case IVC_CHAN_CONNECTING: break; /* ready once accepted */
             default: rev |= IVC_POLLERR; break;
             }
             items[i].revents = rev;
