@@ -13,6 +13,7 @@ if(VHPC_SANITIZE)
 endif()
 set(fi_test_env
   "FI_PROVIDER_PATH=$<TARGET_FILE_DIR:ivc-fi>"
+  "IVCD=$<TARGET_FILE:ivcd>"
   "VHPC_PRELOAD=${VHPC_PRELOAD}"
   "ASAN_OPTIONS=detect_leaks=0:abort_on_error=0"
   "UBSAN_OPTIONS=print_stacktrace=1")

@@ -141,8 +141,7 @@ static ssize_t cq_sreadfrom(struct fid_cq *fid, void *buf, size_t count, fi_addr
     }
 }
 
-static ssize_t cq_sread(struct fid_cq *fid, void *buf, size_t count, const void *cond,
-                        int timeout)
+static ssize_t cq_sread(struct fid_cq *fid, void *buf, size_t count, const void *cond, int timeout)
 {
     return cq_sreadfrom(fid, buf, count, NULL, cond, timeout);
 }
@@ -152,8 +151,8 @@ static int cq_signal(struct fid_cq *fid)
     return 0; /* sread waits in slices of at most 10 ms */
 }
 
-static const char *cq_strerror(struct fid_cq *fid, int prov_errno, const void *err_data,
-                               char *buf, size_t len)
+static const char *cq_strerror(struct fid_cq *fid, int prov_errno, const void *err_data, char *buf,
+                               size_t len)
 {
     const char *s = fi_strerror(prov_errno);
     if (buf && len) {

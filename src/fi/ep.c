@@ -168,8 +168,7 @@ static ssize_t do_recv(struct ivf_ep *ep, const struct iovec *iov, size_t count,
     op->ignore = ignore;
     bool directed = ep->info->caps & FI_DIRECTED_RECV;
     op->addr = directed ? src : FI_ADDR_UNSPEC;
-    op->want_completion =
-        !(ep->rx_flags & FI_SELECTIVE_COMPLETION) || (flags & FI_COMPLETION);
+    op->want_completion = !(ep->rx_flags & FI_SELECTIVE_COMPLETION) || (flags & FI_COMPLETION);
     pthread_mutex_lock(&ep->dom->lock);
     ssize_t r;
     if (!ep->enabled) {
@@ -209,12 +208,11 @@ static ssize_t msg_recvmsg(struct fid_ep *fid, const struct fi_msg *m, uint64_t 
 {
     if (flags & (FI_PEEK | FI_CLAIM | FI_DISCARD))
         return -FI_EBADFLAGS; /* only for tagged receives */
-    return do_recv(ep_of(fid), m->msg_iov, m->iov_count, m->addr, 0, 0, m->context,
-                   flags | FI_MSG);
+    return do_recv(ep_of(fid), m->msg_iov, m->iov_count, m->addr, 0, 0, m->context, flags | FI_MSG);
 }
 
-static ssize_t msg_send(struct fid_ep *fid, const void *buf, size_t len, void *desc,
-                        fi_addr_t dest, void *context)
+static ssize_t msg_send(struct fid_ep *fid, const void *buf, size_t len, void *desc, fi_addr_t dest,
+                        void *context)
 {
     struct ivf_ep *ep = ep_of(fid);
     struct iovec v = {(void *)buf, len};
@@ -245,16 +243,14 @@ static ssize_t msg_senddata(struct fid_ep *fid, const void *buf, size_t len, voi
 {
     struct ivf_ep *ep = ep_of(fid);
     struct iovec v = {(void *)buf, len};
-    return do_send(ep, &v, 1, dest, 0, data, context,
-                   ep->tx_op_flags | FI_MSG | FI_REMOTE_CQ_DATA);
+    return do_send(ep, &v, 1, dest, 0, data, context, ep->tx_op_flags | FI_MSG | FI_REMOTE_CQ_DATA);
 }
 
 static ssize_t msg_injectdata(struct fid_ep *fid, const void *buf, size_t len, uint64_t data,
                               fi_addr_t dest)
 {
     struct iovec v = {(void *)buf, len};
-    return do_send(ep_of(fid), &v, 1, dest, 0, data, NULL,
-                   FI_MSG | FI_INJECT | FI_REMOTE_CQ_DATA);
+    return do_send(ep_of(fid), &v, 1, dest, 0, data, NULL, FI_MSG | FI_INJECT | FI_REMOTE_CQ_DATA);
 }
 
 static struct fi_ops_msg msg_ops = {
@@ -571,8 +567,7 @@ static struct fi_ops ep_fi_ops = {
     .ops_open = ivf_no_ops_open,
 };
 
-int ivf_ep_open(struct fid_domain *domain, struct fi_info *info, struct fid_ep **out,
-                void *context)
+int ivf_ep_open(struct fid_domain *domain, struct fi_info *info, struct fid_ep **out, void *context)
 {
     struct ivf_domain *dom = (struct ivf_domain *)domain;
     if (!info || !info->ep_attr || info->ep_attr->type != FI_EP_RDM)

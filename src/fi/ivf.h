@@ -69,13 +69,13 @@ extern struct fi_provider ivf_prov;
 /* ---- tunables (FI_IVC_*; see prov.c) --------------------------------------- */
 
 struct ivf_params {
-    size_t eager_max;   /* largest message sent whole (FI_IVC_EAGER_MAX) */
-    size_t chunk;       /* DATA frame payload (FI_IVC_CHUNK) */
-    size_t unexp_max;   /* unexpected eager bytes buffered per endpoint (FI_IVC_UNEXP_MAX) */
-    size_t tx_max;      /* bytes queued per peer before sends return -FI_EAGAIN (FI_IVC_TX_MAX) */
-    int ivc;            /* use IVC at all (FI_IVC_ENABLE, default 1) */
-    uint64_t job;       /* IVC job id (FI_IVC_JOB, else $VHPC_JOB); 0: none */
-    const char *iface;  /* TCP address to bind (FI_IVC_IFACE: an IPv4 address or interface) */
+    size_t eager_max;  /* largest message sent whole (FI_IVC_EAGER_MAX) */
+    size_t chunk;      /* DATA frame payload (FI_IVC_CHUNK) */
+    size_t unexp_max;  /* unexpected eager bytes buffered per endpoint (FI_IVC_UNEXP_MAX) */
+    size_t tx_max;     /* bytes queued per peer before sends return -FI_EAGAIN (FI_IVC_TX_MAX) */
+    int ivc;           /* use IVC at all (FI_IVC_ENABLE, default 1) */
+    uint64_t job;      /* IVC job id (FI_IVC_JOB, else $VHPC_JOB); 0: none */
+    const char *iface; /* TCP address to bind (FI_IVC_IFACE: an IPv4 address or interface) */
 };
 extern struct ivf_params ivf_params;
 
@@ -89,12 +89,12 @@ extern struct ivf_params ivf_params;
  * region it is attached to is found out at run time). */
 struct ivf_addr {
     uint32_t magic;
-    uint16_t version;   /* 1 */
-    uint16_t port;      /* TCP port, network order */
-    uint8_t ip[16];     /* IPv4-mapped IPv6 or IPv6 */
-    uint64_t uid;       /* unique per endpoint (random) */
-    uint64_t job;       /* IVC job id; 0: no IVC */
-    uint32_t ivc_client;/* IVC client id in that job */
+    uint16_t version;    /* 1 */
+    uint16_t port;       /* TCP port, network order */
+    uint8_t ip[16];      /* IPv4-mapped IPv6 or IPv6 */
+    uint64_t uid;        /* unique per endpoint (random) */
+    uint64_t job;        /* IVC job id; 0: no IVC */
+    uint32_t ivc_client; /* IVC client id in that job */
     uint32_t reserved;
 };
 _Static_assert(sizeof(struct ivf_addr) == 48, "wire size");
@@ -126,7 +126,7 @@ struct ivf_hdr {
     uint8_t type;
     uint8_t flags;
     uint16_t reserved;
-    uint32_t len;  /* payload bytes following this header */
+    uint32_t len; /* payload bytes following this header */
     uint64_t tag;
     uint64_t data;
     uint64_t id;
@@ -142,9 +142,9 @@ enum ivf_op_kind { IVF_OP_SEND, IVF_OP_RECV };
 struct ivf_op {
     struct ivf_op *next, *prev; /* in a queue: posted receives, pending sends */
     enum ivf_op_kind kind;
-    uint64_t id;           /* wire id (RTS/CTS/DATA/ACK), unique per endpoint */
+    uint64_t id; /* wire id (RTS/CTS/DATA/ACK), unique per endpoint */
     void *context;
-    uint64_t flags;        /* FI_* op flags as given, plus FI_TAGGED/FI_MSG, FI_SEND/FI_RECV */
+    uint64_t flags; /* FI_* op flags as given, plus FI_TAGGED/FI_MSG, FI_SEND/FI_RECV */
     struct iovec iov[IVF_IOV_LIMIT];
     size_t iov_count;
     size_t len;            /* total of iov */
@@ -160,23 +160,23 @@ struct ivf_op {
     bool wait_ack;         /* send: completes on IVF_ACK */
     bool data_sent;        /* send: every byte is on the stream */
     bool acked;
-    bool claimed;          /* receive by FI_CLAIM */
+    bool claimed; /* receive by FI_CLAIM */
     bool discard;
-    void *owned;           /* inject / unexpected: a buffer this op owns */
+    void *owned; /* inject / unexpected: a buffer this op owns */
 };
 
 /* A message that arrived before a matching receive. */
 struct ivf_unexp {
     struct ivf_unexp *next, *prev;
     struct ivf_peer *peer;
-    uint8_t type;          /* IVF_EAGER or IVF_RTS */
+    uint8_t type; /* IVF_EAGER or IVF_RTS */
     uint8_t flags;
     uint64_t tag, data;
-    uint64_t remote_id;    /* RTS: the sender's op */
-    size_t len;            /* message length */
-    size_t got;            /* EAGER: payload bytes received so far */
-    void *buf;             /* EAGER: the payload */
-    void *claim_context;   /* FI_PEEK|FI_CLAIM'ed by this context */
+    uint64_t remote_id;        /* RTS: the sender's op */
+    size_t len;                /* message length */
+    size_t got;                /* EAGER: payload bytes received so far */
+    void *buf;                 /* EAGER: the payload */
+    void *claim_context;       /* FI_PEEK|FI_CLAIM'ed by this context */
     struct ivf_op *waiting_op; /* EAGER still arriving: the receive that took it */
 };
 
@@ -188,11 +188,37 @@ struct ivf_txf {
     struct ivf_hdr hdr;
     const struct iovec *iov; /* payload (into an op's iov, or `own`) */
     size_t iov_count;
-    size_t iov_skip;         /* payload starts this far into iov */
-    size_t sent;             /* of sizeof(hdr) + hdr.len */
-    struct ivf_op *op;       /* to tell when its bytes are out */
+    size_t iov_skip;     /* payload starts this far into iov */
+    size_t sent;         /* of sizeof(hdr) + hdr.len */
+    struct ivf_op *op;   /* to tell when its bytes are out */
+    struct ivf_seg *seg; /* FLUSH: the IVC channel the stream moves to */
     struct iovec own_iov;
-    uint8_t own[];           /* small payloads are copied here */
+    uint8_t own[]; /* small payloads are copied here */
+};
+
+#define IVF_HELLO_LEN (sizeof(struct ivf_hdr) + sizeof(struct ivf_addr))
+
+/* One IVC channel with a peer ("segment" of both streams).  The connector
+ * (smaller uid) writes its IVF_IVC_HELLO (id = a random number naming the
+ * channel) when the channel opens; the acceptor reads it, answers with its
+ * own, and both then send IVF_FLUSH(id) on TCP and continue on the channel.
+ * A suspended channel's unread bytes are kept in hb and read before the
+ * stream goes back to TCP. */
+struct ivf_seg {
+    struct ivf_seg *next;
+    struct ivf_peer *peer; /* NULL while an accepted channel's hello is awaited */
+    ivc_chan_t *chan;      /* NULL once closed */
+    uint64_t id;
+    bool connector;
+    bool dead;   /* suspended or broken: only hb is left */
+    bool active; /* hellos exchanged: FLUSH sent */
+    uint8_t hello_in[IVF_HELLO_LEN];
+    size_t hello_in_got;
+    uint8_t hello_out[IVF_HELLO_LEN];
+    size_t hello_out_sent; /* 0..IVF_HELLO_LEN; SIZE_MAX: not started */
+    uint64_t deadline_ns;  /* connector: give up if the hellos are not through by then */
+    uint8_t *hb;           /* handed back by the suspend */
+    size_t hb_len, hb_off;
 };
 
 enum ivf_carrier { IVF_TCP, IVF_IVC };
@@ -200,50 +226,38 @@ enum ivf_carrier { IVF_TCP, IVF_IVC };
 /* Reading one direction: where the next bytes come from and what they are. */
 struct ivf_rx {
     enum ivf_carrier from;
-    int fd;                  /* the peer's TCP connection to us (accepted), -1 */
-    ivc_chan_t *chan;        /* the IVC channel, or NULL */
-    uint8_t *handback;       /* bytes the suspended channel handed back */
-    size_t hb_len, hb_off;
-    bool ivc_done;           /* IVC segment over: back to TCP after handback */
+    int fd;              /* the peer's TCP connection to us (accepted), -1 */
+    struct ivf_seg *seg; /* while from == IVF_IVC */
     /* parser */
     struct ivf_hdr hdr;
     size_t hdr_got;
-    size_t payload_left;     /* of the current frame */
-    uint8_t *dst;            /* where payload goes (contiguous), NULL: sink */
-    struct ivf_op *dst_op;   /* ... or into this op's iov at dst_off */
+    size_t payload_left;   /* of the current frame */
+    struct ivf_op *dst_op; /* payload goes into this op's iov at dst_off ... */
     size_t dst_off;
-    struct ivf_unexp *dst_unexp;
-    size_t sink_left;        /* bytes to drop after dst (truncation) */
-    bool stalled;            /* unexpected buffer full: not reading */
+    struct ivf_unexp *dst_unexp; /* ... or into an unexpected message's buffer */
+    bool stalled;                /* a header waits (unexpected buffer full, FLUSH early) */
 };
 
 /* Writing one direction. */
 struct ivf_tx {
     enum ivf_carrier to;
-    int fd;                  /* our TCP connection to the peer, -1 until connected */
-    bool connecting;         /* non-blocking connect() in progress */
+    int fd;              /* our TCP connection to the peer, -1 until connected */
+    bool connecting;     /* non-blocking connect() in progress */
+    struct ivf_seg *seg; /* while to == IVF_IVC */
     struct ivf_txf *head, *tail;
-    size_t queued;           /* bytes in the queue */
-};
-
-enum ivf_ivc_state {
-    IVF_IVC_NONE,            /* not co-located (as far as we know) */
-    IVF_IVC_CONNECTING,      /* channel being opened / hellos exchanged */
-    IVF_IVC_ACTIVE,          /* channel up */
-    IVF_IVC_GONE,            /* suspended; may come back after arrival */
+    size_t queued; /* bytes in the queue */
 };
 
 struct ivf_peer {
-    struct ivf_peer *next;   /* in the endpoint's list */
+    struct ivf_peer *next; /* in the endpoint's list */
     struct ivf_ep *ep;
     struct ivf_addr addr;
-    fi_addr_t fi_addr;       /* in the endpoint's AV, or FI_ADDR_NOTAVAIL */
+    fi_addr_t fi_addr; /* in the endpoint's AV, or FI_ADDR_NOTAVAIL */
     struct ivf_tx tx;
     struct ivf_rx rx;
-    enum ivf_ivc_state ivc;
-    ivc_chan_t *chan;        /* shared by tx and rx while ACTIVE */
-    bool hello_in, hello_out;/* IVF_IVC_HELLO received / sent on chan */
-    int failed;              /* a fatal error (-FI_E*): operations to it fail */
+    struct ivf_seg *segs; /* IVC channels, oldest first */
+    int failed;           /* a fatal error (-FI_E*): operations to it fail */
+    uint64_t bytes[2][2]; /* [tx, rx][IVF_TCP, IVF_IVC]: logged at close (FI_LOG_LEVEL=info) */
 };
 
 /* ---- objects ------------------------------------------------------------------ */
@@ -256,7 +270,7 @@ struct ivf_domain {
     struct fid_domain fid;
     struct ivf_fabric *fabric;
     pthread_mutex_t lock;
-    struct ivf_ep *eps;      /* endpoints, for progress from a CQ */
+    struct ivf_ep *eps; /* endpoints, for progress from a CQ */
     int refs;
 };
 
@@ -274,7 +288,7 @@ struct ivf_av {
 struct ivf_cqe {
     struct fi_cq_tagged_entry e;
     fi_addr_t src;
-    int err;                 /* 0, or a positive FI_E* for an error entry */
+    int err; /* 0, or a positive FI_E* for an error entry */
     size_t olen;
 };
 
@@ -282,9 +296,9 @@ struct ivf_cq {
     struct fid_cq fid;
     struct ivf_domain *dom;
     enum fi_cq_format format;
-    struct ivf_cqe *ring;    /* successful entries */
+    struct ivf_cqe *ring; /* successful entries */
     size_t cap, head, count;
-    struct ivf_cqe *errs;    /* error entries */
+    struct ivf_cqe *errs; /* error entries */
     size_t err_cap, err_head, err_count;
     struct fi_cq_err_entry last_err;
     int refs;
@@ -292,7 +306,7 @@ struct ivf_cq {
 
 struct ivf_ep {
     struct fid_ep fid;
-    struct ivf_ep *next;     /* in the domain */
+    struct ivf_ep *next; /* in the domain */
     struct ivf_domain *dom;
     struct fi_info *info;
     struct ivf_av *av;
@@ -302,12 +316,16 @@ struct ivf_ep {
     bool enabled;
     struct ivf_addr addr;
     int listen_fd;
-    int *pending_fds;        /* accepted, HELLO not read yet */
+    int *pending_fds; /* accepted, HELLO not read yet */
     size_t n_pending, cap_pending;
     struct ivf_peer *peers;
     /* IVC */
     ivc_ctx_t *ivc;
-    bool ivc_attached;
+    struct ivf_seg *pending_segs; /* accepted channels awaiting their hello */
+    uint64_t next_scan_ns;        /* next look for co-located peers / re-attach */
+    bool ivc_busy;                /* some peer has a live channel: wait by spinning */
+    bool ivc_setup;               /* a channel is being set up: progress it on every call */
+    uint64_t next_slow_ns;        /* next look for new connections and channels */
     /* receive side */
     struct ivf_op *posted_tagged, *posted_msg; /* queues (head; tail = head->prev) */
     struct ivf_unexp *unexp_tagged, *unexp_msg;
@@ -328,7 +346,7 @@ static inline int ivf_no_control(struct fid *fid, int command, void *arg)
     return -FI_ENOSYS;
 }
 static inline int ivf_no_ops_open(struct fid *fid, const char *name, uint64_t flags, void **ops,
-                                 void *context)
+                                  void *context)
 {
     return -FI_ENOSYS;
 }
@@ -343,22 +361,19 @@ int ivf_domain_open(struct fid_fabric *fabric, struct fi_info *info, struct fid_
                     void *context);
 
 /* av.c */
-int ivf_av_open(struct fid_domain *dom, struct fi_av_attr *attr, struct fid_av **av,
-                void *context);
+int ivf_av_open(struct fid_domain *dom, struct fi_av_attr *attr, struct fid_av **av, void *context);
 /* The address behind fi_addr, or NULL. */
 const struct ivf_addr *ivf_av_get(struct ivf_av *av, fi_addr_t fi_addr);
 /* The fi_addr of an address, FI_ADDR_NOTAVAIL if not in the AV. */
 fi_addr_t ivf_av_find(struct ivf_av *av, const struct ivf_addr *a);
 
 /* cq.c */
-int ivf_cq_open(struct fid_domain *dom, struct fi_cq_attr *attr, struct fid_cq **cq,
-                void *context);
+int ivf_cq_open(struct fid_domain *dom, struct fi_cq_attr *attr, struct fid_cq **cq, void *context);
 /* Queue a completion; -FI_EAGAIN-free (grows). */
 int ivf_cq_push(struct ivf_cq *cq, const struct ivf_cqe *e);
 
 /* ep.c */
-int ivf_ep_open(struct fid_domain *dom, struct fi_info *info, struct fid_ep **ep,
-                void *context);
+int ivf_ep_open(struct fid_domain *dom, struct fi_info *info, struct fid_ep **ep, void *context);
 /* Complete an op: a CQ entry if wanted (err: positive FI_E*, 0 for success). */
 void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err);
 void ivf_op_free(struct ivf_op *op);
@@ -376,19 +391,35 @@ int ivf_cancel_recv(struct ivf_ep *ep, void *context);
 void ivf_match_cleanup(struct ivf_ep *ep);
 
 /* link.c */
-int ivf_link_init(struct ivf_ep *ep);          /* listen socket, IVC attach */
+int ivf_link_init(struct ivf_ep *ep); /* listen socket, IVC attach */
 void ivf_link_fini(struct ivf_ep *ep);
 struct ivf_peer *ivf_peer_get(struct ivf_ep *ep, const struct ivf_addr *a);
 /* Queue a frame; payload from iov (skip bytes in) or copied when own. */
 int ivf_send_frame(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hdr *h,
                    const struct iovec *iov, size_t iov_count, size_t skip, bool copy,
                    struct ivf_op *op);
+/* Queue FLUSH(id of seg): once it is out, the stream continues on seg. */
+int ivf_send_flush(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hdr *h,
+                   struct ivf_seg *seg);
 /* Tell the peer its send `remote_id` was delivered. */
 void ivf_send_ack(struct ivf_ep *ep, struct ivf_peer *peer, uint64_t remote_id);
 /* Move bytes: accept, connect, write queued frames, read and parse. */
 void ivf_progress(struct ivf_ep *ep);
 /* Progress every endpoint of the domain (lock held). */
 void ivf_domain_progress(struct ivf_domain *dom);
+/* IVC attach at endpoint creation (ivc.c); detach at close. */
+void ivf_ivc_init(struct ivf_ep *ep);
+void ivf_ivc_fini(struct ivf_ep *ep);
+/* Accept channels, exchange hellos, look for co-located peers. */
+void ivf_ivc_progress(struct ivf_ep *ep);
+/* Bytes of a segment: handed back first, then the ring.  0: none now;
+ * <0: the segment has nothing more (dead and drained). */
+ssize_t ivf_seg_read(struct ivf_seg *seg, void *buf, size_t len);
+/* The segment named by a FLUSH, older unused ones dropped; NULL: not yet known. */
+struct ivf_seg *ivf_seg_for_flush(struct ivf_ep *ep, struct ivf_peer *p, uint64_t id);
+/* rx is done with a segment: close and free it (unless tx still points at it). */
+void ivf_seg_release(struct ivf_peer *p, struct ivf_seg *seg);
+void ivf_peer_segs_free(struct ivf_peer *p);
 /* Wait up to timeout_ms for something to move on the domain's endpoints. */
 void ivf_domain_wait(struct ivf_domain *dom, int timeout_ms);
 

@@ -62,8 +62,8 @@ size_t ivf_buf_to_iov(const struct iovec *iov, size_t n, size_t off, const void 
 }
 
 /* Up to max iovecs describing `len` bytes of iov starting `off` in. */
-static int iov_slice(const struct iovec *iov, size_t n, size_t off, size_t len,
-                     struct iovec *out, int max)
+static int iov_slice(const struct iovec *iov, size_t n, size_t off, size_t len, struct iovec *out,
+                     int max)
 {
     int k = 0;
     for (size_t i = 0; i < n && len && k < max; i++) {
@@ -150,6 +150,7 @@ int ivf_link_init(struct ivf_ep *ep)
     while (!a->uid)
         if (getrandom(&a->uid, sizeof(a->uid), 0) != sizeof(a->uid))
             a->uid = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ (uintptr_t)ep;
+    ivf_ivc_init(ep);
     return 0;
 }
 
@@ -180,14 +181,22 @@ void ivf_link_fini(struct ivf_ep *ep)
     while (ep->peers) {
         struct ivf_peer *p = ep->peers;
         ep->peers = p->next;
+        char s[160];
+        ivf_addr_str(&p->addr, s, sizeof(s));
+        IVF_INFO(
+            FI_LOG_EP_CTRL,
+            "peer %s: sent %llu bytes by TCP, %llu by IVC; received %llu by TCP, %llu by IVC\n", s,
+            (unsigned long long)p->bytes[0][IVF_TCP], (unsigned long long)p->bytes[0][IVF_IVC],
+            (unsigned long long)p->bytes[1][IVF_TCP], (unsigned long long)p->bytes[1][IVF_IVC]);
         if (p->tx.fd >= 0)
             close(p->tx.fd);
         if (p->rx.fd >= 0)
             close(p->rx.fd);
         txq_free(&p->tx);
-        free(p->rx.handback);
+        ivf_peer_segs_free(p);
         free(p);
     }
+    ivf_ivc_fini(ep);
     for (size_t i = 0; i < ep->n_pending; i++)
         close(ep->pending_fds[i]);
     free(ep->pending_fds);
@@ -215,6 +224,10 @@ struct ivf_peer *ivf_peer_get(struct ivf_ep *ep, const struct ivf_addr *a)
     p->rx.fd = -1;
     p->next = ep->peers;
     ep->peers = p;
+    if (ep->ivc && a->job == ep->addr.job) {
+        ep->next_scan_ns = 0; /* is it on this host? look now */
+        ep->next_slow_ns = 0;
+    }
     return p;
 }
 
@@ -240,6 +253,7 @@ static void peer_fail(struct ivf_ep *ep, struct ivf_peer *p, int err, const char
         }
     }
     txq_free(&p->tx);
+    ivf_peer_segs_free(p);
     for (struct ivf_op *op = ep->active, *next; op; op = next) {
         next = op->next == ep->active ? NULL : op->next;
         if (op->peer == p) {
@@ -296,9 +310,8 @@ static void txq_push(struct ivf_tx *tx, struct ivf_txf *f)
     tx->queued += sizeof(f->hdr) + f->hdr.len;
 }
 
-int ivf_send_frame(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
-                   const struct iovec *iov, size_t iov_count, size_t skip, bool copy,
-                   struct ivf_op *op)
+/* The stream starts on a TCP connection whose first frame says who we are. */
+static int tx_start(struct ivf_ep *ep, struct ivf_peer *p)
 {
     if (p->failed)
         return p->failed;
@@ -318,6 +331,30 @@ int ivf_send_frame(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *
         hf->iov_count = 1;
         txq_push(&p->tx, hf);
     }
+    return 0;
+}
+
+int ivf_send_flush(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
+                   struct ivf_seg *seg)
+{
+    int r = tx_start(ep, p);
+    if (r < 0)
+        return r;
+    struct ivf_txf *f = txf_new(h, 0);
+    if (!f)
+        return -FI_ENOMEM;
+    f->seg = seg;
+    txq_push(&p->tx, f);
+    return 0;
+}
+
+int ivf_send_frame(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
+                   const struct iovec *iov, size_t iov_count, size_t skip, bool copy,
+                   struct ivf_op *op)
+{
+    int r = tx_start(ep, p);
+    if (r < 0)
+        return r;
     bool own = copy && h->len <= OWN_MAX;
     struct ivf_txf *f = txf_new(h, own ? h->len : 0);
     if (!f)
@@ -340,6 +377,11 @@ int ivf_send_frame(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *
 /* A frame is out: account for it. */
 static void frame_sent(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_txf *f)
 {
+    if (f->hdr.type == IVF_FLUSH && f->seg && !f->seg->dead) {
+        p->tx.to = IVF_IVC; /* the rest of the stream goes through the channel */
+        p->tx.seg = f->seg;
+        return;
+    }
     struct ivf_op *op = f->op;
     if (!op)
         return;
@@ -355,8 +397,50 @@ static void frame_sent(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_txf *f)
     ivf_op_complete(ep, op, 0);
 }
 
-/* Write queued frames to the TCP connection until it would block. */
-static void tx_flush_tcp(struct ivf_ep *ep, struct ivf_peer *p)
+/* Write v[0..n) to the stream's carrier; how many bytes went, or <0 if
+ * the TCP connection broke.  A channel that dies moves the stream back to
+ * TCP: what it took reaches the peer (read or handed back), the rest goes
+ * by TCP. */
+static ssize_t tx_write(struct ivf_ep *ep, struct ivf_peer *p, struct iovec *v, int n)
+{
+    struct ivf_tx *tx = &p->tx;
+    if (tx->to == IVF_IVC) {
+        struct ivf_seg *seg = tx->seg;
+        if (seg && !seg->dead && seg->chan) {
+            size_t done = 0;
+            for (int i = 0; i < n; i++) {
+                ssize_t w = ivc_write(seg->chan, v[i].iov_base, v[i].iov_len);
+                if (w < 0) {
+                    seg->dead = true;
+                    break;
+                }
+                done += (size_t)w;
+                p->bytes[0][IVF_IVC] += (size_t)w;
+                if ((size_t)w < v[i].iov_len)
+                    return (ssize_t)done;
+            }
+            if (!seg->dead)
+                return (ssize_t)done;
+            if (done)
+                return (ssize_t)done;
+        }
+        tx->to = IVF_TCP;
+        tx->seg = NULL;
+    }
+    struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)n};
+    ssize_t w = sendmsg(tx->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w >= 0) {
+        p->bytes[0][IVF_TCP] += (size_t)w;
+        return w;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return 0;
+    peer_fail(ep, p, -FI_ECONNRESET, strerror(errno));
+    return -1;
+}
+
+/* Write queued frames until the carrier would take no more. */
+static void tx_flush(struct ivf_ep *ep, struct ivf_peer *p)
 {
     struct ivf_tx *tx = &p->tx;
     if (tx->fd < 0)
@@ -387,14 +471,9 @@ static void tx_flush_tcp(struct ivf_ep *ep, struct ivf_peer *p)
         size_t poff = f->sent > sizeof(f->hdr) ? f->sent - sizeof(f->hdr) : 0;
         n += iov_slice(f->iov, f->iov_count, f->iov_skip + poff, f->hdr.len - poff, v + n,
                        IVF_IOV_LIMIT);
-        struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)n};
-        ssize_t w = n ? sendmsg(tx->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT) : 0;
-        if (w < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-                return;
-            peer_fail(ep, p, -FI_ECONNRESET, strerror(errno));
+        ssize_t w = tx_write(ep, p, v, n);
+        if (w < 0)
             return;
-        }
         f->sent += (size_t)w;
         tx->queued -= (size_t)w;
         if (f->sent < total)
@@ -415,11 +494,31 @@ static void tx_flush_tcp(struct ivf_ep *ep, struct ivf_peer *p)
 static ssize_t rx_readv(struct ivf_ep *ep, struct ivf_peer *p, struct iovec *v, int k)
 {
     struct ivf_rx *rx = &p->rx;
+    if (rx->from == IVF_IVC) {
+        size_t done = 0;
+        for (int i = 0; i < k; i++) {
+            ssize_t n = ivf_seg_read(rx->seg, v[i].iov_base, v[i].iov_len);
+            if (n < 0) {
+                /* The channel's part of the stream is over: TCP again. */
+                ivf_seg_release(p, rx->seg);
+                if (done)
+                    return (ssize_t)done;
+                return rx_readv(ep, p, v, k);
+            }
+            done += (size_t)n;
+            p->bytes[1][IVF_IVC] += (size_t)n;
+            if ((size_t)n < v[i].iov_len)
+                break;
+        }
+        return (ssize_t)done;
+    }
     if (rx->fd < 0)
         return -1;
     ssize_t n = readv(rx->fd, v, k);
-    if (n > 0)
+    if (n > 0) {
+        p->bytes[1][IVF_TCP] += (size_t)n;
         return n;
+    }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return 0;
     /* EOF or error.  An EOF between frames is the peer closing its
@@ -559,6 +658,19 @@ static int rx_header(struct ivf_ep *ep, struct ivf_peer *p)
         rx->payload_left = h->len;
         return 0;
     }
+    case IVF_FLUSH: {
+        /* The sender continues on the IVC channel this names. */
+        struct ivf_seg *seg = h->len ? NULL : ivf_seg_for_flush(ep, p, h->id);
+        if (!seg && !h->len) {
+            ivf_ivc_progress(ep); /* its hello may be waiting to be read */
+            seg = ivf_seg_for_flush(ep, p, h->id);
+        }
+        if (!seg)
+            return h->len ? (peer_fail(ep, p, -FI_EIO, "FLUSH with a payload"), -1) : -FI_EAGAIN;
+        rx->from = IVF_IVC;
+        rx->seg = seg;
+        return 0;
+    }
     case IVF_ACK: {
         struct ivf_op *op = find_active(ep, h->id, IVF_OP_SEND);
         if (!op || op->peer != p) {
@@ -572,9 +684,7 @@ static int rx_header(struct ivf_ep *ep, struct ivf_peer *p)
         }
         return 0;
     }
-    default:
-        peer_fail(ep, p, -FI_EIO, "unknown frame type");
-        return -1;
+    default: peer_fail(ep, p, -FI_EIO, "unknown frame type"); return -1;
     }
 }
 
@@ -611,9 +721,11 @@ static void rx_frame_done(struct ivf_ep *ep, struct ivf_peer *p)
 static void rx_pump(struct ivf_ep *ep, struct ivf_peer *p)
 {
     struct ivf_rx *rx = &p->rx;
-    for (int frames = 0; frames < 64 && rx->fd >= 0 && !p->failed; frames++) {
+    for (int frames = 0; frames < 64 && (rx->fd >= 0 || rx->from == IVF_IVC) && !p->failed;
+         frames++) {
         if (rx->hdr_got < sizeof(rx->hdr)) {
-            ssize_t n = rx_read(ep, p, (char *)&rx->hdr + rx->hdr_got, sizeof(rx->hdr) - rx->hdr_got);
+            ssize_t n =
+                rx_read(ep, p, (char *)&rx->hdr + rx->hdr_got, sizeof(rx->hdr) - rx->hdr_got);
             if (n <= 0)
                 return;
             rx->hdr_got += (size_t)n;
@@ -696,21 +808,32 @@ static void read_hellos(struct ivf_ep *ep)
     }
 }
 
-/* ---- progress --------------------------------------------------------------------------------- */
+/* ---- progress ---------------------------------------------------------------------------------
+ */
 
 void ivf_progress(struct ivf_ep *ep)
 {
     if (!ep->enabled)
         return;
-    accept_new(ep);
-    if (ep->n_pending)
-        read_hellos(ep);
+    /* New connections and channels are looked for every millisecond (an
+     * accept4() and a scan of the region per call would cost more than
+     * an IVC message), and at once while some are being set up. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    if (now >= ep->next_slow_ns || ep->n_pending || ep->pending_segs || ep->ivc_setup) {
+        ep->next_slow_ns = now + 1000000;
+        accept_new(ep);
+        if (ep->n_pending)
+            read_hellos(ep);
+        ivf_ivc_progress(ep);
+    }
     for (struct ivf_peer *p = ep->peers; p; p = p->next) {
         if (p->failed)
             continue;
         if (p->tx.head)
-            tx_flush_tcp(ep, p);
-        if (p->rx.fd >= 0)
+            tx_flush(ep, p);
+        if (p->rx.fd >= 0 || p->rx.from == IVF_IVC)
             rx_pump(ep, p);
     }
 }
@@ -725,9 +848,11 @@ void ivf_domain_wait(struct ivf_domain *dom, int timeout_ms)
 {
     struct pollfd fds[256];
     nfds_t n = 0;
+    bool spin = false;
     for (struct ivf_ep *ep = dom->eps; ep && n < 256; ep = ep->next) {
         if (!ep->enabled)
             continue;
+        spin |= ep->ivc_busy;
         fds[n++] = (struct pollfd){.fd = ep->listen_fd, .events = POLLIN};
         for (size_t i = 0; i < ep->n_pending && n < 256; i++)
             fds[n++] = (struct pollfd){.fd = ep->pending_fds[i], .events = POLLIN};
@@ -739,6 +864,11 @@ void ivf_domain_wait(struct ivf_domain *dom, int timeout_ms)
         }
     }
     pthread_mutex_unlock(&dom->lock);
-    poll(fds, n, timeout_ms);
+    if (spin) { /* shared memory wakes no file descriptor: look again soon */
+        poll(fds, n, 0);
+        nanosleep(&(struct timespec){.tv_nsec = 20000}, NULL);
+    } else {
+        poll(fds, n, timeout_ms);
+    }
     pthread_mutex_lock(&dom->lock);
 }

@@ -239,8 +239,13 @@ int ivf_incoming(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
             p->rx.dst_off = 0;
             return 0;
         }
-        struct ivf_unexp tmp = {.peer = p, .type = IVF_RTS, .flags = h->flags, .tag = h->tag,
-                                .data = h->data, .remote_id = h->id, .len = msg_len};
+        struct ivf_unexp tmp = {.peer = p,
+                                .type = IVF_RTS,
+                                .flags = h->flags,
+                                .tag = h->tag,
+                                .data = h->data,
+                                .remote_id = h->id,
+                                .len = msg_len};
         struct ivf_unexp *u = malloc(sizeof(*u));
         if (!u)
             return -FI_EAGAIN;

@@ -19,14 +19,13 @@ struct ivf_params ivf_params;
 
 #define OFI_CORE_PROV_ONLY (1ULL << 59) /* libfabric's internal flag: a utility provider asks */
 
-#define IVF_PRIMARY_CAPS                                                                          \
-    (FI_MSG | FI_TAGGED | FI_SEND | FI_RECV | FI_DIRECTED_RECV)
+#define IVF_PRIMARY_CAPS   (FI_MSG | FI_TAGGED | FI_SEND | FI_RECV | FI_DIRECTED_RECV)
 #define IVF_SECONDARY_CAPS (FI_SOURCE | FI_LOCAL_COMM | FI_REMOTE_COMM)
 #define IVF_CAPS           (IVF_PRIMARY_CAPS | IVF_SECONDARY_CAPS)
 #define IVF_TX_CAPS        (FI_MSG | FI_TAGGED | FI_SEND)
 #define IVF_RX_CAPS        (FI_MSG | FI_TAGGED | FI_RECV | FI_DIRECTED_RECV | FI_SOURCE)
-#define IVF_OP_FLAGS                                                                              \
-    (FI_COMPLETION | FI_INJECT_COMPLETE | FI_TRANSMIT_COMPLETE | FI_DELIVERY_COMPLETE |           \
+#define IVF_OP_FLAGS                                                                               \
+    (FI_COMPLETION | FI_INJECT_COMPLETE | FI_TRANSMIT_COMPLETE | FI_DELIVERY_COMPLETE |            \
      FI_INJECT | FI_REMOTE_CQ_DATA | FI_MORE)
 #define IVF_QUEUE_SIZE 65536
 
@@ -38,7 +37,7 @@ static bool str_ok(const char *hint, const char *ours)
 }
 
 /* Why a hint cannot be met, for FI_LOG_LEVEL=info. */
-#define REFUSE(...)                                                                               \
+#define REFUSE(...)                                                                                \
     do {                                                                                           \
         IVF_INFO(FI_LOG_CORE, __VA_ARGS__);                                                        \
         return -FI_ENODATA;                                                                        \
@@ -93,8 +92,7 @@ static int check_hints(uint32_t version, const struct fi_info *h)
         if (ta->op_flags & ~(uint64_t)IVF_OP_FLAGS)
             REFUSE("tx op_flags 0x%llx\n", (unsigned long long)ta->op_flags);
         if (ta->msg_order & ~(uint64_t)FI_ORDER_SAS)
-            REFUSE("tx msg_order 0x%llx (only FI_ORDER_SAS)\n",
-                   (unsigned long long)ta->msg_order);
+            REFUSE("tx msg_order 0x%llx (only FI_ORDER_SAS)\n", (unsigned long long)ta->msg_order);
         if (ta->comp_order & ~(uint64_t)FI_ORDER_NONE)
             REFUSE("tx comp_order\n");
         if (ta->inject_size > IVF_INJECT_SIZE || ta->size > IVF_QUEUE_SIZE ||
@@ -109,8 +107,7 @@ static int check_hints(uint32_t version, const struct fi_info *h)
             (ra->op_flags & FI_MULTI_RECV))
             REFUSE("rx op_flags 0x%llx (no FI_MULTI_RECV)\n", (unsigned long long)ra->op_flags);
         if (ra->msg_order & ~(uint64_t)FI_ORDER_SAS)
-            REFUSE("rx msg_order 0x%llx (only FI_ORDER_SAS)\n",
-                   (unsigned long long)ra->msg_order);
+            REFUSE("rx msg_order 0x%llx (only FI_ORDER_SAS)\n", (unsigned long long)ra->msg_order);
         if (ra->comp_order & ~(uint64_t)FI_ORDER_NONE)
             REFUSE("rx comp_order\n");
         if (ra->size > IVF_QUEUE_SIZE || ra->iov_limit > IVF_IOV_LIMIT)
@@ -345,8 +342,7 @@ static int no_stx(struct fid_domain *d, struct fi_tx_attr *attr, struct fid_stx 
     return -FI_ENOSYS;
 }
 
-static int no_srx(struct fid_domain *d, struct fi_rx_attr *attr, struct fid_ep **rx,
-                  void *context)
+static int no_srx(struct fid_domain *d, struct fi_rx_attr *attr, struct fid_ep **rx, void *context)
 {
     return -FI_ENOSYS;
 }
@@ -368,8 +364,8 @@ static int no_query_collective(struct fid_domain *d, enum fi_collective_op coll,
     return -FI_ENOSYS;
 }
 
-static int endpoint2(struct fid_domain *d, struct fi_info *info, struct fid_ep **ep,
-                     uint64_t flags, void *context)
+static int endpoint2(struct fid_domain *d, struct fi_info *info, struct fid_ep **ep, uint64_t flags,
+                     void *context)
 {
     return flags ? -FI_EBADFLAGS : ivf_ep_open(d, info, ep, context);
 }

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # test_fi_pingpong.sh - libfabric's fi_pingpong (Debian's libfabric-bin)
 # between two host processes over the provider "ivc": every size from 0 B to
-# 6 MiB (-S all), data checked (-c), untagged and tagged; fi_info lists the
-# provider with honest attributes; a DGRAM request finds nothing.
-# Needs FI_PROVIDER_PATH (set by ctest).
+# 6 MiB (-S all), data checked (-c), untagged and tagged, first over TCP
+# only, then with both attached to one ivcd region, where the data must go
+# through the IVC channel; fi_info lists the provider with honest
+# attributes; a DGRAM request finds nothing.
+# Needs FI_PROVIDER_PATH and IVCD (set by ctest).
 set -uo pipefail
-: "${FI_PROVIDER_PATH:?set by ctest}"
+: "${FI_PROVIDER_PATH:?set by ctest}" "${IVCD:?set by ctest}"
 export FI_PROVIDER_PATH
 preload=${VHPC_PRELOAD:-}
 run() { if [ -n "$preload" ]; then LD_PRELOAD=$preload "$@"; else "$@"; fi; }
@@ -16,6 +18,7 @@ tmp=$(mktemp -d /tmp/fi-pp.XXXXXX)
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+    [ -f "$tmp/ivcd.pid" ] && kill "$(cat "$tmp/ivcd.pid")" 2>/dev/null
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -41,9 +44,9 @@ port() {
     done
 }
 
-pingpong() { # $1: name, rest: fi_pingpong options
-    local name=$1 p
-    shift
+pingpong() { # $1: name, $2: sizes expected, rest: fi_pingpong options
+    local name=$1 want=$2 p
+    shift 2
     p=$(port)
     run fi_pingpong -p ivc -e rdm -B "$p" "$@" >"$tmp/srv.out" 2>&1 &
     local srv=$!
@@ -58,14 +61,40 @@ pingpong() { # $1: name, rest: fi_pingpong options
     local sst=$?
     local sizes
     sizes=$(grep -cE '^[0-9.]+[kmg]?[[:space:]]+[0-9]+[[:space:]]+=' "$tmp/cli.out")
-    if [ $cst -eq 0 ] && [ $sst -eq 0 ] && [ "$sizes" -eq 46 ]; then
-        pass "fi_pingpong $name: 46 sizes 0 B..6 MiB, data checked ($(tail -1 "$tmp/cli.out" | awk '{print $1 ": " $6 " MB/s"}'))"
+    if [ $cst -eq 0 ] && [ $sst -eq 0 ] && [ "$sizes" -eq "$want" ]; then
+        pass "fi_pingpong $name: $want size(s), data checked ($(tail -1 "$tmp/cli.out" | awk '{print $1 ": " $6 " MB/s"}'))"
     else
         fail "fi_pingpong $name: client $cst server $sst, $sizes sizes; $(tail -5 "$tmp/cli.out") / $(tail -5 "$tmp/srv.out")"
     fi
 }
-pingpong "msg" -S all -c -I 10
-pingpong "tagged" -m tagged -S all -c -I 10
+# Bytes the client sent by TCP and by IVC (its FI_LOG_LEVEL=info summary).
+bytes_by() { # $1: TCP or IVC
+    sed -n "s/.*sent \([0-9]*\) bytes by TCP, \([0-9]*\) by IVC.*/\1 \2/p" "$tmp/cli.out" |
+        awk -v w="$1" '{s += (w == "TCP" ? $1 : $2)} END {print s + 0}'
+}
+
+# TCP only: no IVC job.
+unset FI_IVC_JOB VHPC_JOB IVC_SOCKET
+pingpong "msg over TCP" 46 -S all -c -I 10
+pingpong "tagged over TCP" 46 -m tagged -S all -c -I 10
+
+# Both endpoints in one ivcd region: the stream moves to IVC.
+job=$((RANDOM * 1000 + 7))
+"$IVCD" --job $job --socket "$tmp/ivc.sock" --size 64M --daemon --pidfile "$tmp/ivcd.pid" ||
+    fail "ivcd did not start"
+export FI_IVC_JOB=$job IVC_SOCKET=$tmp/ivc.sock FI_LOG_LEVEL=info FI_LOG_PROV=ivc
+pingpong "msg over IVC" 46 -S all -c -I 10
+tcp=$(bytes_by TCP) ivc=$(bytes_by IVC)
+[ "$ivc" -gt 100000000 ] && [ "$tcp" -lt 1000000 ] &&
+    pass "the data went by IVC ($ivc bytes), TCP carried $tcp bytes (set-up, first messages)" ||
+    fail "IVC carried $ivc bytes, TCP $tcp"
+pingpong "tagged over IVC" 46 -m tagged -S all -c -I 10
+tcp=$(bytes_by TCP) ivc=$(bytes_by IVC)
+[ "$ivc" -gt 100000000 ] && [ "$tcp" -lt 1000000 ] &&
+    pass "tagged: the data went by IVC ($ivc bytes, TCP $tcp)" || fail "tagged: IVC $ivc, TCP $tcp"
+# FI_IVC_ENABLE=0 turns IVC off even inside a region.
+FI_IVC_ENABLE=0 pingpong "msg with FI_IVC_ENABLE=0" 1 -S 1048576 -c -I 10
+[ "$(bytes_by IVC)" -eq 0 ] && pass "FI_IVC_ENABLE=0: nothing by IVC" || fail "FI_IVC_ENABLE=0: $(bytes_by IVC) bytes by IVC"
 
 echo "$fails failed"
 [ $fails -eq 0 ]
