@@ -183,13 +183,27 @@ void ivf_seg_release(struct ivf_peer *p, struct ivf_seg *seg)
     seg_free(seg);
 }
 
-struct ivf_seg *ivf_seg_for_flush(struct ivf_ep *ep, struct ivf_peer *p, uint64_t id)
+static int hello_pull(struct ivf_seg *seg, struct ivf_hdr *h, struct ivf_addr *a);
+
+struct ivf_seg *ivf_seg_for_flush(struct ivf_ep *ep, struct ivf_peer *p, uint64_t id, int *err)
 {
     struct ivf_seg *s;
+    *err = 0;
     for (s = p->segs; s && s->id != id; s = s->next)
         ;
     if (!s)
         return NULL;
+    /* The peer's hello precedes its stream on the channel: a connector that
+     * has not read it yet (its FLUSH can overtake it) reads it now. */
+    struct ivf_hdr h;
+    struct ivf_addr a;
+    int r = hello_pull(s, &h, &a);
+    if (r == 0)
+        return NULL;
+    if (r < 0 || a.uid != p->addr.uid) {
+        *err = -FI_EIO;
+        return NULL;
+    }
     /* Older channels never carried this direction (no FLUSH named them). */
     while (p->segs != s)
         ivf_seg_release(p, p->segs);

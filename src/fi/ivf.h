@@ -415,8 +415,9 @@ void ivf_ivc_progress(struct ivf_ep *ep);
 /* Bytes of a segment: handed back first, then the ring.  0: none now;
  * <0: the segment has nothing more (dead and drained). */
 ssize_t ivf_seg_read(struct ivf_seg *seg, void *buf, size_t len);
-/* The segment named by a FLUSH, older unused ones dropped; NULL: not yet known. */
-struct ivf_seg *ivf_seg_for_flush(struct ivf_ep *ep, struct ivf_peer *p, uint64_t id);
+/* The segment named by a FLUSH, its hello read and older unused ones
+ * dropped; NULL: not there yet (or *err set: a protocol error). */
+struct ivf_seg *ivf_seg_for_flush(struct ivf_ep *ep, struct ivf_peer *p, uint64_t id, int *err);
 /* rx is done with a segment: close and free it (unless tx still points at it). */
 void ivf_seg_release(struct ivf_peer *p, struct ivf_seg *seg);
 void ivf_peer_segs_free(struct ivf_peer *p);

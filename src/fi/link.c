@@ -660,13 +660,22 @@ static int rx_header(struct ivf_ep *ep, struct ivf_peer *p)
     }
     case IVF_FLUSH: {
         /* The sender continues on the IVC channel this names. */
-        struct ivf_seg *seg = h->len ? NULL : ivf_seg_for_flush(ep, p, h->id);
-        if (!seg && !h->len) {
-            ivf_ivc_progress(ep); /* its hello may be waiting to be read */
-            seg = ivf_seg_for_flush(ep, p, h->id);
+        if (h->len) {
+            peer_fail(ep, p, -FI_EIO, "FLUSH with a payload");
+            return -1;
+        }
+        int err;
+        struct ivf_seg *seg = ivf_seg_for_flush(ep, p, h->id, &err);
+        if (!seg && !err) {
+            ivf_ivc_progress(ep); /* an accepted channel's hello may be waiting */
+            seg = ivf_seg_for_flush(ep, p, h->id, &err);
+        }
+        if (err) {
+            peer_fail(ep, p, -FI_EIO, "FLUSH names a channel without a valid hello");
+            return -1;
         }
         if (!seg)
-            return h->len ? (peer_fail(ep, p, -FI_EIO, "FLUSH with a payload"), -1) : -FI_EAGAIN;
+            return -FI_EAGAIN; /* not set up on our side yet: the stream waits */
         rx->from = IVF_IVC;
         rx->seg = seg;
         return 0;
@@ -684,7 +693,15 @@ static int rx_header(struct ivf_ep *ep, struct ivf_peer *p)
         }
         return 0;
     }
-    default: peer_fail(ep, p, -FI_EIO, "unknown frame type"); return -1;
+    default: {
+        char why[160];
+        snprintf(why, sizeof(why),
+                 "unknown frame type %u (len %u) read from %s, after %llu+%llu bytes", h->type,
+                 h->len, rx->from == IVF_IVC ? "IVC" : "TCP",
+                 (unsigned long long)p->bytes[1][IVF_TCP], (unsigned long long)p->bytes[1][IVF_IVC]);
+        peer_fail(ep, p, -FI_EIO, why);
+        return -1;
+    }
     }
 }
 
