@@ -20,3 +20,22 @@ set(fi_test_env
 
 add_test(NAME test_fi_pingpong COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fi/test_fi_pingpong.sh)
 set_tests_properties(test_fi_pingpong PROPERTIES TIMEOUT 600 ENVIRONMENT "${fi_test_env}")
+
+# MPI programs of ours, built with Debian's mpicc (the MPI that mpirun runs).
+find_program(VHPC_MPICC NAMES mpicc REQUIRED)
+function(vhpc_mpi_program name)
+  set(bin ${CMAKE_CURRENT_BINARY_DIR}/${name})
+  add_custom_command(OUTPUT ${bin}
+    COMMAND ${VHPC_MPICC} -std=gnu11 -O2 -Wall -Wextra -o ${bin}
+            ${CMAKE_CURRENT_SOURCE_DIR}/mpi/${name}.c
+    DEPENDS mpi/${name}.c
+    COMMENT "Building MPI program ${name} with mpicc" VERBATIM)
+  add_custom_target(${name} ALL DEPENDS ${bin})
+endfunction()
+vhpc_mpi_program(mpi_storm)
+
+# Ranks in two ivcd regions (two "hosts"), a storm of numbered messages,
+# one rank suspended and re-attached again and again.
+add_test(NAME test_fi_migrate
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fi/test_fi_migrate.sh ${CMAKE_CURRENT_BINARY_DIR}/mpi_storm)
+set_tests_properties(test_fi_migrate PROPERTIES TIMEOUT 300 ENVIRONMENT "${fi_test_env}")
