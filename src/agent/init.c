@@ -137,10 +137,39 @@ static void load_modules(void)
     fclose(f);
 }
 
+/* /etc/vhpc/env: "KEY=VALUE" lines the image wants in the environment of
+ * everything the agent runs (e.g. Open MPI's settings in MPI images). */
+static void load_env(void)
+{
+    FILE *f = fopen("/etc/vhpc/env", "re");
+    char line[4096];
+    if (!f)
+        return;
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = 0;
+        char *eq = strchr(line, '=');
+        if (!line[0] || line[0] == '#')
+            continue;
+        if (!eq || eq == line) {
+            agent_log("/etc/vhpc/env: '%s' is not KEY=VALUE", line);
+            continue;
+        }
+        *eq = 0;
+        setenv(line, eq + 1, 1);
+    }
+    fclose(f);
+}
+
 void init_system(void)
 {
     char name[65];
     load_modules();
+    load_env();
+    /* The cluster's IVC job id, for every process (a rank started through
+     * vhpc-rsh has no other way to learn it). */
+    char job[32];
+    if (init_cmdline("vhpc.job", job, sizeof(job)))
+        setenv("VHPC_JOB", job, 1);
     if (init_cmdline("vhpc.hostname", name, sizeof(name)) && sethostname(name, strlen(name)) < 0)
         agent_log("sethostname %s: %s", name, strerror(errno));
     net_setup();

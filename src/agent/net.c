@@ -145,16 +145,22 @@ static void configure(int sk, const char *iface, const char *ipspec, const char 
 }
 
 /* /etc/hosts: localhost, then vhpc.hosts=name:ip,... (no NSS in the image:
- * vhpc-rsh reads this file itself). */
+ * vhpc-rsh reads this file itself); and /etc/vhpc/hostfile, the cluster's
+ * VMs with this VM's CPU count as slots (all VMs of a cluster have the
+ * same), for mpirun (the MPI images point Open MPI at it). */
 static void write_hosts(const char *spec)
 {
     char buf[4096];
-    FILE *f;
+    FILE *f, *hf;
     mkdir("/etc", 0755);
+    mkdir("/etc/vhpc", 0755);
     if (!(f = fopen("/etc/hosts", "we"))) {
         agent_log("/etc/hosts: %s", strerror(errno));
         return;
     }
+    if (!(hf = fopen("/etc/vhpc/hostfile", "we")))
+        agent_log("/etc/vhpc/hostfile: %s", strerror(errno));
+    long slots = sysconf(_SC_NPROCESSORS_ONLN);
     fprintf(f, "127.0.0.1\tlocalhost\n");
     snprintf(buf, sizeof(buf), "%s", spec);
     for (char *save = NULL, *e = strtok_r(buf, ",", &save); e; e = strtok_r(NULL, ",", &save)) {
@@ -165,9 +171,13 @@ static void write_hosts(const char *spec)
         }
         *colon = 0;
         fprintf(f, "%s\t%s\n", colon + 1, e);
+        if (hf)
+            fprintf(hf, "%s slots=%ld\n", e, slots > 0 ? slots : 1);
     }
     if (fclose(f) != 0)
         agent_log("/etc/hosts: %s", strerror(errno));
+    if (hf && fclose(hf) != 0)
+        agent_log("/etc/vhpc/hostfile: %s", strerror(errno));
 }
 
 void net_setup(void)

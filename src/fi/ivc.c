@@ -12,9 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCAN_NS        (100 * 1000000ull) /* look for co-located peers this often */
-#define HELLO_TIMEOUT  (5 * 1000000000ull)
-#define MAX_HOSTS      1024
+#define SCAN_NS       (100 * 1000000ull) /* look for co-located peers this often */
+#define HELLO_TIMEOUT (5 * 1000000000ull)
+#define MAX_HOSTS     1024
 
 static uint64_t now_ns(void)
 {
@@ -243,8 +243,8 @@ static int hello_push(struct ivf_seg *seg)
 static int hello_pull(struct ivf_seg *seg, struct ivf_hdr *h, struct ivf_addr *a)
 {
     while (seg->hello_in_got < IVF_HELLO_LEN) {
-        ssize_t n = ivf_seg_read(seg, seg->hello_in + seg->hello_in_got,
-                                 IVF_HELLO_LEN - seg->hello_in_got);
+        ssize_t n =
+            ivf_seg_read(seg, seg->hello_in + seg->hello_in_got, IVF_HELLO_LEN - seg->hello_in_got);
         if (n < 0)
             return -1;
         if (n == 0)

@@ -695,10 +695,10 @@ static int rx_header(struct ivf_ep *ep, struct ivf_peer *p)
     }
     default: {
         char why[160];
-        snprintf(why, sizeof(why),
-                 "unknown frame type %u (len %u) read from %s, after %llu+%llu bytes", h->type,
-                 h->len, rx->from == IVF_IVC ? "IVC" : "TCP",
-                 (unsigned long long)p->bytes[1][IVF_TCP], (unsigned long long)p->bytes[1][IVF_IVC]);
+        snprintf(
+            why, sizeof(why), "unknown frame type %u (len %u) read from %s, after %llu+%llu bytes",
+            h->type, h->len, rx->from == IVF_IVC ? "IVC" : "TCP",
+            (unsigned long long)p->bytes[1][IVF_TCP], (unsigned long long)p->bytes[1][IVF_IVC]);
         peer_fail(ep, p, -FI_EIO, why);
         return -1;
     }

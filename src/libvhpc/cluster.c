@@ -43,7 +43,9 @@ int vhpc_tool_path(const char *tool, char *buf, size_t len)
             *slash = 0;
         /* installed side by side, or the build tree: build/src/vhpc/vhpc
          * next to build/src/ivcd/ivcd and build/src/agent/vhpc-agent */
-        const char *sub = strcmp(tool, "ivcd") == 0 ? "ivcd" : "agent";
+        const char *sub = !strcmp(tool, "ivcd")           ? "ivcd"
+                          : !strcmp(tool, "libivc-fi.so") ? "fi"
+                                                          : "agent";
         snprintf(buf, len, "%s/%s", self, tool);
         if (access(buf, X_OK) == 0)
             return 0;
@@ -251,8 +253,8 @@ int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *c
         }
         if ((r = vhpc_net_add_tap(&cl->net, tap, err)) < 0)
             goto fail;
-        snprintf(append, sizeof(append), "vhpc.ip=%s/24 vhpc.gw=%s vhpc.hosts=%s", cl->ips[i],
-                 cl->net.host_ip, hosts);
+        snprintf(append, sizeof(append), "vhpc.ip=%s/24 vhpc.gw=%s vhpc.hosts=%s vhpc.job=%" PRIu64,
+                 cl->ips[i], cl->net.host_ip, hosts, cl->job);
         char ivc[PATH_MAX];
         snprintf(ivc, sizeof(ivc), "%s/ivc.sock", cl->dir);
         struct vhpc_vm_config vc = {

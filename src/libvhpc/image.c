@@ -1374,6 +1374,47 @@ int vhpc_image_build(const struct vhpc_image_spec *spec, const char *agent_path,
             goto out;
         }
     }
+    for (size_t i = 0; spec->files && spec->files[i]; i++) {
+        const char *f = spec->files[i], *eq = strchr(f, '=');
+        char host[PATH_MAX];
+        if (!eq || eq == f || eq[1] != '/' || (size_t)(eq - f) >= sizeof(host) || f[0] != '/') {
+            r = vhpc_err_setmsg(err, -EINVAL, "'%s': expected /HOST/PATH=/IMAGE/PATH", f);
+            goto out;
+        }
+        memcpy(host, f, (size_t)(eq - f));
+        host[eq - f] = 0;
+        if ((r = put_file(&b.t, eq + 2, host, 0755, err)) < 0 ||
+            (r = add_closure(&b, host, ADD_EXPLICIT, 0)) < 0 ||
+            (r = add_input(inputs, "file", host, err)) < 0) {
+            vhpc_err_wrap(err, "adding %s", f);
+            goto out;
+        }
+    }
+    if (spec->env && spec->env[0]) {
+        size_t len = 1;
+        for (size_t i = 0; spec->env[i]; i++) {
+            const char *e = spec->env[i], *eq = strchr(e, '=');
+            if (!eq || eq == e || strchr(e, '\n')) {
+                r = vhpc_err_setmsg(err, -EINVAL, "environment '%s': expected KEY=VALUE", e);
+                goto out;
+            }
+            len += strlen(e) + 1;
+        }
+        char *text = malloc(len);
+        if (!text) {
+            r = vhpc_err_set(err, -ENOMEM, "environment");
+            goto out;
+        }
+        text[0] = 0;
+        for (size_t i = 0; spec->env[i]; i++) {
+            strcat(text, spec->env[i]);
+            strcat(text, "\n");
+        }
+        r = put_data(&b.t, "etc/vhpc/env", text, 0644, err);
+        free(text);
+        if (r < 0)
+            goto out;
+    }
     strv_sort_unique(&b.libs);
 
     /* Write into a temporary directory of the store, then rename it to

@@ -38,6 +38,10 @@ struct vhpc_image_spec {
                                    (NULL-terminated; NULL = none) */
     const char *const *modules; /* extra kernel modules to load at boot, besides the virtio
                                    set (NULL-terminated; NULL = none) */
+    const char *const *files;   /* "HOST=IMAGE": a host file put at another path in the
+                                   image, with its closure (NULL-terminated; NULL = none) */
+    const char *const *env;     /* "KEY=VALUE" lines of /etc/vhpc/env, which the agent puts
+                                   into the environment of everything it runs */
 };
 
 struct vhpc_image {
