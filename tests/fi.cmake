@@ -39,3 +39,17 @@ vhpc_mpi_program(mpi_storm)
 add_test(NAME test_fi_migrate
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fi/test_fi_migrate.sh ${CMAKE_CURRENT_BINARY_DIR}/mpi_storm)
 set_tests_properties(test_fi_migrate PROPERTIES TIMEOUT 300 ENVIRONMENT "${fi_test_env}")
+vhpc_mpi_program(mpi_suite)
+vhpc_mpi_program(mpi_kill)
+
+# Our MPI suite over the provider (2, 4 and 8 ranks, with IVC) and a rank
+# killed mid-job.
+add_test(NAME test_fi_mpi
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fi/test_fi_mpi.sh ${CMAKE_CURRENT_BINARY_DIR})
+set_tests_properties(test_fi_mpi PROPERTIES TIMEOUT 600 ENVIRONMENT "${fi_test_env}")
+
+# The provider through libfabric's C API, two endpoints in one process.
+vhpc_c_test(test_fi_api 120 test_fi_api.c)
+target_link_libraries(test_fi_api PRIVATE PkgConfig::FABRIC)
+set_property(TEST test_fi_api APPEND PROPERTY ENVIRONMENT
+  "FI_PROVIDER_PATH=$<TARGET_FILE_DIR:ivc-fi>")

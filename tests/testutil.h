@@ -6,6 +6,8 @@
 #ifndef VHPC_TESTUTIL_H
 #define VHPC_TESTUTIL_H
 
+#include "ivc.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -102,7 +102,8 @@ static ssize_t do_send(struct ivf_ep *ep, const struct iovec *iov, size_t count,
     op->flags = flags;
     op->len = len;
     op->iov_count = count;
-    memcpy(op->iov, iov, count * sizeof(*iov));
+    if (count)
+        memcpy(op->iov, iov, count * sizeof(*iov));
     op->tag = tag;
     op->data = data;
     op->addr = dest;
@@ -161,7 +162,8 @@ static ssize_t do_recv(struct ivf_ep *ep, const struct iovec *iov, size_t count,
     op->context = context;
     op->flags = flags;
     op->iov_count = count;
-    memcpy(op->iov, iov, count * sizeof(*iov));
+    if (count)
+        memcpy(op->iov, iov, count * sizeof(*iov));
     for (size_t i = 0; i < count; i++)
         op->len += iov[i].iov_len;
     op->tag = tag;

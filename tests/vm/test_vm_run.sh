@@ -102,19 +102,36 @@ out=$("$vhpc" vm exec t2 --vm 0 -- vhpc-rsh vm1 'hostname; exit 5'); st=$?
 "$vhpc" vm stop t2 >/dev/null
 l=$(leftovers t2); [ -z "$l" ] && pass "vm stop of 2 VMs leaves nothing" || fail "after vm stop t2: $l"
 
-# ---- mpirun across VMs, its daemons started through vhpc-rsh ----
+# ---- MPI across VMs: an image --with-mpi, daemons through vhpc-rsh, IVC ----
 if command -v mpicc >/dev/null; then
     mpicc -o "$VHPC_RUN_DIR/mpi_hello" "$(dirname "$0")/mpi_hello.c"
-    lib=/usr/lib/x86_64-linux-gnu
-    "$vhpc" image build --name mpi --add /usr/bin/mpirun --add /usr/bin/orted \
-        --add $lib/openmpi --add $lib/pmix2 --add /usr/share/openmpi --add /etc/openmpi \
-        --add "$VHPC_RUN_DIR/mpi_hello" >/dev/null || fail "image build with Open MPI"
-    out=$("$vhpc" run --vms 2 --image mpi -- env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-        mpirun -np 2 --host vm0,vm1 --mca plm_rsh_agent vhpc-rsh --mca btl self,tcp \
-        --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 "$VHPC_RUN_DIR/mpi_hello" 2>&1)
+    asan=()
+    if [ -n "${VHPC_PRELOAD:-}" ]; then
+        # ASan build: the provider in the image is sanitized, so its runtime
+        # goes in too, preloaded into every guest process.
+        for l in ${VHPC_PRELOAD//:/ }; do asan+=(--add "$l"); done
+        asan+=(--env "LD_PRELOAD=$VHPC_PRELOAD" --env ASAN_OPTIONS=detect_leaks=0)
+    fi
+    "$vhpc" image build --name mpi --with-mpi --add "$VHPC_RUN_DIR/mpi_hello" \
+        --add "$build/tests/mpi_suite" "${asan[@]}" >/dev/null || fail "image build --with-mpi"
+    out=$("$vhpc" run --vms 2 --image mpi -- mpirun -np 2 "$VHPC_RUN_DIR/mpi_hello" 2>&1)
     grep -q "rank 0 of 2 on vm0, sum 1" <<<"$out" && grep -q "rank 1 of 2 on vm1, sum 1" <<<"$out" &&
-        pass "mpirun in vm0 starts its daemon in vm1 through vhpc-rsh; Allreduce across VMs" ||
+        pass "image --with-mpi: plain 'mpirun -np 2' puts a rank in each VM (daemon through vhpc-rsh)" ||
         fail "mpirun across VMs: $out"
+    # Our MPI suite across 4 VMs, IVC between them ...
+    out=$("$vhpc" run --vms 4 --image mpi -- mpirun -np 4 -x FI_LOG_LEVEL=info -x FI_LOG_PROV=ivc \
+        "$build/tests/mpi_suite" 2>&1)
+    ups=$(grep -c "IVC channel .* up" <<<"$out")
+    grep -qE "^[0-9]+ passed, 0 failed" <<<"$out" && [ "$ups" -ge 12 ] &&
+        pass "MPI suite across 4 VMs over IVC: $(grep -E '^[0-9]+ passed' <<<"$out") ($ups channel ends up)" ||
+        fail "MPI suite across 4 VMs: $ups channels, $(grep -E '^FAIL|passed|rror' <<<"$out" | head -10)"
+    # ... and with IVC turned off (the provider over TCP between the VMs).
+    out=$("$vhpc" run --vms 4 --image mpi -- mpirun -np 4 -x FI_IVC_ENABLE=0 -x FI_LOG_LEVEL=info \
+        -x FI_LOG_PROV=ivc "$build/tests/mpi_suite" 2>&1)
+    ups=$(grep -c "IVC channel .* up" <<<"$out")
+    grep -qE "^[0-9]+ passed, 0 failed" <<<"$out" && [ "$ups" -eq 0 ] &&
+        pass "MPI suite across 4 VMs with IVC off (FI_IVC_ENABLE=0): $(grep -E '^[0-9]+ passed' <<<"$out")" ||
+        fail "MPI suite, IVC off: $ups channels, $(grep -E '^FAIL|passed|rror' <<<"$out" | head -10)"
 fi
 
 # ---- vhpc run ----

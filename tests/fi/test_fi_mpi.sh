@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# test_fi_mpi.sh DIR - MPI programs of ours (DIR/mpi_suite, DIR/mpi_kill,
+# built with Debian's mpicc) run by Open MPI over the provider ivc on this
+# host, every rank attached to one ivcd region (so pairs use IVC):
+#  - mpi_suite with 2, 4 and 8 ranks: point-to-point (blocking, non-blocking,
+#    ANY_SOURCE/ANY_TAG, ordering, Probe/Iprobe/Mprobe, Ssend, cancel,
+#    truncation, 0 B..16 MiB) and collectives, each checked;
+#  - the same over TCP only (FI_IVC_ENABLE=0) with 4 ranks;
+#  - a rank that kills itself mid-exchange: mpirun fails, in bounded time,
+#    and no rank is left running.
+set -uo pipefail
+dir=$1
+: "${FI_PROVIDER_PATH:?set by ctest}" "${IVCD:?set by ctest}"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fails=0
+pass() { echo "PASS $*"; }
+fail() { echo "FAIL $*"; fails=$((fails + 1)); }
+tmp=$(mktemp -d /tmp/fi-mpi.XXXXXX)
+cleanup() {
+    pkill -9 -f "$dir/mpi_(suite|kill)" 2>/dev/null
+    [ -f "$tmp/ivcd.pid" ] && kill "$(cat "$tmp/ivcd.pid")" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+job=$((RANDOM * 1000 + 13))
+"$IVCD" --job $job --socket "$tmp/ivc.sock" --size 128M --daemon --pidfile "$tmp/ivcd.pid" ||
+    fail "ivcd did not start"
+export FI_IVC_JOB=$job IVC_SOCKET=$tmp/ivc.sock
+preload=()
+[ -n "${VHPC_PRELOAD:-}" ] && preload=(-x LD_PRELOAD="$VHPC_PRELOAD" -x ASAN_OPTIONS)
+mpi() { # NP PROGRAM [ARGS] (with any extra -x before NP via MPI_EXTRA)
+    local np=$1
+    shift
+    timeout 300 mpirun -np "$np" --oversubscribe -x FI_PROVIDER_PATH -x FI_IVC_JOB -x IVC_SOCKET \
+        ${MPI_EXTRA:-} "${preload[@]}" --mca pml cm --mca mtl ofi --mca mtl_ofi_provider_include ivc \
+        --mca btl self,vader "$@"
+}
+
+for np in 2 4 8; do
+    FI_LOG_LEVEL=info FI_LOG_PROV=ivc MPI_EXTRA="-x FI_LOG_LEVEL -x FI_LOG_PROV" \
+        mpi $np "$dir/mpi_suite" >"$tmp/suite$np.out" 2>&1
+    st=$?
+    summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$tmp/suite$np.out")
+    ivc=$(grep -c "IVC channel .* up" "$tmp/suite$np.out")
+    if [ $st -eq 0 ] && [[ "$summary" == *" 0 failed" ]] && [ "$ivc" -gt 0 ]; then
+        pass "mpi_suite, $np ranks over ivc: $summary ($ivc IVC channel ends up)"
+    else
+        fail "mpi_suite, $np ranks: status $st, '$summary', $ivc IVC channels: $(grep -E '^FAIL|warn' "$tmp/suite$np.out" | head -10)"
+    fi
+done
+
+FI_IVC_ENABLE=0 MPI_EXTRA="-x FI_IVC_ENABLE" mpi 4 "$dir/mpi_suite" >"$tmp/tcp.out" 2>&1
+st=$?
+summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$tmp/tcp.out")
+[ $st -eq 0 ] && [[ "$summary" == *" 0 failed" ]] &&
+    pass "mpi_suite, 4 ranks, IVC off (FI_IVC_ENABLE=0): $summary" ||
+    fail "mpi_suite with IVC off: status $st, '$summary': $(grep -E '^FAIL' "$tmp/tcp.out" | head -10)"
+
+# A rank dies: mpirun must fail within the bound and leave nothing running.
+start=$SECONDS
+mpi 4 "$dir/mpi_kill" >"$tmp/kill.out" 2>&1
+st=$?
+took=$((SECONDS - start))
+sleep 3
+left=$(pgrep -f "$dir/mpi_kill" | wc -l)
+[ $st -ne 0 ] && [ $st -ne 124 ] && [ "$left" -eq 0 ] && grep -q "killing myself" "$tmp/kill.out" &&
+    pass "a rank killed mid-job: mpirun fails (status $st after ${took}s), no rank left" ||
+    fail "killed rank: mpirun status $st after ${took}s (124 = hung), $left ranks left: $(tail -5 "$tmp/kill.out")"
+
+echo "$fails failed"
+[ $fails -eq 0 ]

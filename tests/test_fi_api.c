@@ -1,0 +1,289 @@
+/*
+ * test_fi_api - the provider ivc through libfabric's API, two endpoints in
+ * one process (one domain, so reading either CQ moves both): names and
+ * address vectors (table and map, bad addresses), tagged and untagged
+ * messages with CQ data and source addresses, inject without completion,
+ * selective completion, truncation as an error entry, FI_PEEK / FI_CLAIM /
+ * FI_DISCARD, fi_cancel, an 8 MiB rendezvous message, and bad calls.
+ * Needs FI_PROVIDER_PATH (set by ctest); no IVC job, so everything is TCP.
+ */
+#include "testutil.h"
+
+#include <rdma/fabric.h>
+#include <rdma/fi_cm.h>
+#include <rdma/fi_domain.h>
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_eq.h>
+#include <rdma/fi_errno.h>
+#include <rdma/fi_tagged.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FI_OK(x)                                                                                   \
+    do {                                                                                           \
+        int _r = (int)(x);                                                                         \
+        T_ASSERT(_r >= 0, "%s: %s", #x, fi_strerror(-_r));                                         \
+    } while (0)
+
+static struct fi_info *info;
+static struct fid_fabric *fabric;
+static struct fid_domain *domain;
+
+struct side {
+    struct fid_ep *ep;
+    struct fid_av *av;
+    struct fid_cq *cq;
+    fi_addr_t peer; /* the other side in this side's AV */
+    fi_addr_t self;
+};
+static struct side a, b;
+
+/* Wait for one completion on cq (entries or an error entry). */
+static int wait_cq(struct fid_cq *cq, struct fi_cq_tagged_entry *e, fi_addr_t *src)
+{
+    for (uint64_t t0 = t_now_ms(); t_now_ms() - t0 < 20000;) {
+        ssize_t r = src ? fi_cq_readfrom(cq, e, 1, src) : fi_cq_read(cq, e, 1);
+        if (r == 1)
+            return 0;
+        if (r == -FI_EAVAIL)
+            return -FI_EAVAIL;
+        T_ASSERT(r == -FI_EAGAIN, "fi_cq_read: %s", fi_strerror((int)-r));
+    }
+    T_ASSERT(0, "no completion within 20 s");
+    return -1;
+}
+
+static struct fi_cq_err_entry read_err(struct fid_cq *cq)
+{
+    struct fi_cq_err_entry e = {0};
+    T_ASSERT(fi_cq_readerr(cq, &e, 0) == 1, "fi_cq_readerr");
+    return e;
+}
+
+/* Nothing on cq for a while (progress runs meanwhile). */
+static void expect_empty(struct fid_cq *cq)
+{
+    struct fi_cq_tagged_entry e;
+    for (int i = 0; i < 200; i++)
+        T_ASSERT(fi_cq_read(cq, &e, 1) == -FI_EAGAIN, "unexpected completion %p", e.op_context);
+}
+
+static void open_side(struct side *s, enum fi_av_type type, uint64_t bind_flags)
+{
+    struct fi_av_attr av = {.type = type};
+    struct fi_cq_attr cq = {.format = FI_CQ_FORMAT_TAGGED, .wait_obj = FI_WAIT_NONE};
+    FI_OK(fi_av_open(domain, &av, &s->av, NULL));
+    FI_OK(fi_cq_open(domain, &cq, &s->cq, NULL));
+    FI_OK(fi_endpoint(domain, info, &s->ep, NULL));
+    FI_OK(fi_ep_bind(s->ep, &s->av->fid, 0));
+    FI_OK(fi_ep_bind(s->ep, &s->cq->fid, FI_TRANSMIT | FI_RECV | bind_flags));
+    FI_OK(fi_enable(s->ep));
+}
+
+static void test_setup_and_names(void)
+{
+    struct fi_info *hints = fi_allocinfo();
+    hints->caps = FI_TAGGED | FI_MSG | FI_DIRECTED_RECV | FI_SOURCE;
+    hints->ep_attr->type = FI_EP_RDM;
+    hints->domain_attr->mr_mode = 0;
+    hints->fabric_attr->prov_name = strdup("ivc");
+    FI_OK(fi_getinfo(FI_VERSION(1, 17), NULL, NULL, 0, hints, &info));
+    T_ASSERT(info->domain_attr->cq_data_size == 8, "cq_data_size %zu",
+             info->domain_attr->cq_data_size);
+    /* What it does not offer it refuses. */
+    struct fi_info *bad;
+    hints->caps = FI_RMA;
+    T_ASSERT(fi_getinfo(FI_VERSION(1, 17), NULL, NULL, 0, hints, &bad) == -FI_ENODATA, "RMA");
+    hints->caps = FI_TAGGED;
+    hints->ep_attr->type = FI_EP_MSG;
+    T_ASSERT(fi_getinfo(FI_VERSION(1, 17), NULL, NULL, 0, hints, &bad) == -FI_ENODATA, "EP_MSG");
+    fi_freeinfo(hints);
+
+    FI_OK(fi_fabric(info->fabric_attr, &fabric, NULL));
+    FI_OK(fi_domain(fabric, info, &domain, NULL));
+    open_side(&a, FI_AV_TABLE, 0);
+    open_side(&b, FI_AV_MAP, FI_SELECTIVE_COMPLETION);
+
+    char name_a[64], name_b[64];
+    size_t len = 4;
+    T_ASSERT(fi_getname(&a.ep->fid, name_a, &len) == -FI_ETOOSMALL && len == 48,
+             "short buffer: ETOOSMALL and the length needed (%zu)", len);
+    len = sizeof(name_a);
+    FI_OK(fi_getname(&a.ep->fid, name_a, &len));
+    len = sizeof(name_b);
+    FI_OK(fi_getname(&b.ep->fid, name_b, &len));
+
+    /* A table hands out 0, 1, ...; garbage is refused without harm. */
+    T_ASSERT(fi_av_insert(a.av, name_a, 1, &a.self, 0, NULL) == 1 && a.self == 0, "self");
+    T_ASSERT(fi_av_insert(a.av, name_b, 1, &a.peer, 0, NULL) == 1 && a.peer == 1, "peer");
+    char junk[48];
+    memset(junk, 0x5a, sizeof(junk));
+    fi_addr_t fa = 7;
+    T_ASSERT(fi_av_insert(a.av, junk, 1, &fa, 0, NULL) == 0 && fa == FI_ADDR_NOTAVAIL, "junk");
+    T_ASSERT(fi_av_insert(b.av, name_a, 1, &b.peer, 0, NULL) == 1, "b's peer");
+    char back[64];
+    len = sizeof(back);
+    FI_OK(fi_av_lookup(a.av, a.peer, back, &len));
+    T_ASSERT(len == 48 && memcmp(back, name_b, 48) == 0, "lookup gives the name back");
+    T_ASSERT(fi_av_lookup(a.av, 99, back, &len) == -FI_ENOENT, "lookup of nothing");
+    char str[128];
+    len = sizeof(str);
+    fi_av_straddr(a.av, name_b, str, &len);
+    T_ASSERT(strncmp(str, "ivc://", 6) == 0, "straddr '%s'", str);
+}
+
+static void test_tagged_and_msg(void)
+{
+    struct fi_cq_tagged_entry e;
+    fi_addr_t src;
+    char out[64] = "tagged hello", in[64] = "";
+    int ctx_s, ctx_r;
+    /* b's CQ is selective: its receive asks for a completion. */
+    struct iovec iov = {in, sizeof(in)};
+    struct fi_msg_tagged tm = {.msg_iov = &iov,
+                               .iov_count = 1,
+                               .addr = b.peer,
+                               .tag = 0x500,
+                               .ignore = 0xff,
+                               .context = &ctx_r};
+    FI_OK(fi_trecvmsg(b.ep, &tm, FI_COMPLETION));
+    FI_OK(fi_tsenddata(a.ep, out, 13, NULL, 0xfeedULL, a.peer, 0x5ab, &ctx_s));
+    T_OK(wait_cq(a.cq, &e, NULL));
+    T_ASSERT(e.op_context == &ctx_s && (e.flags & FI_SEND) && (e.flags & FI_TAGGED), "send done");
+    T_OK(wait_cq(b.cq, &e, &src));
+    T_ASSERT(e.op_context == &ctx_r && e.len == 13 && e.tag == 0x5ab && e.data == 0xfeed &&
+                 (e.flags & FI_REMOTE_CQ_DATA) && (e.flags & FI_RECV),
+             "received: len %zu tag %llx data %llx", e.len, (unsigned long long)e.tag,
+             (unsigned long long)e.data);
+    T_ASSERT(src == b.peer, "FI_SOURCE gives the sender's fi_addr (%llu)", (unsigned long long)src);
+    T_ASSERT(strcmp(in, "tagged hello") == 0, "data '%s'", in);
+
+    /* Untagged, and inject: the injected send gives no completion. */
+    struct fi_msg m = {.msg_iov = &iov, .iov_count = 1, .addr = b.peer, .context = &ctx_r};
+    FI_OK(fi_recvmsg(b.ep, &m, FI_COMPLETION));
+    FI_OK(fi_inject(a.ep, "injected", 9, a.peer));
+    T_OK(wait_cq(b.cq, &e, NULL));
+    T_ASSERT(e.len == 9 && (e.flags & FI_MSG) && strcmp(in, "injected") == 0, "inject: '%s'", in);
+    expect_empty(a.cq);
+
+    /* Selective: b sends without FI_COMPLETION: no entry; with it: one. */
+    struct iovec so = {out, 4};
+    struct fi_msg_tagged st = {.msg_iov = &so, .iov_count = 1, .addr = b.peer, .tag = 1};
+    FI_OK(fi_trecv(a.ep, in, sizeof(in), NULL, a.peer, 1, 0, &ctx_r));
+    FI_OK(fi_tsendmsg(b.ep, &st, 0));
+    T_OK(wait_cq(a.cq, &e, NULL));
+    T_ASSERT(e.op_context == &ctx_r && e.len == 4, "a got it");
+    expect_empty(b.cq);
+}
+
+static void test_truncate_peek_cancel(void)
+{
+    struct fi_cq_tagged_entry e;
+    char big[100], small[10];
+    int ctx, c1, c2;
+    memset(big, 'x', sizeof(big));
+    /* 100 bytes into 10: an error entry with len 10, olen 90. */
+    FI_OK(fi_trecv(a.ep, small, sizeof(small), NULL, FI_ADDR_UNSPEC, 2, 0, &ctx));
+    FI_OK(fi_tsend(b.ep, big, sizeof(big), NULL, b.peer, 2, NULL));
+    T_ASSERT(wait_cq(a.cq, &e, NULL) == -FI_EAVAIL, "truncation is an error entry");
+    struct fi_cq_err_entry err = read_err(a.cq);
+    T_ASSERT(err.err == FI_ETRUNC && err.len == 10 && err.olen == 90 && err.op_context == &ctx,
+             "ETRUNC len %zu olen %zu", err.len, err.olen);
+
+    /* Peek with nothing there: FI_ENOMSG. */
+    struct fi_context pctx;
+    struct fi_msg_tagged pm = {.addr = FI_ADDR_UNSPEC, .tag = 3, .context = &pctx};
+    FI_OK(fi_trecvmsg(a.ep, &pm, FI_PEEK | FI_COMPLETION));
+    T_ASSERT(wait_cq(a.cq, &e, NULL) == -FI_EAVAIL && read_err(a.cq).err == FI_ENOMSG, "ENOMSG");
+    /* Two messages with tag 3; peek+claim the first, discard the second by peek. */
+    FI_OK(fi_tinject(b.ep, "first", 6, b.peer, 3));
+    FI_OK(fi_tinject(b.ep, "second", 7, b.peer, 3));
+    int found = 0;
+    for (int i = 0; i < 2000 && !found; i++) {
+        FI_OK(fi_trecvmsg(a.ep, &pm, FI_PEEK | FI_CLAIM | FI_COMPLETION));
+        int r = wait_cq(a.cq, &e, NULL);
+        if (r == 0)
+            found = 1;
+        else
+            T_ASSERT(read_err(a.cq).err == FI_ENOMSG, "peek error");
+    }
+    T_ASSERT(found && e.len == 6 && e.tag == 3, "peek+claim sees 'first' (len %zu)", e.len);
+    struct fi_msg_tagged dm = {.addr = FI_ADDR_UNSPEC, .tag = 3, .context = &c1};
+    for (found = 0; !found;) {
+        FI_OK(fi_trecvmsg(a.ep, &dm, FI_PEEK | FI_DISCARD | FI_COMPLETION));
+        int r = wait_cq(a.cq, &e, NULL);
+        if (r == 0)
+            found = 1;
+        else
+            T_ASSERT(read_err(a.cq).err == FI_ENOMSG, "peek error");
+    }
+    T_ASSERT(e.len == 7, "peek+discard dropped 'second'");
+    char got[16] = "";
+    struct iovec gi = {got, sizeof(got)};
+    struct fi_msg_tagged cm = {.msg_iov = &gi, .iov_count = 1, .context = &pctx};
+    FI_OK(fi_trecvmsg(a.ep, &cm, FI_CLAIM | FI_COMPLETION));
+    T_OK(wait_cq(a.cq, &e, NULL));
+    T_ASSERT(strcmp(got, "first") == 0, "the claimed message is delivered: '%s'", got);
+    /* 'second' is gone: nothing more with tag 3. */
+    FI_OK(fi_trecvmsg(a.ep, &pm, FI_PEEK | FI_COMPLETION));
+    T_ASSERT(wait_cq(a.cq, &e, NULL) == -FI_EAVAIL && read_err(a.cq).err == FI_ENOMSG,
+             "discarded message gone");
+
+    /* Cancel a posted receive; an unknown context is ENOENT. */
+    FI_OK(fi_trecv(a.ep, got, sizeof(got), NULL, FI_ADDR_UNSPEC, 4, 0, &c2));
+    FI_OK(fi_cancel(&a.ep->fid, &c2));
+    T_ASSERT(wait_cq(a.cq, &e, NULL) == -FI_EAVAIL, "cancel completes with an error");
+    err = read_err(a.cq);
+    T_ASSERT(err.err == FI_ECANCELED && err.op_context == &c2, "ECANCELED");
+    T_ASSERT(fi_cancel(&a.ep->fid, &c2) == -FI_ENOENT, "cancel again: ENOENT");
+}
+
+static void test_large_and_bad(void)
+{
+    size_t len = 8u << 20;
+    uint8_t *out = malloc(len), *in = malloc(len);
+    t_fill(out, len, 11, 0);
+    struct fi_cq_tagged_entry e;
+    int cs, cr;
+    FI_OK(fi_trecv(a.ep, in, len, NULL, a.peer, 9, 0, &cr));
+    struct iovec v = {out, len};
+    struct fi_msg_tagged m = {.msg_iov = &v, .iov_count = 1, .addr = b.peer, .tag = 9,
+                              .context = &cs};
+    FI_OK(fi_tsendmsg(b.ep, &m, FI_COMPLETION | FI_DELIVERY_COMPLETE));
+    int got_s = 0, got_r = 0;
+    while (!got_s || !got_r) {
+        if (!got_r && fi_cq_read(a.cq, &e, 1) == 1)
+            got_r = e.op_context == &cr && e.len == len;
+        if (!got_s && fi_cq_read(b.cq, &e, 1) == 1)
+            got_s = e.op_context == &cs;
+    }
+    T_ASSERT(memcmp(in, out, len) == 0, "8 MiB intact");
+    free(out);
+    free(in);
+    /* Bad calls: unknown fi_addr, inject too big. */
+    char buf[8192];
+    T_ASSERT(fi_tsend(a.ep, buf, 1, NULL, 42, 1, NULL) == -FI_EINVAL, "unknown destination");
+    T_ASSERT(fi_tinject(a.ep, buf, sizeof(buf), a.peer, 1) == -FI_EINVAL, "inject > inject_size");
+}
+
+int main(void)
+{
+    T_ASSERT(getenv("FI_PROVIDER_PATH"), "FI_PROVIDER_PATH is not set");
+    unsetenv("FI_IVC_JOB");
+    unsetenv("VHPC_JOB");
+    test_setup_and_names();
+    test_tagged_and_msg();
+    test_truncate_peek_cancel();
+    test_large_and_bad();
+    FI_OK(fi_close(&a.ep->fid));
+    FI_OK(fi_close(&b.ep->fid));
+    FI_OK(fi_close(&a.cq->fid));
+    FI_OK(fi_close(&b.cq->fid));
+    FI_OK(fi_close(&a.av->fid));
+    FI_OK(fi_close(&b.av->fid));
+    FI_OK(fi_close(&domain->fid));
+    FI_OK(fi_close(&fabric->fid));
+    fi_freeinfo(info);
+    printf("ok\n");
+    return 0;
+}
