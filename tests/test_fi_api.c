@@ -18,6 +18,7 @@
 #include <rdma/fi_tagged.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define FI_OK(x)                                                                                   \
     do {                                                                                           \
@@ -247,8 +248,8 @@ static void test_large_and_bad(void)
     int cs, cr;
     FI_OK(fi_trecv(a.ep, in, len, NULL, a.peer, 9, 0, &cr));
     struct iovec v = {out, len};
-    struct fi_msg_tagged m = {.msg_iov = &v, .iov_count = 1, .addr = b.peer, .tag = 9,
-                              .context = &cs};
+    struct fi_msg_tagged m = {
+        .msg_iov = &v, .iov_count = 1, .addr = b.peer, .tag = 9, .context = &cs};
     FI_OK(fi_tsendmsg(b.ep, &m, FI_COMPLETION | FI_DELIVERY_COMPLETE));
     int got_s = 0, got_r = 0;
     while (!got_s || !got_r) {
@@ -266,6 +267,66 @@ static void test_large_and_bad(void)
     T_ASSERT(fi_tinject(a.ep, buf, sizeof(buf), a.peer, 1) == -FI_EINVAL, "inject > inject_size");
 }
 
+/* FI_PROGRESS_AUTO: a rendezvous message arrives while the application
+ * does not call into the provider at all. */
+static void test_auto_progress(void)
+{
+    struct fi_info *hints = fi_allocinfo(), *fi;
+    hints->caps = FI_TAGGED;
+    hints->ep_attr->type = FI_EP_RDM;
+    hints->domain_attr->data_progress = FI_PROGRESS_AUTO;
+    hints->fabric_attr->prov_name = strdup("ivc");
+    FI_OK(fi_getinfo(FI_VERSION(1, 17), NULL, NULL, 0, hints, &fi));
+    T_ASSERT(fi->domain_attr->data_progress == FI_PROGRESS_AUTO, "AUTO granted");
+    fi_freeinfo(hints);
+    struct fid_domain *dom;
+    struct fid_ep *ep[2];
+    struct fid_av *av[2];
+    struct fid_cq *cq[2];
+    fi_addr_t to[2];
+    FI_OK(fi_domain(fabric, fi, &dom, NULL));
+    for (int i = 0; i < 2; i++) {
+        struct fi_av_attr aa = {.type = FI_AV_MAP};
+        struct fi_cq_attr ca = {.format = FI_CQ_FORMAT_TAGGED};
+        FI_OK(fi_av_open(dom, &aa, &av[i], NULL));
+        FI_OK(fi_cq_open(dom, &ca, &cq[i], NULL));
+        FI_OK(fi_endpoint(dom, fi, &ep[i], NULL));
+        FI_OK(fi_ep_bind(ep[i], &av[i]->fid, 0));
+        FI_OK(fi_ep_bind(ep[i], &cq[i]->fid, FI_TRANSMIT | FI_RECV));
+        FI_OK(fi_enable(ep[i]));
+    }
+    for (int i = 0; i < 2; i++) {
+        char name[64];
+        size_t len = sizeof(name);
+        FI_OK(fi_getname(&ep[1 - i]->fid, name, &len));
+        T_ASSERT(fi_av_insert(av[i], name, 1, &to[i], 0, NULL) == 1, "insert");
+    }
+    size_t len = 4u << 20;
+    uint8_t *out = malloc(len), *in = calloc(1, len);
+    t_fill(out, len, 21, 0);
+    FI_OK(fi_trecv(ep[1], in, len, NULL, FI_ADDR_UNSPEC, 1, 0, NULL));
+    FI_OK(fi_tsend(ep[0], out, len, NULL, to[0], 1, NULL));
+    /* Hands off: only the provider's thread can move the data now. */
+    int arrived = 0;
+    for (int i = 0; i < 1000 && !arrived; i++) {
+        usleep(10000);
+        arrived = memcmp(in, out, len) == 0;
+    }
+    T_ASSERT(arrived, "4 MiB arrived without any call into the provider");
+    struct fi_cq_tagged_entry e;
+    T_OK(wait_cq(cq[1], &e, NULL));
+    T_OK(wait_cq(cq[0], &e, NULL));
+    for (int i = 0; i < 2; i++) {
+        FI_OK(fi_close(&ep[i]->fid));
+        FI_OK(fi_close(&cq[i]->fid));
+        FI_OK(fi_close(&av[i]->fid));
+    }
+    FI_OK(fi_close(&dom->fid));
+    fi_freeinfo(fi);
+    free(out);
+    free(in);
+}
+
 int main(void)
 {
     T_ASSERT(getenv("FI_PROVIDER_PATH"), "FI_PROVIDER_PATH is not set");
@@ -275,6 +336,7 @@ int main(void)
     test_tagged_and_msg();
     test_truncate_peek_cancel();
     test_large_and_bad();
+    test_auto_progress();
     FI_OK(fi_close(&a.ep->fid));
     FI_OK(fi_close(&b.ep->fid));
     FI_OK(fi_close(&a.cq->fid));

@@ -29,7 +29,7 @@
  *
  * Threading: every call takes the domain's lock (FI_THREAD_SAFE).
  * Progress is manual: the data moves inside calls on the endpoint and its
- * completion queues.
+ * completion queues; with FI_PROGRESS_AUTO a thread per domain also does it.
  */
 #ifndef IVF_H
 #define IVF_H
@@ -272,6 +272,8 @@ struct ivf_domain {
     pthread_mutex_t lock;
     struct ivf_ep *eps; /* endpoints, for progress from a CQ */
     int refs;
+    pthread_t thread; /* FI_PROGRESS_AUTO: moves data in the background */
+    bool has_thread, stop_thread;
 };
 
 struct ivf_av {

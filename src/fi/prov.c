@@ -4,7 +4,8 @@
  * fabric, domain and a minimal event queue.
  *
  * What we offer: FI_EP_RDM with FI_MSG and FI_TAGGED (send, receive,
- * inject, remote CQ data, directed receive, FI_SOURCE), manual progress,
+ * inject, remote CQ data, directed receive, FI_SOURCE), manual progress
+ * (automatic when asked: a thread per domain),
  * thread safe, no memory registration (mr_mode 0), 64 tag bits, 8 bytes of
  * CQ data.  No RMA or atomics: Open MPI's btl ofi asks for those and so
  * never picks us.  No FI_EP_DGRAM: utility providers (ofi_rxd) would layer
@@ -74,8 +75,6 @@ static int check_hints(uint32_t version, const struct fi_info *h)
     if (da) {
         if (!str_ok(da->name, IVF_NAME))
             REFUSE("domain %s\n", da->name);
-        if (da->control_progress == FI_PROGRESS_AUTO || da->data_progress == FI_PROGRESS_AUTO)
-            REFUSE("automatic progress (ivc progresses inside calls)\n");
         if (da->cq_data_size > 8)
             REFUSE("cq_data_size %zu > 8\n", da->cq_data_size);
         if (da->caps & ~(uint64_t)IVF_SECONDARY_CAPS)
@@ -171,8 +170,11 @@ static struct fi_info *make_info(uint32_t version, const struct fi_info *h)
     const struct fi_domain_attr *hd = h ? h->domain_attr : NULL;
     d->name = strdup(IVF_NAME);
     d->threading = hd && hd->threading != FI_THREAD_UNSPEC ? hd->threading : FI_THREAD_SAFE;
-    d->control_progress = FI_PROGRESS_MANUAL;
-    d->data_progress = FI_PROGRESS_MANUAL;
+    /* Manual unless asked for automatic progress (a thread per domain). */
+    d->control_progress =
+        hd && hd->control_progress == FI_PROGRESS_AUTO ? FI_PROGRESS_AUTO : FI_PROGRESS_MANUAL;
+    d->data_progress =
+        hd && hd->data_progress == FI_PROGRESS_AUTO ? FI_PROGRESS_AUTO : FI_PROGRESS_MANUAL;
     d->resource_mgmt = FI_RM_ENABLED;
     d->av_type = hd && hd->av_type != FI_AV_UNSPEC ? hd->av_type : FI_AV_UNSPEC;
     d->mr_mode = version < FI_VERSION(1, 5) ? FI_MR_SCALABLE : 0;
@@ -315,11 +317,30 @@ static int eq_open(struct fid_fabric *fabric, struct fi_eq_attr *attr, struct fi
 
 /* ---- domain ------------------------------------------------------------------------ */
 
+/* FI_PROGRESS_AUTO: data moves without the application calling in. */
+static void *progress_thread(void *arg)
+{
+    struct ivf_domain *dom = arg;
+    pthread_mutex_lock(&dom->lock);
+    while (!dom->stop_thread) {
+        ivf_domain_progress(dom);
+        ivf_domain_wait(dom, 1); /* drops the lock while it waits */
+    }
+    pthread_mutex_unlock(&dom->lock);
+    return NULL;
+}
+
 static int domain_close(struct fid *fid)
 {
     struct ivf_domain *dom = (struct ivf_domain *)fid;
     if (dom->refs > 0 || dom->eps)
         return -FI_EBUSY;
+    if (dom->has_thread) {
+        pthread_mutex_lock(&dom->lock);
+        dom->stop_thread = true;
+        pthread_mutex_unlock(&dom->lock);
+        pthread_join(dom->thread, NULL);
+    }
     pthread_mutex_destroy(&dom->lock);
     free(dom);
     return 0;
@@ -419,6 +440,14 @@ int ivf_domain_open(struct fid_fabric *fabric, struct fi_info *info, struct fid_
     dom->fid.fid.ops = &domain_fi_ops;
     dom->fid.ops = &domain_ops;
     dom->fid.mr = &mr_ops;
+    if (info && info->domain_attr && info->domain_attr->data_progress == FI_PROGRESS_AUTO) {
+        if (pthread_create(&dom->thread, NULL, progress_thread, dom) != 0) {
+            pthread_mutex_destroy(&dom->lock);
+            free(dom);
+            return -FI_ENOMEM;
+        }
+        dom->has_thread = true;
+    }
     *out = &dom->fid;
     return 0;
 }
