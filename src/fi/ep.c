@@ -116,8 +116,9 @@ static ssize_t do_send(struct ivf_ep *ep, const struct iovec *iov, size_t count,
                                            (op->wait_ack ? IVF_F_ACK : 0)),
                         .tag = tag,
                         .data = data};
-    if (len <= ivf_params.eager_max) {
+    if (len <= ivf_params.eager_max && len <= p->credit) {
         h.type = IVF_EAGER;
+        p->credit -= len;
         h.len = (uint32_t)len;
         if (op->wait_ack) {
             op->id = ++ep->next_id;
@@ -127,6 +128,19 @@ static ssize_t do_send(struct ivf_ep *ep, const struct iovec *iov, size_t count,
         /* Copied when queued: the caller's buffer is free on return. */
         r = ivf_send_frame(ep, p, &h, op->iov, count, 0, true, op);
     } else {
+        /* Announced; an injected message's buffer is the caller's only
+         * until we return, so its data is copied first. */
+        if (flags & FI_INJECT) {
+            op->owned = malloc(len ? len : 1);
+            if (!op->owned) {
+                ivf_op_free(op);
+                r = -FI_ENOMEM;
+                goto out;
+            }
+            ivf_iov_to_buf(iov, count, 0, op->owned, len);
+            op->iov[0] = (struct iovec){op->owned, len};
+            op->iov_count = 1;
+        }
         h.type = IVF_RTS;
         h.size = len;
         op->id = ++ep->next_id;
@@ -135,6 +149,8 @@ static ssize_t do_send(struct ivf_ep *ep, const struct iovec *iov, size_t count,
         r = ivf_send_frame(ep, p, &h, NULL, 0, 0, true, op);
     }
     if (r < 0) {
+        if (h.type == IVF_EAGER)
+            p->credit += len;
         ivf_op_list_del(&ep->active, op);
         ivf_op_free(op);
         goto out;

@@ -23,9 +23,12 @@
  * and once the receiver matched them it asks for the data (CTS), which
  * comes in DATA frames of at most chunk bytes, interleaved with other
  * traffic.  Matching follows the order of the stream, so messages between
- * a pair match in send order.  Unexpected eager messages are buffered up to
- * unexp_max bytes per endpoint; beyond that the endpoint stops reading the
- * peer's stream (back-pressure) until receives drain it.
+ * a pair match in send order.  Eager data is flow-controlled by credit: a
+ * sender may have at most `credit` bytes of eager messages not yet taken
+ * by receives at a receiver (CREDIT frames give them back); beyond that it
+ * announces even small messages (RTS).  So the unexpected messages a
+ * receiver buffers are bounded per peer, and it never has to stop reading
+ * a stream (which could block data that a posted receive waits for).
  *
  * Threading: every call takes the domain's lock (FI_THREAD_SAFE).
  * Progress is manual: the data moves inside calls on the endpoint and its
@@ -71,7 +74,7 @@ extern struct fi_provider ivf_prov;
 struct ivf_params {
     size_t eager_max;  /* largest message sent whole (FI_IVC_EAGER_MAX) */
     size_t chunk;      /* DATA frame payload (FI_IVC_CHUNK) */
-    size_t unexp_max;  /* unexpected eager bytes buffered per endpoint (FI_IVC_UNEXP_MAX) */
+    size_t credit;     /* eager bytes a sender may have unconsumed at a receiver (FI_IVC_CREDIT) */
     size_t tx_max;     /* bytes queued per peer before sends return -FI_EAGAIN (FI_IVC_TX_MAX) */
     int ivc;           /* use IVC at all (FI_IVC_ENABLE, default 1) */
     uint64_t job;      /* IVC job id (FI_IVC_JOB, else $VHPC_JOB); 0: none */
@@ -115,6 +118,7 @@ enum ivf_frame {
     IVF_ACK,       /* delivered: id = sender's op (FI_DELIVERY_COMPLETE) */
     IVF_FLUSH,     /* the sender continues this stream on the IVC channel */
     IVF_IVC_HELLO, /* first frame on an IVC channel, both ways: payload = sender's ivf_addr */
+    IVF_CREDIT,    /* the receiver took `data` more bytes of eager messages */
     IVF_FRAME_MAX
 };
 
@@ -235,7 +239,7 @@ struct ivf_rx {
     struct ivf_op *dst_op; /* payload goes into this op's iov at dst_off ... */
     size_t dst_off;
     struct ivf_unexp *dst_unexp; /* ... or into an unexpected message's buffer */
-    bool stalled;                /* a header waits (unexpected buffer full, FLUSH early) */
+    bool stalled;                /* a header waits (a FLUSH before its channel is set up) */
 };
 
 /* Writing one direction. */
@@ -257,6 +261,8 @@ struct ivf_peer {
     struct ivf_rx rx;
     struct ivf_seg *segs; /* IVC channels, oldest first */
     int failed;           /* a fatal error (-FI_E*): operations to it fail */
+    size_t credit;        /* sender: eager bytes we may still send it */
+    size_t credit_owed;   /* receiver: eager bytes taken and not yet given back */
     uint64_t bytes[2][2]; /* [tx, rx][IVF_TCP, IVF_IVC]: logged at close (FI_LOG_LEVEL=info) */
 };
 
@@ -403,6 +409,9 @@ int ivf_send_frame(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hd
 /* Queue FLUSH(id of seg): once it is out, the stream continues on seg. */
 int ivf_send_flush(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hdr *h,
                    struct ivf_seg *seg);
+/* A receive took an eager message of len bytes from peer: give the credit
+ * back (in batches). */
+void ivf_credit_return(struct ivf_ep *ep, struct ivf_peer *peer, size_t len);
 /* Tell the peer its send `remote_id` was delivered. */
 void ivf_send_ack(struct ivf_ep *ep, struct ivf_peer *peer, uint64_t remote_id);
 /* Move bytes: accept, connect, write queued frames, read and parse. */

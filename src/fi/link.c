@@ -222,6 +222,7 @@ struct ivf_peer *ivf_peer_get(struct ivf_ep *ep, const struct ivf_addr *a)
     p->fi_addr = ivf_av_find(ep->av, a);
     p->tx.fd = -1;
     p->rx.fd = -1;
+    p->credit = ivf_params.credit;
     p->next = ep->peers;
     ep->peers = p;
     if (ep->ivc && a->job == ep->addr.job) {
@@ -596,6 +597,16 @@ static struct ivf_op *find_active(struct ivf_ep *ep, uint64_t id, enum ivf_op_ki
     return NULL;
 }
 
+void ivf_credit_return(struct ivf_ep *ep, struct ivf_peer *p, size_t len)
+{
+    p->credit_owed += len;
+    if (p->credit_owed < ivf_params.credit / 4 || p->failed)
+        return;
+    struct ivf_hdr h = {.type = IVF_CREDIT, .data = p->credit_owed};
+    if (ivf_send_frame(ep, p, &h, NULL, 0, 0, true, NULL) == 0)
+        p->credit_owed = 0;
+}
+
 void ivf_send_ack(struct ivf_ep *ep, struct ivf_peer *p, uint64_t remote_id)
 {
     struct ivf_hdr h = {.type = IVF_ACK, .id = remote_id};
@@ -680,6 +691,13 @@ static int rx_header(struct ivf_ep *ep, struct ivf_peer *p)
         rx->seg = seg;
         return 0;
     }
+    case IVF_CREDIT:
+        if (h->len || h->data > ivf_params.credit - p->credit) {
+            peer_fail(ep, p, -FI_EIO, "CREDIT beyond what was sent");
+            return -1;
+        }
+        p->credit += (size_t)h->data;
+        return 0;
     case IVF_ACK: {
         struct ivf_op *op = find_active(ep, h->id, IVF_OP_SEND);
         if (!op || op->peer != p) {
@@ -716,6 +734,7 @@ static void rx_frame_done(struct ivf_ep *ep, struct ivf_peer *p)
         } else if (rx->dst_op) {
             struct ivf_op *op = rx->dst_op;
             ivf_op_list_del(&ep->active, op);
+            ivf_credit_return(ep, p, h->len);
             if (h->flags & IVF_F_ACK)
                 ivf_send_ack(ep, p, h->id);
             ivf_op_complete(ep, op, op->msg_len > op->len ? FI_ETRUNC : 0);

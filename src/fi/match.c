@@ -86,10 +86,15 @@ static bool op_matches(struct ivf_ep *ep, const struct ivf_op *op, bool tagged, 
     return op->addr == FI_ADDR_UNSPEC || op->addr == peer_fi_addr(ep, p);
 }
 
+/* u leaves the unexpected queue for good: an eager message's bytes are
+ * taken (delivered or discarded), so its sender gets the credit back. */
 static void unexp_free(struct ivf_ep *ep, struct ivf_unexp *u)
 {
-    if (u->type == IVF_EAGER)
+    if (u->type == IVF_EAGER) {
         ep->unexp_bytes -= u->len;
+        if (u->peer)
+            ivf_credit_return(ep, u->peer, u->len);
+    }
     free(u->buf);
     free(u);
 }
@@ -253,10 +258,7 @@ int ivf_incoming(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
         deliver_unexp(ep, op, u);
         return 0;
     }
-    /* Unexpected. */
-    if (h->type == IVF_EAGER && ep->unexp_bytes + msg_len > ivf_params.unexp_max &&
-        ep->unexp_bytes > 0)
-        return -FI_EAGAIN; /* back-pressure: this peer's stream waits */
+    /* Unexpected: the sender's credit bounds what eager data comes. */
     struct ivf_unexp *u = calloc(1, sizeof(*u));
     if (!u)
         return -FI_EAGAIN;
@@ -375,6 +377,7 @@ void ivf_match_cleanup(struct ivf_ep *ep)
             unexp_del(uqs[i], u);
             if (u->waiting_op)
                 ivf_op_free(u->waiting_op);
+            u->peer = NULL; /* closing: the peers are gone, no credit to give back */
             unexp_free(ep, u);
         }
 }

@@ -153,7 +153,7 @@ static struct fi_info *make_info(uint32_t version, const struct fi_info *h)
     fi->rx_attr->op_flags = h && h->rx_attr ? h->rx_attr->op_flags : 0;
     fi->rx_attr->msg_order = FI_ORDER_SAS;
     fi->rx_attr->comp_order = FI_ORDER_NONE;
-    fi->rx_attr->total_buffered_recv = ivf_params.unexp_max;
+    fi->rx_attr->total_buffered_recv = ivf_params.credit;
     fi->rx_attr->size = IVF_QUEUE_SIZE;
     fi->rx_attr->iov_limit = IVF_IOV_LIMIT;
 
@@ -540,8 +540,8 @@ FI_EXT_INI
 {
     ivf_params.eager_max = param_size("eager_max", "largest message sent whole (bytes)", 16384);
     ivf_params.chunk = param_size("chunk", "payload of one rendezvous data frame", 65536);
-    ivf_params.unexp_max =
-        param_size("unexp_max", "unexpected eager bytes buffered per endpoint", 64u << 20);
+    ivf_params.credit =
+        param_size("credit", "eager bytes a sender may have unconsumed at one receiver", 4u << 20);
     ivf_params.tx_max =
         param_size("tx_max", "bytes queued per peer before sends return FI_EAGAIN", 8u << 20);
     int on = 1;
@@ -563,5 +563,7 @@ FI_EXT_INI
     ivf_params.iface = s;
     if (ivf_params.eager_max < 64)
         ivf_params.eager_max = 64;
+    if (ivf_params.credit < ivf_params.eager_max)
+        ivf_params.credit = ivf_params.eager_max;
     return &ivf_prov;
 }

@@ -5,7 +5,8 @@
 #  - mpi_suite with 2, 4 and 8 ranks: point-to-point (blocking, non-blocking,
 #    ANY_SOURCE/ANY_TAG, ordering, Probe/Iprobe/Mprobe, Ssend, cancel,
 #    truncation, 0 B..16 MiB) and collectives, each checked;
-#  - the same over TCP only (FI_IVC_ENABLE=0) with 4 ranks;
+#  - the same over TCP only (FI_IVC_ENABLE=0) with 4 ranks, and with tiny
+#    eager and credit limits;
 #  - a rank that kills itself mid-exchange: mpirun fails, in bounded time,
 #    and no rank is left running.
 set -uo pipefail
@@ -56,6 +57,17 @@ summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$tmp/tcp.out")
 [ $st -eq 0 ] && [[ "$summary" == *" 0 failed" ]] &&
     pass "mpi_suite, 4 ranks, IVC off (FI_IVC_ENABLE=0): $summary" ||
     fail "mpi_suite with IVC off: status $st, '$summary': $(grep -E '^FAIL' "$tmp/tcp.out" | head -10)"
+
+# Tiny eager and credit limits: injected messages larger than the eager
+# limit (copied before being announced) and senders out of credit (small
+# messages announced; a receiver never stops reading a stream).
+FI_IVC_EAGER_MAX=1000 FI_IVC_CREDIT=4096 MPI_EXTRA="-x FI_IVC_EAGER_MAX -x FI_IVC_CREDIT" \
+    mpi 4 "$dir/mpi_suite" >"$tmp/small.out" 2>&1
+st=$?
+summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$tmp/small.out")
+[ $st -eq 0 ] && [[ "$summary" == *" 0 failed" ]] &&
+    pass "mpi_suite, 4 ranks, FI_IVC_EAGER_MAX=1000 FI_IVC_CREDIT=4096: $summary" ||
+    fail "mpi_suite with tiny limits: status $st, '$summary': $(grep -E '^FAIL' "$tmp/small.out" | head -10)"
 
 # A rank dies: mpirun must fail within the bound and leave nothing running.
 start=$SECONDS
