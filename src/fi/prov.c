@@ -557,7 +557,8 @@ FI_EXT_INI
         s = getenv("VHPC_JOB");
     ivf_params.job = s ? strtoull(s, NULL, 0) : 0;
     fi_param_define(&ivf_prov, "iface", FI_PARAM_STRING,
-                    "IPv4 address or interface name for TCP (default: the host name's address)");
+                    "IPv4 address or interface name to publish for TCP (default: the first up "
+                    "non-loopback IPv4 interface)");
     s = NULL;
     fi_param_get_str(&ivf_prov, "iface", &s);
     ivf_params.iface = s;
