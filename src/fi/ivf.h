@@ -309,6 +309,7 @@ struct ivf_cq {
     struct ivf_cqe *errs; /* error entries */
     size_t err_cap, err_head, err_count;
     struct fi_cq_err_entry last_err;
+    unsigned idle; /* empty reads in a row (see cq.c: IDLE_YIELD) */
     int refs;
 };
 

@@ -871,6 +871,10 @@ void ivf_progress(struct ivf_ep *ep)
             tx_flush(ep, p);
         if (p->rx.fd >= 0 || p->rx.from == IVF_IVC)
             rx_pump(ep, p);
+        /* What reading queued (CTS, DATA, ACK, CREDIT) leaves now, not
+         * at the next call: the peer may be waiting for it. */
+        if (p->tx.head && !p->failed)
+            tx_flush(ep, p);
     }
 }
 
