@@ -335,6 +335,7 @@ struct ivf_ep {
     bool ivc_busy;                /* some peer has a live channel: wait by spinning */
     bool ivc_setup;               /* a channel is being set up: progress it on every call */
     uint64_t next_slow_ns;        /* next look for new connections and channels */
+    unsigned calls;               /* progress calls, to read the clock every 64th */
     /* receive side */
     struct ivf_op *posted_tagged, *posted_msg; /* queues (head; tail = head->prev) */
     struct ivf_unexp *unexp_tagged, *unexp_msg;
