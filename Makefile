@@ -2,7 +2,7 @@
 # build-asan/ for the AddressSanitizer + UBSan build the tests also run under).
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build build-asan check demo bench-ivc bench-boot clean format
+.PHONY: all deps build build-asan check demo bench-ivc bench-mpi bench-boot clean format
 
 all: build
 
@@ -26,6 +26,9 @@ demo: build
 
 bench-ivc: build
 	@bench/run_ivc.sh build
+
+bench-mpi: build
+	@bench/run_mpi.sh build
 
 bench-boot: build
 	@bench/run_boot.sh build

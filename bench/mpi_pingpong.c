@@ -12,23 +12,11 @@
  *
  *   mpirun -np 2 --bind-to core --mca pml ob1 --mca btl self,vader mpi_pingpong [options]
  */
-#include <mpi.h>
-
-#include "bench_common.h"
+#include "bench_mpi.h"
 
 #define TAG_DATA 1
 #define TAG_ACK  2
 #define TAG_CTRL 3
-
-static void mpi_check(int rc, const char *what)
-{
-    if (rc != MPI_SUCCESS) {
-        char msg[MPI_MAX_ERROR_STRING];
-        int len = 0;
-        MPI_Error_string(rc, msg, &len);
-        bench_die("%s: %s", what, msg);
-    }
-}
 
 static void verify_or_die(const uint8_t *buf, size_t s, uint64_t seed, void *scratch,
                           const char *where)
