@@ -92,6 +92,35 @@ static ssize_t do_send(struct ivf_ep *ep, const struct iovec *iov, size_t count,
             goto out;
         }
     }
+    bool want = !(flags & FI_INJECT) &&
+                (!(ep->tx_flags & FI_SELECTIVE_COMPLETION) || (flags & FI_COMPLETION));
+    bool ack = want && (flags & FI_DELIVERY_COMPLETE);
+    if (len <= ivf_params.eager_max && len <= p->credit && !ack) {
+        /* The common small message: straight into an idle IVC channel,
+         * without an operation or a queued frame. */
+        struct ivf_hdr h = {.type = IVF_EAGER,
+                            .flags = (uint8_t)((flags & FI_TAGGED ? IVF_F_TAGGED : 0) |
+                                               (flags & FI_REMOTE_CQ_DATA ? IVF_F_CQDATA : 0)),
+                            .len = (uint32_t)len,
+                            .tag = tag,
+                            .data = data};
+        int k = ivf_send_now(ep, p, &h, iov, count);
+        if (k < 0) {
+            r = p->failed ? p->failed : -FI_EIO;
+            goto out;
+        }
+        if (k > 0) {
+            p->credit -= len;
+            if (want && ep->tx_cq) {
+                struct ivf_cqe e = {.src = FI_ADDR_NOTAVAIL};
+                e.e.op_context = context;
+                e.e.flags = FI_SEND | (flags & FI_TAGGED ? FI_TAGGED : FI_MSG);
+                ivf_cq_push(ep->tx_cq, &e);
+            }
+            r = 0;
+            goto out;
+        }
+    }
     struct ivf_op *op = calloc(1, sizeof(*op));
     if (!op) {
         r = -FI_ENOMEM;
@@ -108,9 +137,8 @@ static ssize_t do_send(struct ivf_ep *ep, const struct iovec *iov, size_t count,
     op->data = data;
     op->addr = dest;
     op->peer = p;
-    op->want_completion = !(flags & FI_INJECT) &&
-                          (!(ep->tx_flags & FI_SELECTIVE_COMPLETION) || (flags & FI_COMPLETION));
-    op->wait_ack = op->want_completion && (flags & FI_DELIVERY_COMPLETE);
+    op->want_completion = want;
+    op->wait_ack = ack;
     struct ivf_hdr h = {.flags = (uint8_t)((flags & FI_TAGGED ? IVF_F_TAGGED : 0) |
                                            (flags & FI_REMOTE_CQ_DATA ? IVF_F_CQDATA : 0) |
                                            (op->wait_ack ? IVF_F_ACK : 0)),

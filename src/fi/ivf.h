@@ -408,6 +408,11 @@ struct ivf_peer *ivf_peer_get(struct ivf_ep *ep, const struct ivf_addr *a);
 int ivf_send_frame(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hdr *h,
                    const struct iovec *iov, size_t iov_count, size_t skip, bool copy,
                    struct ivf_op *op);
+/* A small frame straight into an idle IVC channel, no queue, no copy kept:
+ * 1 if it went (or was taken care of), 0 if it must be queued, <0 if the
+ * peer failed. */
+int ivf_send_now(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hdr *h,
+                 const struct iovec *iov, size_t iov_count);
 /* Queue FLUSH(id of seg): once it is out, the stream continues on seg. */
 int ivf_send_flush(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hdr *h,
                    struct ivf_seg *seg);

@@ -440,6 +440,39 @@ static ssize_t tx_write(struct ivf_ep *ep, struct ivf_peer *p, struct iovec *v, 
     return -1;
 }
 
+int ivf_send_now(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
+                 const struct iovec *iov, size_t iov_count)
+{
+    struct ivf_tx *tx = &p->tx;
+    struct ivf_seg *seg = tx->seg;
+    size_t total = sizeof(*h) + h->len;
+    if (tx->head || tx->to != IVF_IVC || !seg || seg->dead || !seg->chan || p->failed ||
+        ivc_chan_writable(seg->chan) < total)
+        return 0;
+    struct ivf_hdr hdr = *h;
+    struct iovec v[1 + IVF_IOV_LIMIT] = {{&hdr, sizeof(hdr)}};
+    int n = 1 + iov_slice(iov, iov_count, 0, h->len, v + 1, IVF_IOV_LIMIT);
+    ssize_t w = tx_write(ep, p, v, n);
+    if (w == (ssize_t)total)
+        return 1;
+    if (w < 0)
+        return -1;
+    /* The channel died under us: the rest goes by TCP, from a copy. */
+    struct ivf_txf *f = txf_new(h, h->len);
+    if (!f) {
+        peer_fail(ep, p, -FI_ENOMEM, "out of memory");
+        return -1;
+    }
+    ivf_iov_to_buf(iov, iov_count, 0, f->own, h->len);
+    f->own_iov = (struct iovec){f->own, h->len};
+    f->iov = &f->own_iov;
+    f->iov_count = 1;
+    f->sent = (size_t)w;
+    txq_push(tx, f);
+    tx->queued -= (size_t)w;
+    return 1;
+}
+
 /* Write queued frames until the carrier would take no more. */
 static void tx_flush(struct ivf_ep *ep, struct ivf_peer *p)
 {
