@@ -30,7 +30,7 @@ int vhpc_tool_path(const char *tool, char *buf, size_t len)
     char env[64], self[PATH_MAX], *slash;
     snprintf(env, sizeof(env), "VHPC_%s", tool);
     for (char *p = env; *p; p++)
-        *p = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+        *p = *p == '-' || *p == '.' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
     const char *e = getenv(env);
     if (e && *e) {
         snprintf(buf, len, "%s", e);
