@@ -31,3 +31,7 @@ set_property(TEST test_image_build APPEND PROPERTY ENVIRONMENT
 # Choosing KVM or TCG (runs the KVM probe guest where /dev/kvm works).
 vhpc_c_test(test_vm_accel 60 test_vm_accel.c)
 target_link_libraries(test_vm_accel PRIVATE vhpc_lib)
+
+# Debian version comparison (image requirements).
+vhpc_c_test(test_debver 30 test_debver.c)
+target_link_libraries(test_debver PRIVATE vhpc_lib)
