@@ -362,7 +362,7 @@ static void scan(struct ivf_ep *ep)
     }
     if (st != IVC_CTX_ATTACHED)
         return;
-    static ivc_peer_t hosts[MAX_HOSTS];
+    ivc_peer_t hosts[MAX_HOSTS]; /* 12 KiB; not static: domains may progress in parallel */
     int n = ivc_get_hosts(ep->ivc, hosts, MAX_HOSTS);
     if (n <= 0)
         return;

@@ -364,6 +364,7 @@ static inline int ivf_no_ops_open(struct fid *fid, const char *name, uint64_t fl
 /* ---- functions shared between the files ---------------------------------------- */
 
 /* prov.c */
+const char *ivf_strerror(int prov_errno, char *buf, size_t len);
 int ivf_getinfo(uint32_t version, const char *node, const char *service, uint64_t flags,
                 const struct fi_info *hints, struct fi_info **info);
 int ivf_fabric_open(struct fi_fabric_attr *attr, struct fid_fabric **fabric, void *context);

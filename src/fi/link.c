@@ -25,42 +25,6 @@
 
 /* ---- iovec helpers ---------------------------------------------------------------- */
 
-size_t ivf_iov_to_buf(const struct iovec *iov, size_t n, size_t off, void *buf, size_t len)
-{
-    size_t done = 0;
-    for (size_t i = 0; i < n && done < len; i++) {
-        if (off >= iov[i].iov_len) {
-            off -= iov[i].iov_len;
-            continue;
-        }
-        size_t k = iov[i].iov_len - off;
-        if (k > len - done)
-            k = len - done;
-        memcpy((char *)buf + done, (char *)iov[i].iov_base + off, k);
-        done += k;
-        off = 0;
-    }
-    return done;
-}
-
-size_t ivf_buf_to_iov(const struct iovec *iov, size_t n, size_t off, const void *buf, size_t len)
-{
-    size_t done = 0;
-    for (size_t i = 0; i < n && done < len; i++) {
-        if (off >= iov[i].iov_len) {
-            off -= iov[i].iov_len;
-            continue;
-        }
-        size_t k = iov[i].iov_len - off;
-        if (k > len - done)
-            k = len - done;
-        memcpy((char *)iov[i].iov_base + off, (const char *)buf + done, k);
-        done += k;
-        off = 0;
-    }
-    return done;
-}
-
 /* Up to max iovecs describing `len` bytes of iov starting `off` in. */
 static int iov_slice(const struct iovec *iov, size_t n, size_t off, size_t len, struct iovec *out,
                      int max)
@@ -81,6 +45,32 @@ static int iov_slice(const struct iovec *iov, size_t n, size_t off, size_t len, 
         off = 0;
     }
     return k;
+}
+
+/* The copies in and out of an operation's buffers walk it as iov_slice
+ * does (an operation has at most IVF_IOV_LIMIT pieces). */
+size_t ivf_iov_to_buf(const struct iovec *iov, size_t n, size_t off, void *buf, size_t len)
+{
+    struct iovec v[IVF_IOV_LIMIT];
+    int k = iov_slice(iov, n, off, len, v, IVF_IOV_LIMIT);
+    size_t done = 0;
+    for (int i = 0; i < k; i++) {
+        memcpy((char *)buf + done, v[i].iov_base, v[i].iov_len);
+        done += v[i].iov_len;
+    }
+    return done;
+}
+
+size_t ivf_buf_to_iov(const struct iovec *iov, size_t n, size_t off, const void *buf, size_t len)
+{
+    struct iovec v[IVF_IOV_LIMIT];
+    int k = iov_slice(iov, n, off, len, v, IVF_IOV_LIMIT);
+    size_t done = 0;
+    for (int i = 0; i < k; i++) {
+        memcpy(v[i].iov_base, (const char *)buf + done, v[i].iov_len);
+        done += v[i].iov_len;
+    }
+    return done;
 }
 
 /* ---- setup -------------------------------------------------------------------------- */

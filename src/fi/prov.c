@@ -13,6 +13,7 @@
  */
 #include "ivf.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,17 @@ struct ivf_params ivf_params;
     (FI_COMPLETION | FI_INJECT_COMPLETE | FI_TRANSMIT_COMPLETE | FI_DELIVERY_COMPLETE |            \
      FI_INJECT | FI_REMOTE_CQ_DATA | FI_MORE)
 #define IVF_QUEUE_SIZE 65536
+
+/* What the CQ's and EQ's strerror return: fi_strerror's sentence, copied
+ * into buf when the caller gives one. */
+const char *ivf_strerror(int prov_errno, char *buf, size_t len)
+{
+    const char *s = fi_strerror(prov_errno);
+    if (!buf || !len)
+        return s;
+    snprintf(buf, len, "%s", s);
+    return buf;
+}
 
 /* ---- getinfo ---------------------------------------------------------------- */
 
@@ -267,13 +279,7 @@ static ssize_t eq_sread(struct fid_eq *eq, uint32_t *event, void *buf, size_t le
 static const char *eq_strerror(struct fid_eq *eq, int prov_errno, const void *err_data, char *buf,
                                size_t len)
 {
-    const char *s = fi_strerror(prov_errno);
-    if (buf && len) {
-        strncpy(buf, s, len - 1);
-        buf[len - 1] = 0;
-        return buf;
-    }
-    return s;
+    return ivf_strerror(prov_errno, buf, len);
 }
 
 static int eq_close(struct fid *fid)
