@@ -164,20 +164,30 @@ static void test_names_and_failures(void)
     rsh_free(&o);
 }
 
+/* A vhpc-rsh running `cmd` (no stdin) whose stdout is a pipe: returns its
+ * pid, *out the pipe's read end. */
+static pid_t spawn_rsh(struct rsh_run *r, const char *cmd, int *out)
+{
+    *r = (struct rsh_run){.argv = {getenv("VHPC_RSH"), "-n", "-p", port_s, "127.0.0.1", cmd, NULL}};
+    int pfd[2];
+    T_ASSERT(pipe(pfd) == 0, "pipe");
+    r->in = t_memfd_with("", 0);
+    r->out = pfd[1];
+    r->err = 2;
+    pid_t pid = t_fork(exec_rsh, r);
+    close(pfd[1]);
+    *out = pfd[0];
+    return pid;
+}
+
 /* mpirun kills its rsh children on abort: the remote command must go too. */
 static void test_kill_rsh(void)
 {
-    struct rsh_run r = {.argv = {getenv("VHPC_RSH"), "-n", "-p", port_s, "127.0.0.1",
-                                 "echo $$; exec sleep 100", NULL}};
-    int pfd[2];
-    T_ASSERT(pipe(pfd) == 0, "pipe");
-    r.in = t_memfd_with("", 0);
-    r.out = pfd[1];
-    r.err = 2;
-    pid_t pid = t_fork(exec_rsh, &r);
-    close(pfd[1]);
+    struct rsh_run r;
+    int out;
+    pid_t pid = spawn_rsh(&r, "echo $$; exec sleep 100", &out);
     char buf[32] = "";
-    ssize_t n = read(pfd[0], buf, sizeof(buf) - 1);
+    ssize_t n = read(out, buf, sizeof(buf) - 1);
     T_ASSERT(n > 0, "no pid from the remote shell");
     pid_t remote = atoi(buf);
     T_ASSERT(remote > 0 && kill(remote, 0) == 0, "remote sleep %d not running", remote);
@@ -186,7 +196,7 @@ static void test_kill_rsh(void)
     for (int i = 0; i < 300 && kill(remote, 0) == 0; i++)
         usleep(10000);
     T_ASSERT(kill(remote, 0) < 0 && errno == ESRCH, "remote command outlived vhpc-rsh");
-    close(pfd[0]);
+    close(out);
     close(r.in);
 }
 
@@ -194,29 +204,23 @@ static void test_kill_rsh(void)
  * with the remote command's status. */
 static void test_signal_rsh(void)
 {
-    struct rsh_run r = {.argv = {getenv("VHPC_RSH"), "-n", "-p", port_s, "127.0.0.1",
-                                 "trap 'echo got-term; exit 9' TERM; echo ready; sleep 100 & wait",
-                                 NULL}};
-    int pfd[2];
-    T_ASSERT(pipe(pfd) == 0, "pipe");
-    r.in = t_memfd_with("", 0);
-    r.out = pfd[1];
-    r.err = 2;
-    pid_t pid = t_fork(exec_rsh, &r);
-    close(pfd[1]);
+    struct rsh_run r;
+    int out;
+    pid_t pid =
+        spawn_rsh(&r, "trap 'echo got-term; exit 9' TERM; echo ready; sleep 100 & wait", &out);
     char buf[64] = "";
     size_t got = 0;
     ssize_t n;
-    while (!strstr(buf, "ready\n") && (n = read(pfd[0], buf + got, sizeof(buf) - 1 - got)) > 0)
+    while (!strstr(buf, "ready\n") && (n = read(out, buf + got, sizeof(buf) - 1 - got)) > 0)
         got += (size_t)n;
     T_ASSERT(strstr(buf, "ready\n"), "remote shell not ready: '%s'", buf);
     kill(pid, SIGTERM);
-    while ((n = read(pfd[0], buf + got, sizeof(buf) - 1 - got)) > 0)
+    while ((n = read(out, buf + got, sizeof(buf) - 1 - got)) > 0)
         got += (size_t)n;
     buf[got] = 0;
     int st = t_wait_bounded(pid, 10000, "vhpc-rsh after SIGTERM");
     T_ASSERT(st == 9 && strstr(buf, "got-term"), "SIGTERM forwarded: status %d, out '%s'", st, buf);
-    close(pfd[0]);
+    close(out);
     close(r.in);
 }
 

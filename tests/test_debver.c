@@ -49,8 +49,8 @@ static int dpkg_cmp(const char *a, const char *b)
 /* A random valid version from pieces that exercise every rule. */
 static void random_version(char *buf, size_t len, unsigned *seed)
 {
-    static const char *const pieces[] = {"0", "1", "9", "10", "01", ".", ".", "~", "+", "a",
-                                         "b", "z", "A", "rc", "~rc", "+b", "dfsg"};
+    static const char *const pieces[] = {"0", "1", "9", "10", "01", ".",   ".",  "~",   "+",
+                                         "a", "b", "z", "A",  "rc", "~rc", "+b", "dfsg"};
     size_t n = 0;
     if (rand_r(seed) % 5 == 0)
         n += (size_t)snprintf(buf, len, "%u:", rand_r(seed) % 3);

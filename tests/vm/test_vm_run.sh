@@ -33,6 +33,20 @@ links_before=$(ip -o link | grep -c 'vh[bt]')
 "$vhpc" image build >/dev/null || { echo "FAIL image build"; exit 1; }
 kver=$("$vhpc" image show minimal | sed -n 's/^kernel: *\([^ ]*\).*/\1/p')
 
+# Wait (up to 120 s) until FILE has COUNT (default 1) lines matching PATTERN.
+until_seen() { # FILE PATTERN [COUNT]
+    for _ in $(seq 1 600); do
+        [ "$(grep -c -- "$2" "$1" 2>/dev/null)" -ge "${3:-1}" ] && return 0
+        sleep 0.2
+    done
+    return 1
+}
+# Wait (up to 30 s) until process PID has exited.
+until_gone() {
+    for _ in $(seq 1 150); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.2; done
+    return 1
+}
+
 # ---- one interactive cluster for the quick checks ----
 "$vhpc" vm start t1 >/dev/null || { echo "FAIL vm start"; exit 1; }
 out=$("$vhpc" vm exec t1 -- uname -r)
@@ -157,12 +171,9 @@ fi
 # SIGTERM while the command runs: the command gets it, then the VMs go down
 "$vhpc" run --vms 1 --name r2 -- sh -c 'trap "echo got-term; exit 7" TERM; echo started; sleep 600 & wait' >"$VHPC_RUN_DIR/r2.out" 2>&1 &
 pid=$!
-for _ in $(seq 1 600); do
-    grep -q started "$VHPC_RUN_DIR/r2.out" 2>/dev/null && break
-    sleep 0.2
-done
+until_seen "$VHPC_RUN_DIR/r2.out" started
 kill -TERM $pid
-for _ in $(seq 1 150); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done
+until_gone $pid
 wait $pid; st=$?
 l=$(leftovers r2)
 [ $st -eq 143 ] && [ -z "$l" ] && grep -q got-term "$VHPC_RUN_DIR/r2.out" &&
@@ -171,12 +182,9 @@ l=$(leftovers r2)
 # A command that ignores SIGTERM is stopped after the grace period, with --each
 "$vhpc" run --vms 1 --name r5 --each -- sh -c 'trap "" TERM; echo started; while :; do sleep 1; done' >"$VHPC_RUN_DIR/r5.out" 2>&1 &
 pid=$!
-for _ in $(seq 1 600); do
-    grep -q started "$VHPC_RUN_DIR/r5.out" 2>/dev/null && break
-    sleep 0.2
-done
+until_seen "$VHPC_RUN_DIR/r5.out" started
 kill -TERM $pid
-for _ in $(seq 1 150); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done
+until_gone $pid
 wait $pid; st=$?
 l=$(leftovers r5)
 [ $st -eq 143 ] && [ -z "$l" ] && grep -q "still runs" "$VHPC_RUN_DIR/r5.out" &&
@@ -185,12 +193,9 @@ l=$(leftovers r5)
 # A VM that dies mid-job stops the whole job (not a hang on the others)
 "$vhpc" run --vms 2 --name r4 --each -- sh -c 'echo up; exec sleep 600' >"$VHPC_RUN_DIR/r4.out" 2>&1 &
 pid=$!
-for _ in $(seq 1 600); do
-    [ "$(grep -c '] up' "$VHPC_RUN_DIR/r4.out" 2>/dev/null)" = 2 ] && break
-    sleep 0.2
-done
+until_seen "$VHPC_RUN_DIR/r4.out" '] up' 2
 kill -KILL "$(cat "$VHPC_RUN_DIR/clusters/r4/vm1/qemu.pid")"
-for _ in $(seq 1 150); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done
+until_gone $pid
 kill -0 $pid 2>/dev/null && { fail "vhpc run still waits after vm1 died"; kill -TERM $pid; }
 wait $pid; st=$?
 l=$(leftovers r4)
@@ -200,10 +205,7 @@ l=$(leftovers r4)
 # kill -9, then vhpc gc
 "$vhpc" run --vms 1 --name r3 -- sh -c 'echo started; exec sleep 600' >"$VHPC_RUN_DIR/r3.out" 2>&1 &
 pid=$!
-for _ in $(seq 1 600); do
-    grep -q started "$VHPC_RUN_DIR/r3.out" 2>/dev/null && break
-    sleep 0.2
-done
+until_seen "$VHPC_RUN_DIR/r3.out" started
 kill -KILL $pid; wait $pid 2>/dev/null
 [ -n "$(leftovers r3)" ] && pass "kill -9 leaves the cluster behind (for gc)" || fail "nothing left after kill -9?"
 "$vhpc" gc >/dev/null
