@@ -176,11 +176,7 @@ int main(int argc, char **argv)
     double *send = bench_alloc(max), *recv = bench_alloc(max), *want = bench_alloc(max);
     if (rank == 0) {
         char lib[MPI_MAX_LIBRARY_VERSION_STRING];
-        int len = 0;
-        MPI_Get_library_version(lib, &len);
-        char *nl = strchr(lib, '\n');
-        if (nl)
-            *nl = '\0';
+        mpi_library(lib);
         printf("# mpi_allreduce %s ranks=%d reps=%d%s\n", lib, nranks, o.reps,
                o.quick ? " quick" : "");
         fflush(stdout);

@@ -223,11 +223,7 @@ int main(int argc, char **argv)
     void *scratch = bench_alloc(max);
     if (rank == 0) {
         char lib[MPI_MAX_LIBRARY_VERSION_STRING];
-        int len = 0;
-        MPI_Get_library_version(lib, &len);
-        char *nl = strchr(lib, '\n');
-        if (nl)
-            *nl = '\0';
+        mpi_library(lib);
         printf("# mpi_pingpong %s reps=%d%s\n", lib, o.reps, o.quick ? " quick" : "");
     }
     MPI_Barrier(MPI_COMM_WORLD);

@@ -32,32 +32,10 @@
 #   BENCH_TIMEOUT=SEC   bound on each program run (default 900, quick 120)
 set -euo pipefail
 
-die() {
-    echo "run_ivc.sh: $*" >&2
-    exit 1
-}
+. "$(dirname "$0")/lib.sh" "$@"
 
-[ $# -ge 1 ] || die "usage: $0 BUILD_DIR"
-here=$(cd "$(dirname "$0")" && pwd)
-build=$(cd "$1" 2>/dev/null && pwd) || die "build directory '$1' not found"
-
-quick=${BENCH_QUICK:-0}
-[ "$quick" = 0 ] && quick=
 ring=${IVC_RING_SIZE:-1M}
 transports=${BENCH_TRANSPORTS:-ivc vader vader2 unix tcp mpitcp}
-if [ -n "$quick" ]; then
-    reps=${BENCH_REPS:-3}
-    rep_ms=${BENCH_REP_MS:-2}
-    rounds=${BENCH_ROUNDS:-1}
-    prog_timeout=${BENCH_TIMEOUT:-120}
-else
-    reps=${BENCH_REPS:-7}
-    rep_ms=${BENCH_REP_MS:-20}
-    rounds=${BENCH_ROUNDS:-3}
-    prog_timeout=${BENCH_TIMEOUT:-600}
-fi
-common=(--reps "$reps" --rep-ms "$rep_ms" --timeout "$((prog_timeout - 5))")
-[ -n "$quick" ] && common+=(--quick)
 
 has() { [[ " $transports " == *" $1 "* ]]; }
 
@@ -78,20 +56,8 @@ if has vader || has vader2 || has mpitcp; then
         mpi_ok=
     fi
 fi
-if [ "$(id -u)" -eq 0 ]; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
 
 # Two CPUs to pin the two processes to: the first two we may run on.
-cpu_list=$(taskset -pc $$ 2>/dev/null | sed 's/.*: //') || cpu_list=
-cpus=()
-for part in ${cpu_list//,/ }; do
-    if [[ $part == *-* ]]; then
-        for ((c = ${part%-*}; c <= ${part#*-}; c++)); do cpus+=("$c"); done
-    else
-        cpus+=("$part")
-    fi
-done
 if [ ${#cpus[@]} -ge 2 ]; then
     pin="${cpus[0]},${cpus[1]}"
     mpi_bind=(--bind-to core --cpu-set "$pin")
@@ -131,11 +97,7 @@ trap 'exit 143' TERM
 mkdir -p "$here/results"
 stamp=$(date +%Y%m%d-%H%M%S)
 raw=$here/results/ivc-$stamp${quick:+-quick}.txt
-{
-    echo "# run_ivc.sh $(date -Is) quick=${quick:-0} reps=$reps rep_ms=$rep_ms rounds=$rounds ring=$ring cpus=$pin"
-    echo "# host: $(uname -srm), $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
-    echo "# git: $(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo unknown)"
-} >"$raw"
+bench_raw_header "# run_ivc.sh $(date -Is) quick=${quick:-0} reps=$reps rep_ms=$rep_ms rounds=$rounds ring=$ring cpus=$pin" >"$raw"
 
 # The region: 256M, or larger for big rings (ivcd splits the ring pool into
 # 64 endpoint shares; a share must hold both rings an endpoint allocates).

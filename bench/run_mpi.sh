@@ -41,33 +41,11 @@
 #   VHPC_KERNEL_CACHE    guest kernel cache (default /var/cache/vhpc-test/kernels)
 set -euo pipefail
 
-die() {
-    echo "run_mpi.sh: $*" >&2
-    exit 1
-}
+. "$(dirname "$0")/lib.sh" "$@"
 
-[ $# -ge 1 ] || die "usage: $0 BUILD_DIR"
-here=$(cd "$(dirname "$0")" && pwd)
-build=$(cd "$1" 2>/dev/null && pwd) || die "build directory '$1' not found"
-
-quick=${BENCH_QUICK:-0}
-[ "$quick" = 0 ] && quick=
 with_vms=${BENCH_VMS:-1}
 [ "$with_vms" = 0 ] && with_vms=
-if [ -n "$quick" ]; then
-    reps=${BENCH_REPS:-3}
-    rep_ms=${BENCH_REP_MS:-2}
-    rounds=${BENCH_ROUNDS:-1}
-    prog_timeout=${BENCH_TIMEOUT:-120}
-else
-    reps=${BENCH_REPS:-7}
-    rep_ms=${BENCH_REP_MS:-20}
-    rounds=${BENCH_ROUNDS:-3}
-    prog_timeout=${BENCH_TIMEOUT:-600}
-fi
 vm_timeout=${BENCH_VM_TIMEOUT:-600}
-common=(--reps "$reps" --rep-ms "$rep_ms" --timeout "$((prog_timeout - 5))")
-[ -n "$quick" ] && common+=(--quick)
 # In the VMs, short: the sizes of the ratios (and 1 KiB, which --quick adds).
 vm_pingpong_opts=(--quick --lat-range 8:64K --bw-range 64K:4M --reps 3 --rep-ms 10
     --timeout "$((vm_timeout - 30))")
@@ -84,25 +62,9 @@ for f in "$mpi_pingpong" "$mpi_allreduce" "$ivcd" "$fi_dir/libivc-fi.so"; do
     [ -e "$f" ] || die "$f not built (make build; the MPI programs need mpicc)"
 done
 [ -z "$with_vms" ] || [ -x "$vhpc" ] || die "$vhpc not built (make build)"
-if [ "$(id -u)" -eq 0 ]; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
 # Local ranks inherit mpirun's environment: nothing of the caller's may
 # switch IVC off or pick another provider.
 unset FI_IVC_ENABLE FI_PROVIDER FI_IVC_JOB IVC_SOCKET FI_LOG_LEVEL FI_LOG_PROV
-
-# The CPUs we may run on.  Ping-pong: the first two.  Allreduce: its 4 ranks
-# round-robin over the first (up to) 4, through a rank file (Open MPI's
-# --cpu-set does not bind once oversubscribed).
-cpu_list=$(taskset -pc $$ 2>/dev/null | sed 's/.*: //') || cpu_list=
-cpus=()
-for part in ${cpu_list//,/ }; do
-    if [[ $part == *-* ]]; then
-        for ((c = ${part%-*}; c <= ${part#*-}; c++)); do cpus+=("$c"); done
-    else
-        cpus+=("$part")
-    fi
-done
 
 # Scratch directory, ivcd, the running program and the VM part's private
 # store are always cleaned up, on failure too.
@@ -140,6 +102,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# Of the CPUs we may run on (lib.sh): ping-pong on the first two; the
+# Allreduce's 4 ranks round-robin over the first (up to) 4, through a rank
+# file (Open MPI's --cpu-set does not bind once oversubscribed).
 if [ ${#cpus[@]} -ge 2 ]; then
     pin="${cpus[0]},${cpus[1]}"
     pp_bind=(--bind-to core --cpu-set "$pin")
@@ -164,11 +129,7 @@ fi
 mkdir -p "$here/results"
 stamp=$(date +%Y%m%d-%H%M%S)
 raw=$here/results/mpi-$stamp${quick:+-quick}.txt
-{
-    echo "# run_mpi.sh $(date -Is) quick=${quick:-0} reps=$reps rep_ms=$rep_ms rounds=$rounds cpus=$pin allreduce_cpus=$ar_pin vms=${with_vms:-0}"
-    echo "# host: $(uname -srm), $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
-    echo "# git: $(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo unknown)"
-} >"$raw"
+bench_raw_header "# run_mpi.sh $(date -Is) quick=${quick:-0} reps=$reps rep_ms=$rep_ms rounds=$rounds cpus=$pin allreduce_cpus=$ar_pin vms=${with_vms:-0}" >"$raw"
 
 # The job's region, private to this run.
 job=$((2000000 + $$))
