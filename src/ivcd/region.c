@@ -181,6 +181,22 @@ void region_set_client(struct ivcd_region *r, uint16_t id, uint32_t gen,
     atomic_store_explicit(&c->status, ((uint64_t)gen << 32) | (uint8_t)state, memory_order_release);
 }
 
+/* The reader of a ring in e's share, endpoint `reader` of generation
+ * `reader_gen` whose side of the record is `side`: does it still read?
+ * Not once its side is DRAINED, CLOSED or ABORTED, nor once it is gone (a
+ * later generation, or FREE).  If it does, *blk names it. */
+static bool still_reading(const struct ivcd_region *r, uint8_t side, uint32_t reader,
+                          uint32_t reader_gen, struct ivcd_blocker *blk)
+{
+    if (side == IVC_SIDE_DRAINED || side == IVC_SIDE_CLOSED || side == IVC_SIDE_ABORTED)
+        return false;
+    uint64_t pst = ld(&ep_at(r, reader)->status);
+    if (IVC_EP_GEN(pst) != reader_gen || IVC_EP_STATE(pst) == IVC_EP_FREE)
+        return false;
+    fill_blocker(r, reader, blk);
+    return true;
+}
+
 /*
  * Have the partners of incarnation `gen` of endpoint slot `e` finished with
  * the rings in e's share of the pool?  Until they have, the slot must not be
@@ -230,13 +246,8 @@ static bool partners_drained(const struct ivcd_region *r, uint32_t e, uint32_t g
         if (IVC_SIDE_SEQ(ts) != IVC_SIDE_SEQ(is) || tst == IVC_SIDE_IDLE || tst == IVC_SIDE_REFUSED)
             continue;
         n++;
-        if (tst == IVC_SIDE_DRAINED || tst == IVC_SIDE_CLOSED || tst == IVC_SIDE_ABORTED)
-            continue;
-        uint64_t pst = ld(&ep_at(r, t)->status);
-        if (IVC_EP_GEN(pst) != tgen || IVC_EP_STATE(pst) == IVC_EP_FREE)
-            continue;
-        fill_blocker(r, t, blk);
-        return false;
+        if (still_reading(r, tst, t, tgen, blk))
+            return false;
     }
 
     for (uint64_t i = 0; i < (uint64_t)neps * cpe; i++) { /* (b) */
@@ -257,13 +268,8 @@ static bool partners_drained(const struct ivcd_region *r, uint32_t e, uint32_t g
         if (IVC_SIDE_SEQ(ts) != IVC_SIDE_SEQ(is) || tst == IVC_SIDE_IDLE || tst == IVC_SIDE_REFUSED)
             continue;
         n++;
-        if (ist == IVC_SIDE_DRAINED || ist == IVC_SIDE_CLOSED || ist == IVC_SIDE_ABORTED)
-            continue;
-        uint64_t pst = ld(&ep_at(r, o)->status);
-        if (IVC_EP_GEN(pst) != rd32(&c->init_gen) || IVC_EP_STATE(pst) == IVC_EP_FREE)
-            continue;
-        fill_blocker(r, o, blk);
-        return false;
+        if (still_reading(r, ist, o, rd32(&c->init_gen), blk))
+            return false;
     }
     if (nchan)
         *nchan = n;
