@@ -2,7 +2,7 @@
  * cluster.c - see cluster.h.
  */
 #include "cluster.h"
-#include "kernel.h" /* vhpc__rm_tree */
+#include "kernel.h" /* vhpc__rm_tree, vhpc__read_file, vhpc__write_file */
 
 #include <dirent.h>
 #include <errno.h>
@@ -64,33 +64,36 @@ int vhpc_tool_path(const char *tool, char *buf, size_t len)
     return -ENOENT;
 }
 
+/* The cluster's small state files ("owner", "job", "tap", ...), written
+ * whole (vhpc__write_file: temporary file, then rename, so `vhpc gc`
+ * never reads half a file) and read back without the trailing newline. */
 static int write_text(const char *dir, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int write_text(const char *dir, const char *name, const char *fmt, ...)
 {
-    char path[PATH_MAX];
+    char path[PATH_MAX], text[512];
     va_list ap;
     snprintf(path, sizeof(path), "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -errno;
     va_start(ap, fmt);
-    vfprintf(f, fmt, ap);
+    int n = vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
-    return fclose(f) == 0 ? 0 : -errno;
+    if (n < 0 || (size_t)n >= sizeof(text))
+        return -EOVERFLOW;
+    return vhpc__write_file(path, text, (size_t)n, 0644, NULL);
 }
 
 static int read_text(const char *dir, const char *name, char *buf, size_t len)
 {
-    char path[PATH_MAX];
+    char path[PATH_MAX], *text;
+    size_t n;
     snprintf(path, sizeof(path), "%s/%s", dir, name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    ssize_t n = read(fd, buf, len - 1);
-    close(fd);
-    if (n < 0)
-        return -errno;
+    int r = vhpc__read_file(path, &text, &n, NULL);
+    if (r < 0)
+        return r;
+    if (n >= len)
+        n = len - 1;
+    memcpy(buf, text, n);
+    free(text);
     buf[n] = 0;
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
         buf[--n] = 0;
