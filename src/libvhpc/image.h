@@ -29,6 +29,8 @@
 
 #include "error.h"
 
+#include <jansson.h>
+
 #include <limits.h>
 #include <stdint.h>
 
@@ -45,15 +47,35 @@ struct vhpc_image_spec {
 };
 
 struct vhpc_image {
-    char name[128];
-    char digest[65]; /* sha256 of the initramfs */
-    char kernel[PATH_MAX];
+    char name[128];  /* the ref it was found by ("" when found by digest) */
+    int version;     /* of that name (0 when found by digest) */
+    char digest[65]; /* sha256 of the manifest (store.h) */
+    char kind[16];   /* "minimal" or "full" */
+    char kernel[PATH_MAX]; /* blob paths in the store */
     char initrd[PATH_MAX];
+    char rootfs[PATH_MAX]; /* full images: the read-only root file system
+                              (squashfs), "" for minimal images */
     char kernel_version[64];
-    uint64_t size;   /* initramfs bytes */
-    int current;     /* this is <name>/current */
-    int64_t created; /* seconds since the epoch, from the manifest */
+    uint64_t size;   /* all blobs, bytes */
+    int64_t created; /* seconds since the epoch, of the ref */
 };
+
+/* Write a minimal image's initramfs for kernel k to out_path (no store
+ * involved): what vhpc_image_build stores, and the boot initramfs of full
+ * images.  Describes what went in. */
+struct vhpc_initrd {
+    char digest[65]; /* sha256 of the cpio */
+    uint64_t size;
+    json_t *inputs;     /* [{"role", "path", "type", "sha256"}] */
+    json_t *modules;    /* module paths loaded at boot */
+    json_t *libs;       /* shared libraries added (host paths) */
+    json_t *unresolved; /* libraries not found (inside added directories) */
+};
+struct vhpc_kernel;
+int vhpc_initrd_build(const struct vhpc_image_spec *spec, const char *agent_path,
+                      const char *rsh_path, const struct vhpc_kernel *k, const char *out_path,
+                      struct vhpc_initrd *out, vhpc_err_t *err);
+void vhpc_initrd_free(struct vhpc_initrd *i);
 
 /* The modules every minimal image loads, in this order of request (those
  * the kernel lacks are skipped when marked optional in image.c). */
