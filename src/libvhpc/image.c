@@ -22,6 +22,7 @@
 #include "image.h"
 #include "cpio.h"
 #include "kernel.h"
+#include "store.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -1211,80 +1212,6 @@ out:
     return r < 0 ? r : 0;
 }
 
-static int copy_file(const char *src, const char *dst, vhpc_err_t *err)
-{
-    char *data;
-    size_t len;
-    int r = vhpc__read_file(src, &data, &len, err);
-    if (r < 0)
-        return r;
-    r = vhpc__write_file(dst, data, len, 0644, err);
-    free(data);
-    return r;
-}
-
-/* The kernel next to an image: a hard link into the kernel cache (a copy
- * across file systems).  With `check`, an existing one is kept only if its
- * sha256 is the kernel's (a damaged cache shares the damaged inode). */
-static int place_kernel(const char *dir, const struct vhpc_kernel *k, int check, vhpc_err_t *err)
-{
-    char path[PATH_MAX + 16], hex[65];
-    snprintf(path, sizeof(path), "%s/vmlinuz", dir);
-    vhpc_err_t e2;
-    if (check && vhpc_sha256_file(path, hex, &e2) == 0 && strcmp(hex, k->sha256) == 0)
-        return 0;
-    unlink(path);
-    if (link(k->vmlinuz, path) == 0)
-        return 0;
-    return copy_file(k->vmlinuz, path, err);
-}
-
-/* Where the added programs and libraries come from: the host's
- * PRETTY_NAME from os-release, e.g. "Debian GNU/Linux 12 (bookworm)". */
-static void host_os(char *out, size_t len)
-{
-    snprintf(out, len, "unknown");
-    FILE *f = fopen("/etc/os-release", "re");
-    if (!f)
-        return;
-    char line[512];
-    while (fgets(line, sizeof(line), f)) {
-        if (strncmp(line, "PRETTY_NAME=", 12) != 0)
-            continue;
-        char *v = line + 12;
-        v[strcspn(v, "\n")] = 0;
-        size_t n = strlen(v);
-        if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
-            v[n - 1] = 0;
-            v++;
-        }
-        snprintf(out, len, "%.200s", v);
-        break;
-    }
-    fclose(f);
-}
-
-static int valid_name(const char *s)
-{
-    size_t n = strlen(s);
-    if (!n || n >= 128 || s[0] == '.')
-        return 0;
-    for (; *s; s++)
-        if (!(isalnum((unsigned char)*s) || *s == '.' || *s == '_' || *s == '-'))
-            return 0;
-    return 1;
-}
-
-static int is_digest(const char *s)
-{
-    if (strlen(s) != 64)
-        return 0;
-    for (; *s; s++)
-        if (!isxdigit((unsigned char)*s) || isupper((unsigned char)*s))
-            return 0;
-    return 1;
-}
-
 /* Record an input of the build in the manifest: role, path, type, sha256. */
 static int add_input(json_t *inputs, const char *role, const char *path, vhpc_err_t *err)
 {
@@ -1300,29 +1227,34 @@ static int add_input(json_t *inputs, const char *role, const char *path, vhpc_er
     return 0;
 }
 
-static int load_image(const char *name, const char *digest, struct vhpc_image *out,
-                      vhpc_err_t *err);
+static void free_build(struct build *b)
+{
+    tree_free(&b->t);
+    strv_free(&b->libs);
+    strv_free(&b->unresolved);
+}
 
-int vhpc_image_build(const struct vhpc_image_spec *spec, const char *agent_path,
-                     const char *rsh_path, struct vhpc_image *out, vhpc_err_t *err)
+void vhpc_initrd_free(struct vhpc_initrd *i)
+{
+    json_decref(i->inputs);
+    json_decref(i->modules);
+    json_decref(i->libs);
+    json_decref(i->unresolved);
+    json_decref(i->host_files);
+    memset(i, 0, sizeof(*i));
+}
+
+int vhpc_initrd_build(const struct vhpc_image_spec *spec, const char *agent_path,
+                      const char *rsh_path, const struct vhpc_kernel *k, const char *out_path,
+                      struct vhpc_initrd *out, vhpc_err_t *err)
 {
     struct build b = {.err = err};
     struct strv loaded = {0};
-    struct vhpc_kernel k;
-    char busybox[PATH_MAX], tmp[PATH_MAX], path[PATH_MAX + 64], namedir[PATH_MAX - 200];
-    char digest[65];
-    uint64_t size = 0;
+    char busybox[PATH_MAX];
     json_t *inputs = NULL;
     int r, fd = -1;
-    const char *name = spec && spec->name ? spec->name : "";
-    tmp[0] = 0;
+    memset(out, 0, sizeof(*out));
 
-    if (!valid_name(name)) {
-        r = vhpc_err_setmsg(err, -EINVAL,
-                            "invalid image name '%s' (letters, digits, '.', '_', '-'; at most 127)",
-                            name);
-        goto out;
-    }
     if (!agent_path || access(agent_path, R_OK) < 0) {
         r = vhpc_err_set(err, agent_path ? -errno : -EINVAL, "vhpc-agent binary %s",
                          agent_path ? agent_path : "(none given)");
@@ -1332,12 +1264,9 @@ int vhpc_image_build(const struct vhpc_image_spec *spec, const char *agent_path,
         r = vhpc_err_set(err, -errno, "vhpc-rsh binary %s", rsh_path);
         goto out;
     }
-    if ((r = vhpc_kernel_ensure(&k, err)) < 0)
-        goto out;
-
     /* Collect: base layout, agent, busybox, modules, then what was asked
      * for (which may replace busybox applets but nothing else). */
-    if ((r = add_base(&b, &k, err)) < 0)
+    if ((r = add_base(&b, k, err)) < 0)
         goto out;
     if ((r = put_file(&b.t, "init", agent_path, 0755, err)) < 0 ||
         (rsh_path && (r = put_file(&b.t, "bin/vhpc-rsh", rsh_path, 0755, err)) < 0))
@@ -1347,7 +1276,7 @@ int vhpc_image_build(const struct vhpc_image_spec *spec, const char *agent_path,
         goto out;
     if ((r = add_busybox(&b, busybox, sizeof(busybox), err)) < 0)
         goto out;
-    if ((r = add_modules(&b, &k, spec->modules, &loaded, err)) < 0)
+    if ((r = add_modules(&b, k, spec->modules, &loaded, err)) < 0)
         goto out;
     if (!(inputs = json_array()) || (r = add_input(inputs, "agent", agent_path, err)) < 0 ||
         (rsh_path && (r = add_input(inputs, "rsh", rsh_path, err)) < 0) ||
@@ -1417,322 +1346,458 @@ int vhpc_image_build(const struct vhpc_image_spec *spec, const char *agent_path,
     }
     strv_sort_unique(&b.libs);
 
-    /* Write into a temporary directory of the store, then rename it to
-     * its digest. */
-    if ((r = vhpc__pathf(err, namedir, sizeof(namedir), "%s/images/%s", vhpc__store_root(), name)) <
-            0 ||
-        (r = vhpc__mkdirs(namedir, 0755, err)) < 0)
-        goto out;
-    snprintf(tmp, sizeof(tmp), "%s/.build-XXXXXX", namedir);
-    if (!mkdtemp(tmp)) {
-        r = vhpc_err_set(err, -errno, "creating a build directory in %s", namedir);
-        tmp[0] = 0;
-        goto out;
-    }
-    chmod(tmp, 0755);
-    snprintf(path, sizeof(path), "%s/initrd.cpio", tmp);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        r = vhpc_err_set(err, -errno, "creating %s", path);
+        r = vhpc_err_set(err, -errno, "creating %s", out_path);
         goto out;
     }
-    if ((r = write_cpio(&b.t, fd, digest, &size, err)) < 0)
+    if ((r = write_cpio(&b.t, fd, out->digest, &out->size, err)) < 0)
         goto out;
-    if (close(fd) < 0) {
-        fd = -1;
-        r = vhpc_err_set(err, -errno, "writing %s", path);
-        goto out;
-    }
+    r = close(fd);
     fd = -1;
-
-    char final[PATH_MAX];
-    snprintf(final, sizeof(final), "%s/%s", namedir, digest);
-    snprintf(path, sizeof(path), "%s/manifest.json", final);
-    if (access(path, F_OK) == 0) {
-        /* Built before: reuse it.  The fresh initramfs has the same bytes;
-         * putting it in place heals a damaged copy. */
-        char fresh[PATH_MAX + 16], old[PATH_MAX + 16];
-        snprintf(fresh, sizeof(fresh), "%s/initrd.cpio", tmp);
-        snprintf(old, sizeof(old), "%s/initrd.cpio", final);
-        if (rename(fresh, old) < 0) {
-            r = vhpc_err_set(err, -errno, "updating %s", old);
-            goto out;
-        }
-        if ((r = place_kernel(final, &k, 1, err)) < 0)
-            goto out;
-    } else {
-        /* New: kernel next to it, manifest, rename into place. */
-        if ((r = place_kernel(tmp, &k, 0, err)) < 0)
-            goto out;
-        char now[32];
-        time_t t = time(NULL);
-        struct tm tm;
-        strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
-        char os[256];
-        host_os(os, sizeof(os));
-        json_t *man =
-            json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s}, s:s, s:I, s:I, s:o, s:o, s:o, s:o, s:s}",
-                      "name", name, "digest", digest, "kind", "minimal", "format", "cpio-newc",
-                      "kernel", "version", k.version, "sha256", k.sha256, "os", os, "size",
-                      (json_int_t)size, "entries", (json_int_t)b.t.n, "inputs", json_incref(inputs),
-                      "modules", strv_json(&loaded), "libraries", strv_json(&b.libs), "unresolved",
-                      strv_json(&b.unresolved), "created", now);
-        char *text = man ? json_dumps(man, JSON_INDENT(2)) : NULL;
-        json_decref(man);
-        if (!text) {
-            r = vhpc_err_set(err, -ENOMEM, "writing the manifest");
-            goto out;
-        }
-        snprintf(path, sizeof(path), "%s/manifest.json", tmp);
-        r = vhpc__write_file(path, text, strlen(text), 0644, err);
-        free(text);
-        if (r < 0)
-            goto out;
-        if (access(final, F_OK) == 0) { /* a broken earlier build */
-            vhpc_err_t e2;
-            vhpc__rm_tree(final, &e2);
-        }
-        if (rename(tmp, final) < 0) {
-            /* Another build of the same inputs may have just won. */
-            int e = errno;
-            snprintf(path, sizeof(path), "%s/manifest.json", final);
-            if ((e != ENOTEMPTY && e != EEXIST) || access(path, F_OK) < 0) {
-                r = vhpc_err_set(err, -e, "storing %s", final);
-                goto out;
-            }
-        } else {
-            tmp[0] = 0;
-        }
-    }
-    /* current -> digest, atomically. */
-    char link_tmp[PATH_MAX + 64], cur[PATH_MAX + 16];
-    snprintf(link_tmp, sizeof(link_tmp), "%s/.current-%d", namedir, (int)getpid());
-    snprintf(cur, sizeof(cur), "%s/current", namedir);
-    unlink(link_tmp);
-    if (symlink(digest, link_tmp) < 0 || rename(link_tmp, cur) < 0) {
-        r = vhpc_err_set(err, -errno, "updating %s", cur);
-        unlink(link_tmp);
+    if (r < 0) {
+        r = vhpc_err_set(err, -errno, "writing %s", out_path);
         goto out;
     }
-    r = load_image(name, digest, out, err);
+    /* What went in, for the manifest: the host files (to find their
+     * packages) and the shared objects by name (for lib: requirements). */
+    json_t *files = json_array(), *libs = json_array();
+    struct strv sonames = {0};
+    for (size_t i = 0; i < b.t.n; i++) {
+        const struct ent *e = &b.t.v[i];
+        const char *base = strrchr(e->path, '/');
+        base = base ? base + 1 : e->path;
+        if (e->type == E_FILE && e->src)
+            json_array_append_new(files, json_string(e->src));
+        if ((e->type == E_FILE || e->type == E_LINK) && strstr(base, ".so") &&
+            (!strncmp(e->path, "lib", 3) || !strncmp(e->path, "usr/lib", 7)))
+            strv_push(&sonames, base);
+    }
+    strv_sort_unique(&sonames);
+    for (size_t i = 0; i < sonames.n; i++)
+        json_array_append_new(libs, json_string(sonames.v[i]));
+    strv_free(&sonames);
+    out->inputs = inputs;
+    inputs = NULL;
+    out->modules = strv_json(&loaded);
+    out->libs = libs;
+    out->host_files = files;
+    out->unresolved = strv_json(&b.unresolved);
+    r = 0;
 out:
     if (fd >= 0)
         close(fd);
-    if (tmp[0]) {
-        vhpc_err_t e2;
-        vhpc__rm_tree(tmp, &e2);
-    }
-    json_decref(inputs);
-    tree_free(&b.t);
-    strv_free(&b.libs);
-    strv_free(&b.unresolved);
-    strv_free(&loaded);
     if (r < 0)
-        vhpc_err_wrap(err, "building image '%s'", name);
+        unlink(out_path);
+    json_decref(inputs);
+    free_build(&b);
+    strv_free(&loaded);
+    return r;
+}
+
+/* ---- metadata for matching ---------------------------------------------- */
+
+/* "debian-12" from an os-release file (ID and VERSION_ID), and its
+ * PRETTY_NAME. */
+void vhpc_os_release(const char *path, char *id, size_t idlen, char *pretty, size_t plen)
+{
+    char name[64] = "unknown", ver[64] = "", line[512];
+    snprintf(pretty, plen, "unknown");
+    FILE *f = fopen(path, "re");
+    while (f && fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = 0;
+        char *eq = strchr(line, '=');
+        if (!eq)
+            continue;
+        *eq = 0;
+        char *v = eq + 1;
+        size_t n = strlen(v);
+        if (n >= 2 && (v[0] == '"' || v[0] == '\'') && v[n - 1] == v[0]) {
+            v[n - 1] = 0;
+            v++;
+        }
+        if (!strcmp(line, "ID"))
+            snprintf(name, sizeof(name), "%.60s", v);
+        else if (!strcmp(line, "VERSION_ID"))
+            snprintf(ver, sizeof(ver), "%.60s", v);
+        else if (!strcmp(line, "PRETTY_NAME"))
+            snprintf(pretty, plen, "%.200s", v);
+    }
+    if (f)
+        fclose(f);
+    snprintf(id, idlen, "%s%s%s", name, ver[0] ? "-" : "", ver);
+}
+
+/* Add "pkg" -> {version, source, source_version} for each line of
+ * dpkg-query's output "pkg\tversion\tsource\tsource_version". */
+static void parse_packages(char *text, json_t *pkgs)
+{
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        char *f[4];
+        int n = 0;
+        for (char *p = line; n < 4; n++) {
+            f[n] = p;
+            char *tab = strchr(p, '\t');
+            if (!tab) {
+                n++;
+                break;
+            }
+            *tab = 0;
+            p = tab + 1;
+        }
+        if (n < 4 || !f[0][0] || !f[1][0])
+            continue;
+        json_object_set_new(pkgs, f[0],
+                            json_pack("{s:s, s:s, s:s}", "version", f[1], "source",
+                                      f[2][0] ? f[2] : f[0], "source_version",
+                                      f[3][0] ? f[3] : f[1]));
+    }
+}
+
+#define PKG_FORMAT "${Package}\\t${Version}\\t${source:Package}\\t${source:Version}\\n"
+
+int vhpc_dpkg_packages(const char *admindir, const char *const *names, json_t *pkgs,
+                       vhpc_err_t *err)
+{
+    size_t n = 0;
+    while (names && names[n])
+        n++;
+    const char **argv = calloc(n + 8, sizeof(*argv));
+    char admin[PATH_MAX + 16];
+    if (!argv)
+        return vhpc_err_set(err, -ENOMEM, "listing packages");
+    size_t a = 0;
+    argv[a++] = "dpkg-query";
+    if (admindir) {
+        snprintf(admin, sizeof(admin), "--admindir=%s", admindir);
+        argv[a++] = admin;
+    }
+    argv[a++] = "-W";
+    argv[a++] = "-f=" PKG_FORMAT;
+    for (size_t i = 0; i < n; i++)
+        argv[a++] = names[i];
+    size_t cap = 4 << 20;
+    char *out = malloc(cap), ebuf[512];
+    int r = out ? vhpc__run(argv, NULL, out, cap, ebuf, sizeof(ebuf), err) : -ENOMEM;
+    if (r >= 0) {
+        parse_packages(out, pkgs);
+        r = 0;
+    }
+    free(out);
+    free(argv);
+    return r;
+}
+
+/* The host packages that own the files of an image (dpkg knows many
+ * libraries only under their pre-merged-/usr paths). */
+static int host_packages(json_t *files, json_t *pkgs, vhpc_err_t *err)
+{
+    size_t n = json_array_size(files), a = 0;
+    const char **argv = calloc(2 * n + 4, sizeof(*argv));
+    char **owned = calloc(2 * n + 1, sizeof(*owned));
+    int r = 0;
+    if (!argv || !owned) {
+        r = vhpc_err_set(err, -ENOMEM, "finding packages");
+        goto out;
+    }
+    argv[a++] = "dpkg-query";
+    argv[a++] = "-S";
+    size_t no = 0;
+    for (size_t i = 0; i < n; i++) {
+        char real[PATH_MAX];
+        const char *f = json_string_value(json_array_get(files, i));
+        if (!realpath(f, real))
+            continue;
+        owned[no] = strdup(real);
+        if (owned[no])
+            argv[a++] = owned[no++];
+        if (!strncmp(real, "/usr/", 5) && (owned[no] = strdup(real + 4)))
+            argv[a++] = owned[no++];
+    }
+    size_t cap = 8 << 20;
+    char *out = malloc(cap), ebuf[256];
+    if (!out) {
+        r = vhpc_err_set(err, -ENOMEM, "finding packages");
+        goto out;
+    }
+    /* Exit status 1 = some paths belong to no package: expected. */
+    r = vhpc__run(argv, NULL, out, cap, ebuf, sizeof(ebuf), err);
+    if (r < 0) {
+        free(out);
+        goto out;
+    }
+    struct strv names = {0};
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        char *colon = strstr(line, ": ");
+        if (!colon || strncmp(line, "diversion", 9) == 0)
+            continue;
+        *colon = 0;
+        for (char *p = strtok_r(line, ",", &colon); p; p = strtok_r(NULL, ",", &colon)) {
+            while (*p == ' ')
+                p++;
+            char *arch = strchr(p, ':');
+            if (arch)
+                *arch = 0;
+            strv_push(&names, p);
+        }
+    }
+    free(out);
+    strv_sort_unique(&names);
+    r = 0;
+    const char **list = calloc(names.n + 1, sizeof(*list));
+    if (!list)
+        r = vhpc_err_set(err, -ENOMEM, "finding packages");
+    for (size_t i = 0; list && i < names.n; i++)
+        list[i] = names.v[i];
+    if (list && names.n)
+        r = vhpc_dpkg_packages(NULL, list, pkgs, err);
+    free(list);
+    strv_free(&names);
+out:
+    for (size_t i = 0; owned && owned[i]; i++)
+        free(owned[i]);
+    free(owned);
+    free(argv);
     return r;
 }
 
 /* ---- the store ---------------------------------------------------------- */
 
-static int load_image(const char *name, const char *digest, struct vhpc_image *out, vhpc_err_t *err)
+int vhpc_image_workdir(char *path, size_t len, vhpc_err_t *err)
 {
-    char dir[PATH_MAX - 32], path[PATH_MAX];
-    if (vhpc__pathf(err, dir, sizeof(dir), "%s/images/%s/%s", vhpc__store_root(), name, digest) < 0)
-        return -ENAMETOOLONG;
-    snprintf(path, sizeof(path), "%s/manifest.json", dir);
-    json_error_t je;
-    json_t *m = json_load_file(path, 0, &je);
-    if (!m)
-        return vhpc_err_setmsg(err, -EINVAL, "image %s@%.12s: reading %s: %s", name, digest, path,
-                               je.text);
-    memset(out, 0, sizeof(*out));
-    snprintf(out->name, sizeof(out->name), "%s", name);
-    snprintf(out->digest, sizeof(out->digest), "%s", digest);
-    snprintf(out->kernel, sizeof(out->kernel), "%s/vmlinuz", dir);
-    snprintf(out->initrd, sizeof(out->initrd), "%s/initrd.cpio", dir);
-    const char *kv = json_string_value(json_object_get(json_object_get(m, "kernel"), "version"));
-    snprintf(out->kernel_version, sizeof(out->kernel_version), "%s", kv ? kv : "");
-    out->size = (uint64_t)json_integer_value(json_object_get(m, "size"));
-    const char *created = json_string_value(json_object_get(m, "created"));
-    struct tm tm = {0};
-    if (created && strptime(created, "%Y-%m-%dT%H:%M:%SZ", &tm))
-        out->created = (int64_t)timegm(&tm);
-    json_decref(m);
-    char cur[PATH_MAX + 16], target[80];
-    snprintf(cur, sizeof(cur), "%s/images/%s/current", vhpc__store_root(), name);
-    ssize_t n = readlink(cur, target, sizeof(target) - 1);
-    out->current = n == 64 && memcmp(target, digest, 64) == 0;
-    struct stat st;
-    if (stat(out->initrd, &st) < 0)
-        return vhpc_err_set(err, -errno, "image %s@%.12s: %s", name, digest, out->initrd);
+    struct vhpc_store *st;
+    int r = vhpc_store_open(NULL, &st, err);
+    if (r < 0)
+        return r;
+    snprintf(path, len, "%s/tmp/build-XXXXXX", vhpc_store_dir(st));
+    vhpc_store_close(st);
+    if (!mkdtemp(path))
+        return vhpc_err_set(err, -errno, "creating a build directory %s", path);
+    chmod(path, 0755);
     return 0;
 }
 
-int vhpc_image_verify(const struct vhpc_image *img, vhpc_err_t *err)
+static int load(struct vhpc_store *st, const struct vhpc_ref *ref, struct vhpc_image *out,
+                vhpc_err_t *err);
+
+int vhpc_image_commit(const char *name, json_t *manifest, const char *const roles[],
+                      const char *const paths[], struct vhpc_image *out, vhpc_err_t *err)
 {
-    char hex[65], path[PATH_MAX + 32];
-    int r = vhpc_sha256_file(img->initrd, hex, err);
+    struct vhpc_store *st = NULL;
+    char digest[65], tmpdir[PATH_MAX];
+    uint64_t total = 0;
+    int r;
+    if (!vhpc_valid_name(name)) {
+        r = vhpc_err_setmsg(err, -EINVAL,
+                            "invalid image name '%s' (letters, digits, '.', '_', '-'; at most 127)",
+                            name);
+        goto out;
+    }
+    if ((r = vhpc_store_open(NULL, &st, err)) < 0)
+        goto out;
+    snprintf(tmpdir, sizeof(tmpdir), "%s/tmp/", vhpc_store_dir(st));
+    json_t *blobs = json_object();
+    json_object_set_new(manifest, "blobs", blobs);
+    for (size_t i = 0; roles[i]; i++) {
+        uint64_t size;
+        int move = !strncmp(paths[i], tmpdir, strlen(tmpdir));
+        if ((r = vhpc_store_add_blob(st, paths[i], move, digest, &size, err)) < 0)
+            goto out;
+        json_t *b = json_pack("{s:s, s:I}", "digest", digest, "size", (json_int_t)size);
+        if (!strcmp(roles[i], "rootfs"))
+            json_object_set_new(b, "format", json_string("squashfs"));
+        json_object_set_new(blobs, roles[i], b);
+        total += size;
+    }
+    json_object_set_new(manifest, "size", json_integer((json_int_t)total));
+    json_object_set_new(manifest, "schema", json_integer(1));
+    if (!json_object_get(manifest, "arch"))
+        json_object_set_new(manifest, "arch", json_string("x86_64"));
+    if (!json_object_get(manifest, "parent"))
+        json_object_set_new(manifest, "parent", json_null());
+    struct vhpc_ref ref;
+    if ((r = vhpc_store_put_manifest(st, manifest, digest, err)) < 0 ||
+        (r = vhpc_store_tag(st, name, 0, digest, &ref, err)) < 0)
+        goto out;
+    vhpc_store_touch(st, digest);
+    r = load(st, &ref, out, err);
+out:
+    vhpc_store_close(st);
+    json_decref(manifest);
+    return r;
+}
+
+/* The digest of a build's inputs: sha256 of their canonical JSON. */
+void vhpc_json_digest(json_t *v, char hex[65])
+{
+    char *text = json_dumps(v, JSON_SORT_KEYS | JSON_COMPACT | JSON_ENCODE_ANY);
+    struct vhpc_sha256 sha;
+    vhpc_sha256_init(&sha);
+    if (text)
+        vhpc_sha256_update(&sha, text, strlen(text));
+    vhpc_sha256_hex(&sha, hex);
+    free(text);
+}
+
+int vhpc_image_build(const struct vhpc_image_spec *spec, const char *agent_path,
+                     const char *rsh_path, struct vhpc_image *out, vhpc_err_t *err)
+{
+    struct vhpc_initrd ird = {0};
+    struct vhpc_kernel k;
+    char dir[PATH_MAX], path[PATH_MAX + 16];
+    const char *name = spec && spec->name ? spec->name : "";
+    json_t *man = NULL;
+    int r;
+    dir[0] = 0;
+    if (!vhpc_valid_name(name)) {
+        r = vhpc_err_setmsg(err, -EINVAL,
+                            "invalid image name '%s' (letters, digits, '.', '_', '-'; at most 127)",
+                            name);
+        goto out;
+    }
+    if ((r = vhpc_kernel_ensure(&k, err)) < 0 ||
+        (r = vhpc_image_workdir(dir, sizeof(dir), err)) < 0)
+        goto out;
+    snprintf(path, sizeof(path), "%s/initrd.cpio", dir);
+    if ((r = vhpc_initrd_build(spec, agent_path, rsh_path, &k, path, &ird, err)) < 0)
+        goto out;
+
+    char os[64], pretty[256], inputs_digest[65];
+    vhpc_os_release("/etc/os-release", os, sizeof(os), pretty, sizeof(pretty));
+    json_t *pkgs = json_object(), *env = json_array();
+    vhpc_err_t e2 = {0};
+    host_packages(ird.host_files, pkgs, &e2); /* without dpkg: no package metadata */
+    for (size_t i = 0; spec->env && spec->env[i]; i++)
+        json_array_append_new(env, json_string(spec->env[i]));
+    json_t *in = json_pack("{s:s, s:O, s:o, s:s, s:s}", "kind", "minimal", "files", ird.inputs,
+                           "env", env, "kernel", k.version, "kernel_sha256", k.sha256);
+    vhpc_json_digest(in, inputs_digest);
+    man =
+        json_pack("{s:s, s:s, s:s, s:s, s:o, s:O, s:O, s:O, s:O, s:o, s:s, s:s}", "kind", "minimal",
+                  "os", os, "os_name", pretty, "kernel", k.version, "packages", pkgs, "libs",
+                  ird.libs, "modules", ird.modules, "unresolved", ird.unresolved, "inputs",
+                  ird.inputs, "build", in, "inputs_digest", inputs_digest, "format", "cpio-newc");
+    if (!man) {
+        r = vhpc_err_set(err, -ENOMEM, "writing the manifest");
+        goto out;
+    }
+    const char *roles[] = {"kernel", "initrd", NULL}, *paths[] = {k.vmlinuz, path, NULL};
+    r = vhpc_image_commit(name, man, roles, paths, out, err);
+    man = NULL;
+out:
+    json_decref(man);
+    vhpc_initrd_free(&ird);
+    if (dir[0]) {
+        vhpc_err_t e3;
+        vhpc__rm_tree(dir, &e3);
+    }
     if (r < 0)
-        return vhpc_err_wrap(err, "verifying image %s@%.12s", img->name, img->digest);
-    if (strcmp(hex, img->digest) != 0)
-        return vhpc_err_setmsg(err, -EBADMSG,
-                               "image %s@%.12s is damaged: %s has sha256 %.12s (vhpc image build "
-                               "with the same inputs repairs it)",
-                               img->name, img->digest, img->initrd, hex);
-    snprintf(path, sizeof(path), "%s", img->initrd);
-    char *slash = strrchr(path, '/');
-    snprintf(slash, sizeof(path) - (size_t)(slash - path), "/manifest.json");
-    json_error_t je;
-    json_t *m = json_load_file(path, 0, &je);
-    const char *want =
-        m ? json_string_value(json_object_get(json_object_get(m, "kernel"), "sha256")) : NULL;
-    if (!want) {
-        json_decref(m);
-        return vhpc_err_setmsg(err, -EINVAL, "image %s@%.12s: %s has no kernel sha256", img->name,
-                               img->digest, path);
+        vhpc_err_wrap(err, "building image '%s'", name);
+    return r;
+}
+
+static int load(struct vhpc_store *st, const struct vhpc_ref *ref, struct vhpc_image *out,
+                vhpc_err_t *err)
+{
+    json_t *m;
+    int r = vhpc_store_get_manifest(st, ref->digest, &m, err);
+    if (r < 0)
+        return r;
+    memset(out, 0, sizeof(*out));
+    snprintf(out->name, sizeof(out->name), "%s", ref->name);
+    out->version = ref->version;
+    out->created = ref->created;
+    snprintf(out->digest, sizeof(out->digest), "%s", ref->digest);
+    const char *kind = json_string_value(json_object_get(m, "kind"));
+    const char *kv = json_string_value(json_object_get(m, "kernel"));
+    snprintf(out->kind, sizeof(out->kind), "%s", kind ? kind : "?");
+    snprintf(out->kernel_version, sizeof(out->kernel_version), "%s", kv ? kv : "");
+    out->size = (uint64_t)json_integer_value(json_object_get(m, "size"));
+    json_t *blobs = json_object_get(m, "blobs");
+    static const char *const role[] = {"kernel", "initrd", "rootfs"};
+    char *dst[] = {out->kernel, out->initrd, out->rootfs};
+    for (int i = 0; i < 3; i++) {
+        const char *d =
+            json_string_value(json_object_get(json_object_get(blobs, role[i]), "digest"));
+        if (d && vhpc_is_digest(d))
+            vhpc_store_blob_path(st, d, dst[i], PATH_MAX);
     }
-    r = vhpc_sha256_file(img->kernel, hex, err);
-    if (r == 0 && strcmp(hex, want) != 0)
-        r = vhpc_err_setmsg(err, -EBADMSG,
-                            "image %s@%.12s: its kernel %s is damaged (sha256 %.12s, expected "
-                            "%.12s)",
-                            img->name, img->digest, img->kernel, hex, want);
     json_decref(m);
-    return r < 0 ? vhpc_err_wrap(err, "verifying image %s@%.12s", img->name, img->digest) : 0;
-}
-
-static int unknown(const char *what, vhpc_err_t *err)
-{
-    return vhpc_err_setmsg(err, -ENOENT,
-                           "unknown image '%s' (vhpc image list shows the images; vhpc image build "
-                           "makes one)",
-                           what);
-}
-
-struct find_ctx {
-    const char *name;   /* NULL: any */
-    const char *prefix; /* digest prefix */
-    struct vhpc_image found;
-    int matches;
-};
-
-static int find_cb(const struct vhpc_image *img, void *arg)
-{
-    struct find_ctx *f = arg;
-    if (f->name && strcmp(img->name, f->name) != 0)
-        return 0;
-    if (strncmp(img->digest, f->prefix, strlen(f->prefix)) != 0)
-        return 0;
-    if (f->matches == 0 || strcmp(f->found.digest, img->digest) != 0) {
-        if (f->matches == 0)
-            f->found = *img;
-        f->matches++;
-    }
+    if (!out->kernel[0] || !out->initrd[0])
+        return vhpc_err_setmsg(err, -EBADMSG, "image %.12s: its manifest names no kernel or initrd",
+                               ref->digest);
     return 0;
 }
 
 int vhpc_image_find(const char *what, struct vhpc_image *out, vhpc_err_t *err)
 {
-    char name[128];
-    const char *prefix = NULL;
-    if (!what || !what[0])
-        return unknown("", err);
-    const char *at = strchr(what, '@');
-    if (at) {
-        snprintf(name, sizeof(name), "%.*s", (int)(at - what), what);
-        prefix = at + 1;
-    } else {
-        snprintf(name, sizeof(name), "%s", what);
-    }
-    if (!at && valid_name(name)) {
-        char cur[PATH_MAX + 16], target[80];
-        snprintf(cur, sizeof(cur), "%s/images/%s/current", vhpc__store_root(), name);
-        ssize_t n = readlink(cur, target, sizeof(target) - 1);
-        if (n == 64) {
-            target[n] = 0;
-            if (is_digest(target))
-                return load_image(name, target, out, err);
-        }
-    }
-    /* A digest prefix, alone or after "name@". */
-    const char *p = at ? prefix : what;
-    size_t pl = strlen(p);
-    int hex = pl >= 4 && pl <= 64;
-    for (size_t i = 0; hex && i < pl; i++)
-        hex = isxdigit((unsigned char)p[i]) && !isupper((unsigned char)p[i]);
-    if (!hex || (at && !valid_name(name)))
-        return unknown(what, err);
-    struct find_ctx f = {.name = at ? name : NULL, .prefix = p};
-    vhpc_err_t e2;
-    int r = vhpc_image_list(find_cb, &f, &e2);
+    struct vhpc_store *st;
+    struct vhpc_ref ref;
+    int r = vhpc_store_open(NULL, &st, err);
     if (r < 0)
-        return vhpc_err_setmsg(err, r, "looking up image '%s': %s", what, e2.msg);
-    if (f.matches == 0)
-        return unknown(what, err);
-    if (f.matches > 1)
-        return vhpc_err_setmsg(err, -EINVAL,
-                               "image digest prefix '%s' is ambiguous (%d images match; give more "
-                               "digits)",
-                               p, f.matches);
-    *out = f.found;
+        return r;
+    if ((r = vhpc_store_resolve(st, what ? what : "", &ref, err)) == 0 &&
+        (r = load(st, &ref, out, err)) == 0)
+        vhpc_store_touch(st, ref.digest);
+    vhpc_store_close(st);
+    return r;
+}
+
+struct verify_ctx {
+    struct vhpc_store *st;
+    vhpc_err_t *err;
+};
+
+static int verify_blob(const char *role, const char *digest, uint64_t size, void *arg)
+{
+    struct verify_ctx *c = arg;
+    (void)size;
+    int r = vhpc_store_verify_blob(c->st, digest, c->err);
+    return r < 0 ? vhpc_err_wrap(c->err, "its %s", role) : 0;
+}
+
+int vhpc_image_verify(const struct vhpc_image *img, vhpc_err_t *err)
+{
+    struct vhpc_store *st;
+    json_t *m = NULL;
+    int r = vhpc_store_open(NULL, &st, err);
+    if (r < 0)
+        return r;
+    struct verify_ctx c = {st, err};
+    if ((r = vhpc_store_get_manifest(st, img->digest, &m, err)) == 0)
+        r = vhpc_manifest_blobs(m, verify_blob, &c, err);
+    json_decref(m);
+    vhpc_store_close(st);
+    if (r < 0)
+        return vhpc_err_wrap(err, "image %s%s%.12s is not usable (build or pull it again)",
+                             img->name, img->name[0] ? " " : "", img->digest);
     return 0;
 }
 
-static int cmp_img(const void *a, const void *b)
+struct list_ctx {
+    struct vhpc_store *st;
+    int (*fn)(const struct vhpc_image *img, void *arg);
+    void *arg;
+};
+
+static int list_cb(const struct vhpc_ref *ref, void *arg)
 {
-    const struct vhpc_image *x = a, *y = b;
-    int c = strcmp(x->name, y->name);
-    if (c)
-        return c;
-    if (x->created != y->created)
-        return x->created < y->created ? -1 : 1;
-    return strcmp(x->digest, y->digest);
+    struct list_ctx *c = arg;
+    struct vhpc_image img;
+    vhpc_err_t e2 = {0};
+    if (load(c->st, ref, &img, &e2) < 0)
+        return 0; /* a damaged manifest is not listed */
+    return c->fn(&img, c->arg);
 }
 
 int vhpc_image_list(int (*fn)(const struct vhpc_image *img, void *arg), void *arg, vhpc_err_t *err)
 {
-    char root[PATH_MAX];
-    snprintf(root, sizeof(root), "%s/images", vhpc__store_root());
-    DIR *d = opendir(root);
-    if (!d)
-        return errno == ENOENT ? 0 : vhpc_err_set(err, -errno, "listing images in %s", root);
-    struct vhpc_image *v = NULL;
-    size_t n = 0, cap = 0;
-    int r = 0;
-    struct dirent *de;
-    while (r == 0 && (de = readdir(d))) {
-        if (!valid_name(de->d_name))
-            continue;
-        char sub[PATH_MAX + 256];
-        snprintf(sub, sizeof(sub), "%s/%s", root, de->d_name);
-        DIR *d2 = opendir(sub);
-        if (!d2)
-            continue;
-        struct dirent *de2;
-        while ((de2 = readdir(d2))) {
-            if (!is_digest(de2->d_name))
-                continue;
-            if (n == cap) {
-                cap = cap ? cap * 2 : 16;
-                struct vhpc_image *nv = realloc(v, cap * sizeof(*nv));
-                if (!nv) {
-                    r = vhpc_err_set(err, -ENOMEM, "listing images");
-                    break;
-                }
-                v = nv;
-            }
-            vhpc_err_t e2;
-            if (load_image(de->d_name, de2->d_name, &v[n], &e2) == 0)
-                n++; /* a half-written or damaged image is not listed */
-        }
-        closedir(d2);
-    }
-    closedir(d);
-    if (r == 0) {
-        qsort(v, n, sizeof(*v), cmp_img);
-        for (size_t i = 0; i < n && r == 0; i++)
-            r = fn(&v[i], arg);
-    }
-    free(v);
+    struct vhpc_store *st;
+    int r = vhpc_store_open(NULL, &st, err);
+    if (r < 0)
+        return r;
+    struct list_ctx c = {st, fn, arg};
+    r = vhpc_store_refs(st, list_cb, &c, err);
+    vhpc_store_close(st);
     return r;
 }

@@ -1,17 +1,11 @@
 /*
- * image.h - guest images in the local store.  This issue makes *minimal*
- * images: Debian's cloud kernel plus an uncompressed cpio initramfs with
- * static busybox, vhpc-agent as /init, the kernel modules the guest needs
- * and the shared-library closure of whatever the caller adds.  The interface
- * is ready for the full image manager (full images, matching, distribution)
- * of a later issue: an image is named, content-addressed and immutable.
- *
- * Store layout (<root> = $VHPC_HOME or /var/lib/vhpc):
- *   <root>/images/<name>/<digest>/initrd.cpio    the initramfs (digest = its sha256)
- *   <root>/images/<name>/<digest>/vmlinuz        the kernel it was built for (a hard
- *                                                link into the kernel cache, or a copy)
- *   <root>/images/<name>/<digest>/manifest.json  metadata (see image.c)
- *   <root>/images/<name>/current -> <digest>     the newest build of that name
+ * image.h - guest images.  A *minimal* image is Debian's cloud kernel plus
+ * an uncompressed cpio initramfs with static busybox, vhpc-agent as /init,
+ * the kernel modules the guest needs and the shared-library closure of
+ * whatever the caller adds.  A *full* image (fullimg.h) is a Debian root
+ * file system booted through a small initramfs.  Images live in the
+ * content-addressed store (store.h): the digest of an image is the sha256 of
+ * its manifest, names and versions are refs to digests.
  *
  * Inside the initramfs (merged /usr like the host when the host is):
  *   /init                    vhpc-agent
@@ -47,10 +41,10 @@ struct vhpc_image_spec {
 };
 
 struct vhpc_image {
-    char name[128];  /* the ref it was found by ("" when found by digest) */
-    int version;     /* of that name (0 when found by digest) */
-    char digest[65]; /* sha256 of the manifest (store.h) */
-    char kind[16];   /* "minimal" or "full" */
+    char name[128];        /* the ref it was found by ("" when found by digest) */
+    int version;           /* of that name (0 when found by digest) */
+    char digest[65];       /* sha256 of the manifest (store.h) */
+    char kind[16];         /* "minimal" or "full" */
     char kernel[PATH_MAX]; /* blob paths in the store */
     char initrd[PATH_MAX];
     char rootfs[PATH_MAX]; /* full images: the read-only root file system
@@ -70,12 +64,37 @@ struct vhpc_initrd {
     json_t *modules;    /* module paths loaded at boot */
     json_t *libs;       /* shared libraries added (host paths) */
     json_t *unresolved; /* libraries not found (inside added directories) */
+    json_t *host_files; /* the host files copied in */
 };
 struct vhpc_kernel;
 int vhpc_initrd_build(const struct vhpc_image_spec *spec, const char *agent_path,
                       const char *rsh_path, const struct vhpc_kernel *k, const char *out_path,
                       struct vhpc_initrd *out, vhpc_err_t *err);
 void vhpc_initrd_free(struct vhpc_initrd *i);
+
+/* A fresh directory under the store's tmp/ for building (files built there
+ * are moved, not copied, into the store).  The caller removes it. */
+int vhpc_image_workdir(char *path, size_t len, vhpc_err_t *err);
+
+/* Register built files as an image: each paths[i] becomes the blob of
+ * roles[i] ("kernel", "initrd", "rootfs"; NULL-terminated), moved when it
+ * is under the store's tmp/ and copied otherwise; manifest (consumed) gets
+ * "blobs", "size", "schema", "arch" and "parent" (null unless set) filled
+ * in and is stored; name gets a new version unless its newest version is
+ * this same digest.  The caller sets at least "kind", "os", "kernel",
+ * "packages", "libs", "inputs_digest" (store.h). */
+int vhpc_image_commit(const char *name, json_t *manifest, const char *const roles[],
+                      const char *const paths[], struct vhpc_image *out, vhpc_err_t *err);
+
+/* The sha256 of a JSON value's canonical form (sorted keys, compact). */
+void vhpc_json_digest(json_t *v, char hex[65]);
+/* "debian-12" (ID-VERSION_ID) and PRETTY_NAME from an os-release file. */
+void vhpc_os_release(const char *path, char *id, size_t idlen, char *pretty, size_t plen);
+/* Add name -> {"version", "source", "source_version"} to pkgs for the
+ * installed packages (all when names is NULL) of a dpkg database (admindir
+ * NULL = the host's). */
+int vhpc_dpkg_packages(const char *admindir, const char *const *names, json_t *pkgs,
+                       vhpc_err_t *err);
 
 /* The modules every minimal image loads, in this order of request (those
  * the kernel lacks are skipped when marked optional in image.c). */
@@ -94,19 +113,19 @@ extern const char *const vhpc_image_default_modules[];
 int vhpc_image_build(const struct vhpc_image_spec *spec, const char *agent_path,
                      const char *rsh_path, struct vhpc_image *out, vhpc_err_t *err);
 
-/* Find an image by name (its current build), "name@digest-prefix", or a
- * digest prefix (at least 4 hex digits, unique over the store).  Unknown:
- * -ENOENT and "unknown image 'foo' (vhpc image list shows the images;
- * vhpc image build makes one)". */
+/* Find an image by "name" (its newest version), "name:version",
+ * "name@digest-prefix", or a digest prefix (at least 4 hex digits, unique
+ * over the store), and mark it used.  Unknown: -ENOENT and a message naming
+ * what the store has. */
 int vhpc_image_find(const char *name_or_digest, struct vhpc_image *out, vhpc_err_t *err);
 
-/* Check an image's files against its digest and its manifest: the
- * initramfs's sha256 and the kernel's (about 0.1 s).  -EBADMSG if damaged;
- * building the same inputs again repairs an image. */
+/* Re-hash every blob of an image (0.1 s for a minimal image).  A damaged
+ * blob is removed from the store and -EBADMSG returned: it is never booted;
+ * building the same inputs again or pulling the image repairs it. */
 int vhpc_image_verify(const struct vhpc_image *img, vhpc_err_t *err);
 
-/* Call fn for every image in the store, by name then by creation time;
- * fn returning non-zero stops the walk and is returned. */
+/* Call fn for every named image version in the store, by name then
+ * version; fn returning non-zero stops the walk and is returned. */
 int vhpc_image_list(int (*fn)(const struct vhpc_image *img, void *arg), void *arg, vhpc_err_t *err);
 
 #endif
