@@ -20,9 +20,9 @@ struct vhpc_progress {
     char step[96];
     uint64_t total, done;
     int64_t start_ms, last_ms;
-    int mode;      /* 0 off, 1 terminal, 2 log */
-    int last_pct;  /* log mode: the last quarter printed */
-    int units;     /* 0 bytes, 1 plain count */
+    int mode;     /* 0 off, 1 terminal, 2 log */
+    int last_pct; /* log mode: the last quarter printed */
+    int units;    /* 0 bytes, 1 plain count */
 };
 
 void vhpc_progress_start(struct vhpc_progress *p, const char *label, uint64_t total);

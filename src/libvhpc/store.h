@@ -106,8 +106,7 @@ int vhpc_manifest_blobs(json_t *manifest,
 int vhpc_store_images(const struct vhpc_store *st, int (*fn)(const char *digest, void *arg),
                       void *arg, vhpc_err_t *err);
 /* An image made from inputs with this digest, if any (newest version). */
-int vhpc_store_find_inputs(const struct vhpc_store *st, const char *inputs_digest,
-                           char digest[65]);
+int vhpc_store_find_inputs(const struct vhpc_store *st, const char *inputs_digest, char digest[65]);
 
 /* ---- names and versions ---- */
 
