@@ -6,12 +6,17 @@
 #include "cluster.h"
 #include "image.h"
 #include "kernel.h"
+#include "match.h"
+#include "store.h"
 #include "vhpc.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_ADD 256
@@ -125,44 +130,387 @@ static int build(int argc, char **argv)
     struct vhpc_image img;
     if (vhpc_image_build(&spec, agent, have_rsh ? rsh : NULL, &img, &err) < 0)
         return vhpc_fail(&err);
-    printf("image %s %.12s: kernel %s, initramfs %" PRIu64 " KiB%s\n", img.name, img.digest,
+    printf("image %s:%d %.12s: kernel %s, %" PRIu64 " KiB%s\n", img.name, img.version, img.digest,
            img.kernel_version, img.size >> 10, with_mpi ? ", with Open MPI and provider ivc" : "");
     return 0;
 }
 
+/* ---- list, show ---- */
+
+static void human_size(uint64_t b, char *out, size_t len)
+{
+    if (b >= 10ull << 30)
+        snprintf(out, len, "%.1f GB", (double)b / 1e9);
+    else
+        snprintf(out, len, "%.1f MB", (double)b / 1e6);
+}
+
+static void age(int64_t t, char *out, size_t len)
+{
+    int64_t d = (int64_t)time(NULL) - t;
+    if (d < 120)
+        snprintf(out, len, "%lds ago", (long)(d < 0 ? 0 : d));
+    else if (d < 7200)
+        snprintf(out, len, "%ldm ago", (long)(d / 60));
+    else if (d < 172800)
+        snprintf(out, len, "%ldh ago", (long)(d / 3600));
+    else
+        snprintf(out, len, "%ldd ago", (long)(d / 86400));
+}
+
 static int print_image(const struct vhpc_image *img, void *arg)
 {
-    (void)arg;
-    printf("%-20s %.12s  %-24s %8" PRIu64 " KiB\n", img->name, img->digest, img->kernel_version,
-           img->size >> 10);
+    struct vhpc_store *st = arg;
+    json_t *m = NULL;
+    vhpc_err_t e2 = {0};
+    char ref[160], size[32], when[32];
+    vhpc_store_get_manifest(st, img->digest, &m, &e2);
+    const char *os = m ? json_string_value(json_object_get(m, "os")) : NULL;
+    snprintf(ref, sizeof(ref), "%s:%d", img->name, img->version);
+    human_size(img->size, size, sizeof(size));
+    age(img->created, when, sizeof(when));
+    printf("%-24s %.12s  %-8s %-10s %-22s %9s  %s\n", ref, img->digest, img->kind, os ? os : "?",
+           img->kernel_version, size, when);
+    json_decref(m);
     return 0;
 }
 
-int cmd_image(int argc, char **argv)
+static int list(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "--help")) {
+        printf("Usage: vhpc image list\nEvery image version in the store, by name.\n");
+        return 0;
+    }
+    if (argc > 1)
+        return vhpc_usage("image list", "unexpected argument '%s'", argv[1]);
+    struct vhpc_store *st;
     vhpc_err_t err = {0};
+    if (vhpc_store_open(NULL, &st, &err) < 0)
+        return vhpc_fail(&err);
+    printf("%-24s %-12s  %-8s %-10s %-22s %9s  %s\n", "NAME:VERSION", "DIGEST", "KIND", "OS",
+           "KERNEL", "SIZE", "CREATED");
+    int r = vhpc_image_list(print_image, st, &err);
+    vhpc_store_close(st);
+    return r < 0 ? vhpc_fail(&err) : 0;
+}
+
+struct refs_of {
+    const char *digest;
+    char text[512];
+    size_t len;
+};
+
+static int refs_of_cb(const struct vhpc_ref *r, void *arg)
+{
+    struct refs_of *c = arg;
+    if (strcmp(r->digest, c->digest) == 0 && c->len < sizeof(c->text) - 140)
+        c->len += (size_t)snprintf(c->text + c->len, sizeof(c->text) - c->len, "%s%s:%d",
+                                   c->len ? ", " : "", r->name, r->version);
+    return 0;
+}
+
+static void print_packages(json_t *pkgs, int all)
+{
+    const char *name;
+    json_t *p;
+    size_t n = json_object_size(pkgs), shown = 0;
+    printf("packages:  %zu\n", n);
+    json_object_foreach(pkgs, name, p)
+    {
+        if (!all && shown == 12) {
+            printf("  ... (%zu more; vhpc image show --all lists them)\n", n - shown);
+            break;
+        }
+        printf("  %-32s %s\n", name, json_string_value(json_object_get(p, "version")) ?: "?");
+        shown++;
+    }
+}
+
+static int show(int argc, char **argv)
+{
+    int json = 0, all = 0;
+    const char *what = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help")) {
+            printf("Usage: vhpc image show [--json] [--all] IMAGE\n"
+                   "An image's manifest: kind, OS, kernel, blobs, packages, libraries, inputs.\n"
+                   "IMAGE is NAME, NAME:VERSION, NAME@DIGEST-PREFIX or a digest prefix.\n"
+                   "  --json  the manifest itself\n  --all   every package and library\n");
+            return 0;
+        }
+        if (!strcmp(argv[i], "--json"))
+            json = 1;
+        else if (!strcmp(argv[i], "--all"))
+            all = 1;
+        else if (argv[i][0] == '-' || what)
+            return vhpc_usage("image show", "unexpected argument '%s'", argv[i]);
+        else
+            what = argv[i];
+    }
+    if (!what)
+        return vhpc_usage("image show", "which image? (vhpc image list shows them)");
+    struct vhpc_store *st;
+    struct vhpc_ref ref;
+    vhpc_err_t err = {0};
+    json_t *m = NULL;
+    int r = vhpc_store_open(NULL, &st, &err);
+    if (r == 0 && (r = vhpc_store_resolve(st, what, &ref, &err)) == 0)
+        r = vhpc_store_get_manifest(st, ref.digest, &m, &err);
+    if (r < 0) {
+        vhpc_store_close(st);
+        return vhpc_fail(&err);
+    }
+    if (json) {
+        json_dumpf(m, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+        putchar('\n');
+    } else {
+        struct refs_of ro = {.digest = ref.digest};
+        vhpc_store_refs(st, refs_of_cb, &ro, &err);
+        char size[32];
+        human_size((uint64_t)json_integer_value(json_object_get(m, "size")), size, sizeof(size));
+        printf("digest:    %s\nnames:     %s\nkind:      %s\nos:        %s (%s)\nkernel:    "
+               "%s\nsize:      %s\nparent:    %s\n",
+               ref.digest, ro.len ? ro.text : "(none)",
+               json_string_value(json_object_get(m, "kind")) ?: "?",
+               json_string_value(json_object_get(m, "os")) ?: "?",
+               json_string_value(json_object_get(m, "os_name")) ?: "?",
+               json_string_value(json_object_get(m, "kernel")) ?: "?", size,
+               json_string_value(json_object_get(m, "parent")) ?: "(none)");
+        const char *role;
+        json_t *b;
+        printf("blobs:\n");
+        json_object_foreach(json_object_get(m, "blobs"), role, b)
+        {
+            char bs[32], path[4096];
+            const char *d = json_string_value(json_object_get(b, "digest"));
+            human_size((uint64_t)json_integer_value(json_object_get(b, "size")), bs, sizeof(bs));
+            vhpc_store_blob_path(st, d ? d : "", path, sizeof(path));
+            printf("  %-8s %.12s %9s  %s\n", role, d ? d : "?", bs, path);
+        }
+        print_packages(json_object_get(m, "packages"), all);
+        json_t *libs = json_object_get(m, "libs");
+        printf("libs:      %zu shared libraries%s\n", json_array_size(libs),
+               all ? ":" : " (--all lists them)");
+        for (size_t i = 0; all && i < json_array_size(libs); i++)
+            printf("  %s\n", json_string_value(json_array_get(libs, i)));
+        printf("inputs:    %s\n",
+               json_string_value(json_object_get(m, "inputs_digest")) ?: "(not recorded)");
+    }
+    json_decref(m);
+    vhpc_store_close(st);
+    return 0;
+}
+
+/* ---- rm, tag, gc ---- */
+
+static int rm(int argc, char **argv)
+{
     if (argc < 2 || !strcmp(argv[1], "--help")) {
-        printf("Usage: vhpc image build|list|show ...\n");
+        printf("Usage: vhpc image rm IMAGE...\n"
+               "Remove NAME (every version), NAME:VERSION, or an image by digest (every name\n"
+               "of it), then free what no name uses any more.\n");
         return argc < 2 ? 2 : 0;
     }
-    if (!strcmp(argv[1], "build"))
-        return build(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "list")) {
-        printf("%-20s %-12s  %-24s %12s\n", "NAME", "DIGEST", "KERNEL", "SIZE");
-        if (vhpc_image_list(print_image, NULL, &err) < 0)
-            return vhpc_fail(&err);
-        return 0;
+    struct vhpc_store *st;
+    vhpc_err_t err = {0};
+    if (vhpc_store_open(NULL, &st, &err) < 0)
+        return vhpc_fail(&err);
+    int status = 0;
+    for (int i = 1; i < argc; i++) {
+        int n = 0;
+        if (vhpc_store_untag(st, argv[i], &n, &err) < 0) {
+            status = vhpc_fail(&err);
+            continue;
+        }
+        printf("removed %s (%d name%s)\n", argv[i], n, n == 1 ? "" : "s");
     }
-    if (!strcmp(argv[1], "show")) {
-        if (argc != 3)
-            return vhpc_usage("image show", "expected one image name or digest");
-        struct vhpc_image img;
-        if (vhpc_image_find(argv[2], &img, &err) < 0)
-            return vhpc_fail(&err);
-        printf("name:    %s\ndigest:  %s\nkernel:  %s (%s)\ninitrd:  %s\nsize:    %" PRIu64
-               " bytes\n",
-               img.name, img.digest, img.kernel_version, img.kernel, img.initrd, img.size);
-        return 0;
+    struct vhpc_gc_stats gs = {0};
+    if (vhpc_store_gc(st, &gs, &err) < 0)
+        status = vhpc_fail(&err);
+    else if (gs.bytes)
+        printf("freed %.1f MB (%u blobs)\n", (double)gs.bytes / 1e6, gs.blobs);
+    vhpc_store_close(st);
+    return status;
+}
+
+static int tag(int argc, char **argv)
+{
+    if (argc != 3 || !strcmp(argv[1], "--help")) {
+        printf("Usage: vhpc image tag IMAGE NAME[:VERSION]\n"
+               "Give an image another name (the next version of NAME, or VERSION).  The\n"
+               "digest does not change.\n");
+        return argc != 3 && !(argc == 2 && !strcmp(argv[1], "--help")) ? 2 : 0;
     }
-    return vhpc_usage("image", "unknown subcommand '%s'", argv[1]);
+    struct vhpc_store *st;
+    struct vhpc_ref src, out;
+    vhpc_err_t err = {0};
+    char name[128];
+    int version = 0;
+    const char *colon = strchr(argv[2], ':');
+    snprintf(name, sizeof(name), "%.*s", colon ? (int)(colon - argv[2]) : 127, argv[2]);
+    if (colon) {
+        char *end;
+        long v = strtol(colon + 1, &end, 10);
+        if (!colon[1] || *end || v < 1 || v > 1000000)
+            return vhpc_usage("image tag", "'%s': the version must be a number >= 1", argv[2]);
+        version = (int)v;
+    }
+    int r = vhpc_store_open(NULL, &st, &err);
+    if (r == 0 && (r = vhpc_store_resolve(st, argv[1], &src, &err)) == 0)
+        r = vhpc_store_tag(st, name, version, src.digest, &out, &err);
+    vhpc_store_close(st);
+    if (r < 0)
+        return vhpc_fail(&err);
+    printf("%s:%d -> %.12s\n", out.name, out.version, out.digest);
+    return 0;
+}
+
+static int gc(int argc, char **argv)
+{
+    if (argc > 1) {
+        if (!strcmp(argv[1], "--help")) {
+            printf("Usage: vhpc image gc\nRemove images no name points at, blobs no image "
+                   "uses, and builds or transfers\nleft over for more than an hour.\n");
+            return 0;
+        }
+        return vhpc_usage("image gc", "unexpected argument '%s'", argv[1]);
+    }
+    struct vhpc_store *st;
+    struct vhpc_gc_stats gs = {0};
+    vhpc_err_t err = {0};
+    int r = vhpc_store_open(NULL, &st, &err);
+    if (r == 0)
+        r = vhpc_store_gc(st, &gs, &err);
+    vhpc_store_close(st);
+    if (r < 0)
+        return vhpc_fail(&err);
+    printf("removed %u image%s, %u blob%s (%.1f MB), %u leftover%s\n", gs.images,
+           gs.images == 1 ? "" : "s", gs.blobs, gs.blobs == 1 ? "" : "s", (double)gs.bytes / 1e6,
+           gs.tmp, gs.tmp == 1 ? "" : "s");
+    return 0;
+}
+
+/* ---- match ---- */
+
+int vhpc_print_match(const struct vhpc_store *st, const struct vhpc_req *reqs, size_t n,
+                     struct vhpc_ref *chosen, vhpc_err_t *err)
+{
+    struct vhpc_candidate *c = NULL;
+    size_t nc = 0;
+    int best;
+    int r = vhpc_match(st, reqs, n, &c, &nc, &best, err);
+    if (r < 0)
+        return r;
+    if (best == 0) {
+        char size[32];
+        human_size(c[0].size, size, sizeof(size));
+        fprintf(stderr, "vhpc: image %s:%d (%.12s, %s, %s) meets all %zu requirement%s:\n%s",
+                c[0].ref.name, c[0].ref.version, c[0].ref.digest, c[0].kind, size, n,
+                n == 1 ? "" : "s", c[0].report);
+        size_t others = 0;
+        for (size_t i = 1; i < nc && c[i].unmet == 0; i++)
+            others++;
+        if (others)
+            fprintf(stderr, "  (chosen over %zu other%s that also fit%s)\n", others,
+                    others == 1 ? "" : "s",
+                    c[1].size > c[0].size ? ": it is the smallest" : ": it is the newest");
+        *chosen = c[0].ref;
+    } else {
+        fprintf(stderr, "vhpc: no stored image meets the requirements (%zu checked)%s\n", nc,
+                nc ? ":" : "");
+        for (size_t i = 0; i < nc && i < 8; i++) {
+            fprintf(stderr, "  %s:%d (%s) misses %d:\n", c[i].ref.name, c[i].ref.version, c[i].kind,
+                    c[i].unmet);
+            for (char *l = c[i].report, *nl; *l; l = nl + 1) {
+                nl = strchr(l, '\n');
+                if (!nl)
+                    break;
+                fprintf(stderr, "  %.*s\n", (int)(nl - l), l);
+            }
+        }
+        if (nc > 8)
+            fprintf(stderr, "  ... and %zu more\n", nc - 8);
+        r = vhpc_err_setmsg(err, -ENOENT,
+                            "no image meets the requirements (--build-missing builds one)");
+    }
+    free(c);
+    return r;
+}
+
+static int match(int argc, char **argv)
+{
+    struct vhpc_req reqs[64];
+    size_t n = 0;
+    vhpc_err_t err = {0};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help")) {
+            printf("Usage: vhpc image match --require REQ...\n"
+                   "Which stored image `vhpc run --require` would pick, and why.\n"
+                   "REQ: os=debian-12, kernel>=6.1, PACKAGE[OP VERSION], lib:SONAME\n"
+                   "(OP: = != >= <= > <; versions compare by Debian's rules).\n");
+            return 0;
+        }
+        if (!strcmp(argv[i], "--require") && i + 1 < argc && n < 64) {
+            if (vhpc_req_parse(argv[++i], &reqs[n++], &err) < 0)
+                return vhpc_fail(&err);
+        } else {
+            return vhpc_usage("image match", "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!n)
+        return vhpc_usage("image match", "no --require given");
+    struct vhpc_store *st;
+    struct vhpc_ref ref;
+    if (vhpc_store_open(NULL, &st, &err) < 0)
+        return vhpc_fail(&err);
+    int r = vhpc_print_match(st, reqs, n, &ref, &err);
+    vhpc_store_close(st);
+    if (r < 0)
+        return vhpc_fail(&err);
+    printf("%s:%d\n", ref.name, ref.version);
+    return 0;
+}
+
+static const char image_help[] =
+    "Usage: vhpc image COMMAND ...\n"
+    "  build [--full] ...     make an image (minimal, or --full: Debian by debootstrap)\n"
+    "  list                   every image version\n"
+    "  show IMAGE             its manifest (OS, kernel, packages, libraries, blobs)\n"
+    "  match --require REQ..  which image fits requirements, and why\n"
+    "  tag IMAGE NAME[:V]     another name for an image\n"
+    "  rm IMAGE...            remove names (and what only they used)\n"
+    "  gc                     remove what no name uses\n"
+    "  push IMAGE --nodes ..  send an image to nodes (pipelined tree)\n"
+    "  pull IMAGE --from ..   fetch an image from a node\n"
+    "IMAGE: NAME (newest version), NAME:VERSION, NAME@DIGEST-PREFIX or a digest prefix.\n";
+
+int cmd_image(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help")) {
+        fputs(image_help, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *sub = argv[1];
+    argc--;
+    argv++;
+    if (!strcmp(sub, "build")) {
+        return build(argc, argv);
+    }
+    if (!strcmp(sub, "list"))
+        return list(argc, argv);
+    if (!strcmp(sub, "show"))
+        return show(argc, argv);
+    if (!strcmp(sub, "rm"))
+        return rm(argc, argv);
+    if (!strcmp(sub, "tag"))
+        return tag(argc, argv);
+    if (!strcmp(sub, "gc"))
+        return gc(argc, argv);
+    if (!strcmp(sub, "match"))
+        return match(argc, argv);
+    if (!strcmp(sub, "push") && cmd_image_push)
+        return cmd_image_push(argc, argv);
+    if (!strcmp(sub, "pull") && cmd_image_pull)
+        return cmd_image_pull(argc, argv);
+    return vhpc_usage("image", "unknown subcommand '%s' (vhpc image --help lists them)", sub);
 }

@@ -13,6 +13,7 @@
 #include "agent_client.h"
 #include "cluster.h"
 #include "image.h"
+#include "match.h"
 #include "vhpc.h"
 
 #include <errno.h>
@@ -33,13 +34,21 @@
 #define STOP_GRACE_S    10     /* from a signal passed on to the command to QEMU stopped */
 
 static const char run_help[] =
-    "Usage: vhpc run --vms N [--vcpus C] [--mem MIB] [--image NAME] [--name NAME]\n"
-    "                [--accel auto|kvm|tcg] [--each] -- COMMAND [ARGS...]\n"
+    "Usage: vhpc run --vms N [--vcpus C] [--mem MIB] [--image IMAGE | --require REQ...]\n"
+    "                [--build-missing] [--name NAME] [--accel auto|kvm|tcg] [--each]\n"
+    "                [--job FILE] -- COMMAND [ARGS...]\n"
     "Boot N VMs of the image (default 'minimal', built if missing) in parallel, run\n"
     "COMMAND in vm0 (with --each: in every VM, output prefixed by the VM's name),\n"
     "tear everything down and exit with COMMAND's status.  Timings go to stderr.\n"
     "  --vcpus C       vCPUs per VM (default 1)\n"
     "  --mem MIB       memory per VM, e.g. 256 or 1G (default 256)\n"
+    "  --image IMAGE   NAME, NAME:VERSION or a digest prefix (vhpc image list)\n"
+    "  --require REQ   pick the best stored image meeting every REQ: os=debian-12,\n"
+    "                  kernel>=6.1, PACKAGE[OP VERSION] (e.g. openmpi>=4.1), lib:SONAME;\n"
+    "                  says which image and why, or what each one misses\n"
+    "  --build-missing when no image meets the requirements, build a full Debian one\n"
+    "  --job FILE      options from FILE, one per line ('vms 4', 'require openmpi>=4.1',\n"
+    "                  'command mpirun -np 4 prog'); command-line options win\n"
     "  --accel A       kvm only with hardware virtualization; auto picks (default)\n"
     "  --name NAME     cluster name (default run-PID); state in /run/vhpc/clusters/NAME\n";
 
@@ -235,15 +244,38 @@ static long host_mem_mib(void)
 int cmd_run(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"vms", 1, 0, 'n'},   {"vcpus", 1, 0, 'c'}, {"mem", 1, 0, 'm'},
-        {"image", 1, 0, 'i'}, {"name", 1, 0, 'N'},  {"accel", 1, 0, 'a'},
-        {"each", 0, 0, 'e'},  {"help", 0, 0, 'h'},  {0, 0, 0, 0}};
+        {"vms", 1, 0, 'n'},           {"vcpus", 1, 0, 'c'}, {"mem", 1, 0, 'm'},
+        {"image", 1, 0, 'i'},         {"name", 1, 0, 'N'},  {"accel", 1, 0, 'a'},
+        {"each", 0, 0, 'e'},          {"help", 0, 0, 'h'},  {"require", 1, 0, 'r'},
+        {"build-missing", 0, 0, 'B'}, {"job", 1, 0, 'j'},   {0, 0, 0, 0}};
     int nvms = 0, vcpus = 1, c;
     long mem = 256;
-    const char *image = "minimal", *name = NULL, *accel_s = "auto";
-    bool each = false;
-    char defname[32];
+    const char *image = NULL, *name = NULL, *accel_s = "auto";
+    bool each = false, build_missing = false;
+    char defname[32], *job_command = NULL;
+    static struct vhpc_req reqs[64];
+    size_t nreqs = 0;
     vhpc_err_t err = {0};
+
+    /* A job file's options go first, so the command line's win. */
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (strcmp(argv[i], "--job") != 0 && strncmp(argv[i], "--job=", 6) != 0)
+            continue;
+        const char *file = argv[i][5] == '=' ? argv[i] + 6 : i + 1 < argc ? argv[i + 1] : "";
+        char **jargs;
+        int nj;
+        if (vhpc_job_file(file, &jargs, &nj, &job_command, &err) < 0)
+            return vhpc_fail(&err);
+        char **all = calloc((size_t)(argc + nj + 1), sizeof(*all));
+        if (!all)
+            return vhpc_usage("run", "out of memory");
+        all[0] = argv[0];
+        memcpy(all + 1, jargs, (size_t)nj * sizeof(*all));
+        memcpy(all + 1 + nj, argv + 1, (size_t)(argc - 1) * sizeof(*all));
+        argc += nj;
+        argv = all; /* lives as long as the process */
+        break;
+    }
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
@@ -258,6 +290,14 @@ int cmd_run(int argc, char **argv)
         case 'N': name = optarg; break;
         case 'a': accel_s = optarg; break;
         case 'e': each = true; break;
+        case 'B': build_missing = true; break;
+        case 'j': break; /* read above */
+        case 'r':
+            if (nreqs == sizeof(reqs) / sizeof(*reqs))
+                return vhpc_usage("run", "at most %zu --require", nreqs);
+            if (vhpc_req_parse(optarg, &reqs[nreqs++], &err) < 0)
+                return vhpc_fail(&err);
+            break;
         case 'h': fputs(run_help, stdout); return 0;
         default: return vhpc_usage("run", "unknown option '%s'", argv[optind - 1]);
         }
@@ -268,8 +308,18 @@ int cmd_run(int argc, char **argv)
         return vhpc_usage("run", "--vcpus %d: 1 to 64", vcpus);
     if (mem < 64)
         return vhpc_usage("run", "--mem %ld: at least 64 MiB", mem);
+    char *job_argv[] = {"/bin/sh", "-c", job_command, NULL};
+    if (optind >= argc && job_command) {
+        argv = job_argv;
+        argc = 3;
+        optind = 0;
+    }
     if (optind >= argc)
         return vhpc_usage("run", "no command given (vhpc run --vms N -- COMMAND ...)");
+    if (build_missing && !nreqs)
+        return vhpc_usage("run", "--build-missing needs --require (what to build)");
+    if (build_missing && image)
+        return vhpc_usage("run", "--build-missing and --image exclude each other");
     enum vhpc_accel want;
     if (vhpc_accel_parse(accel_s, &want) < 0)
         return vhpc_usage("run", "--accel %s: expected auto, kvm or tcg", accel_s);
@@ -303,9 +353,10 @@ int cmd_run(int argc, char **argv)
 
     double t0 = now_s();
     struct vhpc_image img;
-    if (vhpc_image_find(image, &img, &err) < 0) {
-        if (strcmp(image, "minimal") != 0)
+    if (image || nreqs) {
+        if (vhpc_select_image(image, reqs, nreqs, build_missing, &img, &err) < 0)
             return vhpc_fail(&err);
+    } else if (vhpc_image_find("minimal", &img, &err) < 0) {
         /* The default image is built on first use. */
         char agent[4096], rsh[4096];
         if (vhpc_tool_path("vhpc-agent", agent, sizeof(agent)) < 0)
@@ -316,6 +367,10 @@ int cmd_run(int argc, char **argv)
         if (vhpc_image_build(&spec, agent, have_rsh ? rsh : NULL, &img, &err) < 0)
             return vhpc_fail(&err);
     }
+    /* Never boot damaged bytes (a damaged blob is removed; rebuilding or
+     * pulling the image brings it back). */
+    if (vhpc_image_verify(&img, &err) < 0)
+        return vhpc_fail(&err);
     double t_image = now_s();
 
     struct vhpc_cluster_spec cs = {.name = name,

@@ -8,6 +8,7 @@
 #include "error.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct vhpc_command {
     const char *name;
@@ -19,6 +20,29 @@ int cmd_run(int argc, char **argv);
 int cmd_vm(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
+
+struct vhpc_store;
+struct vhpc_req;
+struct vhpc_ref;
+/* Pick the best stored image for requirements and say on stderr which and
+ * why, or what each candidate misses (-ENOENT). */
+int vhpc_print_match(const struct vhpc_store *st, const struct vhpc_req *reqs, size_t n,
+                     struct vhpc_ref *chosen, vhpc_err_t *err);
+
+struct vhpc_image;
+/* The image a run boots: `image` by name (it must also meet reqs), else the
+ * best stored image for reqs, built first when none fits and build_missing
+ * (select.c). */
+int vhpc_select_image(const char *image, const struct vhpc_req *reqs, size_t n, bool build_missing,
+                      struct vhpc_image *out, vhpc_err_t *err);
+/* The options of a job file as "--key" ["value"] arguments (malloc'd) and
+ * its command line (malloc'd, NULL if none). */
+int vhpc_job_file(const char *path, char ***args, int *nargs, char **command, vhpc_err_t *err);
+/* `vhpc image build --full` (cmd_image_full.c), push and pull (cmd_push.c). */
+/* TEMPORARY (while these files are being written): weak, NULL until linked. */
+int cmd_image_build_full(int argc, char **argv) __attribute__((weak));
+int cmd_image_push(int argc, char **argv) __attribute__((weak));
+int cmd_image_pull(int argc, char **argv) __attribute__((weak));
 
 /* Print "vhpc: <msg>" on stderr; returns the exit status for the error. */
 int vhpc_fail(const vhpc_err_t *err);
