@@ -10,7 +10,8 @@ set(VHPC_TEST_KERNEL_CACHE "/var/cache/vhpc-test/kernels" CACHE PATH
 vhpc_c_test(test_image_cpio 60 test_image_cpio.c)
 vhpc_c_test(test_image_kernel 600 test_image_kernel.c)
 vhpc_c_test(test_image_build 600 test_image_build.c)
-foreach(t test_image_cpio test_image_kernel test_image_build)
+vhpc_c_test(test_image_store 120 test_image_store.c)
+foreach(t test_image_cpio test_image_kernel test_image_build test_image_store)
   target_link_libraries(${t} PRIVATE vhpc_lib)
 endforeach()
 set_property(TEST test_image_build APPEND PROPERTY ENVIRONMENT

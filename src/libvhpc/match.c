@@ -58,6 +58,9 @@ int vhpc_req_parse(const char *s, struct vhpc_req *r, vhpc_err_t *err)
         rest += strlen(ops[i].text);
         while (isspace((unsigned char)*rest))
             rest++;
+        if (strchr("=!<>", *rest))
+            return vhpc_err_setmsg(err, -EINVAL, "requirement '%s': unknown operator; %s", s,
+                                   syntax);
         if (!*rest || strlen(rest) >= sizeof(r->value))
             return vhpc_err_setmsg(err, -EINVAL, "requirement '%s': no value after '%s'; %s", s,
                                    ops[i].text, syntax);

@@ -70,7 +70,8 @@ int vhpc_store_open(const char *root, struct vhpc_store **out, vhpc_err_t *err)
     if (!st)
         return vhpc_err_set(err, -ENOMEM, "opening the image store");
     st->lock_fd = -1;
-    int r = vhpc__pathf(err, st->dir, sizeof(st->dir), "%s/store", root ? root : vhpc__store_root());
+    int r =
+        vhpc__pathf(err, st->dir, sizeof(st->dir), "%s/store", root ? root : vhpc__store_root());
     static const char *const sub[] = {"blobs", "images", "used", "tmp"};
     for (size_t i = 0; r == 0 && i < sizeof(sub) / sizeof(*sub); i++) {
         char p[PATH_MAX];
@@ -266,8 +267,9 @@ int vhpc_store_blob_commit(struct vhpc_store *st, struct vhpc_blob_writer *w, vh
         goto fail;
     }
     if ((uint64_t)sb.st_size != w->size) {
-        r = vhpc_err_setmsg(err, -EBADMSG, "blob %.12s: %" PRIu64 " bytes received, %" PRIu64
-                            " expected", w->digest, (uint64_t)sb.st_size, w->size);
+        r = vhpc_err_setmsg(err, -EBADMSG,
+                            "blob %.12s: %" PRIu64 " bytes received, %" PRIu64 " expected",
+                            w->digest, (uint64_t)sb.st_size, w->size);
         goto fail;
     }
     if (close(w->fd) < 0) {
@@ -601,8 +603,8 @@ static int unknown_ref(const struct vhpc_store *st, const char *ref, json_t *ref
         if (json_array_size(v) == 0)
             continue;
         if (used < sizeof(names) - 140)
-            used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
-                                     count ? ", " : "", name);
+            used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s", count ? ", " : "",
+                                     name);
         count++;
     }
     (void)st;
@@ -647,8 +649,7 @@ int vhpc_store_resolve(const struct vhpc_store *st, const char *ref, struct vhpc
             char *end;
             long want = strtol(sep + 1, &end, 10);
             if (!sep[1] || *end || want <= 0) {
-                r = vhpc_err_setmsg(err, -EINVAL, "'%s': the version must be a number >= 1",
-                                    ref);
+                r = vhpc_err_setmsg(err, -EINVAL, "'%s': the version must be a number >= 1", ref);
                 goto out;
             }
             json_array_foreach(list, i, v) if (json_integer_value(json_object_get(v, "version")) ==
@@ -1069,9 +1070,9 @@ int vhpc_store_make_room(struct vhpc_store *st, uint64_t need, const char *keep,
         return 0;
     if (need > budget)
         return vhpc_err_setmsg(err, -ENOSPC,
-                               "%" PRIu64 " MB do not fit in the cache budget of %" PRIu64
-                               " MB (raise it with --budget)",
-                               need >> 20, budget >> 20);
+                               "%.1f MB do not fit in the cache budget of %.1f MB (raise it "
+                               "with --budget)",
+                               (double)need / 1e6, (double)budget / 1e6);
     int r = vhpc_store_lock(st, err);
     if (r < 0)
         return r;
@@ -1093,9 +1094,9 @@ int vhpc_store_make_room(struct vhpc_store *st, uint64_t need, const char *keep,
         if (!victim) {
             free(images.d);
             r = vhpc_err_setmsg(err, -ENOSPC,
-                                "the cache budget of %" PRIu64 " MB is full and nothing is left "
-                                "to evict (raise it with --budget)",
-                                budget >> 20);
+                                "the cache budget of %.1f MB is full and nothing is left to "
+                                "evict (raise it with --budget)",
+                                (double)budget / 1e6);
             break;
         }
         /* Drop its refs, then its manifest; gc frees the blobs no other
@@ -1106,8 +1107,8 @@ int vhpc_store_make_room(struct vhpc_store *st, uint64_t need, const char *keep,
         json_object_foreach_safe(refs, it, nm, list)
         {
             for (size_t i = json_array_size(list); i-- > 0;)
-                if (!strcmp(json_string_value(json_object_get(json_array_get(list, i),
-                                                              "digest")) ?: "",
+                if (!strcmp(json_string_value(json_object_get(json_array_get(list, i), "digest"))
+                                ?: "",
                             victim))
                     json_array_remove(list, i);
             if (json_array_size(list) == 0)
