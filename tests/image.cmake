@@ -36,3 +36,8 @@ target_link_libraries(test_vm_accel PRIVATE vhpc_lib)
 # Debian version comparison (image requirements).
 vhpc_c_test(test_debver 30 test_debver.c)
 target_link_libraries(test_debver PRIVATE vhpc_lib)
+
+# The image manager from the command line (builds minimal images, boots one
+# small VM for `vhpc run --require`).
+add_test(NAME test_image_cli COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/vm/test_image_cli.sh ${CMAKE_BINARY_DIR})
+set_tests_properties(test_image_cli PROPERTIES TIMEOUT 600)
