@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static struct vhpc_store *st;
@@ -112,20 +113,37 @@ static void test_store(void)
              "tag: %s", err.msg);
     T_ASSERT(nrefs() == 3, "three refs");
 
-    /* rm + gc: content goes only when no name uses it. */
+    /* rm: content goes only when no name uses it. */
     int n = 0;
-    T_ASSERT(vhpc_store_untag(st, "app:1", &n, &err) == 0 && n == 1, "untag app:1: %s", err.msg);
     struct vhpc_gc_stats gs = {0};
-    T_ASSERT(vhpc_store_gc(st, &gs, &err) == 0 && gs.images == 0 && gs.blobs == 0,
-             "prod still uses it (%u images)", gs.images);
-    T_ASSERT(vhpc_store_untag(st, "prod", &n, &err) == 0 && n == 1, "untag prod");
-    memset(&gs, 0, sizeof(gs));
-    T_ASSERT(vhpc_store_gc(st, &gs, &err) == 0 && gs.images == 1 && gs.blobs == 1 &&
-                 gs.bytes == 5000,
-             "gc frees it (%u images, %u blobs, %llu bytes)", gs.images, gs.blobs,
+    T_ASSERT(vhpc_store_remove(st, "app:1", &n, &gs, &err) == 0 && n == 1 && gs.images == 0 &&
+                 gs.blobs == 0,
+             "rm app:1: prod still uses it (%u images): %s", gs.images, err.msg);
+    T_ASSERT(vhpc_store_remove(st, "prod", &n, &gs, &err) == 0 && n == 1 && gs.images == 1 &&
+                 gs.blobs == 1 && gs.bytes == 5000,
+             "rm prod frees it (%u images, %u blobs, %llu bytes)", gs.images, gs.blobs,
              (unsigned long long)gs.bytes);
     snprintf(pre, sizeof(pre), "%.12s", d1);
     T_ASSERT(vhpc_store_resolve(st, pre, &ref, &err) == -ENOENT, "gone: %s", pre);
+
+    /* gc: leftovers without a name, once old enough (younger ones may be a
+     * transfer that has not tagged its image yet). */
+    char lp[600], ld[65];
+    uint64_t ls;
+    snprintf(lp, sizeof(lp), "%s/leftover", t_tmpdir());
+    make_file(lp, 777, 99);
+    T_ASSERT(vhpc_store_add_blob(st, lp, 0, ld, &ls, &err) == 0, "a blob nothing names");
+    memset(&gs, 0, sizeof(gs));
+    T_ASSERT(vhpc_store_gc(st, &gs, &err) == 0 && gs.blobs == 0 && vhpc_store_has_blob(st, ld),
+             "a fresh one stays");
+    vhpc_store_blob_path(st, ld, lp, sizeof(lp));
+    struct timespec old[2] = {{.tv_sec = time(NULL) - 2 * VHPC_GC_GRACE_S},
+                              {.tv_sec = time(NULL) - 2 * VHPC_GC_GRACE_S}};
+    T_ASSERT(utimensat(AT_FDCWD, lp, old, 0) == 0, "age it");
+    T_ASSERT(vhpc_store_gc(st, &gs, &err) == 0 && gs.blobs == 1 && gs.bytes == 777 &&
+                 !vhpc_store_has_blob(st, ld),
+             "an old one goes (%u blobs)", gs.blobs);
+    T_ASSERT(vhpc_store_resolve(st, "app", &ref, &err) == 0, "named images stay");
 
     /* A received blob must hash to its name. */
     struct vhpc_blob_writer w;
@@ -168,15 +186,17 @@ static void test_store(void)
                  access(bp, F_OK) < 0,
              "caught and removed: %s", err.msg);
     json_decref(m);
-    T_ASSERT(vhpc_store_untag(st, "app", &n, &err) == 0, "untag app");
-    T_ASSERT(vhpc_store_gc(st, &gs, &err) == 0, "gc");
+    T_ASSERT(vhpc_store_remove(st, "app", &n, NULL, &err) == 0, "rm app");
 }
 
 static void test_budget(void)
 {
-    char a[65], b[65], c[65], d[65];
+    char a[65], b[65], c[65], d[65], root[600];
     struct vhpc_ref ref;
     struct vhpc_gc_stats gs = {0};
+    struct vhpc_store *main_store = st;
+    snprintf(root, sizeof(root), "%s/cache", t_tmpdir());
+    T_ASSERT(vhpc_store_open(root, &st, &err) == 0, "a store of its own (a node cache)");
     T_ASSERT(vhpc_store_set_budget(st, 25000, &err) == 0, "budget");
     make_image("a", 10000, 11, "debian-12", "6.1", NULL, NULL, a);
     usleep(20000);
@@ -201,10 +221,11 @@ static void test_budget(void)
     make_image("d", 10000, 14, "debian-12", "6.1", NULL, NULL, d);
     T_ASSERT(vhpc_store_set_budget(st, 0, &err) == 0 && vhpc_store_budget(st) == 0, "no budget");
     int n;
-    vhpc_store_untag(st, "c", &n, &err);
-    vhpc_store_untag(st, "d", &n, &err);
-    vhpc_store_gc(st, NULL, &err);
-    T_ASSERT(vhpc_store_usage(st) < 100, "empty again");
+    vhpc_store_remove(st, "c", &n, NULL, &err);
+    vhpc_store_remove(st, "d", &n, NULL, &err);
+    T_ASSERT(vhpc_store_usage(st) == 0, "empty again");
+    vhpc_store_close(st);
+    st = main_store;
 }
 
 static int parse_ok(const char *s, struct vhpc_req *r)

@@ -1595,6 +1595,10 @@ int vhpc_image_commit(const char *name, json_t *manifest, const char *const role
     }
     if ((r = vhpc_store_open(NULL, &st, err)) < 0)
         goto out;
+    /* From the first blob to the tag under the lock: a concurrent gc must
+     * not take the blobs before the manifest names them. */
+    if ((r = vhpc_store_lock(st, err)) < 0)
+        goto out;
     snprintf(tmpdir, sizeof(tmpdir), "%s/tmp/", vhpc_store_dir(st));
     json_t *blobs = json_object();
     json_object_set_new(manifest, "blobs", blobs);
@@ -1622,6 +1626,8 @@ int vhpc_image_commit(const char *name, json_t *manifest, const char *const role
     vhpc_store_touch(st, digest);
     r = load(st, &ref, out, err);
 out:
+    if (st)
+        vhpc_store_unlock(st);
     vhpc_store_close(st);
     json_decref(manifest);
     return r;

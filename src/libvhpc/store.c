@@ -109,18 +109,21 @@ int vhpc_store_lock(struct vhpc_store *st, vhpc_err_t *err)
         if (st->lock_fd < 0)
             return vhpc_err_set(err, -errno, "opening %s", p);
     }
-    while (flock(st->lock_fd, LOCK_EX) < 0)
-        if (errno != EINTR)
+    if (st->locked++ > 0)
+        return 0; /* already held by this handle */
+    while (flock(st->lock_fd, LOCK_EX) < 0) {
+        if (errno != EINTR) {
+            st->locked = 0;
             return vhpc_err_set(err, -errno, "locking the image store %s", st->dir);
-    st->locked = 1;
+        }
+    }
     return 0;
 }
 
 void vhpc_store_unlock(struct vhpc_store *st)
 {
-    if (st->lock_fd >= 0 && st->locked)
+    if (st->locked > 0 && --st->locked == 0 && st->lock_fd >= 0)
         flock(st->lock_fd, LOCK_UN);
-    st->locked = 0;
 }
 
 /* ---- blobs -------------------------------------------------------------- */
@@ -155,6 +158,7 @@ static int place_blob(struct vhpc_store *st, const char *tmp, const char *digest
     char dst[PATH_MAX];
     vhpc_store_blob_path(st, digest, dst, sizeof(dst));
     chmod(tmp, 0444);
+    utimensat(AT_FDCWD, tmp, NULL, 0); /* its age in the store, for gc's grace period */
     if (access(dst, F_OK) == 0) {
         unlink(tmp);
         return 0;
@@ -716,7 +720,11 @@ out:
     return r;
 }
 
-int vhpc_store_untag(struct vhpc_store *st, const char *ref, int *removed, vhpc_err_t *err)
+struct digests;
+static int digests_add(struct digests *s, const char *d);
+
+static int untag(struct vhpc_store *st, const char *ref, int *removed, struct digests *affected,
+                 vhpc_err_t *err)
 {
     struct vhpc_ref target;
     int r = vhpc_store_resolve(st, ref, &target, err);
@@ -746,6 +754,8 @@ int vhpc_store_untag(struct vhpc_store *st, const char *ref, int *removed, vhpc_
                         : by_version ? !strcmp(nm, target.name) && ver == target.version
                                      : !strcmp(d, target.digest);
             if (drop) {
+                if (affected)
+                    digests_add(affected, d);
                 json_array_remove(list, i);
                 n++;
             }
@@ -759,6 +769,11 @@ int vhpc_store_untag(struct vhpc_store *st, const char *ref, int *removed, vhpc_
     if (removed)
         *removed = n;
     return r;
+}
+
+int vhpc_store_untag(struct vhpc_store *st, const char *ref, int *removed, vhpc_err_t *err)
+{
+    return untag(st, ref, removed, NULL, err);
 }
 
 static int cmp_ref(const void *a, const void *b)
@@ -962,28 +977,70 @@ static int collect_ref(const struct vhpc_ref *r, void *arg)
     return digests_add(arg, r->digest);
 }
 
-static void remove_image(struct vhpc_store *st, const char *digest)
+/* Remove an image's manifest and the blobs of it no other image names
+ * (the lock is held). */
+static void drop_image(struct vhpc_store *st, const char *digest, struct vhpc_gc_stats *stats)
 {
+    struct digests mine = {0}, others = {0}, images = {0};
+    json_t *m;
+    vhpc_err_t e2 = {0};
+    if (vhpc_store_get_manifest(st, digest, &m, &e2) == 0) {
+        vhpc_manifest_blobs(m, collect_blob, &mine, &e2);
+        json_decref(m);
+    }
     char p[PATH_MAX];
     manifest_path(st, digest, p, sizeof(p));
+    if (unlink(p) == 0)
+        stats->images++;
+    snprintf(p, sizeof(p), "%s/used/%.64s", st->dir, digest);
     unlink(p);
-    snprintf(p, sizeof(p), "%s/used/%s", st->dir, digest);
-    unlink(p);
+    vhpc_store_images(st, collect_cb, &images, &e2);
+    for (size_t i = 0; i < images.n; i++) {
+        if (vhpc_store_get_manifest(st, images.d[i], &m, &e2) == 0) {
+            vhpc_manifest_blobs(m, collect_blob, &others, &e2);
+            json_decref(m);
+        }
+    }
+    for (size_t i = 0; i < mine.n; i++) {
+        struct stat sb;
+        if (digests_has(&others, mine.d[i]))
+            continue;
+        vhpc_store_blob_path(st, mine.d[i], p, sizeof(p));
+        if (stat(p, &sb) == 0 && unlink(p) == 0) {
+            stats->blobs++;
+            stats->bytes += (uint64_t)sb.st_size;
+        }
+    }
+    free(mine.d);
+    free(others.d);
+    free(images.d);
 }
 
-/* The unlocked part of gc. */
-static int gc_locked(struct vhpc_store *st, struct vhpc_gc_stats *stats, vhpc_err_t *err)
+static int is_old(int dirfd_, const char *name, time_t now, int64_t grace, struct stat *sb)
+{
+    return fstatat(dirfd_, name, sb, AT_SYMLINK_NOFOLLOW) == 0 && now - sb->st_mtime >= grace;
+}
+
+/* gc with the lock held.  Unreferenced manifests and blobs younger than
+ * `grace` seconds are kept: they may belong to a build or a transfer that
+ * has not tagged its image yet. */
+static int gc_locked(struct vhpc_store *st, struct vhpc_gc_stats *stats, int64_t grace,
+                     vhpc_err_t *err)
 {
     struct digests refd = {0}, images = {0}, blobs = {0};
+    time_t now = time(NULL);
+    char p[PATH_MAX];
     int r;
     if ((r = vhpc_store_refs(st, collect_ref, &refd, err)) < 0 ||
         (r = vhpc_store_images(st, collect_cb, &images, err)) < 0)
         goto out;
     for (size_t i = 0; i < images.n; i++) {
         json_t *m;
+        struct stat sb;
         vhpc_err_t e2 = {0};
-        if (!digests_has(&refd, images.d[i])) {
-            remove_image(st, images.d[i]);
+        manifest_path(st, images.d[i], p, sizeof(p));
+        if (!digests_has(&refd, images.d[i]) && stat(p, &sb) == 0 && now - sb.st_mtime >= grace) {
+            unlink(p);
             stats->images++;
             continue;
         }
@@ -992,17 +1049,16 @@ static int gc_locked(struct vhpc_store *st, struct vhpc_gc_stats *stats, vhpc_er
             json_decref(m);
         }
     }
-    char p[PATH_MAX];
     snprintf(p, sizeof(p), "%s/blobs", st->dir);
     DIR *d = opendir(p);
     if (d) {
         struct dirent *de;
         while ((de = readdir(d))) {
             struct stat sb;
-            if (de->d_name[0] == '.' || digests_has(&blobs, de->d_name))
+            if (de->d_name[0] == '.' || digests_has(&blobs, de->d_name) ||
+                !is_old(dirfd(d), de->d_name, now, grace, &sb))
                 continue;
-            if (fstatat(dirfd(d), de->d_name, &sb, 0) == 0 &&
-                unlinkat(dirfd(d), de->d_name, 0) == 0) {
+            if (unlinkat(dirfd(d), de->d_name, 0) == 0) {
                 stats->blobs++;
                 stats->bytes += (uint64_t)sb.st_size;
             }
@@ -1012,12 +1068,9 @@ static int gc_locked(struct vhpc_store *st, struct vhpc_gc_stats *stats, vhpc_er
     snprintf(p, sizeof(p), "%s/tmp", st->dir);
     if ((d = opendir(p))) {
         struct dirent *de;
-        time_t now = time(NULL);
         while ((de = readdir(d))) {
             struct stat sb;
-            if (de->d_name[0] == '.' || fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW))
-                continue;
-            if (now - sb.st_mtime < 3600)
+            if (de->d_name[0] == '.' || !is_old(dirfd(d), de->d_name, now, 3600, &sb))
                 continue;
             char q[PATH_MAX + 300];
             snprintf(q, sizeof(q), "%s/%s", p, de->d_name);
@@ -1048,13 +1101,33 @@ out:
     return r;
 }
 
+int vhpc_store_remove(struct vhpc_store *st, const char *ref, int *removed,
+                      struct vhpc_gc_stats *stats, vhpc_err_t *err)
+{
+    struct digests affected = {0}, refd = {0};
+    struct vhpc_gc_stats local = {0};
+    int r = vhpc_store_lock(st, err);
+    if (r < 0)
+        return r;
+    if ((r = untag(st, ref, removed, &affected, err)) == 0 &&
+        (r = vhpc_store_refs(st, collect_ref, &refd, err)) == 0) {
+        for (size_t i = 0; i < affected.n; i++)
+            if (!digests_has(&refd, affected.d[i]))
+                drop_image(st, affected.d[i], stats ? stats : &local);
+    }
+    vhpc_store_unlock(st);
+    free(affected.d);
+    free(refd.d);
+    return r;
+}
+
 int vhpc_store_gc(struct vhpc_store *st, struct vhpc_gc_stats *stats, vhpc_err_t *err)
 {
     struct vhpc_gc_stats local = {0};
     int r = vhpc_store_lock(st, err);
     if (r < 0)
         return r;
-    r = gc_locked(st, stats ? stats : &local, err);
+    r = gc_locked(st, stats ? stats : &local, VHPC_GC_GRACE_S, err);
     vhpc_store_unlock(st);
     return r;
 }
@@ -1070,9 +1143,9 @@ int vhpc_store_make_room(struct vhpc_store *st, uint64_t need, const char *keep,
         return 0;
     if (need > budget)
         return vhpc_err_setmsg(err, -ENOSPC,
-                               "%.1f MB do not fit in the cache budget of %.1f MB (raise it "
-                               "with --budget)",
-                               (double)need / 1e6, (double)budget / 1e6);
+                               "%" PRIu64 " bytes do not fit in the cache budget of %" PRIu64
+                               " bytes (raise it with --budget)",
+                               need, budget);
     int r = vhpc_store_lock(st, err);
     if (r < 0)
         return r;
@@ -1094,13 +1167,13 @@ int vhpc_store_make_room(struct vhpc_store *st, uint64_t need, const char *keep,
         if (!victim) {
             free(images.d);
             r = vhpc_err_setmsg(err, -ENOSPC,
-                                "the cache budget of %.1f MB is full and nothing is left to "
-                                "evict (raise it with --budget)",
-                                (double)budget / 1e6);
+                                "the cache budget of %" PRIu64 " bytes is full and nothing is "
+                                "left to evict (raise it with --budget)",
+                                budget);
             break;
         }
-        /* Drop its refs, then its manifest; gc frees the blobs no other
-         * image shares. */
+        /* Drop its refs, then the image and the blobs no other image
+         * shares. */
         json_t *refs = load_refs(st), *list;
         const char *nm;
         void *it;
@@ -1116,10 +1189,10 @@ int vhpc_store_make_room(struct vhpc_store *st, uint64_t need, const char *keep,
         }
         r = save_refs(st, refs, err);
         json_decref(refs);
-        remove_image(st, victim);
-        stats->images++;
+        if (r == 0)
+            drop_image(st, victim, stats);
         free(images.d);
-        if (r < 0 || (r = gc_locked(st, stats, err)) < 0)
+        if (r < 0)
             break;
     }
     vhpc_store_unlock(st);

@@ -52,8 +52,8 @@ void vhpc_store_close(struct vhpc_store *st);
 const char *vhpc_store_dir(const struct vhpc_store *st); /* <root>/store */
 
 /* Writers hold the store's lock (a flock on <root>/store/lock) around
- * changes that must not interleave (refs, gc, eviction).  Blocking;
- * recursive within one process is not supported. */
+ * changes that must not interleave: a build or transfer from its last blob
+ * to its tag, refs, removal, eviction.  Blocking; nests within one handle. */
 int vhpc_store_lock(struct vhpc_store *st, vhpc_err_t *err);
 void vhpc_store_unlock(struct vhpc_store *st);
 
@@ -129,7 +129,7 @@ int vhpc_store_tag(struct vhpc_store *st, const char *name, int version, const c
 int vhpc_store_resolve(const struct vhpc_store *st, const char *ref, struct vhpc_ref *out,
                        vhpc_err_t *err);
 /* Remove refs: "name" (all its versions), "name:version", or a digest
- * (every ref to it).  The content stays until gc. */
+ * (every ref to it).  The content stays (vhpc_store_remove frees it). */
 int vhpc_store_untag(struct vhpc_store *st, const char *ref, int *removed, vhpc_err_t *err);
 /* Every ref, by name then version. */
 int vhpc_store_refs(const struct vhpc_store *st, int (*fn)(const struct vhpc_ref *r, void *arg),
@@ -146,8 +146,14 @@ struct vhpc_gc_stats {
     unsigned images, blobs, tmp; /* removed */
     uint64_t bytes;              /* freed */
 };
-/* Remove images no ref points at, blobs no manifest names, and leftovers
- * in tmp/ older than an hour. */
+/* untag, then remove the images that lost their last ref and the blobs
+ * only they used (`vhpc image rm`). */
+int vhpc_store_remove(struct vhpc_store *st, const char *ref, int *removed,
+                      struct vhpc_gc_stats *stats, vhpc_err_t *err);
+/* Remove images no ref points at and blobs no manifest names, once they
+ * are VHPC_GC_GRACE_S old (younger ones may be a build or transfer that has
+ * not tagged its image yet), and leftovers in tmp/ older than an hour. */
+#define VHPC_GC_GRACE_S 3600
 int vhpc_store_gc(struct vhpc_store *st, struct vhpc_gc_stats *stats, vhpc_err_t *err);
 /* Make room for `need` more bytes within the budget: evict whole images,
  * least recently used first (their refs too), never `keep` (may be NULL).

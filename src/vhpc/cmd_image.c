@@ -316,18 +316,16 @@ static int rm(int argc, char **argv)
     if (vhpc_store_open(NULL, &st, &err) < 0)
         return vhpc_fail(&err);
     int status = 0;
+    struct vhpc_gc_stats gs = {0};
     for (int i = 1; i < argc; i++) {
         int n = 0;
-        if (vhpc_store_untag(st, argv[i], &n, &err) < 0) {
+        if (vhpc_store_remove(st, argv[i], &n, &gs, &err) < 0) {
             status = vhpc_fail(&err);
             continue;
         }
         printf("removed %s (%d name%s)\n", argv[i], n, n == 1 ? "" : "s");
     }
-    struct vhpc_gc_stats gs = {0};
-    if (vhpc_store_gc(st, &gs, &err) < 0)
-        status = vhpc_fail(&err);
-    else if (gs.bytes)
+    if (gs.bytes)
         printf("freed %.1f MB (%u blobs)\n", (double)gs.bytes / 1e6, gs.blobs);
     vhpc_store_close(st);
     return status;
@@ -369,8 +367,9 @@ static int gc(int argc, char **argv)
 {
     if (argc > 1) {
         if (!strcmp(argv[1], "--help")) {
-            printf("Usage: vhpc image gc\nRemove images no name points at, blobs no image "
-                   "uses, and builds or transfers\nleft over for more than an hour.\n");
+            printf("Usage: vhpc image gc\nRemove images no name points at and blobs no image "
+                   "uses (once an hour old:\nyounger ones may belong to a build or transfer "
+                   "under way), and builds or\ntransfers left over for more than an hour.\n");
             return 0;
         }
         return vhpc_usage("image gc", "unexpected argument '%s'", argv[1]);

@@ -28,6 +28,7 @@ digest_of() { "$vhpc" image show "$1" | sed -n 's/^digest: *//p'; }
 # ---- build: same inputs, same digest; a changed input, a new version ----
 mkdir -p "$tmp/app"
 echo "v1" >"$tmp/app/data"
+head -c 100000 /dev/urandom >"$tmp/app/blob" # app is bigger than minimal
 "$vhpc" image build --name app --add "$tmp/app" >/dev/null || { echo "FAIL build"; exit 1; }
 d1=$(digest_of app)
 "$vhpc" image build --name app --add "$tmp/app" >/dev/null
@@ -60,7 +61,7 @@ out=$("$vhpc" image gc)
 check "gc has nothing left to do" grep -q "removed 0 images, 0 blobs" <<<"$out"
 
 # ---- matching ----
-# minimal (busybox) < app:2 (busybox + a file) < tools (+ sha256sum and glibc)
+# minimal (busybox) < app:2 (busybox + 100 kB) < tools (+ sha256sum and glibc)
 "$vhpc" image build >/dev/null
 "$vhpc" image build --name tools --add /usr/bin/sha256sum >/dev/null
 out=$("$vhpc" image match --require os=debian-12 --require 'busybox>=1:1.30' 2>&1)
