@@ -67,7 +67,7 @@ static int vm_start(int argc, char **argv)
         return vhpc_usage("vm start", "--mem at least 64 MiB, --vcpus at least 1");
     vhpc_err_t err = {0};
     struct vhpc_image img;
-    if (vhpc_image_find(image, &img, &err) < 0)
+    if (vhpc_image_find(image, &img, &err) < 0 || vhpc_image_verify(&img, &err) < 0)
         return vhpc_fail(&err);
     spec.kernel = img.kernel;
     spec.initrd = img.initrd;
