@@ -383,6 +383,11 @@ static int gc(int argc, char **argv)
     vhpc_store_close(st);
     if (r < 0)
         return vhpc_fail(&err);
+    /* Images of the layout before the content-addressed store. */
+    char legacy[4200];
+    snprintf(legacy, sizeof(legacy), "%s/images", vhpc__store_root());
+    if (access(legacy, F_OK) == 0 && vhpc__rm_tree(legacy, &err) == 0)
+        printf("removed %s (images in the old layout; build them again)\n", legacy);
     printf("removed %u image%s, %u blob%s (%.1f MB), %u leftover%s\n", gs.images,
            gs.images == 1 ? "" : "s", gs.blobs, gs.blobs == 1 ? "" : "s", (double)gs.bytes / 1e6,
            gs.tmp, gs.tmp == 1 ? "" : "s");
