@@ -2,7 +2,7 @@
 # build-asan/ for the AddressSanitizer + UBSan build the tests also run under).
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build build-asan check demo bench-ivc bench-mpi bench-boot clean format
+.PHONY: all deps build build-asan check demo bench-ivc bench-mpi bench-boot bench-images clean format
 
 all: build
 
@@ -32,6 +32,9 @@ bench-mpi: build
 
 bench-boot: build
 	@bench/run_boot.sh build
+
+bench-images: build
+	@bench/run_images.sh build
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
