@@ -1,0 +1,125 @@
+/*
+ * sha256_hw.c - the SHA-256 compression function on the x86 SHA extensions
+ * (see sha256_hw.h), written from the instruction definitions in Intel's
+ * Software Developer's Manual:
+ *
+ *   SHA256RNDS2 (_mm_sha256rnds2_epu32(cdgh, abef, wk)): two rounds.  The
+ *     state is split over two registers, dwords high to low {A,B,E,F} and
+ *     {C,D,G,H}; wk holds W[t]+K[t] and W[t+1]+K[t+1] in its low two dwords.
+ *     It returns the new {A,B,E,F}; the new {C,D,G,H} is the old {A,B,E,F}.
+ *   SHA256MSG1 (_mm_sha256msg1_epu32(w0, w4)): W[t+i] + s0(W[t+i+1]), i=0..3,
+ *     from W[t..t+3] and W[t+4..t+7].
+ *   SHA256MSG2 (_mm_sha256msg2_epu32(x, w12)): finishes W[t+16..t+19] from
+ *     x = MSG1's result + W[t+9..t+12] and W[t+12..t+15], adding s1 of the
+ *     two words before each (the last two computed by the instruction itself).
+ *
+ * Registers hold dwords little-endian, so "high to low" above is dword 3 to
+ * dword 0.  The message words are big-endian in memory: each dword's bytes
+ * are reversed with PSHUFB as they are loaded.
+ */
+#include "sha256_hw.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+/* FIPS 180-4 section 4.2.2 (the same table as the portable code in cpio.c). */
+static const uint32_t hw_k[64] __attribute__((aligned(16))) = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+int vhpc__sha256_hw_supported(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1");
+}
+
+__attribute__((target("sha,sse4.1"))) void vhpc__sha256_hw_blocks(uint32_t h[8],
+                                                                  const unsigned char *p, size_t n)
+{
+    /* Byte order: reverse the 4 bytes of each dword. */
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
+
+    /* h[0..3] = {A,B,C,D} and h[4..7] = {E,F,G,H} (dword 0 first) into
+     * abef = {A,B,E,F} and cdgh = {C,D,G,H} (dword 3 first). */
+    __m128i t = _mm_loadu_si128((const __m128i *)&h[0]); /* D C B A */
+    __m128i u = _mm_loadu_si128((const __m128i *)&h[4]); /* H G F E */
+    t = _mm_shuffle_epi32(t, 0xB1);                      /* C D A B */
+    u = _mm_shuffle_epi32(u, 0x1B);                      /* E F G H */
+    __m128i abef = _mm_alignr_epi8(t, u, 8);             /* A B E F */
+    __m128i cdgh = _mm_blend_epi16(u, t, 0xF0);          /* C D G H */
+
+    for (; n > 0; n--, p += 64) {
+        const __m128i abef0 = abef, cdgh0 = cdgh;
+        __m128i w[4];
+        for (int i = 0; i < 4; i++)
+            w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), bswap);
+        /* 16 groups of 4 rounds; w[g % 4] holds W[4g..4g+3] when group g runs. */
+        for (int g = 0; g < 16; g++) {
+            if (g >= 4) {
+                /* W[4g+i] = s1(W[4g+i-2]) + W[4g+i-7] + s0(W[4g+i-15]) + W[4g+i-16] */
+                __m128i x = _mm_sha256msg1_epu32(w[g % 4], w[(g + 1) % 4]);
+                x = _mm_add_epi32(x, _mm_alignr_epi8(w[(g + 3) % 4], w[(g + 2) % 4], 4));
+                w[g % 4] = _mm_sha256msg2_epu32(x, w[(g + 3) % 4]);
+            }
+            __m128i wk = _mm_add_epi32(w[g % 4], _mm_load_si128((const __m128i *)&hw_k[4 * g]));
+            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk); /* now the new {A,B,E,F} */
+            wk = _mm_shuffle_epi32(wk, 0x0E);             /* the upper two words */
+            abef = _mm_sha256rnds2_epu32(abef, cdgh, wk);
+            /* After two calls the registers are back in their roles:
+             * abef holds {A,B,E,F}, cdgh the previous {A,B,E,F} = {C,D,G,H}. */
+        }
+        abef = _mm_add_epi32(abef, abef0);
+        cdgh = _mm_add_epi32(cdgh, cdgh0);
+    }
+
+    t = _mm_shuffle_epi32(abef, 0x1B);                               /* F E B A */
+    u = _mm_shuffle_epi32(cdgh, 0xB1);                               /* D C H G */
+    _mm_storeu_si128((__m128i *)&h[0], _mm_blend_epi16(t, u, 0xF0)); /* D C B A */
+    _mm_storeu_si128((__m128i *)&h[4], _mm_alignr_epi8(u, t, 8));    /* H G F E */
+}
+
+#else /* not x86: the portable code only */
+
+int vhpc__sha256_hw_supported(void)
+{
+    return 0;
+}
+
+void vhpc__sha256_hw_blocks(uint32_t h[8], const unsigned char *p, size_t n)
+{
+    (void)h, (void)p, (void)n;
+    abort();
+}
+
+#endif
+
+static int current; /* 0: not decided yet */
+
+int vhpc__sha256_select(int which)
+{
+    if (which == VHPC_SHA256_AUTO) {
+        const char *e = getenv("VHPC_SHA256");
+        which = e && !strcmp(e, "soft") ? VHPC_SHA256_SOFT : VHPC_SHA256_HW;
+    }
+    if (which == VHPC_SHA256_HW && !vhpc__sha256_hw_supported())
+        which = VHPC_SHA256_SOFT;
+    current = which;
+    return current;
+}
+
+int vhpc__sha256_current(void)
+{
+    if (!current)
+        vhpc__sha256_select(VHPC_SHA256_AUTO);
+    return current;
+}
