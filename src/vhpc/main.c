@@ -15,6 +15,7 @@ static const struct vhpc_command commands[] = {
     {"vm", cmd_vm, "start, exec, console, stop, list: clusters for interactive use"},
     {"image", cmd_image, "build, list, show: guest images"},
     {"gc", cmd_gc, "remove what crashed runs left (QEMU, taps, bridges, ivcd, files)"},
+    {"node", cmd_node, "serve: receive, forward and cache images for push and pull"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,90 @@
+/*
+ * dist_proto.h - the wire format of image distribution (dist.c): what a
+ * pusher, the `vhpc node serve` services and a puller say to each other
+ * over TCP.  This header is the specification.
+ *
+ * Every message is a frame: a 12-byte header, then `length` bytes of
+ * payload.  Integers are big-endian.
+ *
+ *   offset 0  u32 magic   VHPC_DIST_MAGIC ("VDI1")
+ *          4  u8  type    enum vhpc_dist_type
+ *          5  u8  pad[3]  zero
+ *          8  u32 length  payload bytes (<= VHPC_DIST_MAX_CONTROL for JSON
+ *                         frames, <= VHPC_DIST_MAX_CHUNK + 48 for CHUNK)
+ *
+ * Control payloads are one JSON object each.  A frame with a wrong magic, an
+ * unknown type, a length over the limit, or a payload that does not parse
+ * ends the connection (nothing else: a peer speaking garbage costs one
+ * connection, never the service).
+ *
+ * A push, on one link from a sender (the pusher, or a node forwarding) to a
+ * receiver:
+ *   S -> R  PUSH      {"v":1, "digest":<image>, "name":.., "version":N,
+ *                      "chunk":<bytes>, "timeout_ms":T, "seq":false,
+ *                      "self":<R's index in the push's node list>,
+ *                      "children":[{"i":k, "addr":"ip:port",
+ *                                   "children":[..]}, ..]}
+ *   S -> R  MANIFEST  the manifest's bytes (their sha256 is "digest")
+ *   R -> S  STATE     {"have":[bytes per blob, in manifest order]}: what R
+ *                     already holds (verified), a multiple of "chunk" or
+ *                     the whole blob; or {"error":".."} if R cannot take it
+ *   S -> R  CHUNK     u32 blob index, u32 zero, u64 offset, 32-byte sha256
+ *                     of the data, then the data: min(chunk, size - offset)
+ *                     bytes, offset = what R has of that blob (in order)
+ *   R -> S  PROGRESS  {"own":<bytes R received>, "sub":<bytes its subtree
+ *                     received>} every 0.5 s; S sends R an empty PROGRESS
+ *                     ({}) when it has sent nothing for 0.5 s (keep-alive)
+ *   R -> S  REPORT    {"nodes":[{"i":k, "ok":true|false, "reason":"..",
+ *                     "bytes":N, "ms":T}, ..]}: R itself and every node
+ *                     below it, once R has the image (or failed) and every
+ *                     child reported or failed
+ *   either  ERROR     {"error":".."}; the sender closes the link after it
+ *
+ * R checks each chunk's sha256 before it writes or forwards it, and the
+ * whole blob's digest when it commits it to its store.  R forwards to its
+ * children (the subtree in PUSH, each gets its own PUSH) while it receives
+ * ("seq":false, pipelined), or only once it has everything and one child
+ * after the other ("seq":true, store and forward: the binomial tree).
+ * When a child fails (connection lost, ERROR, no frame for timeout_ms) its
+ * parent reports it failed and adopts the child's children: it sends each
+ * a PUSH; a receiver that already has a transfer of that image takes the
+ * new link as its upstream and answers STATE with what it has, so the
+ * transfer continues from there.
+ *
+ * Other requests, each on a new connection to a node:
+ *   C -> N  PULL   {"ref":"name[:version]" | digest prefix}
+ *   N -> C  PUSH + MANIFEST as above (no children), then the same
+ *           STATE / CHUNK / REPORT exchange; or ERROR if N has no
+ *           verified copy
+ *   C -> N  QUERY  {"ref":..}
+ *   N -> C  HAVE   {"have":true, "digest":.., "name":.., "version":N} after
+ *                  re-hashing every blob (a damaged one is removed), or
+ *                  {"have":false, "reason":".."}
+ */
+#ifndef VHPC_DIST_PROTO_H
+#define VHPC_DIST_PROTO_H
+
+#include <stdint.h>
+
+#define VHPC_DIST_MAGIC       0x56444931u /* "VDI1" */
+#define VHPC_DIST_HDR         12
+#define VHPC_DIST_CHUNK_HDR   48
+#define VHPC_DIST_MAX_CONTROL (16u << 20)
+#define VHPC_DIST_MIN_CHUNK   (4u << 10)
+#define VHPC_DIST_MAX_CHUNK   (64u << 20)
+#define VHPC_DIST_PORT        7470
+
+enum vhpc_dist_type {
+    VHPC_DIST_PUSH = 1,
+    VHPC_DIST_MANIFEST = 2,
+    VHPC_DIST_STATE = 3,
+    VHPC_DIST_CHUNK = 4,
+    VHPC_DIST_PROGRESS = 5,
+    VHPC_DIST_REPORT = 6,
+    VHPC_DIST_ERROR = 7,
+    VHPC_DIST_PULL = 8,
+    VHPC_DIST_QUERY = 9,
+    VHPC_DIST_HAVE = 10,
+};
+
+#endif
