@@ -1,0 +1,363 @@
+/*
+ * dist_tool.c - what the image distribution tests (tests/dist/) and
+ * bench/run_dist.sh need besides the vhpc binary:
+ *
+ *   dist_tool mkimage ROOT NAME SIZE [SEED]  a synthetic image in the store
+ *       at ROOT: kernel, initrd and rootfs blobs of pseudo-random bytes
+ *       (5 %, 15 %, 80 % of SIZE), tagged NAME; prints its digest
+ *   dist_tool verify ROOT REF   re-hash every blob of image REF; prints the
+ *       digest, exits 1 if something is missing or damaged
+ *   dist_tool blob ROOT REF ROLE    the path of image REF's blob ROLE
+ *   dist_tool query HOST:PORT REF   ask a node "have REF?"; prints the answer
+ *   dist_tool garbage HOST:PORT     talk nonsense to a node in many ways
+ *       (random bytes, bad magic, huge lengths, half frames, bad JSON,
+ *       frames out of order, a push of a manifest that lies)
+ */
+#include "cpio.h"
+#include "dist.h"
+#include "dist_proto.h"
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void die(const char *what, const vhpc_err_t *err)
+{
+    fprintf(stderr, "dist_tool: %s: %s\n", what, err ? err->msg : strerror(errno));
+    exit(1);
+}
+
+static uint64_t rng(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+static int mkimage(const char *root, const char *name, const char *size_s, uint64_t seed)
+{
+    uint64_t size;
+    vhpc_err_t err = {0};
+    struct vhpc_store *st;
+    if (vhpc_parse_bytes(size_s, &size) < 0 || size < 100)
+        die("SIZE", NULL);
+    if (vhpc_store_open(root, &st, &err) < 0)
+        die("opening the store", &err);
+    static const char *const roles[] = {"kernel", "initrd", "rootfs"};
+    const uint64_t part[] = {size * 5 / 100, size * 15 / 100,
+                             size - size * 5 / 100 - size * 15 / 100};
+    json_t *blobs = json_object();
+    uint64_t s = seed * 0x9E3779B97F4A7C15ULL + 1;
+    for (int i = 0; i < 3; i++) {
+        char tmp[4200], digest[65];
+        snprintf(tmp, sizeof(tmp), "%s/store/tmp/mkimage-%d-XXXXXX", root, i);
+        int fd = mkstemp(tmp);
+        if (fd < 0)
+            die(tmp, NULL);
+        static uint64_t buf[1 << 14];
+        for (uint64_t left = part[i]; left > 0;) {
+            size_t n = left < sizeof(buf) ? (size_t)left : sizeof(buf);
+            for (size_t j = 0; j < (n + 7) / 8; j++)
+                buf[j] = rng(&s);
+            if (write(fd, buf, n) != (ssize_t)n)
+                die("writing", NULL);
+            left -= n;
+        }
+        close(fd);
+        uint64_t got;
+        if (vhpc_store_add_blob(st, tmp, 1, digest, &got, &err) < 0)
+            die("adding a blob", &err);
+        json_object_set_new(blobs, roles[i],
+                            json_pack("{s:s, s:I}", "digest", digest, "size", (json_int_t)got));
+    }
+    json_t *m =
+        json_pack("{s:i, s:s, s:s, s:s, s:s, s:o, s:I, s:n, s:I}", "schema", 1, "kind", "minimal",
+                  "os", "debian-12", "arch", "x86_64", "kernel", "synthetic", "blobs", blobs,
+                  "size", (json_int_t)size, "parent", "seed", (json_int_t)seed);
+    char digest[65];
+    if (vhpc_store_put_manifest(st, m, digest, &err) < 0)
+        die("storing the manifest", &err);
+    json_decref(m);
+    struct vhpc_ref ref;
+    if (vhpc_store_tag(st, name, 0, digest, &ref, &err) < 0)
+        die("tagging", &err);
+    printf("%s\n", digest);
+    vhpc_store_close(st);
+    return 0;
+}
+
+static int verify_cb(const char *role, const char *digest, uint64_t size, void *arg)
+{
+    vhpc_err_t err = {0};
+    (void)size;
+    if (!vhpc_store_has_blob(arg, digest)) {
+        fprintf(stderr, "dist_tool: the %s blob %.12s is missing\n", role, digest);
+        return 1;
+    }
+    if (vhpc_store_verify_blob(arg, digest, &err) < 0) {
+        fprintf(stderr, "dist_tool: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+static int verify(const char *root, const char *ref_s)
+{
+    vhpc_err_t err = {0};
+    struct vhpc_store *st;
+    struct vhpc_ref ref;
+    json_t *m;
+    if (vhpc_store_open(root, &st, &err) < 0 || vhpc_store_resolve(st, ref_s, &ref, &err) < 0 ||
+        vhpc_store_get_manifest(st, ref.digest, &m, &err) < 0) {
+        fprintf(stderr, "dist_tool: %s\n", err.msg);
+        return 1;
+    }
+    int r = vhpc_manifest_blobs(m, verify_cb, st, &err);
+    json_decref(m);
+    vhpc_store_close(st);
+    if (r)
+        return 1;
+    printf("%s\n", ref.digest);
+    return 0;
+}
+
+struct blob_find {
+    const char *role;
+    char digest[65];
+};
+
+static int blob_cb(const char *role, const char *digest, uint64_t size, void *arg)
+{
+    struct blob_find *f = arg;
+    (void)size;
+    if (!strcmp(role, f->role))
+        snprintf(f->digest, sizeof(f->digest), "%s", digest);
+    return 0;
+}
+
+/* The path of image REF's blob ROLE. */
+static int blob(const char *root, const char *ref_s, const char *role)
+{
+    vhpc_err_t err = {0};
+    struct vhpc_store *st;
+    struct vhpc_ref ref;
+    struct blob_find f = {role, ""};
+    json_t *m;
+    if (vhpc_store_open(root, &st, &err) < 0 || vhpc_store_resolve(st, ref_s, &ref, &err) < 0 ||
+        vhpc_store_get_manifest(st, ref.digest, &m, &err) < 0)
+        die("blob", &err);
+    vhpc_manifest_blobs(m, blob_cb, &f, &err);
+    json_decref(m);
+    if (!f.digest[0]) {
+        fprintf(stderr, "dist_tool: no %s blob\n", role);
+        return 1;
+    }
+    char p[4200];
+    vhpc_store_blob_path(st, f.digest, p, sizeof(p));
+    printf("%s\n", p);
+    vhpc_store_close(st);
+    return 0;
+}
+
+static int dial(const char *addr)
+{
+    struct sockaddr_storage sa;
+    socklen_t sl;
+    vhpc_err_t err = {0};
+    if (vhpc_dist_resolve(addr, &sa, &sl, &err) < 0)
+        die("address", &err);
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sl) < 0)
+        die(addr, NULL);
+    return fd;
+}
+
+static void frame(unsigned char *h, int type, uint32_t len, uint32_t magic)
+{
+    h[0] = (unsigned char)(magic >> 24), h[1] = (unsigned char)(magic >> 16);
+    h[2] = (unsigned char)(magic >> 8), h[3] = (unsigned char)magic;
+    h[4] = (unsigned char)type;
+    h[5] = h[6] = h[7] = 0;
+    h[8] = (unsigned char)(len >> 24), h[9] = (unsigned char)(len >> 16);
+    h[10] = (unsigned char)(len >> 8), h[11] = (unsigned char)len;
+}
+
+static void send_frame(int fd, int type, const void *p, size_t len)
+{
+    unsigned char h[VHPC_DIST_HDR];
+    frame(h, type, (uint32_t)len, VHPC_DIST_MAGIC);
+    if (send(fd, h, sizeof(h), MSG_NOSIGNAL) < 0 || (len && send(fd, p, len, MSG_NOSIGNAL) < 0))
+        return; /* the node may hang up on us: that is what we test */
+}
+
+/* Read one frame's payload into buf (NUL-terminated); its type, or -1. */
+static int recv_frame(int fd, char *buf, size_t cap, int ms)
+{
+    unsigned char h[VHPC_DIST_HDR];
+    size_t got = 0;
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    while (got < sizeof(h)) {
+        if (poll(&pf, 1, ms) <= 0)
+            return -1;
+        ssize_t n = recv(fd, h + got, sizeof(h) - got, 0);
+        if (n <= 0)
+            return -1;
+        got += (size_t)n;
+    }
+    uint32_t len = (uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11];
+    if (len >= cap)
+        return -1;
+    for (got = 0; got < len;) {
+        if (poll(&pf, 1, ms) <= 0)
+            return -1;
+        ssize_t n = recv(fd, buf + got, len - got, 0);
+        if (n <= 0)
+            return -1;
+        got += (size_t)n;
+    }
+    buf[len] = 0;
+    return h[4];
+}
+
+static int query(const char *addr, const char *ref)
+{
+    int fd = dial(addr);
+    char req[1024], buf[65536];
+    int n = snprintf(req, sizeof(req), "{\"ref\":\"%s\"}", ref);
+    send_frame(fd, VHPC_DIST_QUERY, req, (size_t)n);
+    int t = recv_frame(fd, buf, sizeof(buf), 10000);
+    close(fd);
+    if (t != VHPC_DIST_HAVE) {
+        fprintf(stderr, "dist_tool: no answer from %s\n", addr);
+        return 1;
+    }
+    printf("%s\n", buf);
+    return 0;
+}
+
+/* Each case on its own connection; the node must survive them all. */
+static int garbage(const char *addr)
+{
+    uint64_t s = 12345;
+    unsigned char h[VHPC_DIST_HDR], junk[4096];
+    char buf[65536];
+    int fd;
+
+    /* random bytes */
+    for (int i = 0; i < 20; i++) {
+        fd = dial(addr);
+        for (size_t j = 0; j < sizeof(junk); j++)
+            junk[j] = (unsigned char)rng(&s);
+        send(fd, junk, 1 + rng(&s) % sizeof(junk), MSG_NOSIGNAL);
+        close(fd);
+    }
+    /* a wrong magic; an unknown type; a length over the limit */
+    fd = dial(addr);
+    frame(h, VHPC_DIST_QUERY, 2, 0xdeadbeef);
+    send(fd, h, sizeof(h), MSG_NOSIGNAL);
+    close(fd);
+    fd = dial(addr);
+    frame(h, 200, 2, VHPC_DIST_MAGIC);
+    send(fd, h, sizeof(h), MSG_NOSIGNAL);
+    close(fd);
+    fd = dial(addr);
+    frame(h, VHPC_DIST_PUSH, 0xffffffffu, VHPC_DIST_MAGIC);
+    send(fd, h, sizeof(h), MSG_NOSIGNAL);
+    close(fd);
+    /* a chunk on a fresh connection, claiming 64 MiB, then a few bytes */
+    fd = dial(addr);
+    frame(h, VHPC_DIST_CHUNK, VHPC_DIST_MAX_CHUNK, VHPC_DIST_MAGIC);
+    send(fd, h, sizeof(h), MSG_NOSIGNAL);
+    send(fd, junk, 100, MSG_NOSIGNAL);
+    close(fd);
+    /* half a header, half a payload, then hang up */
+    fd = dial(addr);
+    send(fd, h, 5, MSG_NOSIGNAL);
+    close(fd);
+    fd = dial(addr);
+    frame(h, VHPC_DIST_QUERY, 1000, VHPC_DIST_MAGIC);
+    send(fd, h, sizeof(h), MSG_NOSIGNAL);
+    send(fd, "{\"ref\":", 7, MSG_NOSIGNAL);
+    close(fd);
+    /* JSON that is not JSON, or not an object, or lacks fields */
+    static const char *const bad[] = {"not json",      "[1,2,3]", "{}",
+                                      "{\"ref\":5}",   "\"x\"",   "{\"ref\":\"../../etc\"}",
+                                      "{\"ref\":\"\"}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+        for (int type = VHPC_DIST_PUSH; type <= VHPC_DIST_HAVE; type++) {
+            fd = dial(addr);
+            send_frame(fd, type, bad[i], strlen(bad[i]));
+            recv_frame(fd, buf, sizeof(buf), 200);
+            close(fd);
+        }
+    /* a PUSH whose manifest does not hash to its digest, and one with a bad tree */
+    const char *push = "{\"v\":1,\"digest\":\"0000000000000000000000000000000000000000000000000000"
+                       "000000000000\",\"name\":\"x\",\"version\":1,\"chunk\":1048576,"
+                       "\"children\":[]}";
+    fd = dial(addr);
+    send_frame(fd, VHPC_DIST_PUSH, push, strlen(push));
+    send_frame(fd, VHPC_DIST_MANIFEST, "{\"blobs\":{}}", 12);
+    int t = recv_frame(fd, buf, sizeof(buf), 5000);
+    close(fd);
+    if (t != VHPC_DIST_ERROR) {
+        fprintf(stderr, "dist_tool: a lying manifest was not refused (got %d)\n", t);
+        return 1;
+    }
+    const char *tree = "{\"v\":1,\"digest\":\"0000000000000000000000000000000000000000000000000000"
+                       "000000000000\",\"name\":\"x\",\"version\":1,\"chunk\":1048576,"
+                       "\"children\":[{\"i\":-1,\"addr\":7}]}";
+    fd = dial(addr);
+    send_frame(fd, VHPC_DIST_PUSH, tree, strlen(tree));
+    send_frame(fd, VHPC_DIST_MANIFEST, "{}", 2);
+    t = recv_frame(fd, buf, sizeof(buf), 5000);
+    close(fd);
+    if (t != VHPC_DIST_ERROR) {
+        fprintf(stderr, "dist_tool: a bad tree was not refused (got %d)\n", t);
+        return 1;
+    }
+    /* many connections at once, left open for a moment */
+    int many[300], nm = 0;
+    for (; nm < 300; nm++) {
+        many[nm] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_storage sa;
+        socklen_t sl;
+        vhpc_err_t err = {0};
+        vhpc_dist_resolve(addr, &sa, &sl, &err);
+        if (connect(many[nm], (struct sockaddr *)&sa, sl) < 0) {
+            close(many[nm]);
+            break;
+        }
+    }
+    usleep(200000);
+    for (int i = 0; i < nm; i++)
+        close(many[i]);
+    printf("garbage: done (%d connections at once)\n", nm);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 5 && !strcmp(argv[1], "mkimage"))
+        return mkimage(argv[2], argv[3], argv[4], argc > 5 ? strtoull(argv[5], NULL, 10) : 1);
+    if (argc == 4 && !strcmp(argv[1], "verify"))
+        return verify(argv[2], argv[3]);
+    if (argc == 5 && !strcmp(argv[1], "blob"))
+        return blob(argv[2], argv[3], argv[4]);
+    if (argc == 4 && !strcmp(argv[1], "query"))
+        return query(argv[2], argv[3]);
+    if (argc == 3 && !strcmp(argv[1], "garbage"))
+        return garbage(argv[2]);
+    fprintf(stderr, "usage: dist_tool mkimage ROOT NAME SIZE [SEED] | verify ROOT REF |\n"
+                    "       blob ROOT REF ROLE | query HOST:PORT REF | garbage HOST:PORT\n");
+    return 2;
+}
