@@ -63,7 +63,8 @@ __attribute__((target("sha,sse4.1"))) void vhpc__sha256_hw_blocks(uint32_t h[8],
         __m128i w[4];
         for (int i = 0; i < 4; i++)
             w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), bswap);
-        /* 16 groups of 4 rounds; w[g % 4] holds W[4g..4g+3] when group g runs. */
+            /* 16 groups of 4 rounds; w[g % 4] holds W[4g..4g+3] when group g runs. */
+#pragma GCC unroll 16
         for (int g = 0; g < 16; g++) {
             if (g >= 4) {
                 /* W[4g+i] = s1(W[4g+i-2]) + W[4g+i-7] + s0(W[4g+i-15]) + W[4g+i-16] */
