@@ -45,8 +45,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -233,6 +235,7 @@ struct conn {
     size_t crem;
     struct session *sess; /* R_UP */
     struct kid *kid;      /* R_KID */
+    int lowat;            /* SO_RCVLOWAT set (0: the default, 1) */
     int is_pull;          /* the puller's link to a node */
     size_t pull_node;     /* ... its index in the list */
 };
@@ -325,8 +328,14 @@ static void elog(struct engine *e, const char *fmt, ...)
     if (!e->logp)
         return;
     va_list ap;
+    struct timespec ts;
+    struct tm tm;
+    char when[32];
+    clock_gettime(CLOCK_REALTIME, &ts);
+    localtime_r(&ts.tv_sec, &tm);
+    strftime(when, sizeof(when), "%H:%M:%S", &tm);
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", e->logp);
+    fprintf(stderr, "%s.%03ld %s: ", when, ts.tv_nsec / 1000000, e->logp);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
@@ -353,6 +362,7 @@ static struct conn *conn_new(struct engine *e, int fd, enum role role)
     c->fd = fd;
     c->role = role;
     c->cfd = -1;
+    c->lowat = 1;
     c->since = c->last_rx = c->last_tx = e->now;
     c->next = e->conns;
     e->conns = c;
@@ -535,12 +545,18 @@ static int collect_blob(const char *role, const char *digest, uint64_t size, voi
     return 0;
 }
 
+/* Largest first (then by role): a receiver re-hashes each blob when it
+ * commits it, and that of the big root file system then overlaps with the
+ * transfer of the small kernel and initramfs instead of trailing it. */
 static int cmp_blob(const void *x, const void *y)
 {
-    return strcmp(((const struct blob *)x)->role, ((const struct blob *)y)->role);
+    const struct blob *a = x, *b = y;
+    if (a->size != b->size)
+        return a->size > b->size ? -1 : 1;
+    return strcmp(a->role, b->role);
 }
 
-/* The blobs a manifest names, by role (the order every side sends in). */
+/* The blobs a manifest names, in the order every side sends them. */
 static int manifest_blobs(const char *text, size_t len, struct blob **out, size_t *n,
                           vhpc_err_t *err)
 {
@@ -891,6 +907,9 @@ struct commit_job {
 static void *commit_thread(void *arg)
 {
     struct commit_job *j = arg;
+    /* Re-hashing a whole blob is nobody's critical path; forwarding chunks
+     * (which the nodes below wait for) is: let the loop have the CPU first. */
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
     j->r = vhpc_store_blob_commit(j->st, &j->w, &j->err);
     while (write(j->wake, &j, sizeof(j)) < 0 && errno == EINTR)
         ;
@@ -1020,8 +1039,11 @@ static void handle_chunk(struct session *s, const unsigned char *p, size_t len)
     b->cdk[k] = 1;
     b->have += dlen;
     s->bytes_in += dlen;
-    if (b->have == b->size)
+    if (b->have == b->size) {
+        elog(s->e, "image %.12s: %s blob %.12s received (%" PRIu64 " bytes, %.2f s)", s->digest,
+             b->role, b->digest, b->size, (double)(s->e->now - s->t0) / 1000);
         start_commit(s, bi);
+    }
     session_kick(s);
 }
 
@@ -1301,6 +1323,13 @@ static struct session *session_receive(struct engine *e, const struct push_req *
             if (r < 0)
                 break;
             b->state = B_RECV;
+            /* Allocate the blocks now: no space shows at once, and writing
+             * into allocated blocks costs half of delayed allocation (ext4). */
+            if (b->size && fallocate(b->w.fd, 0, 0, (off_t)b->size) < 0 && errno == ENOSPC) {
+                r = vhpc_err_set(err, -ENOSPC, "no room for blob %.12s (%" PRIu64 " bytes) in %s",
+                                 b->digest, b->size, vhpc_store_dir(e->st));
+                break;
+            }
             snprintf(p2, sizeof(p2), "%s", b->w.tmp);
             s->need += b->size;
         }
@@ -1711,11 +1740,20 @@ static void conn_read(struct conn *c)
             c->cap = ncap;
         }
         size_t want = c->cap - c->got;
-        /* Inside a big frame, read just to its end: no bytes to move after. */
+        /* Inside a big frame, read just to its end: no bytes to move after;
+         * and be woken only once a good part of it is here (fewer wake-ups
+         * and context switches per chunk). */
+        int lowat = 1;
         if (c->got >= VHPC_DIST_HDR) {
-            size_t need = VHPC_DIST_HDR + get32(c->in + 8);
-            if (need - c->got > (64 << 10) && need - c->got < want)
-                want = need - c->got;
+            size_t need = VHPC_DIST_HDR + get32(c->in + 8), rest = need - c->got;
+            if (rest > (64 << 10) && rest < want)
+                want = rest;
+            if (rest > (64 << 10))
+                lowat = rest < (256 << 10) ? (int)rest : 256 << 10;
+        }
+        if (lowat != c->lowat) {
+            setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
+            c->lowat = lowat;
         }
         ssize_t n = recv(c->fd, c->in + c->got, want, 0);
         if (n == 0) {

@@ -25,7 +25,7 @@
  *                      "children":[{"i":k, "addr":"ip:port",
  *                                   "children":[..]}, ..]}
  *   S -> R  MANIFEST  the manifest's bytes (their sha256 is "digest")
- *   R -> S  STATE     {"have":[bytes per blob, in manifest order]}: what R
+ *   R -> S  STATE     {"have":[bytes per blob, in send order]}: what R
  *                     already holds (verified), a multiple of "chunk" or
  *                     the whole blob; or {"error":".."} if R cannot take it
  *   S -> R  CHUNK     u32 blob index, u32 zero, u64 offset, 32-byte sha256
@@ -39,6 +39,9 @@
  *                     below it, once R has the image (or failed) and every
  *                     child reported or failed
  *   either  ERROR     {"error":".."}; the sender closes the link after it
+ *
+ * Send order: the manifest's blobs by size, largest first, then by role
+ * name; blob indexes in STATE and CHUNK count in that order.
  *
  * R checks each chunk's sha256 before it writes or forwards it, and the
  * whole blob's digest when it commits it to its store.  R forwards to its
