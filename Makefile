@@ -2,7 +2,7 @@
 # build-asan/ for the AddressSanitizer + UBSan build the tests also run under).
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build build-asan check demo bench-ivc bench-mpi bench-boot bench-images clean format
+.PHONY: all deps build build-asan check demo bench-ivc bench-mpi bench-boot bench-images bench-dist clean format
 
 all: build
 
@@ -35,6 +35,9 @@ bench-boot: build
 
 bench-images: build
 	@bench/run_images.sh build
+
+bench-dist: build
+	@bench/run_dist.sh build
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# run_dist.sh BUILD_DIR - `make bench-dist`: how fast an image reaches 1, 2,
+# 4 and 8 nodes.  Every node is a network namespace on a bridge whose link is
+# shaped to 1 Gbit/s in each direction (tc tbf on both ends of its veth); the
+# pusher sits in one more such namespace, so it has one 1 Gbit/s link like
+# everybody else.  Each node runs `vhpc node serve` with an empty store; the
+# image (100 MB of pseudo-random blobs: kernel 5 %, initramfs 15 %, root file
+# system 80 %) is pushed with
+#   pipelined  --mode pipeline (chunks of 1 MiB down a chain, forwarded while
+#              they arrive)
+#   binomial   --mode binomial (whole image, store and forward, round r:
+#              every holder sends to one more node)
+#   central    --mode central  (the pusher sends to every node at once)
+# One point-to-point copy is the push to 1 node.  Times are wall clock of the
+# push command (start to every node's report back), median of BENCH_REPS
+# runs (3, and 2 more for pipelined; BENCH_QUICK=1: 1).
+#
+# Memory: this VM's balloon driver hands memory freed in the guest back to
+# the host after a few seconds, and the next touch of such a page costs a
+# fault in the host (~3 ms per MB here, 15 times a memory copy).  Eight
+# nodes on two vCPUs writing 8 x 100 MB of fresh page cache pay that eight
+# times over, which separate machines would not; so each timed run is
+# preceded by writing and deleting as much data as the run will store
+# ("warm").  One run of 8 nodes without it is shown too ("cold").
+#
+# Ends with:
+#   RESULT push8_over_p2p=.. central8_over_push8=.. binomial8_over_push8=..
+# (goals: push8_over_p2p <= 1.3, central8_over_push8 >= 4).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh" "$@"
+
+vhpc=$build/src/vhpc/vhpc
+tool=$build/tests/dist_tool
+rate=${BENCH_DIST_RATE:-1gbit}
+size=${BENCH_DIST_BYTES:-100000000}
+dreps=${BENCH_REPS:-3}
+[ -n "$quick" ] && dreps=${BENCH_REPS:-1}
+[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, tc)"
+[ -x "$vhpc" ] && [ -x "$tool" ] || die "build first (make build): $vhpc, $tool"
+command -v tc >/dev/null || die "tc is missing (apt-get install iproute2)"
+
+id=vdb$(printf %x $$)
+tmp=$(mktemp -d /tmp/vhpc-bench-dist.XXXXXX)
+cleanup() {
+    local ns pid
+    for ns in $(ip netns list 2>/dev/null | awk -v p="$id" 'index($1, p) == 1 {print $1}'); do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
+        ip netns del "$ns" 2>/dev/null
+    done
+    ip link del "${id}b" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+ns_of() { [ "$1" = src ] && echo "${id}s" || echo "${id}n$1"; }
+ip_of() { [ "$1" = src ] && echo 10.98.0.1 || echo "10.98.0.$((10 + $1))"; }
+store_of() { echo "$tmp/store-$1"; }
+
+add_ns() { # WHO: a namespace on the bridge, its link shaped both ways
+    local who=$1 ns h=${id}h$1
+    ns=$(ns_of "$who")
+    ip netns add "$ns"
+    ip link add "$h" type veth peer name eth0 netns "$ns"
+    ip link set "$h" master "${id}b" up
+    ip -n "$ns" addr add "$(ip_of "$who")/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" link set lo up
+    tc qdisc add dev "$h" root tbf rate "$rate" burst 512kb latency 50ms
+    ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$rate" burst 512kb latency 50ms
+    mkdir -p "$(store_of "$who")"
+}
+
+ip link add "${id}b" type bridge
+ip link set "${id}b" up
+for who in src 1 2 3 4 5 6 7 8; do add_ns "$who"; done
+"$tool" mkimage "$(store_of src)" bench "$size" 1 >/dev/null
+export VHPC_PROGRESS=0
+
+stop_nodes() {
+    local f pids=() p alive
+    for f in "$tmp"/n*.pid; do
+        [ -f "$f" ] && pids+=("$(cat "$f")") && kill -TERM "${pids[-1]}" 2>/dev/null
+    done
+    for _ in $(seq 1 100); do
+        alive=0
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ $alive = 0 ] && break
+        sleep 0.05
+    done
+}
+
+# push_time K MODE [cold]: seconds for one push of the image to nodes 1..K
+# whose stores are empty.
+push_time() {
+    local k=$1 mode=$2 cold=${3:-} list= i t0 t1
+    stop_nodes
+    for i in $(seq 1 8); do
+        rm -rf "$(store_of "$i")"
+        mkdir -p "$(store_of "$i")"
+    done
+    for i in $(seq 1 "$k"); do
+        ip netns exec "$(ns_of "$i")" "$vhpc" node serve --listen "$(ip_of "$i")" \
+            --store "$(store_of "$i")" --pidfile "$tmp/n$i.pid" --daemon --log "$tmp/n$i.log"
+        list=$list${list:+,}$(ip_of "$i")
+    done
+    if [ -z "$cold" ]; then
+        dd if=/dev/zero of="$tmp/warm" bs=1M count=$(((k + 1) * size / 1000000 + 100)) 2>/dev/null
+        rm -f "$tmp/warm"
+    fi
+    t0=$(date +%s.%N)
+    if ! ip netns exec "$(ns_of src)" env VHPC_HOME="$(store_of src)" \
+        "$vhpc" image push bench --nodes "$list" --mode "$mode" >"$tmp/push.out" 2>&1; then
+        cat "$tmp/push.out" >&2
+        die "push to $k nodes ($mode) failed"
+    fi
+    t1=$(date +%s.%N)
+    grep -q "^$k of $k nodes have" "$tmp/push.out" || die "push to $k nodes: not every node has it"
+    awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.4f\n", b - a}'
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+fmt() { printf '%.2f' "$1"; }
+div() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.4f\n", a / b}'; }
+
+mkdir -p "$here/results"
+raw=$here/results/dist-$(date +%Y%m%d-%H%M%S)${quick:+-quick}.txt
+bench_raw_header "# run_dist.sh: $size bytes, links $rate, median of $dreps" >"$raw"
+echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$raw"
+
+# Cold first: after a pause the memory the last runs freed is the host's again.
+sleep 8
+cold=$(push_time 8 pipeline cold)
+echo "8 pipeline-cold $cold" >>"$raw"
+
+declare -A t
+for k in 1 2 4 8; do
+    for mode in pipeline binomial central; do
+        runs=()
+        n=$dreps
+        [ "$mode" = pipeline ] && n=$((dreps + 2)) # the two numbers the goals divide
+        for _ in $(seq 1 "$n"); do runs+=("$(push_time "$k" "$mode")"); done
+        t[$k,$mode]=$(printf '%s\n' "${runs[@]}" | median)
+        echo "$k $mode ${runs[*]}" >>"$raw"
+    done
+done
+p2p=${t[1,pipeline]}
+push8=${t[8,pipeline]}
+r_push=$(div "$push8" "$p2p")
+r_central=$(div "${t[8,central]}" "$push8")
+r_binomial=$(div "${t[8,binomial]}" "$push8")
+
+printf '\nvhpc image push: %s MB to N nodes, every link %s each way (seconds, median of %s runs, pipelined %s)\n' \
+    "$((size / 1000000))" "$rate" "$dreps" "$((dreps + 2))"
+printf '  %-6s %10s %10s %10s\n' nodes pipelined binomial central
+for k in 1 2 4 8; do
+    printf '  %-6s %10s %10s %10s\n' "$k" "$(fmt "${t[$k,pipeline]}")" \
+        "$(fmt "${t[$k,binomial]}")" "$(fmt "${t[$k,central]}")"
+done
+printf '  one point-to-point copy (push to 1 node): %s s\n' "$(fmt "$p2p")"
+printf '  pipelined to 8 nodes with cold memory (see the top of run_dist.sh): %s s\n' "$(fmt "$cold")"
+printf '  pipelined 8 / one copy     %5.2f   (goal <= 1.3)\n' "$r_push"
+printf '  central 8 / pipelined 8    %5.2f   (goal >= 4)\n' "$r_central"
+printf '  binomial 8 / pipelined 8   %5.2f\n' "$r_binomial"
+printf '  raw runs: %s\n\n' "$raw"
+echo "RESULT push8_over_p2p=$(fmt "$r_push") central8_over_push8=$(fmt "$r_central") binomial8_over_push8=$(fmt "$r_binomial")" |
+    tee -a "$raw"
