@@ -9,7 +9,6 @@
  *       digest, exits 1 if something is missing or damaged
  *   dist_tool blob ROOT REF ROLE    the path of image REF's blob ROLE
  *   dist_tool query HOST:PORT REF   ask a node "have REF?"; prints the answer
- *   dist_tool warm SIZE   touch SIZE bytes of memory (see warm() below)
  *   dist_tool garbage HOST:PORT     talk nonsense to a node in many ways
  *       (random bytes, bad magic, huge lengths, half frames, bad JSON,
  *       frames out of order, a push of a manifest that lies)
@@ -346,28 +345,8 @@ static int garbage(const char *addr)
     return 0;
 }
 
-/* Touch SIZE bytes of memory and give them back.  This VM's balloon driver
- * reports free memory to the host, which takes it back: the next use of
- * such a page costs a fault in the host (~3 ms per MB here, 15 times a
- * plain copy).  Run right before a timed transfer, this hands it pages
- * that are backed again, as a real machine's are. */
-static int warm(const char *size_s)
-{
-    uint64_t size;
-    if (vhpc_parse_bytes(size_s, &size) < 0)
-        die("SIZE", NULL);
-    char *p = malloc(size ? size : 1);
-    if (!p)
-        die("malloc", NULL);
-    memset(p, 1, size);
-    free(p);
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
-    if (argc == 3 && !strcmp(argv[1], "warm"))
-        return warm(argv[2]);
     if (argc >= 5 && !strcmp(argv[1], "mkimage"))
         return mkimage(argv[2], argv[3], argv[4], argc > 5 ? strtoull(argv[5], NULL, 10) : 1);
     if (argc == 4 && !strcmp(argv[1], "verify"))
@@ -379,7 +358,6 @@ int main(int argc, char **argv)
     if (argc == 3 && !strcmp(argv[1], "garbage"))
         return garbage(argv[2]);
     fprintf(stderr, "usage: dist_tool mkimage ROOT NAME SIZE [SEED] | verify ROOT REF |\n"
-                    "       blob ROOT REF ROLE | query HOST:PORT REF | garbage HOST:PORT |\n"
-                    "       warm SIZE\n");
+                    "       blob ROOT REF ROLE | query HOST:PORT REF | garbage HOST:PORT\n");
     return 2;
 }
