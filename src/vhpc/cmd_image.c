@@ -512,9 +512,9 @@ int cmd_image(int argc, char **argv)
         return gc(argc, argv);
     if (!strcmp(sub, "match"))
         return match(argc, argv);
-    if (!strcmp(sub, "push") && cmd_image_push)
+    if (!strcmp(sub, "push"))
         return cmd_image_push(argc, argv);
-    if (!strcmp(sub, "pull") && cmd_image_pull)
+    if (!strcmp(sub, "pull"))
         return cmd_image_pull(argc, argv);
     return vhpc_usage("image", "unknown subcommand '%s' (vhpc image --help lists them)", sub);
 }
