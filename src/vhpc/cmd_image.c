@@ -498,6 +498,9 @@ int cmd_image(int argc, char **argv)
     argc--;
     argv++;
     if (!strcmp(sub, "build")) {
+        for (int i = 1; i < argc; i++)
+            if (!strcmp(argv[i], "--full") && cmd_image_build_full)
+                return cmd_image_build_full(argc, argv);
         return build(argc, argv);
     }
     if (!strcmp(sub, "list"))
