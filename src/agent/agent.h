@@ -65,6 +65,8 @@ struct session {
 /* The agent as a whole (main.c). */
 struct agent {
     bool pid1;
+    bool service;       /* --service: the agent of a full image, under systemd */
+    bool host_shutdown; /* the stop was a SHUTDOWN request (not a signal) */
     bool verbose;
     bool stopping; /* SHUTDOWN or SIGTERM seen */
     int shutdown_kind;
@@ -126,12 +128,18 @@ bool sessions_any_cmd(void);
 /* Read what every command's pipes hold now (for stopping: no poll round). */
 void sessions_pump_all(void);
 
-/* init.c: PID 1 */
+/* init.c: PID 1, or the service of a full image */
 void init_early(void);
 void init_system(void);
 void init_poweroff(int kind) __attribute__((noreturn));
+void init_service(void);
+void init_service_poweroff(int kind) __attribute__((noreturn));
 /* A key's value from /proc/cmdline ("vhpc.ip"), copied into buf; false if absent. */
 bool init_cmdline(const char *key, char *buf, size_t len);
+
+/* root.c: a full image's boot initramfs (/etc/vhpc/root) */
+bool root_wanted(void);
+void root_switch(void) __attribute__((noreturn));
 
 /* net.c */
 void net_setup(void);

@@ -222,6 +222,7 @@ static void dispatch(struct conn *c, const struct agent_hdr *h, const uint8_t *p
         }
         agent_log("%s: shutdown requested", c->name);
         agent.stopping = true;
+        agent.host_shutdown = true;
         agent.shutdown_kind = (int)kind;
         break;
     }

@@ -1,9 +1,18 @@
 /*
- * init.c - what vhpc-agent does as PID 1 of a minimal image: mount the
- * kernel file systems, load the image's modules (/etc/vhpc/modules), set
- * the hostname and the network from the kernel command line (net.c), and at
- * the end stop every process, sync and power off.  Nothing here runs when
- * the agent is not PID 1.
+ * init.c - what vhpc-agent does for the guest besides serving the host.
+ *
+ * As PID 1 of a minimal image: mount the kernel file systems, load the
+ * image's modules (/etc/vhpc/modules), set the hostname and the network
+ * from the kernel command line (net.c), and at the end stop every process,
+ * sync and power off.  As PID 1 of a full image's boot initramfs: load the
+ * modules, then switch to the image's root and its init (root.c).
+ *
+ * As the service of a full image (`--service`, started by systemd): the
+ * same guest set-up as PID 1 minus mounts and modules (hostname, network,
+ * /etc/hosts and /etc/vhpc/hostfile, VHPC_JOB, /etc/vhpc/env), and a
+ * SHUTDOWN from the host asks init to power off (SIGRTMIN+4 to systemd: no
+ * D-Bus, no systemctl), with a direct poweroff should init not get there.
+ * Otherwise (tests, a plain service) nothing here runs.
  */
 #include "agent.h"
 
@@ -160,10 +169,10 @@ static void load_env(void)
     fclose(f);
 }
 
-void init_system(void)
+/* The guest's settings, PID 1 or service alike. */
+static void setup_guest(void)
 {
     char name[65];
-    load_modules();
     load_env();
     /* The cluster's IVC job id, for every process (a rank started through
      * vhpc-rsh has no other way to learn it). */
@@ -173,6 +182,19 @@ void init_system(void)
     if (init_cmdline("vhpc.hostname", name, sizeof(name)) && sethostname(name, strlen(name)) < 0)
         agent_log("sethostname %s: %s", name, strerror(errno));
     net_setup();
+}
+
+void init_system(void)
+{
+    load_modules();
+    if (root_wanted())
+        root_switch(); /* does not return */
+    setup_guest();
+}
+
+void init_service(void)
+{
+    setup_guest();
 }
 
 static void reap_for(int ms)
@@ -198,4 +220,29 @@ void init_poweroff(int kind)
     agent_log("reboot: %s", strerror(errno));
     for (;;) /* PID 1 must not exit: the kernel would panic */
         pause();
+}
+
+/* Ask init (systemd) to power off or reboot the machine: it stops every
+ * service, this agent too (SIGTERM, which now simply ends it).  If nothing
+ * happens within SERVICE_POWEROFF_S, power off directly. */
+#define SERVICE_POWEROFF_S 30
+
+void init_service_poweroff(int kind)
+{
+    bool rb = kind == AGENT_SHUTDOWN_REBOOT;
+    agent_log("asking init to %s", rb ? "reboot" : "power off");
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    signal(SIGTERM, SIG_DFL);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    if (kill(1, rb ? SIGRTMIN + 5 : SIGRTMIN + 4) < 0)
+        agent_log("signalling init: %s", strerror(errno));
+    else
+        sleep(SERVICE_POWEROFF_S);
+    agent_log("init did not %s; doing it directly", rb ? "reboot" : "power off");
+    sync();
+    reboot(rb ? RB_AUTOBOOT : RB_POWER_OFF);
+    agent_log("reboot: %s", strerror(errno));
+    exit(1);
 }

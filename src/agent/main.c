@@ -1,11 +1,12 @@
 /*
- * main.c - vhpc-agent: options, start-up (as PID 1: the guest's init; else a
- * service or a test instance), and the one poll() loop that serves every
- * connection and every command.
+ * main.c - vhpc-agent: options, start-up (as PID 1: the guest's init, or
+ * the boot initramfs of a full image, root.c; with --service: the agent of
+ * a full image under systemd; else a test instance), and the one poll()
+ * loop that serves every connection and every command.
  *
  *   vhpc-agent [--port PATH | --port-fd FD | --no-port] [--listen-unix PATH]
  *              [--tcp-port N | --tcp-fd FD] [--tcp-any] [--cmdline PATH] [--log PATH]
- *              [--verbose]
+ *              [--service] [--verbose]
  */
 #include "agent.h"
 
@@ -77,7 +78,7 @@ static void usage(void)
         stderr,
         "usage: vhpc-agent [--port PATH | --port-fd FD | --no-port] [--listen-unix PATH]\n"
         "                  [--tcp-port N | --tcp-fd FD] [--tcp-any] [--cmdline PATH]\n"
-        "                  [--log PATH] [--verbose]\n"
+        "                  [--log PATH] [--service] [--verbose]\n"
         "  --port PATH        the virtio-serial port (default /dev/virtio-ports/" AGENT_PORT_NAME
         ")\n"
         "  --port-fd FD       use an inherited descriptor as the port (tests)\n"
@@ -89,7 +90,11 @@ static void usage(void)
         "                     loopback and the subnets of this machine's interfaces\n"
         "  --cmdline PATH     as PID 1, read the vhpc.* settings from PATH instead\n"
         "                     of /proc/cmdline (tests)\n"
-        "  --log PATH         log to PATH (default: stderr; as PID 1 the console)\n",
+        "  --log PATH         log to PATH (default: stderr; as PID 1 the console)\n"
+        "  --service          the agent of a full image, started by its init: set up\n"
+        "                     hostname, network, /etc/hosts and the environment from\n"
+        "                     the kernel command line as PID 1 would, and power off\n"
+        "                     through init when the host asks\n",
         AGENT_TCP_PORT);
 }
 
@@ -157,12 +162,19 @@ static void bad_args(const char *what)
 static void parse_args(int argc, char **argv, int *tcp_port)
 {
     static const struct option opts[] = {
-        {"port", required_argument, NULL, 'p'},     {"port-fd", required_argument, NULL, 'P'},
-        {"no-port", no_argument, NULL, 'N'},        {"listen-unix", required_argument, NULL, 'u'},
-        {"tcp-port", required_argument, NULL, 't'}, {"tcp-fd", required_argument, NULL, 'T'},
-        {"tcp-any", no_argument, NULL, 'a'},        {"verbose", no_argument, NULL, 'v'},
-        {"cmdline", required_argument, NULL, 'c'},  {"log", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},           {0},
+        {"port", required_argument, NULL, 'p'},
+        {"port-fd", required_argument, NULL, 'P'},
+        {"no-port", no_argument, NULL, 'N'},
+        {"listen-unix", required_argument, NULL, 'u'},
+        {"tcp-port", required_argument, NULL, 't'},
+        {"tcp-fd", required_argument, NULL, 'T'},
+        {"tcp-any", no_argument, NULL, 'a'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"cmdline", required_argument, NULL, 'c'},
+        {"log", required_argument, NULL, 'l'},
+        {"service", no_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
     };
     char msg[300];
     int c;
@@ -186,6 +198,7 @@ static void parse_args(int argc, char **argv, int *tcp_port)
         case 'a': agent.tcp_any = true; break;
         case 'v': agent.verbose = true; break;
         case 'c': agent.cmdline_path = optarg; break;
+        case 's': agent.service = !agent.pid1; break;
         case 'l': {
             int fd = open(optarg, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
             if (fd < 0 || dup2(fd, STDOUT_FILENO) < 0 || dup2(fd, STDERR_FILENO) < 0) {
@@ -359,6 +372,8 @@ static void stop(void)
     }
     if (agent.pid1)
         init_poweroff(agent.shutdown_kind);
+    if (agent.service && agent.host_shutdown)
+        init_service_poweroff(agent.shutdown_kind);
     agent_log("stopped");
     exit(0);
 }
@@ -397,6 +412,8 @@ int main(int argc, char **argv)
         setenv("PATH", "/bin:/sbin:/usr/bin:/usr/sbin:/usr/local/bin", 1);
     if (agent.pid1)
         init_system();
+    else if (agent.service)
+        init_service();
     if (uname(&u) == 0) {
         snprintf(agent.kernel, sizeof(agent.kernel), "%s", u.release);
         snprintf(agent.hostname, sizeof(agent.hostname), "%s", u.nodename);
@@ -418,7 +435,9 @@ int main(int argc, char **argv)
         conn_port_try_open();
     }
     agent_log("ready (kernel %s, host %s%s)", agent.kernel, agent.hostname,
-              agent.pid1 ? ", PID 1" : "");
+              agent.pid1      ? ", PID 1"
+              : agent.service ? ", service"
+                              : "");
 
     for (;;) {
         if (agent.stopping)

@@ -2,6 +2,7 @@
  * cluster.c - see cluster.h.
  */
 #include "cluster.h"
+#include "fullimg.h"
 #include "kernel.h" /* vhpc__rm_tree, vhpc__read_file, vhpc__write_file */
 
 #include <dirent.h>
@@ -237,6 +238,14 @@ int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *c
     if ((r = vhpc_net_create(&cl->net, bridge, err)) < 0)
         goto fail;
 
+    /* A full image's boot initramfs needs its root: from the image, or
+     * (callers that pass only kernel and initrd) found in the store. */
+    char rootfs[PATH_MAX] = "";
+    if (spec->rootfs && spec->rootfs[0])
+        snprintf(rootfs, sizeof(rootfs), "%s", spec->rootfs);
+    else if ((r = vhpc_full_rootfs_of(spec->initrd, rootfs, sizeof(rootfs), err)) < 0)
+        goto fail;
+
     char hosts[VHPC_MAX_VMS * 32] = "";
     for (int i = 0; i < spec->nvms; i++) {
         vhpc_net_guest_ip(&cl->net, i, cl->ips[i], sizeof(cl->ips[i]));
@@ -265,6 +274,7 @@ int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *c
             .dir = vmdir,
             .kernel = spec->kernel,
             .initrd = spec->initrd,
+            .rootfs = rootfs[0] ? rootfs : NULL,
             .append = append,
             .vcpus = spec->vcpus,
             .mem_mib = spec->mem_mib,

@@ -2,6 +2,7 @@
  * vm.c - see vm.h.
  */
 #include "vm.h"
+#include "fullimg.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -148,6 +149,14 @@ int vhpc_vm_start(const struct vhpc_vm_config *cfg, struct vhpc_vm *vm, vhpc_err
         ARG("socket,path=%s,id=ivc0", cfg->ivc_socket);
         ARG("-device");
         ARG("ivshmem-doorbell,id=ivshmem0,chardev=ivc0,vectors=1,bus=rp-ivc");
+    }
+    if (cfg->rootfs) {
+        /* Shared by every VM of the image: read-only for QEMU and the guest
+         * (each VM writes to its own tmpfs layer over it). */
+        ARG("-drive");
+        ARG("file=%s,format=raw,readonly=on,if=none,id=root", cfg->rootfs);
+        ARG("-device");
+        ARG("virtio-blk-pci,drive=root,serial=" VHPC_FULL_SERIAL);
     }
     if (cfg->tap) {
         ARG("-netdev");

@@ -2,7 +2,9 @@
  * vm.h - one QEMU process per VM: q35, direct kernel boot, serial console to
  * a log file, QMP and the agent's virtio-serial port on UNIX sockets in the
  * VM's state directory, optionally a tap NIC and an ivshmem-doorbell device
- * on a hot-pluggable PCIe root port wired to the job's ivcd.
+ * on a hot-pluggable PCIe root port wired to the job's ivcd, and for a full
+ * image its root file system as a read-only virtio disk (serial
+ * "vhpc-root", which the boot initramfs looks for: src/agent/root.c).
  */
 #ifndef VHPC_VM_H
 #define VHPC_VM_H
@@ -24,6 +26,7 @@ struct vhpc_vm_config {
     const char *dir;        /* state directory of this VM (created) */
     const char *kernel;     /* vmlinuz */
     const char *initrd;     /* initramfs */
+    const char *rootfs;     /* a full image's root file system (read-only disk), or NULL */
     const char *append;     /* extra kernel command line (vhpc.ip=... etc.), may be NULL */
     int vcpus;              /* >= 1 */
     int mem_mib;            /* >= 64 */

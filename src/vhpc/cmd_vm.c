@@ -71,6 +71,7 @@ static int vm_start(int argc, char **argv)
         return vhpc_fail(&err);
     spec.kernel = img.kernel;
     spec.initrd = img.initrd;
+    spec.rootfs = img.rootfs[0] ? img.rootfs : NULL;
     enum vhpc_accel want;
     if (vhpc_accel_parse(accel, &want) < 0)
         return vhpc_usage("vm start", "--accel %s: expected auto, kvm or tcg", accel);

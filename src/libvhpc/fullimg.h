@@ -1,0 +1,116 @@
+/*
+ * fullimg.h - full images: a Debian root file system made by debootstrap
+ * that boots its own systemd, with vhpc-agent as a service (the "AS4"
+ * analogue of DESIGN.md 2.5; minimal images are image.h).
+ *
+ * A full image has three blobs:
+ *   kernel   Debian's cloud kernel (kernel.h), as for minimal images
+ *   initrd   the boot initramfs (vhpc_initrd_build): vhpc-agent as /init,
+ *            busybox, the virtio modules + squashfs + overlay, and
+ *            /etc/vhpc/root, which tells the agent to mount the root and
+ *            switch to it (src/agent/root.c documents the protocol)
+ *   rootfs   the root file system, squashfs, attached read-only to every
+ *            VM (virtio-blk, serial "vhpc-root"); each VM writes to its own
+ *            tmpfs layer (overlayfs), the base is never writable
+ *
+ * The root file system is `debootstrap --variant=minbase
+ * --include=systemd,systemd-sysv,<packages> SUITE ROOT MIRROR`, then:
+ *   /usr/lib/vhpc/vhpc-agent   + vhpc-agent.service (sysinit.target, started
+ *                              at once, Restart=always), /usr/bin/vhpc-rsh
+ *   /etc/vhpc/env              the KEY=VALUE lines given
+ *   /etc/vhpc/image            kernel and suite it was made for
+ *   the "HOST=IMAGE" files     (an ELF file whose libraries the root lacks is
+ *                              an error naming them)
+ *   systemd set up for a job VM: multi-user.target; no getty (the console is
+ *   a log file), no first-boot wizard, no apt/dpkg/e2scrub/fstrim timers,
+ *   no logind without D-Bus; journal in RAM; /etc/.updated so no
+ *   update-on-boot units run
+ *   empty /etc/machine-id (a fresh id per boot), empty /etc/resolv.conf (no
+ *   DNS on the cluster network), /etc/hostname "localhost" (the agent names
+ *   the VM), sources.list pointing at the mirror
+ * and trimmed (VHPC_FULL_TRIMMED lists what goes; /etc/dpkg/dpkg.cfg.d/
+ * vhpc-trim makes packages installed later inside a VM follow suit): apt's
+ * package lists and caches (`apt-get update` restores them), docs except
+ * copyright files, man and info pages, translations, logs, /dev, /run and
+ * /tmp contents, dpkg/debconf backups.  For a build as reproducible as is
+ * cheap, every time stamp later than the suite's Release date is set to it
+ * (files from packages keep theirs, so e.g. Python's .pyc stay valid) and
+ * mksquashfs uses that date and its reproducible mode.  What can still
+ * differ between two builds of the same inputs: /etc/shadow's password-change
+ * day and whatever a maintainer script writes at random.
+ *
+ * Same inputs, same image: the inputs (suite, mirror, sorted package list,
+ * sha256 of agent, rsh and each file, env, kernel, compression, recipe
+ * version) are a canonical JSON whose sha256 is looked up in the store
+ * first; when an image has it, nothing is built.  The archive's state is
+ * not an input: to pick up newer packages, change an input or remove the
+ * image.
+ *
+ * Building needs root, debootstrap and mksquashfs (squashfs-tools), and the
+ * mirror's network.  .deb files are kept in $VHPC_DEB_CACHE (default
+ * <store root>/cache/debs), so building again downloads only indices.
+ */
+#ifndef VHPC_FULLIMG_H
+#define VHPC_FULLIMG_H
+
+#include "error.h"
+
+#include <jansson.h>
+#include <limits.h>
+
+#define VHPC_FULL_SUITE  "bookworm"
+#define VHPC_FULL_MIRROR "http://deb.debian.org/debian"
+#define VHPC_FULL_SERIAL "vhpc-root" /* virtio-blk serial of the root disk */
+#define VHPC_FULL_COMP   "lz4"       /* squashfs compression (see fullimg.c) */
+#define VHPC_FULL_TRIMMED                                                                          \
+    "/var/lib/apt/lists/*, /var/cache/apt/*.bin, /var/cache/apt/archives/*.deb, "                  \
+    "/usr/share/doc/* (copyright files kept), /usr/share/man/*, /usr/share/info/*, "               \
+    "/usr/share/locale/*/, /usr/share/lintian/*, /var/log/*, /var/cache/ldconfig/aux-cache, "      \
+    "/var/lib/dpkg/*-old, /var/cache/debconf/*-old, /dev/*, /run/*, /tmp/*"
+
+/* Where the provider goes in MPI images, and the settings that make Open
+ * MPI use it and the cluster (the same for minimal and full images). */
+#define VHPC_FI_DIR "/usr/lib/vhpc/fi"
+extern const char *const vhpc_mpi_env[];
+/* The Debian packages of --with-mpi in a full image. */
+extern const char *const vhpc_full_mpi_packages[];
+
+struct vhpc_full_spec {
+    const char *suite;           /* NULL: VHPC_FULL_SUITE */
+    const char *mirror;          /* NULL: $VHPC_MIRROR, else VHPC_FULL_MIRROR */
+    const char *deb_cache;       /* NULL: $VHPC_DEB_CACHE, else <store root>/cache/debs */
+    const char *compression;     /* NULL: $VHPC_FULL_COMPRESSION, else VHPC_FULL_COMP */
+    const char *const *packages; /* besides systemd and systemd-sysv (NULL-terminated) */
+    const char *const *files;    /* "HOST=IMAGE": a host file at an absolute image path */
+    const char *const *env;      /* "KEY=VALUE" lines of /etc/vhpc/env */
+    const char *agent_path;      /* the static vhpc-agent */
+    const char *rsh_path;        /* vhpc-rsh (NULL: none) */
+};
+
+struct vhpc_full_build {
+    /* An image made from the same inputs is in the store: its digest
+     * (nothing was built and the fields below are empty). */
+    char existing[65];
+    char inputs_digest[65];
+    char dir[PATH_MAX]; /* the work directory (under the store's tmp/) */
+    /* What to commit (vhpc_image_commit, roles "kernel", "initrd", "rootfs"). */
+    char kernel[PATH_MAX], initrd[PATH_MAX], rootfs[PATH_MAX];
+    json_t *manifest; /* kind, os, os_name, kernel, packages, libs, inputs, inputs_digest, ... */
+};
+
+/* Build a full image in a work directory, showing progress on stderr
+ * (progress.h).  Errors say what was wrong and what to do: an unknown
+ * package names it and how to search (apt-cache search), an unreachable
+ * mirror says so. */
+int vhpc_full_build(const struct vhpc_full_spec *spec, struct vhpc_full_build *out,
+                    vhpc_err_t *err);
+/* Remove the work directory and free the manifest (if not taken). */
+void vhpc_full_build_free(struct vhpc_full_build *b);
+
+/* The root file system of the image whose boot initramfs is `initrd` (a
+ * blob path), for callers that were not given it: full images' boot
+ * initramfs name their root, so each belongs to exactly one image.
+ * 0 and rootfs[0] = 0 when it is a minimal image's. */
+int vhpc_full_rootfs_of(const char *initrd, char *rootfs, size_t len, vhpc_err_t *err);
+
+#endif

@@ -1,0 +1,159 @@
+/*
+ * cmd_image_full.c - `vhpc image build --full`: a Debian root file system
+ * made by debootstrap that boots its own systemd, with vhpc-agent as a
+ * service (fullimg.h), stored as an image of kind "full".  cmd_image.c
+ * hands `build --full` here; select.c calls it for --build-missing.
+ */
+#include "cluster.h"
+#include "fullimg.h"
+#include "image.h"
+#include "store.h"
+#include "vhpc.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_ARGS 256
+
+static const char full_help[] =
+    "Usage: vhpc image build --full [--name NAME] [--package PKG]... [--file HOST=IMAGE]...\n"
+    "                               [--env KEY=VALUE]... [--with-mpi] [--suite SUITE]\n"
+    "Build a full image: a Debian root file system (debootstrap --variant=minbase with\n"
+    "systemd and the packages asked for) that boots its own systemd, with vhpc-agent\n"
+    "as a service.  Every VM gets its own copy-on-write view of it.  NAME defaults\n"
+    "to 'debian'.  The same inputs give the same image, found without building.\n"
+    "  --package PKG      a Debian package to install, with what it depends on\n"
+    "  --file HOST=IMAGE  put the host file HOST at the absolute path IMAGE\n"
+    "  --env KEY=VALUE    in the environment of everything run in the VMs\n"
+    "  --with-mpi         Open MPI (openmpi-bin, libfabric1) and vhpc's libfabric\n"
+    "                     provider ivc, set up as in minimal images (README: MPI in VMs)\n"
+    "  --suite SUITE      the Debian suite (default " VHPC_FULL_SUITE ")\n"
+    "Environment: VHPC_MIRROR (default " VHPC_FULL_MIRROR "), VHPC_DEB_CACHE\n"
+    "(downloaded packages, default <store root>/cache/debs).  Needs root,\n"
+    "debootstrap, mksquashfs (squashfs-tools) and the mirror on the network.\n";
+
+int cmd_image_build_full(int argc, char **argv)
+{
+    const char *name = "debian", *suite = NULL;
+    const char *pkgs[MAX_ARGS + 8] = {0}, *files[MAX_ARGS + 2] = {0}, *env[MAX_ARGS + 16] = {0};
+    int npkgs = 0, nfiles = 0, nenv = 0;
+    bool with_mpi = false;
+    char fi_file[4200];
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help")) {
+            fputs(full_help, stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--full"))
+            continue;
+        if (!strcmp(a, "--with-mpi")) {
+            with_mpi = true;
+            continue;
+        }
+        if (i + 1 >= argc)
+            return vhpc_usage("image build --full", "'%s' needs an argument or is unknown", a);
+        const char *v = argv[++i];
+        if (!strcmp(a, "--name"))
+            name = v;
+        else if (!strcmp(a, "--suite"))
+            suite = v;
+        else if (!strcmp(a, "--package") && npkgs < MAX_ARGS)
+            pkgs[npkgs++] = v;
+        else if (!strcmp(a, "--file") && nfiles < MAX_ARGS)
+            files[nfiles++] = v;
+        else if (!strcmp(a, "--env") && nenv < MAX_ARGS) {
+            if (!strchr(v, '=') || v[0] == '=')
+                return vhpc_usage("image build --full", "--env %s: expected KEY=VALUE", v);
+            env[nenv++] = v;
+        } else if (!strcmp(a, "--add") || !strcmp(a, "--module"))
+            return vhpc_usage("image build --full",
+                              "%s is for minimal images; a full image takes --package "
+                              "(Debian packages) and --file HOST=IMAGE",
+                              a);
+        else
+            return vhpc_usage("image build --full", "unknown argument '%s'", a);
+    }
+    if (!vhpc_valid_name(name))
+        return vhpc_usage("image build --full",
+                          "invalid name '%s' (letters, digits, '.', '_', '-'; at most 127)", name);
+
+    vhpc_err_t err = {0};
+    char agent[4096], rsh[4096];
+    if (vhpc_tool_path("vhpc-agent", agent, sizeof(agent)) < 0) {
+        vhpc_err_setmsg(&err, -ENOENT,
+                        "cannot find vhpc-agent (build it, or set $VHPC_VHPC_AGENT)");
+        return vhpc_fail(&err);
+    }
+    int have_rsh = vhpc_tool_path("vhpc-rsh", rsh, sizeof(rsh)) == 0;
+    if (with_mpi) {
+        char prov[4096];
+        if (vhpc_tool_path("libivc-fi.so", prov, sizeof(prov)) < 0) {
+            vhpc_err_setmsg(&err, -ENOENT,
+                            "--with-mpi: cannot find libivc-fi.so (build it, or set "
+                            "$VHPC_LIBIVC_FI_SO)");
+            return vhpc_fail(&err);
+        }
+        for (int i = 0; vhpc_full_mpi_packages[i]; i++)
+            pkgs[npkgs++] = vhpc_full_mpi_packages[i];
+        snprintf(fi_file, sizeof(fi_file), "%s=" VHPC_FI_DIR "/libivc-fi.so", prov);
+        files[nfiles++] = fi_file;
+        /* The image's settings first: --env given by the user wins (later lines). */
+        int n = 0;
+        while (vhpc_mpi_env[n])
+            n++;
+        memmove(env + n, env, (size_t)nenv * sizeof(*env));
+        memcpy(env, vhpc_mpi_env, (size_t)n * sizeof(*env));
+        nenv += n;
+    }
+
+    struct vhpc_full_spec spec = {.suite = suite,
+                                  .packages = pkgs,
+                                  .files = files,
+                                  .env = env,
+                                  .agent_path = agent,
+                                  .rsh_path = have_rsh ? rsh : NULL};
+    struct vhpc_full_build b;
+    struct vhpc_image img;
+    if (vhpc_full_build(&spec, &b, &err) < 0)
+        return vhpc_fail(&err);
+    int r;
+    if (b.existing[0]) {
+        /* Built before from the same inputs: give it this name too. */
+        struct vhpc_store *st;
+        struct vhpc_ref ref;
+        if ((r = vhpc_store_open(NULL, &st, &err)) == 0) {
+            r = vhpc_store_tag(st, name, 0, b.existing, &ref, &err);
+            vhpc_store_close(st);
+        }
+        if (r == 0)
+            r = vhpc_image_find(b.existing, &img, &err);
+        if (r < 0) {
+            vhpc_full_build_free(&b);
+            return vhpc_fail(&err);
+        }
+        printf("image %s:%d %.12s: up to date (built before from the same inputs %.12s), %" PRIu64
+               " KiB\n",
+               ref.name, ref.version, img.digest, b.inputs_digest, img.size >> 10);
+        vhpc_full_build_free(&b);
+        return 0;
+    }
+    const char *roles[] = {"kernel", "initrd", "rootfs", NULL};
+    const char *paths[] = {b.kernel, b.initrd, b.rootfs, NULL};
+    json_t *man = b.manifest;
+    b.manifest = NULL; /* vhpc_image_commit takes it */
+    r = vhpc_image_commit(name, man, roles, paths, &img, &err);
+    vhpc_full_build_free(&b);
+    if (r < 0) {
+        vhpc_err_wrap(&err, "storing image '%s'", name);
+        return vhpc_fail(&err);
+    }
+    printf("image %s:%d %.12s: full, kernel %s, %" PRIu64 " KiB%s\n", img.name, img.version,
+           img.digest, img.kernel_version, img.size >> 10,
+           with_mpi ? ", with Open MPI and provider ivc" : "");
+    return 0;
+}
