@@ -499,7 +499,7 @@ int cmd_image(int argc, char **argv)
     argv++;
     if (!strcmp(sub, "build")) {
         for (int i = 1; i < argc; i++)
-            if (!strcmp(argv[i], "--full") && cmd_image_build_full)
+            if (!strcmp(argv[i], "--full"))
                 return cmd_image_build_full(argc, argv);
         return build(argc, argv);
     }

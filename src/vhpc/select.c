@@ -133,7 +133,7 @@ static int build_for(const struct vhpc_req *reqs, size_t n, vhpc_err_t *err)
     for (size_t i = 0; i < np; i++)
         fprintf(stderr, "%s%s", i ? " " : ", packages ", pkgs[i]);
     fprintf(stderr, ")\n");
-    if (!cmd_image_build_full || cmd_image_build_full(argc, argv) != 0)
+    if (cmd_image_build_full(argc, argv) != 0)
         return vhpc_err_setmsg(err, -EIO, "--build-missing: building %s failed (above)", name);
     return 0;
 }

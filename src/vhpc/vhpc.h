@@ -40,8 +40,7 @@ int vhpc_select_image(const char *image, const struct vhpc_req *reqs, size_t n, 
  * its command line (malloc'd, NULL if none). */
 int vhpc_job_file(const char *path, char ***args, int *nargs, char **command, vhpc_err_t *err);
 /* `vhpc image build --full` (cmd_image_full.c), push and pull (cmd_push.c). */
-/* TEMPORARY (while cmd_image_full.c is being written): weak, NULL until linked. */
-int cmd_image_build_full(int argc, char **argv) __attribute__((weak));
+int cmd_image_build_full(int argc, char **argv);
 int cmd_image_push(int argc, char **argv);
 int cmd_image_pull(int argc, char **argv);
 

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# test_full_image.sh BUILD_DIR - full images: a Debian 12 root file system by
+# debootstrap (minbase + systemd + `hello`), booted under vhpc run with its
+# own systemd and vhpc-agent as a service; a command from the package runs;
+# each VM has its own copy-on-write view (a write in one is not seen in the
+# other, and the stored base is unchanged); the same inputs give the same
+# digest without building; another package gives a new version; and
+# `vhpc run --require hello --build-missing` finds (or builds) an image.
+# Downloaded packages are cached in /var/cache/vhpc-test/debs between runs.
+set -uo pipefail
+build=$(cd "$1" && pwd)
+vhpc=$build/src/vhpc/vhpc
+tmp=$(mktemp -d /tmp/vhpc-fulltest.XXXXXX)
+export VHPC_RUN_DIR=$tmp/run VHPC_HOME=$tmp/home VHPC_PROGRESS=0
+export VHPC_KERNEL_CACHE=${VHPC_KERNEL_CACHE:-/var/cache/vhpc-test/kernels}
+export VHPC_DEB_CACHE=${VHPC_DEB_CACHE:-/var/cache/vhpc-test/debs}
+fails=0 passes=0
+pass() { echo "PASS $*"; passes=$((passes + 1)); }
+fail() { echo "FAIL $*"; fails=$((fails + 1)); }
+cleanup() {
+    "$vhpc" gc --all >/dev/null 2>&1
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+digest_of() { "$vhpc" image show "$1" | sed -n 's/^digest: *//p'; }
+
+out=$("$vhpc" image build --full --name deb --package hello 2>&1)
+rc=$?
+echo "$out" | tail -5
+[ $rc -eq 0 ] || { echo "FAIL build --full"; echo "0 passed, 1 failed"; exit 1; }
+d1=$(digest_of deb)
+show=$("$vhpc" image show deb)
+grep -q "^kind: *full" <<<"$show" && grep -q "rootfs" <<<"$show" &&
+    grep -q "^os: *debian-12" <<<"$show" && pass "a full image: kind, os, a rootfs blob" ||
+    fail "show: $show"
+"$vhpc" image match --require hello --require systemd --require lib:libc.so.6 >/dev/null 2>&1 &&
+    pass "its packages and libraries are in the manifest" || fail "match hello/systemd/libc"
+
+# Boot two VMs; each writes a file, then looks for the other's.
+out=$("$vhpc" run --vms 2 --image deb --each -- sh -c \
+    'hello; echo "pid1=$(cat /proc/1/comm)"; echo mine > /etc/written-by-$(hostname); sleep 1; ls /etc | grep -c written-by' 2>&1)
+rc=$?
+echo "$out" | grep -v "^  " | head -20
+[ $rc -eq 0 ] && grep -q "^\[vm0\] Hello, world!" <<<"$out" && grep -q "^\[vm1\] Hello, world!" <<<"$out" &&
+    pass "a command from the package runs in both VMs" || fail "hello (rc $rc): $out"
+grep -q "^\[vm0\] pid1=systemd" <<<"$out" && pass "the image boots its own systemd" || fail "pid 1: $out"
+[ "$(grep -c '^\[vm[01]\] 1$' <<<"$out")" = 2 ] &&
+    pass "copy-on-write views: each VM sees only its own write" || fail "COW: $out"
+out=$("$vhpc" run --vms 1 --image deb -- sh -c 'ls /etc | grep -c written-by' 2>/dev/null)
+[ "$out" = 0 ] && pass "the stored base is unchanged by a run" || fail "base changed: $out"
+out=$("$vhpc" run --vms 1 --image deb -- sh -c 'exit 7' 2>/dev/null)
+[ $? -eq 7 ] && pass "exit status" || fail "exit status"
+
+# Same inputs: the same digest, nothing built; another package: version 2.
+t0=$(date +%s)
+out=$("$vhpc" image build --full --name deb --package hello 2>&1)
+[ "$(digest_of deb)" = "$d1" ] && [ "$("$vhpc" image list | grep -c '^deb:')" = 1 ] &&
+    pass "same inputs, same digest, no new version" || fail "rebuild: $out"
+grep -q "debootstrap" <<<"$out" && fail "the rebuild ran debootstrap again: $out" ||
+    pass "... found without building"
+
+# --build-missing: a requirement no image meets is built, then chosen.
+out=$("$vhpc" run --vms 1 --require 'hello>=2.10' --require lib:libc.so.6 --require cowsay \
+    --build-missing -- /usr/games/cowsay moo 2>&1)
+rc=$?
+echo "$out" | grep -v "^debootstrap\|^squashfs" | head -20
+[ $rc -eq 0 ] && grep -q "moo" <<<"$out" && grep -q "meets all 3 requirements" <<<"$out" &&
+    pass "--build-missing builds an image with the package and runs it" || fail "build-missing (rc $rc): $out"
+# A changed input (more packages) under the same name: version 2, the old
+# one kept (the inputs are those --build-missing used: no second build).
+"$vhpc" image build --full --name deb --package hello --package libc6 --package cowsay >/dev/null 2>&1
+"$vhpc" image list
+[ "$(digest_of deb:1)" = "$d1" ] && [ -n "$(digest_of deb:2)" ] && [ "$(digest_of deb:2)" != "$d1" ] &&
+    pass "a changed input: deb:2, deb:1 kept" || fail "versions"
+
+echo "$passes passed, $fails failed"
+[ $fails -eq 0 ]
