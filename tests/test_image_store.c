@@ -258,8 +258,12 @@ static void test_requirements(void)
     }
 
     json_t *pkgs = pkg("openmpi-bin", "4.1.4-3", "openmpi", "4.1.4-3");
-    json_object_update(pkgs, pkg("libfoo1", "1.10-1", "foo", "1.10-1"));
-    json_object_update(pkgs, pkg("tool", "2:1.0~rc1-1", "tool", "2:1.0~rc1-1"));
+    json_t *more[] = {pkg("libfoo1", "1.10-1", "foo", "1.10-1"),
+                      pkg("tool", "2:1.0~rc1-1", "tool", "2:1.0~rc1-1")};
+    for (int i = 0; i < 2; i++) {
+        json_object_update(pkgs, more[i]);
+        json_decref(more[i]);
+    }
     json_t *m =
         json_pack("{s:s, s:s, s:o, s:[s, s]}", "os", "debian-12", "kernel", "6.1.0-56-cloud-amd64",
                   "packages", pkgs, "libs", "libc.so.6", "libfftw3.so.3");

@@ -905,10 +905,10 @@ static int make_inputs(const struct vhpc_full_spec *spec, const char *suite, con
     for (size_t i = 0; spec->packages && spec->packages[i]; i++)
         n++;
     char **pkgs = calloc(n + 3, sizeof(*pkgs));
-    json_t *in = json_object(), *jp = json_array(), *jf = json_array(), *je = json_array();
+    json_t *in = json_object(), *jp = json_array(), *je = json_array();
     char hex[65];
     int r = 0;
-    if (!pkgs || !in || !jp || !jf || !je) {
+    if (!pkgs || !in || !jp || !je) {
         r = vhpc_err_set(err, -ENOMEM, "inputs");
         goto fail;
     }
@@ -995,7 +995,6 @@ fail:
     free(pkgs);
     json_decref(in);
     json_decref(jp);
-    json_decref(jf);
     json_decref(je);
     return r;
 }

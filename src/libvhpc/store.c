@@ -807,7 +807,8 @@ int vhpc_store_refs(const struct vhpc_store *st, int (*fn)(const struct vhpc_ref
                 n++;
         }
     }
-    qsort(all, n, sizeof(*all), cmp_ref);
+    if (n)
+        qsort(all, n, sizeof(*all), cmp_ref);
     for (i = 0; i < n && !r; i++)
         r = fn(&all[i], arg);
 out:

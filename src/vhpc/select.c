@@ -50,7 +50,7 @@ static int packages_for(const struct vhpc_req *reqs, size_t n, char pkgs[][128],
     *with_mpi = 0;
     for (size_t i = 0; i < n; i++) {
         const struct vhpc_req *r = &reqs[i];
-        char pkg[128];
+        char pkg[160];
         switch (r->kind) {
         case REQ_OS:
             if (strcasecmp(r->value, "debian-12") != 0 && r->op == OP_EQ)
@@ -97,7 +97,7 @@ static int packages_for(const struct vhpc_req *reqs, size_t n, char pkgs[][128],
             break;
         }
         if (*np < 64)
-            snprintf(pkgs[(*np)++], 128, "%s", pkg);
+            snprintf(pkgs[(*np)++], 128, "%.127s", pkg);
     }
     return 0;
 }
