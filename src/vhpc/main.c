@@ -13,7 +13,7 @@
 static const struct vhpc_command commands[] = {
     {"run", cmd_run, "boot a virtual cluster, run a command in it, tear it down"},
     {"vm", cmd_vm, "start, exec, console, stop, list: clusters for interactive use"},
-    {"image", cmd_image, "build, list, show: guest images"},
+    {"image", cmd_image, "build, list, show, match, tag, rm, gc, push, pull: guest images"},
     {"gc", cmd_gc, "remove what crashed runs left (QEMU, taps, bridges, ivcd, files)"},
     {"node", cmd_node, "serve: receive, forward and cache images for push and pull"},
 };
