@@ -5,7 +5,8 @@
 # each VM has its own copy-on-write view (a write in one is not seen in the
 # other, and the stored base is unchanged); the same inputs give the same
 # digest without building; another package gives a new version; and
-# `vhpc run --require hello --build-missing` finds (or builds) an image.
+# `vhpc run --require hello --build-missing` finds (or builds) an image;
+# and an image --with-mpi runs our MPI suite across 2 VMs over IVC.
 # Downloaded packages are cached in /var/cache/vhpc-test/debs between runs.
 set -uo pipefail
 build=$(cd "$1" && pwd)
@@ -72,6 +73,38 @@ echo "$out" | grep -v "^debootstrap\|^squashfs" | head -20
 "$vhpc" image list
 [ "$(digest_of deb:1)" = "$d1" ] && [ -n "$(digest_of deb:2)" ] && [ "$(digest_of deb:2)" != "$d1" ] &&
     pass "a changed input: deb:2, deb:1 kept" || fail "versions"
+
+# MPI across full-image VMs: --with-mpi installs Debian's Open MPI and our
+# provider as in minimal images; our MPI suite over IVC between 2 VMs.
+if [ -x "$build/tests/mpi_suite" ]; then
+    extra=()
+    if [ -n "${VHPC_PRELOAD:-}" ]; then
+        # ASan build: the suite and the provider are sanitized, so the
+        # runtimes go in too (their Debian packages), preloaded into every
+        # guest process.
+        pre=
+        for l in ${VHPC_PRELOAD//:/ }; do
+            l=$(readlink -f "$l")
+            extra+=(--package "$(dpkg -S "$l" | head -1 | cut -d: -f1)")
+            pre=$pre${pre:+:}$(basename "$l")
+        done
+        extra+=(--env "LD_PRELOAD=$pre" --env ASAN_OPTIONS=detect_leaks=0)
+    fi
+    out=$("$vhpc" image build --full --name debmpi --with-mpi \
+        --file "$build/tests/mpi_suite=/usr/local/bin/mpi_suite" "${extra[@]}" 2>&1)
+    rc=$?
+    echo "$out" | tail -2
+    out=$("$vhpc" image match --require 'openmpi-bin>=4.1' --require lib:libfabric.so.1 2>&1)
+    grep -q "debmpi" <<<"$out" && pass "--with-mpi: Open MPI and libfabric in the manifest" ||
+        fail "--with-mpi manifest (build rc $rc): $out"
+    out=$("$vhpc" run --vms 2 --image debmpi -- mpirun -np 2 -x FI_LOG_LEVEL=info -x FI_LOG_PROV=ivc \
+        /usr/local/bin/mpi_suite 2>&1)
+    rc=$?
+    ups=$(grep -c "IVC channel .* up" <<<"$out")
+    [ $rc -eq 0 ] && grep -qE "^[0-9]+ passed, 0 failed" <<<"$out" && [ "$ups" -ge 2 ] &&
+        pass "MPI suite across 2 full-image VMs over IVC: $(grep -E '^[0-9]+ passed' <<<"$out") ($ups channel ends up)" ||
+        fail "MPI suite across 2 full-image VMs (rc $rc, $ups channels): $(grep -E '^FAIL|passed|rror' <<<"$out" | head -10)"
+fi
 
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]
