@@ -12,8 +12,14 @@
  *   dist_tool garbage HOST:PORT     talk nonsense to a node in many ways
  *       (random bytes, bad magic, huge lengths, half frames, bad JSON,
  *       frames out of order, a push of a manifest that lies)
+ *   dist_tool liar HOST:PORT ROOT REF   push image REF of the store at ROOT
+ *       to a node, with one byte of one chunk changed and that chunk's
+ *       CRC-32C computed over the changed bytes (what a damaged sender's
+ *       copy looks like); exits 0 if the node refused the image, 1 if it
+ *       reported it received
  */
 #include "cpio.h"
+#include "crc32c.h"
 #include "dist.h"
 #include "dist_proto.h"
 #include "store.h"
@@ -301,7 +307,7 @@ static int garbage(const char *addr)
             close(fd);
         }
     /* a PUSH whose manifest does not hash to its digest, and one with a bad tree */
-    const char *push = "{\"v\":1,\"digest\":\"0000000000000000000000000000000000000000000000000000"
+    const char *push = "{\"v\":2,\"digest\":\"0000000000000000000000000000000000000000000000000000"
                        "000000000000\",\"name\":\"x\",\"version\":1,\"chunk\":1048576,"
                        "\"children\":[]}";
     fd = dial(addr);
@@ -313,7 +319,7 @@ static int garbage(const char *addr)
         fprintf(stderr, "dist_tool: a lying manifest was not refused (got %d)\n", t);
         return 1;
     }
-    const char *tree = "{\"v\":1,\"digest\":\"0000000000000000000000000000000000000000000000000000"
+    const char *tree = "{\"v\":2,\"digest\":\"0000000000000000000000000000000000000000000000000000"
                        "000000000000\",\"name\":\"x\",\"version\":1,\"chunk\":1048576,"
                        "\"children\":[{\"i\":-1,\"addr\":7}]}";
     fd = dial(addr);
@@ -345,6 +351,133 @@ static int garbage(const char *addr)
     return 0;
 }
 
+struct liar_blob {
+    char role[32], digest[65];
+    uint64_t size;
+};
+struct liar_list {
+    struct liar_blob b[16];
+    size_t n;
+};
+
+static int liar_cb(const char *role, const char *digest, uint64_t size, void *arg)
+{
+    struct liar_list *l = arg;
+    if (l->n == 16)
+        return 1;
+    struct liar_blob *b = &l->b[l->n++];
+    snprintf(b->role, sizeof(b->role), "%s", role);
+    snprintf(b->digest, sizeof(b->digest), "%s", digest);
+    b->size = size;
+    return 0;
+}
+
+static int liar_cmp(const void *x, const void *y)
+{
+    const struct liar_blob *a = x, *b = y;
+    if (a->size != b->size)
+        return a->size > b->size ? -1 : 1;
+    return strcmp(a->role, b->role);
+}
+
+static void put_be(unsigned char *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (unsigned char)(v >> (8 * (n - 1 - i)));
+}
+
+/* Push REF with one changed byte whose chunk checksum still matches. */
+static int liar(const char *addr, const char *root, const char *ref_s)
+{
+    vhpc_err_t err = {0};
+    struct vhpc_store *st;
+    struct vhpc_ref ref;
+    struct liar_list l = {.n = 0};
+    char *man;
+    size_t mlen;
+    json_t *m;
+    if (vhpc_store_open(root, &st, &err) < 0 || vhpc_store_resolve(st, ref_s, &ref, &err) < 0 ||
+        vhpc_store_get_manifest_raw(st, ref.digest, &man, &mlen, &err) < 0 ||
+        vhpc_store_get_manifest(st, ref.digest, &m, &err) < 0)
+        die("liar", &err);
+    vhpc_manifest_blobs(m, liar_cb, &l, &err);
+    json_decref(m);
+    qsort(l.b, l.n, sizeof(*l.b), liar_cmp);
+
+    const uint32_t chunk = 1 << 20;
+    int fd = dial(addr);
+    char buf[65536];
+    int n = snprintf(buf, sizeof(buf),
+                     "{\"v\":%d,\"digest\":\"%s\",\"name\":\"%s\",\"version\":%d,\"chunk\":%u,"
+                     "\"timeout_ms\":5000,\"seq\":false,\"self\":0,\"children\":[]}",
+                     VHPC_DIST_VERSION, ref.digest, ref.name, ref.version, chunk);
+    send_frame(fd, VHPC_DIST_PUSH, buf, (size_t)n);
+    send_frame(fd, VHPC_DIST_MANIFEST, man, mlen);
+    free(man);
+    int t = recv_frame(fd, buf, sizeof(buf), 10000);
+    if (t != VHPC_DIST_STATE) {
+        fprintf(stderr, "dist_tool liar: no STATE from the node (got %d)\n", t);
+        return 1;
+    }
+    unsigned char *data = malloc(VHPC_DIST_HDR + VHPC_DIST_CHUNK_HDR + chunk);
+    if (!data)
+        return 1;
+    int lied = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        char p[4200];
+        vhpc_store_blob_path(st, l.b[i].digest, p, sizeof(p));
+        int bfd = open(p, O_RDONLY | O_CLOEXEC);
+        if (bfd < 0)
+            die(p, NULL);
+        for (uint64_t off = 0; off < l.b[i].size; off += chunk) {
+            uint32_t len = l.b[i].size - off < chunk ? (uint32_t)(l.b[i].size - off) : chunk;
+            unsigned char *d = data + VHPC_DIST_HDR + VHPC_DIST_CHUNK_HDR;
+            if (pread(bfd, d, len, (off_t)off) != (ssize_t)len)
+                die(p, NULL);
+            if (!lied && (off > 0 || l.b[i].size <= chunk)) {
+                d[len / 2] ^= 0x40; /* the damage, in the middle of a chunk */
+                lied = 1;
+            }
+            frame(data, VHPC_DIST_CHUNK, VHPC_DIST_CHUNK_HDR + len, VHPC_DIST_MAGIC);
+            put_be(data + VHPC_DIST_HDR, i, 4);
+            put_be(data + VHPC_DIST_HDR + 4, vhpc_crc32c(0, d, len), 4);
+            put_be(data + VHPC_DIST_HDR + 8, off, 8);
+            size_t total = VHPC_DIST_HDR + VHPC_DIST_CHUNK_HDR + len;
+            for (size_t done = 0; done < total;) {
+                ssize_t w = send(fd, data + done, total - done, MSG_NOSIGNAL);
+                if (w <= 0)
+                    break; /* the node may hang up on us */
+                done += (size_t)w;
+            }
+        }
+        close(bfd);
+    }
+    free(data);
+    vhpc_store_close(st);
+    /* Its answer: a REPORT (ok or not), an ERROR, or it hangs up. */
+    for (;;) {
+        t = recv_frame(fd, buf, sizeof(buf), 15000);
+        if (t == VHPC_DIST_PROGRESS)
+            continue;
+        break;
+    }
+    close(fd);
+    json_t *rep = t == VHPC_DIST_REPORT ? json_loads(buf, 0, NULL) : NULL, *node;
+    size_t k;
+    int took = 0;
+    json_array_foreach(json_object_get(rep, "nodes"), k, node) took |=
+        json_is_true(json_object_get(node, "ok"));
+    json_decref(rep);
+    if (took) {
+        fprintf(stderr, "dist_tool liar: the node took the damaged image: %s\n", buf);
+        return 1;
+    }
+    printf("liar: refused (%s)\n", t == VHPC_DIST_REPORT  ? buf
+                                   : t == VHPC_DIST_ERROR ? buf
+                                                          : "the node hung up");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 5 && !strcmp(argv[1], "mkimage"))
@@ -357,7 +490,10 @@ int main(int argc, char **argv)
         return query(argv[2], argv[3]);
     if (argc == 3 && !strcmp(argv[1], "garbage"))
         return garbage(argv[2]);
+    if (argc == 5 && !strcmp(argv[1], "liar"))
+        return liar(argv[2], argv[3], argv[4]);
     fprintf(stderr, "usage: dist_tool mkimage ROOT NAME SIZE [SEED] | verify ROOT REF |\n"
-                    "       blob ROOT REF ROLE | query HOST:PORT REF | garbage HOST:PORT\n");
+                    "       blob ROOT REF ROLE | query HOST:PORT REF | garbage HOST:PORT |\n"
+                    "       liar HOST:PORT ROOT REF\n");
     return 2;
 }

@@ -24,6 +24,7 @@
 #include "dist.h"
 
 #include "cpio.h"
+#include "crc32c.h"
 #include "dist_proto.h"
 #include "progress.h"
 #include "store.h"
@@ -251,10 +252,12 @@ struct blob {
     enum blob_state state;
     struct vhpc_blob_writer w;
     uint32_t nchunks;
-    unsigned char (*cd)[32]; /* chunk digests */
-    unsigned char *cdk;      /* which are known */
-    /* A store blob not verified yet (the pusher's own): the chunks are
-     * hashed in order on their way out and the whole compared at the end. */
+    uint32_t *crc;      /* chunk checksums */
+    unsigned char *crk; /* which are known */
+    /* The blob's SHA-256 over its first full_off bytes, computed as they go
+     * by: a blob being received (every chunk, in order, on arrival), or a
+     * store blob not verified yet (the pusher's own, on the way out); the
+     * whole is compared with the digest at the end. */
     int check_full;
     struct vhpc_sha256 full;
     uint64_t full_off;
@@ -462,20 +465,20 @@ static uint32_t chunk_len(const struct session *s, const struct blob *b, uint64_
 
 static int blob_set_chunking(struct session *s, struct blob *b)
 {
-    free(b->cd);
-    free(b->cdk);
+    free(b->crc);
+    free(b->crk);
     b->nchunks = (uint32_t)((b->size + s->chunk - 1) / s->chunk);
-    b->cd = calloc(b->nchunks ? b->nchunks : 1, 32);
-    b->cdk = calloc(b->nchunks ? b->nchunks : 1, 1);
-    return b->cd && b->cdk ? 0 : -ENOMEM;
+    b->crc = calloc(b->nchunks ? b->nchunks : 1, sizeof(*b->crc));
+    b->crk = calloc(b->nchunks ? b->nchunks : 1, 1);
+    return b->crc && b->crk ? 0 : -ENOMEM;
 }
 
-/* The digest of chunk k of blob b: known (received with it) or computed
+/* The checksum of chunk k of blob b: known (received with it) or computed
  * from the blob's file.  -EBADMSG when a store blob turns out damaged. */
-static int chunk_digest(struct session *s, struct blob *b, uint32_t k, unsigned char out[32])
+static int chunk_sum(struct session *s, struct blob *b, uint32_t k, uint32_t *out)
 {
-    if (b->cdk[k]) {
-        memcpy(out, b->cd[k], 32);
+    if (b->crk[k]) {
+        *out = b->crc[k];
         return 0;
     }
     uint64_t off = (uint64_t)k * s->chunk;
@@ -493,8 +496,8 @@ static int chunk_digest(struct session *s, struct blob *b, uint32_t k, unsigned 
         }
         done += (uint32_t)n;
     }
-    sha256_raw(buf, len, b->cd[k]);
-    b->cdk[k] = 1;
+    b->crc[k] = vhpc_crc32c(0, buf, len);
+    b->crk[k] = 1;
     if (b->check_full && b->full_off == off) {
         vhpc_sha256_update(&b->full, buf, len);
         b->full_off += len;
@@ -509,7 +512,7 @@ static int chunk_digest(struct session *s, struct blob *b, uint32_t k, unsigned 
         }
     }
     free(buf);
-    memcpy(out, b->cd[k], 32);
+    *out = b->crc[k];
     return 0;
 }
 
@@ -520,10 +523,10 @@ static void blob_release(struct blob *b)
     if (b->rfd >= 0)
         close(b->rfd);
     b->rfd = -1;
-    free(b->cd);
-    free(b->cdk);
-    b->cd = NULL;
-    b->cdk = NULL;
+    free(b->crc);
+    free(b->crk);
+    b->crc = NULL;
+    b->crk = NULL;
 }
 
 struct blob_list {
@@ -690,10 +693,10 @@ static struct kid *kid_add(struct session *s, json_t *node)
 
 static json_t *push_msg(struct session *s, struct kid *k)
 {
-    return json_pack("{s:i, s:s, s:s, s:i, s:I, s:i, s:b, s:i, s:O}", "v", 1, "digest", s->digest,
-                     "name", s->name, "version", s->version, "chunk", (json_int_t)s->chunk,
-                     "timeout_ms", s->timeout_ms, "seq", s->seq, "self", k->idx, "children",
-                     k->sub);
+    return json_pack("{s:i, s:s, s:s, s:i, s:I, s:i, s:b, s:i, s:O}", "v", VHPC_DIST_VERSION,
+                     "digest", s->digest, "name", s->name, "version", s->version, "chunk",
+                     (json_int_t)s->chunk, "timeout_ms", s->timeout_ms, "seq", s->seq, "self",
+                     k->idx, "children", k->sub);
 }
 
 static void kid_hello(struct kid *k)
@@ -791,10 +794,8 @@ static int kid_next_chunk(struct kid *k)
     h[4] = VHPC_DIST_CHUNK;
     h[5] = h[6] = h[7] = 0;
     put32(h + 8, VHPC_DIST_CHUNK_HDR + len);
-    put32(h + 12, (uint32_t)k->bi);
-    put32(h + 16, 0);
-    put64(h + 20, off);
-    int r = chunk_digest(s, b, (uint32_t)(off / s->chunk), h + 28);
+    uint32_t sum = 0;
+    int r = chunk_sum(s, b, (uint32_t)(off / s->chunk), &sum);
     if (r < 0) {
         if (r == -EBADMSG)
             session_fail(s,
@@ -805,6 +806,9 @@ static int kid_next_chunk(struct kid *k)
             session_fail(s, "reading blob %.12s: %s", b->digest, strerror(-r));
         return 0;
     }
+    put32(h + 12, (uint32_t)k->bi);
+    put32(h + 16, sum);
+    put64(h + 20, off);
     c->chunk_active = 1;
     c->chdr_off = 0;
     c->cfd = b->rfd;
@@ -899,6 +903,7 @@ struct commit_job {
     struct session *s;
     size_t bi;
     struct vhpc_blob_writer w;
+    char hex[65]; /* the sha256 of the bytes written, in order */
     struct vhpc_store *st;
     int r;
     vhpc_err_t err;
@@ -908,10 +913,11 @@ struct commit_job {
 static void *commit_thread(void *arg)
 {
     struct commit_job *j = arg;
-    /* Re-hashing a whole blob is nobody's critical path; forwarding chunks
-     * (which the nodes below wait for) is: let the loop have the CPU first. */
+    /* Committing (close, rename, maybe waiting for the store's lock) is
+     * nobody's critical path; forwarding chunks (which the nodes below wait
+     * for) is: let the loop have the CPU first. */
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
-    j->r = vhpc_store_blob_commit(j->st, &j->w, &j->err);
+    j->r = vhpc_store_blob_commit_hashed(j->st, &j->w, j->hex, &j->err);
     while (write(j->wake, &j, sizeof(j)) < 0 && errno == EINTR)
         ;
     return NULL;
@@ -930,6 +936,15 @@ static void start_commit(struct session *s, size_t bi)
     j->s = s;
     j->bi = bi;
     j->w = b->w;
+    /* The loop hashed every chunk as it wrote it (in order); a blob must be
+     * whole before it commits, so the hash is the blob's. */
+    if (b->full_off != b->size) {
+        free(j);
+        session_fail(s, "blob %.12s: %" PRIu64 " of %" PRIu64 " bytes hashed at commit", b->digest,
+                     b->full_off, b->size);
+        return;
+    }
+    vhpc_sha256_hex(&b->full, j->hex);
     j->st = s->e->st;
     j->wake = s->e->wake[1];
     b->state = B_COMMIT;
@@ -1000,9 +1015,9 @@ static void handle_chunk(struct session *s, const unsigned char *p, size_t len)
         session_fail(s, "a CHUNK frame of %zu bytes is too short", len);
         return;
     }
-    uint32_t bi = get32(p);
+    uint32_t bi = get32(p), want = get32(p + 4);
     uint64_t off = get64(p + 8);
-    const unsigned char *want = p + 16, *data = p + VHPC_DIST_CHUNK_HDR;
+    const unsigned char *data = p + VHPC_DIST_CHUNK_HDR;
     size_t dlen = len - VHPC_DIST_CHUNK_HDR;
     if (bi >= s->nb) {
         session_fail(s, "a chunk for blob %u, the image has %zu", bi, s->nb);
@@ -1016,15 +1031,16 @@ static void handle_chunk(struct session *s, const unsigned char *p, size_t len)
                      b->digest, off, dlen, b->have, b->size);
         return;
     }
-    unsigned char got[32];
-    sha256_raw(data, dlen, got);
-    if (memcmp(got, want, 32) != 0) {
+    if (vhpc_crc32c(0, data, dlen) != want) {
         session_fail(s,
                      "the chunk at offset %" PRIu64 " of blob %.12s arrived damaged (its "
-                     "sha256 differs from the sender's)",
+                     "CRC-32C differs from the sender's)",
                      off, b->digest);
         return;
     }
+    /* In order (off == have, checked above): the blob's hash so far. */
+    vhpc_sha256_update(&b->full, data, dlen);
+    b->full_off += dlen;
     for (size_t done = 0; done < dlen;) {
         ssize_t n = pwrite(b->w.fd, data + done, dlen - done, (off_t)(off + done));
         if (n < 0 && errno == EINTR)
@@ -1036,8 +1052,8 @@ static void handle_chunk(struct session *s, const unsigned char *p, size_t len)
         done += (size_t)n;
     }
     uint32_t k = (uint32_t)(off / s->chunk);
-    memcpy(b->cd[k], want, 32);
-    b->cdk[k] = 1;
+    b->crc[k] = want;
+    b->crk[k] = 1;
     b->have += dlen;
     s->bytes_in += dlen;
     if (b->have == b->size) {
@@ -1239,7 +1255,7 @@ static int parse_push(json_t *j, struct push_req *p, vhpc_err_t *err)
     p->seq = json_is_true(json_object_get(j, "seq"));
     p->self = (int)json_integer_value(json_object_get(j, "self"));
     p->children = json_object_get(j, "children");
-    if (json_integer_value(json_object_get(j, "v")) != 1)
+    if (json_integer_value(json_object_get(j, "v")) != VHPC_DIST_VERSION)
         return vhpc_err_setmsg(err, -EPROTO, "PUSH of an unknown protocol version");
     if (!vhpc_is_digest(p->digest))
         return vhpc_err_setmsg(err, -EPROTO, "PUSH without a valid image digest");
@@ -1324,6 +1340,8 @@ static struct session *session_receive(struct engine *e, const struct push_req *
             if (r < 0)
                 break;
             b->state = B_RECV;
+            vhpc_sha256_init(&b->full);
+            b->full_off = 0;
             /* Allocate the blocks now: no space shows at once, and writing
              * into allocated blocks costs half of delayed allocation (ext4). */
             if (b->size && fallocate(b->w.fd, 0, 0, (off_t)b->size) < 0 && errno == ENOSPC) {

@@ -6,11 +6,12 @@
  * Every message is a frame: a 12-byte header, then `length` bytes of
  * payload.  Integers are big-endian.
  *
- *   offset 0  u32 magic   VHPC_DIST_MAGIC ("VDI1")
+ *   offset 0  u32 magic   VHPC_DIST_MAGIC ("VDI2"; version 1, with a
+ *                         sha256 per chunk, is refused as malformed)
  *          4  u8  type    enum vhpc_dist_type
  *          5  u8  pad[3]  zero
  *          8  u32 length  payload bytes (<= VHPC_DIST_MAX_CONTROL for JSON
- *                         frames, <= VHPC_DIST_MAX_CHUNK + 48 for CHUNK)
+ *                         frames, <= VHPC_DIST_MAX_CHUNK + 16 for CHUNK)
  *
  * Control payloads are one JSON object each.  A frame with a wrong magic, an
  * unknown type, a length over the limit, or a payload that does not parse
@@ -19,7 +20,7 @@
  *
  * A push, on one link from a sender (the pusher, or a node forwarding) to a
  * receiver:
- *   S -> R  PUSH      {"v":1, "digest":<image>, "name":.., "version":N,
+ *   S -> R  PUSH      {"v":2, "digest":<image>, "name":.., "version":N,
  *                      "chunk":<bytes>, "timeout_ms":T, "seq":false,
  *                      "self":<R's index in the push's node list>,
  *                      "children":[{"i":k, "addr":"ip:port",
@@ -28,8 +29,8 @@
  *   R -> S  STATE     {"have":[bytes per blob, in send order]}: what R
  *                     already holds (verified), a multiple of "chunk" or
  *                     the whole blob; or {"error":".."} if R cannot take it
- *   S -> R  CHUNK     u32 blob index, u32 zero, u64 offset, 32-byte sha256
- *                     of the data, then the data: min(chunk, size - offset)
+ *   S -> R  CHUNK     u32 blob index, u32 CRC-32C of the data, u64 offset,
+ *                     then the data: min(chunk, size - offset)
  *                     bytes, offset = what R has of that blob (in order)
  *   R -> S  PROGRESS  {"own":<bytes R received>, "sub":<bytes its subtree
  *                     received>} every 0.5 s; S sends R an empty PROGRESS
@@ -43,8 +44,10 @@
  * Send order: the manifest's blobs by size, largest first, then by role
  * name; blob indexes in STATE and CHUNK count in that order.
  *
- * R checks each chunk's sha256 before it writes or forwards it, and the
- * whole blob's digest when it commits it to its store.  R forwards to its
+ * R checks each chunk's CRC-32C before it writes or forwards it (a link's
+ * damage stops there), and hashes the blob's bytes as they arrive, in
+ * order: the SHA-256 must equal the blob's name before the blob enters its
+ * store (so a node hashes each byte once).  R forwards to its
  * children (the subtree in PUSH, each gets its own PUSH) while it receives
  * ("seq":false, pipelined), or only once it has everything and one child
  * after the other ("seq":true, store and forward: the binomial tree).
@@ -69,9 +72,10 @@
 
 #include <stdint.h>
 
-#define VHPC_DIST_MAGIC       0x56444931u /* "VDI1" */
+#define VHPC_DIST_MAGIC       0x56444932u /* "VDI2" */
+#define VHPC_DIST_VERSION     2           /* PUSH's "v" */
 #define VHPC_DIST_HDR         12
-#define VHPC_DIST_CHUNK_HDR   48
+#define VHPC_DIST_CHUNK_HDR   16
 #define VHPC_DIST_MAX_CONTROL (16u << 20)
 #define VHPC_DIST_MIN_CHUNK   (4u << 10)
 #define VHPC_DIST_MAX_CHUNK   (64u << 20)

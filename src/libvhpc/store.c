@@ -261,7 +261,9 @@ int vhpc_store_blob_begin(struct vhpc_store *st, const char *digest, uint64_t si
     return 0;
 }
 
-int vhpc_store_blob_commit(struct vhpc_store *st, struct vhpc_blob_writer *w, vhpc_err_t *err)
+/* hashed: the caller's sha256 of the bytes, or NULL to hash the file. */
+static int blob_commit(struct vhpc_store *st, struct vhpc_blob_writer *w, const char *hashed,
+                       vhpc_err_t *err)
 {
     struct stat sb;
     char hex[65];
@@ -282,7 +284,9 @@ int vhpc_store_blob_commit(struct vhpc_store *st, struct vhpc_blob_writer *w, vh
         goto fail;
     }
     w->fd = -1;
-    if ((r = vhpc_sha256_file(w->tmp, hex, err)) < 0)
+    if (hashed)
+        snprintf(hex, sizeof(hex), "%s", hashed);
+    else if ((r = vhpc_sha256_file(w->tmp, hex, err)) < 0)
         goto fail;
     if (strcmp(hex, w->digest) != 0) {
         r = vhpc_err_setmsg(err, -EBADMSG, "blob %.12s: the bytes received hash to %.12s",
@@ -295,6 +299,17 @@ int vhpc_store_blob_commit(struct vhpc_store *st, struct vhpc_blob_writer *w, vh
 fail:
     vhpc_store_blob_abort(w);
     return r;
+}
+
+int vhpc_store_blob_commit(struct vhpc_store *st, struct vhpc_blob_writer *w, vhpc_err_t *err)
+{
+    return blob_commit(st, w, NULL, err);
+}
+
+int vhpc_store_blob_commit_hashed(struct vhpc_store *st, struct vhpc_blob_writer *w,
+                                  const char *hex, vhpc_err_t *err)
+{
+    return blob_commit(st, w, hex, err);
 }
 
 void vhpc_store_blob_abort(struct vhpc_blob_writer *w)

@@ -80,6 +80,11 @@ struct vhpc_blob_writer {
 int vhpc_store_blob_begin(struct vhpc_store *st, const char *digest, uint64_t size,
                           struct vhpc_blob_writer *w, vhpc_err_t *err);
 int vhpc_store_blob_commit(struct vhpc_store *st, struct vhpc_blob_writer *w, vhpc_err_t *err);
+/* The same when the caller hashed exactly the bytes it wrote, in order, as
+ * it wrote them: hex (their sha256) must equal the digest; no second pass
+ * over the file. */
+int vhpc_store_blob_commit_hashed(struct vhpc_store *st, struct vhpc_blob_writer *w,
+                                  const char *hex, vhpc_err_t *err);
 void vhpc_store_blob_abort(struct vhpc_blob_writer *w);
 /* Re-hash a stored blob; a damaged one is removed and -EBADMSG returned. */
 int vhpc_store_verify_blob(struct vhpc_store *st, const char *digest, vhpc_err_t *err);

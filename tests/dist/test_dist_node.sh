@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_dist_node.sh BUILD_DIR - vhpc node serve against clients that speak
 # garbage (random bytes, wrong magic, huge lengths, half frames, bad JSON,
-# lying manifests, hundreds of connections): it stays up and answers; wrong
+# lying manifests, hundreds of connections) and a sender whose copy is
+# damaged: it stays up, answers, and stores nothing damaged; wrong
 # input to push, pull and node serve gets a clear error; unreachable nodes
 # are reported; SIGTERM stops the service and removes its pid file.
 set -uo pipefail
@@ -20,6 +21,15 @@ check "garbage: the client's own checks (lying manifest, bad tree refused)" grep
 check "garbage: the node is still running" kill -0 "$pid"
 check "garbage: and still works" sh -c "ip netns exec $(ns_of src) env VHPC_HOME=$(store_of src) '$vhpc' image push img --nodes $n1 >/dev/null"
 check "garbage: its answers are right" sh -c "ip netns exec $(ns_of src) '$tool' query $n1 img | grep -q '\"have\": *true'"
+
+# ---- a sender whose copy is damaged: every chunk's CRC-32C matches what it
+# sends, one byte differs from the image; the blob's SHA-256 catches it ----
+bad=$("$tool" mkimage "$(store_of src)" bad 5M 9) || fail "mkimage bad"
+out=$(in_ns src "$tool" liar "$n1" "$(store_of src)" bad 2>&1)
+check "a damaged sender's image is refused: $out" grep -q "liar: refused" <<<"$out"
+check "... it is not in the node's store" sh -c "! '$tool' verify '$(store_of 1)' $bad >/dev/null 2>&1"
+check "... the node's log says why" grep -q "hash to" "$tmp/n1.log"
+check "... and a good push of it then succeeds" sh -c "ip netns exec $(ns_of src) env VHPC_HOME=$(store_of src) '$vhpc' image push bad --nodes $n1 >/dev/null && '$tool' verify '$(store_of 1)' $bad >/dev/null"
 
 # ---- wrong input: push ----
 expect() { # DESCRIPTION STATUS PATTERN COMMAND... : exits STATUS and says PATTERN
