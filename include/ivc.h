@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -150,6 +151,11 @@ int ivc_accept(ivc_ctx_t *ctx, int timeout_ms, ivc_chan_t **out);
 /* Non-blocking: copy up to `len` bytes into the channel.  Returns how many
  * went (0 when the ring is full or the channel is quiescing) or an error. */
 ssize_t ivc_write(ivc_chan_t *chan, const void *buf, size_t len);
+
+/* ivc_write of several buffers, in order, as one write: they become visible
+ * to the reader together (up to 32 KiB at a time).  At most IVC_IOV_MAX. */
+#define IVC_IOV_MAX 64
+ssize_t ivc_writev(ivc_chan_t *chan, const struct iovec *iov, int iovcnt);
 
 /* Non-blocking: copy up to `len` received bytes out.  Returns how many came
  * (0 when none are there yet), IVC_EOF after the peer closed, or an error. */

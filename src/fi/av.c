@@ -81,7 +81,7 @@ static int av_insert(struct fid_av *fid, const void *addr, size_t count, fi_addr
         return -FI_EBADFLAGS;
     if (count && !addr)
         return -FI_EINVAL;
-    pthread_mutex_lock(&av->dom->lock);
+    ivf_lock(av->dom);
     int r = av_grow(av, av->n + count);
     for (size_t i = 0; i < count; i++) {
         int e = r < 0 ? FI_ENOMEM : ivf_addr_valid(&in[i]) ? 0 : FI_EINVAL;
@@ -102,7 +102,7 @@ static int av_insert(struct fid_av *fid, const void *addr, size_t count, fi_addr
         if (errs)
             errs[i] = e;
     }
-    pthread_mutex_unlock(&av->dom->lock);
+    ivf_unlock(av->dom);
     return done;
 }
 
@@ -122,7 +122,7 @@ static int av_remove(struct fid_av *fid, fi_addr_t *fi_addr, size_t count, uint6
 {
     struct ivf_av *av = av_of(fid);
     int r = 0;
-    pthread_mutex_lock(&av->dom->lock);
+    ivf_lock(av->dom);
     for (size_t i = 0; i < count; i++) {
         if (fi_addr[i] < av->n && av->used[fi_addr[i]])
             av->used[fi_addr[i]] = false;
@@ -134,19 +134,19 @@ static int av_remove(struct fid_av *fid, fi_addr_t *fi_addr, size_t count, uint6
         if (ep->av == av)
             for (struct ivf_peer *p = ep->peers; p; p = p->next)
                 p->fi_addr = FI_ADDR_NOTAVAIL;
-    pthread_mutex_unlock(&av->dom->lock);
+    ivf_unlock(av->dom);
     return r;
 }
 
 static int av_lookup(struct fid_av *fid, fi_addr_t fi_addr, void *addr, size_t *addrlen)
 {
     struct ivf_av *av = av_of(fid);
-    pthread_mutex_lock(&av->dom->lock);
+    ivf_lock(av->dom);
     const struct ivf_addr *a = ivf_av_get(av, fi_addr);
     struct ivf_addr copy;
     if (a)
         copy = *a;
-    pthread_mutex_unlock(&av->dom->lock);
+    ivf_unlock(av->dom);
     if (!a)
         return -FI_ENOENT;
     memcpy(addr, &copy, *addrlen < sizeof(copy) ? *addrlen : sizeof(copy));
@@ -178,9 +178,9 @@ static int av_close(struct fid *fid)
     struct ivf_av *av = (struct ivf_av *)fid;
     if (av->refs > 0)
         return -FI_EBUSY;
-    pthread_mutex_lock(&av->dom->lock);
+    ivf_lock(av->dom);
     av->dom->refs--;
-    pthread_mutex_unlock(&av->dom->lock);
+    ivf_unlock(av->dom);
     free(av->addrs);
     free(av->used);
     free(av);
@@ -233,9 +233,9 @@ int ivf_av_open(struct fid_domain *domain, struct fi_av_attr *attr, struct fid_a
     av->fid.fid.context = context;
     av->fid.fid.ops = &av_fi_ops;
     av->fid.ops = &av_ops;
-    pthread_mutex_lock(&dom->lock);
+    ivf_lock(dom);
     dom->refs++;
-    pthread_mutex_unlock(&dom->lock);
+    ivf_unlock(dom);
     *out = &av->fid;
     return 0;
 }

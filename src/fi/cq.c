@@ -81,7 +81,7 @@ static ssize_t cq_readfrom_locked(struct ivf_cq *cq, void *buf, size_t count, fi
 static ssize_t cq_readfrom(struct fid_cq *fid, void *buf, size_t count, fi_addr_t *src)
 {
     struct ivf_cq *cq = (struct ivf_cq *)fid;
-    pthread_mutex_lock(&cq->dom->lock);
+    ivf_lock(cq->dom);
     ssize_t r = cq_readfrom_locked(cq, buf, count, src);
     bool yield = false;
     if (r == -FI_EAGAIN && ++cq->idle >= IDLE_YIELD) {
@@ -90,7 +90,7 @@ static ssize_t cq_readfrom(struct fid_cq *fid, void *buf, size_t count, fi_addr_
     } else if (r != -FI_EAGAIN) {
         cq->idle = 0;
     }
-    pthread_mutex_unlock(&cq->dom->lock);
+    ivf_unlock(cq->dom);
     if (yield)
         sched_yield();
     return r;
@@ -104,9 +104,9 @@ static ssize_t cq_read(struct fid_cq *fid, void *buf, size_t count)
 static ssize_t cq_readerr(struct fid_cq *fid, struct fi_cq_err_entry *out, uint64_t flags)
 {
     struct ivf_cq *cq = (struct ivf_cq *)fid;
-    pthread_mutex_lock(&cq->dom->lock);
+    ivf_lock(cq->dom);
     if (!cq->err_count) {
-        pthread_mutex_unlock(&cq->dom->lock);
+        ivf_unlock(cq->dom);
         return -FI_EAGAIN;
     }
     struct ivf_cqe *e = &cq->errs[cq->err_head];
@@ -123,7 +123,7 @@ static ssize_t cq_readerr(struct fid_cq *fid, struct fi_cq_err_entry *out, uint6
     };
     cq->err_head = (cq->err_head + 1) % cq->err_cap;
     cq->err_count--;
-    pthread_mutex_unlock(&cq->dom->lock);
+    ivf_unlock(cq->dom);
     /* We have no error data: a caller's err_data buffer stays untouched. */
     size_t keep = out->err_data_size;
     void *keep_data = out->err_data;
@@ -140,22 +140,22 @@ static ssize_t cq_sreadfrom(struct fid_cq *fid, void *buf, size_t count, fi_addr
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
-        pthread_mutex_lock(&cq->dom->lock);
+        ivf_lock(cq->dom);
         ssize_t r = cq_readfrom_locked(cq, buf, count, src);
         if (r != -FI_EAGAIN) {
-            pthread_mutex_unlock(&cq->dom->lock);
+            ivf_unlock(cq->dom);
             return r;
         }
         struct timespec t;
         clock_gettime(CLOCK_MONOTONIC, &t);
         long ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
         if (timeout >= 0 && ms >= timeout) {
-            pthread_mutex_unlock(&cq->dom->lock);
+            ivf_unlock(cq->dom);
             return -FI_EAGAIN;
         }
         int wait = timeout < 0 ? 10 : (int)(timeout - ms < 10 ? timeout - ms : 10);
         ivf_domain_wait(cq->dom, wait);
-        pthread_mutex_unlock(&cq->dom->lock);
+        ivf_unlock(cq->dom);
     }
 }
 
@@ -180,9 +180,9 @@ static int cq_close(struct fid *fid)
     struct ivf_cq *cq = (struct ivf_cq *)fid;
     if (cq->refs > 0)
         return -FI_EBUSY;
-    pthread_mutex_lock(&cq->dom->lock);
+    ivf_lock(cq->dom);
     cq->dom->refs--;
-    pthread_mutex_unlock(&cq->dom->lock);
+    ivf_unlock(cq->dom);
     free(cq->ring);
     free(cq->errs);
     free(cq);
@@ -238,9 +238,9 @@ int ivf_cq_open(struct fid_domain *domain, struct fi_cq_attr *attr, struct fid_c
     cq->fid.fid.context = context;
     cq->fid.fid.ops = &cq_fi_ops;
     cq->fid.ops = &cq_ops;
-    pthread_mutex_lock(&dom->lock);
+    ivf_lock(dom);
     dom->refs++;
-    pthread_mutex_unlock(&dom->lock);
+    ivf_unlock(dom);
     *out = &cq->fid;
     return 0;
 }

@@ -14,10 +14,44 @@ static struct ivf_ep *ep_of(struct fid_ep *fid)
     return (struct ivf_ep *)fid;
 }
 
+#define OP_CACHE_MAX 64
+
+struct ivf_op *ivf_op_new(struct ivf_ep *ep)
+{
+    struct ivf_op *op = ep->op_cache;
+    if (op) {
+        ep->op_cache = op->next;
+        ep->op_cached--;
+        memset(op, 0, sizeof(*op));
+    } else if (!(op = calloc(1, sizeof(*op)))) {
+        return NULL;
+    }
+    op->ep = ep;
+    return op;
+}
+
 void ivf_op_free(struct ivf_op *op)
 {
     free(op->owned);
+    op->owned = NULL;
+    struct ivf_ep *ep = op->ep;
+    if (ep && ep->op_cached < OP_CACHE_MAX) {
+        op->next = ep->op_cache;
+        ep->op_cache = op;
+        ep->op_cached++;
+        return;
+    }
     free(op);
+}
+
+static void op_cache_drain(struct ivf_ep *ep)
+{
+    while (ep->op_cache) {
+        struct ivf_op *op = ep->op_cache;
+        ep->op_cache = op->next;
+        free(op);
+    }
+    ep->op_cached = 0;
 }
 
 void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err)
@@ -65,7 +99,7 @@ static ssize_t do_send(struct ivf_ep *ep, const struct iovec *iov, size_t count,
         len += iov[i].iov_len;
     if ((flags & FI_INJECT) && len > IVF_INJECT_SIZE)
         return -FI_EINVAL;
-    pthread_mutex_lock(&ep->dom->lock);
+    ivf_lock(ep->dom);
     ssize_t r;
     if (!ep->enabled) {
         r = -FI_EOPBADSTATE;
@@ -121,7 +155,7 @@ static ssize_t do_send(struct ivf_ep *ep, const struct iovec *iov, size_t count,
             goto out;
         }
     }
-    struct ivf_op *op = calloc(1, sizeof(*op));
+    struct ivf_op *op = ivf_op_new(ep);
     if (!op) {
         r = -FI_ENOMEM;
         goto out;
@@ -186,7 +220,7 @@ static ssize_t do_send(struct ivf_ep *ep, const struct iovec *iov, size_t count,
     ivf_progress(ep);
     r = 0;
 out:
-    pthread_mutex_unlock(&ep->dom->lock);
+    ivf_unlock(ep->dom);
     return r;
 }
 
@@ -199,9 +233,12 @@ static ssize_t do_recv(struct ivf_ep *ep, const struct iovec *iov, size_t count,
         return -FI_EINVAL;
     if ((flags & FI_CLAIM) && !context)
         return -FI_EINVAL;
-    struct ivf_op *op = calloc(1, sizeof(*op));
-    if (!op)
+    ivf_lock(ep->dom);
+    struct ivf_op *op = ivf_op_new(ep);
+    if (!op) {
+        ivf_unlock(ep->dom);
         return -FI_ENOMEM;
+    }
     op->kind = IVF_OP_RECV;
     op->context = context;
     op->flags = flags;
@@ -215,7 +252,6 @@ static ssize_t do_recv(struct ivf_ep *ep, const struct iovec *iov, size_t count,
     bool directed = ep->info->caps & FI_DIRECTED_RECV;
     op->addr = directed ? src : FI_ADDR_UNSPEC;
     op->want_completion = !(ep->rx_flags & FI_SELECTIVE_COMPLETION) || (flags & FI_COMPLETION);
-    pthread_mutex_lock(&ep->dom->lock);
     ssize_t r;
     if (!ep->enabled) {
         ivf_op_free(op);
@@ -229,7 +265,7 @@ static ssize_t do_recv(struct ivf_ep *ep, const struct iovec *iov, size_t count,
         else
             ivf_progress(ep);
     }
-    pthread_mutex_unlock(&ep->dom->lock);
+    ivf_unlock(ep->dom);
     return r;
 }
 
@@ -398,9 +434,9 @@ static struct fi_ops_tagged tagged_ops = {
 static ssize_t ep_cancel(fid_t fid, void *context)
 {
     struct ivf_ep *ep = (struct ivf_ep *)fid;
-    pthread_mutex_lock(&ep->dom->lock);
+    ivf_lock(ep->dom);
     int r = ivf_cancel_recv(ep, context);
-    pthread_mutex_unlock(&ep->dom->lock);
+    ivf_unlock(ep->dom);
     return r;
 }
 
@@ -440,9 +476,9 @@ static int ep_getname(fid_t fid, void *addr, size_t *addrlen)
     struct ivf_ep *ep = (struct ivf_ep *)fid;
     size_t have = *addrlen;
     *addrlen = sizeof(struct ivf_addr);
-    pthread_mutex_lock(&ep->dom->lock);
+    ivf_lock(ep->dom);
     struct ivf_addr a = ep->addr;
-    pthread_mutex_unlock(&ep->dom->lock);
+    ivf_unlock(ep->dom);
     if (!addr || have < sizeof(a))
         return -FI_ETOOSMALL;
     memcpy(addr, &a, sizeof(a));
@@ -507,7 +543,7 @@ static int ep_bind(struct fid *fid, struct fid *bfid, uint64_t flags)
 {
     struct ivf_ep *ep = (struct ivf_ep *)fid;
     int r = 0;
-    pthread_mutex_lock(&ep->dom->lock);
+    ivf_lock(ep->dom);
     if (ep->enabled) {
         r = -FI_EOPBADSTATE;
     } else if (bfid->fclass == FI_CLASS_AV) {
@@ -540,7 +576,7 @@ static int ep_bind(struct fid *fid, struct fid *bfid, uint64_t flags)
     } else {
         r = -FI_ENOSYS; /* counters, ... */
     }
-    pthread_mutex_unlock(&ep->dom->lock);
+    ivf_unlock(ep->dom);
     return r;
 }
 
@@ -550,14 +586,14 @@ static int ep_control(struct fid *fid, int command, void *arg)
     int r = 0;
     switch (command) {
     case FI_ENABLE:
-        pthread_mutex_lock(&ep->dom->lock);
+        ivf_lock(ep->dom);
         if (!ep->av || !ep->tx_cq || !ep->rx_cq)
             r = -FI_ENOCQ;
         if (!ep->av)
             r = -FI_ENOAV;
         if (r == 0)
             ep->enabled = true;
-        pthread_mutex_unlock(&ep->dom->lock);
+        ivf_unlock(ep->dom);
         return r;
     case FI_GETOPSFLAG: {
         uint64_t *f = arg;
@@ -584,10 +620,11 @@ static int ep_close(struct fid *fid)
 {
     struct ivf_ep *ep = (struct ivf_ep *)fid;
     struct ivf_domain *dom = ep->dom;
-    pthread_mutex_lock(&dom->lock);
+    ivf_lock(dom);
     if (ep->listen_fd >= 0)
         ivf_link_fini(ep);
     ivf_match_cleanup(ep);
+    op_cache_drain(ep);
     for (struct ivf_ep **pp = &dom->eps; *pp; pp = &(*pp)->next)
         if (*pp == ep) {
             *pp = ep->next;
@@ -599,7 +636,7 @@ static int ep_close(struct fid *fid)
         ep->tx_cq->refs--;
     if (ep->rx_cq)
         ep->rx_cq->refs--;
-    pthread_mutex_unlock(&dom->lock);
+    ivf_unlock(dom);
     fi_freeinfo(ep->info);
     free(ep);
     return 0;
@@ -643,10 +680,10 @@ int ivf_ep_open(struct fid_domain *domain, struct fi_info *info, struct fid_ep *
         free(ep);
         return r;
     }
-    pthread_mutex_lock(&dom->lock);
+    ivf_lock(dom);
     ep->next = dom->eps;
     dom->eps = ep;
-    pthread_mutex_unlock(&dom->lock);
+    ivf_unlock(dom);
     *out = &ep->fid;
     return 0;
 }

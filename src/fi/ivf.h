@@ -30,7 +30,9 @@
  * receiver buffers are bounded per peer, and it never has to stop reading
  * a stream (which could block data that a posted receive waits for).
  *
- * Threading: every call takes the domain's lock (FI_THREAD_SAFE).
+ * Threading: every call takes the domain's lock (FI_THREAD_SAFE), except in
+ * a domain opened FI_THREAD_DOMAIN without a progress thread (the caller
+ * serializes; Open MPI asks for that).
  * Progress is manual: the data moves inside calls on the endpoint and its
  * completion queues; with FI_PROGRESS_AUTO a thread per domain also does it.
  */
@@ -145,6 +147,7 @@ enum ivf_op_kind { IVF_OP_SEND, IVF_OP_RECV };
 /* A send or receive the application posted (or an internal one). */
 struct ivf_op {
     struct ivf_op *next, *prev; /* in a queue: posted receives, pending sends */
+    struct ivf_ep *ep;          /* whose cache takes it back */
     enum ivf_op_kind kind;
     uint64_t id; /* wire id (RTS/CTS/DATA/ACK), unique per endpoint */
     void *context;
@@ -275,12 +278,28 @@ struct ivf_fabric {
 struct ivf_domain {
     struct fid_domain fid;
     struct ivf_fabric *fabric;
-    pthread_mutex_t lock;
+    pthread_mutex_t lock; /* taken by every call, unless serial */
+    /* FI_THREAD_DOMAIN without a progress thread: the application calls in
+     * from one thread at a time (Open MPI's mtl ofi asks for this), so the
+     * lock is skipped. */
+    bool serial;
     struct ivf_ep *eps; /* endpoints, for progress from a CQ */
     int refs;
     pthread_t thread; /* FI_PROGRESS_AUTO: moves data in the background */
     bool has_thread, stop_thread;
 };
+
+static inline void ivf_lock(struct ivf_domain *dom)
+{
+    if (!dom->serial)
+        pthread_mutex_lock(&dom->lock);
+}
+
+static inline void ivf_unlock(struct ivf_domain *dom)
+{
+    if (!dom->serial)
+        pthread_mutex_unlock(&dom->lock);
+}
 
 struct ivf_av {
     struct fid_av fid;
@@ -323,6 +342,10 @@ struct ivf_ep {
     uint64_t tx_flags, rx_flags; /* bind flags: FI_SELECTIVE_COMPLETION */
     uint64_t tx_op_flags, rx_op_flags;
     bool enabled;
+    /* Finished operations kept for reuse (a posted receive per message
+     * otherwise costs a calloc and a free: a fifth of its instructions). */
+    struct ivf_op *op_cache;
+    int op_cached;
     struct ivf_addr addr;
     int listen_fd;
     int *pending_fds; /* accepted, HELLO not read yet */
@@ -387,6 +410,9 @@ int ivf_cq_push(struct ivf_cq *cq, const struct ivf_cqe *e);
 int ivf_ep_open(struct fid_domain *dom, struct fi_info *info, struct fid_ep **ep, void *context);
 /* Complete an op: a CQ entry if wanted (err: positive FI_E*, 0 for success). */
 void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err);
+/* A zeroed operation of ep (its cache, else the heap); NULL without memory.
+ * Both under the domain's lock. */
+struct ivf_op *ivf_op_new(struct ivf_ep *ep);
 void ivf_op_free(struct ivf_op *op);
 
 /* match.c */

@@ -398,22 +398,13 @@ static ssize_t tx_write(struct ivf_ep *ep, struct ivf_peer *p, struct iovec *v, 
     if (tx->to == IVF_IVC) {
         struct ivf_seg *seg = tx->seg;
         if (seg && !seg->dead && seg->chan) {
-            size_t done = 0;
-            for (int i = 0; i < n; i++) {
-                ssize_t w = ivc_write(seg->chan, v[i].iov_base, v[i].iov_len);
-                if (w < 0) {
-                    seg->dead = true;
-                    break;
-                }
-                done += (size_t)w;
+            /* One write: the header and a small payload appear together. */
+            ssize_t w = ivc_writev(seg->chan, v, n);
+            if (w >= 0) {
                 p->bytes[0][IVF_IVC] += (size_t)w;
-                if ((size_t)w < v[i].iov_len)
-                    return (ssize_t)done;
+                return w;
             }
-            if (!seg->dead)
-                return (ssize_t)done;
-            if (done)
-                return (ssize_t)done;
+            seg->dead = true;
         }
         tx->to = IVF_TCP;
         tx->seg = NULL;
@@ -436,8 +427,7 @@ int ivf_send_now(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
     struct ivf_tx *tx = &p->tx;
     struct ivf_seg *seg = tx->seg;
     size_t total = sizeof(*h) + h->len;
-    if (tx->head || tx->to != IVF_IVC || !seg || seg->dead || !seg->chan || p->failed ||
-        ivc_chan_writable(seg->chan) < total)
+    if (tx->head || tx->to != IVF_IVC || !seg || seg->dead || !seg->chan || p->failed)
         return 0;
     struct ivf_hdr hdr = *h;
     struct iovec v[1 + IVF_IOV_LIMIT] = {{&hdr, sizeof(hdr)}};
@@ -447,7 +437,10 @@ int ivf_send_now(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
         return 1;
     if (w < 0)
         return -1;
-    /* The channel died under us: the rest goes by TCP, from a copy. */
+    if (w == 0 && tx->to == IVF_IVC)
+        return 0; /* no room (or quiescing): the caller queues the frame */
+    /* Part of it went (the ring filled up), or the channel died under us
+     * and the rest goes by TCP: the rest from a copy, after it. */
     struct ivf_txf *f = txf_new(h, h->len);
     if (!f) {
         peer_fail(ep, p, -FI_ENOMEM, "out of memory");
@@ -932,12 +925,12 @@ void ivf_domain_wait(struct ivf_domain *dom, int timeout_ms)
                 fds[n++] = (struct pollfd){.fd = p->tx.fd, .events = POLLOUT};
         }
     }
-    pthread_mutex_unlock(&dom->lock);
+    ivf_unlock(dom);
     if (spin) { /* shared memory wakes no file descriptor: look again soon */
         poll(fds, n, 0);
         nanosleep(&(struct timespec){.tv_nsec = 20000}, NULL);
     } else {
         poll(fds, n, timeout_ms);
     }
-    pthread_mutex_lock(&dom->lock);
+    ivf_lock(dom);
 }

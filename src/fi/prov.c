@@ -327,12 +327,12 @@ static int eq_open(struct fid_fabric *fabric, struct fi_eq_attr *attr, struct fi
 static void *progress_thread(void *arg)
 {
     struct ivf_domain *dom = arg;
-    pthread_mutex_lock(&dom->lock);
+    ivf_lock(dom);
     while (!dom->stop_thread) {
         ivf_domain_progress(dom);
         ivf_domain_wait(dom, 1); /* drops the lock while it waits */
     }
-    pthread_mutex_unlock(&dom->lock);
+    ivf_unlock(dom);
     return NULL;
 }
 
@@ -342,9 +342,9 @@ static int domain_close(struct fid *fid)
     if (dom->refs > 0 || dom->eps)
         return -FI_EBUSY;
     if (dom->has_thread) {
-        pthread_mutex_lock(&dom->lock);
+        ivf_lock(dom);
         dom->stop_thread = true;
-        pthread_mutex_unlock(&dom->lock);
+        ivf_unlock(dom);
         pthread_join(dom->thread, NULL);
     }
     pthread_mutex_destroy(&dom->lock);
@@ -454,6 +454,8 @@ int ivf_domain_open(struct fid_fabric *fabric, struct fi_info *info, struct fid_
         }
         dom->has_thread = true;
     }
+    dom->serial = !dom->has_thread && info && info->domain_attr &&
+                  info->domain_attr->threading == FI_THREAD_DOMAIN;
     *out = &dom->fid;
     return 0;
 }
