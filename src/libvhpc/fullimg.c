@@ -39,6 +39,10 @@
  * built by an older recipe then no longer count as the same inputs. */
 #define RECIPE 1
 
+/* The settings that make Open MPI use the cluster: the provider ivc
+ * (matched messages through IVC between VMs on one host, TCP otherwise),
+ * daemons started through vhpc-rsh, the cluster's VMs as the default hosts.
+ * Each can be overridden per run (mpirun --mca, -x, or the environment). */
 const char *const vhpc_mpi_env[] = {"FI_PROVIDER_PATH=" VHPC_FI_DIR,
                                     "OMPI_MCA_pml=cm",
                                     "OMPI_MCA_mtl=ofi",
@@ -51,6 +55,16 @@ const char *const vhpc_mpi_env[] = {"FI_PROVIDER_PATH=" VHPC_FI_DIR,
                                     "OMPI_ALLOW_RUN_AS_ROOT=1",
                                     "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
                                     NULL};
+
+int vhpc_mpi_env_prepend(const char **env, int nenv)
+{
+    int n = 0;
+    while (vhpc_mpi_env[n])
+        n++;
+    memmove(env + n, env, (size_t)nenv * sizeof(*env));
+    memcpy(env, vhpc_mpi_env, (size_t)n * sizeof(*env));
+    return nenv + n;
+}
 
 const char *const vhpc_full_mpi_packages[] = {"openmpi-bin", "libfabric1", NULL};
 
@@ -135,19 +149,6 @@ static const char dpkg_trim[] =
 
 /* ---- small helpers -------------------------------------------------------- */
 
-static int pathf(vhpc_err_t *err, char *buf, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int pathf(vhpc_err_t *err, char *buf, size_t len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, len, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= len)
-        return vhpc_err_setmsg(err, -ENAMETOOLONG, "path too long: %.200s...", buf);
-    return 0;
-}
-
 /* Is `prog` on PATH (or the usual sbin directories)? */
 static bool have_program(const char *prog)
 {
@@ -162,33 +163,37 @@ static bool have_program(const char *prog)
     return false;
 }
 
-/* A file in the root: ROOT/rel, created with its directories. */
-static int put_text(const char *root, const char *rel, const char *text, unsigned mode,
-                    vhpc_err_t *err)
+/* ROOT/rel into path, its directories made and whatever is there removed
+ * (a symlink, e.g. resolv.conf, is replaced, never followed). */
+static int root_path(const char *root, const char *rel, char path[PATH_MAX], vhpc_err_t *err)
 {
-    char path[PATH_MAX], dir[PATH_MAX];
+    char dir[PATH_MAX];
     int r;
-    if ((r = pathf(err, path, sizeof(path), "%s/%s", root, rel)) < 0)
-        return r;
-    snprintf(dir, sizeof(dir), "%s", path);
-    *strrchr(dir, '/') = 0;
-    if ((r = vhpc__mkdirs(dir, 0755, err)) < 0)
-        return r;
-    unlink(path); /* a symlink (e.g. resolv.conf) is replaced, never followed */
-    return vhpc__write_file(path, text, strlen(text), mode, err);
-}
-
-static int put_link(const char *root, const char *rel, const char *target, vhpc_err_t *err)
-{
-    char path[PATH_MAX], dir[PATH_MAX];
-    int r;
-    if ((r = pathf(err, path, sizeof(path), "%s/%s", root, rel)) < 0)
+    if ((r = vhpc__pathf(err, path, PATH_MAX, "%s/%s", root, rel)) < 0)
         return r;
     snprintf(dir, sizeof(dir), "%s", path);
     *strrchr(dir, '/') = 0;
     if ((r = vhpc__mkdirs(dir, 0755, err)) < 0)
         return r;
     unlink(path);
+    return 0;
+}
+
+/* A file in the root: ROOT/rel, created with its directories. */
+static int put_text(const char *root, const char *rel, const char *text, unsigned mode,
+                    vhpc_err_t *err)
+{
+    char path[PATH_MAX];
+    int r = root_path(root, rel, path, err);
+    return r < 0 ? r : vhpc__write_file(path, text, strlen(text), mode, err);
+}
+
+static int put_link(const char *root, const char *rel, const char *target, vhpc_err_t *err)
+{
+    char path[PATH_MAX];
+    int r = root_path(root, rel, path, err);
+    if (r < 0)
+        return r;
     if (symlink(target, path) < 0)
         return vhpc_err_set(err, -errno, "symlink %s", path);
     return 0;
@@ -511,7 +516,7 @@ static int debootstrap(const char *suite, const char *mirror, const char *cache,
 static int check_libs(const char *root, const char *image_path, vhpc_err_t *err)
 {
     char path[PATH_MAX], magic[4];
-    int r = pathf(err, path, sizeof(path), "%s%s", root, image_path);
+    int r = vhpc__pathf(err, path, sizeof(path), "%s%s", root, image_path);
     if (r < 0)
         return r;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -557,13 +562,14 @@ static int setup_system(const struct vhpc_full_spec *spec, const char *root,
     char path[PATH_MAX + 128], text[8192];
     int r;
     /* The agent and vhpc-rsh. */
-    if ((r = pathf(err, path, sizeof(path), "%s/usr/lib/vhpc", root)) < 0 ||
+    if ((r = vhpc__pathf(err, path, sizeof(path), "%s/usr/lib/vhpc", root)) < 0 ||
         (r = vhpc__mkdirs(path, 0755, err)) < 0 ||
-        (r = pathf(err, path, sizeof(path), "%s/usr/lib/vhpc/vhpc-agent", root)) < 0 ||
+        (r = vhpc__pathf(err, path, sizeof(path), "%s/usr/lib/vhpc/vhpc-agent", root)) < 0 ||
         (r = copy_file(spec->agent_path, path, 0755, err)) < 0)
         return r;
-    if (spec->rsh_path && ((r = pathf(err, path, sizeof(path), "%s/usr/bin/vhpc-rsh", root)) < 0 ||
-                           (r = copy_file(spec->rsh_path, path, 0755, err)) < 0))
+    if (spec->rsh_path &&
+        ((r = vhpc__pathf(err, path, sizeof(path), "%s/usr/bin/vhpc-rsh", root)) < 0 ||
+         (r = copy_file(spec->rsh_path, path, 0755, err)) < 0))
         return r;
     if ((r = put_text(root, "usr/lib/systemd/system/vhpc-agent.service", agent_unit, 0644, err)) <
             0 ||
@@ -635,7 +641,7 @@ static int setup_system(const struct vhpc_full_spec *spec, const char *root,
         struct stat st;
         if (stat(host, &st) < 0)
             return vhpc_err_set(err, -errno, "--file %s", f);
-        if ((r = pathf(err, path, sizeof(path), "%s%s", root, eq + 1)) < 0)
+        if ((r = vhpc__pathf(err, path, sizeof(path), "%s%s", root, eq + 1)) < 0)
             return r;
         snprintf(dir, sizeof(dir), "%s", path);
         *strrchr(dir, '/') = 0;
@@ -1079,7 +1085,7 @@ int vhpc_full_build(const struct vhpc_full_spec *spec, struct vhpc_full_build *o
     }
     snprintf(cache, sizeof(cache), "%s", env_or(spec->deb_cache, "VHPC_DEB_CACHE", ""));
     if (!cache[0] &&
-        (r = pathf(err, cache, sizeof(cache), "%s/cache/debs", vhpc__store_root())) < 0)
+        (r = vhpc__pathf(err, cache, sizeof(cache), "%s/cache/debs", vhpc__store_root())) < 0)
         goto out;
     if (cache[0] != '/') {
         r = vhpc_err_setmsg(err, -EINVAL, "deb cache '%s': must be an absolute path", cache);
@@ -1089,11 +1095,12 @@ int vhpc_full_build(const struct vhpc_full_spec *spec, struct vhpc_full_build *o
         goto out;
     if ((r = vhpc_image_workdir(out->dir, sizeof(out->dir), err)) < 0)
         goto out;
-    if ((r = pathf(err, root, sizeof(root), "%s/root", out->dir)) < 0 ||
-        (r = pathf(err, log, sizeof(log), "%s/debootstrap.log", out->dir)) < 0 ||
-        (r = pathf(err, out->rootfs, sizeof(out->rootfs), "%s/rootfs.squashfs", out->dir)) < 0 ||
-        (r = pathf(err, out->initrd, sizeof(out->initrd), "%s/initrd.cpio", out->dir)) < 0 ||
-        (r = pathf(err, conf, sizeof(conf), "%s/root.conf", out->dir)) < 0)
+    if ((r = vhpc__pathf(err, root, sizeof(root), "%s/root", out->dir)) < 0 ||
+        (r = vhpc__pathf(err, log, sizeof(log), "%s/debootstrap.log", out->dir)) < 0 ||
+        (r = vhpc__pathf(err, out->rootfs, sizeof(out->rootfs), "%s/rootfs.squashfs", out->dir)) <
+            0 ||
+        (r = vhpc__pathf(err, out->initrd, sizeof(out->initrd), "%s/initrd.cpio", out->dir)) < 0 ||
+        (r = vhpc__pathf(err, conf, sizeof(conf), "%s/root.conf", out->dir)) < 0)
         goto out;
 
     /* 1. debootstrap */

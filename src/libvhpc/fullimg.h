@@ -72,6 +72,9 @@
  * MPI use it and the cluster (the same for minimal and full images). */
 #define VHPC_FI_DIR "/usr/lib/vhpc/fi"
 extern const char *const vhpc_mpi_env[];
+/* Put vhpc_mpi_env before the nenv entries of env (room for 16 more), so
+ * that the user's --env, later, wins; returns the new count. */
+int vhpc_mpi_env_prepend(const char **env, int nenv);
 /* The Debian packages of --with-mpi in a full image. */
 extern const char *const vhpc_full_mpi_packages[];
 

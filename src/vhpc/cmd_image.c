@@ -4,6 +4,7 @@
  * modules and the closure of what the job needs).
  */
 #include "cluster.h"
+#include "fullimg.h"
 #include "image.h"
 #include "kernel.h"
 #include "match.h"
@@ -34,29 +35,11 @@ static const char build_help[] =
     "                   and IVC between them (see README: MPI in VMs)\n";
 
 #define LIBDIR "/usr/lib/x86_64-linux-gnu"
-#define FI_DIR "/usr/lib/vhpc/fi"
 
 /* What --with-mpi adds: Open MPI's launcher, daemon, components and data. */
 static const char *const mpi_paths[] = {
     "/usr/bin/mpirun", "/usr/bin/mpiexec",   "/usr/bin/orted", LIBDIR "/openmpi",
     LIBDIR "/pmix2",   "/usr/share/openmpi", "/etc/openmpi",   NULL};
-
-/* ... and the settings that make it use the cluster: the provider ivc
- * (matched messages through IVC between VMs on one host, TCP otherwise),
- * daemons started through vhpc-rsh, the cluster's VMs as the default hosts.
- * Each can be overridden per run (mpirun --mca, -x, or the environment). */
-static const char *const mpi_env[] = {"FI_PROVIDER_PATH=" FI_DIR,
-                                      "OMPI_MCA_pml=cm",
-                                      "OMPI_MCA_mtl=ofi",
-                                      "OMPI_MCA_mtl_ofi_provider_include=ivc",
-                                      "OMPI_MCA_btl=self,vader,tcp",
-                                      "OMPI_MCA_btl_tcp_if_include=eth0",
-                                      "OMPI_MCA_oob_tcp_if_include=eth0",
-                                      "OMPI_MCA_plm_rsh_agent=vhpc-rsh",
-                                      "OMPI_MCA_orte_default_hostfile=/etc/vhpc/hostfile",
-                                      "OMPI_ALLOW_RUN_AS_ROOT=1",
-                                      "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
-                                      NULL};
 
 static int build(int argc, char **argv)
 {
@@ -115,15 +98,9 @@ static int build(int argc, char **argv)
             }
             add[nadd++] = mpi_paths[i];
         }
-        snprintf(fi_file, sizeof(fi_file), "%s=" FI_DIR "/libivc-fi.so", prov);
+        snprintf(fi_file, sizeof(fi_file), "%s=" VHPC_FI_DIR "/libivc-fi.so", prov);
         files[0] = fi_file;
-        /* The image's settings first: --env given by the user wins (later lines). */
-        int n = 0;
-        while (mpi_env[n])
-            n++;
-        memmove(env + n, env, (size_t)nenv * sizeof(*env));
-        memcpy(env, mpi_env, (size_t)n * sizeof(*env));
-        nenv += n;
+        nenv = vhpc_mpi_env_prepend(env, nenv);
     }
     struct vhpc_image_spec spec = {
         .name = name, .add = add, .modules = mods, .files = files, .env = env};

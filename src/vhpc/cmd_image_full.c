@@ -102,13 +102,7 @@ int cmd_image_build_full(int argc, char **argv)
             pkgs[npkgs++] = vhpc_full_mpi_packages[i];
         snprintf(fi_file, sizeof(fi_file), "%s=" VHPC_FI_DIR "/libivc-fi.so", prov);
         files[nfiles++] = fi_file;
-        /* The image's settings first: --env given by the user wins (later lines). */
-        int n = 0;
-        while (vhpc_mpi_env[n])
-            n++;
-        memmove(env + n, env, (size_t)nenv * sizeof(*env));
-        memcpy(env, vhpc_mpi_env, (size_t)n * sizeof(*env));
-        nenv += n;
+        nenv = vhpc_mpi_env_prepend(env, nenv);
     }
 
     struct vhpc_full_spec spec = {.suite = suite,
