@@ -22,37 +22,6 @@ static ssize_t chan_corrupt(struct ivc_chan *ch)
     return IVC_EPROTO;
 }
 
-static inline ssize_t ring_write(struct ivc_chan *ch, const void *buf, size_t len)
-{
-    uint64_t size = ch->tx_mask + 1;
-    uint64_t space = size - (ch->tx_head - ch->tx_tail);
-
-    if (space < len) {
-        uint64_t t = atomic_load_explicit(&ch->peer_hot->tail, memory_order_acquire);
-        if (unlikely(t > ch->tx_head || t < ch->tx_tail))
-            return chan_corrupt(ch);
-        ch->tx_tail = t;
-        space = size - (ch->tx_head - t);
-        if (!space)
-            return 0;
-    }
-    size_t n = len < space ? len : (size_t)space;
-    /* Publish every IVC_PUBLISH_CHUNK so that the reader copies out while
-     * we still copy in: a large write is a pipeline, not two serial copies. */
-    for (size_t done = 0; done < n;) {
-        size_t c = n - done < IVC_PUBLISH_CHUNK ? n - done : IVC_PUBLISH_CHUNK;
-        uint64_t off = ch->tx_head & ch->tx_mask;
-        size_t first = c < size - off ? c : (size_t)(size - off);
-        memcpy(ch->tx + off, (const char *)buf + done, first);
-        if (c > first)
-            memcpy(ch->tx, (const char *)buf + done + first, c - first);
-        ch->tx_head += c;
-        done += c;
-        atomic_store_explicit(&ch->my_hot->head, ch->tx_head, memory_order_release);
-    }
-    return (ssize_t)n;
-}
-
 /* Copy len bytes at the producer index (wrapping), without publishing. */
 static inline void copy_in(struct ivc_chan *ch, const void *src, size_t len)
 {
@@ -64,9 +33,11 @@ static inline void copy_in(struct ivc_chan *ch, const void *src, size_t len)
     ch->tx_head += len;
 }
 
-/* ring_write for several buffers: one index update for what fits in
- * IVC_PUBLISH_CHUNK (a frame's header and its small payload become visible
- * together: one cache line handed over, not two). */
+/* Copy what fits of the buffers into the ring, in order.  A small write
+ * that does not wrap is plain copies and one index update (a frame's header
+ * and payload become visible together: one cache line handed over, not
+ * two); a large one publishes every IVC_PUBLISH_CHUNK so that the reader
+ * copies out while we still copy in (a pipeline, not two serial copies). */
 static inline ssize_t ring_writev(struct ivc_chan *ch, const struct iovec *iov, int cnt)
 {
     uint64_t size = ch->tx_mask + 1;
@@ -170,13 +141,13 @@ static void refresh(struct ivc_chan *ch)
         ivc__chan_update(ch);
 }
 
-static ssize_t write_slow(struct ivc_chan *ch, const void *buf, size_t len)
+static ssize_t write_slow(struct ivc_chan *ch, const struct iovec *iov, int cnt)
 {
-    if (!ch || ch->closed || (len && !buf))
+    if (ch->closed)
         return IVC_EINVAL;
     refresh(ch);
     switch (ch->state) {
-    case IVC_CHAN_OPEN: return ring_write(ch, buf, len);
+    case IVC_CHAN_OPEN: return ring_writev(ch, iov, cnt);
     case IVC_CHAN_SUSPENDING: /* quiescing for a migration: nothing goes */
     case IVC_CHAN_CONNECTING: return 0;
     case IVC_CHAN_EOF: return IVC_EPIPE;
@@ -184,31 +155,26 @@ static ssize_t write_slow(struct ivc_chan *ch, const void *buf, size_t len)
     }
 }
 
-ssize_t ivc_write(ivc_chan_t *ch, const void *buf, size_t len)
-{
-    if (likely(ch && ch->state == IVC_CHAN_OPEN && ivc__chan_healthy(ch) && buf))
-        return ring_write(ch, buf, len);
-    return write_slow(ch, buf, len);
-}
-
 ssize_t ivc_writev(ivc_chan_t *ch, const struct iovec *iov, int iovcnt)
 {
-    if (likely(ch && ch->state == IVC_CHAN_OPEN && ivc__chan_healthy(ch) && iov && iovcnt >= 0 &&
-               iovcnt <= IVC_IOV_MAX))
-        return ring_writev(ch, iov, iovcnt);
-    if (!ch || ch->closed || (iovcnt && !iov) || iovcnt < 0 || iovcnt > IVC_IOV_MAX)
+    if (!ch || iovcnt < 0 || iovcnt > IVC_IOV_MAX || (iovcnt && !iov))
         return IVC_EINVAL;
     for (int i = 0; i < iovcnt; i++)
         if (iov[i].iov_len && !iov[i].iov_base)
             return IVC_EINVAL;
-    refresh(ch);
-    switch (ch->state) {
-    case IVC_CHAN_OPEN: return ring_writev(ch, iov, iovcnt);
-    case IVC_CHAN_SUSPENDING:
-    case IVC_CHAN_CONNECTING: return 0;
-    case IVC_CHAN_EOF: return IVC_EPIPE;
-    default: return ch->err;
-    }
+    if (likely(ch->state == IVC_CHAN_OPEN && ivc__chan_healthy(ch)))
+        return ring_writev(ch, iov, iovcnt);
+    return write_slow(ch, iov, iovcnt);
+}
+
+ssize_t ivc_write(ivc_chan_t *ch, const void *buf, size_t len)
+{
+    struct iovec v = {(void *)buf, len}; /* ring_writev inlined for one piece */
+    if (likely(ch && ch->state == IVC_CHAN_OPEN && ivc__chan_healthy(ch) && buf))
+        return ring_writev(ch, &v, 1);
+    if (!ch || (len && !buf))
+        return IVC_EINVAL;
+    return write_slow(ch, &v, 1);
 }
 
 static ssize_t read_slow(struct ivc_chan *ch, void *buf, size_t len)
