@@ -41,54 +41,24 @@ command -v tc >/dev/null || die "tc is missing (apt-get install iproute2)"
 
 id=vdb$(printf %x $$)
 tmp=$(mktemp -d /tmp/vhpc-bench-dist.XXXXXX)
+ns_id=$id ns_net=10.98.0 ns_tmp=$tmp
+. "$here/../scripts/nscluster.sh"
 cleanup() {
-    local ns pid
-    for ns in $(ip netns list 2>/dev/null | awk -v p="$id" 'index($1, p) == 1 {print $1}'); do
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
-        ip netns del "$ns" 2>/dev/null
-    done
-    ip link del "${id}b" 2>/dev/null
+    ns_cleanup
     rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-ns_of() { [ "$1" = src ] && echo "${id}s" || echo "${id}n$1"; }
-ip_of() { [ "$1" = src ] && echo 10.98.0.1 || echo "10.98.0.$((10 + $1))"; }
 store_of() { echo "$tmp/store-$1"; }
 
-add_ns() { # WHO: a namespace on the bridge, its link shaped both ways
-    local who=$1 ns h=${id}h$1
-    ns=$(ns_of "$who")
-    ip netns add "$ns"
-    ip link add "$h" type veth peer name eth0 netns "$ns"
-    ip link set "$h" master "${id}b" up
-    ip -n "$ns" addr add "$(ip_of "$who")/24" dev eth0
-    ip -n "$ns" link set eth0 up
-    ip -n "$ns" link set lo up
-    tc qdisc add dev "$h" root tbf rate "$rate" burst 512kb latency 50ms
-    ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$rate" burst 512kb latency 50ms
+ns_bridge
+for who in src 1 2 3 4 5 6 7 8; do
+    add_ns "$who" "$rate"
     mkdir -p "$(store_of "$who")"
-}
-
-ip link add "${id}b" type bridge
-ip link set "${id}b" up
-for who in src 1 2 3 4 5 6 7 8; do add_ns "$who"; done
+done
 "$tool" mkimage "$(store_of src)" bench "$size" 1 >/dev/null
 export VHPC_PROGRESS=0
-
-stop_nodes() {
-    local f pids=() p alive
-    for f in "$tmp"/n*.pid; do
-        [ -f "$f" ] && pids+=("$(cat "$f")") && kill -TERM "${pids[-1]}" 2>/dev/null
-    done
-    for _ in $(seq 1 100); do
-        alive=0
-        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-        [ $alive = 0 ] && break
-        sleep 0.05
-    done
-}
 
 # push_time K MODE [cold]: seconds for one push of the image to nodes 1..K
 # whose stores are empty.
