@@ -9,21 +9,8 @@
 # and an image --with-mpi runs our MPI suite across 2 VMs over IVC.
 # Downloaded packages are cached in /var/cache/vhpc-test/debs between runs.
 set -uo pipefail
-build=$(cd "$1" && pwd)
-vhpc=$build/src/vhpc/vhpc
-tmp=$(mktemp -d /tmp/vhpc-fulltest.XXXXXX)
-export VHPC_RUN_DIR=$tmp/run VHPC_HOME=$tmp/home VHPC_PROGRESS=0
-export VHPC_KERNEL_CACHE=${VHPC_KERNEL_CACHE:-/var/cache/vhpc-test/kernels}
+. "$(dirname "$0")/lib.sh" "$1" fulltest
 export VHPC_DEB_CACHE=${VHPC_DEB_CACHE:-/var/cache/vhpc-test/debs}
-fails=0 passes=0
-pass() { echo "PASS $*"; passes=$((passes + 1)); }
-fail() { echo "FAIL $*"; fails=$((fails + 1)); }
-cleanup() {
-    "$vhpc" gc --all >/dev/null 2>&1
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-digest_of() { "$vhpc" image show "$1" | sed -n 's/^digest: *//p'; }
 
 out=$("$vhpc" image build --full --name deb --package hello 2>&1)
 rc=$?

@@ -5,25 +5,7 @@
 # --require choosing an image and saying why (one small TCG VM), a job
 # file, and wrong input getting clear errors.
 set -uo pipefail
-build=$(cd "$1" && pwd)
-vhpc=$build/src/vhpc/vhpc
-tmp=$(mktemp -d /tmp/vhpc-imgcli.XXXXXX)
-export VHPC_RUN_DIR=$tmp/run VHPC_HOME=$tmp/home VHPC_PROGRESS=0
-export VHPC_KERNEL_CACHE=${VHPC_KERNEL_CACHE:-/var/cache/vhpc-test/kernels}
-fails=0 passes=0
-pass() { echo "PASS $*"; passes=$((passes + 1)); }
-fail() { echo "FAIL $*"; fails=$((fails + 1)); }
-cleanup() {
-    "$vhpc" gc --all >/dev/null 2>&1
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-check() { # DESCRIPTION COMMAND... : passes when COMMAND succeeds
-    local what=$1
-    shift
-    if "$@"; then pass "$what"; else fail "$what"; fi
-}
-digest_of() { "$vhpc" image show "$1" | sed -n 's/^digest: *//p'; }
+. "$(dirname "$0")/lib.sh" "$1" imgcli
 
 # ---- build: same inputs, same digest; a changed input, a new version ----
 mkdir -p "$tmp/app"
