@@ -20,24 +20,11 @@
 #define VHPC_CPIO_H
 
 #include "error.h"
+#include "sha256.h"
 
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
-
-/* SHA-256 (FIPS 180-4), streaming. */
-struct vhpc_sha256 {
-    uint32_t h[8];
-    uint64_t len; /* bytes hashed so far */
-    unsigned char block[64];
-    size_t used;
-};
-void vhpc_sha256_init(struct vhpc_sha256 *s);
-void vhpc_sha256_update(struct vhpc_sha256 *s, const void *data, size_t len);
-/* Finish and write 64 lowercase hex digits and a NUL to hex. */
-void vhpc_sha256_hex(struct vhpc_sha256 *s, char hex[65]);
-/* The SHA-256 of a file's contents. */
-int vhpc_sha256_file(const char *path, char hex[65], vhpc_err_t *err);
 
 struct vhpc_cpio {
     int fd;

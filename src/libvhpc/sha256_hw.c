@@ -25,7 +25,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
-/* FIPS 180-4 section 4.2.2 (the same table as the portable code in cpio.c). */
+/* FIPS 180-4 section 4.2.2 (the same table as the portable code in sha256.c). */
 static const uint32_t hw_k[64] __attribute__((aligned(16))) = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
     0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,

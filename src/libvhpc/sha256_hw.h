@@ -1,8 +1,8 @@
 /*
  * sha256_hw.h - SHA-256 with the x86 SHA extensions (SHA-NI), and which
- * implementation vhpc_sha256_update (cpio.c) uses.
+ * implementation vhpc_sha256_update (sha256.c) uses.
  *
- * The portable code in cpio.c does about 300 MB/s here; the SHA extensions
+ * The portable code in sha256.c does about 300 MB/s here; the SHA extensions
  * about 1.8 GB/s.  That matters for image transfers, where every byte is
  * hashed on every node it passes (dist.c).  The choice is made once, at the first hash:
  * the hardware path when the CPU has SHA-NI and SSE4.1, unless
