@@ -211,8 +211,13 @@ static void test_closed(void)
     struct agent_exec_req req = {.argv = ARGV("true")};
     T_ASSERT(agent_client_exec(c, &req, &id, &e) == -EPIPE, "exec after CLOSED");
     int st;
-    T_ASSERT(agent_client_run(c, &req, &(struct agent_run_io){-1, -1, -1, -1, 1000}, &st, &e) ==
-                     -EPIPE &&
+    T_ASSERT(agent_client_run(c, &req,
+                              &(struct agent_run_io){.stdin_fd = -1,
+                                                     .stdout_fd = -1,
+                                                     .stderr_fd = -1,
+                                                     .signal_fd = -1,
+                                                     .timeout_ms = 1000},
+                              &st, &e) == -EPIPE &&
                  strstr(e.msg, "running true"),
              "run after CLOSED: %s", e.msg);
     agent_client_close(c);
@@ -244,7 +249,11 @@ static void test_run_timeout(void)
     agent_client_t *c = t_agent_client(&a);
     struct agent_exec_req req = {.argv = ARGV("sleep", "100")};
     uint64_t t0 = t_now_ms();
-    int r = agent_client_run(c, &req, &(struct agent_run_io){-1, -1, -1, -1, 300}, &status, &e);
+    int r = agent_client_run(
+        c, &req,
+        &(struct agent_run_io){
+            .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1, .signal_fd = -1, .timeout_ms = 300},
+        &status, &e);
     T_ASSERT(r == -ETIMEDOUT && status == 128 + SIGKILL, "timeout: %d %d %s", r, status, e.msg);
     T_ASSERT(t_now_ms() - t0 < 3000, "took %llu ms", (unsigned long long)(t_now_ms() - t0));
     /* The client is still usable. */

@@ -5,13 +5,27 @@
  * of arguments into one shell command line, names from /etc/hosts, and the
  * failures (refused, unknown host: 255); SIGTERM to vhpc-rsh reaches the
  * remote command; killing vhpc-rsh kills the remote command.
+ *
+ * And that nobody gets in without the job's key (issue 9, finding 1): a
+ * wrong or missing key, frames before AUTH, a replayed AUTH, KEY over TCP,
+ * an agent that has no key yet, a client that never authenticates, and a
+ * flood of idle connections.
  */
 #include "test_agent_util.h"
 
+#include "sha256.h"
+
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static struct t_agent agent;
@@ -149,7 +163,7 @@ static void test_names_and_failures(void)
 
     /* A port nobody listens on: take one and close it again. */
     struct t_agent tmp;
-    t_agent_start(&tmp, NULL);
+    t_agent_start_nokey(&tmp, NULL);
     char dead[16];
     snprintf(dead, sizeof(dead), "%d", tmp.tcp_port);
     t_agent_stop(&tmp);
@@ -224,6 +238,198 @@ static void test_signal_rsh(void)
     close(r.in);
 }
 
+/* ---- authentication --------------------------------------------------------- */
+
+static int tcp_connect(int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    T_ASSERT(fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0, "connect: %s",
+             strerror(errno));
+    return fd;
+}
+
+/* Read one whole frame (at most `cap` payload bytes) within 10 s; returns its
+ * type, or 0 if the agent closed the connection instead. */
+static uint32_t read_frame(int fd, uint8_t *payload, size_t cap, uint32_t *len)
+{
+    uint8_t hdr[AGENT_HDR_SIZE];
+    size_t got = 0;
+    struct agent_hdr h;
+    while (got < sizeof(hdr)) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        T_ASSERT(poll(&p, 1, 10000) == 1, "nothing from the agent in 10 s");
+        ssize_t n = read(fd, hdr + got, sizeof(hdr) - got);
+        if (n <= 0)
+            return 0;
+        got += (size_t)n;
+    }
+    T_ASSERT(agent_hdr_get(hdr, &h) && h.len <= cap, "bad frame from the agent");
+    for (got = 0; got < h.len;) {
+        ssize_t n = read(fd, payload + got, h.len - got);
+        T_ASSERT(n > 0, "frame cut short");
+        got += (size_t)n;
+    }
+    *len = h.len;
+    return h.type;
+}
+
+static void send_frame(int fd, uint32_t type, const void *payload, uint32_t len)
+{
+    uint8_t buf[AGENT_HDR_SIZE + 256];
+    T_ASSERT(len <= 256, "frame too big for the test");
+    agent_hdr_put(buf, type, 1, len);
+    memcpy(buf + AGENT_HDR_SIZE, payload, len);
+    T_ASSERT(write(fd, buf, AGENT_HDR_SIZE + len) == (ssize_t)(AGENT_HDR_SIZE + len), "write");
+}
+
+/* True once the agent closed fd (within 10 s), skipping what it sent. */
+static bool closed_by_agent(int fd)
+{
+    uint8_t buf[4096];
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 10000) != 1)
+            return false;
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n <= 0)
+            return true;
+    }
+}
+
+/* An EXEC payload for `/bin/sh -c cmd`. */
+static uint32_t exec_payload(uint8_t *p, const char *cmd)
+{
+    uint8_t *q = agent_wr_u32(agent_wr_u32(agent_wr_u32(p, 0), 3), 0);
+    q = agent_wr_str(agent_wr_str(agent_wr_str(q, "/bin/sh"), "-c"), cmd);
+    q = agent_wr_str(q, "");
+    return (uint32_t)(q - p);
+}
+
+static void client_mac(const uint8_t *key, const uint8_t *na, const uint8_t *nc, uint8_t *out)
+{
+    struct vhpc_iov parts[] = {
+        {AGENT_MAC_CLIENT, sizeof(AGENT_MAC_CLIENT)}, {na, AGENT_NONCE_LEN}, {nc, AGENT_NONCE_LEN}};
+    vhpc_hmac_sha256(key, AGENT_KEY_LEN, parts, 3, out);
+}
+
+static bool exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
+
+static void test_auth(void)
+{
+    char pwned[256], wrong[256], cmd[300];
+    uint8_t buf[512], nonce_c[AGENT_NONCE_LEN];
+    uint32_t len;
+    struct rsh_out o;
+    snprintf(pwned, sizeof(pwned), "%s/pwned", t_tmpdir());
+    snprintf(cmd, sizeof(cmd), "touch %s", pwned);
+
+    /* The right key: works (the other tests show more). */
+    rsh(&o, NULL, 0, "-p", port_s, "127.0.0.1", "echo", "in", NULL);
+    T_ASSERT(o.status == 0 && !strcmp(o.out, "in\n"), "with the key: %d '%s'", o.status, o.err);
+    rsh_free(&o);
+
+    /* A wrong key: refused, nothing runs. */
+    snprintf(wrong, sizeof(wrong), "%s/wrong.key", t_tmpdir());
+    uint8_t bad[AGENT_KEY_LEN];
+    T_ASSERT(getrandom(bad, sizeof(bad), 0) == (ssize_t)sizeof(bad), "getrandom");
+    int kfd = open(wrong, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    T_ASSERT(kfd >= 0 && write(kfd, bad, sizeof(bad)) == (ssize_t)sizeof(bad), "key file");
+    close(kfd);
+    setenv("VHPC_KEY_FILE", wrong, 1);
+    rsh(&o, NULL, 0, "-p", port_s, "127.0.0.1", cmd, NULL);
+    T_ASSERT(o.status == 255 && strstr(o.err, "refused") && !exists(pwned), "wrong key: %d '%s'",
+             o.status, o.err);
+    rsh_free(&o);
+    /* No key at all: says where it looked. */
+    setenv("VHPC_KEY_FILE", "/nonexistent/job.key", 1);
+    rsh(&o, NULL, 0, "-p", port_s, "127.0.0.1", cmd, NULL);
+    T_ASSERT(o.status == 255 && strstr(o.err, "/nonexistent/job.key") && !exists(pwned),
+             "no key: %d '%s'", o.status, o.err);
+    rsh_free(&o);
+    setenv("VHPC_KEY_FILE", agent.key_file, 1);
+
+    /* A client that skips authentication: the first frame is CHALLENGE,
+     * an EXEC in reply ends the connection and runs nothing. */
+    int fd = tcp_connect(agent.tcp_port);
+    T_ASSERT(read_frame(fd, buf, sizeof(buf), &len) == AGENT_CHALLENGE &&
+                 len == 4 + AGENT_NONCE_LEN,
+             "first frame is not a CHALLENGE");
+    uint8_t ex[300];
+    send_frame(fd, AGENT_EXEC, ex, exec_payload(ex, cmd));
+    T_ASSERT(closed_by_agent(fd) && !exists(pwned), "EXEC before AUTH was not refused");
+    close(fd);
+
+    /* KEY over TCP: refused (it may only come from the host). */
+    fd = tcp_connect(agent.tcp_port);
+    T_ASSERT(read_frame(fd, buf, sizeof(buf), &len) == AGENT_CHALLENGE, "CHALLENGE");
+    send_frame(fd, AGENT_KEY, bad, sizeof(bad));
+    T_ASSERT(closed_by_agent(fd), "KEY over TCP was not refused");
+    close(fd);
+
+    /* A replay: a correct AUTH for one connection's challenge, sent on
+     * another connection, is refused. */
+    int fa = tcp_connect(agent.tcp_port), fb = tcp_connect(agent.tcp_port);
+    uint8_t na[4 + AGENT_NONCE_LEN], nb[4 + AGENT_NONCE_LEN], auth[AGENT_NONCE_LEN + AGENT_MAC_LEN];
+    T_ASSERT(read_frame(fa, na, sizeof(na), &len) == AGENT_CHALLENGE &&
+                 read_frame(fb, nb, sizeof(nb), &len) == AGENT_CHALLENGE,
+             "CHALLENGEs");
+    T_ASSERT(memcmp(na + 4, nb + 4, AGENT_NONCE_LEN) != 0, "two connections got the same nonce");
+    T_ASSERT(getrandom(nonce_c, sizeof(nonce_c), 0) == (ssize_t)sizeof(nonce_c), "getrandom");
+    memcpy(auth, nonce_c, AGENT_NONCE_LEN);
+    client_mac(agent.key, na + 4, nonce_c, auth + AGENT_NONCE_LEN);
+    send_frame(fb, AGENT_AUTH, auth, sizeof(auth));
+    T_ASSERT(closed_by_agent(fb), "an AUTH made for another challenge was accepted");
+    /* ... while on its own connection the same AUTH works. */
+    send_frame(fa, AGENT_AUTH, auth, sizeof(auth));
+    T_ASSERT(read_frame(fa, buf, sizeof(buf), &len) == AGENT_AUTH_OK && len == AGENT_MAC_LEN,
+             "a correct AUTH was not answered with AUTH_OK");
+    close(fa);
+    close(fb);
+
+    /* A client that never authenticates is dropped after AGENT_AUTH_MS. */
+    fd = tcp_connect(agent.tcp_port);
+    uint64_t t0 = t_now_ms();
+    T_ASSERT(read_frame(fd, buf, sizeof(buf), &len) == AGENT_CHALLENGE, "CHALLENGE");
+    T_ASSERT(closed_by_agent(fd), "an idle unauthenticated client was kept");
+    T_ASSERT(t_now_ms() - t0 >= AGENT_AUTH_MS - 100, "dropped before its time");
+    close(fd);
+
+    /* At most AGENT_MAX_UNAUTH wait to authenticate; the next is refused at
+     * once, and a real client works again when they are gone. */
+    int idle[AGENT_MAX_UNAUTH];
+    for (int i = 0; i < AGENT_MAX_UNAUTH; i++) {
+        idle[i] = tcp_connect(agent.tcp_port);
+        T_ASSERT(read_frame(idle[i], buf, sizeof(buf), &len) == AGENT_CHALLENGE, "CHALLENGE %d", i);
+    }
+    fd = tcp_connect(agent.tcp_port);
+    T_ASSERT(read_frame(fd, buf, sizeof(buf), &len) == 0, "connection %d was not refused",
+             AGENT_MAX_UNAUTH + 1);
+    close(fd);
+    for (int i = 0; i < AGENT_MAX_UNAUTH; i++)
+        close(idle[i]);
+    usleep(100000);
+    rsh(&o, NULL, 0, "-p", port_s, "127.0.0.1", "echo", "again", NULL);
+    T_ASSERT(o.status == 0 && !strcmp(o.out, "again\n"), "after the flood: %d '%s'", o.status,
+             o.err);
+    rsh_free(&o);
+
+    /* An agent that has no key yet admits nobody. */
+    struct t_agent nokey;
+    char p2[16];
+    t_agent_start_nokey(&nokey, (const char *const[]){"--tcp-any", NULL});
+    snprintf(p2, sizeof(p2), "%d", nokey.tcp_port);
+    rsh(&o, NULL, 0, "-p", p2, "127.0.0.1", cmd, NULL);
+    T_ASSERT(o.status == 255 && !exists(pwned), "agent without a key: %d '%s'", o.status, o.err);
+    rsh_free(&o);
+    t_agent_stop(&nokey);
+}
+
 int main(void)
 {
     t_agent_start(&agent, NULL);
@@ -233,6 +439,7 @@ int main(void)
     test_names_and_failures();
     test_signal_rsh();
     test_kill_rsh();
+    test_auth();
     t_agent_stop(&agent);
     printf("ok\n");
     return 0;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -27,7 +28,7 @@ static int exec_agent(void *p)
     return 127;
 }
 
-void t_agent_start(struct t_agent *a, const char *const *extra)
+void t_agent_start_nokey(struct t_agent *a, const char *const *extra)
 {
     static int seq;
     const char *path = getenv("VHPC_AGENT");
@@ -44,6 +45,7 @@ void t_agent_start(struct t_agent *a, const char *const *extra)
                  listen(lfd, 16) == 0 && getsockname(lfd, (struct sockaddr *)&sin, &sl) == 0,
              "TCP listen: %s", strerror(errno));
     a->tcp_port = ntohs(sin.sin_port);
+    snprintf(a->key_file, sizeof(a->key_file), "%s/agent%d.key", t_tmpdir(), seq);
     snprintf(a->sock, sizeof(a->sock), "%s/agent%d.sock", t_tmpdir(), seq++);
     snprintf(fd_s, sizeof(fd_s), "%d", lfd);
     argv[n++] = path;
@@ -52,6 +54,8 @@ void t_agent_start(struct t_agent *a, const char *const *extra)
     argv[n++] = a->sock;
     argv[n++] = "--tcp-fd";
     argv[n++] = fd_s;
+    argv[n++] = "--key-file";
+    argv[n++] = a->key_file;
     for (int i = 0; extra && extra[i] && n < 30; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
@@ -70,6 +74,17 @@ void t_agent_start(struct t_agent *a, const char *const *extra)
         T_ASSERT(i < 1000, "vhpc-agent did not listen on %s within 10 s", a->sock);
         usleep(10000);
     }
+}
+
+void t_agent_start(struct t_agent *a, const char *const *extra)
+{
+    vhpc_err_t e;
+    t_agent_start_nokey(a, extra);
+    T_ASSERT(getrandom(a->key, sizeof(a->key), 0) == (ssize_t)sizeof(a->key), "getrandom");
+    agent_client_t *c = t_agent_client(a);
+    T_ASSERT(agent_client_send_key(c, a->key, 10000, &e) == 0, "giving the key: %s", e.msg);
+    agent_client_close(c);
+    setenv("VHPC_KEY_FILE", a->key_file, 1);
 }
 
 void t_agent_stop(struct t_agent *a)

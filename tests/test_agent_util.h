@@ -15,13 +15,19 @@
 
 struct t_agent {
     pid_t pid;
-    char sock[108]; /* its --listen-unix socket */
-    int tcp_port;   /* its TCP port on 127.0.0.1 */
+    char sock[108];             /* its --listen-unix socket */
+    int tcp_port;               /* its TCP port on 127.0.0.1 */
+    char key_file[160];         /* its --key-file, also $VHPC_KEY_FILE for vhpc-rsh */
+    uint8_t key[AGENT_KEY_LEN]; /* the job key given to it, as the host would */
 };
 
-/* Start $VHPC_AGENT with --no-port --listen-unix --tcp-fd and `extra`
- * arguments (NULL-terminated, may be NULL); killed at exit. */
+/* Start $VHPC_AGENT with --no-port --listen-unix --tcp-fd --key-file and
+ * `extra` arguments (NULL-terminated, may be NULL); killed at exit.  Then,
+ * as the host does, give it a fresh random job key over the UNIX socket
+ * and point $VHPC_KEY_FILE (what vhpc-rsh reads) at its key file. */
 void t_agent_start(struct t_agent *a, const char *const *extra);
+/* The same without giving it a key. */
+void t_agent_start_nokey(struct t_agent *a, const char *const *extra);
 /* SIGTERM, and check it exits 0 within 5 s. */
 void t_agent_stop(struct t_agent *a);
 /* A client connected to the agent's UNIX socket, past HELLO. */

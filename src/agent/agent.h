@@ -37,8 +37,12 @@ struct conn {
     bool resync;       /* skipping input up to the next AGENT_MAGIC */
     struct agent_buf in, out;
     struct session *sessions;
-    unsigned complaints; /* bad input logged so far: a flood is not logged */
-    char name[80];       /* for the log: "port", "tcp 10.0.0.2:40022" */
+    unsigned complaints;            /* bad input logged so far: a flood is not logged */
+    bool tcp;                       /* a vhpc-rsh client: must authenticate first */
+    bool authed;                    /* it did (AGENT_AUTH checked) */
+    uint64_t opened_ms;             /* when accepted, for AGENT_AUTH_MS */
+    uint8_t nonce[AGENT_NONCE_LEN]; /* our CHALLENGE's */
+    char name[80];                  /* for the log: "port", "tcp 10.0.0.2:40022" */
 };
 
 enum session_kind { S_CMD, S_PUT, S_GET };
@@ -81,6 +85,9 @@ struct agent {
     bool tcp_any;        /* accept TCP clients from anywhere */
     char kernel[65];
     char hostname[65];
+    bool have_key; /* the job's key came from the host (AGENT_KEY) */
+    uint8_t key[AGENT_KEY_LEN];
+    const char *key_file; /* where vhpc-rsh finds it (AGENT_KEY_FILE, --key-file) */
 };
 
 extern struct agent agent;
@@ -97,6 +104,9 @@ struct conn *conn_new(enum conn_kind kind, int fd, const char *name);
 void conn_port_try_open(void);
 void conn_port_probe(void);
 void conn_accept(int lfd, bool tcp);
+/* End TCP connections that did not authenticate in time; returns the poll
+ * timeout the next such deadline needs (-1: none). */
+int conns_expire(void);
 void conn_on_readable(struct conn *c);
 void conn_flush(struct conn *c);
 /* Queue a frame (header + payload of `len` bytes to fill); NULL when the

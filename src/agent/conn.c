@@ -11,6 +11,7 @@
  * returns 0, and is greeted with HELLO.
  */
 #include "agent.h"
+#include "sha256.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -22,7 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define READ_CHUNK (256u << 10)
@@ -203,10 +206,115 @@ void conn_port_try_open(void)
     conn_send_hello(c);
 }
 
+/* Random bytes for a nonce; never blocks (an early-boot guest may not have
+ * seeded its generator yet: the nonce needs to be fresh, not secret). */
+static void random_bytes(uint8_t *p, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = getrandom(p + got, n - got, GRND_NONBLOCK);
+        if (r < 0)
+            r = getrandom(p + got, n - got, 0x0004 /* GRND_INSECURE */);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    for (uint64_t t = agent_now_ms(); got < n; got++) /* only if both failed */
+        p[got] ^= (uint8_t)(t >> (8 * (got % 8))) ^ (uint8_t)getpid();
+}
+
+static void auth_mac(const char *who, size_t who_len, const uint8_t *nonce_a,
+                     const uint8_t *nonce_c, uint8_t out[AGENT_MAC_LEN])
+{
+    struct vhpc_iov parts[] = {
+        {who, who_len}, {nonce_a, AGENT_NONCE_LEN}, {nonce_c, AGENT_NONCE_LEN}};
+    vhpc_hmac_sha256(agent.key, AGENT_KEY_LEN, parts, 3, out);
+}
+
+/* A TCP client's first frame must be a correct AUTH; anything else ends it. */
+static void authenticate(struct conn *c, const struct agent_hdr *h, const uint8_t *p)
+{
+    uint8_t want[AGENT_MAC_LEN], ours[AGENT_MAC_LEN];
+    if (h->type != AGENT_AUTH || h->len != AGENT_NONCE_LEN + AGENT_MAC_LEN) {
+        agent_log("%s: refused: frame of type %u before authenticating", c->name, h->type);
+        conn_end(c, "not authenticated");
+        return;
+    }
+    auth_mac(AGENT_MAC_CLIENT, sizeof(AGENT_MAC_CLIENT), c->nonce, p, want);
+    if (!vhpc_mem_equal(want, p + AGENT_NONCE_LEN, AGENT_MAC_LEN)) {
+        agent_log("%s: refused: wrong key (authentication failed)", c->name);
+        conn_end(c, "authentication failed");
+        return;
+    }
+    c->authed = true;
+    auth_mac(AGENT_MAC_AGENT, sizeof(AGENT_MAC_AGENT), c->nonce, p, ours);
+    uint8_t *q = conn_frame(c, AGENT_AUTH_OK, 0, AGENT_MAC_LEN);
+    if (q)
+        memcpy(q, ours, AGENT_MAC_LEN);
+    agent_debug("%s: authenticated", c->name);
+    conn_send_hello(c);
+}
+
+/* Keep the key where vhpc-rsh reads it: a 0600 file, replaced whole. */
+static int store_key(void)
+{
+    char dir[256], tmp[300];
+    snprintf(dir, sizeof(dir), "%s", agent.key_file);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = 0;
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+            return -errno;
+    }
+    snprintf(tmp, sizeof(tmp), "%s.tmp", agent.key_file);
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return -errno;
+    ssize_t w = write(fd, agent.key, AGENT_KEY_LEN);
+    int e = w == AGENT_KEY_LEN ? 0 : w < 0 ? errno : EIO;
+    if (close(fd) < 0 && !e)
+        e = errno;
+    if (!e && rename(tmp, agent.key_file) < 0)
+        e = errno;
+    if (e)
+        unlink(tmp);
+    return -e;
+}
+
+static void take_key(struct conn *c, const struct agent_hdr *h, const uint8_t *p)
+{
+    if (c->tcp) {
+        agent_log("%s: KEY over TCP refused", c->name);
+        conn_end(c, "KEY over TCP");
+        return;
+    }
+    if (h->len != AGENT_KEY_LEN) {
+        conn_complain(c, "malformed KEY (%u bytes) ignored", h->len);
+        return;
+    }
+    if (!agent.have_key || memcmp(agent.key, p, AGENT_KEY_LEN) != 0) {
+        memcpy(agent.key, p, AGENT_KEY_LEN);
+        agent.have_key = true;
+        int r = store_key();
+        if (r < 0)
+            agent_log("storing the job key in %s: %s (vhpc-rsh will not work)", agent.key_file,
+                      strerror(-r));
+        else
+            agent_debug("job key stored in %s", agent.key_file);
+    }
+    conn_frame(c, AGENT_KEY_OK, h->session, 0);
+}
+
 static void dispatch(struct conn *c, const struct agent_hdr *h, const uint8_t *p)
 {
     struct agent_rd r = {p, h->len, false};
+    if (c->tcp && !c->authed) {
+        authenticate(c, h, p);
+        return;
+    }
     switch (h->type) {
+    case AGENT_KEY: take_key(c, h, p); break;
     case AGENT_EXEC: session_exec(c, h->session, p, h->len); break;
     case AGENT_STDIN: session_stdin(c, h->session, p, h->len); break;
     case AGENT_SIGNAL: session_signal(c, h->session, p, h->len); break;
@@ -396,7 +504,29 @@ void conn_accept(int lfd, bool tcp)
             close(fd);
             return;
         }
+        if (!agent.have_key) {
+            agent_log("%s: refused (no job key from the host yet)", name);
+            close(fd);
+            return;
+        }
+        unsigned waiting = 0;
+        for (struct conn *o = agent.conns; o; o = o->next)
+            waiting += o->tcp && !o->authed && !o->dead;
+        if (waiting >= AGENT_MAX_UNAUTH) {
+            agent_log("%s: refused (%u connections already waiting to authenticate)", name,
+                      waiting);
+            close(fd);
+            return;
+        }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        /* A client VM that vanished: its commands are killed within ~15 s. */
+        int idle = 5, intvl = 2, cnt = 3;
+        unsigned user_timeout = 15000;
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
     }
     struct conn *c = conn_new(CONN_STREAM, fd, name);
     if (!c) {
@@ -404,5 +534,33 @@ void conn_accept(int lfd, bool tcp)
         return;
     }
     agent_debug("%s: connected", name);
-    conn_send_hello(c);
+    if (!tcp) {
+        conn_send_hello(c);
+        return;
+    }
+    c->tcp = true;
+    c->opened_ms = agent_now_ms();
+    random_bytes(c->nonce, sizeof(c->nonce));
+    uint8_t *q = conn_frame(c, AGENT_CHALLENGE, 0, 4 + AGENT_NONCE_LEN);
+    if (q)
+        memcpy(agent_wr_u32(q, AGENT_PROTO_VERSION), c->nonce, AGENT_NONCE_LEN);
+}
+
+int conns_expire(void)
+{
+    int timeout = -1;
+    uint64_t now = agent_now_ms();
+    for (struct conn *c = agent.conns; c; c = c->next) {
+        if (!c->tcp || c->authed || c->dead)
+            continue;
+        if (now - c->opened_ms >= AGENT_AUTH_MS) {
+            agent_log("%s: no AUTH within %d ms, closed", c->name, AGENT_AUTH_MS);
+            conn_end(c, "authentication timed out");
+            continue;
+        }
+        int left = (int)(c->opened_ms + AGENT_AUTH_MS - now);
+        if (timeout < 0 || left < timeout)
+            timeout = left;
+    }
+    return timeout;
 }

@@ -6,7 +6,7 @@
  *
  *   vhpc-agent [--port PATH | --port-fd FD | --no-port] [--listen-unix PATH]
  *              [--tcp-port N | --tcp-fd FD] [--tcp-any] [--cmdline PATH] [--log PATH]
- *              [--service] [--verbose]
+ *              [--key-file PATH] [--service] [--verbose]
  */
 #include "agent.h"
 
@@ -31,8 +31,11 @@
 #include <time.h>
 #include <unistd.h>
 
-struct agent agent = {
-    .port_fd_arg = -1, .tcp_fd = -1, .unix_fd = -1, .cmdline_path = "/proc/cmdline"};
+struct agent agent = {.port_fd_arg = -1,
+                      .tcp_fd = -1,
+                      .unix_fd = -1,
+                      .cmdline_path = "/proc/cmdline",
+                      .key_file = AGENT_KEY_FILE};
 
 static void vlog(const char *fmt, va_list ap)
 {
@@ -78,7 +81,7 @@ static void usage(void)
         stderr,
         "usage: vhpc-agent [--port PATH | --port-fd FD | --no-port] [--listen-unix PATH]\n"
         "                  [--tcp-port N | --tcp-fd FD] [--tcp-any] [--cmdline PATH]\n"
-        "                  [--log PATH] [--service] [--verbose]\n"
+        "                  [--log PATH] [--key-file PATH] [--service] [--verbose]\n"
         "  --port PATH        the virtio-serial port (default /dev/virtio-ports/" AGENT_PORT_NAME
         ")\n"
         "  --port-fd FD       use an inherited descriptor as the port (tests)\n"
@@ -90,6 +93,8 @@ static void usage(void)
         "                     loopback and the subnets of this machine's interfaces\n"
         "  --cmdline PATH     as PID 1, read the vhpc.* settings from PATH instead\n"
         "                     of /proc/cmdline (tests)\n"
+        "  --key-file PATH    where to keep the job key the host sends, for vhpc-rsh\n"
+        "                     (default " AGENT_KEY_FILE ")\n"
         "  --log PATH         log to PATH (default: stderr; as PID 1 the console)\n"
         "  --service          the agent of a full image, started by its init: set up\n"
         "                     hostname, network, /etc/hosts and the environment from\n"
@@ -162,19 +167,13 @@ static void bad_args(const char *what)
 static void parse_args(int argc, char **argv, int *tcp_port)
 {
     static const struct option opts[] = {
-        {"port", required_argument, NULL, 'p'},
-        {"port-fd", required_argument, NULL, 'P'},
-        {"no-port", no_argument, NULL, 'N'},
-        {"listen-unix", required_argument, NULL, 'u'},
-        {"tcp-port", required_argument, NULL, 't'},
-        {"tcp-fd", required_argument, NULL, 'T'},
-        {"tcp-any", no_argument, NULL, 'a'},
-        {"verbose", no_argument, NULL, 'v'},
-        {"cmdline", required_argument, NULL, 'c'},
-        {"log", required_argument, NULL, 'l'},
-        {"service", no_argument, NULL, 's'},
-        {"help", no_argument, NULL, 'h'},
-        {0},
+        {"port", required_argument, NULL, 'p'},     {"port-fd", required_argument, NULL, 'P'},
+        {"no-port", no_argument, NULL, 'N'},        {"listen-unix", required_argument, NULL, 'u'},
+        {"tcp-port", required_argument, NULL, 't'}, {"tcp-fd", required_argument, NULL, 'T'},
+        {"tcp-any", no_argument, NULL, 'a'},        {"verbose", no_argument, NULL, 'v'},
+        {"cmdline", required_argument, NULL, 'c'},  {"log", required_argument, NULL, 'l'},
+        {"key-file", required_argument, NULL, 'k'}, {"service", no_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},           {0},
     };
     char msg[300];
     int c;
@@ -198,6 +197,7 @@ static void parse_args(int argc, char **argv, int *tcp_port)
         case 'a': agent.tcp_any = true; break;
         case 'v': agent.verbose = true; break;
         case 'c': agent.cmdline_path = optarg; break;
+        case 'k': agent.key_file = optarg; break;
         case 's': agent.service = !agent.pid1; break;
         case 'l': {
             int fd = open(optarg, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -293,6 +293,9 @@ static void add(struct pollset *ps, int fd, short events, enum ref_kind kind, vo
 static int build(struct pollset *ps, int sfd)
 {
     int timeout = sessions_finish();
+    int auth = conns_expire();
+    if (auth >= 0 && (timeout < 0 || auth < timeout))
+        timeout = auth;
     ps->n = 0;
     add(ps, sfd, POLLIN, R_SIGNAL, NULL);
     if (agent.tcp_fd >= 0)

@@ -11,6 +11,13 @@
  * it was killed; 255 if the connection failed).  HOST is an IPv4 address or
  * a name from /etc/hosts (a static binary has no NSS).  -l and ssh's -x -T
  * -q -o OPT are accepted and ignored: the agent runs commands as itself.
+ *
+ * Every connection proves that it belongs to the job: vhpc-rsh reads the
+ * job's key from AGENT_KEY_FILE (which the local agent got from the host
+ * over virtio-serial; $VHPC_KEY_FILE elsewhere) and answers the remote
+ * agent's challenge (agent_proto.h).  TCP keepalives notice a VM that
+ * disappeared within about 15 s.  SIGINT/SIGTERM/SIGHUP are passed on to the
+ * remote command; a second one makes vhpc-rsh give up at once, as ssh does.
  */
 #include "agent_client.h"
 
@@ -22,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -55,6 +63,40 @@ static bool hosts_lookup(const char *name, struct in_addr *out)
     return found;
 }
 
+/* The job key, from a file only its owner may read. */
+static int read_key(uint8_t key[AGENT_KEY_LEN])
+{
+    const char *path = getenv("VHPC_KEY_FILE");
+    if (!path || !*path)
+        path = AGENT_KEY_FILE;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        fprintf(stderr,
+                "vhpc-rsh: cannot read the job key %s: %s (vhpc-rsh works only inside a "
+                "vhpc virtual cluster)\n",
+                path, strerror(errno));
+        return -1;
+    }
+    ssize_t n = read(fd, key, AGENT_KEY_LEN);
+    close(fd);
+    if (n != AGENT_KEY_LEN) {
+        fprintf(stderr, "vhpc-rsh: the job key %s is not %d bytes\n", path, AGENT_KEY_LEN);
+        return -1;
+    }
+    return 0;
+}
+
+static void keepalive(int fd)
+{
+    int one = 1, idle = 5, intvl = 2, cnt = 3;
+    unsigned user_timeout = 15000; /* unacknowledged data: give up after 15 s */
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
+}
+
 static int connect_host(const char *host, int port)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -69,10 +111,13 @@ static int connect_host(const char *host, int port)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)); /* bounds connect() */
         if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            keepalive(fd);
             return fd;
         }
     }
-    fprintf(stderr, "vhpc-rsh: connect to host %s port %d: %s\n", host, port, strerror(errno));
+    /* connect() bounded by SO_SNDTIMEO fails with EINPROGRESS: a timeout. */
+    fprintf(stderr, "vhpc-rsh: connect to host %s port %d: %s\n", host, port,
+            strerror(errno == EINPROGRESS ? ETIMEDOUT : errno));
     if (fd >= 0)
         close(fd);
     return -1;
@@ -117,10 +162,14 @@ int main(int argc, char **argv)
         strcat(cmd, argv[i]);
     }
 
+    uint8_t key[AGENT_KEY_LEN];
+    if (read_key(key) < 0)
+        return 255;
     int fd = connect_host(host, port);
     if (fd < 0)
         return 255;
-    if (agent_client_open_fd(fd, host, &c, &err) < 0) {
+    if (agent_client_open_fd(fd, host, &c, &err) < 0 ||
+        agent_client_auth(c, key, 10000, &err) < 0) {
         fprintf(stderr, "vhpc-rsh: %s\n", err.msg);
         return 255;
     }
@@ -131,12 +180,14 @@ int main(int argc, char **argv)
                               .stdout_fd = STDOUT_FILENO,
                               .stderr_fd = STDERR_FILENO,
                               .signal_fd = agent_client_signalfd(),
-                              .timeout_ms = -1};
+                              .timeout_ms = -1,
+                              .second_signal_ends = true};
     int r = agent_client_run(c, &req, &io, &status, &err);
     if (r < 0) {
         fprintf(stderr, "vhpc-rsh: %s: %s\n", host, err.msg);
         /* A remote shell that cannot be started: the shell's codes. */
-        status = r == -ENOENT ? 127 : r == -EACCES || r == -ENOEXEC ? 126 : 255;
+        if (r != -EINTR)
+            status = r == -ENOENT ? 127 : r == -EACCES || r == -ENOEXEC ? 126 : 255;
     }
     agent_client_close(c);
     free(cmd);

@@ -38,6 +38,15 @@
  *                      stops every command, syncs and powers off (an agent
  *                      that is not PID 1 stops its commands and exits)
  *   either PING/PONG   u64 cookie echoed (liveness)
+ *   h->a KEY           the job's key (AGENT_KEY_LEN bytes), on the port only;
+ *                      a->h KEY_OK (empty) once the agent holds it.  The host
+ *                      sends it on every connection; it never travels on TCP.
+ *   a->c CHALLENGE     u32 version, AGENT_NONCE_LEN bytes nonce_a: the first
+ *                      frame on every TCP connection (no HELLO before AUTH)
+ *   c->a AUTH          nonce_c (AGENT_NONCE_LEN bytes), then
+ *                      HMAC-SHA256(key, "vhpc-rsh client" NUL nonce_a nonce_c)
+ *   a->c AUTH_OK       HMAC-SHA256(key, "vhpc-rsh agent" NUL nonce_a nonce_c),
+ *                      then HELLO; the client checks it before it sends anything
  *
  * A string is u32 length + bytes (no NUL; a NUL inside makes the frame
  * malformed).
@@ -67,7 +76,13 @@
  *
  * TCP (vhpc-rsh): the agent accepts connections on AGENT_TCP_PORT from
  * loopback and from the subnets of its own IPv4 interfaces (the cluster's
- * private network; refused from elsewhere), without authentication.
+ * private network; refused from elsewhere), and only once it holds the job's
+ * key.  Every TCP connection must prove it knows the key (CHALLENGE, AUTH,
+ * AUTH_OK above: both sides, fresh nonces from both, so a recorded exchange
+ * cannot be replayed); any other frame before AUTH, a wrong MAC, or no AUTH
+ * within AGENT_AUTH_MS ends the connection, and at most AGENT_MAX_UNAUTH
+ * connections may be waiting to authenticate at once.  Inside the guest the
+ * key is in AGENT_KEY_FILE (0600), where vhpc-rsh reads it.
  *
  * Errors: every length read from the wire is checked against the frame.
  * A frame with a bad magic or over AGENT_MAX_PAYLOAD means the stream is out
@@ -89,13 +104,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define AGENT_PROTO_VERSION 1
+#define AGENT_PROTO_VERSION 2
 #define AGENT_MAGIC         0x56414731u /* "1GAV": catches a port that is not ours */
 #define AGENT_MAX_PAYLOAD   (1u << 20)
 #define AGENT_MAX_CHUNK     (64u << 10) /* STDOUT/STDERR/FILE_DATA frames from the agent */
 #define AGENT_PORT_NAME     "org.vhpc.agent"
 #define AGENT_TCP_PORT      7420
 #define AGENT_LINGER_MS     250
+#define AGENT_KEY_LEN       32
+#define AGENT_NONCE_LEN     32
+#define AGENT_MAC_LEN       32
+#define AGENT_AUTH_MS       5000
+#define AGENT_MAX_UNAUTH    16
+#define AGENT_KEY_FILE      "/run/vhpc/job.key"
+#define AGENT_MAC_CLIENT    "vhpc-rsh client" /* with its NUL: 16 bytes */
+#define AGENT_MAC_AGENT     "vhpc-rsh agent"  /* with its NUL: 15 bytes */
 
 enum agent_type {
     AGENT_HELLO = 1,
@@ -115,8 +138,13 @@ enum agent_type {
     AGENT_SHUTDOWN = 15,
     AGENT_PING = 16,
     AGENT_PONG = 17,
+    AGENT_KEY = 18,
+    AGENT_KEY_OK = 19,
+    AGENT_CHALLENGE = 20,
+    AGENT_AUTH = 21,
+    AGENT_AUTH_OK = 22,
 };
-#define AGENT_TYPE_MAX AGENT_PONG
+#define AGENT_TYPE_MAX AGENT_AUTH_OK
 
 enum {
     AGENT_EXEC_STDIN = 1u << 0, /* the host will send STDIN frames; else stdin is /dev/null */

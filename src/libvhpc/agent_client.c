@@ -4,6 +4,7 @@
  * input buffer cut into frames, each turned into one event.
  */
 #include "agent_client.h"
+#include "sha256.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -369,6 +371,23 @@ static int parse_one(agent_client_t *c, struct agent_event *ev, vhpc_err_t *err)
         ev->type = AGENT_EV_PONG;
         ev->cookie = agent_rd_u64(&r);
         break;
+    case AGENT_KEY_OK:
+        ev->type = AGENT_EV_KEY_OK;
+        r.bad = h.len != 0;
+        break;
+    case AGENT_CHALLENGE:
+        ev->type = AGENT_EV_CHALLENGE;
+        ev->err = (int)agent_rd_u32(&r); /* the agent's protocol version */
+        ev->data = r.p;
+        ev->len = r.left;
+        r.bad = r.bad || r.left != AGENT_NONCE_LEN;
+        break;
+    case AGENT_AUTH_OK:
+        ev->type = AGENT_EV_AUTH_OK;
+        ev->data = r.p;
+        ev->len = h.len;
+        r.bad = h.len != AGENT_MAC_LEN;
+        break;
     default: return 0; /* not for the host (or newer than us): skipped */
     }
     if (r.bad) {
@@ -448,6 +467,76 @@ int agent_client_wait_ready(agent_client_t *c, int timeout_ms, vhpc_err_t *err)
     return r;
 }
 
+/* Wait for the next event of `type` (others are skipped), up to `deadline`. */
+static int wait_event(agent_client_t *c, enum agent_event_type type, uint64_t deadline,
+                      struct agent_event *ev, const char *what, vhpc_err_t *err)
+{
+    for (;;) {
+        int r = agent_client_step(c, left_ms(deadline), ev, err);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return vhpc_err_setmsg(err, -ETIMEDOUT, "agent at %s: no %s", c->name, what);
+        if (ev->type == AGENT_EV_CLOSED)
+            return broken(c, err, -ECONNRESET, "connection closed");
+        if (ev->type == type)
+            return 0;
+    }
+}
+
+int agent_client_send_key(agent_client_t *c, const uint8_t key[AGENT_KEY_LEN], int timeout_ms,
+                          vhpc_err_t *err)
+{
+    struct agent_event ev;
+    uint8_t *p;
+    int r = frame(c, AGENT_KEY, 0, AGENT_KEY_LEN, &p, err);
+    if (r < 0)
+        return r;
+    memcpy(p, key, AGENT_KEY_LEN);
+    if ((r = wait_event(c, AGENT_EV_KEY_OK, deadline_in(timeout_ms), &ev,
+                        "answer to the job key (an agent older than this vhpc?)", err)) < 0)
+        return r;
+    return 0;
+}
+
+static void mac(const uint8_t *key, const char *who, size_t who_len, const uint8_t *nonce_a,
+                const uint8_t *nonce_c, uint8_t out[AGENT_MAC_LEN])
+{
+    struct vhpc_iov parts[] = {
+        {who, who_len}, {nonce_a, AGENT_NONCE_LEN}, {nonce_c, AGENT_NONCE_LEN}};
+    vhpc_hmac_sha256(key, AGENT_KEY_LEN, parts, 3, out);
+}
+
+int agent_client_auth(agent_client_t *c, const uint8_t key[AGENT_KEY_LEN], int timeout_ms,
+                      vhpc_err_t *err)
+{
+    uint64_t deadline = deadline_in(timeout_ms);
+    uint8_t nonce_a[AGENT_NONCE_LEN], nonce_c[AGENT_NONCE_LEN], want[AGENT_MAC_LEN], *p;
+    struct agent_event ev;
+    int r = wait_event(c, AGENT_EV_CHALLENGE, deadline, &ev, "CHALLENGE (not a vhpc agent?)", err);
+    if (r < 0)
+        return r;
+    memcpy(nonce_a, ev.data, AGENT_NONCE_LEN);
+    if (getrandom(nonce_c, sizeof(nonce_c), 0) != (ssize_t)sizeof(nonce_c))
+        return vhpc_err_set(err, -errno, "agent at %s: random nonce", c->name);
+    if ((r = frame(c, AGENT_AUTH, 0, AGENT_NONCE_LEN + AGENT_MAC_LEN, &p, err)) < 0)
+        return r;
+    memcpy(p, nonce_c, AGENT_NONCE_LEN);
+    mac(key, AGENT_MAC_CLIENT, sizeof(AGENT_MAC_CLIENT), nonce_a, nonce_c, p + AGENT_NONCE_LEN);
+    r = wait_event(c, AGENT_EV_AUTH_OK, deadline, &ev, "answer to our authentication", err);
+    if (r == -ECONNRESET)
+        return vhpc_err_setmsg(err, -EACCES,
+                               "agent at %s refused us: not the key of its job (is this "
+                               "host in the same virtual cluster?)",
+                               c->name);
+    if (r < 0)
+        return r;
+    mac(key, AGENT_MAC_AGENT, sizeof(AGENT_MAC_AGENT), nonce_a, nonce_c, want);
+    if (!vhpc_mem_equal(want, ev.data, AGENT_MAC_LEN))
+        return broken(c, err, -EACCES, "the agent does not hold our job's key (not our VM?)");
+    return 0;
+}
+
 /* Write all of an event's data to fd; on failure stop writing there (*fd = -1). */
 static void deliver(int *fd, const uint8_t *data, size_t len)
 {
@@ -473,6 +562,7 @@ int agent_client_run(agent_client_t *c, const struct agent_exec_req *req,
     uint64_t deadline = deadline_in(io->timeout_ms);
     int stdin_fd = io->stdin_fd, stdout_fd = io->stdout_fd, stderr_fd = io->stderr_fd;
     int signal_fd = io->signal_fd;
+    int signals = 0;
     bool killed = false;
     int r;
 
@@ -523,6 +613,13 @@ int agent_client_run(agent_client_t *c, const struct agent_exec_req *req,
             struct signalfd_siginfo si;
             ssize_t n = read(signal_fd, &si, sizeof(si));
             if (n == (ssize_t)sizeof(si)) {
+                /* The first is passed on; a second one means "stop
+                 * waiting now", as with ssh. */
+                if (io->second_signal_ends && ++signals > 1) {
+                    *status = 128 + (int)si.ssi_signo;
+                    return vhpc_err_setmsg(err, -EINTR, "%s: %s again, not waiting any longer",
+                                           req->argv[0], strsignal((int)si.ssi_signo));
+                }
                 if ((r = agent_client_signal(c, id, (int)si.ssi_signo, err)) < 0)
                     goto fail;
             } else if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {

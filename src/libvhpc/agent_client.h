@@ -74,6 +74,18 @@ int agent_client_signal(agent_client_t *c, uint32_t session, int sig, vhpc_err_t
  * leave (the VM's exit is the caller's to watch). */
 int agent_client_shutdown(agent_client_t *c, int kind, vhpc_err_t *err);
 
+/* Give the agent the job's key (on the port, which only the job's owner can
+ * reach): it then admits vhpc-rsh clients that prove they hold it.  Waits
+ * up to timeout_ms for the agent to confirm. */
+int agent_client_send_key(agent_client_t *c, const uint8_t key[AGENT_KEY_LEN], int timeout_ms,
+                          vhpc_err_t *err);
+
+/* On a fresh TCP connection to an agent: answer its CHALLENGE with proof of
+ * `key` and check the agent's proof in return (see agent_proto.h).  Fails
+ * with -EACCES when either side does not hold the key. */
+int agent_client_auth(agent_client_t *c, const uint8_t key[AGENT_KEY_LEN], int timeout_ms,
+                      vhpc_err_t *err);
+
 /* ---- events ----------------------------------------------------------------- */
 
 enum agent_event_type {
@@ -88,6 +100,9 @@ enum agent_event_type {
     AGENT_EV_FILE_END,    /* err */
     AGENT_EV_PONG,        /* cookie */
     AGENT_EV_CLOSED,      /* the agent (or QEMU) closed the connection; nothing follows */
+    AGENT_EV_KEY_OK,      /* the agent holds the job key */
+    AGENT_EV_CHALLENGE,   /* data: the agent's nonce (AGENT_NONCE_LEN bytes) */
+    AGENT_EV_AUTH_OK,     /* data: the agent's MAC (AGENT_MAC_LEN bytes) */
 };
 
 struct agent_event {
@@ -123,12 +138,14 @@ int agent_client_step(agent_client_t *c, int timeout_ms, struct agent_event *ev,
 /* Where agent_client_run() takes the command's input from, where its output
  * goes, and what may interrupt it.  Every field is meant: 0 is stdin. */
 struct agent_run_io {
-    int stdin_fd;   /* forwarded until EOF; -1: the command's stdin is /dev/null */
-    int stdout_fd;  /* -1: dropped */
-    int stderr_fd;  /* -1: dropped */
-    int signal_fd;  /* -1, or a signalfd(2) (or a pipe carrying struct signalfd_siginfo
-                     * records): each signal read from it is forwarded to the command */
-    int timeout_ms; /* -1: none; else a command still running then is killed */
+    int stdin_fd;            /* forwarded until EOF; -1: the command's stdin is /dev/null */
+    int stdout_fd;           /* -1: dropped */
+    int stderr_fd;           /* -1: dropped */
+    int signal_fd;           /* -1, or a signalfd(2) (or a pipe carrying struct signalfd_siginfo
+                              * records): each signal read from it is forwarded to the command */
+    int timeout_ms;          /* -1: none; else a command still running then is killed */
+    bool second_signal_ends; /* the first signal is forwarded, a second one ends the
+                              * wait at once (-EINTR, status 128 + it), as with ssh */
 };
 
 /* Run a command to completion with the streams and signals of *io; *status

@@ -4,6 +4,7 @@
 #include "cluster.h"
 #include "fullimg.h"
 #include "kernel.h" /* vhpc__rm_tree, vhpc__read_file, vhpc__write_file */
+#include "proc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -156,6 +157,7 @@ static int start_ivcd(struct vhpc_cluster *cl, vhpc_err_t *err)
     if (pid < 0)
         return vhpc_err_set(err, -errno, "starting ivcd");
     if (pid == 0) {
+        vhpc__close_from(3);
         /* 256 MiB (sparse: only touched pages cost memory) for up to 32
          * processes gives each endpoint about 8 MiB of ring memory. */
         execl(ivcd, ivcd, "--daemon", "--socket", sock, "--job", job, "--size", "256M",
@@ -225,6 +227,16 @@ int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *c
         vhpc_err_set(err, r, "writing %s/job", cl->dir);
         goto fail;
     }
+    /* The job's key, handed to each guest over its virtio-serial port (which
+     * only the owner can reach) and never put on a command line. */
+    if (getrandom(cl->key, sizeof(cl->key), 0) != (ssize_t)sizeof(cl->key)) {
+        r = vhpc_err_set(err, -errno, "generating the job key");
+        goto fail;
+    }
+    char keyf[VHPC_DIR_MAX];
+    snprintf(keyf, sizeof(keyf), "%s/job.key", cl->dir);
+    if ((r = vhpc__write_file(keyf, cl->key, sizeof(cl->key), 0600, err)) < 0)
+        goto fail;
     if ((r = start_ivcd(cl, err)) < 0)
         goto fail;
 
@@ -235,6 +247,10 @@ int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *c
         vhpc_err_set(err, r, "writing %s/bridge", cl->dir);
         goto fail;
     }
+    /* The bridge's host side is closed before the bridge exists. */
+    snprintf(cl->net.bridge, sizeof(cl->net.bridge), "%s", bridge);
+    if ((r = vhpc_net_firewall(&cl->net, err)) < 0)
+        goto fail;
     if ((r = vhpc_net_create(&cl->net, bridge, err)) < 0)
         goto fail;
 
@@ -318,8 +334,10 @@ static void teardown_dir(const char *dir, int grace_ms)
         }
         closedir(d);
     }
-    if (read_text(dir, "bridge", bridge, sizeof(bridge)) == 0)
+    if (read_text(dir, "bridge", bridge, sizeof(bridge)) == 0) {
         vhpc_net_del_link(bridge);
+        vhpc_net_del_firewall(bridge);
+    }
     stop_pid(read_pid(dir, "ivcd.pid"), "ivcd", 2000);
     vhpc__rm_tree(dir, NULL);
 }
@@ -345,6 +363,19 @@ int vhpc_cluster_load(const char *name, struct vhpc_cluster *cl, vhpc_err_t *err
         return vhpc_err_setmsg(err, -ENOENT, "no cluster named '%s' (vhpc vm list shows them)",
                                name);
     cl->job = strtoull(buf, NULL, 10);
+    char keyf[VHPC_DIR_MAX], *key;
+    size_t keylen;
+    snprintf(keyf, sizeof(keyf), "%s/job.key", cl->dir);
+    int r = vhpc__read_file(keyf, &key, &keylen, err);
+    if (r < 0)
+        return vhpc_err_wrap(err, "cluster '%s'", name);
+    if (keylen != sizeof(cl->key)) {
+        free(key);
+        return vhpc_err_setmsg(err, -EPROTO, "cluster '%s': %s is not a %zu-byte key", name, keyf,
+                               sizeof(cl->key));
+    }
+    memcpy(cl->key, key, sizeof(cl->key));
+    free(key);
     for (int i = 0; i < VHPC_MAX_VMS; i++) {
         struct vhpc_vm *vm = &cl->vms[i];
         char dir[VHPC_DIR_MAX];

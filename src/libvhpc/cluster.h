@@ -39,6 +39,7 @@ struct vhpc_cluster {
     char name[64];
     char dir[VHPC_DIR_MAX - 32];
     uint64_t job;
+    uint8_t key[32]; /* the job's key: agents admit vhpc-rsh clients that hold it (job.key, 0600) */
     struct vhpc_net net;
     int nvms;
     struct vhpc_vm vms[VHPC_MAX_VMS];

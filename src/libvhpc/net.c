@@ -2,6 +2,8 @@
  * net.c - see net.h.
  */
 #include "net.h"
+#include "cluster.h" /* vhpc_run_dir */
+#include "proc.h"
 
 #include <errno.h>
 #include <ifaddrs.h>
@@ -12,28 +14,53 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 
-/* Run `ip ARGS...`; its stderr goes into the error message. */
-static int run_ip(vhpc_err_t *err, const char *const *args)
+/* Run `tool ARGS...` with `input` (or nothing) on its stdin; its stderr
+ * goes into the error message. */
+static int run_tool(vhpc_err_t *err, const char *tool, const char *pkg, const char *input,
+                    const char *const *args)
 {
-    const char *argv[16] = {"ip"};
-    int n = 1, pfd[2];
+    const char *argv[16] = {tool};
+    int n = 1, pfd[2], ifd[2] = {-1, -1};
     for (; args[n - 1] && n < 15; n++)
         argv[n] = args[n - 1];
     argv[n] = NULL;
     if (pipe2(pfd, O_CLOEXEC) < 0)
         return vhpc_err_set(err, -errno, "pipe");
+    if (input && pipe2(ifd, O_CLOEXEC) < 0) {
+        close(pfd[0]);
+        close(pfd[1]);
+        return vhpc_err_set(err, -errno, "pipe");
+    }
     pid_t pid = fork();
     if (pid < 0)
         return vhpc_err_set(err, -errno, "fork");
     if (pid == 0) {
-        dup2(pfd[1], 2);
-        int devnull = open("/dev/null", O_WRONLY);
+        int devnull = open("/dev/null", O_RDWR);
+        dup2(input ? ifd[0] : devnull, 0);
         dup2(devnull, 1);
-        execvp("ip", (char *const *)argv);
+        dup2(pfd[1], 2);
+        vhpc__close_from(3);
+        execvp(tool, (char *const *)argv);
         _exit(127);
     }
     close(pfd[1]);
+    if (input) {
+        close(ifd[0]);
+        size_t len = strlen(input), done = 0;
+        while (done < len) {
+            ssize_t w = write(ifd[1], input + done, len - done);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                break;
+            done += (size_t)w;
+        }
+        close(ifd[1]);
+    }
     char out[512];
     size_t got = 0;
     ssize_t r;
@@ -47,14 +74,20 @@ static int run_ip(vhpc_err_t *err, const char *const *args)
     waitpid(pid, &st, 0);
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
         return 0;
-    char cmd[256] = "ip";
+    char cmd[256] = "";
+    snprintf(cmd, sizeof(cmd), "%s", tool);
     for (int i = 1; argv[i]; i++) {
         strncat(cmd, " ", sizeof(cmd) - strlen(cmd) - 1);
         strncat(cmd, argv[i], sizeof(cmd) - strlen(cmd) - 1);
     }
     if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
-        return vhpc_err_setmsg(err, -ENOENT, "`%s`: cannot run ip (install iproute2)", cmd);
+        return vhpc_err_setmsg(err, -ENOENT, "`%s`: cannot run %s (install %s)", cmd, tool, pkg);
     return vhpc_err_setmsg(err, -EIO, "`%s` failed: %s", cmd, got ? out : "no message");
+}
+
+static int run_ip(vhpc_err_t *err, const char *const *args)
+{
+    return run_tool(err, "ip", "iproute2", NULL, args);
 }
 
 /* Is 10.213.N.0/24 already used by an interface on this host? */
@@ -75,6 +108,8 @@ static int subnet_used(int n)
     return used;
 }
 
+static int create_locked(struct vhpc_net *net, const char *name, vhpc_err_t *err);
+
 int vhpc_net_create(struct vhpc_net *net, const char *name, vhpc_err_t *err)
 {
     int r;
@@ -82,6 +117,30 @@ int vhpc_net_create(struct vhpc_net *net, const char *name, vhpc_err_t *err)
     if (strlen(name) >= IFNAMSIZ)
         return vhpc_err_setmsg(err, -ENAMETOOLONG, "bridge name %s too long", name);
     snprintf(net->bridge, sizeof(net->bridge), "%s", name);
+    /* Choosing a subnet and taking it (the bridge's address) is one step
+     * under a lock, or two clusters started at once pick the same one. */
+    char lockp[PATH_MAX];
+    snprintf(lockp, sizeof(lockp), "%s/net.lock", vhpc_run_dir());
+    mkdir(vhpc_run_dir(), 0755);
+    int lock = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (lock < 0)
+        return vhpc_err_set(err, -errno, "opening %s", lockp);
+    for (int t = 0; flock(lock, LOCK_EX | LOCK_NB) < 0; t += 20) {
+        if (errno != EWOULDBLOCK || t >= 30000) {
+            int e = errno == EWOULDBLOCK ? ETIMEDOUT : errno;
+            close(lock);
+            return vhpc_err_set(err, -e, "locking %s (held by another vhpc for 30 s)", lockp);
+        }
+        usleep(20000);
+    }
+    r = create_locked(net, name, err);
+    close(lock);
+    return r;
+}
+
+static int create_locked(struct vhpc_net *net, const char *name, vhpc_err_t *err)
+{
+    int r;
     for (net->subnet = 1; net->subnet < 255 && subnet_used(net->subnet); net->subnet++)
         ;
     if (net->subnet == 255)
@@ -102,8 +161,11 @@ int vhpc_net_create(struct vhpc_net *net, const char *name, vhpc_err_t *err)
 int vhpc_net_add_tap(const struct vhpc_net *net, const char *tap, vhpc_err_t *err)
 {
     int r;
-    if ((r = run_ip(err, (const char *const[]){"tuntap", "add", "dev", tap, "mode", "tap", NULL})) <
-        0)
+    /* Owned by our uid: QEMU, holding no capability, may attach to it. */
+    char uid[16];
+    snprintf(uid, sizeof(uid), "%u", (unsigned)getuid());
+    if ((r = run_ip(err, (const char *const[]){"tuntap", "add", "dev", tap, "mode", "tap", "user",
+                                               uid, NULL})) < 0)
         return vhpc_err_wrap(err, "creating tap %s", tap);
     if ((r = run_ip(err, (const char *const[]){"link", "set", tap, "master", net->bridge, NULL})) <
             0 ||
@@ -124,4 +186,53 @@ void vhpc_net_del_link(const char *name)
     vhpc_err_t ignore;
     if (if_nametoindex(name))
         run_ip(&ignore, (const char *const[]){"link", "del", name, NULL});
+}
+
+void vhpc_net_firewall_name(const char *bridge, char *buf, size_t len)
+{
+    snprintf(buf, len, "vhpc_%s", bridge);
+}
+
+int vhpc_net_firewall(const struct vhpc_net *net, vhpc_err_t *err)
+{
+    char table[IFNAMSIZ + 8], rules[2048];
+    const char *b = net->bridge;
+    vhpc_net_firewall_name(b, table, sizeof(table));
+    /* A drop is final whatever other tables accept.  Bridged traffic
+     * between the job's VMs never reaches these hooks (unless br_netfilter
+     * is loaded: then it shows as bridge-to-bridge, let through). */
+    snprintf(rules, sizeof(rules),
+             "table inet %s {\n"
+             "  chain input {\n"
+             "    type filter hook input priority filter - 10; policy accept;\n"
+             "    iifname \"%s\" drop comment \"the job's VMs reach no service of the host\"\n"
+             "  }\n"
+             "  chain output {\n"
+             "    type filter hook output priority filter - 10; policy accept;\n"
+             "    oifname \"%s\" drop comment \"no host process reaches the job's VMs\"\n"
+             "  }\n"
+             "  chain forward {\n"
+             "    type filter hook forward priority filter - 10; policy accept;\n"
+             "    iifname \"%s\" oifname \"%s\" accept\n"
+             "    iifname \"%s\" drop comment \"no routing out of the job's network\"\n"
+             "    oifname \"%s\" drop comment \"no routing into the job's network\"\n"
+             "  }\n"
+             "}\n",
+             table, b, b, b, b, b, b);
+    int r = run_tool(err, "nft", "nftables", rules, (const char *const[]){"-f", "-", NULL});
+    if (r < 0)
+        return vhpc_err_wrap(err, "closing the host side of bridge %s (nftables table inet %s)", b,
+                             table);
+    return 0;
+}
+
+void vhpc_net_del_firewall(const char *bridge)
+{
+    char table[IFNAMSIZ + 8];
+    vhpc_err_t ignore;
+    vhpc_net_firewall_name(bridge, table, sizeof(table));
+    if (run_tool(&ignore, "nft", "nftables", NULL,
+                 (const char *const[]){"list", "table", "inet", table, NULL}) == 0)
+        run_tool(&ignore, "nft", "nftables", NULL,
+                 (const char *const[]){"delete", "table", "inet", table, NULL});
 }

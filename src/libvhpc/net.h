@@ -1,6 +1,7 @@
 /*
  * net.h - the virtual cluster's network: one Linux bridge per cluster whose
- * host end has an address (10.213.N.1/24), one tap per VM on it.  Uses
+ * host end has an address (10.213.N.1/24) closed by nftables, one tap per VM
+ * on it.  Uses
  * iproute2's `ip` (Debian: iproute2), which says clearly what went wrong.
  */
 #ifndef VHPC_NET_H
@@ -23,5 +24,15 @@ int vhpc_net_add_tap(const struct vhpc_net *net, const char *tap, vhpc_err_t *er
 void vhpc_net_guest_ip(const struct vhpc_net *net, int i, char *buf, size_t len);
 /* Delete a link if it exists (tap or bridge); quiet. */
 void vhpc_net_del_link(const char *name);
+
+/* Close the host side of the bridge (nftables table inet vhpc_BRIDGE): no
+ * packet from the job's VMs reaches a host service, no host process (of any
+ * user) reaches the VMs, nothing is routed in or out.  The VMs reach each
+ * other over the bridge; the host talks to them only through their
+ * virtio-serial ports and ivcd.  Needs nft (Debian: nftables). */
+int vhpc_net_firewall(const struct vhpc_net *net, vhpc_err_t *err);
+/* Remove that table if it exists; quiet. */
+void vhpc_net_del_firewall(const char *bridge);
+void vhpc_net_firewall_name(const char *bridge, char *buf, size_t len);
 
 #endif

@@ -3,6 +3,7 @@
  */
 #include "vm.h"
 #include "fullimg.h"
+#include "proc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -76,6 +78,91 @@ static int write_pidfile(const char *dir, pid_t pid)
     return 0;
 }
 
+/* ---- the console log -----------------------------------------------------------
+ * A process of its own per VM (so it outlives a `vhpc vm start` that
+ * returned), reading QEMU's stdout until QEMU is gone: console.log holds the
+ * newest output, at most $VHPC_CONSOLE_MAX bytes (default 1 MiB), and
+ * console.log.1 the part before; older output is dropped, as virtlogd does. */
+
+#define CONSOLE_MAX_DEFAULT (1u << 20)
+
+static size_t console_max(void)
+{
+    const char *e = getenv("VHPC_CONSOLE_MAX");
+    char *end;
+    unsigned long long v = e && *e ? strtoull(e, &end, 10) : 0;
+    if (!e || !*e || *end || v < 4096 || v > (1ull << 40))
+        return CONSOLE_MAX_DEFAULT;
+    return (size_t)v;
+}
+
+static void console_loop(int in, const char *path, size_t max)
+{
+    char old[VHPC_DIR_MAX + 8], buf[16384];
+    snprintf(old, sizeof(old), "%s.1", path);
+    int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    size_t size = 0;
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        if (out >= 0 && size + (size_t)n > max) {
+            close(out);
+            rename(path, old);
+            out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+            size = 0;
+        }
+        for (ssize_t done = 0; out >= 0 && done < n;) {
+            ssize_t w = write(out, buf + done, (size_t)(n - done));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                break; /* a full disk: keep draining QEMU, lose the text */
+            done += w;
+        }
+        size += (size_t)n;
+    }
+}
+
+/* Start the logger; returns the pipe's write end for QEMU's stdout. */
+static int start_console_logger(const char *path, vhpc_err_t *err)
+{
+    int p[2];
+    size_t max = console_max();
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return vhpc_err_set(err, -errno, "console pipe");
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(p[0]);
+        close(p[1]);
+        return vhpc_err_set(err, -e, "starting the console logger");
+    }
+    if (pid == 0) {
+        /* Detached from vhpc and the terminal; holds only the pipe. */
+        setsid();
+        if (fork() != 0)
+            _exit(0); /* reaped at once below; the logger is init's child */
+        prctl(PR_SET_NAME, "vhpc-console");
+        signal(SIGINT, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
+        int nul = open("/dev/null", O_RDWR);
+        if (dup2(p[0], 3) < 0 || nul < 0)
+            _exit(1);
+        dup2(nul, 0);
+        dup2(nul, 1);
+        dup2(nul, 2);
+        vhpc__close_from(4);
+        console_loop(3, path, max);
+        _exit(0);
+    }
+    close(p[0]);
+    waitpid(pid, NULL, 0);
+    return p[1];
+}
+
 #define ARG(...)                                                                                   \
     do {                                                                                           \
         if (n >= (int)(sizeof(argv) / sizeof(argv[0])) - 1)                                        \
@@ -123,6 +210,10 @@ int vhpc_vm_start(const struct vhpc_vm_config *cfg, struct vhpc_vm *vm, vhpc_err
     ARG("-no-reboot");
     ARG("-display");
     ARG("none");
+    /* seccomp: no obsolete system calls, no setuid/setgid, no fork/exec, no
+     * scheduler or CPU-affinity changes (QEMU needs none of them here). */
+    ARG("-sandbox");
+    ARG("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
     ARG("-kernel");
     ARG("%s", cfg->kernel);
     ARG("-initrd");
@@ -130,8 +221,12 @@ int vhpc_vm_start(const struct vhpc_vm_config *cfg, struct vhpc_vm *vm, vhpc_err
     ARG("-append");
     ARG("console=ttyS0 panic=-1 quiet vhpc.hostname=%s%s%s", cfg->name, cfg->append ? " " : "",
         cfg->append ? cfg->append : "");
+    /* The console goes to QEMU's stdout, a pipe to a logger that keeps
+     * console.log within a cap (a chatty guest writes ~300 KB/s). */
+    ARG("-chardev");
+    ARG("stdio,id=con0,signal=off");
     ARG("-serial");
-    ARG("file:%s", vm->console_path);
+    ARG("chardev:con0");
     ARG("-qmp");
     ARG("unix:%s,server=on,wait=off", vm->qmp_path);
     ARG("-device");
@@ -173,16 +268,23 @@ int vhpc_vm_start(const struct vhpc_vm_config *cfg, struct vhpc_vm *vm, vhpc_err
         r = vhpc_err_set(err, -errno, "starting VM %s: creating %s", cfg->name, log);
         goto out;
     }
-    int errpipe[2];
+    int errpipe[2], con = start_console_logger(vm->console_path, err);
+    if (con < 0) {
+        r = vhpc_err_wrap(err, "starting VM %s", cfg->name);
+        close(logfd);
+        goto out;
+    }
     if (pipe2(errpipe, O_CLOEXEC) < 0) {
         r = vhpc_err_set(err, -errno, "starting VM %s: pipe", cfg->name);
         close(logfd);
+        close(con);
         goto out;
     }
     pid_t pid = fork();
     if (pid < 0) {
         r = vhpc_err_set(err, -errno, "starting VM %s: fork", cfg->name);
         close(logfd);
+        close(con);
         close(errpipe[0]);
         close(errpipe[1]);
         goto out;
@@ -190,9 +292,22 @@ int vhpc_vm_start(const struct vhpc_vm_config *cfg, struct vhpc_vm *vm, vhpc_err
     if (pid == 0) {
         int fd = open("/dev/null", O_RDONLY);
         dup2(fd, 0);
-        dup2(logfd, 1);
+        dup2(con, 1);
         dup2(logfd, 2);
+        /* Nothing of ours but the pipe that reports a failed exec. */
+        if (dup2(errpipe[1], 3) < 0 || fcntl(3, F_SETFD, FD_CLOEXEC) < 0)
+            _exit(127);
+        errpipe[1] = 3;
+        vhpc__close_from(4);
         setsid(); /* a Ctrl-C at the terminal goes to vhpc, which powers VMs down */
+        /* QEMU parses what the guest does; it keeps no capability (its tap
+         * is owned by our uid, so it needs none) and can gain none. */
+        if (vhpc__drop_privileges() < 0) {
+            int e = errno;
+            if (write(errpipe[1], &e, sizeof(e)) < 0)
+                _exit(127);
+            _exit(127);
+        }
         execvp(argv[0], argv);
         int e = errno;
         if (write(errpipe[1], &e, sizeof(e)) < 0)
@@ -200,6 +315,7 @@ int vhpc_vm_start(const struct vhpc_vm_config *cfg, struct vhpc_vm *vm, vhpc_err
         _exit(127);
     }
     close(logfd);
+    close(con);
     close(errpipe[1]);
     vm->pid = pid;
     if ((r = write_pidfile(cfg->dir, pid)) < 0) {
@@ -274,4 +390,48 @@ gone:
     vm->pid = -1;
     (void)err;
     return 0;
+}
+
+bool vhpc_vm_exited(const struct vhpc_vm *vm, char *why, size_t len)
+{
+    if (vm->pid > 0 && kill(vm->pid, 0) == 0) {
+        /* Our child that exited is a zombie until reaped: still "there". */
+        char path[64], st[256];
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)vm->pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? read(fd, st, sizeof(st) - 1) : -1;
+        if (fd >= 0)
+            close(fd);
+        st[n > 0 ? n : 0] = 0;
+        const char *p = strrchr(st, ')');
+        if (!p || p[1] != ' ' || p[2] != 'Z')
+            return false;
+    }
+    /* QEMU says why on stderr (qemu.log): its last lines. */
+    char log[VHPC_DIR_MAX + 16], buf[1024];
+    snprintf(log, sizeof(log), "%s/qemu.log", vm->dir);
+    snprintf(why, len, "QEMU exited");
+    int fd = open(log, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return true;
+    off_t size = lseek(fd, 0, SEEK_END);
+    off_t from = size > (off_t)sizeof(buf) - 1 ? size - (off_t)sizeof(buf) + 1 : 0;
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, from);
+    close(fd);
+    if (n <= 0)
+        return true;
+    buf[n] = 0;
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = 0;
+    const char *tail = buf;
+    for (int lines = 0, i = (int)n - 1; i >= 0; i--)
+        if (buf[i] == '\n' && ++lines == 3) {
+            tail = buf + i + 1;
+            break;
+        }
+    snprintf(why, len, "QEMU exited: %s", tail);
+    for (char *c = why; *c; c++)
+        if (*c == '\n')
+            *c = ' ';
+    return true;
 }

@@ -13,6 +13,7 @@
 #include "qmp.h"
 
 #include <limits.h>
+#include <stdbool.h>
 #include <sys/types.h>
 
 /* State directories are short: the sockets in them must fit in a UNIX
@@ -65,5 +66,10 @@ int vhpc_vm_start(const struct vhpc_vm_config *cfg, struct vhpc_vm *vm, vhpc_err
 /* Wait up to `grace_ms` for QEMU to exit by itself (after the agent's
  * poweroff), then ask QMP to quit, then SIGKILL.  Reaps the process. */
 int vhpc_vm_stop(struct vhpc_vm *vm, int grace_ms, vhpc_err_t *err);
+
+/* Has the VM's QEMU exited (or never started)?  Then *why says so with the
+ * last lines QEMU wrote to its qemu.log ("QEMU exited: qemu-system-x86_64:
+ * Invalid SMP CPUs 100000..."), for an error message that has the cause. */
+bool vhpc_vm_exited(const struct vhpc_vm *vm, char *why, size_t len);
 
 #endif

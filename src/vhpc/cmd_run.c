@@ -126,7 +126,12 @@ static void *boot_thread(void *arg)
     b->r = agent_client_connect(vm->agent_path, 10000, &agents[b->i], &b->err);
     if (b->r == 0)
         b->r = agent_client_wait_ready(agents[b->i], BOOT_TIMEOUT_MS, &b->err);
-    if (b->r < 0)
+    if (b->r == 0) /* before any command: vhpc-rsh between the VMs needs it */
+        b->r = agent_client_send_key(agents[b->i], cluster.key, 10000, &b->err);
+    char why[512];
+    if (b->r < 0 && vhpc_vm_exited(vm, why, sizeof(why)))
+        vhpc_err_setmsg(&b->err, b->r, "%s: %s", vm->name, why);
+    else if (b->r < 0)
         vhpc_err_wrap(&b->err, "waiting for the agent of %s (console: %s)", vm->name,
                       vm->console_path);
     b->ready = now_s();

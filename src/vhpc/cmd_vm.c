@@ -33,9 +33,13 @@ static int connect_agent(struct vhpc_cluster *cl, int i, agent_client_t **a, int
         return vhpc_err_setmsg(err, -EINVAL, "cluster %s has no vm%d (it has %d VMs)", cl->name, i,
                                cl->nvms);
     int r = agent_client_connect(cl->vms[i].agent_path, 2000, a, err);
-    if (r == 0 && (r = agent_client_wait_ready(*a, timeout_ms, err)) < 0)
+    if (r == 0 && ((r = agent_client_wait_ready(*a, timeout_ms, err)) < 0 ||
+                   (r = agent_client_send_key(*a, cl->key, 10000, err)) < 0))
         agent_client_close(*a);
-    if (r < 0)
+    char why[512];
+    if (r < 0 && vhpc_vm_exited(&cl->vms[i], why, sizeof(why)))
+        vhpc_err_setmsg(err, r, "%s/vm%d: %s", cl->name, i, why);
+    else if (r < 0)
         vhpc_err_wrap(err, "%s/vm%d", cl->name, i);
     return r;
 }
@@ -121,6 +125,7 @@ static int vm_exec(int argc, char **argv)
                               .stdout_fd = 1,
                               .stderr_fd = 2,
                               .signal_fd = agent_client_signalfd(),
+                              .second_signal_ends = true,
                               .timeout_ms = -1};
     int status = 0, r = agent_client_run(a, &req, &io, &status, &err);
     agent_client_close(a);

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# test_vm_trust.sh BUILD_DIR - issue 9, finding 1: nobody outside a job gets
+# into its VMs, and its VMs get into nothing of the host.  Runs itself in a
+# private network namespace.  Two VMs as root; a second local user (made
+# here, removed at exit) and root's own host processes try the agents' TCP
+# port and vhpc-rsh; the VMs try a host service (vhpc node serve on
+# 0.0.0.0, as the README once suggested).  VM-to-VM traffic and vhpc-rsh
+# between the VMs still work, and the nftables table goes with the cluster.
+set -uo pipefail
+if [ -z "${VHPC_TEST_NETNS:-}" ]; then
+    exec env VHPC_TEST_NETNS=1 unshare --net -- bash -c 'ip link set lo up && exec "$0" "$@"' "$0" "$@"
+fi
+. "$(dirname "$0")/lib.sh" "$1" trust
+user=vhpct$$
+cleanup_trust() {
+    [ -n "${serve:-}" ] && kill "$serve" 2>/dev/null
+    userdel "$user" >/dev/null 2>&1
+    cleanup
+}
+trap cleanup_trust EXIT
+useradd -M -r -s /bin/sh "$user" || { echo "FAIL useradd"; exit 1; }
+
+"$vhpc" image build >/dev/null || { echo "FAIL image build"; exit 1; }
+"$vhpc" vm start victim --vms 2 >/dev/null || { echo "FAIL vm start"; exit 1; }
+cl=$VHPC_RUN_DIR/clusters/victim
+br=$(cat "$cl/bridge")
+ip0=$(ip -4 -o addr show dev "$br" | awk '{print $4}' | cut -d/ -f1 | sed 's/\.1$/.10/')
+host_ip=${ip0%.10}.1
+
+check "job key is 0600 in a 0700 directory" \
+    test "$(stat -c %a "$cl/job.key")" = 600 -a "$(stat -c %a "$cl")" = 700
+# Finding 6: QEMU holds no capability, cannot gain one, runs under seccomp.
+qpid=$(cat "$cl/vm0/qemu.pid")
+st=$(cat "/proc/$qpid/status")
+caps=$(awk '/^Cap(Inh|Prm|Eff|Bnd|Amb):/ {print $2}' <<<"$st" | sort -u)
+[ "$caps" = 0000000000000000 ] && grep -q '^NoNewPrivs:[[:space:]]*1' <<<"$st" && grep -q '^Seccomp:[[:space:]]*2' <<<"$st" &&
+    pass "QEMU runs with no capabilities, no_new_privs and seccomp" ||
+    fail "QEMU privileges: $(grep -E '^(Cap|NoNewPrivs|Seccomp)' <<<"$st" | tr '\n' ' ')"
+check "nftables table inet vhpc_$br exists while the cluster runs" nft list table inet "vhpc_$br" >/dev/null
+
+# The reproduction of finding 1: another user runs vhpc-rsh against a VM.
+out=$(runuser -u "$user" -- "$build/src/agent/vhpc-rsh" "$ip0" id 2>&1); st=$?
+[ $st -ne 0 ] && ! grep -q 'uid=0' <<<"$out" && pass "another user's vhpc-rsh gets nothing: $out" ||
+    fail "another user's vhpc-rsh: status $st '$out'"
+# ... even with a key file of its own making, and the port itself is closed
+# to every host process (root's too): no TCP connection from the host.
+runuser -u "$user" -- sh -c "head -c 32 /dev/urandom > /tmp/$user.key"
+out=$(runuser -u "$user" -- env VHPC_KEY_FILE=/tmp/$user.key "$build/src/agent/vhpc-rsh" "$ip0" id 2>&1); st=$?
+rm -f "/tmp/$user.key"
+[ $st -ne 0 ] && ! grep -q 'uid=0' <<<"$out" && pass "a made-up key gets nothing: $out" ||
+    fail "made-up key: status $st '$out'"
+if timeout 5 bash -c "exec 3<>/dev/tcp/$ip0/7420" 2>/dev/null; then
+    fail "root on the host connects to the agent's TCP port"
+else
+    pass "no host process connects to a VM's agent port (nftables output)"
+fi
+if runuser -u "$user" -- timeout 5 bash -c "exec 3<>/dev/tcp/$ip0/7420" 2>/dev/null; then
+    fail "another user connects to the agent's TCP port"
+else
+    pass "another user cannot connect to the agent's TCP port"
+fi
+
+# The VMs reach no service of the host: a TCP service listening on every
+# address (an agent, which answers any connection with its CHALLENGE).
+"$build/src/agent/vhpc-agent" --no-port --tcp-port 7999 --tcp-any --key-file "$tmp/host.key" >"$tmp/serve.log" 2>&1 &
+serve=$!
+up=
+for _ in $(seq 1 50); do timeout 1 bash -c '</dev/tcp/127.0.0.1/7999' 2>/dev/null && up=1 && break; sleep 0.1; done
+[ -n "$up" ] || fail "the host service did not listen: $(cat "$tmp/serve.log")"
+out=$("$vhpc" vm exec victim --vm 0 -- sh -c "nc -w 3 $host_ip 7999 </dev/null && echo CONNECTED; echo done" 2>&1)
+grep -q done <<<"$out" && ! grep -q CONNECTED <<<"$out" && pass "a VM cannot reach a host service on the bridge address" ||
+    fail "VM to host service: '$out'"
+kill "$serve"; wait "$serve" 2>/dev/null; serve=
+
+# What the job needs still works: the VMs talk to each other, vhpc-rsh between them.
+out=$("$vhpc" vm exec victim --vm 0 -- vhpc-rsh vm1 'hostname; id -u'); st=$?
+[ "$out" = $'vm1\n0' ] && [ $st -eq 0 ] && pass "vhpc-rsh between the job's VMs works" || fail "rsh in the job: '$out' $st"
+
+"$vhpc" vm stop victim >/dev/null
+
+# Finding 14: a chatty guest does not fill /run: console.log is capped and
+# rotated once (the newest output in console.log).
+VHPC_CONSOLE_MAX=8192 "$vhpc" vm start chatty >/dev/null || fail "vm start chatty"
+"$vhpc" vm exec chatty -- sh -c 'i=0; while [ $i -lt 2000 ]; do echo "line $i of a chatty guest"; i=$((i+1)); done > /dev/ttyS0; echo END-MARK > /dev/ttyS0'
+c=$VHPC_RUN_DIR/clusters/chatty/vm0/console.log
+for _ in $(seq 1 50); do grep -q END-MARK "$c" 2>/dev/null && break; sleep 0.2; done
+size=$(stat -c %s "$c" 2>/dev/null || echo 0); size1=$(stat -c %s "$c.1" 2>/dev/null || echo 0)
+[ "$size" -le 8192 ] && [ "$size1" -gt 0 ] && [ "$size1" -le 8192 ] && grep -q END-MARK "$c" &&
+    pass "console.log capped at 8192 bytes ($size + $size1 in console.log.1, newest kept)" ||
+    fail "console cap: console.log $size, .1 $size1 bytes, END-MARK $(grep -c END-MARK "$c")"
+"$vhpc" vm stop chatty >/dev/null
+# The logger is a fork of that `vhpc vm start` (named vhpc-console).
+logger() { pgrep -x vhpc-console | while read -r p; do grep -q "vm.start.chatty" "/proc/$p/cmdline" 2>/dev/null && echo "$p"; done; }
+for _ in $(seq 1 25); do [ -z "$(logger)" ] && break; sleep 0.2; done
+[ -z "$(logger)" ] && pass "console logger gone with its VM" || fail "console logger left running: $(logger)"
+if nft list table inet "vhpc_$br" >/dev/null 2>&1; then fail "nftables table left after vm stop"; else pass "vm stop removes the nftables table"; fi
+echo "$passes passed, $fails failed"
+[ "$fails" -eq 0 ]
