@@ -78,6 +78,17 @@ out=$("$vhpc" vm exec victim --vm 0 -- vhpc-rsh vm1 'hostname; id -u'); st=$?
 
 "$vhpc" vm stop victim >/dev/null
 
+# Finding 12: two clusters started at the same moment get different subnets.
+"$vhpc" vm start twin1 >/dev/null 2>"$tmp/twin1.err" & t1=$!
+"$vhpc" vm start twin2 >/dev/null 2>"$tmp/twin2.err" & t2=$!
+wait $t1; s1=$?; wait $t2; s2=$?
+n1=$(ip -4 -o addr show dev "$(cat "$VHPC_RUN_DIR/clusters/twin1/bridge" 2>/dev/null)" 2>/dev/null | awk '{print $4}')
+n2=$(ip -4 -o addr show dev "$(cat "$VHPC_RUN_DIR/clusters/twin2/bridge" 2>/dev/null)" 2>/dev/null | awk '{print $4}')
+[ $s1 -eq 0 ] && [ $s2 -eq 0 ] && [ -n "$n1" ] && [ -n "$n2" ] && [ "$n1" != "$n2" ] &&
+    pass "clusters started together: subnets $n1 and $n2" ||
+    fail "clusters started together: $s1 $s2 '$n1' '$n2' $(cat "$tmp"/twin*.err)"
+"$vhpc" vm stop twin1 >/dev/null; "$vhpc" vm stop twin2 >/dev/null
+
 # Finding 14: a chatty guest does not fill /run: console.log is capped and
 # rotated once (the newest output in console.log).
 VHPC_CONSOLE_MAX=8192 "$vhpc" vm start chatty >/dev/null || fail "vm start chatty"
