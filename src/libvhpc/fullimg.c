@@ -37,7 +37,7 @@
 
 /* Bump when what a build does changes (units, trimming, layout): images
  * built by an older recipe then no longer count as the same inputs. */
-#define RECIPE 1
+#define RECIPE 2
 
 /* The settings that make Open MPI use the cluster: the provider ivc
  * (matched messages through IVC between VMs on one host, TCP otherwise),
@@ -112,13 +112,16 @@ static const char *const masked_generators[] = {
 
 static const char agent_unit[] =
     "# vhpc-agent: runs what the host asks (commands, files) over the virtio-serial\n"
-    "# port and serves vhpc-rsh between the VMs.  Started at once (no default\n"
+    "# port and serves vhpc-rsh between the VMs.  Started early (no default\n"
     "# dependencies): it also sets up the hostname and the network from the\n"
-    "# kernel command line.\n"
+    "# kernel command line.  But after systemd-tmpfiles-setup, which empties\n"
+    "# /tmp: a command started before it lost its files there (mpirun's\n"
+    "# session directory).\n"
     "[Unit]\n"
     "Description=vhpc agent\n"
     "DefaultDependencies=no\n"
     "Conflicts=shutdown.target\n"
+    "After=systemd-tmpfiles-setup.service\n"
     "Before=sysinit.target shutdown.target\n"
     "StartLimitIntervalSec=0\n"
     "\n"

@@ -3,11 +3,13 @@
  */
 #include "vm.h"
 #include "fullimg.h"
+#include "kernel.h" /* vhpc__write_file */
 #include "proc.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +165,149 @@ static int start_console_logger(const char *path, vhpc_err_t *err)
     return p[1];
 }
 
+/* ---- QEMU's configuration (-readconfig) --------------------------------------- */
+
+struct qcfg {
+    FILE *f;
+    bool bad; /* a value QEMU's config syntax cannot carry */
+};
+
+static void section(struct qcfg *q, const char *group, const char *id)
+{
+    if (id)
+        fprintf(q->f, "[%s \"%s\"]\n", group, id);
+    else
+        fprintf(q->f, "[%s]\n", group);
+}
+
+static void set(struct qcfg *q, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set(struct qcfg *q, const char *key, const char *fmt, ...)
+{
+    char val[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(val, sizeof(val), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(val) || strpbrk(val, "\"\n\\"))
+        q->bad = true;
+    fprintf(q->f, "  %s = \"%s\"\n", key, val);
+}
+
+static void chardev_socket(struct qcfg *q, const char *id, const char *path, bool server)
+{
+    section(q, "chardev", id);
+    set(q, "backend", "socket");
+    set(q, "path", "%s", path);
+    if (server) {
+        set(q, "server", "on");
+        set(q, "wait", "off");
+    }
+}
+
+/* The whole machine but -cpu/-sandbox/-display, as QEMU's config file. */
+static int write_config(const struct vhpc_vm_config *cfg, const struct vhpc_vm *vm, int *fd,
+                        vhpc_err_t *err)
+{
+    char *text = NULL, path[VHPC_DIR_MAX + 16];
+    size_t len = 0;
+    struct qcfg q = {open_memstream(&text, &len), false};
+    if (!q.f)
+        return vhpc_err_set(err, -errno, "QEMU config");
+    section(&q, "name", NULL);
+    set(&q, "guest", "%s", cfg->name);
+    section(&q, "machine", NULL);
+    set(&q, "type", "q35");
+    set(&q, "kernel", "%s", cfg->kernel);
+    set(&q, "initrd", "%s", cfg->initrd);
+    set(&q, "append", "console=ttyS0 panic=-1 quiet vhpc.hostname=%s%s%s", cfg->name,
+        cfg->append ? " " : "", cfg->append ? cfg->append : "");
+    section(&q, "accel", NULL);
+    set(&q, "accel", "%s", cfg->accel == VHPC_ACCEL_KVM ? "kvm" : "tcg");
+    if (cfg->accel != VHPC_ACCEL_KVM)
+        set(&q, "thread", "multi");
+    section(&q, "smp-opts", NULL);
+    set(&q, "cpus", "%d", cfg->vcpus);
+    section(&q, "memory", NULL);
+    set(&q, "size", "%dM", cfg->mem_mib);
+    /* The console goes to QEMU's stdout, a pipe to a logger that keeps
+     * console.log within a cap (a chatty guest writes ~300 KB/s). */
+    section(&q, "chardev", "con0");
+    set(&q, "backend", "stdio");
+    set(&q, "signal", "off");
+    section(&q, "device", "serial0");
+    set(&q, "driver", "isa-serial");
+    set(&q, "chardev", "con0");
+    chardev_socket(&q, "qmp0", vm->qmp_path, true);
+    section(&q, "mon", "qmp");
+    set(&q, "mode", "control");
+    set(&q, "chardev", "qmp0");
+    section(&q, "device", "vser0");
+    set(&q, "driver", "virtio-serial-pci");
+    chardev_socket(&q, "agent0", vm->agent_path, true);
+    section(&q, "device", "agentport");
+    set(&q, "driver", "virtserialport");
+    set(&q, "bus", "vser0.0");
+    set(&q, "chardev", "agent0");
+    set(&q, "name", "org.vhpc.agent");
+    /* A root port for the ivshmem device, so it can be unplugged and
+     * plugged again around a migration. */
+    section(&q, "device", "rp-ivc");
+    set(&q, "driver", "pcie-root-port");
+    set(&q, "chassis", "1");
+    set(&q, "slot", "1");
+    if (cfg->ivc_socket) {
+        chardev_socket(&q, "ivc0", cfg->ivc_socket, false);
+        section(&q, "device", "ivshmem0");
+        set(&q, "driver", "ivshmem-doorbell");
+        set(&q, "chardev", "ivc0");
+        set(&q, "vectors", "1");
+        set(&q, "bus", "rp-ivc");
+    }
+    if (cfg->rootfs) {
+        /* Shared by every VM of the image: read-only for QEMU and the guest
+         * (each VM writes to its own tmpfs layer over it). */
+        section(&q, "drive", "root");
+        set(&q, "file", "%s", cfg->rootfs);
+        set(&q, "format", "raw");
+        set(&q, "readonly", "on");
+        set(&q, "if", "none");
+        section(&q, "device", "rootdisk");
+        set(&q, "driver", "virtio-blk-pci");
+        set(&q, "drive", "root");
+        set(&q, "serial", "%s", VHPC_FULL_SERIAL);
+    }
+    if (cfg->tap) {
+        section(&q, "netdev", "net0");
+        set(&q, "type", "tap");
+        set(&q, "ifname", "%s", cfg->tap);
+        set(&q, "script", "no");
+        set(&q, "downscript", "no");
+        section(&q, "device", "nic0");
+        set(&q, "driver", "virtio-net-pci");
+        set(&q, "netdev", "net0");
+        set(&q, "mac", "%s", cfg->mac);
+    }
+    if (fclose(q.f) != 0) {
+        free(text);
+        return vhpc_err_set(err, -ENOMEM, "QEMU config");
+    }
+    if (q.bad) {
+        free(text);
+        return vhpc_err_setmsg(err, -EINVAL,
+                               "a path or setting of the VM contains a quote, backslash or "
+                               "newline, which QEMU's configuration cannot carry");
+    }
+    snprintf(path, sizeof(path), "%s/qemu.cfg", cfg->dir);
+    int r = vhpc__write_file(path, text, len, 0600, err);
+    free(text);
+    if (r < 0)
+        return r;
+    if ((*fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return vhpc_err_set(err, -errno, "opening %s", path);
+    return 0;
+}
+
 #define ARG(...)                                                                                   \
     do {                                                                                           \
         if (n >= (int)(sizeof(argv) / sizeof(argv[0])) - 1)                                        \
@@ -192,92 +337,50 @@ int vhpc_vm_start(const struct vhpc_vm_config *cfg, struct vhpc_vm *vm, vhpc_err
     if (cfg->accel != VHPC_ACCEL_KVM && cfg->accel != VHPC_ACCEL_TCG)
         return vhpc_err_setmsg(err, -EINVAL, "starting VM %s: accelerator not resolved", cfg->name);
 
+    /* Only what says nothing about the job is on the command line, which
+     * every user sees in ps: paths, names, the kernel command line (job id)
+     * and the devices go into a 0600 config file read through a descriptor. */
     ARG("qemu-system-x86_64");
-    ARG("-name");
-    ARG("%s", cfg->name);
-    ARG("-M");
-    ARG("q35");
-    ARG("-accel");
-    ARG("%s", cfg->accel == VHPC_ACCEL_KVM ? "kvm" : "tcg,thread=multi");
-    ARG("-cpu");
-    ARG("%s", cfg->accel == VHPC_ACCEL_KVM ? "host" : "max");
-    ARG("-smp");
-    ARG("%d", cfg->vcpus);
-    ARG("-m");
-    ARG("%d", cfg->mem_mib);
     ARG("-nodefaults");
     ARG("-no-user-config");
     ARG("-no-reboot");
     ARG("-display");
     ARG("none");
+    ARG("-cpu");
+    ARG("%s", cfg->accel == VHPC_ACCEL_KVM ? "host" : "max");
     /* seccomp: no obsolete system calls, no setuid/setgid, no fork/exec, no
      * scheduler or CPU-affinity changes (QEMU needs none of them here). */
     ARG("-sandbox");
     ARG("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
-    ARG("-kernel");
-    ARG("%s", cfg->kernel);
-    ARG("-initrd");
-    ARG("%s", cfg->initrd);
-    ARG("-append");
-    ARG("console=ttyS0 panic=-1 quiet vhpc.hostname=%s%s%s", cfg->name, cfg->append ? " " : "",
-        cfg->append ? cfg->append : "");
-    /* The console goes to QEMU's stdout, a pipe to a logger that keeps
-     * console.log within a cap (a chatty guest writes ~300 KB/s). */
-    ARG("-chardev");
-    ARG("stdio,id=con0,signal=off");
-    ARG("-serial");
-    ARG("chardev:con0");
-    ARG("-qmp");
-    ARG("unix:%s,server=on,wait=off", vm->qmp_path);
-    ARG("-device");
-    ARG("virtio-serial-pci,id=vser0");
-    ARG("-chardev");
-    ARG("socket,path=%s,server=on,wait=off,id=agent0", vm->agent_path);
-    ARG("-device");
-    ARG("virtserialport,bus=vser0.0,chardev=agent0,name=org.vhpc.agent");
-    /* A root port for the ivshmem device, so it can be unplugged and
-     * plugged again around a migration. */
-    ARG("-device");
-    ARG("pcie-root-port,id=rp-ivc,chassis=1,slot=1");
-    if (cfg->ivc_socket) {
-        ARG("-chardev");
-        ARG("socket,path=%s,id=ivc0", cfg->ivc_socket);
-        ARG("-device");
-        ARG("ivshmem-doorbell,id=ivshmem0,chardev=ivc0,vectors=1,bus=rp-ivc");
-    }
-    if (cfg->rootfs) {
-        /* Shared by every VM of the image: read-only for QEMU and the guest
-         * (each VM writes to its own tmpfs layer over it). */
-        ARG("-drive");
-        ARG("file=%s,format=raw,readonly=on,if=none,id=root", cfg->rootfs);
-        ARG("-device");
-        ARG("virtio-blk-pci,drive=root,serial=" VHPC_FULL_SERIAL);
-    }
-    if (cfg->tap) {
-        ARG("-netdev");
-        ARG("tap,id=net0,ifname=%s,script=no,downscript=no", cfg->tap);
-        ARG("-device");
-        ARG("virtio-net-pci,netdev=net0,mac=%s", cfg->mac);
-    }
+    ARG("-readconfig");
+    ARG("/dev/fd/4");
     argv[n] = NULL;
 
+    int cfgfd = -1;
+    if ((r = write_config(cfg, vm, &cfgfd, err)) < 0) {
+        vhpc_err_wrap(err, "starting VM %s", cfg->name);
+        goto out;
+    }
     char log[VHPC_DIR_MAX + 16];
     snprintf(log, sizeof(log), "%s/qemu.log", cfg->dir);
     int logfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (logfd < 0) {
         r = vhpc_err_set(err, -errno, "starting VM %s: creating %s", cfg->name, log);
+        close(cfgfd);
         goto out;
     }
     int errpipe[2], con = start_console_logger(vm->console_path, err);
     if (con < 0) {
         r = vhpc_err_wrap(err, "starting VM %s", cfg->name);
         close(logfd);
+        close(cfgfd);
         goto out;
     }
     if (pipe2(errpipe, O_CLOEXEC) < 0) {
         r = vhpc_err_set(err, -errno, "starting VM %s: pipe", cfg->name);
         close(logfd);
         close(con);
+        close(cfgfd);
         goto out;
     }
     pid_t pid = fork();
@@ -285,6 +388,7 @@ int vhpc_vm_start(const struct vhpc_vm_config *cfg, struct vhpc_vm *vm, vhpc_err
         r = vhpc_err_set(err, -errno, "starting VM %s: fork", cfg->name);
         close(logfd);
         close(con);
+        close(cfgfd);
         close(errpipe[0]);
         close(errpipe[1]);
         goto out;
@@ -294,11 +398,14 @@ int vhpc_vm_start(const struct vhpc_vm_config *cfg, struct vhpc_vm *vm, vhpc_err
         dup2(fd, 0);
         dup2(con, 1);
         dup2(logfd, 2);
-        /* Nothing of ours but the pipe that reports a failed exec. */
-        if (dup2(errpipe[1], 3) < 0 || fcntl(3, F_SETFD, FD_CLOEXEC) < 0)
+        /* Nothing of ours but the pipe that reports a failed exec (3) and
+         * the configuration (4). */
+        int ep = fcntl(errpipe[1], F_DUPFD, 10), c = fcntl(cfgfd, F_DUPFD, 10);
+        if (ep < 0 || c < 0 || dup2(ep, 3) < 0 || fcntl(3, F_SETFD, FD_CLOEXEC) < 0 ||
+            dup2(c, 4) < 0)
             _exit(127);
         errpipe[1] = 3;
-        vhpc__close_from(4);
+        vhpc__close_from(5);
         setsid(); /* a Ctrl-C at the terminal goes to vhpc, which powers VMs down */
         /* QEMU parses what the guest does; it keeps no capability (its tap
          * is owned by our uid, so it needs none) and can gain none. */
@@ -316,6 +423,7 @@ int vhpc_vm_start(const struct vhpc_vm_config *cfg, struct vhpc_vm *vm, vhpc_err
     }
     close(logfd);
     close(con);
+    close(cfgfd);
     close(errpipe[1]);
     vm->pid = pid;
     if ((r = write_pidfile(cfg->dir, pid)) < 0) {

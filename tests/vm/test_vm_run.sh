@@ -24,7 +24,12 @@ trap cleanup EXIT
 leftovers() { # $1: cluster name
     local dir=$VHPC_RUN_DIR/clusters/$1
     [ -e "$dir" ] && echo "state dir $dir"
-    pgrep -af "qemu-system.*$VHPC_RUN_DIR/clusters/$1/" && echo "qemu of $1"
+    # QEMU's command line names nothing of the cluster (its settings are in
+    # qemu.cfg); its stderr is the cluster's vmN/qemu.log.
+    local p
+    for p in $(pgrep -x qemu-system-x86); do
+        readlink "/proc/$p/fd/2" 2>/dev/null | grep -q "^$VHPC_RUN_DIR/clusters/$1/" && echo "qemu $p of $1"
+    done
     pgrep -af "ivcd.*$VHPC_RUN_DIR/clusters/$1/" && echo "ivcd of $1"
     return 0
 }

@@ -36,6 +36,12 @@ caps=$(awk '/^Cap(Inh|Prm|Eff|Bnd|Amb):/ {print $2}' <<<"$st" | sort -u)
 [ "$caps" = 0000000000000000 ] && grep -q '^NoNewPrivs:[[:space:]]*1' <<<"$st" && grep -q '^Seccomp:[[:space:]]*2' <<<"$st" &&
     pass "QEMU runs with no capabilities, no_new_privs and seccomp" ||
     fail "QEMU privileges: $(grep -E '^(Cap|NoNewPrivs|Seccomp)' <<<"$st" | tr '\n' ' ')"
+# ... and its command line, which every user sees, names neither the job
+# nor its files (they are in the 0600 qemu.cfg).
+job=$(cat "$cl/job")
+cmdl=$(tr '\0' ' ' <"/proc/$qpid/cmdline")
+! grep -q -e "$job" -e victim -e "$VHPC_RUN_DIR" <<<"$cmdl" && [ "$(stat -c %a "$cl/vm0/qemu.cfg")" = 600 ] &&
+    pass "QEMU's command line tells nothing of the job: $cmdl" || fail "QEMU's command line: $cmdl"
 check "nftables table inet vhpc_$br exists while the cluster runs" nft list table inet "vhpc_$br" >/dev/null
 
 # The reproduction of finding 1: another user runs vhpc-rsh against a VM.
