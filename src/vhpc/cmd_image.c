@@ -8,6 +8,7 @@
 #include "image.h"
 #include "kernel.h"
 #include "match.h"
+#include "parse.h"
 #include "store.h"
 #include "vhpc.h"
 
@@ -323,13 +324,8 @@ static int tag(int argc, char **argv)
     int version = 0;
     const char *colon = strchr(argv[2], ':');
     snprintf(name, sizeof(name), "%.*s", colon ? (int)(colon - argv[2]) : 127, argv[2]);
-    if (colon) {
-        char *end;
-        long v = strtol(colon + 1, &end, 10);
-        if (!colon[1] || *end || v < 1 || v > 1000000)
-            return vhpc_usage("image tag", "'%s': the version must be a number >= 1", argv[2]);
-        version = (int)v;
-    }
+    if (colon && vhpc_parse_int("the version of", colon + 1, 1, 1000000, &version, &err) < 0)
+        return vhpc_usage("image tag", "'%s': %s", argv[2], err.msg);
     int r = vhpc_store_open(NULL, &st, &err);
     if (r == 0 && (r = vhpc_store_resolve(st, argv[1], &src, &err)) == 0)
         r = vhpc_store_tag(st, name, version, src.digest, &out, &err);

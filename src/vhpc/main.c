@@ -43,20 +43,6 @@ int vhpc_usage(const char *cmd, const char *fmt, ...)
     return 2;
 }
 
-long vhpc_parse_mib(const char *s)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || v <= 0)
-        return -1;
-    if (*end == 'G' || *end == 'g')
-        v *= 1024, end++;
-    else if (*end == 'M' || *end == 'm')
-        end++;
-    return *end ? -1 : v;
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 2) {

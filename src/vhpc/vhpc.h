@@ -49,7 +49,10 @@ int vhpc_fail(const vhpc_err_t *err);
 /* Print a usage error and return 2. */
 int vhpc_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Parse a size in MiB with an optional suffix (M, G); -1 on error. */
-long vhpc_parse_mib(const char *s);
+/* The ranges of --vcpus and --mem (MiB) for run and vm start (parse.h
+ * parses them: whole numbers, sizes with M/G/T). */
+#define VHPC_VCPUS_MAX   64
+#define VHPC_MEM_MIN_MIB 64L
+#define VHPC_MEM_MAX_MIB (1L << 20) /* 1 TiB: fits the int of a cluster spec */
 
 #endif
