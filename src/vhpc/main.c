@@ -4,11 +4,15 @@
  */
 #include "vhpc.h"
 
+#include "kernel.h"
+#include "store.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const struct vhpc_command commands[] = {
     {"run", cmd_run, "boot a virtual cluster, run a command in it, tear it down"},
@@ -43,8 +47,24 @@ int vhpc_usage(const char *cmd, const char *fmt, ...)
     return 2;
 }
 
+int vhpc_public_ok(const char *cmd)
+{
+    if (geteuid() == 0)
+        return 0;
+    return vhpc_usage(cmd,
+                      "--public publishes into the system store and is for root; your own "
+                      "store (%s) is readable by you only",
+                      vhpc__store_root());
+}
+
+static void lock_notice(const char *msg)
+{
+    fprintf(stderr, "vhpc: %s\n", msg);
+}
+
 int main(int argc, char **argv)
 {
+    vhpc_set_lock_notice(lock_notice);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -44,6 +44,10 @@ int cmd_image_build_full(int argc, char **argv);
 int cmd_image_push(int argc, char **argv);
 int cmd_image_pull(int argc, char **argv);
 
+/* --public is for root's system store (a user's own store is 0700, so
+ * publishing there would share nothing): 0, or a usage error (2). */
+int vhpc_public_ok(const char *cmd);
+
 /* Print "vhpc: <msg>" on stderr; returns the exit status for the error. */
 int vhpc_fail(const vhpc_err_t *err);
 /* Print a usage error and return 2. */
