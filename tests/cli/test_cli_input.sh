@@ -52,8 +52,10 @@ refused "run --name ../x" "bad cluster name" "$vhpc" run --vms 1 --name ../x -- 
 
 # ---- job files ----
 # Not a regular file (with a memory limit: the old code read /dev/zero until
-# memory ran out).
-refused "--job /dev/zero" "not a regular file" bash -c "ulimit -v 1000000; exec '$vhpc' run --job /dev/zero"
+# memory ran out; ASan reserves terabytes of address space, so not there).
+limit="ulimit -v 1000000;"
+case $(ldd "$vhpc" 2>/dev/null) in *libasan*) limit= ;; esac # no pipe: grep -q + pipefail races
+refused "--job /dev/zero" "not a regular file" bash -c "$limit exec '$vhpc' run --job /dev/zero"
 mkfifo "$tmp/fifo"
 refused "--job FIFO" "not a regular file" "$vhpc" run --job "$tmp/fifo"
 { for i in $(seq 3000); do echo "# padding line $i of a job file that is too big"; done; echo "vms 1"; } >"$tmp/big"
