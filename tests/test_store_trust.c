@@ -246,6 +246,22 @@ int main(void)
     unsetenv("VHPC_LOCK_TIMEOUT");
     T_ASSERT(vhpc_store_tag(st, "b", 0, d1, NULL, &err) == 0, "tag once free: %s", err.msg);
 
+    /* A lock in a directory others can write is refused (they could put
+     * a lock file of their own there). */
+    struct vhpc_store *st2;
+    T_ASSERT(vhpc_store_open(root, &st2, &err) == 0, "open: %s", err.msg);
+    T_ASSERT(chmod(sdir, 0777) == 0, "chmod");
+    T_ASSERT(vhpc_store_lock(st2, &err) == -EPERM && strstr(err.msg, "chmod go-w"), "lock: %s",
+             err.msg);
+    /* Opening the store tightens such a directory of ours again. */
+    struct vhpc_store *st3;
+    T_ASSERT(vhpc_store_open(root, &st3, &err) == 0, "open: %s", err.msg);
+    T_ASSERT(mode_of(sdir) == 0755, "store directory mode %o", mode_of(sdir));
+    vhpc_store_close(st3);
+    T_ASSERT(vhpc_store_lock(st2, &err) == 0, "lock: %s", err.msg);
+    vhpc_store_unlock(st2);
+    vhpc_store_close(st2);
+
     vhpc_store_close(st);
     printf("test_store_trust: ok\n");
     return 0;

@@ -132,13 +132,32 @@ int vhpc__lock_timeout_s(void)
 
 int vhpc__lock_open(const char *path, const char *what, int *fd_out, vhpc_err_t *err)
 {
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+    char dir[PATH_MAX];
     struct stat st;
+    /* Whoever can write the directory can replace the lock file with one
+     * of their own and hold it. */
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir)
+        *slash = 0;
+    else
+        snprintf(dir, sizeof(dir), "%s", slash ? "/" : ".");
+    if (stat(dir, &st) == 0 && (st.st_mode & 022))
+        return vhpc_err_setmsg(err, -EPERM,
+                               "the %s lock %s is in a directory other users can write (chmod "
+                               "go-w %s)",
+                               what, path, dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
     if (fd < 0)
         return vhpc_err_set(err, -errno, "opening the %s lock %s", what, path);
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         close(fd);
         return vhpc_err_setmsg(err, -EINVAL, "the %s lock %s is not a regular file", what, path);
+    }
+    if (st.st_uid != geteuid() && st.st_uid != 0) {
+        close(fd);
+        return vhpc_err_setmsg(err, -EPERM, "the %s lock %s belongs to another user (uid %u)", what,
+                               path, (unsigned)st.st_uid);
     }
     /* Lock files of older versions were 0644: anyone could flock them
      * through a read-only open and stall every writer. */
