@@ -41,3 +41,8 @@ target_link_libraries(test_debver PRIVATE vhpc_lib)
 # small VM for `vhpc run --require`).
 add_test(NAME test_image_cli COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/vm/test_image_cli.sh ${CMAKE_BINARY_DIR})
 set_tests_properties(test_image_cli PROPERTIES TIMEOUT 600)
+
+# The store against damage and other users: a damaged index or manifest is
+# refused and gc removes nothing, private modes, a bounded lock wait.
+vhpc_c_test(test_store_trust 60 test_store_trust.c)
+target_link_libraries(test_store_trust PRIVATE vhpc_lib)

@@ -22,6 +22,7 @@
 #include <ftw.h>
 #include <jansson.h>
 #include <poll.h>
+#include <pwd.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -40,10 +41,35 @@ extern char **environ;
 
 /* ---- helpers shared with image.c -------------------------------------- */
 
+const char *vhpc__system_root(void)
+{
+    const char *h = getenv("VHPC_SYSTEM_HOME");
+    return h && h[0] == '/' ? h : "/var/lib/vhpc";
+}
+
 const char *vhpc__store_root(void)
 {
+    static __thread char buf[PATH_MAX];
     const char *h = getenv("VHPC_HOME");
-    return h && h[0] ? h : "/var/lib/vhpc";
+    if (h && h[0])
+        return h;
+    if (geteuid() == 0)
+        return vhpc__system_root();
+    /* A user's own store: $XDG_DATA_HOME/vhpc, else ~/.local/share/vhpc. */
+    const char *x = getenv("XDG_DATA_HOME");
+    if (x && x[0] == '/' && snprintf(buf, sizeof(buf), "%s/vhpc", x) < (int)sizeof(buf))
+        return buf;
+    const char *home = getenv("HOME");
+    if (!home || home[0] != '/') {
+        struct passwd *pw = getpwuid(geteuid());
+        home = pw && pw->pw_dir && pw->pw_dir[0] == '/' ? pw->pw_dir : NULL;
+    }
+    if (home && snprintf(buf, sizeof(buf), "%s/.local/share/vhpc", home) < (int)sizeof(buf))
+        return buf;
+    /* No home at all: a private directory of this uid under /tmp is no
+     * better than failing loudly later; /var/lib/vhpc is not writable. */
+    snprintf(buf, sizeof(buf), "/nonexistent-home-of-uid-%u/vhpc", (unsigned)geteuid());
+    return buf;
 }
 
 void vhpc__kernel_cache_dir(char *buf, size_t len)
@@ -53,6 +79,137 @@ void vhpc__kernel_cache_dir(char *buf, size_t len)
         snprintf(buf, len, "%s", c);
     else
         snprintf(buf, len, "%s/kernels", vhpc__store_root());
+}
+
+int vhpc__private_store(void)
+{
+    return geteuid() != 0;
+}
+
+/* ---- locks -------------------------------------------------------------- */
+
+static void (*lock_notice)(const char *msg);
+
+void vhpc_set_lock_notice(void (*fn)(const char *msg))
+{
+    lock_notice = fn;
+}
+
+/* The pid holding a flock on the file open as fd, from /proc/locks (0 if
+ * it cannot be told). */
+static int lock_holder(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return 0;
+    FILE *f = fopen("/proc/locks", "re");
+    if (!f)
+        return 0;
+    char line[256];
+    int pid = 0;
+    while (!pid && fgets(line, sizeof(line), f)) {
+        char kind[16];
+        int p;
+        unsigned long long ino;
+        char *s = strchr(line, ':');
+        if (!s || strstr(line, "->")) /* "->": a waiter, not the holder */
+            continue;
+        if (sscanf(s + 1, " %15s %*s %*s %d %*x:%*x:%llu", kind, &p, &ino) == 3 &&
+            !strcmp(kind, "FLOCK") && ino == (unsigned long long)st.st_ino && p != getpid())
+            pid = p;
+    }
+    fclose(f);
+    return pid;
+}
+
+int vhpc__lock_timeout_s(void)
+{
+    const char *t = getenv("VHPC_LOCK_TIMEOUT");
+    char *end;
+    long v = t && t[0] ? strtol(t, &end, 10) : -1;
+    return t && t[0] && !*end && v >= 0 && v <= 86400 ? (int)v : VHPC_LOCK_TIMEOUT_S;
+}
+
+int vhpc__lock_open(const char *path, const char *what, int *fd_out, vhpc_err_t *err)
+{
+    char dir[PATH_MAX];
+    struct stat st;
+    /* Whoever can write the directory can replace the lock file with one
+     * of their own and hold it. */
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir)
+        *slash = 0;
+    else
+        snprintf(dir, sizeof(dir), "%s", slash ? "/" : ".");
+    if (stat(dir, &st) == 0 && (st.st_mode & 022))
+        return vhpc_err_setmsg(err, -EPERM,
+                               "the %s lock %s is in a directory other users can write (chmod "
+                               "go-w %s)",
+                               what, path, dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+    if (fd < 0)
+        return vhpc_err_set(err, -errno, "opening the %s lock %s", what, path);
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return vhpc_err_setmsg(err, -EINVAL, "the %s lock %s is not a regular file", what, path);
+    }
+    if (st.st_uid != geteuid() && st.st_uid != 0) {
+        close(fd);
+        return vhpc_err_setmsg(err, -EPERM, "the %s lock %s belongs to another user (uid %u)", what,
+                               path, (unsigned)st.st_uid);
+    }
+    /* Lock files of older versions were 0644: anyone could flock them
+     * through a read-only open and stall every writer. */
+    if ((st.st_mode & 077) && st.st_uid == geteuid() && fchmod(fd, 0600) < 0) {
+        int e = -errno;
+        close(fd);
+        return vhpc_err_set(err, e, "making the %s lock %s private", what, path);
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+int vhpc__lock_wait(int fd, const char *path, const char *what, vhpc_err_t *err)
+{
+    int timeout_s = vhpc__lock_timeout_s(), told = 0, holder = 0;
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        if (errno != EWOULDBLOCK)
+            return vhpc_err_set(err, -errno, "locking the %s lock %s", what, path);
+        if (!holder)
+            holder = lock_holder(fd);
+        if (!told && lock_notice) {
+            char msg[PATH_MAX + 200];
+            if (holder)
+                snprintf(msg, sizeof(msg), "waiting for the %s lock %s held by pid %d...", what,
+                         path, holder);
+            else
+                snprintf(msg, sizeof(msg), "waiting for the %s lock %s...", what, path);
+            lock_notice(msg);
+        }
+        told = 1;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t ms =
+            (int64_t)(now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+        if (ms >= (int64_t)timeout_s * 1000) {
+            char by[32] = "";
+            if (holder)
+                snprintf(by, sizeof(by), " held by pid %d", holder);
+            return vhpc_err_setmsg(err, -ETIMEDOUT,
+                                   "timed out after %d s waiting for the %s lock %s%s (if that "
+                                   "process is stuck, stop it; VHPC_LOCK_TIMEOUT=SECONDS waits "
+                                   "longer)",
+                                   timeout_s, what, path, by);
+        }
+        struct timespec nap = {0, 50 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
 }
 
 int vhpc__pathf(vhpc_err_t *err, char *buf, size_t len, const char *fmt, ...)
@@ -242,12 +399,13 @@ close_pipes:
     return r;
 }
 
-int vhpc__write_file(const char *path, const void *data, size_t len, unsigned mode, vhpc_err_t *err)
+static int write_file(const char *path, const void *data, size_t len, unsigned mode, int sync,
+                      const char *keep, vhpc_err_t *err)
 {
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof(tmp), "%s.tmp-%d", path, (int)getpid()) >= (int)sizeof(tmp))
         return vhpc_err_setmsg(err, -ENAMETOOLONG, "path too long: %s", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0)
         return vhpc_err_set(err, -errno, "creating %s", tmp);
     const char *p = data;
@@ -264,12 +422,77 @@ int vhpc__write_file(const char *path, const void *data, size_t len, unsigned mo
         }
         done += (size_t)n;
     }
-    if (close(fd) < 0 || rename(tmp, path) < 0) {
+    /* Store files: open() applied the umask, but the mode asked for is the
+     * mode wanted (a published blob is 0444 whatever the umask). */
+    if (sync && (fchmod(fd, mode) < 0 || fsync(fd) < 0)) {
+        int e = -errno;
+        close(fd);
+        unlink(tmp);
+        return vhpc_err_set(err, e, "writing %s", tmp);
+    }
+    if (close(fd) < 0) {
         int e = -errno;
         unlink(tmp);
         return vhpc_err_set(err, e, "writing %s", path);
     }
+    if (keep) {
+        /* The file being replaced stays as `keep` (a hard link, put in
+         * place atomically), so a bad update can be undone by hand. */
+        char ktmp[PATH_MAX];
+        if (snprintf(ktmp, sizeof(ktmp), "%s.tmp-%d", keep, (int)getpid()) >= (int)sizeof(ktmp)) {
+            unlink(tmp);
+            return vhpc_err_setmsg(err, -ENAMETOOLONG, "path too long: %s", keep);
+        }
+        unlink(ktmp);
+        if (link(path, ktmp) == 0) {
+            if (rename(ktmp, keep) < 0) {
+                int e = -errno;
+                unlink(ktmp);
+                unlink(tmp);
+                return vhpc_err_set(err, e, "keeping %s as %s", path, keep);
+            }
+        } else if (errno != ENOENT) {
+            int e = -errno;
+            unlink(tmp);
+            return vhpc_err_set(err, e, "keeping %s as %s", path, keep);
+        }
+    }
+    if (rename(tmp, path) < 0) {
+        int e = -errno;
+        unlink(tmp);
+        return vhpc_err_set(err, e, "writing %s", path);
+    }
+    if (sync) {
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof(dir), "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash == dir)
+            slash[1] = 0;
+        else if (slash)
+            *slash = 0;
+        else
+            snprintf(dir, sizeof(dir), ".");
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 || fsync(dfd) < 0) {
+            int e = -errno;
+            if (dfd >= 0)
+                close(dfd);
+            return vhpc_err_set(err, e, "syncing directory %s", dir);
+        }
+        close(dfd);
+    }
     return 0;
+}
+
+int vhpc__write_file(const char *path, const void *data, size_t len, unsigned mode, vhpc_err_t *err)
+{
+    return write_file(path, data, len, mode, 0, NULL, err);
+}
+
+int vhpc__write_file_sync(const char *path, const void *data, size_t len, unsigned mode,
+                          const char *keep, vhpc_err_t *err)
+{
+    return write_file(path, data, len, mode, 1, keep, err);
 }
 
 int vhpc__read_file(const char *path, char **data, size_t *len, vhpc_err_t *err)
@@ -666,11 +889,33 @@ out:
     return r;
 }
 
+/* The system kernel cache (<system root>/kernels) as a read-only source
+ * for a user whose own cache is elsewhere: only if root owns it and nobody
+ * else can write it (else anyone could plant a kernel for everyone).
+ * Not used when $VHPC_KERNEL_CACHE names the cache, nor for root. */
+static int shared_cache(const char *own, char *buf, size_t len)
+{
+    struct stat st;
+    const char *c = getenv("VHPC_KERNEL_CACHE");
+    if ((c && c[0]) || geteuid() == 0)
+        return 0;
+    if (snprintf(buf, len, "%s/kernels", vhpc__system_root()) >= (int)len || !strcmp(buf, own))
+        return 0;
+    return stat(buf, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 && !(st.st_mode & 022);
+}
+
 int vhpc_kernel_get(const char *version, struct vhpc_kernel *k, vhpc_err_t *err)
 {
-    char cache[PATH_MAX];
+    char cache[PATH_MAX], shared[PATH_MAX];
     vhpc__kernel_cache_dir(cache, sizeof(cache));
-    return check_cached(cache, version, k, err);
+    int r = check_cached(cache, version, k, err);
+    vhpc_err_t e2;
+    if (r == -ENOENT && shared_cache(cache, shared, sizeof(shared)) &&
+        check_cached(shared, version, k, &e2) == 0) {
+        vhpc_err_clear(err);
+        return 0;
+    }
+    return r;
 }
 
 /* The newest cached kernel that verifies (fallback when apt cannot say). */
@@ -975,27 +1220,31 @@ out:
 
 int vhpc_kernel_ensure(struct vhpc_kernel *k, vhpc_err_t *err)
 {
-    char cache[PATH_MAX], lockpath[PATH_MAX + 16];
+    char cache[PATH_MAX], lockpath[PATH_MAX + 16], shared[PATH_MAX];
     const char *meta = getenv("VHPC_KERNEL_PACKAGE");
     if (!meta || !meta[0])
         meta = DEFAULT_PACKAGE;
     vhpc__kernel_cache_dir(cache, sizeof(cache));
-    int r = vhpc__mkdirs(cache, 0755, err);
+    int have_shared = shared_cache(cache, shared, sizeof(shared));
+    int r = vhpc__mkdirs(cache, vhpc__private_store() ? 0700 : 0755, err);
     if (r < 0)
         return vhpc_err_wrap(err, "guest kernel cache");
     snprintf(lockpath, sizeof(lockpath), "%s/.lock", cache);
-    int lock = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (lock < 0)
-        return vhpc_err_set(err, -errno, "guest kernel cache: opening %s", lockpath);
-    while (flock(lock, LOCK_EX) < 0 && errno == EINTR)
-        ;
+    int lock;
+    if ((r = vhpc__lock_open(lockpath, "guest kernel cache", &lock, err)) < 0)
+        return r;
+    if ((r = vhpc__lock_wait(lock, lockpath, "guest kernel cache", err)) < 0) {
+        close(lock);
+        return r;
+    }
     int updated = 0;
     char pkg[128];
     /* Metapackage -> versioned package; apt-cache reads local lists only. */
     r = resolve_cached(cache, meta, pkg, sizeof(pkg), err);
     if (r < 0) {
         vhpc_err_t e2;
-        if (newest_cached(cache, k, &e2) == 0) {
+        if (newest_cached(cache, k, &e2) == 0 ||
+            (have_shared && newest_cached(shared, k, &e2) == 0)) {
             r = 0; /* apt does not know it here: use what is cached */
             goto out;
         }
@@ -1015,8 +1264,9 @@ int vhpc_kernel_ensure(struct vhpc_kernel *k, vhpc_err_t *err)
     if (vl > 9 && strcmp(ver + vl - 9, "-unsigned") == 0)
         ver[vl - 9] = 0;
     vhpc_err_t e2;
-    if (valid_version(ver) && check_cached(cache, ver, k, &e2) == 0) {
-        r = 0;
+    if (valid_version(ver) && (check_cached(cache, ver, k, &e2) == 0 ||
+                               (have_shared && check_cached(shared, ver, k, &e2) == 0))) {
+        r = 0; /* cached here, or in the system cache root keeps */
         goto out;
     }
     r = fetch(cache, pkg, &updated, k, err);

@@ -30,7 +30,47 @@ struct vhpc_store {
     char dir[PATH_MAX - 128]; /* <root>/store */
     int lock_fd;
     int locked;
+    int private_; /* a user's own store: directories 0700, index 0600 */
 };
+
+/* Set by `--public` (root publishing into the system store): blobs and
+ * manifests this process stores are 0444 instead of 0400. */
+static int publish;
+
+void vhpc_store_publish(int on)
+{
+    publish = on;
+}
+
+static unsigned blob_mode(void)
+{
+    return publish ? 0444 : 0400;
+}
+
+/* refs.json, budget: the system store's index is readable (users resolve
+ * what root published); a user's own is not. */
+static unsigned index_mode(const struct vhpc_store *st)
+{
+    return st->private_ ? 0600 : 0644;
+}
+
+/* A file already in the store that this build publishes: make it
+ * readable by everyone (only our own files; content is content). */
+static void publish_existing(const char *path)
+{
+    struct stat sb;
+    if (publish && stat(path, &sb) == 0 && sb.st_uid == geteuid() && (sb.st_mode & 0444) != 0444)
+        chmod(path, 0444);
+}
+
+static void sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
 
 int vhpc_is_digest(const char *s)
 {
@@ -70,13 +110,27 @@ int vhpc_store_open(const char *root, struct vhpc_store **out, vhpc_err_t *err)
     if (!st)
         return vhpc_err_set(err, -ENOMEM, "opening the image store");
     st->lock_fd = -1;
+    st->private_ = vhpc__private_store();
     int r =
         vhpc__pathf(err, st->dir, sizeof(st->dir), "%s/store", root ? root : vhpc__store_root());
-    static const char *const sub[] = {"blobs", "images", "used", "tmp"};
+    /* A user's store is theirs alone.  Root's has 0755 directories (what
+     * root publishes must be reachable) but private files, and its tmp/
+     * (builds under way) and used/ are 0700 everywhere. */
+    unsigned dmode = st->private_ ? 0700 : 0755;
+    static const struct {
+        const char *name;
+        unsigned mode; /* 0: dmode */
+    } sub[] = {{"", 0}, {"/blobs", 0}, {"/images", 0}, {"/used", 0700}, {"/tmp", 0700}};
     for (size_t i = 0; r == 0 && i < sizeof(sub) / sizeof(*sub); i++) {
         char p[PATH_MAX];
-        snprintf(p, sizeof(p), "%s/%s", st->dir, sub[i]);
-        r = vhpc__mkdirs(p, 0755, err);
+        struct stat sb;
+        unsigned mode = sub[i].mode ? sub[i].mode : dmode;
+        snprintf(p, sizeof(p), "%s%s", st->dir, sub[i].name);
+        r = vhpc__mkdirs(p, mode, err);
+        /* Stores of older versions had 0755 everywhere: tighten ours. */
+        if (r == 0 && stat(p, &sb) == 0 && sb.st_uid == geteuid() && (sb.st_mode & 077 & ~mode) &&
+            chmod(p, mode) < 0)
+            r = vhpc_err_set(err, -errno, "making %s private", p);
     }
     if (r < 0) {
         free(st);
@@ -102,20 +156,18 @@ const char *vhpc_store_dir(const struct vhpc_store *st)
 
 int vhpc_store_lock(struct vhpc_store *st, vhpc_err_t *err)
 {
-    if (st->lock_fd < 0) {
-        char p[PATH_MAX];
-        snprintf(p, sizeof(p), "%s/lock", st->dir);
-        st->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (st->lock_fd < 0)
-            return vhpc_err_set(err, -errno, "opening %s", p);
+    char p[PATH_MAX];
+    int r;
+    snprintf(p, sizeof(p), "%s/lock", st->dir);
+    if (st->lock_fd < 0 && (r = vhpc__lock_open(p, "store", &st->lock_fd, err)) < 0) {
+        st->lock_fd = -1;
+        return r;
     }
     if (st->locked++ > 0)
         return 0; /* already held by this handle */
-    while (flock(st->lock_fd, LOCK_EX) < 0) {
-        if (errno != EINTR) {
-            st->locked = 0;
-            return vhpc_err_set(err, -errno, "locking the image store %s", st->dir);
-        }
+    if ((r = vhpc__lock_wait(st->lock_fd, p, "store", err)) < 0) {
+        st->locked = 0;
+        return r;
     }
     return 0;
 }
@@ -151,23 +203,36 @@ static int tmp_file(struct vhpc_store *st, char *path, size_t len, vhpc_err_t *e
     return fd;
 }
 
-/* Rename a verified file into blobs/ (read-only); an existing blob of the
- * same digest wins and the file is dropped. */
+/* Rename a verified file into blobs/ (read-only: 0400, or 0444 when
+ * published), its bytes on disk first; an existing blob of the same digest
+ * wins and the file is dropped. */
 static int place_blob(struct vhpc_store *st, const char *tmp, const char *digest, vhpc_err_t *err)
 {
     char dst[PATH_MAX];
     vhpc_store_blob_path(st, digest, dst, sizeof(dst));
-    chmod(tmp, 0444);
-    utimensat(AT_FDCWD, tmp, NULL, 0); /* its age in the store, for gc's grace period */
     if (access(dst, F_OK) == 0) {
+        publish_existing(dst);
         unlink(tmp);
         return 0;
     }
+    int fd = open(tmp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 || fchmod(fd, blob_mode()) < 0 || fsync(fd) < 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        unlink(tmp);
+        return vhpc_err_set(err, -e, "storing blob %.12s", digest);
+    }
+    futimens(fd, NULL); /* its age in the store, for gc's grace period */
+    close(fd);
     if (rename(tmp, dst) < 0) {
         int e = errno;
         unlink(tmp);
         return vhpc_err_set(err, -e, "storing blob %.12s", digest);
     }
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/blobs", st->dir);
+    sync_dir(dir);
     return 0;
 }
 
@@ -388,9 +453,11 @@ static int write_manifest(struct vhpc_store *st, const char *digest, const char 
 {
     char p[PATH_MAX];
     manifest_path(st, digest, p, sizeof(p));
-    if (access(p, F_OK) == 0)
+    if (access(p, F_OK) == 0) {
+        publish_existing(p);
         return 0;
-    return vhpc__write_file(p, text, len, 0444, err);
+    }
+    return vhpc__write_file_sync(p, text, len, blob_mode(), NULL, err);
 }
 
 int vhpc_store_put_manifest(struct vhpc_store *st, json_t *manifest, char digest[65],
@@ -491,27 +558,110 @@ int vhpc_store_images(const struct vhpc_store *st, int (*fn)(const char *digest,
 
 /* ---- refs --------------------------------------------------------------- */
 
-static json_t *load_refs(const struct vhpc_store *st)
+/* The index (refs.json) is the only record of which images have names: an
+ * index that cannot be read must never be taken for an empty one (gc would
+ * then delete every image).  So: missing is empty only for a store that
+ * never had one; unreadable, unparsable or malformed is an error that says
+ * where the previous version is. */
+#define REFS_MAX (64u << 20)
+
+static int refs_error(const struct vhpc_store *st, int code, const char *why, vhpc_err_t *err)
 {
-    char p[PATH_MAX];
-    snprintf(p, sizeof(p), "%s/refs.json", st->dir);
-    json_error_t je;
-    json_t *refs = json_load_file(p, 0, &je);
-    if (!json_is_object(refs)) {
-        json_decref(refs);
-        refs = json_object();
-    }
-    return refs;
+    char prev[PATH_MAX + 16];
+    snprintf(prev, sizeof(prev), "%s/refs.json.prev", st->dir);
+    if (access(prev, F_OK) == 0)
+        return vhpc_err_setmsg(err, code,
+                               "the image index %s/refs.json %s; nothing was changed.  The index "
+                               "as it was before its last change is kept: check it, then "
+                               "`cp -p %s %s/refs.json`",
+                               st->dir, why, prev, st->dir);
+    return vhpc_err_setmsg(err, code,
+                           "the image index %s/refs.json %s; nothing was changed.  No earlier "
+                           "version is kept: repair it, or move it away to start an empty index "
+                           "(the images stay, without names, until `vhpc image gc`)",
+                           st->dir, why);
 }
 
+static int valid_refs(json_t *refs)
+{
+    const char *name;
+    json_t *list, *v;
+    size_t i;
+    if (!json_is_object(refs))
+        return 0;
+    json_object_foreach(refs, name, list)
+    {
+        if (!vhpc_valid_name(name) || !json_is_array(list))
+            return 0;
+        json_array_foreach(list, i, v)
+        {
+            json_t *ver = json_object_get(v, "version");
+            if (!json_is_object(v) ||
+                !vhpc_is_digest(json_string_value(json_object_get(v, "digest"))) ||
+                !json_is_integer(ver) || json_integer_value(ver) < 1 ||
+                json_integer_value(ver) > INT_MAX)
+                return 0;
+        }
+    }
+    return 1;
+}
+
+static int load_refs(const struct vhpc_store *st, json_t **out, vhpc_err_t *err)
+{
+    char p[PATH_MAX + 16], why[300];
+    snprintf(p, sizeof(p), "%s/refs.json", st->dir);
+    *out = NULL;
+    int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat sb;
+    if (fd < 0 && errno == ENOENT) {
+        snprintf(p, sizeof(p), "%s/refs.json.prev", st->dir);
+        if (access(p, F_OK) == 0)
+            return refs_error(st, -ENOENT, "is missing", err);
+        *out = json_object(); /* a store that never had a name */
+        return *out ? 0 : vhpc_err_set(err, -ENOMEM, "reading %s", p);
+    }
+    if (fd < 0) {
+        int e = errno;
+        snprintf(why, sizeof(why), "cannot be read (%s)", strerror(e));
+        return refs_error(st, -e, why, err);
+    }
+    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size > REFS_MAX) {
+        close(fd);
+        return refs_error(st, -EBADMSG, "is not a regular file of at most 64 MiB", err);
+    }
+    json_error_t je;
+    json_t *refs = json_loadfd(fd, 0, &je);
+    int e = errno;
+    close(fd);
+    if (!refs) {
+        if (je.line <= 0 && e)
+            snprintf(why, sizeof(why), "cannot be read (%s)", strerror(e));
+        else
+            snprintf(why, sizeof(why), "is damaged (line %d: %.200s)", je.line, je.text);
+        return refs_error(st, -EBADMSG, why, err);
+    }
+    if (!valid_refs(refs)) {
+        json_decref(refs);
+        return refs_error(st, -EBADMSG,
+                          "is damaged (expected {\"NAME\": [{\"version\": N, \"digest\": "
+                          "SHA256, ...}, ...], ...})",
+                          err);
+    }
+    *out = refs;
+    return 0;
+}
+
+/* Durably (file and directory synced), the previous index kept as
+ * refs.json.prev. */
 static int save_refs(struct vhpc_store *st, json_t *refs, vhpc_err_t *err)
 {
-    char p[PATH_MAX];
+    char p[PATH_MAX], prev[PATH_MAX + 8];
     snprintf(p, sizeof(p), "%s/refs.json", st->dir);
+    snprintf(prev, sizeof(prev), "%s.prev", p);
     char *text = json_dumps(refs, JSON_SORT_KEYS | JSON_INDENT(1));
     if (!text)
         return vhpc_err_set(err, -ENOMEM, "writing %s", p);
-    int r = vhpc__write_file(p, text, strlen(text), 0644, err);
+    int r = vhpc__write_file_sync(p, text, strlen(text), index_mode(st), prev, err);
     free(text);
     return r;
 }
@@ -560,7 +710,11 @@ int vhpc_store_tag(struct vhpc_store *st, const char *name, int version, const c
     int r = vhpc_store_lock(st, err);
     if (r < 0)
         return r;
-    json_t *refs = load_refs(st);
+    json_t *refs;
+    if ((r = load_refs(st, &refs, err)) < 0) {
+        vhpc_store_unlock(st);
+        return r;
+    }
     json_t *list = json_object_get(refs, name);
     if (!json_is_array(list)) {
         list = json_array();
@@ -643,9 +797,11 @@ int vhpc_store_resolve(const struct vhpc_store *st, const char *ref, struct vhpc
 {
     char name[128];
     const char *sep = strpbrk(ref, ":@");
-    json_t *refs = load_refs(st);
-    int r = 0;
+    json_t *refs;
     memset(out, 0, sizeof(*out));
+    int r = load_refs(st, &refs, err);
+    if (r < 0)
+        return r;
     if (sep) {
         size_t n = (size_t)(sep - ref);
         if (n == 0 || n >= sizeof(name)) {
@@ -754,7 +910,11 @@ static int untag(struct vhpc_store *st, const char *ref, int *removed, struct di
         by_name = 1;
     if ((r = vhpc_store_lock(st, err)) < 0)
         return r;
-    json_t *refs = load_refs(st);
+    json_t *refs;
+    if ((r = load_refs(st, &refs, err)) < 0) {
+        vhpc_store_unlock(st);
+        return r;
+    }
     const char *nm;
     json_t *list;
     void *tmp;
@@ -801,11 +961,13 @@ static int cmp_ref(const void *a, const void *b)
 int vhpc_store_refs(const struct vhpc_store *st, int (*fn)(const struct vhpc_ref *r, void *arg),
                     void *arg, vhpc_err_t *err)
 {
-    json_t *refs = load_refs(st), *list, *v;
+    json_t *refs, *list, *v;
     const char *nm;
     size_t n = 0, cap = 0, i;
     struct vhpc_ref *all = NULL;
-    int r = 0;
+    int r = load_refs(st, &refs, err);
+    if (r < 0)
+        return r;
     json_object_foreach(refs, nm, list)
     {
         json_array_foreach(list, i, v)
@@ -882,7 +1044,7 @@ void vhpc_store_touch(struct vhpc_store *st, const char *digest)
     if (!vhpc_is_digest(digest))
         return;
     snprintf(p, sizeof(p), "%s/used/%s", st->dir, digest);
-    int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd >= 0) {
         futimens(fd, NULL);
         close(fd);
@@ -924,7 +1086,7 @@ int vhpc_store_set_budget(struct vhpc_store *st, uint64_t bytes, vhpc_err_t *err
         return 0;
     }
     int n = snprintf(buf, sizeof(buf), "%" PRIu64 "\n", bytes);
-    return vhpc__write_file(p, buf, (size_t)n, 0644, err);
+    return vhpc__write_file_sync(p, buf, (size_t)n, index_mode(st), NULL, err);
 }
 
 uint64_t vhpc_store_usage(const struct vhpc_store *st)
@@ -993,30 +1155,59 @@ static int collect_ref(const struct vhpc_ref *r, void *arg)
     return digests_add(arg, r->digest);
 }
 
-/* Remove an image's manifest and the blobs of it no other image names
- * (the lock is held). */
-static void drop_image(struct vhpc_store *st, const char *digest, struct vhpc_gc_stats *stats)
+/* The blobs every image in the store but `skip` names, into *blobs.  A
+ * manifest that cannot be read or parsed is an error (naming it): what it
+ * names is unknown, so nothing may be freed on its account. */
+static int all_blobs(struct vhpc_store *st, const char *skip, struct digests *blobs,
+                     vhpc_err_t *err)
 {
-    struct digests mine = {0}, others = {0}, images = {0};
+    struct digests images = {0};
+    int r = vhpc_store_images(st, collect_cb, &images, err);
+    for (size_t i = 0; r == 0 && i < images.n; i++) {
+        json_t *m;
+        if (skip && !strcmp(images.d[i], skip))
+            continue;
+        if ((r = vhpc_store_get_manifest(st, images.d[i], &m, err)) == 0) {
+            r = vhpc_manifest_blobs(m, collect_blob, blobs, err);
+            json_decref(m);
+        }
+        if (r < 0) {
+            char p[PATH_MAX];
+            manifest_path(st, images.d[i], p, sizeof(p));
+            vhpc_err_wrap(err,
+                          "no blob was freed: the manifest %s cannot be used (remove that image "
+                          "with vhpc image rm %.12s, or rebuild or pull it)",
+                          p, images.d[i]);
+        }
+    }
+    free(images.d);
+    return r;
+}
+
+/* Remove an image's manifest and the blobs of it no other image names
+ * (the lock is held).  Nothing is removed unless every other manifest
+ * could be read. */
+static int drop_image(struct vhpc_store *st, const char *digest, struct vhpc_gc_stats *stats,
+                      vhpc_err_t *err)
+{
+    struct digests mine = {0}, others = {0};
     json_t *m;
     vhpc_err_t e2 = {0};
+    char p[PATH_MAX];
+    int r = all_blobs(st, digest, &others, err);
+    if (r < 0)
+        goto out;
+    /* Its own manifest may be the damaged one: then only it goes. */
     if (vhpc_store_get_manifest(st, digest, &m, &e2) == 0) {
-        vhpc_manifest_blobs(m, collect_blob, &mine, &e2);
+        if (vhpc_manifest_blobs(m, collect_blob, &mine, &e2) < 0)
+            mine.n = 0;
         json_decref(m);
     }
-    char p[PATH_MAX];
     manifest_path(st, digest, p, sizeof(p));
     if (unlink(p) == 0)
         stats->images++;
     snprintf(p, sizeof(p), "%s/used/%.64s", st->dir, digest);
     unlink(p);
-    vhpc_store_images(st, collect_cb, &images, &e2);
-    for (size_t i = 0; i < images.n; i++) {
-        if (vhpc_store_get_manifest(st, images.d[i], &m, &e2) == 0) {
-            vhpc_manifest_blobs(m, collect_blob, &others, &e2);
-            json_decref(m);
-        }
-    }
     for (size_t i = 0; i < mine.n; i++) {
         struct stat sb;
         if (digests_has(&others, mine.d[i]))
@@ -1027,9 +1218,10 @@ static void drop_image(struct vhpc_store *st, const char *digest, struct vhpc_gc
             stats->bytes += (uint64_t)sb.st_size;
         }
     }
+out:
     free(mine.d);
     free(others.d);
-    free(images.d);
+    return r;
 }
 
 static int is_old(int dirfd_, const char *name, time_t now, int64_t grace, struct stat *sb)
@@ -1043,27 +1235,40 @@ static int is_old(int dirfd_, const char *name, time_t now, int64_t grace, struc
 static int gc_locked(struct vhpc_store *st, struct vhpc_gc_stats *stats, int64_t grace,
                      vhpc_err_t *err)
 {
-    struct digests refd = {0}, images = {0}, blobs = {0};
+    struct digests refd = {0}, images = {0}, blobs = {0}, drop = {0};
     time_t now = time(NULL);
     char p[PATH_MAX];
     int r;
+    /* Everything is read first: an index or a manifest that cannot be read
+     * stops gc before it removes anything. */
     if ((r = vhpc_store_refs(st, collect_ref, &refd, err)) < 0 ||
         (r = vhpc_store_images(st, collect_cb, &images, err)) < 0)
         goto out;
     for (size_t i = 0; i < images.n; i++) {
         json_t *m;
         struct stat sb;
-        vhpc_err_t e2 = {0};
         manifest_path(st, images.d[i], p, sizeof(p));
         if (!digests_has(&refd, images.d[i]) && stat(p, &sb) == 0 && now - sb.st_mtime >= grace) {
-            unlink(p);
-            stats->images++;
+            if ((r = digests_add(&drop, images.d[i])) < 0)
+                goto out;
             continue;
         }
-        if (vhpc_store_get_manifest(st, images.d[i], &m, &e2) == 0) {
-            vhpc_manifest_blobs(m, collect_blob, &blobs, &e2);
+        if ((r = vhpc_store_get_manifest(st, images.d[i], &m, err)) == 0) {
+            r = vhpc_manifest_blobs(m, collect_blob, &blobs, err);
             json_decref(m);
         }
+        if (r < 0) {
+            vhpc_err_wrap(err,
+                          "gc removed nothing: the manifest %s cannot be used (remove that image "
+                          "with vhpc image rm %.12s, or rebuild or pull it)",
+                          p, images.d[i]);
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < drop.n; i++) {
+        manifest_path(st, drop.d[i], p, sizeof(p));
+        if (unlink(p) == 0)
+            stats->images++;
     }
     snprintf(p, sizeof(p), "%s/blobs", st->dir);
     DIR *d = opendir(p);
@@ -1114,6 +1319,7 @@ out:
     free(refd.d);
     free(images.d);
     free(blobs.d);
+    free(drop.d);
     return r;
 }
 
@@ -1127,9 +1333,9 @@ int vhpc_store_remove(struct vhpc_store *st, const char *ref, int *removed,
         return r;
     if ((r = untag(st, ref, removed, &affected, err)) == 0 &&
         (r = vhpc_store_refs(st, collect_ref, &refd, err)) == 0) {
-        for (size_t i = 0; i < affected.n; i++)
+        for (size_t i = 0; i < affected.n && r == 0; i++)
             if (!digests_has(&refd, affected.d[i]))
-                drop_image(st, affected.d[i], stats ? stats : &local);
+                r = drop_image(st, affected.d[i], stats ? stats : &local, err);
     }
     vhpc_store_unlock(st);
     free(affected.d);
@@ -1190,9 +1396,13 @@ int vhpc_store_make_room(struct vhpc_store *st, uint64_t need, const char *keep,
         }
         /* Drop its refs, then the image and the blobs no other image
          * shares. */
-        json_t *refs = load_refs(st), *list;
+        json_t *refs, *list;
         const char *nm;
         void *it;
+        if ((r = load_refs(st, &refs, err)) < 0) {
+            free(images.d);
+            break;
+        }
         json_object_foreach_safe(refs, it, nm, list)
         {
             for (size_t i = json_array_size(list); i-- > 0;)
@@ -1206,7 +1416,7 @@ int vhpc_store_make_room(struct vhpc_store *st, uint64_t need, const char *keep,
         r = save_refs(st, refs, err);
         json_decref(refs);
         if (r == 0)
-            drop_image(st, victim, stats);
+            r = drop_image(st, victim, stats, err);
         free(images.d);
         if (r < 0)
             break;

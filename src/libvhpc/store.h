@@ -9,16 +9,29 @@
  * name whose digest is new gets the next version, the old versions stay
  * until removed.  Tagging an image under another name changes no digest.
  *
- * Layout (<root> = $VHPC_HOME or /var/lib/vhpc; a node cache is a store at
- * another root):
- *   <root>/store/blobs/<sha256>        a blob, mode 0444, never rewritten
- *   <root>/store/images/<digest>.json  a manifest (digest = sha256 of the file)
+ * Layout (<root> = $VHPC_HOME, else /var/lib/vhpc for root -- the system
+ * store -- and $XDG_DATA_HOME/vhpc or ~/.local/share/vhpc for any other
+ * user; a node cache is a store at another root):
+ *   <root>/store/blobs/<sha256>        a blob, mode 0400 (0444 published),
+ *                                      never rewritten
+ *   <root>/store/images/<digest>.json  a manifest (digest = sha256 of the file),
+ *                                      0400 (0444 published)
  *   <root>/store/refs.json             {"name": [{"version": 1, "digest": ..,
  *                                        "created": <unix s>}, ...], ...}
+ *   <root>/store/refs.json.prev        the index before its last change
  *   <root>/store/used/<digest>         empty; its mtime is the image's last use
  *   <root>/store/budget                optional: the size budget in bytes
- *   <root>/store/tmp/                  blobs and builds in progress
- *   <root>/store/lock                  flock(2): held by every writer
+ *   <root>/store/tmp/                  blobs and builds in progress (0700)
+ *   <root>/store/lock                  flock(2): held by every writer (0600)
+ * Who can read what: a user's own store has 0700 directories and 0600
+ * index files.  The system store (root's) has 0755 directories and a 0644
+ * index (names are visible), but blobs and manifests are 0400 unless root
+ * published them (`vhpc image build --public`, vhpc_store_publish): what a
+ * build put in an image (--env API_TOKEN=...) is in its initramfs and its
+ * manifest, so it is only shared when asked for.
+ * The index is written durably (temporary file, fsync, rename, fsync of
+ * the directory) and one that cannot be read or parsed is an error, never
+ * an empty store: gc removes nothing then.
  *
  * Manifest (keys sorted, compact, so the same content gives the same bytes):
  *   {"schema": 1, "kind": "minimal"|"full", "os": "debian-12",
@@ -53,9 +66,19 @@ const char *vhpc_store_dir(const struct vhpc_store *st); /* <root>/store */
 
 /* Writers hold the store's lock (a flock on <root>/store/lock) around
  * changes that must not interleave: a build or transfer from its last blob
- * to its tag, refs, removal, eviction.  Blocking; nests within one handle. */
+ * to its tag, refs, removal, eviction.  Waits at most $VHPC_LOCK_TIMEOUT
+ * seconds (default 600), then -ETIMEDOUT naming the file and the pid that
+ * holds it; nests within one handle. */
 int vhpc_store_lock(struct vhpc_store *st, vhpc_err_t *err);
 void vhpc_store_unlock(struct vhpc_store *st);
+/* Called once when a lock (the store's or the kernel cache's) is busy,
+ * with "waiting for the store lock <path> held by pid N..." (the CLI prints
+ * it; the library does not). */
+void vhpc_set_lock_notice(void (*fn)(const char *msg));
+/* From now on, blobs and manifests this process stores are readable by
+ * every user (0444; an existing one of ours is made so).  For root
+ * publishing into the system store; off by default. */
+void vhpc_store_publish(int on);
 
 /* ---- blobs ---- */
 

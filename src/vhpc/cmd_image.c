@@ -8,6 +8,7 @@
 #include "image.h"
 #include "kernel.h"
 #include "match.h"
+#include "parse.h"
 #include "store.h"
 #include "vhpc.h"
 
@@ -24,7 +25,7 @@
 
 static const char build_help[] =
     "Usage: vhpc image build [--name NAME] [--add PATH]... [--module NAME]...\n"
-    "                        [--env KEY=VALUE]... [--with-mpi]\n"
+    "                        [--env KEY=VALUE]... [--with-mpi] [--public]\n"
     "Build a minimal image: Debian's cloud kernel (fetched and cached once) and an\n"
     "initramfs with busybox, vhpc-agent, the virtio modules, and each PATH with the\n"
     "shared libraries it needs (directories are copied whole).  NAME defaults to\n"
@@ -32,7 +33,9 @@ static const char build_help[] =
     "  --env KEY=VALUE  in the environment of everything run in the VMs\n"
     "  --with-mpi       add Debian's Open MPI and vhpc's libfabric provider ivc, set\n"
     "                   up so that `mpirun -np N prog` uses every VM of the cluster\n"
-    "                   and IVC between them (see README: MPI in VMs)\n";
+    "                   and IVC between them (see README: MPI in VMs)\n"
+    "  --public         root, system store: every user may read and boot the image\n"
+    "                   (default: only its builder; --env values are in the image)\n";
 
 #define LIBDIR "/usr/lib/x86_64-linux-gnu"
 
@@ -55,6 +58,12 @@ static int build(int argc, char **argv)
         }
         if (!strcmp(argv[i], "--with-mpi")) {
             with_mpi = true;
+            continue;
+        }
+        if (!strcmp(argv[i], "--public")) {
+            if (vhpc_public_ok("image build") != 0)
+                return 2;
+            vhpc_store_publish(1);
             continue;
         }
         if (i + 1 >= argc)
@@ -152,6 +161,13 @@ static int print_image(const struct vhpc_image *img, void *arg)
     return 0;
 }
 
+static int no_ref(const struct vhpc_ref *r, void *arg)
+{
+    (void)r;
+    (void)arg;
+    return 0;
+}
+
 static int list(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "--help")) {
@@ -160,10 +176,13 @@ static int list(int argc, char **argv)
     }
     if (argc > 1)
         return vhpc_usage("image list", "unexpected argument '%s'", argv[1]);
-    struct vhpc_store *st;
+    struct vhpc_store *st = NULL;
     vhpc_err_t err = {0};
-    if (vhpc_store_open(NULL, &st, &err) < 0)
+    /* An index that cannot be read is an error, before any output. */
+    if (vhpc_store_open(NULL, &st, &err) < 0 || vhpc_store_refs(st, no_ref, NULL, &err) < 0) {
+        vhpc_store_close(st);
         return vhpc_fail(&err);
+    }
     printf("%-24s %-12s  %-8s %-10s %-22s %9s  %s\n", "NAME:VERSION", "DIGEST", "KIND", "OS",
            "KERNEL", "SIZE", "CREATED");
     int r = vhpc_image_list(print_image, st, &err);
@@ -323,13 +342,8 @@ static int tag(int argc, char **argv)
     int version = 0;
     const char *colon = strchr(argv[2], ':');
     snprintf(name, sizeof(name), "%.*s", colon ? (int)(colon - argv[2]) : 127, argv[2]);
-    if (colon) {
-        char *end;
-        long v = strtol(colon + 1, &end, 10);
-        if (!colon[1] || *end || v < 1 || v > 1000000)
-            return vhpc_usage("image tag", "'%s': the version must be a number >= 1", argv[2]);
-        version = (int)v;
-    }
+    if (colon && vhpc_parse_int("the version of", colon + 1, 1, 1000000, &version, &err) < 0)
+        return vhpc_usage("image tag", "'%s': %s", argv[2], err.msg);
     int r = vhpc_store_open(NULL, &st, &err);
     if (r == 0 && (r = vhpc_store_resolve(st, argv[1], &src, &err)) == 0)
         r = vhpc_store_tag(st, name, version, src.digest, &out, &err);

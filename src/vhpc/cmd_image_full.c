@@ -22,6 +22,7 @@
 static const char full_help[] =
     "Usage: vhpc image build --full [--name NAME] [--package PKG]... [--file HOST=IMAGE]...\n"
     "                               [--env KEY=VALUE]... [--with-mpi] [--suite SUITE]\n"
+    "                               [--public]\n"
     "Build a full image: a Debian root file system (debootstrap --variant=minbase with\n"
     "systemd and the packages asked for) that boots its own systemd, with vhpc-agent\n"
     "as a service.  Every VM gets its own copy-on-write view of it.  NAME defaults\n"
@@ -32,6 +33,8 @@ static const char full_help[] =
     "  --with-mpi         Open MPI (openmpi-bin, libfabric1) and vhpc's libfabric\n"
     "                     provider ivc, set up as in minimal images (README: MPI in VMs)\n"
     "  --suite SUITE      the Debian suite (default " VHPC_FULL_SUITE ")\n"
+    "  --public           root, system store: every user may read and boot the image\n"
+    "                     (default: only root; see README: who can read images)\n"
     "Environment: VHPC_MIRROR (default " VHPC_FULL_MIRROR "), VHPC_DEB_CACHE\n"
     "(downloaded packages, default <store root>/cache/debs).  Needs root,\n"
     "debootstrap, mksquashfs (squashfs-tools) and the mirror on the network.\n";
@@ -53,6 +56,12 @@ int cmd_image_build_full(int argc, char **argv)
             continue;
         if (!strcmp(a, "--with-mpi")) {
             with_mpi = true;
+            continue;
+        }
+        if (!strcmp(a, "--public")) {
+            if (vhpc_public_ok("image build --full") != 0)
+                return 2;
+            vhpc_store_publish(1);
             continue;
         }
         if (i + 1 >= argc)

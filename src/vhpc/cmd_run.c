@@ -14,6 +14,8 @@
 #include "cluster.h"
 #include "image.h"
 #include "match.h"
+#include "names.h"
+#include "parse.h"
 #include "vhpc.h"
 
 #include <errno.h>
@@ -285,14 +287,25 @@ int cmd_run(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
         switch (c) {
-        case 'n': nvms = atoi(optarg); break;
-        case 'c': vcpus = atoi(optarg); break;
+        case 'n':
+            if (vhpc_parse_int("--vms", optarg, 1, VHPC_MAX_VMS, &nvms, &err) < 0)
+                return vhpc_usage("run", "%s", err.msg);
+            break;
+        case 'c':
+            if (vhpc_parse_int("--vcpus", optarg, 1, VHPC_VCPUS_MAX, &vcpus, &err) < 0)
+                return vhpc_usage("run", "%s", err.msg);
+            break;
         case 'm':
-            if ((mem = vhpc_parse_mib(optarg)) < 0)
-                return vhpc_usage("run", "--mem %s: expected MiB, e.g. 256 or 1G", optarg);
+            if (vhpc_parse_mib_opt("--mem", optarg, VHPC_MEM_MIN_MIB, VHPC_MEM_MAX_MIB, &mem,
+                                   &err) < 0)
+                return vhpc_usage("run", "%s", err.msg);
             break;
         case 'i': image = optarg; break;
-        case 'N': name = optarg; break;
+        case 'N':
+            if (vhpc_check_cluster_name(optarg, &err) < 0)
+                return vhpc_usage("run", "--name: %s", err.msg);
+            name = optarg;
+            break;
         case 'a': accel_s = optarg; break;
         case 'e': each = true; break;
         case 'B': build_missing = true; break;
@@ -307,12 +320,8 @@ int cmd_run(int argc, char **argv)
         default: return vhpc_usage("run", "unknown option '%s'", argv[optind - 1]);
         }
     }
-    if (nvms < 1 || nvms > VHPC_MAX_VMS)
+    if (nvms < 1)
         return vhpc_usage("run", "--vms N is required, 1 to %d", VHPC_MAX_VMS);
-    if (vcpus < 1 || vcpus > 64)
-        return vhpc_usage("run", "--vcpus %d: 1 to 64", vcpus);
-    if (mem < 64)
-        return vhpc_usage("run", "--mem %ld: at least 64 MiB", mem);
     char *job_argv[] = {"/bin/sh", "-c", job_command, NULL};
     if (optind >= argc && job_command) {
         argv = job_argv;

@@ -6,11 +6,15 @@
 #include "agent_client.h"
 #include "cluster.h"
 #include "image.h"
+#include "names.h"
+#include "parse.h"
 #include "vhpc.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,25 +55,31 @@ static int vm_start(int argc, char **argv)
     struct vhpc_cluster_spec spec = {
         .name = argv[1], .nvms = 1, .vcpus = 1, .mem_mib = 256, .detached = true};
     const char *image = "minimal", *accel = "auto";
+    vhpc_err_t err = {0};
+    if (vhpc_check_cluster_name(argv[1], &err) < 0)
+        return vhpc_usage("vm start", "%s", err.msg);
     for (int i = 2; i < argc; i++) {
+        long mem;
         if (i + 1 >= argc)
             return vhpc_usage("vm start", "'%s' needs an argument or is unknown", argv[i]);
-        if (!strcmp(argv[i], "--vms"))
-            spec.nvms = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--vcpus"))
-            spec.vcpus = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--mem"))
-            spec.mem_mib = (int)vhpc_parse_mib(argv[++i]);
-        else if (!strcmp(argv[i], "--image"))
+        if (!strcmp(argv[i], "--vms")) {
+            if (vhpc_parse_int("--vms", argv[++i], 1, VHPC_MAX_VMS, &spec.nvms, &err) < 0)
+                return vhpc_usage("vm start", "%s", err.msg);
+        } else if (!strcmp(argv[i], "--vcpus")) {
+            if (vhpc_parse_int("--vcpus", argv[++i], 1, VHPC_VCPUS_MAX, &spec.vcpus, &err) < 0)
+                return vhpc_usage("vm start", "%s", err.msg);
+        } else if (!strcmp(argv[i], "--mem")) {
+            if (vhpc_parse_mib_opt("--mem", argv[++i], VHPC_MEM_MIN_MIB, VHPC_MEM_MAX_MIB, &mem,
+                                   &err) < 0)
+                return vhpc_usage("vm start", "%s", err.msg);
+            spec.mem_mib = (int)mem;
+        } else if (!strcmp(argv[i], "--image"))
             image = argv[++i];
         else if (!strcmp(argv[i], "--accel"))
             accel = argv[++i];
         else
             return vhpc_usage("vm start", "unknown argument '%s'", argv[i]);
     }
-    if (spec.mem_mib < 64 || spec.vcpus < 1)
-        return vhpc_usage("vm start", "--mem at least 64 MiB, --vcpus at least 1");
-    vhpc_err_t err = {0};
     struct vhpc_image img;
     if (vhpc_image_find(image, &img, &err) < 0 || vhpc_image_verify(&img, &err) < 0)
         return vhpc_fail(&err);
@@ -103,15 +113,19 @@ static int vm_exec(int argc, char **argv)
     if (argc < 2)
         return vhpc_usage("vm exec", "a cluster name is needed");
     int vm = 0, i = 2;
+    vhpc_err_t err = {0};
+    if (vhpc_check_cluster_name(argv[1], &err) < 0)
+        return vhpc_usage("vm exec", "%s", err.msg);
     for (; i < argc && strcmp(argv[i], "--"); i++) {
-        if (!strcmp(argv[i], "--vm") && i + 1 < argc)
-            vm = atoi(argv[++i]);
-        else
+        if (!strcmp(argv[i], "--vm") && i + 1 < argc) {
+            if (vhpc_parse_int("--vm", argv[++i], 0, VHPC_MAX_VMS - 1, &vm, &err) < 0)
+                return vhpc_usage("vm exec", "%s", err.msg);
+        } else {
             return vhpc_usage("vm exec", "unknown argument '%s'", argv[i]);
+        }
     }
     if (i + 1 >= argc)
         return vhpc_usage("vm exec", "no command (vhpc vm exec NAME -- COMMAND ...)");
-    vhpc_err_t err = {0};
     struct vhpc_cluster cl;
     agent_client_t *a;
     if (vhpc_cluster_load(argv[1], &cl, &err) < 0 || connect_agent(&cl, vm, &a, 10000, &err) < 0)
@@ -136,16 +150,80 @@ static int vm_exec(int argc, char **argv)
     return status;
 }
 
-/* "vm3:/etc/hosts" -> 3 and "/etc/hosts"; -1 for a host path. */
+/* "vm3:/etc/hosts" -> 3 and "/etc/hosts"; -1 for a host path.  Only
+ * "vm" + decimal digits + ':' is a guest path. */
 static int guest_path(const char *arg, const char **path)
 {
-    int vm, n = 0;
-    if (sscanf(arg, "vm%d:%n", &vm, &n) == 1 && n > 0 && vm >= 0) {
-        *path = arg + n;
-        return vm;
+    size_t n = strncmp(arg, "vm", 2) == 0 ? strspn(arg + 2, "0123456789") : 0;
+    if (n > 0 && n <= 3 && arg[2 + n] == ':') {
+        *path = arg + 3 + n;
+        return atoi(arg + 2); /* at most 3 digits: no overflow */
     }
     *path = arg;
     return -1;
+}
+
+/* Write what the guest sends into dst without ever losing the file that
+ * is there: a new file next to it (O_EXCL, the mode dst has or would get),
+ * fsync, then rename over dst.  On failure dst is untouched and the
+ * temporary file removed. */
+static int get_to_host(agent_client_t *a, int vm, const char *src, const char *dst, vhpc_err_t *err)
+{
+    char target[PATH_MAX], dirbuf[PATH_MAX], tmp[PATH_MAX + 32];
+    struct stat st;
+    mode_t mode;
+    /* A symlink stays a symlink: the file it points at is replaced. */
+    if (lstat(dst, &st) == 0 && S_ISLNK(st.st_mode)) {
+        if (!realpath(dst, target))
+            return vhpc_err_set(err, -errno, "resolving %s", dst);
+    } else if (snprintf(target, sizeof(target), "%s", dst) >= (int)sizeof(target)) {
+        return vhpc_err_setmsg(err, -ENAMETOOLONG, "%s: path too long", dst);
+    }
+    if (stat(target, &st) == 0) {
+        if (S_ISDIR(st.st_mode))
+            return vhpc_err_setmsg(err, -EISDIR, "%s is a directory (give the file's path)", dst);
+        if (!S_ISREG(st.st_mode))
+            return vhpc_err_setmsg(err, -EINVAL, "%s is not a regular file", dst);
+        mode = st.st_mode & 07777;
+    } else {
+        mode_t um = umask(0);
+        umask(um);
+        mode = 0666 & ~um;
+    }
+    char basebuf[PATH_MAX];
+    snprintf(dirbuf, sizeof(dirbuf), "%s", target);
+    snprintf(basebuf, sizeof(basebuf), "%s", target);
+    const char *dir = dirname(dirbuf), *base = basename(basebuf);
+    int fd = -1, r = 0;
+    for (int tries = 0; fd < 0 && tries < 100; tries++) {
+        if (snprintf(tmp, sizeof(tmp), "%s/.%.64s.vhpc-cp-%d-%d", dir, base, (int)getpid(),
+                     tries) >= (int)sizeof(tmp))
+            return vhpc_err_setmsg(err, -ENAMETOOLONG, "%s: path too long", dst);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0 && errno != EEXIST)
+            return vhpc_err_set(err, -errno, "creating a file in %s", dir);
+    }
+    if (fd < 0)
+        return vhpc_err_setmsg(err, -EEXIST, "creating a temporary file in %s", dir);
+    r = agent_client_get_file(a, src, fd, 600000, err);
+    if (r == 0 && fchmod(fd, mode) < 0)
+        r = vhpc_err_set(err, -errno, "chmod %s", tmp);
+    if (r == 0 && fsync(fd) < 0)
+        r = vhpc_err_set(err, -errno, "writing %s", tmp);
+    if (close(fd) < 0 && r == 0)
+        r = vhpc_err_set(err, -errno, "writing %s", tmp);
+    if (r == 0 && rename(tmp, target) < 0)
+        r = vhpc_err_set(err, -errno, "renaming %s to %s", tmp, target);
+    if (r < 0) {
+        unlink(tmp);
+        return vhpc_err_wrap(err, "copying vm%d:%s to %s (%s is unchanged)", vm, src, dst, dst);
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
 }
 
 static int vm_cp(int argc, char **argv)
@@ -157,6 +235,8 @@ static int vm_cp(int argc, char **argv)
     if ((svm < 0) == (dvm < 0))
         return vhpc_usage("vm cp", "exactly one of SRC and DST must be vmI:PATH");
     vhpc_err_t err = {0};
+    if (vhpc_check_cluster_name(argv[1], &err) < 0)
+        return vhpc_usage("vm cp", "%s", err.msg);
     struct vhpc_cluster cl;
     agent_client_t *a;
     int vm = svm >= 0 ? svm : dvm;
@@ -176,18 +256,7 @@ static int vm_cp(int argc, char **argv)
         if (fd >= 0)
             close(fd);
     } else { /* guest -> host */
-        int fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0) {
-            r = vhpc_err_set(&err, -errno, "creating %s", dst);
-        } else {
-            r = agent_client_get_file(a, src, fd, 600000, &err);
-            if (close(fd) < 0 && r == 0)
-                r = vhpc_err_set(&err, -errno, "writing %s", dst);
-            if (r < 0) {
-                vhpc_err_wrap(&err, "copying vm%d:%s to %s", vm, src, dst);
-                unlink(dst); /* no half file left behind */
-            }
-        }
+        r = get_to_host(a, vm, src, dst, &err);
     }
     agent_client_close(a);
     return r < 0 ? vhpc_fail(&err) : 0;
@@ -197,8 +266,16 @@ static int vm_console(int argc, char **argv)
 {
     if (argc < 2)
         return vhpc_usage("vm console", "a cluster name is needed");
-    int vm = argc >= 4 && !strcmp(argv[2], "--vm") ? atoi(argv[3]) : 0;
+    int vm = 0;
     vhpc_err_t err = {0};
+    if (vhpc_check_cluster_name(argv[1], &err) < 0)
+        return vhpc_usage("vm console", "%s", err.msg);
+    if (argc == 4 && !strcmp(argv[2], "--vm")) {
+        if (vhpc_parse_int("--vm", argv[3], 0, VHPC_MAX_VMS - 1, &vm, &err) < 0)
+            return vhpc_usage("vm console", "%s", err.msg);
+    } else if (argc != 2) {
+        return vhpc_usage("vm console", "expected NAME [--vm I]");
+    }
     struct vhpc_cluster cl;
     if (vhpc_cluster_load(argv[1], &cl, &err) < 0)
         return vhpc_fail(&err);
@@ -225,6 +302,8 @@ static int vm_stop(int argc, char **argv)
     if (argc != 2)
         return vhpc_usage("vm stop", "expected one cluster name");
     vhpc_err_t err = {0};
+    if (vhpc_check_cluster_name(argv[1], &err) < 0)
+        return vhpc_usage("vm stop", "%s", err.msg);
     struct vhpc_cluster cl;
     if (vhpc_cluster_load(argv[1], &cl, &err) < 0)
         return vhpc_fail(&err);
@@ -251,7 +330,7 @@ static int vm_list(void)
         return 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
+        if (!vhpc_cluster_name_ok(e->d_name))
             continue;
         struct vhpc_cluster cl;
         vhpc_err_t err;

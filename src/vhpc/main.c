@@ -4,11 +4,15 @@
  */
 #include "vhpc.h"
 
+#include "kernel.h"
+#include "store.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const struct vhpc_command commands[] = {
     {"run", cmd_run, "boot a virtual cluster, run a command in it, tear it down"},
@@ -43,22 +47,24 @@ int vhpc_usage(const char *cmd, const char *fmt, ...)
     return 2;
 }
 
-long vhpc_parse_mib(const char *s)
+int vhpc_public_ok(const char *cmd)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || v <= 0)
-        return -1;
-    if (*end == 'G' || *end == 'g')
-        v *= 1024, end++;
-    else if (*end == 'M' || *end == 'm')
-        end++;
-    return *end ? -1 : v;
+    if (geteuid() == 0)
+        return 0;
+    return vhpc_usage(cmd,
+                      "--public publishes into the system store and is for root; your own "
+                      "store (%s) is readable by you only",
+                      vhpc__store_root());
+}
+
+static void lock_notice(const char *msg)
+{
+    fprintf(stderr, "vhpc: %s\n", msg);
 }
 
 int main(int argc, char **argv)
 {
+    vhpc_set_lock_notice(lock_notice);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -12,9 +12,12 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* Is there a binary package of this name in the host's apt lists? */
 static int apt_has(const char *pkg)
@@ -194,15 +197,75 @@ static char *trim(char *s)
     return s;
 }
 
+/* Read a job file: a regular file of at most JOB_MAX bytes of text (no
+ * NUL bytes).  Anything else (a device, a FIFO, a huge or binary file) is
+ * refused before more than JOB_MAX + 1 bytes are read. */
+#define JOB_MAX (64 * 1024)
+static int read_job(const char *path, char **text, vhpc_err_t *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    struct stat st;
+    if (fd < 0)
+        return vhpc_err_set(err, -errno, "job file %s", path);
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return vhpc_err_setmsg(err, -EINVAL, "job file %s: not a regular file", path);
+    }
+    char *buf = malloc(JOB_MAX + 2);
+    size_t used = 0;
+    if (!buf) {
+        close(fd);
+        return vhpc_err_set(err, -ENOMEM, "job file %s", path);
+    }
+    while (used <= JOB_MAX) {
+        ssize_t n = read(fd, buf + used, JOB_MAX + 1 - used);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = -errno;
+            free(buf);
+            close(fd);
+            return vhpc_err_set(err, e, "job file %s", path);
+        }
+        if (n == 0)
+            break;
+        used += (size_t)n;
+    }
+    close(fd);
+    if (used > JOB_MAX) {
+        free(buf);
+        return vhpc_err_setmsg(err, -EFBIG, "job file %s: larger than %d KiB, not a job file", path,
+                               JOB_MAX / 1024);
+    }
+    if (memchr(buf, 0, used)) {
+        free(buf);
+        return vhpc_err_setmsg(err, -EINVAL, "job file %s: not a text file", path);
+    }
+    buf[used] = 0;
+    *text = buf;
+    return 0;
+}
+
+/* At most 24 characters of a job file's line, printable ones only. */
+static void excerpt(const char *l, char *out, size_t len)
+{
+    size_t i = 0;
+    for (; l[i] && i < 24 && i + 4 < len; i++)
+        out[i] = (l[i] >= 0x20 && l[i] < 0x7f) ? l[i] : '?';
+    out[i] = 0;
+    if (l[i])
+        snprintf(out + i, len - i, "...");
+}
+
 int vhpc_job_file(const char *path, char ***args, int *nargs, char **command, vhpc_err_t *err)
 {
     static const char *const keys[] = {"vms",   "vcpus",   "mem",  "image",         "name",
                                        "accel", "require", "each", "build-missing", NULL};
-    char *text;
-    size_t len;
-    int r = vhpc__read_file(path, &text, &len, err);
+    char *text = NULL;
+    int r = read_job(path, &text, err);
     if (r < 0)
-        return vhpc_err_wrap(err, "job file");
+        return r;
+    int good = 0; /* lines that parsed: only then is a line shown in an error */
     char **v = NULL;
     int n = 0, lineno = 0;
     *command = NULL;
@@ -227,6 +290,7 @@ int vhpc_job_file(const char *path, char ***args, int *nargs, char **command, vh
         if (!strcmp(key, "command")) {
             free(*command);
             *command = strdup(val);
+            good++;
             continue;
         }
         int known = 0;
@@ -234,13 +298,18 @@ int vhpc_job_file(const char *path, char ***args, int *nargs, char **command, vh
             known |= !strcmp(keys[i], key);
         int flag = !strcmp(key, "each") || !strcmp(key, "build-missing");
         if (!known || (!flag && !*val) || (flag && *val)) {
+            char ex[40] = "";
+            if (good)
+                excerpt(l, ex, sizeof(ex));
             r = vhpc_err_setmsg(err, -EINVAL,
-                                "%s:%d: '%s': expected KEY VALUE with KEY one of vms, vcpus, mem, "
-                                "image, name, accel, require, command, or a line 'each' or "
-                                "'build-missing'",
-                                path, lineno, l);
+                                "%s:%d: %s%s%sexpected KEY VALUE with KEY one of vms, vcpus, "
+                                "mem, image, name, accel, require, command, or a line 'each' or "
+                                "'build-missing'%s",
+                                path, lineno, good ? "'" : "", ex, good ? "': " : "",
+                                good ? "" : " (is this a job file?)");
             break;
         }
+        good++;
         char **g = realloc(v, (size_t)(n + 3) * sizeof(*v));
         if (!g) {
             r = vhpc_err_set(err, -ENOMEM, "job file");

@@ -44,12 +44,19 @@ int cmd_image_build_full(int argc, char **argv);
 int cmd_image_push(int argc, char **argv);
 int cmd_image_pull(int argc, char **argv);
 
+/* --public is for root's system store (a user's own store is 0700, so
+ * publishing there would share nothing): 0, or a usage error (2). */
+int vhpc_public_ok(const char *cmd);
+
 /* Print "vhpc: <msg>" on stderr; returns the exit status for the error. */
 int vhpc_fail(const vhpc_err_t *err);
 /* Print a usage error and return 2. */
 int vhpc_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Parse a size in MiB with an optional suffix (M, G); -1 on error. */
-long vhpc_parse_mib(const char *s);
+/* The ranges of --vcpus and --mem (MiB) for run and vm start (parse.h
+ * parses them: whole numbers, sizes with M/G/T). */
+#define VHPC_VCPUS_MAX   64
+#define VHPC_MEM_MIN_MIB 64L
+#define VHPC_MEM_MAX_MIB (1L << 20) /* 1 TiB: fits the int of a cluster spec */
 
 #endif
