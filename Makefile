@@ -1,8 +1,9 @@
 # Entry points for people and CI; the build itself is CMake (build/, and
-# build-asan/ for the AddressSanitizer + UBSan build the tests also run under).
+# build-asan/ for the AddressSanitizer + UBSan build the tests also run under,
+# build-fuzz/ for the libFuzzer fuzzers, built with clang).
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build build-asan check demo bench-ivc bench-mpi bench-boot bench-images bench-dist clean format
+.PHONY: all deps build build-asan build-fuzz check fuzz demo bench-ivc bench-mpi bench-boot bench-images bench-dist clean format
 
 all: build
 
@@ -17,9 +18,21 @@ build-asan: deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DVHPC_SANITIZE=ON >/dev/null
 	@cmake --build build-asan -j $(JOBS)
 
-# Every test, in the normal build and again under ASan/UBSan.
-check: build build-asan
-	@scripts/check.sh build build-asan
+build-fuzz: deps
+	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+		-DVHPC_FUZZ=ON >/dev/null
+	@cmake --build build-fuzz -j $(JOBS)
+
+# Every test, in the normal build and again under ASan/UBSan, then every
+# fuzzer for 20 s (two at a time) from its committed corpus.
+check: build build-asan build-fuzz
+	@scripts/check.sh build build-asan build-fuzz
+
+# The fuzzers for longer: FUZZ_TIME seconds each (default 300), or only
+# some: make fuzz FUZZ_TARGETS="agent dist".
+FUZZ_TIME ?= 300
+fuzz: build-fuzz
+	@FUZZ_TIME=$(FUZZ_TIME) scripts/fuzz.sh build-fuzz $(FUZZ_TARGETS)
 
 demo: build
 	@scripts/demo.sh build
@@ -43,4 +56,4 @@ format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
-# Run every test in each given build directory (normal, then ASan/UBSan)
-# and end with one summary line: "N passed, N failed".
+# Run every test in each given build directory (normal, then ASan/UBSan,
+# then the fuzzers of build-fuzz) and end with one summary line:
+# "N passed, N failed, N skipped".  A test that exits with its
+# SKIP_RETURN_CODE (it needs something this machine lacks) is skipped, not
+# passed; a test that could not run at all is failed.
 # Usage: scripts/check.sh BUILD_DIR...
 set -uo pipefail
 passed=0
 failed=0
+skipped=0
 failed_names=()
+skipped_names=()
 for b in "$@"; do
     echo "== ctest in $b"
     log=$(mktemp)
-    ctest --test-dir "$b" --output-on-failure --timeout 600 2>&1 | tee "$log"
-    # ctest prints "NN% tests passed, F tests failed out of T"
+    # The fuzz build's tests are fuzzers that each run for a fixed time and
+    # use one core: two at a time (this machine has two).
+    par=()
+    if grep -qs '^VHPC_FUZZ:BOOL=ON' "$b/CMakeCache.txt"; then
+        par=(-j 2)
+    fi
+    ctest --test-dir "$b" "${par[@]}" --output-on-failure --timeout 600 2>&1 | tee "$log"
+    # ctest prints "NN% tests passed, F tests failed out of T"; skipped tests
+    # are in T, not in F, and listed under "The following tests did not run:".
     line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n1)
     if [ -z "$line" ]; then
         echo "check: no ctest summary from $b" >&2
@@ -19,16 +31,29 @@ for b in "$@"; do
     else
         f=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
         t=$(sed -E 's/.* failed out of ([0-9]+).*/\1/' <<<"$line")
-        passed=$((passed + t - f))
-        failed=$((failed + f))
+        s=0
+        while read -r name; do
+            skipped_names+=("$b:$name")
+            s=$((s + 1))
+        done < <(awk '/^The following tests did not run:/ {sec = 1; next}
+                      /^The following tests FAILED:/ {sec = 0; next}
+                      sec && /^[[:space:]]+[0-9]+ - / {print $3}' "$log")
         while read -r name; do
             failed_names+=("$b:$name")
-        done < <(sed -nE 's/^[[:space:]]+[0-9]+ - ([^ ]+) .*/\1/p' "$log")
+        done < <(awk '/^The following tests FAILED:/ {sec = 1; next}
+                      /^The following tests did not run:/ {sec = 0; next}
+                      sec && /^[[:space:]]+[0-9]+ - / {print $3}' "$log")
+        passed=$((passed + t - f - s))
+        failed=$((failed + f))
+        skipped=$((skipped + s))
     fi
     rm -f "$log"
 done
+if [ ${#skipped_names[@]} -gt 0 ]; then
+    echo "skipped: ${skipped_names[*]}"
+fi
 if [ ${#failed_names[@]} -gt 0 ]; then
     echo "failed: ${failed_names[*]}"
 fi
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -117,6 +117,23 @@ void conn_end(struct conn *c, const char *why);
 bool conn_can_send(const struct conn *c);
 bool conn_input_blocked(const struct conn *c);
 
+/* request.c: request payloads parsed and bounded, without side effects;
+ * each returns 0 or an errno value (EPROTO: malformed, ENOMEM). */
+struct exec_req {
+    uint32_t flags; /* AGENT_EXEC_* */
+    uint32_t argc, envc;
+    char **argv; /* argc strings, NULL-terminated */
+    char **env;  /* envc "K=V" strings, NULL-terminated */
+    char *cwd;   /* "" = / */
+};
+int req_exec_parse(const uint8_t *payload, uint32_t len, struct exec_req *x);
+void req_exec_free(struct exec_req *x);
+int req_signal_parse(const uint8_t *payload, uint32_t len, int *sig);
+/* The path comes malloc'ed; data and dlen are the file bytes after it. */
+int req_put_parse(const uint8_t *payload, uint32_t len, uint32_t *mode, char **path,
+                  const uint8_t **data, uint32_t *dlen);
+int req_get_parse(const uint8_t *payload, uint32_t len, char **path);
+
 /* session.c */
 void session_exec(struct conn *c, uint32_t id, const uint8_t *payload, uint32_t len);
 void session_stdin(struct conn *c, uint32_t id, const uint8_t *data, uint32_t len);

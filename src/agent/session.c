@@ -151,15 +151,6 @@ child(char **argv, char **env, const char *cwd, int in_fd, int out_fd, int err_f
     _exit(127);
 }
 
-static void free_strv(char **v, uint32_t n)
-{
-    if (!v)
-        return;
-    for (uint32_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
 /* Pipes for the child: the agent's ends are non-blocking, the child's are
  * not (O_NONBLOCK belongs to each end's own open file description). */
 static int pipe_for_child(int fds[2], int agent_end)
@@ -172,9 +163,8 @@ static int pipe_for_child(int fds[2], int agent_end)
 
 void session_exec(struct conn *c, uint32_t id, const uint8_t *payload, uint32_t len)
 {
-    struct agent_rd r = {payload, len, false};
-    uint32_t flags = agent_rd_u32(&r), argc = agent_rd_u32(&r), envc = agent_rd_u32(&r);
-    char **argv = NULL, **add = NULL, **env = NULL, *cwd = NULL;
+    struct exec_req x;
+    char **env = NULL;
     int out[2] = {-1, -1}, err[2] = {-1, -1}, in[2] = {-1, -1}, rep[2] = {-1, -1};
 
     if (id == 0) {
@@ -185,31 +175,13 @@ void session_exec(struct conn *c, uint32_t id, const uint8_t *payload, uint32_t 
         exec_failed(c, id, EEXIST, "session %u is already in use", id);
         return;
     }
-    /* Every string takes at least 4 bytes: bound the counts before
-     * allocating for them. */
-    if (r.bad || argc == 0 || argc > r.left / 4 || envc > r.left / 4 ||
-        ((uint64_t)argc + envc + 1) * 4 > r.left) {
-        exec_failed(c, id, EPROTO, "malformed EXEC");
+    int e = req_exec_parse(payload, len, &x);
+    if (e) {
+        exec_failed(c, id, e, "%s", e == ENOMEM ? "out of memory" : "malformed EXEC");
         return;
     }
-    argv = calloc((size_t)argc + 1, sizeof(*argv));
-    add = calloc((size_t)envc + 1, sizeof(*add));
-    if (!argv || !add) {
-        exec_failed(c, id, ENOMEM, "out of memory");
-        goto out;
-    }
-    for (uint32_t i = 0; i < argc; i++)
-        argv[i] = agent_rd_strdup(&r);
-    for (uint32_t i = 0; i < envc; i++) {
-        add[i] = agent_rd_strdup(&r);
-        if (add[i] && !strchr(add[i], '='))
-            r.bad = true;
-    }
-    cwd = agent_rd_strdup(&r);
-    if (r.bad || r.left) {
-        exec_failed(c, id, EPROTO, "malformed EXEC");
-        goto out;
-    }
+    char **argv = x.argv, **add = x.env, *cwd = x.cwd;
+    uint32_t flags = x.flags, envc = x.envc;
     env = make_env(add, envc);
     if (!env) {
         exec_failed(c, id, ENOMEM, "out of memory");
@@ -268,9 +240,7 @@ out:
         close_fd(&rep[i]);
     }
     free(env);
-    free_strv(argv, argc);
-    free_strv(add, envc);
-    free(cwd);
+    req_exec_free(&x);
 }
 
 void session_pump_stdin(struct session *s)
@@ -313,10 +283,9 @@ void session_stdin(struct conn *c, uint32_t id, const uint8_t *data, uint32_t le
 
 void session_signal(struct conn *c, uint32_t id, const uint8_t *payload, uint32_t len)
 {
-    struct agent_rd r = {payload, len, false};
-    int sig = (int)agent_rd_u32(&r);
+    int sig;
     struct session *s = session_find(c, id);
-    if (r.bad || sig <= 0 || sig >= NSIG) {
+    if (req_signal_parse(payload, len, &sig)) {
         conn_complain(c, "malformed SIGNAL ignored");
         return;
     }
@@ -501,11 +470,12 @@ void session_put(struct conn *c, uint32_t id, uint32_t type, const uint8_t *payl
         session_free(s, false);
         return;
     }
-    struct agent_rd r = {payload, len, false};
-    uint32_t mode = agent_rd_u32(&r);
-    char *path = agent_rd_strdup(&r);
+    uint32_t mode, dlen;
+    char *path;
+    const uint8_t *data;
+    int bad = req_put_parse(payload, len, &mode, &path, &data, &dlen);
     int fd = -1, e;
-    if (id == 0 || r.bad) {
+    if (id == 0 || bad) {
         conn_complain(c, "malformed PUT_FILE");
         send_i32(c, AGENT_PUT_DONE, id, EPROTO);
         goto out;
@@ -516,7 +486,7 @@ void session_put(struct conn *c, uint32_t id, uint32_t type, const uint8_t *payl
     }
     e = open_for_put(path, mode, &fd);
     if (!e)
-        e = write_all(fd, r.p, r.left);
+        e = write_all(fd, data, dlen);
     if (mode & AGENT_PUT_MORE) {
         s = session_new(c, id, S_PUT);
         if (s) {
@@ -538,11 +508,11 @@ out:
 
 void session_get(struct conn *c, uint32_t id, const uint8_t *payload, uint32_t len)
 {
-    struct agent_rd r = {payload, len, false};
-    char *path = agent_rd_strdup(&r);
+    char *path;
+    int bad = req_get_parse(payload, len, &path);
     struct stat st;
     int fd = -1, e = 0;
-    if (id == 0 || r.bad || r.left) {
+    if (id == 0 || bad) {
         conn_complain(c, "malformed GET_FILE");
         e = EPROTO;
     } else if (session_find(c, id)) {

@@ -305,11 +305,11 @@ static void copy_str(struct agent_rd *r, char *dst, size_t size)
 static int parse_one(agent_client_t *c, struct agent_event *ev, vhpc_err_t *err)
 {
     size_t avail = agent_buf_pending(&c->in);
-    const uint8_t *p = c->in.data + c->in.head;
     struct agent_hdr h;
     char what[96];
     if (avail < AGENT_HDR_SIZE)
-        return 0;
+        return 0; /* also before the first read, while c->in.data is NULL */
+    const uint8_t *p = c->in.data + c->in.head;
     if (!agent_hdr_get(p, &h)) {
         if (!c->synced) {
             c->consume = 1; /* a stale partial frame: look for the next magic */

@@ -318,7 +318,8 @@ int vhpc_match(const struct vhpc_store *st, const struct vhpc_req *reqs, size_t 
         snprintf(cd->report, sizeof(cd->report), "%s", cd->unmet ? unmet : met);
         json_decref(m);
     }
-    qsort(c.v, c.n, sizeof(*c.v), cmp_cand);
+    if (c.n) /* c.v is NULL for a store without images: qsort's array must not be */
+        qsort(c.v, c.n, sizeof(*c.v), cmp_cand);
     *cands = c.v;
     *ncands = c.n;
     *best = c.n && c.v[0].unmet == 0 ? 0 : -1;

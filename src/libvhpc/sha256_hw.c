@@ -23,6 +23,7 @@
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 
 /* FIPS 180-4 section 4.2.2 (the same table as the portable code in sha256.c). */
@@ -39,8 +40,15 @@ static const uint32_t hw_k[64] __attribute__((aligned(16))) = {
 
 int vhpc__sha256_hw_supported(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1");
+    /* cpuid rather than __builtin_cpu_supports("sha"), which clang 14 (the
+     * fuzz build's compiler) does not know: leaf 1 ECX bit 19 is SSE4.1,
+     * leaf 7 EBX bit 29 the SHA extensions. */
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_SSE4_1))
+        return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return 0;
+    return (b & bit_SHA) != 0;
 }
 
 __attribute__((target("sha,sse4.1"))) void vhpc__sha256_hw_blocks(uint32_t h[8],

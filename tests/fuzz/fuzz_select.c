@@ -1,0 +1,60 @@
+/*
+ * fuzz_select.c - job files (select.c's vhpc_job_file): `vhpc run --job F`
+ * reads options one per line, and the requirements in them (match.c).  The
+ * input is the file.
+ */
+#include "match.h"
+#include "vhpc.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The rest of the CLI that select.c calls (to choose or build an image,
+ * never from vhpc_job_file). */
+int vhpc_print_match(const struct vhpc_store *st, const struct vhpc_req *reqs, size_t n,
+                     struct vhpc_ref *chosen, vhpc_err_t *err)
+{
+    abort();
+}
+
+int cmd_image_build_full(int argc, char **argv)
+{
+    abort();
+}
+
+static char path[64];
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    snprintf(path, sizeof(path), "/dev/shm/fuzz_select.%d", (int)getpid());
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return 0;
+    fwrite(data, 1, size, f);
+    fclose(f);
+    char **args = NULL, *command = NULL;
+    int n = 0;
+    vhpc_err_t err = {0};
+    if (vhpc_job_file(path, &args, &n, &command, &err) == 0) {
+        for (int i = 0; i < n; i++) {
+            if (strcmp(args[i], "--require") == 0 && i + 1 < n) {
+                struct vhpc_req r;
+                vhpc_req_parse(args[i + 1], &r, &err);
+            }
+        }
+        for (int i = 0; i < n; i++)
+            free(args[i]);
+        free(args);
+        free(command);
+    }
+    unlink(path);
+    return 0;
+}

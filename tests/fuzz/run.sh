@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Run one libFuzzer fuzzer for a bounded time from a copy of its committed
+# corpus (tests/fuzz/corpus/TARGET and the reproducers in crashes/TARGET),
+# so that a run never changes the repository.  A crash, leak, timeout or
+# out-of-memory fails (exit 1) and its input is copied to CRASH_DIR.
+# Usage: run.sh FUZZER TARGET CRASH_DIR SECONDS [KEEP_CORPUS_DIR]
+#   KEEP_CORPUS_DIR (make fuzz): new inputs are kept there between runs.
+set -uo pipefail
+exe=$1 t=$2 crashes=$3 secs=$4 keep=${5:-}
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d "/tmp/fuzz-$t.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/corpus" "$work/art"
+for d in "$here/corpus/$t" "$here/crashes/$t"; do
+    [ -d "$d" ] && find "$d" -maxdepth 1 -type f -exec cp -t "$work/corpus" {} +
+done
+dirs=("$work/corpus")
+if [ -n "$keep" ]; then
+    mkdir -p "$keep"
+    dirs=("$keep" "$work/corpus")
+fi
+"$exe" -max_total_time="$secs" -timeout=10 -rss_limit_mb=1024 -max_len=65536 \
+    -print_final_stats=1 -artifact_prefix="$work/art/" "${dirs[@]}" >"$work/log" 2>&1
+rc=$?
+if [ "$rc" -eq 77 ]; then
+    tail -n 3 "$work/log"
+    exit 77
+fi
+grep -E '^(#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss_mb)' "$work/log"
+arts=$(find "$work/art" -type f | wc -l)
+if [ "$rc" -ne 0 ] || [ "$arts" -gt 0 ]; then
+    echo "fuzz_$t: FAILED (exit $rc)"
+    grep -E -A 40 '^==[0-9]+==|^SUMMARY|ERROR: libFuzzer|runtime error' "$work/log" | head -n 80
+    mkdir -p "$crashes"
+    for f in "$work/art"/*; do
+        [ -f "$f" ] || continue
+        cp "$f" "$crashes/"
+        echo "input: $crashes/$(basename "$f") (reproduce: $exe $crashes/$(basename "$f"))"
+    done
+    exit 1
+fi
+echo "fuzz_$t: no crash in ${secs}s"
