@@ -49,12 +49,13 @@
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MAX_CONNS     512
-#define MAX_BLOBS     64
+#define MAX_BLOBS     VHPC_DIST_MAX_BLOBS
 #define MAX_TREE      1000 /* nodes in one push (the tree nests one level per node) */
 #define HEARTBEAT_MS  500
 #define LINGER_MS     10000
@@ -251,7 +252,7 @@ struct blob {
     int rfd;
     enum blob_state state;
     struct vhpc_blob_writer w;
-    uint32_t nchunks;
+    uint64_t nchunks;
     uint32_t *crc;      /* chunk checksums */
     unsigned char *crk; /* which are known */
     /* The blob's SHA-256 over its first full_off bytes, computed as they go
@@ -463,20 +464,51 @@ static uint32_t chunk_len(const struct session *s, const struct blob *b, uint64_
     return left < s->chunk ? (uint32_t)left : s->chunk;
 }
 
+/* The chunks of an image at chunk size `chunk`; -E2BIG (with a message)
+ * past the protocol's limits.  Every blob's size was bounded by
+ * VHPC_DIST_MAX_BLOB when its manifest was read (collect_blob), so the sum
+ * cannot overflow. */
+static int check_chunking(const struct blob *b, size_t nb, uint32_t chunk, vhpc_err_t *err)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < nb; i++) {
+        if (b[i].size > VHPC_DIST_MAX_BLOB)
+            return vhpc_err_setmsg(err, -E2BIG,
+                                   "blob %.12s (%s) claims %" PRIu64
+                                   " bytes, more than the protocol's limit of %llu",
+                                   b[i].digest, b[i].role, b[i].size, VHPC_DIST_MAX_BLOB);
+        n += (b[i].size + chunk - 1) / chunk;
+    }
+    if (n > VHPC_DIST_MAX_CHUNKS)
+        return vhpc_err_setmsg(err, -E2BIG,
+                               "the image is %" PRIu64 " chunks of %u bytes, more than the "
+                               "protocol's limit of %llu; push it with a larger --chunk",
+                               n, chunk, VHPC_DIST_MAX_CHUNKS);
+    return 0;
+}
+
 static int blob_set_chunking(struct session *s, struct blob *b)
 {
     free(b->crc);
     free(b->crk);
-    b->nchunks = (uint32_t)((b->size + s->chunk - 1) / s->chunk);
-    b->crc = calloc(b->nchunks ? b->nchunks : 1, sizeof(*b->crc));
-    b->crk = calloc(b->nchunks ? b->nchunks : 1, 1);
+    b->crc = NULL;
+    b->crk = NULL;
+    if (b->size > VHPC_DIST_MAX_BLOB)
+        return -E2BIG; /* check_chunking said why */
+    b->nchunks = (b->size + s->chunk - 1) / s->chunk;
+    if (b->nchunks > VHPC_DIST_MAX_CHUNKS)
+        return -E2BIG;
+    b->crc = calloc(b->nchunks ? (size_t)b->nchunks : 1, sizeof(*b->crc));
+    b->crk = calloc(b->nchunks ? (size_t)b->nchunks : 1, 1);
     return b->crc && b->crk ? 0 : -ENOMEM;
 }
 
 /* The checksum of chunk k of blob b: known (received with it) or computed
  * from the blob's file.  -EBADMSG when a store blob turns out damaged. */
-static int chunk_sum(struct session *s, struct blob *b, uint32_t k, uint32_t *out)
+static int chunk_sum(struct session *s, struct blob *b, uint64_t k, uint32_t *out)
 {
+    if (k >= b->nchunks)
+        return -EINVAL;
     if (b->crk[k]) {
         *out = b->crc[k];
         return 0;
@@ -539,7 +571,14 @@ static int collect_blob(const char *role, const char *digest, uint64_t size, voi
 {
     struct blob_list *l = arg;
     if (l->n >= MAX_BLOBS)
-        return vhpc_err_setmsg(l->err, -E2BIG, "the manifest names more than %d blobs", MAX_BLOBS);
+        return vhpc_err_setmsg(l->err, -E2BIG,
+                               "the manifest names more than %d blobs (the protocol's limit)",
+                               MAX_BLOBS);
+    if (size > VHPC_DIST_MAX_BLOB)
+        return vhpc_err_setmsg(l->err, -E2BIG,
+                               "the manifest's %s blob claims %" PRIu64
+                               " bytes, more than the protocol's limit of %llu",
+                               role, size, VHPC_DIST_MAX_BLOB);
     struct blob *b = &l->b[l->n++];
     memset(b, 0, sizeof(*b));
     snprintf(b->role, sizeof(b->role), "%s", role);
@@ -795,7 +834,7 @@ static int kid_next_chunk(struct kid *k)
     h[5] = h[6] = h[7] = 0;
     put32(h + 8, VHPC_DIST_CHUNK_HDR + len);
     uint32_t sum = 0;
-    int r = chunk_sum(s, b, (uint32_t)(off / s->chunk), &sum);
+    int r = chunk_sum(s, b, off / s->chunk, &sum);
     if (r < 0) {
         if (r == -EBADMSG)
             session_fail(s,
@@ -970,7 +1009,7 @@ static void session_finish_own(struct session *s)
     if (r == 0) {
         r = vhpc_store_put_manifest_raw(e->st, s->digest, s->manifest, s->mlen, &err);
         if (r == 0 && s->name[0])
-            r = vhpc_store_tag(e->st, s->name, s->version, s->digest, NULL, &err);
+            r = vhpc_store_bind(e->st, s->name, s->version, s->digest, NULL, &err);
         vhpc_store_unlock(e->st);
     }
     if (r < 0) {
@@ -1051,7 +1090,7 @@ static void handle_chunk(struct session *s, const unsigned char *p, size_t len)
         }
         done += (size_t)n;
     }
-    uint32_t k = (uint32_t)(off / s->chunk);
+    uint64_t k = off / s->chunk; /* < nchunks: off < size, checked above */
     b->crc[k] = want;
     b->crk[k] = 1;
     b->have += dlen;
@@ -1273,6 +1312,26 @@ static int parse_push(json_t *j, struct push_req *p, vhpc_err_t *err)
     return 0;
 }
 
+/* Whether `need` more bytes can fit at all: within the cache budget and
+ * the store's file system (before anything is reserved or evicted). */
+static int check_room(struct engine *e, const struct session *s, uint64_t need, vhpc_err_t *err)
+{
+    uint64_t budget = vhpc_store_budget(e->st);
+    struct statvfs sv;
+    if (budget && need > budget)
+        return vhpc_err_setmsg(err, -ENOSPC,
+                               "image %.12s needs %" PRIu64 " bytes, more than the cache budget "
+                               "of %" PRIu64 " bytes (raise it with --budget)",
+                               s->digest, need, budget);
+    if (statvfs(vhpc_store_dir(e->st), &sv) == 0 &&
+        need / sv.f_frsize >= (uint64_t)sv.f_bavail)
+        return vhpc_err_setmsg(err, -ENOSPC,
+                               "image %.12s needs %" PRIu64 " bytes, %s has %" PRIu64 " free",
+                               s->digest, need, vhpc_store_dir(e->st),
+                               (uint64_t)sv.f_bavail * sv.f_frsize);
+    return 0;
+}
+
 /* A new receiving session: verify what the store has, make room for the
  * rest, open files for it. */
 static struct session *session_receive(struct engine *e, const struct push_req *p,
@@ -1298,6 +1357,8 @@ static struct session *session_receive(struct engine *e, const struct push_req *
         s->mlen = mlen;
         r = manifest_blobs(manifest, mlen, &s->b, &s->nb, err);
     }
+    if (r == 0)
+        r = check_chunking(s->b, s->nb, s->chunk, err);
     /* What is here already counts only once re-hashed: a damaged blob is
      * removed by the check and received again. */
     uint64_t need = 0;
@@ -1314,6 +1375,8 @@ static struct session *session_receive(struct engine *e, const struct push_req *
         if (b->state != B_HAVE)
             need += b->size;
     }
+    if (r == 0)
+        r = check_room(e, s, need, err);
     for (int round = 0; r == 0 && need > 0 && round < 3; round++) {
         struct vhpc_gc_stats gs = {0};
         r = vhpc_store_make_room(e->st, need, s->digest, &gs, err);
@@ -1370,6 +1433,34 @@ static struct session *session_receive(struct engine *e, const struct push_req *
     return s;
 }
 
+/* Whether a node's answer to our PULL of `ref` is the image we asked for:
+ * the puller decides the name it is stored under, never the node.  NAME:
+ * that name (any version), NAME:VERSION: exactly that, NAME@PREFIX: that
+ * name and a digest that starts so.  A bare digest prefix names nothing to
+ * store it under, so it is refused too (unless it is also the name). */
+static int pull_reply_ok(const char *ref, const struct push_req *p, char *why, size_t len)
+{
+    const char *at = strchr(ref, '@'), *colon = strchr(ref, ':');
+    size_t nl = at ? (size_t)(at - ref) : colon ? (size_t)(colon - ref) : strlen(ref);
+    int name_ok = strlen(p->name) == nl && !strncmp(p->name, ref, nl);
+    int ok = name_ok;
+    if (ok && colon && !at)
+        ok = p->version == atoi(colon + 1);
+    if (ok && at)
+        ok = at[1] && !strncasecmp(p->digest, at + 1, strlen(at + 1));
+    if (ok)
+        return 1;
+    if (!at && !colon && !strncasecmp(p->digest, ref, strlen(ref)))
+        snprintf(why, len,
+                 "it answered a pull of '%s' with %s:%d (%.12s); say which name to store it "
+                 "under: NAME@%s",
+                 ref, p->name, p->version, p->digest, ref);
+    else
+        snprintf(why, len, "it answered a pull of '%s' with another image, %s:%d (%.12s); refused",
+                 ref, p->name, p->version, p->digest);
+    return 0;
+}
+
 /* A PUSH (with its manifest) arrived on c: start or continue receiving. */
 static void handle_push(struct conn *c, json_t *pj, const char *manifest, size_t mlen)
 {
@@ -1389,6 +1480,16 @@ static void handle_push(struct conn *c, json_t *pj, const char *manifest, size_t
         conn_send_error(c, "the manifest does not hash to the image digest");
         return;
     }
+    char why[512];
+    if (c->is_pull && e->client && strcmp(e->client->digest, p.digest) != 0)
+        snprintf(why, sizeof(why), "it answered with image %.12s, not %.12s (the one under way)",
+                 p.digest, e->client->digest);
+    if (c->is_pull && ((e->client && strcmp(e->client->digest, p.digest) != 0) ||
+                       !pull_reply_ok(e->pull_ref, &p, why, sizeof(why)))) {
+        conn_send_error(c, why);
+        conn_lost(c, why);
+        return;
+    }
     struct session *s = session_find(e, p.digest);
     if (s) {
         /* Taken over (our sender failed), or the same image again. */
@@ -1399,12 +1500,20 @@ static void handle_push(struct conn *c, json_t *pj, const char *manifest, size_t
             old->role = R_LINGER;
         }
         if (p.chunk != s->chunk) {
+            if (check_chunking(s->b, s->nb, p.chunk, &err) < 0) {
+                conn_send_error(c, err.msg);
+                return;
+            }
             s->chunk = p.chunk;
             for (size_t i = 0; i < s->nb; i++) {
                 struct blob *b = &s->b[i];
                 if (b->state == B_RECV)
                     b->have = b->have / s->chunk * s->chunk;
-                blob_set_chunking(s, b);
+                if (blob_set_chunking(s, b) < 0) {
+                    conn_send_error(c, "out of memory");
+                    session_fail(s, "re-chunking: out of memory");
+                    return;
+                }
             }
         }
         s->timeout_ms = p.timeout_ms;
@@ -1415,9 +1524,7 @@ static void handle_push(struct conn *c, json_t *pj, const char *manifest, size_t
         s = session_receive(e, &p, manifest, mlen, &err);
         if (!s) {
             elog(e, "image %.12s from %s: %s", p.digest, c->peer, err.msg);
-            conn_send_json(c, VHPC_DIST_STATE, json_pack("{s:s}", "error", err.msg));
-            c->close_after_flush = 1;
-            conn_flush(c);
+            conn_send_error(c, err.msg);
             return;
         }
         elog(e, "image %.12s (%s:%d) from %s: %zu blobs, %" PRIu64 " bytes to receive", s->digest,
@@ -1631,8 +1738,9 @@ static void conn_lost(struct conn *c, const char *why)
 
 static int frame_limit(int type)
 {
-    return type == VHPC_DIST_CHUNK ? VHPC_DIST_MAX_CHUNK + VHPC_DIST_CHUNK_HDR
-                                   : (int)VHPC_DIST_MAX_CONTROL;
+    return type == VHPC_DIST_CHUNK      ? VHPC_DIST_MAX_CHUNK + VHPC_DIST_CHUNK_HDR
+           : type == VHPC_DIST_MANIFEST ? (int)VHPC_DIST_MAX_MANIFEST
+                                        : (int)VHPC_DIST_MAX_CONTROL;
 }
 
 static void dispatch(struct conn *c, int type, const unsigned char *p, size_t len)
@@ -2209,6 +2317,12 @@ int vhpc_dist_push(struct vhpc_store *st, const char *ref, const struct vhpc_dis
     s->chunk = o->chunk;
     s->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
     s->seq = o->mode == VHPC_DIST_BINOMIAL;
+    if (check_chunking(s->b, s->nb, s->chunk, err) < 0) {
+        r = err->code;
+        session_release(s);
+        engine_fini(&e);
+        goto out;
+    }
     for (size_t i = 0; i < s->nb && r == 0; i++)
         if (blob_set_chunking(s, &s->b[i]) < 0)
             r = vhpc_err_set(err, -ENOMEM, "pushing");

@@ -594,6 +594,38 @@ int vhpc_store_tag(struct vhpc_store *st, const char *name, int version, const c
     return r;
 }
 
+int vhpc_store_bind(struct vhpc_store *st, const char *name, int version, const char *digest,
+                    struct vhpc_ref *out, vhpc_err_t *err)
+{
+    if (version <= 0 || !vhpc_valid_name(name))
+        return vhpc_store_tag(st, name, version, digest, out, err);
+    int r = vhpc_store_lock(st, err);
+    if (r < 0)
+        return r;
+    json_t *refs = load_refs(st), *v;
+    size_t i;
+    json_array_foreach(json_object_get(refs, name), i, v)
+    {
+        if (json_integer_value(json_object_get(v, "version")) != version)
+            continue;
+        const char *d = json_string_value(json_object_get(v, "digest")) ?: "";
+        if (strcmp(d, digest) != 0)
+            r = vhpc_err_setmsg(err, -EEXIST,
+                                "%s:%d is already image %.12s here; a version is never "
+                                "rebound (push a new version, e.g. %s without :VERSION)",
+                                name, version, d, name);
+        else if (out)
+            ref_from_json(name, v, out);
+        json_decref(refs);
+        vhpc_store_unlock(st);
+        return r == 0 ? 1 : r;
+    }
+    json_decref(refs);
+    r = vhpc_store_tag(st, name, version, digest, out, err);
+    vhpc_store_unlock(st);
+    return r;
+}
+
 struct prefix_ctx {
     const char *prefix;
     char found[65];

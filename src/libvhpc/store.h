@@ -128,6 +128,12 @@ int vhpc_valid_name(const char *s); /* [A-Za-z0-9._-], 1..127, not starting with
  * resulting ref is written to *out (may be NULL). */
 int vhpc_store_tag(struct vhpc_store *st, const char *name, int version, const char *digest,
                    struct vhpc_ref *out, vhpc_err_t *err);
+/* The same, but never rebinding an existing name:version (version >= 1):
+ * 0 when bound now, 1 when it already pointed at digest (nothing changes),
+ * -EEXIST with a message naming the digest it points at otherwise.
+ * version 0 is vhpc_store_tag's "next version". */
+int vhpc_store_bind(struct vhpc_store *st, const char *name, int version, const char *digest,
+                    struct vhpc_ref *out, vhpc_err_t *err);
 /* Resolve "name" (its newest version), "name:version", "name@digestprefix",
  * or a digest prefix (>= 4 hex digits, unique).  -ENOENT with a message
  * that says what exists; -EINVAL for an ambiguous prefix. */

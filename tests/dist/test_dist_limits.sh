@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# test_dist_limits.sh BUILD_DIR - what one party can make `vhpc node serve`
+# and `vhpc image pull` do (issue 9): sizes a PUSH declares are bounded
+# before anything is allocated (a blob claiming 2^44 + 4096 bytes, more
+# chunks than the protocol allows, more than the disk has); a puller stores
+# what it asked for under the name it asked for, never what a lying node
+# answers with.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh" "$@"
+
+dist_setup 1 || { echo "FAIL: setting up namespaces"; exit 1; }
+start_node 1 || { echo "FAIL: starting the node"; show_logs; exit 1; }
+n1=$(node_list 1)
+pid=$(cat "$tmp/n1.pid")
+"$tool" mkimage "$(store_of src)" img 3M 1 >/dev/null || fail "mkimage"
+tmp_empty() { [ -z "$(ls -A "$(store_of "$1")/store/tmp" 2>/dev/null)" ]; }
+
+# ---- 4: declared sizes are bounded before anything is allocated ----
+claim() { in_ns src "$tool" claim "$n1" "$@" 2>&1; }
+out=$(claim $((2 ** 44 + 4096)) 4K)
+rc=$?
+echo "$out"
+check "a blob claiming 2^44 + 4096 bytes is refused" [ $rc -eq 0 ]
+check "... with an ERROR naming the protocol's limit" grep -q "ERROR.*more than the protocol's limit of 1099511627776" <<<"$out"
+out=$(claim 1T 4K)
+rc=$?
+echo "$out"
+check "a 1 TiB blob in 4 KiB chunks (2^28 chunks) is refused" [ $rc -eq 0 ]
+check "... saying to use a larger --chunk" grep -q "ERROR.*larger --chunk" <<<"$out"
+out=$(claim 1T 1M)
+rc=$?
+echo "$out"
+check "a 1 TiB blob is refused: the disk has less" [ $rc -eq 0 ]
+check "... saying so" grep -q "ERROR.*needs 1099511627776 bytes.* free" <<<"$out"
+check "nothing was left in the node's tmp" tmp_empty 1
+check "the node is still running" kill -0 "$pid"
+check "... and a real push still works" push img --nodes "$n1"
+
+# ---- 3: the puller decides the name; a reply for another image is refused ----
+mkdir -p "$tmp/puller"
+mine=$("$tool" mkimage "$tmp/puller" minimal 1M 5)
+evil=$("$tool" mkimage "$(store_of src)" evil 2M 6)
+fake() { # fake NAME VERSION: a lying node on n1's port 7471 for one pull
+    ip netns exec "$(ns_of 1)" "$tool" fakenode "$(ip_of 1):7471" "$(store_of src)" evil "$1" "$2" \
+        >"$tmp/fake.log" 2>&1 &
+    fakepid=$!
+    for _ in $(seq 1 100); do grep -q listening "$tmp/fake.log" && return 0; sleep 0.05; done
+    return 1
+}
+pull() { ip netns exec "$(ns_of src)" env VHPC_HOME="$tmp/puller" "$vhpc" image pull "$@" 2>&1; }
+fake minimal 1001 || fail "starting the lying node"
+out=$(pull ivcdemo --from "$(ip_of 1):7471" --timeout 5)
+rc=$?
+wait "$fakepid"
+echo "$out"
+check "a pull of ivcdemo answered with minimal:1001 fails" [ $rc -ne 0 ]
+check "... saying the node answered with another image" grep -q "answered a pull of 'ivcdemo' with another image, minimal:1001" <<<"$out"
+check "... the puller's minimal is still its own" [ "$("$tool" verify "$tmp/puller" minimal 2>/dev/null)" = "$mine" ]
+fake minimal 3 || fail "starting the lying node"
+out=$(pull minimal:2 --from "$(ip_of 1):7471" --timeout 5)
+rc=$?
+wait "$fakepid"
+check "a pull of minimal:2 answered with minimal:3 fails" [ $rc -ne 0 ] && grep -q "another image, minimal:3" <<<"$out"
+fake ivcdemo 1 || fail "starting the lying node"
+out=$(pull "ivcdemo@0000" --from "$(ip_of 1):7471" --timeout 5)
+rc=$?
+wait "$fakepid"
+check "a pull of ivcdemo@0000 answered with another digest fails: $out" [ $rc -ne 0 ]
+fake ivcdemo 7 || fail "starting the lying node"
+out=$(pull "${evil:0:12}" --from "$(ip_of 1):7471" --timeout 5)
+rc=$?
+wait "$fakepid"
+check "a pull by digest alone says to name it: $out" [ $rc -ne 0 ] && grep -q "NAME@${evil:0:12}" <<<"$out"
+fake ivcdemo 7 || fail "starting the lying node"
+out=$(pull "ivcdemo@${evil:0:12}" --from "$(ip_of 1):7471" --timeout 5)
+rc=$?
+wait "$fakepid"
+check "a pull of ivcdemo@DIGEST answered with that works: $out" [ $rc -eq 0 ] && grep -q "pulled ivcdemo:7" <<<"$out"
+check "... and only ivcdemo is new in the puller's store" [ "$("$tool" verify "$tmp/puller" minimal 2>/dev/null)" = "$mine" ]
+
+[ "$fails" -eq 0 ] || show_logs
+finish
