@@ -2369,8 +2369,16 @@ int vhpc_dist_push(struct vhpc_store *st, const char *ref, const struct vhpc_dis
     int all_ok = r == 0;
     for (size_t k = 0; k < o->nnodes; k++)
         all_ok &= out[k].ok;
-    if (o->progress)
+    if (o->progress) {
+        /* What the nodes received, from their REPORTs: the heartbeats come
+         * every HEARTBEAT_MS, and a push may end before the first. */
+        uint64_t moved = 0;
+        for (size_t k = 0; k < o->nnodes; k++)
+            moved += out[k].bytes;
+        if (moved > prog.done)
+            prog.done = moved;
         vhpc_progress_done(&prog, all_ok);
+    }
     e.client = NULL;
     session_release(s);
     engine_fini(&e);

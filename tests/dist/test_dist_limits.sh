@@ -36,6 +36,15 @@ check "nothing was left in the node's tmp" tmp_empty 1
 check "the node is still running" kill -0 "$pid"
 check "... and a real push still works" push img --nodes "$n1"
 
+# ---- 17: the progress line counts the bytes that moved ----
+"$tool" mkimage "$(store_of src)" prog 18M 7 >/dev/null
+out=$(in_ns src env VHPC_PROGRESS=2 "$vhpc" image push prog --nodes "$n1" 2>&1 >/dev/null)
+echo "$out"
+check "push: the progress line's total is 18.9 MB" grep -q "^push prog: 18.9 MB in" <<<"$out"
+out=$(ip netns exec "$(ns_of src)" env VHPC_HOME="$tmp/puller2" VHPC_PROGRESS=2 "$vhpc" image pull prog --from "$n1" 2>&1 >/dev/null)
+echo "$out"
+check "pull: the progress line's total is 18.9 MB" grep -q "^pull prog: 18.9 MB in" <<<"$out"
+
 # ---- 3: the puller decides the name; a reply for another image is refused ----
 mkdir -p "$tmp/puller"
 mine=$("$tool" mkimage "$tmp/puller" minimal 1M 5)
