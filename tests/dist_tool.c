@@ -21,6 +21,8 @@
  *       one PULL (whatever it asks for) with image REF of the store at ROOT
  *       under the name NAME:VERSION, and serve its chunks; exits after
  *       one connection (or 30 s without one)
+ *   dist_tool idle HOST:PORT N MS   open N connections that say nothing, keep
+ *       them MS milliseconds; prints how many the node closed meanwhile
  *   dist_tool claim HOST:PORT SIZE [CHUNK [SEND [HOLD_MS]]]  push a made-up
  *       image of one blob that claims SIZE bytes (a sender that lies about
  *       sizes), chunks of CHUNK bytes (default 4K); if the node accepts it,
@@ -552,6 +554,37 @@ static int fakenode(const char *addr, const char *root, const char *ref_s, const
     return 0;
 }
 
+static int idle(const char *addr, int n, int ms)
+{
+    struct sockaddr_storage sa;
+    socklen_t sl;
+    vhpc_err_t err = {0};
+    if (vhpc_dist_resolve(addr, &sa, &sl, &err) < 0 || n < 1 || n > 4000)
+        die("idle", &err);
+    int *fd = calloc((size_t)n, sizeof(*fd)), opened = 0, closed = 0;
+    for (; fd && opened < n; opened++) {
+        fd[opened] = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd[opened] < 0 || connect(fd[opened], (struct sockaddr *)&sa, sl) < 0) {
+            if (fd[opened] >= 0)
+                close(fd[opened]);
+            break;
+        }
+    }
+    printf("idle: %d opened\n", opened);
+    fflush(stdout);
+    usleep((useconds_t)ms * 1000);
+    for (int i = 0; i < opened; i++) {
+        char c;
+        struct pollfd pf = {.fd = fd[i], .events = POLLIN};
+        if (poll(&pf, 1, 0) > 0 && recv(fd[i], &c, 1, MSG_DONTWAIT) <= 0)
+            closed++;
+        close(fd[i]);
+    }
+    free(fd);
+    printf("idle: %d closed by the node\n", closed);
+    return 0;
+}
+
 /* A PUSH of a made-up one-blob image claiming `size` bytes. */
 static int claim(const char *addr, const char *size_s, const char *chunk_s, const char *send_s,
                  const char *hold_s)
@@ -627,6 +660,8 @@ int main(int argc, char **argv)
         return garbage(argv[2]);
     if (argc == 5 && !strcmp(argv[1], "liar"))
         return liar(argv[2], argv[3], argv[4]);
+    if (argc == 5 && !strcmp(argv[1], "idle"))
+        return idle(argv[2], atoi(argv[3]), atoi(argv[4]));
     if (argc == 7 && !strcmp(argv[1], "fakenode"))
         return fakenode(argv[2], argv[3], argv[4], argv[5], atoi(argv[6]));
     if (argc >= 4 && argc <= 7 && !strcmp(argv[1], "claim"))
@@ -635,6 +670,6 @@ int main(int argc, char **argv)
     fprintf(stderr, "usage: dist_tool mkimage ROOT NAME SIZE [SEED] | verify ROOT REF |\n"
                     "       blob ROOT REF ROLE | query HOST:PORT REF | garbage HOST:PORT |\n"
                     "       liar HOST:PORT ROOT REF | fakenode HOST:PORT ROOT REF NAME VERSION |\n"
-                    "       claim HOST:PORT SIZE [CHUNK [SEND [HOLD_MS]]]\n");
+                    "       idle HOST:PORT N MS | claim HOST:PORT SIZE [CHUNK [SEND [HOLD_MS]]]\n");
     return 2;
 }

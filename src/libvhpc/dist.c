@@ -31,6 +31,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -54,12 +55,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_CONNS     512
 #define MAX_BLOBS     VHPC_DIST_MAX_BLOBS
 #define MAX_TREE      1000 /* nodes in one push (the tree nests one level per node) */
 #define HEARTBEAT_MS  500
 #define LINGER_MS     10000
 #define MIN_ORPHAN_MS 10000
+#define LOCK_WAIT_MS  10000 /* for the store's lock, then the transfer fails */
 
 static int64_t now_ms(void)
 {
@@ -220,6 +221,7 @@ struct conn {
     enum role role;
     int dead, connecting, close_after_flush;
     char peer[64];
+    char ip[INET6_ADDRSTRLEN + 2]; /* the peer's address without the port */
     int64_t since;   /* created */
     int64_t last_rx; /* last frame received */
     int64_t last_tx; /* last bytes sent */
@@ -299,8 +301,12 @@ struct session {
     int own; /* 0 receiving, 1 has the image, -1 failed */
     char reason[512];
     uint64_t bytes_in, need;
+    uint64_t reserved; /* room made for bytes not committed yet (session_room) */
+    uint64_t tmp_bytes; /* ... of which written into tmp files */
+    char ip[INET6_ADDRSTRLEN + 2]; /* the peer it came from (sessions per peer) */
     int64_t t0, t_done, orphan_since, last_hb;
-    int pending; /* commit threads running */
+    int pending;     /* commit threads running */
+    int64_t lock_wait; /* since when it waits for the store's lock (0: not) */
     int dead, reported;
 };
 
@@ -315,6 +321,7 @@ struct engine {
     int wake[2];
     int64_t now;
     size_t read_budget; /* bytes one connection may read per loop turn */
+    struct vhpc_dist_limits lim; /* a server's */
     /* client mode (push, pull) */
     struct session *client;
     int client_done;
@@ -1005,7 +1012,21 @@ static void session_finish_own(struct session *s)
 {
     struct engine *e = s->e;
     vhpc_err_t err = {0};
-    int r = vhpc_store_lock(e->st, &err);
+    /* Never wait for the store's lock in the loop (every other client
+     * would wait too): try, and again from timers() for LOCK_WAIT_MS. */
+    int r = vhpc_store_trylock(e->st, &err);
+    if (r == -EWOULDBLOCK) {
+        if (!s->lock_wait) {
+            s->lock_wait = e->now;
+            elog(e, "image %.12s: %s; waiting up to %d s", s->digest, err.msg, LOCK_WAIT_MS / 1000);
+        }
+        if (e->now - s->lock_wait < LOCK_WAIT_MS)
+            return;
+        session_fail(s, "storing image %.12s: %s for %d s; try again once it is released",
+                     s->digest, err.msg, LOCK_WAIT_MS / 1000);
+        return;
+    }
+    s->lock_wait = 0;
     if (r == 0) {
         r = vhpc_store_put_manifest_raw(e->st, s->digest, s->manifest, s->mlen, &err);
         if (r == 0 && s->name[0])
@@ -1041,11 +1062,63 @@ static void on_commit_done(struct commit_job *j)
         return;
     }
     b->state = B_HAVE;
+    /* Its bytes are in blobs/ now (counted by the store's usage). */
+    s->tmp_bytes -= b->size < s->tmp_bytes ? b->size : s->tmp_bytes;
+    s->reserved -= b->size < s->reserved ? b->size : s->reserved;
     for (size_t i = 0; i < s->nb; i++)
         if (s->b[i].state != B_HAVE)
             return;
     session_finish_own(s);
     session_progress(s);
+}
+
+/* Make room for dlen more bytes of blob b before they are written: within
+ * the cache budget (evicting least recently used images, a step at a
+ * time) and the store's free space, the blocks allocated ahead (writing
+ * into allocated blocks costs half of ext4's delayed allocation).  Only
+ * bytes that arrived, CRC-checked, get room: a size a sender declares
+ * reserves and evicts nothing.  -1 when the session failed. */
+#define RESERVE_STEP (16u << 20)
+static int session_room(struct session *s, struct blob *b, size_t dlen)
+{
+    struct engine *e = s->e;
+    if (s->tmp_bytes + dlen <= s->reserved) {
+        s->tmp_bytes += dlen;
+        return 0;
+    }
+    uint64_t step = dlen > RESERVE_STEP ? dlen : RESERVE_STEP, pending = 0;
+    if (step > b->size - b->have)
+        step = b->size - b->have;
+    if (step < dlen)
+        step = dlen;
+    for (struct session *o = e->sessions; o; o = o->next)
+        if (!o->dead && !o->source && o != s)
+            pending += o->reserved;
+    pending += s->tmp_bytes;
+    uint64_t budget = vhpc_store_budget(e->st);
+    vhpc_err_t err = {0};
+    if (budget && vhpc_store_usage(e->st) + pending + step > budget) {
+        struct vhpc_gc_stats gs = {0};
+        int r = vhpc_store_trylock(e->st, &err);
+        if (r == 0) {
+            r = vhpc_store_make_room(e->st, pending + step, s->digest, &gs, &err);
+            vhpc_store_unlock(e->st);
+        }
+        if (gs.images)
+            elog(e, "evicted %u images (%" PRIu64 " bytes) to make room", gs.images, gs.bytes);
+        if (r < 0) {
+            session_fail(s, "no room for image %.12s: %s", s->digest, err.msg);
+            return -1;
+        }
+    }
+    if (fallocate(b->w.fd, 0, (off_t)b->have, (off_t)step) < 0 && errno == ENOSPC) {
+        session_fail(s, "no room for blob %.12s (%" PRIu64 " bytes) in %s", b->digest, b->size,
+                     vhpc_store_dir(e->st));
+        return -1;
+    }
+    s->reserved = s->tmp_bytes + step;
+    s->tmp_bytes += dlen;
+    return 0;
 }
 
 static void handle_chunk(struct session *s, const unsigned char *p, size_t len)
@@ -1077,6 +1150,8 @@ static void handle_chunk(struct session *s, const unsigned char *p, size_t len)
                      off, b->digest);
         return;
     }
+    if (session_room(s, b, dlen) < 0)
+        return;
     /* In order (off == have, checked above): the blob's hash so far. */
     vhpc_sha256_update(&b->full, data, dlen);
     b->full_off += dlen;
@@ -1377,21 +1452,9 @@ static struct session *session_receive(struct engine *e, const struct push_req *
     }
     if (r == 0)
         r = check_room(e, s, need, err);
-    for (int round = 0; r == 0 && need > 0 && round < 3; round++) {
-        struct vhpc_gc_stats gs = {0};
-        r = vhpc_store_make_room(e->st, need, s->digest, &gs, err);
-        if (r == 0 && gs.images)
-            elog(e, "evicted %u images (%" PRIu64 " bytes) to make room", gs.images, gs.bytes);
-        /* Eviction may have taken a blob this image shares with another. */
-        need = 0;
-        for (size_t i = 0; r == 0 && i < s->nb; i++) {
-            struct blob *b = &s->b[i];
-            if (b->state == B_HAVE && !vhpc_store_has_blob(e->st, b->digest)) {
-                b->state = B_GONE;
-                need += b->size;
-            }
-        }
-    }
+    /* Nothing is reserved or evicted yet: that happens as bytes arrive
+     * (session_room), so a sender that lies about sizes costs this node
+     * only what it really sends. */
     for (size_t i = 0; r == 0 && i < s->nb; i++) {
         struct blob *b = &s->b[i];
         char p2[PATH_MAX];
@@ -1405,13 +1468,6 @@ static struct session *session_receive(struct engine *e, const struct push_req *
             b->state = B_RECV;
             vhpc_sha256_init(&b->full);
             b->full_off = 0;
-            /* Allocate the blocks now: no space shows at once, and writing
-             * into allocated blocks costs half of delayed allocation (ext4). */
-            if (b->size && fallocate(b->w.fd, 0, 0, (off_t)b->size) < 0 && errno == ENOSPC) {
-                r = vhpc_err_set(err, -ENOSPC, "no room for blob %.12s (%" PRIu64 " bytes) in %s",
-                                 b->digest, b->size, vhpc_store_dir(e->st));
-                break;
-            }
             snprintf(p2, sizeof(p2), "%s", b->w.tmp);
             s->need += b->size;
         }
@@ -1431,6 +1487,51 @@ static struct session *session_receive(struct engine *e, const struct push_req *
         return NULL;
     }
     return s;
+}
+
+/* Whether a server may start one more transfer of nb blobs: within
+ * --max-sessions and the descriptors it may open (two per blob and the
+ * link, with a margin for connections); else an error for that request. */
+static int session_admit(struct engine *e, size_t nb, vhpc_err_t *err)
+{
+    if (e->lfd < 0)
+        return 0; /* a pusher or a puller: its own one transfer */
+    int n = 0;
+    struct session *orphan = NULL;
+    for (struct session *s = e->sessions; s; s = s->next) {
+        if (s->dead)
+            continue;
+        n++;
+        if (!s->up && !s->source && s->orphan_since && !s->pending &&
+            (!orphan || s->orphan_since < orphan->orphan_since))
+            orphan = s;
+    }
+    /* A transfer whose sender is gone (waiting for a take-over) gives way
+     * to a live one at once: its space and descriptors go back. */
+    if (n >= e->lim.max_sessions && orphan) {
+        session_fail(orphan, "its sender is gone and a new transfer needs its place");
+        n--;
+    }
+    if (n >= e->lim.max_sessions)
+        return vhpc_err_setmsg(err, -EBUSY,
+                               "this node is busy: %d transfers at once (--max-sessions); try "
+                               "again later",
+                               n);
+    struct rlimit rl;
+    int fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        while (readdir(d))
+            fds++;
+        closedir(d);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (uint64_t)fds + 2 * nb + 2 + (uint64_t)e->lim.max_conns / 4 > rl.rlim_cur)
+        return vhpc_err_setmsg(err, -EMFILE,
+                               "this node is busy: %d of its %llu descriptors in use; try again "
+                               "later",
+                               fds, (unsigned long long)rl.rlim_cur);
+    return 0;
 }
 
 /* Whether a node's answer to our PULL of `ref` is the image we asked for:
@@ -1521,6 +1622,11 @@ static void handle_push(struct conn *c, json_t *pj, const char *manifest, size_t
         s->orphan_since = 0;
         elog(e, "image %.12s: %s takes over sending", s->digest, c->peer);
     } else {
+        if (session_admit(e, MAX_BLOBS, &err) < 0) {
+            elog(e, "image %.12s from %s: %s", p.digest, c->peer, err.msg);
+            conn_send_error(c, err.msg);
+            return;
+        }
         s = session_receive(e, &p, manifest, mlen, &err);
         if (!s) {
             elog(e, "image %.12s from %s: %s", p.digest, c->peer, err.msg);
@@ -1616,7 +1722,7 @@ static void handle_pull(struct conn *c, json_t *j)
         return;
     }
     struct session *s = NULL;
-    if (vhpc_store_resolve(e->st, ref, &got, &err) == 0)
+    if (session_admit(e, MAX_BLOBS, &err) == 0 && vhpc_store_resolve(e->st, ref, &got, &err) == 0)
         s = session_from_store(e, &got, 1, &err);
     if (!s) {
         elog(e, "pull from %s: %s", c->peer, err.msg);
@@ -1719,6 +1825,16 @@ static void conn_lost(struct conn *c, const char *why)
     if (k) {
         kid_fail(k, "%s", why);
         return;
+    }
+    if (s && role == R_UP) {
+        /* Room only for what it has: the blocks allocated ahead go back. */
+        s->reserved = s->tmp_bytes;
+        for (size_t i = 0; i < s->nb; i++) {
+            struct blob *b = &s->b[i];
+            if (b->state == B_RECV && b->have < b->size)
+                fallocate(b->w.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)b->have,
+                          (off_t)(b->size - b->have));
+        }
     }
     if (s && role == R_UP && !s->reported && s->own != -1) {
         elog(e, "image %.12s: lost the sender %s (%s); waiting for another", s->digest, c->peer,
@@ -1899,6 +2015,7 @@ static void conn_read(struct conn *c)
             return;
         }
         c->got += (size_t)n;
+        c->last_rx = c->e->now;
         budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
     }
 }
@@ -1916,6 +2033,7 @@ static int engine_init(struct engine *e, struct vhpc_store *st, vhpc_err_t *err)
     const char *rb = getenv("VHPC_DIST_READ_BUDGET");
     uint64_t v;
     e->read_budget = 8u << 20;
+    e->lim = (struct vhpc_dist_limits)VHPC_DIST_LIMITS_DEFAULT;
     if (rb && *rb && vhpc_parse_bytes(rb, &v) == 0 && v > 0 && v <= SIZE_MAX)
         e->read_budget = (size_t)v;
     if (pipe2(e->wake, O_CLOEXEC | O_NONBLOCK) < 0)
@@ -2008,11 +2126,14 @@ static void timers(struct engine *e)
         if (c->dead)
             continue;
         if ((c->role == R_INBOUND || c->role == R_MANIFEST || c->role == R_PULL) &&
-            e->now - c->since > 60000)
-            conn_lost(c, "no request within 60 s");
+            e->now - c->since > e->lim.idle_ms)
+            conn_lost(c, "no request in time");
         else if (c->role == R_LINGER && e->now - c->since > LINGER_MS)
             conn_close(c);
-        else if (c->role == R_UP && c->sess && e->now - c->last_rx > 3 * c->sess->timeout_ms)
+        else if (c->role == R_UP && c->sess &&
+                 e->now - c->last_rx >
+                     (3 * c->sess->timeout_ms < e->lim.idle_ms ? 3 * c->sess->timeout_ms
+                                                               : e->lim.idle_ms))
             conn_lost(c, "no sign of life from the sender");
         else if (c->role == R_KID && c->kid && !c->chunk_active && !c->qhead && !c->connecting &&
                  e->now - c->last_tx >= HEARTBEAT_MS)
@@ -2021,6 +2142,12 @@ static void timers(struct engine *e)
     for (struct session *s = e->sessions; s; s = s->next) {
         if (s->dead)
             continue;
+        if (s->lock_wait && s->own == 0) {
+            session_finish_own(s);
+            session_progress(s);
+            if (s->dead)
+                continue;
+        }
         if (e->now - s->last_hb >= HEARTBEAT_MS) {
             s->last_hb = e->now;
             heartbeat(s);
@@ -2045,6 +2172,41 @@ static void timers(struct engine *e)
     }
 }
 
+/* Room for one more connection from ip?  At a limit (in all, or from that
+ * peer), the oldest connection that has not made its request yet gives
+ * way (idle connections cannot crowd out real requests); with none, no. */
+static int admit(struct engine *e, const char *ip)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        int all = 0, mine = 0;
+        struct conn *oldest = NULL, *oldest_mine = NULL;
+        for (struct conn *c = e->conns; c; c = c->next) {
+            if (c->dead || !c->ip[0])
+                continue; /* ours, to a child */
+            int same = !strcmp(c->ip, ip);
+            all++;
+            mine += same;
+            if (c->role == R_INBOUND) {
+                if (!oldest || c->since < oldest->since)
+                    oldest = c;
+                if (same && (!oldest_mine || c->since < oldest_mine->since))
+                    oldest_mine = c;
+            }
+        }
+        struct conn *victim = NULL;
+        if (mine >= e->lim.max_per_peer)
+            victim = oldest_mine;
+        else if (all >= e->lim.max_conns)
+            victim = oldest;
+        else
+            return 1;
+        if (!victim)
+            return 0;
+        conn_close(victim); /* it said nothing: nobody to tell */
+    }
+    return 0;
+}
+
 static void on_accept(struct engine *e)
 {
     for (int i = 0; i < 64; i++) {
@@ -2053,13 +2215,21 @@ static void on_accept(struct engine *e)
         int fd = accept4(e->lfd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
-        if (e->nconns >= MAX_CONNS) {
+        char peer[64], ip[sizeof(((struct conn *)0)->ip)];
+        vhpc_dist_addr_str((struct sockaddr *)&sa, peer, sizeof(peer));
+        snprintf(ip, sizeof(ip), "%.*s", (int)(strrchr(peer, ':') - peer), peer);
+        if (!admit(e, ip)) {
+            elog(e, "refused a connection from %s: too many connections (--max-connections "
+                    "%d, --max-per-peer %d)",
+                 peer, e->lim.max_conns, e->lim.max_per_peer);
             close(fd);
             continue;
         }
         struct conn *c = conn_new(e, fd, R_INBOUND);
-        if (c)
-            vhpc_dist_addr_str((struct sockaddr *)&sa, c->peer, sizeof(c->peer));
+        if (c) {
+            snprintf(c->peer, sizeof(c->peer), "%s", peer);
+            snprintf(c->ip, sizeof(c->ip), "%s", ip);
+        }
     }
 }
 
@@ -2210,6 +2380,18 @@ const char *vhpc_dist_server_addr(const struct vhpc_dist_server *s)
 void vhpc_dist_server_log(struct vhpc_dist_server *s, const char *prefix)
 {
     s->e.logp = prefix;
+}
+
+void vhpc_dist_server_limits(struct vhpc_dist_server *s, const struct vhpc_dist_limits *l)
+{
+    if (l->max_conns > 0)
+        s->e.lim.max_conns = l->max_conns;
+    if (l->max_per_peer > 0)
+        s->e.lim.max_per_peer = l->max_per_peer;
+    if (l->max_sessions > 0)
+        s->e.lim.max_sessions = l->max_sessions;
+    if (l->idle_ms > 0)
+        s->e.lim.idle_ms = l->idle_ms;
 }
 
 int vhpc_dist_server_run(struct vhpc_dist_server *s, volatile sig_atomic_t *stop, vhpc_err_t *err)

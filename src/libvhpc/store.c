@@ -120,6 +120,28 @@ int vhpc_store_lock(struct vhpc_store *st, vhpc_err_t *err)
     return 0;
 }
 
+int vhpc_store_trylock(struct vhpc_store *st, vhpc_err_t *err)
+{
+    if (st->locked > 0) {
+        st->locked++;
+        return 0;
+    }
+    if (st->lock_fd < 0) {
+        char p[PATH_MAX];
+        snprintf(p, sizeof(p), "%s/lock", st->dir);
+        st->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (st->lock_fd < 0)
+            return vhpc_err_set(err, -errno, "opening %s", p);
+    }
+    if (flock(st->lock_fd, LOCK_EX | LOCK_NB) < 0)
+        return errno == EWOULDBLOCK
+                   ? vhpc_err_setmsg(err, -EWOULDBLOCK,
+                                     "the image store %s is locked by another process", st->dir)
+                   : vhpc_err_set(err, -errno, "locking the image store %s", st->dir);
+    st->locked = 1;
+    return 0;
+}
+
 void vhpc_store_unlock(struct vhpc_store *st)
 {
     if (st->locked > 0 && --st->locked == 0 && st->lock_fd >= 0)

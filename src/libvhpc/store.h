@@ -56,6 +56,9 @@ const char *vhpc_store_dir(const struct vhpc_store *st); /* <root>/store */
  * to its tag, refs, removal, eviction.  Blocking; nests within one handle. */
 int vhpc_store_lock(struct vhpc_store *st, vhpc_err_t *err);
 void vhpc_store_unlock(struct vhpc_store *st);
+/* The same without waiting: -EWOULDBLOCK (with a message) when another
+ * process holds it.  For event loops that must keep answering. */
+int vhpc_store_trylock(struct vhpc_store *st, vhpc_err_t *err);
 
 /* ---- blobs ---- */
 
