@@ -17,6 +17,18 @@
  *       CRC-32C computed over the changed bytes (what a damaged sender's
  *       copy looks like); exits 0 if the node refused the image, 1 if it
  *       reported it received
+ *   dist_tool fakenode HOST:PORT ROOT REF NAME VERSION  a lying node: answer
+ *       one PULL (whatever it asks for) with image REF of the store at ROOT
+ *       under the name NAME:VERSION, and serve its chunks; exits after
+ *       one connection (or 30 s without one)
+ *   dist_tool idle HOST:PORT N MS   open N connections that say nothing, keep
+ *       them MS milliseconds; prints how many the node closed meanwhile
+ *   dist_tool claim HOST:PORT SIZE [CHUNK [SEND [HOLD_MS]]]  push a made-up
+ *       image of one blob that claims SIZE bytes (a sender that lies about
+ *       sizes), chunks of CHUNK bytes (default 4K); if the node accepts it,
+ *       send SEND bytes of it (default 3 chunks), then keep the connection
+ *       HOLD_MS (default 0) before hanging up.  Prints the node's answer;
+ *       exits 0 if the node refused the PUSH, 3 if it accepted it
  */
 #include "cpio.h"
 #include "crc32c.h"
@@ -386,6 +398,48 @@ static void put_be(unsigned char *p, uint64_t v, int n)
         p[i] = (unsigned char)(v >> (8 * (n - 1 - i)));
 }
 
+/* Send every blob of l in chunks, in order; damage: change one byte of
+ * one chunk (its CRC-32C computed over the changed bytes). */
+static int send_blobs(int fd, struct vhpc_store *st, const struct liar_list *l, uint32_t chunk,
+                      int damage)
+{
+    unsigned char *data = malloc(VHPC_DIST_HDR + VHPC_DIST_CHUNK_HDR + chunk);
+    if (!data)
+        return -1;
+    int lied = !damage;
+    for (size_t i = 0; i < l->n; i++) {
+        char p[4200];
+        vhpc_store_blob_path(st, l->b[i].digest, p, sizeof(p));
+        int bfd = open(p, O_RDONLY | O_CLOEXEC);
+        if (bfd < 0)
+            die(p, NULL);
+        for (uint64_t off = 0; off < l->b[i].size; off += chunk) {
+            uint32_t len = l->b[i].size - off < chunk ? (uint32_t)(l->b[i].size - off) : chunk;
+            unsigned char *d = data + VHPC_DIST_HDR + VHPC_DIST_CHUNK_HDR;
+            if (pread(bfd, d, len, (off_t)off) != (ssize_t)len)
+                die(p, NULL);
+            if (!lied && (off > 0 || l->b[i].size <= chunk)) {
+                d[len / 2] ^= 0x40; /* the damage, in the middle of a chunk */
+                lied = 1;
+            }
+            frame(data, VHPC_DIST_CHUNK, VHPC_DIST_CHUNK_HDR + len, VHPC_DIST_MAGIC);
+            put_be(data + VHPC_DIST_HDR, i, 4);
+            put_be(data + VHPC_DIST_HDR + 4, vhpc_crc32c(0, d, len), 4);
+            put_be(data + VHPC_DIST_HDR + 8, off, 8);
+            size_t total = VHPC_DIST_HDR + VHPC_DIST_CHUNK_HDR + len;
+            for (size_t done = 0; done < total;) {
+                ssize_t w = send(fd, data + done, total - done, MSG_NOSIGNAL);
+                if (w <= 0)
+                    break; /* the node may hang up on us */
+                done += (size_t)w;
+            }
+        }
+        close(bfd);
+    }
+    free(data);
+    return 0;
+}
+
 /* Push REF with one changed byte whose chunk checksum still matches. */
 static int liar(const char *addr, const char *root, const char *ref_s)
 {
@@ -419,40 +473,8 @@ static int liar(const char *addr, const char *root, const char *ref_s)
         fprintf(stderr, "dist_tool liar: no STATE from the node (got %d)\n", t);
         return 1;
     }
-    unsigned char *data = malloc(VHPC_DIST_HDR + VHPC_DIST_CHUNK_HDR + chunk);
-    if (!data)
+    if (send_blobs(fd, st, &l, chunk, 1) < 0)
         return 1;
-    int lied = 0;
-    for (size_t i = 0; i < l.n; i++) {
-        char p[4200];
-        vhpc_store_blob_path(st, l.b[i].digest, p, sizeof(p));
-        int bfd = open(p, O_RDONLY | O_CLOEXEC);
-        if (bfd < 0)
-            die(p, NULL);
-        for (uint64_t off = 0; off < l.b[i].size; off += chunk) {
-            uint32_t len = l.b[i].size - off < chunk ? (uint32_t)(l.b[i].size - off) : chunk;
-            unsigned char *d = data + VHPC_DIST_HDR + VHPC_DIST_CHUNK_HDR;
-            if (pread(bfd, d, len, (off_t)off) != (ssize_t)len)
-                die(p, NULL);
-            if (!lied && (off > 0 || l.b[i].size <= chunk)) {
-                d[len / 2] ^= 0x40; /* the damage, in the middle of a chunk */
-                lied = 1;
-            }
-            frame(data, VHPC_DIST_CHUNK, VHPC_DIST_CHUNK_HDR + len, VHPC_DIST_MAGIC);
-            put_be(data + VHPC_DIST_HDR, i, 4);
-            put_be(data + VHPC_DIST_HDR + 4, vhpc_crc32c(0, d, len), 4);
-            put_be(data + VHPC_DIST_HDR + 8, off, 8);
-            size_t total = VHPC_DIST_HDR + VHPC_DIST_CHUNK_HDR + len;
-            for (size_t done = 0; done < total;) {
-                ssize_t w = send(fd, data + done, total - done, MSG_NOSIGNAL);
-                if (w <= 0)
-                    break; /* the node may hang up on us */
-                done += (size_t)w;
-            }
-        }
-        close(bfd);
-    }
-    free(data);
     vhpc_store_close(st);
     /* Its answer: a REPORT (ok or not), an ERROR, or it hangs up. */
     for (;;) {
@@ -478,6 +500,152 @@ static int liar(const char *addr, const char *root, const char *ref_s)
     return 0;
 }
 
+static int fakenode(const char *addr, const char *root, const char *ref_s, const char *name,
+                    int version)
+{
+    vhpc_err_t err = {0};
+    struct vhpc_store *st;
+    struct vhpc_ref ref;
+    struct liar_list l = {.n = 0};
+    char *man, buf[65536];
+    size_t mlen;
+    json_t *m;
+    struct sockaddr_storage sa;
+    socklen_t sl;
+    if (vhpc_store_open(root, &st, &err) < 0 || vhpc_store_resolve(st, ref_s, &ref, &err) < 0 ||
+        vhpc_store_get_manifest_raw(st, ref.digest, &man, &mlen, &err) < 0 ||
+        vhpc_store_get_manifest(st, ref.digest, &m, &err) < 0 ||
+        vhpc_dist_resolve(addr, &sa, &sl, &err) < 0)
+        die("fakenode", &err);
+    vhpc_manifest_blobs(m, liar_cb, &l, &err);
+    json_decref(m);
+    qsort(l.b, l.n, sizeof(*l.b), liar_cmp);
+    int one = 1, lfd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sl) < 0 || listen(lfd, 4) < 0)
+        die(addr, NULL);
+    printf("fakenode: listening\n");
+    fflush(stdout);
+    struct pollfd pf = {.fd = lfd, .events = POLLIN};
+    if (poll(&pf, 1, 30000) <= 0)
+        return 1;
+    int fd = accept(lfd, NULL, NULL);
+    if (fd < 0 || recv_frame(fd, buf, sizeof(buf), 10000) != VHPC_DIST_PULL)
+        return 1;
+    const uint32_t chunk = 1 << 20;
+    int n = snprintf(buf, sizeof(buf),
+                     "{\"v\":%d,\"digest\":\"%s\",\"name\":\"%s\",\"version\":%d,"
+                     "\"chunk\":%u,\"timeout_ms\":5000,\"seq\":true,\"self\":0,"
+                     "\"children\":[]}",
+                     VHPC_DIST_VERSION, ref.digest, name, version, chunk);
+    send_frame(fd, VHPC_DIST_PUSH, buf, (size_t)n);
+    send_frame(fd, VHPC_DIST_MANIFEST, man, mlen);
+    free(man);
+    int t = recv_frame(fd, buf, sizeof(buf), 10000);
+    printf("fakenode: got %d %s\n", t, t >= 0 ? buf : "");
+    if (t == VHPC_DIST_STATE)
+        send_blobs(fd, st, &l, chunk, 0);
+    while ((t = recv_frame(fd, buf, sizeof(buf), 10000)) == VHPC_DIST_PROGRESS)
+        ;
+    printf("fakenode: then %d %s\n", t, t >= 0 ? buf : "");
+    close(fd);
+    close(lfd);
+    vhpc_store_close(st);
+    return 0;
+}
+
+static int idle(const char *addr, int n, int ms)
+{
+    struct sockaddr_storage sa;
+    socklen_t sl;
+    vhpc_err_t err = {0};
+    if (vhpc_dist_resolve(addr, &sa, &sl, &err) < 0 || n < 1 || n > 4000)
+        die("idle", &err);
+    int *fd = calloc((size_t)n, sizeof(*fd)), opened = 0, closed = 0;
+    for (; fd && opened < n; opened++) {
+        fd[opened] = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd[opened] < 0 || connect(fd[opened], (struct sockaddr *)&sa, sl) < 0) {
+            if (fd[opened] >= 0)
+                close(fd[opened]);
+            break;
+        }
+    }
+    printf("idle: %d opened\n", opened);
+    fflush(stdout);
+    usleep((useconds_t)ms * 1000);
+    for (int i = 0; i < opened; i++) {
+        char c;
+        struct pollfd pf = {.fd = fd[i], .events = POLLIN};
+        if (poll(&pf, 1, 0) > 0 && recv(fd[i], &c, 1, MSG_DONTWAIT) <= 0)
+            closed++;
+        close(fd[i]);
+    }
+    free(fd);
+    printf("idle: %d closed by the node\n", closed);
+    return 0;
+}
+
+/* A PUSH of a made-up one-blob image claiming `size` bytes. */
+static int claim(const char *addr, const char *size_s, const char *chunk_s, const char *send_s,
+                 const char *hold_s)
+{
+    uint64_t size, chunk = 4096, sendb, hold = hold_s ? strtoull(hold_s, NULL, 10) : 0;
+    if (vhpc_parse_bytes(size_s, &size) < 0 || (chunk_s && vhpc_parse_bytes(chunk_s, &chunk) < 0))
+        die("SIZE or CHUNK", NULL);
+    sendb = 3 * chunk;
+    if (send_s && vhpc_parse_bytes(send_s, &sendb) < 0)
+        die("SEND", NULL);
+    char blob[65], digest[65], buf[65536];
+    struct vhpc_sha256 h;
+    snprintf(blob, sizeof(blob), "%064x", 0); /* no bytes will ever hash to this */
+    blob[0] = 'e';
+    json_t *m = json_pack("{s:i, s:s, s:{s:{s:s, s:I}}}", "schema", 1, "kind", "claim", "blobs",
+                          "rootfs", "digest", blob, "size", (json_int_t)size);
+    char *man = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(m);
+    vhpc_sha256_init(&h);
+    vhpc_sha256_update(&h, man, strlen(man));
+    vhpc_sha256_hex(&h, digest);
+    int fd = dial(addr);
+    int n = snprintf(buf, sizeof(buf),
+                     "{\"v\":%d,\"digest\":\"%s\",\"name\":\"claim\",\"version\":1,"
+                     "\"chunk\":%" PRIu64 ",\"timeout_ms\":30000,\"seq\":false,\"self\":0,"
+                     "\"children\":[]}",
+                     VHPC_DIST_VERSION, digest, chunk);
+    send_frame(fd, VHPC_DIST_PUSH, buf, (size_t)n);
+    send_frame(fd, VHPC_DIST_MANIFEST, man, strlen(man));
+    free(man);
+    int t = recv_frame(fd, buf, sizeof(buf), 10000);
+    json_t *a = t == VHPC_DIST_STATE ? json_loads(buf, 0, NULL) : NULL;
+    int accepted = json_is_array(json_object_get(a, "have"));
+    json_decref(a);
+    printf("claim: %s %s\n", t == VHPC_DIST_STATE ? "STATE" : t == VHPC_DIST_ERROR ? "ERROR" : "?",
+           t < 0 ? "(no answer)" : buf);
+    if (accepted) {
+        unsigned char *d = calloc(1, VHPC_DIST_HDR + VHPC_DIST_CHUNK_HDR + chunk);
+        for (uint64_t off = 0; d && off < sendb && off < size; off += chunk) {
+            uint64_t len = size - off < chunk ? size - off : chunk;
+            unsigned char *data = d + VHPC_DIST_HDR + VHPC_DIST_CHUNK_HDR;
+            frame(d, VHPC_DIST_CHUNK, (uint32_t)(VHPC_DIST_CHUNK_HDR + len), VHPC_DIST_MAGIC);
+            put_be(d + VHPC_DIST_HDR, 0, 4);
+            put_be(d + VHPC_DIST_HDR + 4, vhpc_crc32c(0, data, len), 4);
+            put_be(d + VHPC_DIST_HDR + 8, off, 8);
+            size_t total = VHPC_DIST_HDR + VHPC_DIST_CHUNK_HDR + len;
+            for (size_t done = 0; done < total;) {
+                ssize_t w = send(fd, d + done, total - done, MSG_NOSIGNAL);
+                if (w <= 0)
+                    break;
+                done += (size_t)w;
+            }
+        }
+        free(d);
+        if (hold)
+            usleep((useconds_t)(hold * 1000));
+    }
+    close(fd);
+    return accepted ? 3 : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 5 && !strcmp(argv[1], "mkimage"))
@@ -492,8 +660,16 @@ int main(int argc, char **argv)
         return garbage(argv[2]);
     if (argc == 5 && !strcmp(argv[1], "liar"))
         return liar(argv[2], argv[3], argv[4]);
+    if (argc == 5 && !strcmp(argv[1], "idle"))
+        return idle(argv[2], atoi(argv[3]), atoi(argv[4]));
+    if (argc == 7 && !strcmp(argv[1], "fakenode"))
+        return fakenode(argv[2], argv[3], argv[4], argv[5], atoi(argv[6]));
+    if (argc >= 4 && argc <= 7 && !strcmp(argv[1], "claim"))
+        return claim(argv[2], argv[3], argc > 4 ? argv[4] : NULL, argc > 5 ? argv[5] : NULL,
+                     argc > 6 ? argv[6] : NULL);
     fprintf(stderr, "usage: dist_tool mkimage ROOT NAME SIZE [SEED] | verify ROOT REF |\n"
                     "       blob ROOT REF ROLE | query HOST:PORT REF | garbage HOST:PORT |\n"
-                    "       liar HOST:PORT ROOT REF\n");
+                    "       liar HOST:PORT ROOT REF | fakenode HOST:PORT ROOT REF NAME VERSION |\n"
+                    "       idle HOST:PORT N MS | claim HOST:PORT SIZE [CHUNK [SEND [HOLD_MS]]]\n");
     return 2;
 }

@@ -31,6 +31,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -49,16 +50,17 @@
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_CONNS     512
-#define MAX_BLOBS     64
+#define MAX_BLOBS     VHPC_DIST_MAX_BLOBS
 #define MAX_TREE      1000 /* nodes in one push (the tree nests one level per node) */
 #define HEARTBEAT_MS  500
 #define LINGER_MS     10000
 #define MIN_ORPHAN_MS 10000
+#define LOCK_WAIT_MS  10000 /* for the store's lock, then the transfer fails */
 
 static int64_t now_ms(void)
 {
@@ -219,6 +221,7 @@ struct conn {
     enum role role;
     int dead, connecting, close_after_flush;
     char peer[64];
+    char ip[INET6_ADDRSTRLEN + 2]; /* the peer's address without the port */
     int64_t since;   /* created */
     int64_t last_rx; /* last frame received */
     int64_t last_tx; /* last bytes sent */
@@ -251,7 +254,7 @@ struct blob {
     int rfd;
     enum blob_state state;
     struct vhpc_blob_writer w;
-    uint32_t nchunks;
+    uint64_t nchunks;
     uint32_t *crc;      /* chunk checksums */
     unsigned char *crk; /* which are known */
     /* The blob's SHA-256 over its first full_off bytes, computed as they go
@@ -298,8 +301,12 @@ struct session {
     int own; /* 0 receiving, 1 has the image, -1 failed */
     char reason[512];
     uint64_t bytes_in, need;
+    uint64_t reserved; /* room made for bytes not committed yet (session_room) */
+    uint64_t tmp_bytes; /* ... of which written into tmp files */
+    char ip[INET6_ADDRSTRLEN + 2]; /* the peer it came from (sessions per peer) */
     int64_t t0, t_done, orphan_since, last_hb;
-    int pending; /* commit threads running */
+    int pending;     /* commit threads running */
+    int64_t lock_wait; /* since when it waits for the store's lock (0: not) */
     int dead, reported;
 };
 
@@ -314,6 +321,7 @@ struct engine {
     int wake[2];
     int64_t now;
     size_t read_budget; /* bytes one connection may read per loop turn */
+    struct vhpc_dist_limits lim; /* a server's */
     /* client mode (push, pull) */
     struct session *client;
     int client_done;
@@ -463,20 +471,51 @@ static uint32_t chunk_len(const struct session *s, const struct blob *b, uint64_
     return left < s->chunk ? (uint32_t)left : s->chunk;
 }
 
+/* The chunks of an image at chunk size `chunk`; -E2BIG (with a message)
+ * past the protocol's limits.  Every blob's size was bounded by
+ * VHPC_DIST_MAX_BLOB when its manifest was read (collect_blob), so the sum
+ * cannot overflow. */
+static int check_chunking(const struct blob *b, size_t nb, uint32_t chunk, vhpc_err_t *err)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < nb; i++) {
+        if (b[i].size > VHPC_DIST_MAX_BLOB)
+            return vhpc_err_setmsg(err, -E2BIG,
+                                   "blob %.12s (%s) claims %" PRIu64
+                                   " bytes, more than the protocol's limit of %llu",
+                                   b[i].digest, b[i].role, b[i].size, VHPC_DIST_MAX_BLOB);
+        n += (b[i].size + chunk - 1) / chunk;
+    }
+    if (n > VHPC_DIST_MAX_CHUNKS)
+        return vhpc_err_setmsg(err, -E2BIG,
+                               "the image is %" PRIu64 " chunks of %u bytes, more than the "
+                               "protocol's limit of %llu; push it with a larger --chunk",
+                               n, chunk, VHPC_DIST_MAX_CHUNKS);
+    return 0;
+}
+
 static int blob_set_chunking(struct session *s, struct blob *b)
 {
     free(b->crc);
     free(b->crk);
-    b->nchunks = (uint32_t)((b->size + s->chunk - 1) / s->chunk);
-    b->crc = calloc(b->nchunks ? b->nchunks : 1, sizeof(*b->crc));
-    b->crk = calloc(b->nchunks ? b->nchunks : 1, 1);
+    b->crc = NULL;
+    b->crk = NULL;
+    if (b->size > VHPC_DIST_MAX_BLOB)
+        return -E2BIG; /* check_chunking said why */
+    b->nchunks = (b->size + s->chunk - 1) / s->chunk;
+    if (b->nchunks > VHPC_DIST_MAX_CHUNKS)
+        return -E2BIG;
+    b->crc = calloc(b->nchunks ? (size_t)b->nchunks : 1, sizeof(*b->crc));
+    b->crk = calloc(b->nchunks ? (size_t)b->nchunks : 1, 1);
     return b->crc && b->crk ? 0 : -ENOMEM;
 }
 
 /* The checksum of chunk k of blob b: known (received with it) or computed
  * from the blob's file.  -EBADMSG when a store blob turns out damaged. */
-static int chunk_sum(struct session *s, struct blob *b, uint32_t k, uint32_t *out)
+static int chunk_sum(struct session *s, struct blob *b, uint64_t k, uint32_t *out)
 {
+    if (k >= b->nchunks)
+        return -EINVAL;
     if (b->crk[k]) {
         *out = b->crc[k];
         return 0;
@@ -539,7 +578,14 @@ static int collect_blob(const char *role, const char *digest, uint64_t size, voi
 {
     struct blob_list *l = arg;
     if (l->n >= MAX_BLOBS)
-        return vhpc_err_setmsg(l->err, -E2BIG, "the manifest names more than %d blobs", MAX_BLOBS);
+        return vhpc_err_setmsg(l->err, -E2BIG,
+                               "the manifest names more than %d blobs (the protocol's limit)",
+                               MAX_BLOBS);
+    if (size > VHPC_DIST_MAX_BLOB)
+        return vhpc_err_setmsg(l->err, -E2BIG,
+                               "the manifest's %s blob claims %" PRIu64
+                               " bytes, more than the protocol's limit of %llu",
+                               role, size, VHPC_DIST_MAX_BLOB);
     struct blob *b = &l->b[l->n++];
     memset(b, 0, sizeof(*b));
     snprintf(b->role, sizeof(b->role), "%s", role);
@@ -795,7 +841,7 @@ static int kid_next_chunk(struct kid *k)
     h[5] = h[6] = h[7] = 0;
     put32(h + 8, VHPC_DIST_CHUNK_HDR + len);
     uint32_t sum = 0;
-    int r = chunk_sum(s, b, (uint32_t)(off / s->chunk), &sum);
+    int r = chunk_sum(s, b, off / s->chunk, &sum);
     if (r < 0) {
         if (r == -EBADMSG)
             session_fail(s,
@@ -966,11 +1012,25 @@ static void session_finish_own(struct session *s)
 {
     struct engine *e = s->e;
     vhpc_err_t err = {0};
-    int r = vhpc_store_lock(e->st, &err);
+    /* Never wait for the store's lock in the loop (every other client
+     * would wait too): try, and again from timers() for LOCK_WAIT_MS. */
+    int r = vhpc_store_trylock(e->st, &err);
+    if (r == -EWOULDBLOCK) {
+        if (!s->lock_wait) {
+            s->lock_wait = e->now;
+            elog(e, "image %.12s: %s; waiting up to %d s", s->digest, err.msg, LOCK_WAIT_MS / 1000);
+        }
+        if (e->now - s->lock_wait < LOCK_WAIT_MS)
+            return;
+        session_fail(s, "storing image %.12s: %s for %d s; try again once it is released",
+                     s->digest, err.msg, LOCK_WAIT_MS / 1000);
+        return;
+    }
+    s->lock_wait = 0;
     if (r == 0) {
         r = vhpc_store_put_manifest_raw(e->st, s->digest, s->manifest, s->mlen, &err);
         if (r == 0 && s->name[0])
-            r = vhpc_store_tag(e->st, s->name, s->version, s->digest, NULL, &err);
+            r = vhpc_store_bind(e->st, s->name, s->version, s->digest, NULL, &err);
         vhpc_store_unlock(e->st);
     }
     if (r < 0) {
@@ -1002,11 +1062,63 @@ static void on_commit_done(struct commit_job *j)
         return;
     }
     b->state = B_HAVE;
+    /* Its bytes are in blobs/ now (counted by the store's usage). */
+    s->tmp_bytes -= b->size < s->tmp_bytes ? b->size : s->tmp_bytes;
+    s->reserved -= b->size < s->reserved ? b->size : s->reserved;
     for (size_t i = 0; i < s->nb; i++)
         if (s->b[i].state != B_HAVE)
             return;
     session_finish_own(s);
     session_progress(s);
+}
+
+/* Make room for dlen more bytes of blob b before they are written: within
+ * the cache budget (evicting least recently used images, a step at a
+ * time) and the store's free space, the blocks allocated ahead (writing
+ * into allocated blocks costs half of ext4's delayed allocation).  Only
+ * bytes that arrived, CRC-checked, get room: a size a sender declares
+ * reserves and evicts nothing.  -1 when the session failed. */
+#define RESERVE_STEP (16u << 20)
+static int session_room(struct session *s, struct blob *b, size_t dlen)
+{
+    struct engine *e = s->e;
+    if (s->tmp_bytes + dlen <= s->reserved) {
+        s->tmp_bytes += dlen;
+        return 0;
+    }
+    uint64_t step = dlen > RESERVE_STEP ? dlen : RESERVE_STEP, pending = 0;
+    if (step > b->size - b->have)
+        step = b->size - b->have;
+    if (step < dlen)
+        step = dlen;
+    for (struct session *o = e->sessions; o; o = o->next)
+        if (!o->dead && !o->source && o != s)
+            pending += o->reserved;
+    pending += s->tmp_bytes;
+    uint64_t budget = vhpc_store_budget(e->st);
+    vhpc_err_t err = {0};
+    if (budget && vhpc_store_usage(e->st) + pending + step > budget) {
+        struct vhpc_gc_stats gs = {0};
+        int r = vhpc_store_trylock(e->st, &err);
+        if (r == 0) {
+            r = vhpc_store_make_room(e->st, pending + step, s->digest, &gs, &err);
+            vhpc_store_unlock(e->st);
+        }
+        if (gs.images)
+            elog(e, "evicted %u images (%" PRIu64 " bytes) to make room", gs.images, gs.bytes);
+        if (r < 0) {
+            session_fail(s, "no room for image %.12s: %s", s->digest, err.msg);
+            return -1;
+        }
+    }
+    if (fallocate(b->w.fd, 0, (off_t)b->have, (off_t)step) < 0 && errno == ENOSPC) {
+        session_fail(s, "no room for blob %.12s (%" PRIu64 " bytes) in %s", b->digest, b->size,
+                     vhpc_store_dir(e->st));
+        return -1;
+    }
+    s->reserved = s->tmp_bytes + step;
+    s->tmp_bytes += dlen;
+    return 0;
 }
 
 static void handle_chunk(struct session *s, const unsigned char *p, size_t len)
@@ -1038,6 +1150,8 @@ static void handle_chunk(struct session *s, const unsigned char *p, size_t len)
                      off, b->digest);
         return;
     }
+    if (session_room(s, b, dlen) < 0)
+        return;
     /* In order (off == have, checked above): the blob's hash so far. */
     vhpc_sha256_update(&b->full, data, dlen);
     b->full_off += dlen;
@@ -1051,7 +1165,7 @@ static void handle_chunk(struct session *s, const unsigned char *p, size_t len)
         }
         done += (size_t)n;
     }
-    uint32_t k = (uint32_t)(off / s->chunk);
+    uint64_t k = off / s->chunk; /* < nchunks: off < size, checked above */
     b->crc[k] = want;
     b->crk[k] = 1;
     b->have += dlen;
@@ -1273,6 +1387,26 @@ static int parse_push(json_t *j, struct push_req *p, vhpc_err_t *err)
     return 0;
 }
 
+/* Whether `need` more bytes can fit at all: within the cache budget and
+ * the store's file system (before anything is reserved or evicted). */
+static int check_room(struct engine *e, const struct session *s, uint64_t need, vhpc_err_t *err)
+{
+    uint64_t budget = vhpc_store_budget(e->st);
+    struct statvfs sv;
+    if (budget && need > budget)
+        return vhpc_err_setmsg(err, -ENOSPC,
+                               "image %.12s needs %" PRIu64 " bytes, more than the cache budget "
+                               "of %" PRIu64 " bytes (raise it with --budget)",
+                               s->digest, need, budget);
+    if (statvfs(vhpc_store_dir(e->st), &sv) == 0 &&
+        need / sv.f_frsize >= (uint64_t)sv.f_bavail)
+        return vhpc_err_setmsg(err, -ENOSPC,
+                               "image %.12s needs %" PRIu64 " bytes, %s has %" PRIu64 " free",
+                               s->digest, need, vhpc_store_dir(e->st),
+                               (uint64_t)sv.f_bavail * sv.f_frsize);
+    return 0;
+}
+
 /* A new receiving session: verify what the store has, make room for the
  * rest, open files for it. */
 static struct session *session_receive(struct engine *e, const struct push_req *p,
@@ -1298,6 +1432,8 @@ static struct session *session_receive(struct engine *e, const struct push_req *
         s->mlen = mlen;
         r = manifest_blobs(manifest, mlen, &s->b, &s->nb, err);
     }
+    if (r == 0)
+        r = check_chunking(s->b, s->nb, s->chunk, err);
     /* What is here already counts only once re-hashed: a damaged blob is
      * removed by the check and received again. */
     uint64_t need = 0;
@@ -1314,21 +1450,11 @@ static struct session *session_receive(struct engine *e, const struct push_req *
         if (b->state != B_HAVE)
             need += b->size;
     }
-    for (int round = 0; r == 0 && need > 0 && round < 3; round++) {
-        struct vhpc_gc_stats gs = {0};
-        r = vhpc_store_make_room(e->st, need, s->digest, &gs, err);
-        if (r == 0 && gs.images)
-            elog(e, "evicted %u images (%" PRIu64 " bytes) to make room", gs.images, gs.bytes);
-        /* Eviction may have taken a blob this image shares with another. */
-        need = 0;
-        for (size_t i = 0; r == 0 && i < s->nb; i++) {
-            struct blob *b = &s->b[i];
-            if (b->state == B_HAVE && !vhpc_store_has_blob(e->st, b->digest)) {
-                b->state = B_GONE;
-                need += b->size;
-            }
-        }
-    }
+    if (r == 0)
+        r = check_room(e, s, need, err);
+    /* Nothing is reserved or evicted yet: that happens as bytes arrive
+     * (session_room), so a sender that lies about sizes costs this node
+     * only what it really sends. */
     for (size_t i = 0; r == 0 && i < s->nb; i++) {
         struct blob *b = &s->b[i];
         char p2[PATH_MAX];
@@ -1342,13 +1468,6 @@ static struct session *session_receive(struct engine *e, const struct push_req *
             b->state = B_RECV;
             vhpc_sha256_init(&b->full);
             b->full_off = 0;
-            /* Allocate the blocks now: no space shows at once, and writing
-             * into allocated blocks costs half of delayed allocation (ext4). */
-            if (b->size && fallocate(b->w.fd, 0, 0, (off_t)b->size) < 0 && errno == ENOSPC) {
-                r = vhpc_err_set(err, -ENOSPC, "no room for blob %.12s (%" PRIu64 " bytes) in %s",
-                                 b->digest, b->size, vhpc_store_dir(e->st));
-                break;
-            }
             snprintf(p2, sizeof(p2), "%s", b->w.tmp);
             s->need += b->size;
         }
@@ -1370,6 +1489,79 @@ static struct session *session_receive(struct engine *e, const struct push_req *
     return s;
 }
 
+/* Whether a server may start one more transfer of nb blobs: within
+ * --max-sessions and the descriptors it may open (two per blob and the
+ * link, with a margin for connections); else an error for that request. */
+static int session_admit(struct engine *e, size_t nb, vhpc_err_t *err)
+{
+    if (e->lfd < 0)
+        return 0; /* a pusher or a puller: its own one transfer */
+    int n = 0;
+    struct session *orphan = NULL;
+    for (struct session *s = e->sessions; s; s = s->next) {
+        if (s->dead)
+            continue;
+        n++;
+        if (!s->up && !s->source && s->orphan_since && !s->pending &&
+            (!orphan || s->orphan_since < orphan->orphan_since))
+            orphan = s;
+    }
+    /* A transfer whose sender is gone (waiting for a take-over) gives way
+     * to a live one at once: its space and descriptors go back. */
+    if (n >= e->lim.max_sessions && orphan) {
+        session_fail(orphan, "its sender is gone and a new transfer needs its place");
+        n--;
+    }
+    if (n >= e->lim.max_sessions)
+        return vhpc_err_setmsg(err, -EBUSY,
+                               "this node is busy: %d transfers at once (--max-sessions); try "
+                               "again later",
+                               n);
+    struct rlimit rl;
+    int fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        while (readdir(d))
+            fds++;
+        closedir(d);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (uint64_t)fds + 2 * nb + 2 + (uint64_t)e->lim.max_conns / 4 > rl.rlim_cur)
+        return vhpc_err_setmsg(err, -EMFILE,
+                               "this node is busy: %d of its %llu descriptors in use; try again "
+                               "later",
+                               fds, (unsigned long long)rl.rlim_cur);
+    return 0;
+}
+
+/* Whether a node's answer to our PULL of `ref` is the image we asked for:
+ * the puller decides the name it is stored under, never the node.  NAME:
+ * that name (any version), NAME:VERSION: exactly that, NAME@PREFIX: that
+ * name and a digest that starts so.  A bare digest prefix names nothing to
+ * store it under, so it is refused too (unless it is also the name). */
+static int pull_reply_ok(const char *ref, const struct push_req *p, char *why, size_t len)
+{
+    const char *at = strchr(ref, '@'), *colon = strchr(ref, ':');
+    size_t nl = at ? (size_t)(at - ref) : colon ? (size_t)(colon - ref) : strlen(ref);
+    int name_ok = strlen(p->name) == nl && !strncmp(p->name, ref, nl);
+    int ok = name_ok;
+    if (ok && colon && !at)
+        ok = p->version == atoi(colon + 1);
+    if (ok && at)
+        ok = at[1] && !strncasecmp(p->digest, at + 1, strlen(at + 1));
+    if (ok)
+        return 1;
+    if (!at && !colon && !strncasecmp(p->digest, ref, strlen(ref)))
+        snprintf(why, len,
+                 "it answered a pull of '%s' with %s:%d (%.12s); say which name to store it "
+                 "under: NAME@%s",
+                 ref, p->name, p->version, p->digest, ref);
+    else
+        snprintf(why, len, "it answered a pull of '%s' with another image, %s:%d (%.12s); refused",
+                 ref, p->name, p->version, p->digest);
+    return 0;
+}
+
 /* A PUSH (with its manifest) arrived on c: start or continue receiving. */
 static void handle_push(struct conn *c, json_t *pj, const char *manifest, size_t mlen)
 {
@@ -1389,6 +1581,16 @@ static void handle_push(struct conn *c, json_t *pj, const char *manifest, size_t
         conn_send_error(c, "the manifest does not hash to the image digest");
         return;
     }
+    char why[512];
+    if (c->is_pull && e->client && strcmp(e->client->digest, p.digest) != 0)
+        snprintf(why, sizeof(why), "it answered with image %.12s, not %.12s (the one under way)",
+                 p.digest, e->client->digest);
+    if (c->is_pull && ((e->client && strcmp(e->client->digest, p.digest) != 0) ||
+                       !pull_reply_ok(e->pull_ref, &p, why, sizeof(why)))) {
+        conn_send_error(c, why);
+        conn_lost(c, why);
+        return;
+    }
     struct session *s = session_find(e, p.digest);
     if (s) {
         /* Taken over (our sender failed), or the same image again. */
@@ -1399,12 +1601,20 @@ static void handle_push(struct conn *c, json_t *pj, const char *manifest, size_t
             old->role = R_LINGER;
         }
         if (p.chunk != s->chunk) {
+            if (check_chunking(s->b, s->nb, p.chunk, &err) < 0) {
+                conn_send_error(c, err.msg);
+                return;
+            }
             s->chunk = p.chunk;
             for (size_t i = 0; i < s->nb; i++) {
                 struct blob *b = &s->b[i];
                 if (b->state == B_RECV)
                     b->have = b->have / s->chunk * s->chunk;
-                blob_set_chunking(s, b);
+                if (blob_set_chunking(s, b) < 0) {
+                    conn_send_error(c, "out of memory");
+                    session_fail(s, "re-chunking: out of memory");
+                    return;
+                }
             }
         }
         s->timeout_ms = p.timeout_ms;
@@ -1412,12 +1622,15 @@ static void handle_push(struct conn *c, json_t *pj, const char *manifest, size_t
         s->orphan_since = 0;
         elog(e, "image %.12s: %s takes over sending", s->digest, c->peer);
     } else {
+        if (session_admit(e, MAX_BLOBS, &err) < 0) {
+            elog(e, "image %.12s from %s: %s", p.digest, c->peer, err.msg);
+            conn_send_error(c, err.msg);
+            return;
+        }
         s = session_receive(e, &p, manifest, mlen, &err);
         if (!s) {
             elog(e, "image %.12s from %s: %s", p.digest, c->peer, err.msg);
-            conn_send_json(c, VHPC_DIST_STATE, json_pack("{s:s}", "error", err.msg));
-            c->close_after_flush = 1;
-            conn_flush(c);
+            conn_send_error(c, err.msg);
             return;
         }
         elog(e, "image %.12s (%s:%d) from %s: %zu blobs, %" PRIu64 " bytes to receive", s->digest,
@@ -1509,7 +1722,7 @@ static void handle_pull(struct conn *c, json_t *j)
         return;
     }
     struct session *s = NULL;
-    if (vhpc_store_resolve(e->st, ref, &got, &err) == 0)
+    if (session_admit(e, MAX_BLOBS, &err) == 0 && vhpc_store_resolve(e->st, ref, &got, &err) == 0)
         s = session_from_store(e, &got, 1, &err);
     if (!s) {
         elog(e, "pull from %s: %s", c->peer, err.msg);
@@ -1613,6 +1826,16 @@ static void conn_lost(struct conn *c, const char *why)
         kid_fail(k, "%s", why);
         return;
     }
+    if (s && role == R_UP) {
+        /* Room only for what it has: the blocks allocated ahead go back. */
+        s->reserved = s->tmp_bytes;
+        for (size_t i = 0; i < s->nb; i++) {
+            struct blob *b = &s->b[i];
+            if (b->state == B_RECV && b->have < b->size)
+                fallocate(b->w.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)b->have,
+                          (off_t)(b->size - b->have));
+        }
+    }
     if (s && role == R_UP && !s->reported && s->own != -1) {
         elog(e, "image %.12s: lost the sender %s (%s); waiting for another", s->digest, c->peer,
              why);
@@ -1631,8 +1854,9 @@ static void conn_lost(struct conn *c, const char *why)
 
 static int frame_limit(int type)
 {
-    return type == VHPC_DIST_CHUNK ? VHPC_DIST_MAX_CHUNK + VHPC_DIST_CHUNK_HDR
-                                   : (int)VHPC_DIST_MAX_CONTROL;
+    return type == VHPC_DIST_CHUNK      ? VHPC_DIST_MAX_CHUNK + VHPC_DIST_CHUNK_HDR
+           : type == VHPC_DIST_MANIFEST ? (int)VHPC_DIST_MAX_MANIFEST
+                                        : (int)VHPC_DIST_MAX_CONTROL;
 }
 
 static void dispatch(struct conn *c, int type, const unsigned char *p, size_t len)
@@ -1791,6 +2015,7 @@ static void conn_read(struct conn *c)
             return;
         }
         c->got += (size_t)n;
+        c->last_rx = c->e->now;
         budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
     }
 }
@@ -1808,6 +2033,7 @@ static int engine_init(struct engine *e, struct vhpc_store *st, vhpc_err_t *err)
     const char *rb = getenv("VHPC_DIST_READ_BUDGET");
     uint64_t v;
     e->read_budget = 8u << 20;
+    e->lim = (struct vhpc_dist_limits)VHPC_DIST_LIMITS_DEFAULT;
     if (rb && *rb && vhpc_parse_bytes(rb, &v) == 0 && v > 0 && v <= SIZE_MAX)
         e->read_budget = (size_t)v;
     if (pipe2(e->wake, O_CLOEXEC | O_NONBLOCK) < 0)
@@ -1900,11 +2126,14 @@ static void timers(struct engine *e)
         if (c->dead)
             continue;
         if ((c->role == R_INBOUND || c->role == R_MANIFEST || c->role == R_PULL) &&
-            e->now - c->since > 60000)
-            conn_lost(c, "no request within 60 s");
+            e->now - c->since > e->lim.idle_ms)
+            conn_lost(c, "no request in time");
         else if (c->role == R_LINGER && e->now - c->since > LINGER_MS)
             conn_close(c);
-        else if (c->role == R_UP && c->sess && e->now - c->last_rx > 3 * c->sess->timeout_ms)
+        else if (c->role == R_UP && c->sess &&
+                 e->now - c->last_rx >
+                     (3 * c->sess->timeout_ms < e->lim.idle_ms ? 3 * c->sess->timeout_ms
+                                                               : e->lim.idle_ms))
             conn_lost(c, "no sign of life from the sender");
         else if (c->role == R_KID && c->kid && !c->chunk_active && !c->qhead && !c->connecting &&
                  e->now - c->last_tx >= HEARTBEAT_MS)
@@ -1913,6 +2142,12 @@ static void timers(struct engine *e)
     for (struct session *s = e->sessions; s; s = s->next) {
         if (s->dead)
             continue;
+        if (s->lock_wait && s->own == 0) {
+            session_finish_own(s);
+            session_progress(s);
+            if (s->dead)
+                continue;
+        }
         if (e->now - s->last_hb >= HEARTBEAT_MS) {
             s->last_hb = e->now;
             heartbeat(s);
@@ -1937,6 +2172,41 @@ static void timers(struct engine *e)
     }
 }
 
+/* Room for one more connection from ip?  At a limit (in all, or from that
+ * peer), the oldest connection that has not made its request yet gives
+ * way (idle connections cannot crowd out real requests); with none, no. */
+static int admit(struct engine *e, const char *ip)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        int all = 0, mine = 0;
+        struct conn *oldest = NULL, *oldest_mine = NULL;
+        for (struct conn *c = e->conns; c; c = c->next) {
+            if (c->dead || !c->ip[0])
+                continue; /* ours, to a child */
+            int same = !strcmp(c->ip, ip);
+            all++;
+            mine += same;
+            if (c->role == R_INBOUND) {
+                if (!oldest || c->since < oldest->since)
+                    oldest = c;
+                if (same && (!oldest_mine || c->since < oldest_mine->since))
+                    oldest_mine = c;
+            }
+        }
+        struct conn *victim = NULL;
+        if (mine >= e->lim.max_per_peer)
+            victim = oldest_mine;
+        else if (all >= e->lim.max_conns)
+            victim = oldest;
+        else
+            return 1;
+        if (!victim)
+            return 0;
+        conn_close(victim); /* it said nothing: nobody to tell */
+    }
+    return 0;
+}
+
 static void on_accept(struct engine *e)
 {
     for (int i = 0; i < 64; i++) {
@@ -1945,13 +2215,21 @@ static void on_accept(struct engine *e)
         int fd = accept4(e->lfd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
-        if (e->nconns >= MAX_CONNS) {
+        char peer[64], ip[sizeof(((struct conn *)0)->ip)];
+        vhpc_dist_addr_str((struct sockaddr *)&sa, peer, sizeof(peer));
+        snprintf(ip, sizeof(ip), "%.*s", (int)(strrchr(peer, ':') - peer), peer);
+        if (!admit(e, ip)) {
+            elog(e, "refused a connection from %s: too many connections (--max-connections "
+                    "%d, --max-per-peer %d)",
+                 peer, e->lim.max_conns, e->lim.max_per_peer);
             close(fd);
             continue;
         }
         struct conn *c = conn_new(e, fd, R_INBOUND);
-        if (c)
-            vhpc_dist_addr_str((struct sockaddr *)&sa, c->peer, sizeof(c->peer));
+        if (c) {
+            snprintf(c->peer, sizeof(c->peer), "%s", peer);
+            snprintf(c->ip, sizeof(c->ip), "%s", ip);
+        }
     }
 }
 
@@ -2104,6 +2382,18 @@ void vhpc_dist_server_log(struct vhpc_dist_server *s, const char *prefix)
     s->e.logp = prefix;
 }
 
+void vhpc_dist_server_limits(struct vhpc_dist_server *s, const struct vhpc_dist_limits *l)
+{
+    if (l->max_conns > 0)
+        s->e.lim.max_conns = l->max_conns;
+    if (l->max_per_peer > 0)
+        s->e.lim.max_per_peer = l->max_per_peer;
+    if (l->max_sessions > 0)
+        s->e.lim.max_sessions = l->max_sessions;
+    if (l->idle_ms > 0)
+        s->e.lim.idle_ms = l->idle_ms;
+}
+
 int vhpc_dist_server_run(struct vhpc_dist_server *s, volatile sig_atomic_t *stop, vhpc_err_t *err)
 {
     (void)err;
@@ -2209,6 +2499,12 @@ int vhpc_dist_push(struct vhpc_store *st, const char *ref, const struct vhpc_dis
     s->chunk = o->chunk;
     s->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
     s->seq = o->mode == VHPC_DIST_BINOMIAL;
+    if (check_chunking(s->b, s->nb, s->chunk, err) < 0) {
+        r = err->code;
+        session_release(s);
+        engine_fini(&e);
+        goto out;
+    }
     for (size_t i = 0; i < s->nb && r == 0; i++)
         if (blob_set_chunking(s, &s->b[i]) < 0)
             r = vhpc_err_set(err, -ENOMEM, "pushing");
@@ -2255,8 +2551,16 @@ int vhpc_dist_push(struct vhpc_store *st, const char *ref, const struct vhpc_dis
     int all_ok = r == 0;
     for (size_t k = 0; k < o->nnodes; k++)
         all_ok &= out[k].ok;
-    if (o->progress)
+    if (o->progress) {
+        /* What the nodes received, from their REPORTs: the heartbeats come
+         * every HEARTBEAT_MS, and a push may end before the first. */
+        uint64_t moved = 0;
+        for (size_t k = 0; k < o->nnodes; k++)
+            moved += out[k].bytes;
+        if (moved > prog.done)
+            prog.done = moved;
         vhpc_progress_done(&prog, all_ok);
+    }
     e.client = NULL;
     session_release(s);
     engine_fini(&e);

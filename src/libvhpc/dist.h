@@ -71,6 +71,16 @@ int vhpc_dist_pull(struct vhpc_store *st, const char *ref, const char *const *fr
                    int timeout_ms, int progress, struct vhpc_ref *got, size_t *node,
                    vhpc_err_t *err);
 
+/* What one node serves at once, and how long it waits for a peer. */
+struct vhpc_dist_limits {
+    int max_conns;    /* connections in all (default 256) */
+    int max_per_peer; /* ... from one address (default 32) */
+    int max_sessions; /* transfers (pushes received, pulls served) at once (default 16) */
+    int idle_ms;      /* a connection without its request, or a sender silent, this long is
+                       * closed (default 30 s) */
+};
+#define VHPC_DIST_LIMITS_DEFAULT {256, 32, 16, 30000}
+
 /* A node: listen on `listen` (HOST[:PORT]), then serve until *stop. */
 struct vhpc_dist_server;
 int vhpc_dist_server_new(struct vhpc_store *st, const char *listen, struct vhpc_dist_server **out,
@@ -79,6 +89,8 @@ int vhpc_dist_server_new(struct vhpc_store *st, const char *listen, struct vhpc_
 const char *vhpc_dist_server_addr(const struct vhpc_dist_server *s);
 /* Log lines go to stderr with this prefix (NULL: silent). */
 void vhpc_dist_server_log(struct vhpc_dist_server *s, const char *prefix);
+/* Set its limits (defaults: VHPC_DIST_LIMITS_DEFAULT; a field <= 0 keeps its value). */
+void vhpc_dist_server_limits(struct vhpc_dist_server *s, const struct vhpc_dist_limits *l);
 int vhpc_dist_server_run(struct vhpc_dist_server *s, volatile sig_atomic_t *stop, vhpc_err_t *err);
 void vhpc_dist_server_free(struct vhpc_dist_server *s);
 

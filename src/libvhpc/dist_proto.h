@@ -11,7 +11,8 @@
  *          4  u8  type    enum vhpc_dist_type
  *          5  u8  pad[3]  zero
  *          8  u32 length  payload bytes (<= VHPC_DIST_MAX_CONTROL for JSON
- *                         frames, <= VHPC_DIST_MAX_CHUNK + 16 for CHUNK)
+ *                         frames, <= VHPC_DIST_MAX_MANIFEST for MANIFEST,
+ *                         <= VHPC_DIST_MAX_CHUNK + 16 for CHUNK)
  *
  * Control payloads are one JSON object each.  A frame with a wrong magic, an
  * unknown type, a length over the limit, or a payload that does not parse
@@ -28,7 +29,9 @@
  *   S -> R  MANIFEST  the manifest's bytes (their sha256 is "digest")
  *   R -> S  STATE     {"have":[bytes per blob, in send order]}: what R
  *                     already holds (verified), a multiple of "chunk" or
- *                     the whole blob; or {"error":".."} if R cannot take it
+ *                     the whole blob; or R sends ERROR if it cannot take
+ *                     the image (a declared size over the limits below or
+ *                     over its budget or free space, ...)
  *   S -> R  CHUNK     u32 blob index, u32 CRC-32C of the data, u64 offset,
  *                     then the data: min(chunk, size - offset)
  *                     bytes, offset = what R has of that blob (in order)
@@ -80,6 +83,16 @@
 #define VHPC_DIST_MIN_CHUNK   (4u << 10)
 #define VHPC_DIST_MAX_CHUNK   (64u << 20)
 #define VHPC_DIST_PORT        7470
+/* What a receiver accepts before it allocates or reserves anything (a PUSH
+ * that declares more is refused with an ERROR / STATE {"error"} naming the
+ * limit): the manifest's bytes, the blobs it names, one blob's size, and
+ * the chunks of the whole image at the PUSH's chunk size (the per-chunk
+ * state a receiver keeps: 5 bytes each, so at most 20 MiB per image; 1 MiB
+ * chunks cover 4 TiB, 4 KiB chunks 16 GiB). */
+#define VHPC_DIST_MAX_MANIFEST (1u << 20)
+#define VHPC_DIST_MAX_BLOBS    64
+#define VHPC_DIST_MAX_BLOB     (1ull << 40)
+#define VHPC_DIST_MAX_CHUNKS   (1ull << 22)
 
 enum vhpc_dist_type {
     VHPC_DIST_PUSH = 1,

@@ -172,6 +172,28 @@ int vhpc_store_lock(struct vhpc_store *st, vhpc_err_t *err)
     return 0;
 }
 
+int vhpc_store_trylock(struct vhpc_store *st, vhpc_err_t *err)
+{
+    if (st->locked > 0) {
+        st->locked++;
+        return 0;
+    }
+    char p[PATH_MAX];
+    int r;
+    snprintf(p, sizeof(p), "%s/lock", st->dir);
+    if (st->lock_fd < 0 && (r = vhpc__lock_open(p, "store", &st->lock_fd, err)) < 0) {
+        st->lock_fd = -1;
+        return r;
+    }
+    if (flock(st->lock_fd, LOCK_EX | LOCK_NB) < 0)
+        return errno == EWOULDBLOCK
+                   ? vhpc_err_setmsg(err, -EWOULDBLOCK,
+                                     "the image store %s is locked by another process", st->dir)
+                   : vhpc_err_set(err, -errno, "locking the image store %s", st->dir);
+    st->locked = 1;
+    return 0;
+}
+
 void vhpc_store_unlock(struct vhpc_store *st)
 {
     if (st->locked > 0 && --st->locked == 0 && st->lock_fd >= 0)
@@ -744,6 +766,42 @@ int vhpc_store_tag(struct vhpc_store *st, const char *name, int version, const c
     if (r == 0 && out)
         ref_from_json(name, entry, out);
     json_decref(refs);
+    vhpc_store_unlock(st);
+    return r;
+}
+
+int vhpc_store_bind(struct vhpc_store *st, const char *name, int version, const char *digest,
+                    struct vhpc_ref *out, vhpc_err_t *err)
+{
+    if (version <= 0 || !vhpc_valid_name(name))
+        return vhpc_store_tag(st, name, version, digest, out, err);
+    int r = vhpc_store_lock(st, err);
+    if (r < 0)
+        return r;
+    json_t *refs, *v;
+    size_t i;
+    if ((r = load_refs(st, &refs, err)) < 0) {
+        vhpc_store_unlock(st);
+        return r;
+    }
+    json_array_foreach(json_object_get(refs, name), i, v)
+    {
+        if (json_integer_value(json_object_get(v, "version")) != version)
+            continue;
+        const char *d = json_string_value(json_object_get(v, "digest")) ?: "";
+        if (strcmp(d, digest) != 0)
+            r = vhpc_err_setmsg(err, -EEXIST,
+                                "%s:%d is already image %.12s here; a version is never "
+                                "rebound (push a new version, e.g. %s without :VERSION)",
+                                name, version, d, name);
+        else if (out)
+            ref_from_json(name, v, out);
+        json_decref(refs);
+        vhpc_store_unlock(st);
+        return r == 0 ? 1 : r;
+    }
+    json_decref(refs);
+    r = vhpc_store_tag(st, name, version, digest, out, err);
     vhpc_store_unlock(st);
     return r;
 }

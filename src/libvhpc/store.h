@@ -79,6 +79,9 @@ void vhpc_set_lock_notice(void (*fn)(const char *msg));
  * every user (0444; an existing one of ours is made so).  For root
  * publishing into the system store; off by default. */
 void vhpc_store_publish(int on);
+/* The same without waiting: -EWOULDBLOCK (with a message) when another
+ * process holds it.  For event loops that must keep answering. */
+int vhpc_store_trylock(struct vhpc_store *st, vhpc_err_t *err);
 
 /* ---- blobs ---- */
 
@@ -151,6 +154,12 @@ int vhpc_valid_name(const char *s); /* [A-Za-z0-9._-], 1..127, not starting with
  * resulting ref is written to *out (may be NULL). */
 int vhpc_store_tag(struct vhpc_store *st, const char *name, int version, const char *digest,
                    struct vhpc_ref *out, vhpc_err_t *err);
+/* The same, but never rebinding an existing name:version (version >= 1):
+ * 0 when bound now, 1 when it already pointed at digest (nothing changes),
+ * -EEXIST with a message naming the digest it points at otherwise.
+ * version 0 is vhpc_store_tag's "next version". */
+int vhpc_store_bind(struct vhpc_store *st, const char *name, int version, const char *digest,
+                    struct vhpc_ref *out, vhpc_err_t *err);
 /* Resolve "name" (its newest version), "name:version", "name@digestprefix",
  * or a digest prefix (>= 4 hex digits, unique).  -ENOENT with a message
  * that says what exists; -EINVAL for an ambiguous prefix. */

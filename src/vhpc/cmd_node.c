@@ -18,12 +18,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 static const char node_help[] =
     "Usage: vhpc node serve --listen ADDR[:PORT] [--store DIR] [--budget SIZE]\n"
-    "                       [--pidfile FILE] [--daemon] [--log FILE]\n"
+    "                       [--pidfile FILE] [--daemon] [--log FILE] [--max-connections N]\n"
+    "                       [--max-per-peer N] [--max-sessions N] [--idle-timeout S]\n"
     "Serve images to and from other nodes (vhpc image push / pull): receive pushed\n"
     "images into a cache and forward them while they arrive, answer pulls.  Cached\n"
     "blobs are re-hashed before they are served or counted as present; a damaged one\n"
@@ -38,6 +40,13 @@ static const char node_help[] =
     "  --pidfile FILE        write the service's pid there (removed at exit)\n"
     "  --daemon              detach; return once the service listens\n"
     "  --log FILE            with --daemon: append the log there (else it is dropped)\n"
+    "  --max-connections N   connections at once, in all (default 256); at the limit the\n"
+    "                        oldest that has not made its request yet is closed\n"
+    "  --max-per-peer N      ... from one address (default 32)\n"
+    "  --max-sessions N      transfers at once: pushes received, pulls served (default\n"
+    "                        16); more are refused (\"busy\", try again)\n"
+    "  --idle-timeout S      close a connection that made no request within S seconds,\n"
+    "                        or whose sender stays silent that long (default 30)\n"
     "SIGTERM or SIGINT stop it (transfers under way are abandoned).\n";
 
 static volatile sig_atomic_t stop_flag;
@@ -114,6 +123,7 @@ static int serve(int argc, char **argv)
     const char *cmd = "node serve", *listen_on = NULL, *store_dir = NULL, *pidfile = NULL,
                *logfile = NULL;
     int daemon = 0, have_budget = 0;
+    struct vhpc_dist_limits lim = {0};
     uint64_t budget = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -135,7 +145,21 @@ static int serve(int argc, char **argv)
             pidfile = argv[++i];
         else if (!strcmp(a, "--log"))
             logfile = argv[++i];
-        else if (!strcmp(a, "--budget")) {
+        else if (!strcmp(a, "--max-connections") || !strcmp(a, "--max-per-peer") ||
+                 !strcmp(a, "--max-sessions") || !strcmp(a, "--idle-timeout")) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || v < 1 || v > 100000)
+                return vhpc_usage(cmd, "%s %s: expected a number from 1 to 100000", a, argv[i]);
+            if (!strcmp(a, "--max-connections"))
+                lim.max_conns = (int)v;
+            else if (!strcmp(a, "--max-per-peer"))
+                lim.max_per_peer = (int)v;
+            else if (!strcmp(a, "--max-sessions"))
+                lim.max_sessions = (int)v;
+            else
+                lim.idle_ms = (int)(v * 1000);
+        } else if (!strcmp(a, "--budget")) {
             if (vhpc_parse_bytes(argv[++i], &budget) < 0)
                 return vhpc_usage(cmd, "--budget %s: expected a size such as 500M or 2G", argv[i]);
             have_budget = 1;
@@ -184,6 +208,13 @@ static int serve(int argc, char **argv)
     if (vhpc_dist_server_new(st, listen_on, &srv, &err) < 0) {
         vhpc_store_close(st);
         return vhpc_fail(&err);
+    }
+    vhpc_dist_server_limits(srv, &lim);
+    /* Descriptors: as many as we may (each transfer needs a few per blob). */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
     }
     char prefix[128];
     snprintf(prefix, sizeof(prefix), "vhpc node %s", vhpc_dist_server_addr(srv));

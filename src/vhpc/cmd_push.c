@@ -44,11 +44,14 @@ static const char pull_help[] =
     "Usage: vhpc image pull IMAGE --from HOST[:PORT],... [--timeout SECONDS]\n"
     "Fetch an image from the first of the nodes that has a verified copy (nodes\n"
     "running `vhpc node serve`, default port 7470) into the local store, under the\n"
-    "name and version it has there.  Blobs already here (verified) are not fetched\n"
-    "again; a transfer cut short continues from the next node.\n"
+    "name asked for (the version the node has; NAME:VERSION: exactly that).  A node\n"
+    "that answers with another image is refused; a local NAME:VERSION is never\n"
+    "rebound.  Blobs already here (verified) are not fetched again; a transfer cut\n"
+    "short continues from the next node.\n"
     "  --from LIST  the nodes to ask, in order, comma-separated (may repeat)\n"
     "  --timeout S  give up on a node that shows no progress for S seconds\n"
-    "               (default 30)\n";
+    "               (default 30)\n"
+    "IMAGE: NAME, NAME:VERSION or NAME@DIGEST-PREFIX.\n";
 
 /* Split comma-separated node lists into list[]; returns the count or -1. */
 static int add_nodes(const char *cmd, const char *arg, char **list, int n)
