@@ -4,6 +4,7 @@
 #include "cluster.h"
 #include "fullimg.h"
 #include "kernel.h" /* vhpc__rm_tree, vhpc__read_file, vhpc__write_file */
+#include "names.h"
 #include "proc.h"
 
 #include <dirent.h>
@@ -181,19 +182,25 @@ static uint32_t name_hash(const char *s)
     return h;
 }
 
+int vhpc_cluster_can_start(vhpc_err_t *err)
+{
+    if (geteuid() == 0)
+        return 0;
+    return vhpc_err_setmsg(err, -EPERM,
+                           "starting VMs needs root on this host for now: vhpc creates each "
+                           "job's network itself (bridge, taps, nftables rules), and running "
+                           "as a normal user after a one-time `vhpc setup` by root is not "
+                           "built yet.  Run it as root (sudo vhpc ...); nothing was created");
+}
+
 int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *cl, vhpc_err_t *err)
 {
     char clusters[VHPC_DIR_MAX - 64 - VHPC_NAME_MAX];
     int r;
 
     memset(cl, 0, sizeof(*cl));
-    size_t nl = strlen(spec->name);
-    if (!nl || nl > VHPC_NAME_MAX ||
-        strspn(spec->name, "abcdefghijklmnopqrstuvwxyz"
-                           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != nl)
-        return vhpc_err_setmsg(err, -EINVAL,
-                               "bad cluster name '%s': use 1 to %d letters, digits, '-' or '_'",
-                               spec->name, VHPC_NAME_MAX);
+    if ((r = vhpc_check_cluster_name(spec->name, err)) < 0)
+        return r;
     if (strlen(vhpc_run_dir()) >= sizeof(clusters) - 10)
         return vhpc_err_setmsg(err, -ENAMETOOLONG, "run directory %s too long", vhpc_run_dir());
     if (spec->nvms < 1 || spec->nvms > VHPC_MAX_VMS)
@@ -357,6 +364,8 @@ int vhpc_cluster_load(const char *name, struct vhpc_cluster *cl, vhpc_err_t *err
 {
     char buf[64];
     memset(cl, 0, sizeof(*cl));
+    if (vhpc_check_cluster_name(name, err) < 0)
+        return -EINVAL; /* never a path outside the run directory */
     snprintf(cl->name, sizeof(cl->name), "%s", name);
     snprintf(cl->dir, sizeof(cl->dir), "%s/clusters/%s", vhpc_run_dir(), name);
     if (read_text(cl->dir, "job", buf, sizeof(buf)) < 0)

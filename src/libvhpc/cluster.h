@@ -49,6 +49,10 @@ struct vhpc_cluster {
 /* Directory holding every cluster's state. */
 const char *vhpc_run_dir(void);
 
+/* 0 if this process may start clusters, else why not and what to do
+ * (before anything is built or created). */
+int vhpc_cluster_can_start(vhpc_err_t *err);
+
 /* Create the state directory, ivcd, bridge, taps and start every QEMU (not
  * waiting for the guests).  On failure everything created is removed. */
 int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *cl, vhpc_err_t *err);

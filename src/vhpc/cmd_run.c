@@ -366,6 +366,8 @@ int cmd_run(int argc, char **argv)
     pthread_create(&sigthr, NULL, signal_thread, &set);
 
     double t0 = now_s();
+    if (vhpc_cluster_can_start(&err) < 0)
+        return vhpc_fail(&err);
     struct vhpc_image img;
     if (image || nreqs) {
         if (vhpc_select_image(image, reqs, nreqs, build_missing, &img, &err) < 0)

@@ -81,6 +81,8 @@ static int vm_start(int argc, char **argv)
             return vhpc_usage("vm start", "unknown argument '%s'", argv[i]);
     }
     struct vhpc_image img;
+    if (vhpc_cluster_can_start(&err) < 0)
+        return vhpc_fail(&err);
     if (vhpc_image_find(image, &img, &err) < 0 || vhpc_image_verify(&img, &err) < 0)
         return vhpc_fail(&err);
     spec.kernel = img.kernel;

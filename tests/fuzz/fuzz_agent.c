@@ -231,7 +231,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    bool port = data[0] & 1;
+    /* First byte: bit 0 the port (else a stream); bit 1 a TCP client that
+     * must authenticate (the agent holds an all-zero key); bit 2 one that
+     * already did.  A KEY on the port is stored in key_file. */
+    static char key_file[64];
+    if (!key_file[0])
+        snprintf(key_file, sizeof(key_file), "/tmp/fuzz_agent.%d.key", (int)getpid());
+    bool port = data[0] & 1, tcp = !port && (data[0] & 2), authed = tcp && (data[0] & 4);
     data++;
     size--;
     int sv[2];
@@ -241,12 +247,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     snprintf(agent.kernel, sizeof(agent.kernel), "6.1.0-fuzz");
     snprintf(agent.hostname, sizeof(agent.hostname), "fuzz");
     agent.tcp_fd = agent.unix_fd = agent.port_fd_arg = -1;
+    agent.key_file = key_file;
+    agent.have_key = tcp;
     struct conn *c = conn_new(port ? CONN_PORT : CONN_STREAM, sv[0], port ? "port" : "stream");
     if (!c) {
         close(sv[0]);
         close(sv[1]);
         return 0;
     }
+    c->tcp = tcp;
+    c->authed = authed;
+    c->opened_ms = agent_now_ms();
     if (port)
         agent.port = c;
     conn_send_hello(c);
@@ -269,5 +280,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         conn_on_readable(c);
     conn_destroy(c);
     agent.port = NULL;
+    unlink(key_file);
     return 0;
 }

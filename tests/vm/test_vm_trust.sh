@@ -21,6 +21,11 @@ trap cleanup_trust EXIT
 useradd -M -r -s /bin/sh "$user" || { echo "FAIL useradd"; exit 1; }
 
 "$vhpc" image build >/dev/null || { echo "FAIL image build"; exit 1; }
+
+# A normal user cannot start VMs yet: a clear error, nothing left behind.
+out=$(runuser -u "$user" -- "$vhpc" run --vms 1 -- true 2>&1); st=$?
+[ $st -ne 0 ] && grep -q "needs root" <<<"$out" && [ ! -e "$VHPC_RUN_DIR/clusters" ] &&
+    pass "a normal user's vhpc run: '$out'" || fail "normal user's run: status $st '$out'"
 "$vhpc" vm start victim --vms 2 >/dev/null || { echo "FAIL vm start"; exit 1; }
 cl=$VHPC_RUN_DIR/clusters/victim
 br=$(cat "$cl/bridge")
