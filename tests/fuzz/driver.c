@@ -3,7 +3,8 @@
  * libFuzzer: the committed corpus and crash reproducers of each fuzzer
  * become a deterministic regression test in the normal (gcc) builds.
  * Usage: fuzz_regress_<target> DIR_OR_FILE...  (missing directories are
- * skipped: a target may have no crashes/ yet).
+ * skipped: a target may have no crashes/ yet).  An input that runs over
+ * 30 s is a hang, as libFuzzer's -timeout would say: it fails at once.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -11,10 +12,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
+
+#define INPUT_TIMEOUT_S 30
+
+static const char *current;
+
+static void on_alarm(int sig)
+{
+    static const char msg[] = "fuzz driver: an input ran over 30 s (a hang): ";
+    ssize_t w = write(2, msg, sizeof(msg) - 1);
+    w = write(2, current, strlen(current));
+    w = write(2, "\n", 1);
+    (void)w;
+    _exit(1);
+}
 
 static int run_file(const char *path)
 {
@@ -51,7 +68,10 @@ static int run_file(const char *path)
     }
     memcpy(exact, buf, len);
     free(buf);
+    current = path;
+    alarm(INPUT_TIMEOUT_S);
     LLVMFuzzerTestOneInput(exact, len);
+    alarm(0);
     free(exact);
     return 0;
 }
@@ -64,6 +84,7 @@ static int cmp(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     int files = 0, bad = 0;
+    signal(SIGALRM, on_alarm);
     if (LLVMFuzzerInitialize)
         LLVMFuzzerInitialize(&argc, &argv);
     for (int i = 1; i < argc; i++) {

@@ -7,7 +7,9 @@
  * client closes its side and reads until the node closes too.
  *
  * The namespace keeps the node from reaching anything but loopback: a PUSH
- * names children the node then connects to.  Without CAP_SYS_ADMIN the
+ * names children the node then connects to.  After each input the serve
+ * loop must still be running: a peer speaking garbage costs one connection,
+ * never the service (dist_proto.h).  Without CAP_SYS_ADMIN the
  * fuzzer exits 77 (skipped).
  */
 #include "dist.h"
@@ -182,5 +184,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     close(fd);
+    if (pthread_tryjoin_np(thread, NULL) == 0) {
+        fprintf(stderr, "fuzz_dist: the node's serve loop ended\n");
+        abort();
+    }
     return 0;
 }

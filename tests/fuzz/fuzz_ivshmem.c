@@ -110,7 +110,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     o.location = path;
     o.timeout_ms = 200;
     ivc_ctx_t *ctx = NULL;
-    if (ivc_register(7, 1, &o, &ctx) == 0) {
+    int r = ivc_register(7, 1, &o, &ctx);
+    if (getenv("FUZZ_DEBUG"))
+        fprintf(stderr, "ivc_register: %s\n", ivc_strerror(r));
+    if (r == 0) {
         ivc_peer_t peers[8], self;
         ivc_get_hosts(ctx, peers, 8);
         ivc_self(ctx, &self);

@@ -114,7 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     snprintf(name, sizeof(name), "images/%s.json", digest);
     put(name, man, mlen);
     /* refs.json, with the placeholder replaced. */
-    char *fixed = malloc(rlen * 6 + 1), *o = fixed;
+    char *fixed = malloc(rlen * 7 + 1), *o = fixed; /* 10 bytes become 64 */
     if (!fixed)
         goto out;
     for (size_t i = 0; i < rlen;) {

@@ -144,6 +144,38 @@ def dist():
     write("dist", "badmagic", b"VDI1" + b"\x01\x00\x00\x00\x00\x00\x00\x02{}")
 
 
+def dist_client():
+    blobs = {"kernel": b"K" * 1500, "initrd": b"I" * 700}
+    man = {"schema": 1, "kind": "minimal", "os": "debian-12", "arch": "x86_64",
+           "kernel": "6.1.0-56-cloud-amd64", "packages": {}, "libs": [], "parent": None,
+           "size": 2200,
+           "blobs": {r: {"digest": hashlib.sha256(b).hexdigest(), "size": len(b)}
+                     for r, b in blobs.items()}}
+    mbytes = json.dumps(man, sort_keys=True, separators=(",", ":")).encode()
+    push = {"v": 2, "digest": hashlib.sha256(mbytes).hexdigest(), "name": "img", "version": 1,
+            "chunk": 4096, "timeout_ms": 1000, "seq": False, "self": 0}
+    order = sorted(blobs, key=lambda r: (-len(blobs[r]), r))
+    chunks = b"".join(dframe("CHUNK", struct.pack(">IIQ", i, crc32c(blobs[r]), 0) + blobs[r])
+                      for i, r in enumerate(order))
+    pull = b"\0"
+    write("dist_client", "pull", pull + dframe("PUSH", push) + dframe("MANIFEST", mbytes) + chunks)
+    write("dist_client", "pull_half", pull + dframe("PUSH", push) + dframe("MANIFEST", mbytes) +
+          chunks[:1000])
+    write("dist_client", "pull_error", pull + dframe("ERROR", {"error": "no verified copy"}))
+    report = dframe("REPORT", {"nodes": [{"i": 0, "ok": True, "reason": "", "bytes": 14000,
+                                          "ms": 4}]})
+    push_ = b"\1"
+    write("dist_client", "push", push_ + dframe("STATE", {"have": [0, 0]}) +
+          dframe("PROGRESS", {"own": 14000, "sub": 0}) + report)
+    write("dist_client", "push_have", push_ + dframe("STATE", {"have": [9000, 5000]}) + report)
+    write("dist_client", "push_partial", push_ + dframe("STATE", {"have": [4096, 0]}) +
+          dframe("PROGRESS", {}) + report)
+    write("dist_client", "push_refused", push_ + dframe("STATE", {"error": "no room"}))
+    write("dist_client", "push_badreport", push_ + dframe("STATE", {"have": [0, 0]}) +
+          dframe("REPORT", {"nodes": [{"i": 99, "ok": True}, {"i": -1, "ok": False,
+                                                                  "reason": 3}, {}]}))
+
+
 # ---- store ----
 def store():
     man = {"schema": 1, "kind": "full", "os": "debian-12", "arch": "x86_64",
@@ -306,6 +338,7 @@ def main():
     agent_side()
     agent_client()
     dist()
+    dist_client()
     store()
     select()
     qmp()

@@ -1,7 +1,7 @@
 # The fuzz targets and what each links; included by tests/fuzz.cmake (the
 # corpus regression tests of the normal builds) and tests/fuzz/CMakeLists.txt
 # (the libFuzzer build, VHPC_FUZZ=ON).
-set(VHPC_FUZZ_TARGETS agent agent_client dist store select qmp cpio ivshmem ivcd debver match)
+set(VHPC_FUZZ_TARGETS agent agent_client dist dist_client store select qmp cpio ivshmem ivcd debver match)
 set(VHPC_FUZZ_DIR ${PROJECT_SOURCE_DIR}/tests/fuzz)
 
 # vhpc_fuzz_target(EXE TARGET): the harness tests/fuzz/fuzz_TARGET.c with
@@ -27,7 +27,7 @@ function(vhpc_fuzz_target exe t)
   else()
     target_link_libraries(${exe} PRIVATE vhpc_lib)
   endif()
-  if(t STREQUAL "dist" OR t STREQUAL "ivshmem")
+  if(t STREQUAL "dist" OR t STREQUAL "dist_client" OR t STREQUAL "ivshmem")
     find_package(Threads REQUIRED)
     target_link_libraries(${exe} PRIVATE Threads::Threads)
   endif()
