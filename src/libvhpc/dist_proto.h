@@ -6,8 +6,8 @@
  * Every message is a frame: a 12-byte header, then `length` bytes of
  * payload.  Integers are big-endian.
  *
- *   offset 0  u32 magic   VHPC_DIST_MAGIC ("VDI2"; version 1, with a
- *                         sha256 per chunk, is refused as malformed)
+ *   offset 0  u32 magic   VHPC_DIST_MAGIC ("VDI3"; "VDI2", without
+ *                         credentials, is refused as malformed)
  *          4  u8  type    enum vhpc_dist_type
  *          5  u8  pad[3]  zero
  *          8  u32 length  payload bytes (<= VHPC_DIST_MAX_CONTROL for JSON
@@ -75,8 +75,8 @@
 
 #include <stdint.h>
 
-#define VHPC_DIST_MAGIC       0x56444932u /* "VDI2" */
-#define VHPC_DIST_VERSION     2           /* PUSH's "v" */
+#define VHPC_DIST_MAGIC       0x56444933u /* "VDI3" */
+#define VHPC_DIST_VERSION     3           /* PUSH's "v", and in every credential */
 #define VHPC_DIST_HDR         12
 #define VHPC_DIST_CHUNK_HDR   16
 #define VHPC_DIST_MAX_CONTROL (16u << 20)
