@@ -784,6 +784,13 @@ static int authenticate(struct conn *c, json_t *req, uid_t *out, vhpc_err_t *err
         return err->code;
     if (getsockname(c->fd, (struct sockaddr *)&sa, &sl) < 0)
         return vhpc_err_set(err, -errno, "getsockname");
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&sa;
+    if (sa.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+        /* a dual-stack listener: the client dialled the IPv4 address */
+        struct sockaddr_in s4 = {.sin_family = AF_INET, .sin_port = s6->sin6_port};
+        memcpy(&s4.sin_addr, s6->sin6_addr.s6_addr + 12, 4);
+        memcpy(&sa, &s4, sizeof(s4));
+    }
     vhpc_dist_addr_str((struct sockaddr *)&sa, to, sizeof(to));
     munge_err_t me = munge_decode(cred, m, &buf, &blen, &uid, &gid);
     if (me != EMUNGE_SUCCESS) {
@@ -1926,9 +1933,13 @@ static void handle_query(struct conn *c, json_t *j)
         conn_send_error(c, "QUERY without \"ref\"");
         return;
     }
-    if (resolve_verified(e, ref, &got, &err) == 0 && !may_read(e, c->uid, got.name))
+    /* Who may read it first: nobody makes the node re-hash what they may
+     * not see. */
+    if (vhpc_store_resolve(e->st, ref, &got, &err) == 0 && !may_read(e, c->uid, got.name))
         vhpc_err_setmsg(&err, -ENOENT, "no image '%s' that uid %u may read here", ref,
                         (unsigned)c->uid);
+    else if (err.code == 0)
+        resolve_verified(e, ref, &got, &err);
     if (err.code < 0) {
         elog(e, "query from %s: %s", c->peer, err.msg);
         conn_send_json(c, VHPC_DIST_HAVE, json_pack("{s:b, s:s}", "have", 0, "reason", err.msg));
