@@ -39,36 +39,17 @@ finish() {
 
 dist_cleanup() {
     ns_cleanup
-    stop_munged
+    ns_munged_stop
     rm -rf "$tmp"
 }
 
-# Every request to a node is authenticated with munge: a munged of the
-# test's own (its key, socket, pid, log and seed under $tmp/munge), which
-# the nodes and clients reach through $VHPC_MUNGE_SOCKET (a unix socket:
-# the same from every network namespace).
-start_munged() {
-    local d=$tmp/munge
-    mkdir -p "$d" && chmod 755 "$d" || return 1
-    head -c 1024 /dev/urandom >"$d/key" && chmod 600 "$d/key" || return 1
-    munged --force --key-file="$d/key" --socket="$d/sock" --pid-file="$d/pid" \
-        --log-file="$d/log" --seed-file="$d/seed" || return 1
-    export VHPC_MUNGE_SOCKET=$d/sock
-}
-stop_munged() {
-    local pid
-    [ -f "$tmp/munge/pid" ] || return 0
-    pid=$(cat "$tmp/munge/pid")
-    kill "$pid" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-}
 trap 'dist_cleanup' EXIT
 trap 'exit 1' INT TERM
 
 [ "$(id -u)" -eq 0 ] || { echo "SKIP: needs root (network namespaces)"; exit 0; }
 command -v ip >/dev/null && command -v tc >/dev/null || { echo "FAIL: needs ip and tc (iproute2)"; exit 1; }
 command -v munged >/dev/null || { echo "FAIL: needs munged (package munge)"; exit 1; }
-start_munged || { echo "FAIL: starting munged"; exit 1; }
+ns_munged_start || { echo "FAIL: starting munged"; exit 1; }
 
 addr_of() { echo "$(ip_of "$1"):7470"; }
 store_of() { echo "$tmp/store-$1"; }
