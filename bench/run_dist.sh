@@ -45,10 +45,12 @@ ns_id=$id ns_net=10.98.0 ns_tmp=$tmp
 . "$here/../scripts/nscluster.sh"
 cleanup() {
     ns_cleanup
+    ns_munged_stop
     rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
+ns_munged_start || die "cannot start munged"
 
 store_of() { echo "$tmp/store-$1"; }
 

@@ -4,7 +4,8 @@
 #   ns_id   a prefix unique to the run (e.g. vdt<pid in hex>): the bridge is
 #           ${ns_id}b, namespaces ${ns_id}s (src) and ${ns_id}n1.., veths ${ns_id}h..
 #   ns_net  the first three octets of the /24 (src is .1, node i is .10+i)
-#   ns_tmp  the run's directory (node pid files: $ns_tmp/n<i>.pid)
+#   ns_tmp  the run's directory (node pid files: $ns_tmp/n<i>.pid; munged's
+#           files: $ns_tmp/munge)
 # The bridge has no address, so nothing of the host's routing changes.
 
 ns_of() { [ "$1" = src ] && echo "${ns_id}s" || echo "${ns_id}n$1"; }
@@ -56,4 +57,25 @@ ns_cleanup() {
         ip netns del "$ns" 2>/dev/null
     done
     ip link del "${ns_id}b" 2>/dev/null
+}
+
+# Nodes authenticate every request with munge: ns_munged_start runs a
+# munged of the run's own (key, socket, pid, log and seed in $ns_tmp/munge)
+# and exports VHPC_MUNGE_SOCKET, which the nodes and clients use (a unix
+# socket: the same from every namespace); ns_munged_stop stops it.
+ns_munged_start() {
+    local d=$ns_tmp/munge
+    command -v munged >/dev/null || { echo "munged is missing (apt-get install munge)" >&2; return 1; }
+    mkdir -p "$d" && chmod 755 "$d" || return 1
+    head -c 1024 /dev/urandom >"$d/key" && chmod 600 "$d/key" || return 1
+    munged --force --key-file="$d/key" --socket="$d/sock" --pid-file="$d/pid" \
+        --log-file="$d/log" --seed-file="$d/seed" || return 1
+    export VHPC_MUNGE_SOCKET=$d/sock
+}
+ns_munged_stop() {
+    local pid
+    [ -f "$ns_tmp/munge/pid" ] || return 0
+    pid=$(cat "$ns_tmp/munge/pid")
+    kill "$pid" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
 }

@@ -10,7 +10,7 @@ target_link_libraries(test_dist_crc32c PRIVATE vhpc_lib)
 add_executable(dist_tool dist_tool.c)
 target_link_libraries(dist_tool PRIVATE vhpc_lib)
 
-foreach(t push kill cache node lowat limits)
+foreach(t push kill cache node lowat limits auth)
   add_test(NAME test_dist_${t} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/dist/test_dist_${t}.sh ${CMAKE_BINARY_DIR})
   set_tests_properties(test_dist_${t} PROPERTIES TIMEOUT 300
     ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1:abort_on_error=0;UBSAN_OPTIONS=print_stacktrace=1")

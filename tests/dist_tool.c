@@ -2,6 +2,9 @@
  * dist_tool.c - what the image distribution tests (tests/dist/) and
  * bench/run_dist.sh need besides the vhpc binary:
  *
+ * Requests are signed with munge ($VHPC_MUNGE_SOCKET; $DIST_TOOL_CRED:
+ * send_req).
+ *
  *   dist_tool mkimage ROOT NAME SIZE [SEED]  a synthetic image in the store
  *       at ROOT: kernel, initrd and rootfs blobs of pseudo-random bytes
  *       (5 %, 15 %, 80 % of SIZE), tagged NAME; prints its digest
@@ -247,14 +250,72 @@ static int recv_frame(int fd, char *buf, size_t cap, int ms)
     return h[4];
 }
 
+/* Send request `text` (JSON) to the node at addr on fd, signed with a
+ * munge credential (dist.h) unless $DIST_TOOL_CRED says otherwise: "none"
+ * sends it without one, "other" signs it for another request (the same
+ * with "ref" changed), "replay" sends it twice, on fd and on a second
+ * connection, with the same credential.  $DIST_TOOL_UID: the request says
+ * it is on behalf of that uid (as a forwarding node's do). */
+static void send_req(int fd, int type, const char *text, const char *addr)
+{
+    const char *mode = getenv("DIST_TOOL_CRED");
+    json_t *j = json_loads(text, 0, NULL);
+    struct sockaddr_storage sa;
+    socklen_t sl;
+    vhpc_err_t err = {0};
+    char to[64];
+    if (!j) {
+        send_frame(fd, type, text, strlen(text));
+        return;
+    }
+    if (vhpc_dist_resolve(addr, &sa, &sl, &err) < 0)
+        die("address", &err);
+    vhpc_dist_addr_str((struct sockaddr *)&sa, to, sizeof(to));
+    if (getenv("DIST_TOOL_UID"))
+        json_object_set_new(j, "uid", json_integer(atoi(getenv("DIST_TOOL_UID"))));
+    if (!mode || strcmp(mode, "none") != 0) {
+        json_t *signed_for = j;
+        if (mode && !strcmp(mode, "other")) {
+            signed_for = json_copy(j);
+            json_object_set_new(signed_for, "ref", json_string("something-else"));
+        }
+        if (vhpc_dist_sign(signed_for, to, &err) < 0)
+            die("signing", &err);
+        if (signed_for != j) {
+            json_object_set(j, "cred", json_object_get(signed_for, "cred"));
+            json_decref(signed_for);
+        }
+    }
+    char *out = json_dumps(j, JSON_COMPACT);
+    send_frame(fd, type, out, strlen(out));
+    if (mode && !strcmp(mode, "replay")) {
+        char buf[4096];
+        int t = recv_frame(fd, buf, sizeof(buf), 10000);
+        printf("first: %d %s\n", t, t >= 0 ? buf : "");
+        int fd2 = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd2 < 0 || connect(fd2, (struct sockaddr *)&sa, sl) < 0)
+            die(addr, NULL);
+        dup2(fd2, fd);
+        close(fd2);
+        send_frame(fd, type, out, strlen(out));
+    }
+    free(out);
+    json_decref(j);
+}
+
 static int query(const char *addr, const char *ref)
 {
     int fd = dial(addr);
     char req[1024], buf[65536];
     int n = snprintf(req, sizeof(req), "{\"ref\":\"%s\"}", ref);
-    send_frame(fd, VHPC_DIST_QUERY, req, (size_t)n);
+    (void)n;
+    send_req(fd, VHPC_DIST_QUERY, req, addr);
     int t = recv_frame(fd, buf, sizeof(buf), 10000);
     close(fd);
+    if (t == VHPC_DIST_ERROR) {
+        printf("ERROR %s\n", buf);
+        return 1;
+    }
     if (t != VHPC_DIST_HAVE) {
         fprintf(stderr, "dist_tool: no answer from %s\n", addr);
         return 1;
@@ -319,11 +380,11 @@ static int garbage(const char *addr)
             close(fd);
         }
     /* a PUSH whose manifest does not hash to its digest, and one with a bad tree */
-    const char *push = "{\"v\":2,\"digest\":\"0000000000000000000000000000000000000000000000000000"
+    const char *push = "{\"v\":3,\"digest\":\"0000000000000000000000000000000000000000000000000000"
                        "000000000000\",\"name\":\"x\",\"version\":1,\"chunk\":1048576,"
                        "\"children\":[]}";
     fd = dial(addr);
-    send_frame(fd, VHPC_DIST_PUSH, push, strlen(push));
+    send_req(fd, VHPC_DIST_PUSH, push, addr);
     send_frame(fd, VHPC_DIST_MANIFEST, "{\"blobs\":{}}", 12);
     int t = recv_frame(fd, buf, sizeof(buf), 5000);
     close(fd);
@@ -331,11 +392,11 @@ static int garbage(const char *addr)
         fprintf(stderr, "dist_tool: a lying manifest was not refused (got %d)\n", t);
         return 1;
     }
-    const char *tree = "{\"v\":2,\"digest\":\"0000000000000000000000000000000000000000000000000000"
+    const char *tree = "{\"v\":3,\"digest\":\"0000000000000000000000000000000000000000000000000000"
                        "000000000000\",\"name\":\"x\",\"version\":1,\"chunk\":1048576,"
                        "\"children\":[{\"i\":-1,\"addr\":7}]}";
     fd = dial(addr);
-    send_frame(fd, VHPC_DIST_PUSH, tree, strlen(tree));
+    send_req(fd, VHPC_DIST_PUSH, tree, addr);
     send_frame(fd, VHPC_DIST_MANIFEST, "{}", 2);
     t = recv_frame(fd, buf, sizeof(buf), 5000);
     close(fd);
@@ -465,7 +526,8 @@ static int liar(const char *addr, const char *root, const char *ref_s)
                      "{\"v\":%d,\"digest\":\"%s\",\"name\":\"%s\",\"version\":%d,\"chunk\":%u,"
                      "\"timeout_ms\":5000,\"seq\":false,\"self\":0,\"children\":[]}",
                      VHPC_DIST_VERSION, ref.digest, ref.name, ref.version, chunk);
-    send_frame(fd, VHPC_DIST_PUSH, buf, (size_t)n);
+    send_req(fd, VHPC_DIST_PUSH, buf, addr);
+    (void)n;
     send_frame(fd, VHPC_DIST_MANIFEST, man, mlen);
     free(man);
     int t = recv_frame(fd, buf, sizeof(buf), 10000);
@@ -612,14 +674,18 @@ static int claim(const char *addr, const char *size_s, const char *chunk_s, cons
                      "\"chunk\":%" PRIu64 ",\"timeout_ms\":30000,\"seq\":false,\"self\":0,"
                      "\"children\":[]}",
                      VHPC_DIST_VERSION, digest, chunk);
-    send_frame(fd, VHPC_DIST_PUSH, buf, (size_t)n);
+    send_req(fd, VHPC_DIST_PUSH, buf, addr);
+    (void)n;
     send_frame(fd, VHPC_DIST_MANIFEST, man, strlen(man));
     free(man);
     int t = recv_frame(fd, buf, sizeof(buf), 10000);
     json_t *a = t == VHPC_DIST_STATE ? json_loads(buf, 0, NULL) : NULL;
     int accepted = json_is_array(json_object_get(a, "have"));
     json_decref(a);
-    printf("claim: %s %s\n", t == VHPC_DIST_STATE ? "STATE" : t == VHPC_DIST_ERROR ? "ERROR" : "?",
+    printf("claim: %s %s\n",
+           t == VHPC_DIST_STATE   ? "STATE"
+           : t == VHPC_DIST_ERROR ? "ERROR"
+                                  : "?",
            t < 0 ? "(no answer)" : buf);
     if (accepted) {
         unsigned char *d = calloc(1, VHPC_DIST_HDR + VHPC_DIST_CHUNK_HDR + chunk);

@@ -36,6 +36,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <munge.h>
+#include <pwd.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -222,13 +224,14 @@ struct conn {
     int dead, connecting, close_after_flush;
     char peer[64];
     char ip[INET6_ADDRSTRLEN + 2]; /* the peer's address without the port */
-    int64_t since;   /* created */
-    int64_t last_rx; /* last frame received */
-    int64_t last_tx; /* last bytes sent */
+    int64_t since;                 /* created */
+    int64_t last_rx;               /* last frame received */
+    int64_t last_tx;               /* last bytes sent */
     /* input */
     unsigned char *in;
     size_t cap, got, pos;
     json_t *push; /* R_MANIFEST: the PUSH waiting for its manifest */
+    uid_t uid;    /* who sent the request (a server's: authenticated) */
     /* output: control frames, then at most one chunk in flight */
     struct obuf *qhead, *qtail;
     int chunk_active;
@@ -301,11 +304,11 @@ struct session {
     int own; /* 0 receiving, 1 has the image, -1 failed */
     char reason[512];
     uint64_t bytes_in, need;
-    uint64_t reserved; /* room made for bytes not committed yet (session_room) */
-    uint64_t tmp_bytes; /* ... of which written into tmp files */
-    char ip[INET6_ADDRSTRLEN + 2]; /* the peer it came from (sessions per peer) */
+    uint64_t reserved;  /* room made for blobs being received (session_room) */
+    uint64_t tmp_bytes; /* ... of which written: their bytes so far */
+    uid_t uid;          /* on whose behalf: the pusher's user (authenticated) */
     int64_t t0, t_done, orphan_since, last_hb;
-    int pending;     /* commit threads running */
+    int pending;       /* commit threads running */
     int64_t lock_wait; /* since when it waits for the store's lock (0: not) */
     int dead, reported;
 };
@@ -320,8 +323,11 @@ struct engine {
     struct session *sessions;
     int wake[2];
     int64_t now;
-    size_t read_budget; /* bytes one connection may read per loop turn */
+    size_t read_budget;          /* bytes one connection may read per loop turn */
     struct vhpc_dist_limits lim; /* a server's */
+    munge_ctx_t mctx;            /* created on first use */
+    uid_t *allow;                /* trusted like root (--allow-uid) */
+    size_t nallow;
     /* client mode (push, pull) */
     struct session *client;
     int client_done;
@@ -685,6 +691,185 @@ static struct session *session_find(struct engine *e, const char *digest)
     return NULL;
 }
 
+/* ---- authentication and who may do what ------------------------------ */
+
+static munge_ctx_t dist_munge(munge_ctx_t *slot, vhpc_err_t *err)
+{
+    if (*slot)
+        return *slot;
+    munge_ctx_t m = munge_ctx_create();
+    const char *sock = getenv("VHPC_MUNGE_SOCKET");
+    if (!m) {
+        vhpc_err_setmsg(err, -ENOMEM, "creating a munge context");
+        return NULL;
+    }
+    if (sock && *sock && munge_ctx_set(m, MUNGE_OPT_SOCKET, sock) != EMUNGE_SUCCESS) {
+        vhpc_err_setmsg(err, -EINVAL, "VHPC_MUNGE_SOCKET=%s: %s", sock, munge_ctx_strerror(m));
+        munge_ctx_destroy(m);
+        return NULL;
+    }
+    return *slot = m;
+}
+
+/* What a request's credential must say: the request without "cred"
+ * (canonical JSON), hashed, and the address it was sent to. */
+static int cred_payload(json_t *req, const char *to, char *out, size_t len)
+{
+    json_t *copy = json_copy(req);
+    if (!copy)
+        return -ENOMEM;
+    json_object_del(copy, "cred");
+    char *text = json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(copy);
+    if (!text)
+        return -ENOMEM;
+    struct vhpc_sha256 h;
+    char hex[65];
+    vhpc_sha256_init(&h);
+    vhpc_sha256_update(&h, text, strlen(text));
+    vhpc_sha256_hex(&h, hex);
+    free(text);
+    snprintf(out, len, "vhpc-dist/%d to=%s req=%s", VHPC_DIST_VERSION, to, hex);
+    return 0;
+}
+
+static int sign_with(munge_ctx_t *slot, json_t *req, const char *to, vhpc_err_t *err)
+{
+    char payload[256], *cred = NULL;
+    munge_ctx_t m = dist_munge(slot, err);
+    if (!m)
+        return err->code;
+    if (cred_payload(req, to, payload, sizeof(payload)) < 0)
+        return vhpc_err_set(err, -ENOMEM, "signing a request");
+    munge_err_t me = munge_encode(&cred, m, payload, (int)strlen(payload));
+    if (me != EMUNGE_SUCCESS) {
+        free(cred);
+        return vhpc_err_setmsg(err, -EACCES,
+                               "cannot make a munge credential (munged's socket: "
+                               "$VHPC_MUNGE_SOCKET, else munge's default): %s",
+                               munge_ctx_strerror(m));
+    }
+    json_object_set_new(req, "cred", json_string(cred));
+    free(cred);
+    return 0;
+}
+
+int vhpc_dist_sign(json_t *req, const char *to, vhpc_err_t *err)
+{
+    static munge_ctx_t m;
+    return sign_with(&m, req, to, err);
+}
+
+/* Who sent request req on c: the uid of its munge credential, which must
+ * be for this request to this address.  A node (uid 0 or the service's
+ * own) forwarding a push says on whose behalf ("uid"). */
+static int authenticate(struct conn *c, json_t *req, uid_t *out, vhpc_err_t *err)
+{
+    struct engine *e = c->e;
+    const char *cred = json_string_value(json_object_get(req, "cred"));
+    struct sockaddr_storage sa;
+    socklen_t sl = sizeof(sa);
+    char to[64], want[256];
+    void *buf = NULL;
+    int blen = 0;
+    uid_t uid;
+    gid_t gid;
+    if (!cred)
+        return vhpc_err_setmsg(err, -EACCES,
+                               "the request carries no credential: this node authenticates "
+                               "every request with munge (vhpc %d or later)",
+                               VHPC_DIST_VERSION);
+    munge_ctx_t m = dist_munge(&e->mctx, err);
+    if (!m)
+        return err->code;
+    if (getsockname(c->fd, (struct sockaddr *)&sa, &sl) < 0)
+        return vhpc_err_set(err, -errno, "getsockname");
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&sa;
+    if (sa.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+        /* a dual-stack listener: the client dialled the IPv4 address */
+        struct sockaddr_in s4 = {.sin_family = AF_INET, .sin_port = s6->sin6_port};
+        memcpy(&s4.sin_addr, s6->sin6_addr.s6_addr + 12, 4);
+        memcpy(&sa, &s4, sizeof(s4));
+    }
+    vhpc_dist_addr_str((struct sockaddr *)&sa, to, sizeof(to));
+    munge_err_t me = munge_decode(cred, m, &buf, &blen, &uid, &gid);
+    if (me != EMUNGE_SUCCESS) {
+        free(buf);
+        return vhpc_err_setmsg(err, -EACCES, "authentication failed: munge: %s",
+                               munge_ctx_strerror(m));
+    }
+    int ok = cred_payload(req, to, want, sizeof(want)) == 0 && blen == (int)strlen(want) &&
+             !memcmp(buf, want, (size_t)blen);
+    free(buf);
+    if (!ok)
+        return vhpc_err_setmsg(err, -EACCES,
+                               "authentication failed: the credential was made for another "
+                               "request or another node than %s",
+                               to);
+    json_t *behalf = json_object_get(req, "uid");
+    if (behalf) {
+        json_int_t b = json_integer_value(behalf);
+        if (!json_is_integer(behalf) || b < 0 || b > 0x7fffffff)
+            return vhpc_err_setmsg(err, -EACCES, "a request with an invalid \"uid\"");
+        if ((uid_t)b != uid && uid != 0 && uid != geteuid())
+            return vhpc_err_setmsg(err, -EACCES,
+                                   "uid %u may not act on behalf of uid %lld (only nodes may)",
+                                   (unsigned)uid, (long long)b);
+        uid = (uid_t)b;
+    }
+    *out = uid;
+    return 0;
+}
+
+/* Trusted like root: may push any name, read every image. */
+static int privileged(const struct engine *e, uid_t uid)
+{
+    if (uid == 0)
+        return 1;
+    for (size_t i = 0; i < e->nallow; i++)
+        if (e->allow[i] == uid)
+            return 1;
+    return 0;
+}
+
+/* A user's namespace: names "USER.*".  The user that owns name, or -1 for
+ * a name outside every user's namespace (written by root or the trusted
+ * only, readable by all). */
+static long name_owner(const char *name)
+{
+    const char *dot = strchr(name, '.');
+    char user[128], pwbuf[4096];
+    struct passwd pw, *res = NULL;
+    if (!dot || dot == name || (size_t)(dot - name) >= sizeof(user))
+        return -1;
+    snprintf(user, sizeof(user), "%.*s", (int)(dot - name), name);
+    if (getpwnam_r(user, &pw, pwbuf, sizeof(pwbuf), &res) != 0 || !res)
+        return -1;
+    return (long)pw.pw_uid;
+}
+
+static int may_write(const struct engine *e, uid_t uid, const char *name, vhpc_err_t *err)
+{
+    char pwbuf[4096];
+    struct passwd pw, *res = NULL;
+    if (privileged(e, uid) || (name[0] && name_owner(name) == (long)uid))
+        return 0;
+    if (getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &res) != 0 || !res)
+        return vhpc_err_setmsg(err, -EPERM,
+                               "uid %u is not a user on this node: it may not push images",
+                               (unsigned)uid);
+    return vhpc_err_setmsg(err, -EPERM,
+                           "user %s (uid %u) may push only names in its namespace, %s.NAME, "
+                           "not '%s' (vhpc image tag IMAGE %s.NAME)",
+                           pw.pw_name, (unsigned)uid, pw.pw_name, name, pw.pw_name);
+}
+
+static int may_read(const struct engine *e, uid_t uid, const char *name)
+{
+    long owner = name[0] ? name_owner(name) : 0;
+    return privileged(e, uid) || owner < 0 || owner == (long)uid;
+}
+
 /* ---- kids: the links a session sends on ---------------------------------- */
 
 static int tree_ok(json_t *children, int depth, int *count)
@@ -739,10 +924,10 @@ static struct kid *kid_add(struct session *s, json_t *node)
 
 static json_t *push_msg(struct session *s, struct kid *k)
 {
-    return json_pack("{s:i, s:s, s:s, s:i, s:I, s:i, s:b, s:i, s:O}", "v", VHPC_DIST_VERSION,
+    return json_pack("{s:i, s:s, s:s, s:i, s:I, s:i, s:b, s:i, s:O, s:I}", "v", VHPC_DIST_VERSION,
                      "digest", s->digest, "name", s->name, "version", s->version, "chunk",
                      (json_int_t)s->chunk, "timeout_ms", s->timeout_ms, "seq", s->seq, "self",
-                     k->idx, "children", k->sub);
+                     k->idx, "children", k->sub, "uid", (json_int_t)s->uid);
 }
 
 static void kid_hello(struct kid *k)
@@ -750,7 +935,14 @@ static void kid_hello(struct kid *k)
     struct session *s = k->s;
     k->state = K_HELLO;
     k->since = s->e->now;
-    conn_send_json(k->c, VHPC_DIST_PUSH, push_msg(s, k));
+    json_t *j = push_msg(s, k);
+    vhpc_err_t err = {0};
+    if (!j || sign_with(&s->e->mctx, j, k->addr, &err) < 0) {
+        json_decref(j);
+        kid_fail(k, "%s", err.msg[0] ? err.msg : "out of memory");
+        return;
+    }
+    conn_send_json(k->c, VHPC_DIST_PUSH, j);
     if (k->c)
         conn_send(k->c, VHPC_DIST_MANIFEST, s->manifest, s->mlen);
 }
@@ -991,6 +1183,10 @@ static void start_commit(struct session *s, size_t bi)
         return;
     }
     vhpc_sha256_hex(&b->full, j->hex);
+    /* Its bytes leave the room of blobs being received: session_tmp
+     * counts them until they are in blobs/ (the store's usage). */
+    s->tmp_bytes -= b->size < s->tmp_bytes ? b->size : s->tmp_bytes;
+    s->reserved -= b->size < s->reserved ? b->size : s->reserved;
     j->st = s->e->st;
     j->wake = s->e->wake[1];
     b->state = B_COMMIT;
@@ -1062,9 +1258,6 @@ static void on_commit_done(struct commit_job *j)
         return;
     }
     b->state = B_HAVE;
-    /* Its bytes are in blobs/ now (counted by the store's usage). */
-    s->tmp_bytes -= b->size < s->tmp_bytes ? b->size : s->tmp_bytes;
-    s->reserved -= b->size < s->reserved ? b->size : s->reserved;
     for (size_t i = 0; i < s->nb; i++)
         if (s->b[i].state != B_HAVE)
             return;
@@ -1079,6 +1272,22 @@ static void on_commit_done(struct commit_job *j)
  * bytes that arrived, CRC-checked, get room: a size a sender declares
  * reserves and evicts nothing.  -1 when the session failed. */
 #define RESERVE_STEP (16u << 20)
+
+/* Bytes a session holds outside blobs/ (what the store's usage does not
+ * count yet): blobs being received, and those committing until their
+ * rename. */
+static uint64_t session_tmp(const struct session *o)
+{
+    uint64_t t = 0;
+    for (size_t i = 0; i < o->nb; i++) {
+        const struct blob *b = &o->b[i];
+        if (b->state == B_RECV)
+            t += b->have;
+        else if (b->state == B_COMMIT && !vhpc_store_has_blob(o->e->st, b->digest))
+            t += b->size;
+    }
+    return t;
+}
 static int session_room(struct session *s, struct blob *b, size_t dlen)
 {
     struct engine *e = s->e;
@@ -1092,9 +1301,8 @@ static int session_room(struct session *s, struct blob *b, size_t dlen)
     if (step < dlen)
         step = dlen;
     for (struct session *o = e->sessions; o; o = o->next)
-        if (!o->dead && !o->source && o != s)
-            pending += o->reserved;
-    pending += s->tmp_bytes;
+        if (!o->dead && !o->source)
+            pending += session_tmp(o) + (o == s ? 0 : o->reserved - o->tmp_bytes);
     uint64_t budget = vhpc_store_budget(e->st);
     vhpc_err_t err = {0};
     if (budget && vhpc_store_usage(e->st) + pending + step > budget) {
@@ -1398,12 +1606,10 @@ static int check_room(struct engine *e, const struct session *s, uint64_t need, 
                                "image %.12s needs %" PRIu64 " bytes, more than the cache budget "
                                "of %" PRIu64 " bytes (raise it with --budget)",
                                s->digest, need, budget);
-    if (statvfs(vhpc_store_dir(e->st), &sv) == 0 &&
-        need / sv.f_frsize >= (uint64_t)sv.f_bavail)
-        return vhpc_err_setmsg(err, -ENOSPC,
-                               "image %.12s needs %" PRIu64 " bytes, %s has %" PRIu64 " free",
-                               s->digest, need, vhpc_store_dir(e->st),
-                               (uint64_t)sv.f_bavail * sv.f_frsize);
+    if (statvfs(vhpc_store_dir(e->st), &sv) == 0 && need / sv.f_frsize >= (uint64_t)sv.f_bavail)
+        return vhpc_err_setmsg(
+            err, -ENOSPC, "image %.12s needs %" PRIu64 " bytes, %s has %" PRIu64 " free", s->digest,
+            need, vhpc_store_dir(e->st), (uint64_t)sv.f_bavail * sv.f_frsize);
     return 0;
 }
 
@@ -1534,6 +1740,23 @@ static int session_admit(struct engine *e, size_t nb, vhpc_err_t *err)
     return 0;
 }
 
+/* A push never rebinds a name:version that points at another image. */
+static int no_rebind(struct engine *e, const struct push_req *p, vhpc_err_t *err)
+{
+    char ref[160];
+    struct vhpc_ref got;
+    vhpc_err_t e2 = {0};
+    if (!p->name[0] || p->version <= 0)
+        return 0;
+    snprintf(ref, sizeof(ref), "%s:%d", p->name, p->version);
+    if (vhpc_store_resolve(e->st, ref, &got, &e2) < 0 || !strcmp(got.digest, p->digest))
+        return 0;
+    return vhpc_err_setmsg(err, -EEXIST,
+                           "%s is already image %.12s on this node; a version is never rebound "
+                           "(tag the image as a new version and push that)",
+                           ref, got.digest);
+}
+
 /* Whether a node's answer to our PULL of `ref` is the image we asked for:
  * the puller decides the name it is stored under, never the node.  NAME:
  * that name (any version), NAME:VERSION: exactly that, NAME@PREFIX: that
@@ -1581,6 +1804,11 @@ static void handle_push(struct conn *c, json_t *pj, const char *manifest, size_t
         conn_send_error(c, "the manifest does not hash to the image digest");
         return;
     }
+    if (e->lfd >= 0 && (may_write(e, c->uid, p.name, &err) < 0 || no_rebind(e, &p, &err) < 0)) {
+        elog(e, "image %.12s (%s:%d) from %s: %s", p.digest, p.name, p.version, c->peer, err.msg);
+        conn_send_error(c, err.msg);
+        return;
+    }
     char why[512];
     if (c->is_pull && e->client && strcmp(e->client->digest, p.digest) != 0)
         snprintf(why, sizeof(why), "it answered with image %.12s, not %.12s (the one under way)",
@@ -1592,6 +1820,10 @@ static void handle_push(struct conn *c, json_t *pj, const char *manifest, size_t
         return;
     }
     struct session *s = session_find(e, p.digest);
+    if (s && e->lfd >= 0 && s->uid != c->uid && !privileged(e, c->uid)) {
+        conn_send_error(c, "this image is under way for another user");
+        return;
+    }
     if (s) {
         /* Taken over (our sender failed), or the same image again. */
         if (s->up && s->up != c) {
@@ -1628,6 +1860,8 @@ static void handle_push(struct conn *c, json_t *pj, const char *manifest, size_t
             return;
         }
         s = session_receive(e, &p, manifest, mlen, &err);
+        if (s)
+            s->uid = c->uid;
         if (!s) {
             elog(e, "image %.12s from %s: %s", p.digest, c->peer, err.msg);
             conn_send_error(c, err.msg);
@@ -1699,7 +1933,14 @@ static void handle_query(struct conn *c, json_t *j)
         conn_send_error(c, "QUERY without \"ref\"");
         return;
     }
-    if (resolve_verified(e, ref, &got, &err) < 0) {
+    /* Who may read it first: nobody makes the node re-hash what they may
+     * not see. */
+    if (vhpc_store_resolve(e->st, ref, &got, &err) == 0 && !may_read(e, c->uid, got.name))
+        vhpc_err_setmsg(&err, -ENOENT, "no image '%s' that uid %u may read here", ref,
+                        (unsigned)c->uid);
+    else if (err.code == 0)
+        resolve_verified(e, ref, &got, &err);
+    if (err.code < 0) {
         elog(e, "query from %s: %s", c->peer, err.msg);
         conn_send_json(c, VHPC_DIST_HAVE, json_pack("{s:b, s:s}", "have", 0, "reason", err.msg));
     } else {
@@ -1722,8 +1963,13 @@ static void handle_pull(struct conn *c, json_t *j)
         return;
     }
     struct session *s = NULL;
-    if (session_admit(e, MAX_BLOBS, &err) == 0 && vhpc_store_resolve(e->st, ref, &got, &err) == 0)
-        s = session_from_store(e, &got, 1, &err);
+    if (session_admit(e, MAX_BLOBS, &err) == 0 && vhpc_store_resolve(e->st, ref, &got, &err) == 0) {
+        if (!may_read(e, c->uid, got.name))
+            vhpc_err_setmsg(&err, -ENOENT, "no image '%s' that uid %u may read here", ref,
+                            (unsigned)c->uid);
+        else
+            s = session_from_store(e, &got, 1, &err);
+    }
     if (!s) {
         elog(e, "pull from %s: %s", c->peer, err.msg);
         conn_send_error(c, err.msg);
@@ -1887,6 +2133,16 @@ static void dispatch(struct conn *c, int type, const unsigned char *p, size_t le
         json_decref(j);
         conn_lost(c, "a frame that is not JSON");
         return;
+    }
+    if (c->role == R_INBOUND && e->lfd >= 0 &&
+        (type == VHPC_DIST_PUSH || type == VHPC_DIST_PULL || type == VHPC_DIST_QUERY)) {
+        vhpc_err_t err = {0};
+        if (authenticate(c, j, &c->uid, &err) < 0) {
+            elog(e, "a request from %s: %s", c->peer, err.msg);
+            conn_send_error(c, err.msg);
+            json_decref(j);
+            return;
+        }
     }
     switch (c->role) {
     case R_INBOUND:
@@ -2092,6 +2348,9 @@ static void engine_fini(struct engine *e)
         }
     }
     sweep(e);
+    if (e->mctx)
+        munge_ctx_destroy(e->mctx);
+    free(e->allow);
     if (e->lfd >= 0)
         close(e->lfd);
     close(e->wake[0]);
@@ -2131,9 +2390,9 @@ static void timers(struct engine *e)
         else if (c->role == R_LINGER && e->now - c->since > LINGER_MS)
             conn_close(c);
         else if (c->role == R_UP && c->sess &&
-                 e->now - c->last_rx >
-                     (3 * c->sess->timeout_ms < e->lim.idle_ms ? 3 * c->sess->timeout_ms
-                                                               : e->lim.idle_ms))
+                 e->now - c->last_rx > (3 * c->sess->timeout_ms < e->lim.idle_ms
+                                            ? 3 * c->sess->timeout_ms
+                                            : e->lim.idle_ms))
             conn_lost(c, "no sign of life from the sender");
         else if (c->role == R_KID && c->kid && !c->chunk_active && !c->qhead && !c->connecting &&
                  e->now - c->last_tx >= HEARTBEAT_MS)
@@ -2219,8 +2478,9 @@ static void on_accept(struct engine *e)
         vhpc_dist_addr_str((struct sockaddr *)&sa, peer, sizeof(peer));
         snprintf(ip, sizeof(ip), "%.*s", (int)(strrchr(peer, ':') - peer), peer);
         if (!admit(e, ip)) {
-            elog(e, "refused a connection from %s: too many connections (--max-connections "
-                    "%d, --max-per-peer %d)",
+            elog(e,
+                 "refused a connection from %s: too many connections (--max-connections "
+                 "%d, --max-per-peer %d)",
                  peer, e->lim.max_conns, e->lim.max_per_peer);
             close(fd);
             continue;
@@ -2382,6 +2642,19 @@ void vhpc_dist_server_log(struct vhpc_dist_server *s, const char *prefix)
     s->e.logp = prefix;
 }
 
+int vhpc_dist_server_allow(struct vhpc_dist_server *s, const uid_t *uids, size_t n, vhpc_err_t *err)
+{
+    uid_t *a = n ? malloc(n * sizeof(*a)) : NULL;
+    if (n && !a)
+        return vhpc_err_set(err, -ENOMEM, "--allow-uid");
+    if (n)
+        memcpy(a, uids, n * sizeof(*a));
+    free(s->e.allow);
+    s->e.allow = a;
+    s->e.nallow = n;
+    return 0;
+}
+
 void vhpc_dist_server_limits(struct vhpc_dist_server *s, const struct vhpc_dist_limits *l)
 {
     if (l->max_conns > 0)
@@ -2499,6 +2772,7 @@ int vhpc_dist_push(struct vhpc_store *st, const char *ref, const struct vhpc_dis
     s->chunk = o->chunk;
     s->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
     s->seq = o->mode == VHPC_DIST_BINOMIAL;
+    s->uid = getuid();
     if (check_chunking(s->b, s->nb, s->chunk, err) < 0) {
         r = err->code;
         session_release(s);
@@ -2607,8 +2881,15 @@ static void pull_next(struct engine *e)
         c->is_pull = 1;
         c->pull_node = i;
         e->pull_node = i;
-        conn_send_json(c, VHPC_DIST_PULL,
-                       json_pack("{s:s, s:i}", "ref", e->pull_ref, "timeout_ms", e->pull_timeout));
+        json_t *j = json_pack("{s:s, s:i}", "ref", e->pull_ref, "timeout_ms", e->pull_timeout);
+        if (!j || sign_with(&e->mctx, j, c->peer, &err) < 0) {
+            json_decref(j);
+            snprintf(e->pull_why + used, sizeof(e->pull_why) - used, "\n  %s: %s", e->pull_from[i],
+                     err.msg[0] ? err.msg : "out of memory");
+            conn_close(c);
+            continue;
+        }
+        conn_send_json(c, VHPC_DIST_PULL, j);
         return;
     }
     e->pull_next = e->pull_n + 1; /* nothing left to try */

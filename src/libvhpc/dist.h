@@ -13,6 +13,9 @@
 
 #include "error.h"
 
+#include <jansson.h>
+#include <sys/types.h>
+
 #include <signal.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -29,6 +32,14 @@ void vhpc_dist_addr_str(const struct sockaddr *sa, char *buf, size_t len);
 /* A size: digits with an optional K, M, G or T (powers of 1024, an
  * optional trailing "iB" or "B"); -EINVAL if it is not one. */
 int vhpc_parse_bytes(const char *s, uint64_t *out);
+
+/* Authentication (munge): every request (PUSH, PULL, QUERY) carries a
+ * munge credential whose payload binds the request's other fields and the
+ * address it goes to (dist_proto.h).  Add it to req (a JSON object), for
+ * a request sent to `to` ("ip:port", as vhpc_dist_addr_str prints the
+ * address connected to).  The munged socket is $VHPC_MUNGE_SOCKET, else
+ * munge's default. */
+int vhpc_dist_sign(json_t *req, const char *to, vhpc_err_t *err);
 
 enum vhpc_dist_mode {
     VHPC_DIST_PIPELINE, /* chunks through a tree, forwarded while received */
@@ -79,7 +90,10 @@ struct vhpc_dist_limits {
     int idle_ms;      /* a connection without its request, or a sender silent, this long is
                        * closed (default 30 s) */
 };
-#define VHPC_DIST_LIMITS_DEFAULT {256, 32, 16, 30000}
+#define VHPC_DIST_LIMITS_DEFAULT                                                                   \
+    {                                                                                              \
+        256, 32, 16, 30000                                                                         \
+    }
 
 /* A node: listen on `listen` (HOST[:PORT]), then serve until *stop. */
 struct vhpc_dist_server;
@@ -91,6 +105,10 @@ const char *vhpc_dist_server_addr(const struct vhpc_dist_server *s);
 void vhpc_dist_server_log(struct vhpc_dist_server *s, const char *prefix);
 /* Set its limits (defaults: VHPC_DIST_LIMITS_DEFAULT; a field <= 0 keeps its value). */
 void vhpc_dist_server_limits(struct vhpc_dist_server *s, const struct vhpc_dist_limits *l);
+/* Users trusted like root by this node: they may push any name and read
+ * every image (--allow-uid / --allow-user).  Copied. */
+int vhpc_dist_server_allow(struct vhpc_dist_server *s, const uid_t *uids, size_t n,
+                           vhpc_err_t *err);
 int vhpc_dist_server_run(struct vhpc_dist_server *s, volatile sig_atomic_t *stop, vhpc_err_t *err);
 void vhpc_dist_server_free(struct vhpc_dist_server *s);
 

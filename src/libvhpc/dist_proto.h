@@ -6,8 +6,8 @@
  * Every message is a frame: a 12-byte header, then `length` bytes of
  * payload.  Integers are big-endian.
  *
- *   offset 0  u32 magic   VHPC_DIST_MAGIC ("VDI2"; version 1, with a
- *                         sha256 per chunk, is refused as malformed)
+ *   offset 0  u32 magic   VHPC_DIST_MAGIC ("VDI3"; "VDI2", without
+ *                         credentials, is refused as malformed)
  *          4  u8  type    enum vhpc_dist_type
  *          5  u8  pad[3]  zero
  *          8  u32 length  payload bytes (<= VHPC_DIST_MAX_CONTROL for JSON
@@ -19,13 +19,37 @@
  * ends the connection (nothing else: a peer speaking garbage costs one
  * connection, never the service).
  *
+ * Authentication: every request (PUSH, PULL, QUERY) has "cred", a munge
+ * credential (munge_encode) whose payload is
+ *     "vhpc-dist/3 to=<ip:port of the receiver> req=<sha256 hex>"
+ * where the hash is over the request without "cred", as compact JSON
+ * with sorted keys.  The receiver decodes it (its munged refuses expired
+ * and replayed credentials), checks the payload against the request and
+ * its own address (getsockname), and takes the uid from the credential:
+ * a credential is good for one request to one node.  A PUSH may say
+ * "uid": on whose behalf it is sent; the receiver believes that only from
+ * uid 0 or its own uid (a node forwarding a user's push).  A request
+ * without a good credential gets an ERROR.  Who may do what:
+ *   - root and the node's --allow-uid / --allow-user uids: push any name,
+ *     read every image;
+ *   - another uid: push names in its namespace, "USER.NAME" (USER its
+ *     login name on the receiver), read those and the names outside
+ *     every user's namespace (NAME whose part before the first '.' is not
+ *     a user there);
+ *   - a name:version that points at another image is never rebound (an
+ *     ERROR names the digest it has; the same digest is a no-op).
+ * Replies (the node's PUSH answering a PULL) are signed too; a puller
+ * checks instead that the reply is the image it asked for (the name, the
+ * version if it gave one, the digest prefix if it gave one).
+ *
  * A push, on one link from a sender (the pusher, or a node forwarding) to a
  * receiver:
- *   S -> R  PUSH      {"v":2, "digest":<image>, "name":.., "version":N,
+ *   S -> R  PUSH      {"v":3, "digest":<image>, "name":.., "version":N,
  *                      "chunk":<bytes>, "timeout_ms":T, "seq":false,
  *                      "self":<R's index in the push's node list>,
  *                      "children":[{"i":k, "addr":"ip:port",
- *                                   "children":[..]}, ..]}
+ *                                   "children":[..]}, ..],
+ *                      "uid":U, "cred":".."}
  *   S -> R  MANIFEST  the manifest's bytes (their sha256 is "digest")
  *   R -> S  STATE     {"have":[bytes per blob, in send order]}: what R
  *                     already holds (verified), a multiple of "chunk" or
@@ -47,6 +71,9 @@
  * Send order: the manifest's blobs by size, largest first, then by role
  * name; blob indexes in STATE and CHUNK count in that order.
  *
+ * R makes room for the bytes (evicting within its budget, allocating
+ * blocks) only as CRC-checked chunks arrive, never for a declared size.
+ *
  * R checks each chunk's CRC-32C before it writes or forwards it (a link's
  * damage stops there), and hashes the blob's bytes as they arrive, in
  * order: the SHA-256 must equal the blob's name before the blob enters its
@@ -61,11 +88,12 @@
  * transfer continues from there.
  *
  * Other requests, each on a new connection to a node:
- *   C -> N  PULL   {"ref":"name[:version]" | digest prefix}
+ *   C -> N  PULL   {"ref":"name[:version]" | "name@digest-prefix",
+ *                   "timeout_ms":T, "cred":".."}
  *   N -> C  PUSH + MANIFEST as above (no children), then the same
  *           STATE / CHUNK / REPORT exchange; or ERROR if N has no
  *           verified copy
- *   C -> N  QUERY  {"ref":..}
+ *   C -> N  QUERY  {"ref":.., "cred":".."}
  *   N -> C  HAVE   {"have":true, "digest":.., "name":.., "version":N} after
  *                  re-hashing every blob (a damaged one is removed), or
  *                  {"have":false, "reason":".."}
@@ -75,8 +103,8 @@
 
 #include <stdint.h>
 
-#define VHPC_DIST_MAGIC       0x56444932u /* "VDI2" */
-#define VHPC_DIST_VERSION     2           /* PUSH's "v" */
+#define VHPC_DIST_MAGIC       0x56444933u /* "VDI3" */
+#define VHPC_DIST_VERSION     3           /* PUSH's "v", and in every credential */
 #define VHPC_DIST_HDR         12
 #define VHPC_DIST_CHUNK_HDR   16
 #define VHPC_DIST_MAX_CONTROL (16u << 20)

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@ static const char node_help[] =
     "Usage: vhpc node serve --listen ADDR[:PORT] [--store DIR] [--budget SIZE]\n"
     "                       [--pidfile FILE] [--daemon] [--log FILE] [--max-connections N]\n"
     "                       [--max-per-peer N] [--max-sessions N] [--idle-timeout S]\n"
+    "                       [--allow-uid LIST] [--allow-user LIST] [--munge-socket PATH]\n"
     "Serve images to and from other nodes (vhpc image push / pull): receive pushed\n"
     "images into a cache and forward them while they arrive, answer pulls.  Cached\n"
     "blobs are re-hashed before they are served or counted as present; a damaged one\n"
@@ -47,6 +49,16 @@ static const char node_help[] =
     "                        16); more are refused (\"busy\", try again)\n"
     "  --idle-timeout S      close a connection that made no request within S seconds,\n"
     "                        or whose sender stays silent that long (default 30)\n"
+    "  --allow-uid LIST      uids trusted like root here: they may push any name and\n"
+    "                        read every image (comma-separated; may repeat)\n"
+    "  --allow-user LIST     the same by user name\n"
+    "  --munge-socket PATH   munged's socket (default $VHPC_MUNGE_SOCKET, else munge's)\n"
+    "Every request is authenticated with munge (the sender's uid, from a credential\n"
+    "bound to the request and this node's address).  Root and the --allow-* users\n"
+    "may push any name; another user only names in its namespace, USER.NAME.  A\n"
+    "name:version is never rebound (a push of another image under it is refused).\n"
+    "Pulls and queries see the images outside every user's namespace, and the\n"
+    "user's own (root and --allow-* users: all).\n"
     "SIGTERM or SIGINT stop it (transfers under way are abandoned).\n";
 
 static volatile sig_atomic_t stop_flag;
@@ -124,6 +136,8 @@ static int serve(int argc, char **argv)
                *logfile = NULL;
     int daemon = 0, have_budget = 0;
     struct vhpc_dist_limits lim = {0};
+    uid_t allow[256];
+    size_t nallow = 0;
     uint64_t budget = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -145,8 +159,33 @@ static int serve(int argc, char **argv)
             pidfile = argv[++i];
         else if (!strcmp(a, "--log"))
             logfile = argv[++i];
-        else if (!strcmp(a, "--max-connections") || !strcmp(a, "--max-per-peer") ||
-                 !strcmp(a, "--max-sessions") || !strcmp(a, "--idle-timeout")) {
+        else if (!strcmp(a, "--munge-socket"))
+            setenv("VHPC_MUNGE_SOCKET", argv[++i], 1);
+        else if (!strcmp(a, "--allow-uid") || !strcmp(a, "--allow-user")) {
+            char *copy = strdup(argv[++i]), *save = NULL;
+            for (char *t = copy ? strtok_r(copy, ",", &save) : NULL; t;
+                 t = strtok_r(NULL, ",", &save)) {
+                char *end;
+                unsigned long u = strtoul(t, &end, 10);
+                struct passwd *pw = !strcmp(a, "--allow-user") ? getpwnam(t) : NULL;
+                if (nallow == sizeof(allow) / sizeof(*allow)) {
+                    free(copy);
+                    return vhpc_usage(cmd, "%s: at most %zu users", a, nallow);
+                }
+                if (pw)
+                    allow[nallow++] = pw->pw_uid;
+                else if (!strcmp(a, "--allow-uid") && *t && !*end && u < 0x7fffffff)
+                    allow[nallow++] = (uid_t)u;
+                else {
+                    int r = vhpc_usage(cmd, "%s: '%s' is not a %s", a, t,
+                                       strcmp(a, "--allow-uid") ? "user here" : "uid");
+                    free(copy);
+                    return r;
+                }
+            }
+            free(copy);
+        } else if (!strcmp(a, "--max-connections") || !strcmp(a, "--max-per-peer") ||
+                   !strcmp(a, "--max-sessions") || !strcmp(a, "--idle-timeout")) {
             char *end;
             long v = strtol(argv[++i], &end, 10);
             if (*end || end == argv[i] || v < 1 || v > 100000)
@@ -210,6 +249,11 @@ static int serve(int argc, char **argv)
         return vhpc_fail(&err);
     }
     vhpc_dist_server_limits(srv, &lim);
+    if (vhpc_dist_server_allow(srv, allow, nallow, &err) < 0) {
+        vhpc_dist_server_free(srv);
+        vhpc_store_close(st);
+        return vhpc_fail(&err);
+    }
     /* Descriptors: as many as we may (each transfer needs a few per blob). */
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {

@@ -39,13 +39,17 @@ finish() {
 
 dist_cleanup() {
     ns_cleanup
+    ns_munged_stop
     rm -rf "$tmp"
 }
+
 trap 'dist_cleanup' EXIT
 trap 'exit 1' INT TERM
 
 [ "$(id -u)" -eq 0 ] || { echo "SKIP: needs root (network namespaces)"; exit 0; }
 command -v ip >/dev/null && command -v tc >/dev/null || { echo "FAIL: needs ip and tc (iproute2)"; exit 1; }
+command -v munged >/dev/null || { echo "FAIL: needs munged (package munge)"; exit 1; }
+ns_munged_start || { echo "FAIL: starting munged"; exit 1; }
 
 addr_of() { echo "$(ip_of "$1"):7470"; }
 store_of() { echo "$tmp/store-$1"; }
