@@ -63,6 +63,7 @@
 #define LINGER_MS     10000
 #define MIN_ORPHAN_MS 10000
 #define LOCK_WAIT_MS  10000 /* for the store's lock, then the transfer fails */
+#define FD_MARGIN     32    /* descriptors kept free for connections */
 
 static int64_t now_ms(void)
 {
@@ -327,6 +328,7 @@ struct engine {
     struct vhpc_dist_limits lim; /* a server's */
     munge_ctx_t mctx;            /* created on first use */
     uid_t *allow;                /* trusted like root (--allow-uid) */
+    int64_t accept_paused;       /* until then (out of descriptors) */
     size_t nallow;
     /* client mode (push, pull) */
     struct session *client;
@@ -364,6 +366,7 @@ static void conn_close(struct conn *c);
 static void session_progress(struct session *s);
 static void session_fail(struct session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+static int fds_admit(struct engine *e, size_t nb, vhpc_err_t *err);
 static void kid_fail(struct kid *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void kid_start(struct kid *k);
 
@@ -1539,6 +1542,8 @@ static struct session *session_from_store(struct engine *e, const struct vhpc_re
     if (r == 0)
         r = manifest_blobs(s->manifest, s->mlen, &s->b, &s->nb, err);
     if (r == 0)
+        r = fds_admit(e, s->nb, err);
+    if (r == 0)
         r = open_store_blobs(s, verify, err);
     if (r < 0) {
         vhpc_err_wrap(err, "image %s:%d (%.12s)", ref->name, ref->version, ref->digest);
@@ -1640,6 +1645,8 @@ static struct session *session_receive(struct engine *e, const struct push_req *
     }
     if (r == 0)
         r = check_chunking(s->b, s->nb, s->chunk, err);
+    if (r == 0)
+        r = fds_admit(e, s->nb, err);
     /* What is here already counts only once re-hashed: a damaged blob is
      * removed by the check and received again. */
     uint64_t need = 0;
@@ -1695,10 +1702,33 @@ static struct session *session_receive(struct engine *e, const struct push_req *
     return s;
 }
 
-/* Whether a server may start one more transfer of nb blobs: within
- * --max-sessions and the descriptors it may open (two per blob and the
- * link, with a margin for connections); else an error for that request. */
-static int session_admit(struct engine *e, size_t nb, vhpc_err_t *err)
+/* Whether a server has the descriptors for a transfer of nb blobs (two
+ * per blob and the link), keeping a margin for new connections; else an
+ * error for that request (rather than "Too many open files" anywhere). */
+static int fds_admit(struct engine *e, size_t nb, vhpc_err_t *err)
+{
+    if (e->lfd < 0)
+        return 0;
+    struct rlimit rl;
+    int fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        while (readdir(d))
+            fds++;
+        closedir(d);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (uint64_t)fds + 2 * nb + 2 + FD_MARGIN > rl.rlim_cur)
+        return vhpc_err_setmsg(err, -EMFILE,
+                               "this node is busy: %d of its %llu descriptors in use; try again "
+                               "later",
+                               fds, (unsigned long long)rl.rlim_cur);
+    return 0;
+}
+
+/* Whether a server may start one more transfer: within --max-sessions;
+ * else an error for that request. */
+static int session_admit(struct engine *e, vhpc_err_t *err)
 {
     if (e->lfd < 0)
         return 0; /* a pusher or a puller: its own one transfer */
@@ -1723,20 +1753,6 @@ static int session_admit(struct engine *e, size_t nb, vhpc_err_t *err)
                                "this node is busy: %d transfers at once (--max-sessions); try "
                                "again later",
                                n);
-    struct rlimit rl;
-    int fds = 0;
-    DIR *d = opendir("/proc/self/fd");
-    if (d) {
-        while (readdir(d))
-            fds++;
-        closedir(d);
-    }
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        (uint64_t)fds + 2 * nb + 2 + (uint64_t)e->lim.max_conns / 4 > rl.rlim_cur)
-        return vhpc_err_setmsg(err, -EMFILE,
-                               "this node is busy: %d of its %llu descriptors in use; try again "
-                               "later",
-                               fds, (unsigned long long)rl.rlim_cur);
     return 0;
 }
 
@@ -1854,7 +1870,7 @@ static void handle_push(struct conn *c, json_t *pj, const char *manifest, size_t
         s->orphan_since = 0;
         elog(e, "image %.12s: %s takes over sending", s->digest, c->peer);
     } else {
-        if (session_admit(e, MAX_BLOBS, &err) < 0) {
+        if (session_admit(e, &err) < 0) {
             elog(e, "image %.12s from %s: %s", p.digest, c->peer, err.msg);
             conn_send_error(c, err.msg);
             return;
@@ -1963,7 +1979,7 @@ static void handle_pull(struct conn *c, json_t *j)
         return;
     }
     struct session *s = NULL;
-    if (session_admit(e, MAX_BLOBS, &err) == 0 && vhpc_store_resolve(e->st, ref, &got, &err) == 0) {
+    if (session_admit(e, &err) == 0 && vhpc_store_resolve(e->st, ref, &got, &err) == 0) {
         if (!may_read(e, c->uid, got.name))
             vhpc_err_setmsg(&err, -ENOENT, "no image '%s' that uid %u may read here", ref,
                             (unsigned)c->uid);
@@ -2472,8 +2488,16 @@ static void on_accept(struct engine *e)
         struct sockaddr_storage sa;
         socklen_t sl = sizeof(sa);
         int fd = accept4(e->lfd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE) {
+                /* The connection waits in the backlog; poll would wake us
+                 * for it at once, again and again: pause accepting. */
+                if (!e->accept_paused)
+                    elog(e, "out of descriptors (%s): not accepting for a moment", strerror(errno));
+                e->accept_paused = e->now + 100;
+            }
             return;
+        }
         char peer[64], ip[sizeof(((struct conn *)0)->ip)];
         vhpc_dist_addr_str((struct sockaddr *)&sa, peer, sizeof(peer));
         snprintf(ip, sizeof(ip), "%.*s", (int)(strrchr(peer, ':') - peer), peer);
@@ -2534,8 +2558,10 @@ static int engine_run(struct engine *e, volatile sig_atomic_t *stop)
             pc = g2;
         }
         pf[n++] = (struct pollfd){.fd = e->wake[0], .events = POLLIN};
+        if (e->lfd >= 0 && e->accept_paused && e->now >= e->accept_paused)
+            e->accept_paused = 0;
         if (e->lfd >= 0)
-            pf[n++] = (struct pollfd){.fd = e->lfd, .events = POLLIN};
+            pf[n++] = (struct pollfd){.fd = e->lfd, .events = e->accept_paused ? 0 : POLLIN};
         size_t first = n;
         for (struct conn *c = e->conns; c; c = c->next) {
             if (c->dead)

@@ -11,7 +11,7 @@
 set -uo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 
-dist_setup 2 || { echo "FAIL: setting up namespaces"; exit 1; }
+dist_setup 3 || { echo "FAIL: setting up namespaces"; exit 1; }
 start_node 1 || { echo "FAIL: starting the node"; show_logs; exit 1; }
 n1=$(node_list 1)
 pid=$(cat "$tmp/n1.pid")
@@ -76,6 +76,23 @@ wait
 cat "$tmp"/claim[2-5].log
 check "4 transfers at once (--max-sessions 3): at most 3 accepted" [ "$(cat "$tmp"/claim[2-5].log | grep -c "claim: STATE")" -le 3 ]
 check "... the others are told the node is busy" grep -q "ERROR.*busy.*--max-sessions" "$tmp"/claim[2-5].log
+
+# A node with few descriptors (96) and no session cap to speak of: 40
+# transfers at once get either in or a clear "busy", never "Too many open
+# files", and the node answers afterwards.
+ip netns exec "$(ns_of 3)" prlimit --nofile=96:96 "$vhpc" node serve --listen "$(addr_of 3)" \
+    --store "$(store_of 3)" --pidfile "$tmp/n3.pid" --daemon --log "$tmp/n3.log" \
+    --max-sessions 1000 --max-connections 1000 --max-per-peer 1000 || fail "starting node 3"
+n3=$(node_list 3)
+for i in $(seq 1 40); do in_ns src "$tool" claim "$n3" $((i + 1))M 1M 1M 3000 >"$tmp/fd$i.log" 2>&1 & done
+wait
+took=$(cat "$tmp"/fd*.log | grep -c "claim: STATE")
+busy=$(cat "$tmp"/fd*.log | grep -c "ERROR.*busy.*descriptors")
+echo "40 transfers at once on 96 descriptors: $took taken, $busy told busy"
+check "... each was taken or told the node is busy" [ $((took + busy)) -eq 40 ]
+check "... some were taken, some refused" [ "$took" -gt 0 -a "$busy" -gt 0 ]
+check "... the node never ran out of descriptors mid-request" sh -c "! grep -q 'Too many open files' '$tmp/n3.log'"
+check "... and serves a push afterwards" push img --nodes "$n3"
 
 # ---- 8: a store lock held by another process ----
 "$tool" mkimage "$(store_of src)" img8 2M 8 >/dev/null
