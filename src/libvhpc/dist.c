@@ -223,6 +223,7 @@ struct conn {
     int fd;
     enum role role;
     int dead, connecting, close_after_flush;
+    char closing_why[160]; /* the ERROR we sent before closing (a puller moves on) */
     char peer[64];
     char ip[INET6_ADDRSTRLEN + 2]; /* the peer's address without the port */
     int64_t since;                 /* created */
@@ -437,6 +438,7 @@ static void conn_send_error(struct conn *c, const char *msg)
 {
     conn_send_json(c, VHPC_DIST_ERROR, json_pack("{s:s}", "error", msg));
     c->close_after_flush = 1;
+    snprintf(c->closing_why, sizeof(c->closing_why), "%.150s", msg);
     conn_flush(c);
 }
 
@@ -1132,8 +1134,14 @@ static void conn_flush(struct conn *c)
         }
         if (c->kid && c->kid->state == K_SEND && kid_next_chunk(c->kid))
             continue;
-        if (c->close_after_flush)
-            conn_close(c);
+        if (c->close_after_flush) {
+            /* A pull whose answer we refused goes on with the next node
+             * (conn_lost does that); anything else just ends. */
+            if (c->is_pull)
+                conn_lost(c, c->closing_why[0] ? c->closing_why : "refused its answer");
+            else
+                conn_close(c);
+        }
         return;
     }
 }
