@@ -8,6 +8,7 @@
  * breaks.
  */
 #include "agent_client.h"
+#include "fuzz_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,10 +22,16 @@
 static char sock_path[108];
 static int listen_fd = -1;
 
+static void cleanup(void)
+{
+    unlink(sock_path);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(sock_path, sizeof(sock_path), "/tmp/fuzz_agent_client.%d.sock", (int)getpid());
+    snprintf(sock_path, sizeof(sock_path), "%s/fuzz_agent_client.%d.sock", fuzz_tmpdir(),
+             (int)getpid());
     snprintf(a.sun_path, sizeof(a.sun_path), "%s", sock_path);
     unlink(sock_path);
     listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -33,6 +40,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         perror("fuzz_agent_client: listening socket");
         exit(1);
     }
+    atexit(cleanup);
     return 0;
 }
 

@@ -13,6 +13,7 @@
  * fuzzer exits 77 (skipped).
  */
 #include "dist.h"
+#include "fuzz_util.h"
 #include "store.h"
 
 #include <errno.h>
@@ -32,7 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static char root[64];
+static char root[96];
 static struct vhpc_store *st;
 static struct vhpc_dist_server *srv;
 static struct sockaddr_storage addr;
@@ -42,7 +43,7 @@ static pthread_t thread;
 
 static void rm_tree(const char *dir)
 {
-    char cmd[128];
+    char cmd[160];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "fuzz_dist: could not remove %s\n", dir);
@@ -73,7 +74,7 @@ static void die(const char *what, const char *why)
 /* A blob of `len` bytes of `c`. */
 static void add_blob(const char *role, int c, size_t len, json_t *blobs)
 {
-    char path[128], digest[65];
+    char path[160], digest[65];
     uint64_t size;
     vhpc_err_t err = {0};
     snprintf(path, sizeof(path), "%s/%s", root, role);
@@ -109,7 +110,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     close(s);
     signal(SIGPIPE, SIG_IGN);
 
-    snprintf(root, sizeof(root), "/dev/shm/fuzz_dist.%d", (int)getpid());
+    snprintf(root, sizeof(root), "%s/fuzz_dist.%d", fuzz_tmpdir(), (int)getpid());
     rm_tree(root);
     if (vhpc_store_open(root, &st, &err) < 0 || vhpc_store_set_budget(st, 64u << 20, &err) < 0)
         die("store", err.msg);

@@ -9,6 +9,7 @@
  * Without CAP_SYS_ADMIN the fuzzer exits 77 (skipped).
  */
 #include "dist.h"
+#include "fuzz_util.h"
 #include "store.h"
 
 #include <errno.h>
@@ -30,13 +31,13 @@
 
 #define NODE "127.0.0.1:7471"
 
-static char root[64], pull_root[80];
+static char root[96], pull_root[112];
 static struct vhpc_store *st; /* holds "img", for pushes */
 static int lfd = -1;
 
 static void rm_tree(const char *dir)
 {
-    char cmd[128];
+    char cmd[160];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "fuzz_dist_client: could not remove %s\n", dir);
@@ -56,7 +57,7 @@ static void die(const char *what, const char *why)
 
 static void add_blob(const char *role, int c, size_t len, json_t *blobs)
 {
-    char path[128], digest[65];
+    char path[160], digest[65];
     uint64_t size;
     vhpc_err_t err = {0};
     snprintf(path, sizeof(path), "%s/%s", root, role);
@@ -92,7 +93,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     close(s);
     signal(SIGPIPE, SIG_IGN);
 
-    snprintf(root, sizeof(root), "/dev/shm/fuzz_dist_client.%d", (int)getpid());
+    snprintf(root, sizeof(root), "%s/fuzz_dist_client.%d", fuzz_tmpdir(), (int)getpid());
     snprintf(pull_root, sizeof(pull_root), "%s/pull", root);
     rm_tree(root);
     if (vhpc_store_open(root, &st, &err) < 0)

@@ -13,6 +13,7 @@
  *   5 k: client k sends a byte (which ivcd must refuse)
  *   6 k: close control connection k
  */
+#include "fuzz_util.h"
 #include "ivcd.h"
 
 #include <errno.h>
@@ -26,7 +27,7 @@
 #include <unistd.h>
 
 static uint64_t fake_now;
-static char dir[64];
+static char dir[80];
 
 int ivcd_err_set(struct ivcd_err *err, int errnum, const char *fmt, ...)
 {
@@ -48,9 +49,15 @@ uint64_t ivcd_now_ms(void)
     return fake_now;
 }
 
+static void cleanup(void)
+{
+    rmdir(dir); /* the sockets in it are removed after each input */
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    snprintf(dir, sizeof(dir), "/tmp/fuzz_ivcd.%d", (int)getpid());
+    snprintf(dir, sizeof(dir), "%s/fuzz_ivcd.%d", fuzz_tmpdir(), (int)getpid());
+    atexit(cleanup);
     return 0;
 }
 

@@ -26,6 +26,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "fuzz_util.h"
 #include "ivshmem_proto.h"
 
 #define REGION (1u << 20)
@@ -33,10 +34,15 @@
 static char path[108];
 static int lfd = -1;
 
+static void cleanup(void)
+{
+    unlink(path);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(path, sizeof(path), "/tmp/fuzz_ivshmem.%d.sock", (int)getpid());
+    snprintf(path, sizeof(path), "%s/fuzz_ivshmem.%d.sock", fuzz_tmpdir(), (int)getpid());
     snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
     unlink(path);
     lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -44,6 +50,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         perror("fuzz_ivshmem: listening");
         exit(1);
     }
+    atexit(cleanup);
     return 0;
 }
 

@@ -3,6 +3,7 @@
  * reads options one per line, and the requirements in them (match.c).  The
  * input is the file.
  */
+#include "fuzz_util.h"
 #include "match.h"
 #include "vhpc.h"
 
@@ -25,11 +26,11 @@ int cmd_image_build_full(int argc, char **argv)
     abort();
 }
 
-static char path[64];
+static char path[96];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    snprintf(path, sizeof(path), "/dev/shm/fuzz_select.%d", (int)getpid());
+    snprintf(path, sizeof(path), "%s/fuzz_select.%d", fuzz_tmpdir(), (int)getpid());
     return 0;
 }
 

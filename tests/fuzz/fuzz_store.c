@@ -7,6 +7,7 @@
  * for that digest (the fuzzer cannot compute it).
  */
 #include "cpio.h"
+#include "fuzz_util.h"
 #include "image.h"
 #include "match.h"
 #include "store.h"
@@ -19,12 +20,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char root[64];
+static char root[96];
 static struct vhpc_store *st;
 
 static void rm_tree(const char *dir)
 {
-    char cmd[128];
+    char cmd[160];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "fuzz_store: could not remove %s\n", dir);
@@ -39,7 +40,7 @@ static void cleanup(void)
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     vhpc_err_t err = {0};
-    snprintf(root, sizeof(root), "/dev/shm/fuzz_store.%d", (int)getpid());
+    snprintf(root, sizeof(root), "%s/fuzz_store.%d", fuzz_tmpdir(), (int)getpid());
     rm_tree(root);
     setenv("VHPC_HOME", root, 1);
     if (vhpc_store_open(root, &st, &err) < 0) {

@@ -8,9 +8,15 @@
 set -uo pipefail
 exe=$1 t=$2 crashes=$3 secs=$4 keep=${5:-}
 here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d "/tmp/fuzz-$t.XXXXXX")
+# On tmpfs when there is one: the store fuzzers write (and fsync) files.
+base=/dev/shm
+[ -d "$base" ] && [ -w "$base" ] || base=${TMPDIR:-/tmp}
+work=$(mktemp -d "$base/fuzz-$t.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/corpus" "$work/art"
+mkdir -p "$work/corpus" "$work/art" "$work/tmp"
+# Everything the harness creates goes under $TMPDIR (fuzz_util.h), removed
+# with $work even when the fuzzer dies.
+export TMPDIR=$work/tmp
 for d in "$here/corpus/$t" "$here/crashes/$t"; do
     [ -d "$d" ] && find "$d" -maxdepth 1 -type f -exec cp -t "$work/corpus" {} +
 done
