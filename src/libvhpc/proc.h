@@ -12,38 +12,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)
-/* Give up every capability for good before exec: the bounding set (so an
- * exec as uid 0 grants none), securebits that keep uid 0 from meaning
- * anything, the ambient set, then the process's own sets; and no new
- * privileges through setuid files.  A process without capabilities just
- * sets no_new_privs.  -1 with errno on failure. */
-static inline int vhpc__drop_privileges(void)
-{
-    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
-    struct __user_cap_data_struct data[2];
-    if (syscall(SYS_capget, &hdr, data) < 0)
-        return -1;
-    if (data[0].effective & (1u << CAP_SETPCAP)) {
-        if (prctl(PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
-                                         SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED) <
-            0)
-            return -1;
-        for (int cap = 0; cap <= 63; cap++)
-            if (prctl(PR_CAPBSET_DROP, cap) < 0 && errno != EINVAL)
-                return -1;
-    }
-    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-    struct __user_cap_data_struct none[2] = {{0, 0, 0}, {0, 0, 0}};
-    hdr = (struct __user_cap_header_struct){_LINUX_CAPABILITY_VERSION_3, 0};
-    if (syscall(SYS_capset, &hdr, none) < 0)
-        return -1;
-    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-}
-
-#endif
-
 /* Close every descriptor from `low` up, so a child (QEMU, ivcd, ip, nft)
  * holds nothing of its parent's: locks, sockets, other VMs' pipes.  In a
  * child between fork and exec: async-signal-safe. */
