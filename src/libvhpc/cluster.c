@@ -5,6 +5,7 @@
 #include "fullimg.h"
 #include "kernel.h" /* vhpc__rm_tree, vhpc__read_file, vhpc__write_file */
 #include "names.h"
+#include "ns.h"
 #include "proc.h"
 
 #include <dirent.h>
@@ -24,8 +25,38 @@
 
 const char *vhpc_run_dir(void)
 {
+    static __thread char buf[PATH_MAX];
     const char *d = getenv("VHPC_RUN_DIR");
-    return d && *d ? d : "/run/vhpc";
+    if (d && *d)
+        return d;
+    if (geteuid() == 0)
+        return "/run/vhpc";
+    /* A user's own: in the session's runtime directory, else one of this
+     * uid's under /tmp, as tmux does (checked before use: run_dir_ready). */
+    const char *x = getenv("XDG_RUNTIME_DIR");
+    if (x && x[0] == '/' && snprintf(buf, sizeof(buf), "%s/vhpc", x) < 64)
+        return buf;
+    snprintf(buf, sizeof(buf), "/tmp/vhpc-%u", (unsigned)geteuid());
+    return buf;
+}
+
+/* The run directory exists, is a directory of ours (not a link, not made
+ * by someone else in a shared /tmp) and nobody else may write it. */
+static int run_dir_ready(vhpc_err_t *err)
+{
+    const char *d = vhpc_run_dir();
+    struct stat st;
+    if (mkdir(d, geteuid() == 0 ? 0755 : 0700) < 0 && errno != EEXIST)
+        return vhpc_err_set(err, -errno, "creating the run directory %s", d);
+    if (lstat(d, &st) < 0)
+        return vhpc_err_set(err, -errno, "run directory %s", d);
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022))
+        return vhpc_err_setmsg(err, -EPERM,
+                               "the run directory %s is not a directory of yours that only you "
+                               "may write (owner uid %u, mode %04o): someone else may have made "
+                               "it.  Remove it, or set $VHPC_RUN_DIR to a directory of yours",
+                               d, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+    return 0;
 }
 
 int vhpc_tool_path(const char *tool, char *buf, size_t len)
@@ -184,13 +215,10 @@ static uint32_t name_hash(const char *s)
 
 int vhpc_cluster_can_start(vhpc_err_t *err)
 {
-    if (geteuid() == 0)
-        return 0;
-    return vhpc_err_setmsg(err, -EPERM,
-                           "starting VMs needs root on this host for now: vhpc creates each "
-                           "job's network itself (bridge, taps, nftables rules), and running "
-                           "as a normal user after a one-time `vhpc setup` by root is not "
-                           "built yet.  Run it as root (sudo vhpc ...); nothing was created");
+    int r = vhpc_ns_check(err);
+    return r < 0 ? vhpc_err_wrap(err, "cannot start VMs as uid %u; nothing was created",
+                                 (unsigned)geteuid())
+                 : 0;
 }
 
 int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *cl, vhpc_err_t *err)
@@ -208,7 +236,8 @@ int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *c
                                VHPC_MAX_VMS);
     snprintf(cl->name, sizeof(cl->name), "%s", spec->name);
     snprintf(clusters, sizeof(clusters), "%s/clusters", vhpc_run_dir());
-    mkdir(vhpc_run_dir(), 0755);
+    if ((r = run_dir_ready(err)) < 0)
+        return r;
     mkdir(clusters, 0700);
     snprintf(cl->dir, sizeof(cl->dir), "%s/%.*s", clusters, VHPC_NAME_MAX, spec->name);
     if (mkdir(cl->dir, 0700) < 0) {
@@ -247,18 +276,22 @@ int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *c
     if ((r = start_ivcd(cl, err)) < 0)
         goto fail;
 
+    /* The job's network namespace, then its network inside it. */
+    if ((r = vhpc_ns_create(&cl->net.ns, err)) < 0)
+        goto fail;
+    if ((r = write_text(cl->dir, "netns.pid", "%d\n", (int)cl->net.ns)) < 0) {
+        vhpc_ns_stop(cl->net.ns);
+        vhpc_err_set(err, r, "writing %s/netns.pid", cl->dir);
+        goto fail;
+    }
     uint32_t h = name_hash(spec->name) ^ (uint32_t)getpid();
-    char bridge[IFNAMSIZ];
-    snprintf(bridge, sizeof(bridge), "vhb%08x", h);
-    if ((r = write_text(cl->dir, "bridge", "%s\n", bridge)) < 0) {
+    snprintf(cl->net.bridge, sizeof(cl->net.bridge), "vhb%08x", h);
+    if ((r = write_text(cl->dir, "bridge", "%s\n", cl->net.bridge)) < 0) {
         vhpc_err_set(err, r, "writing %s/bridge", cl->dir);
         goto fail;
     }
-    /* The bridge's host side is closed before the bridge exists. */
-    snprintf(cl->net.bridge, sizeof(cl->net.bridge), "%s", bridge);
-    if ((r = vhpc_net_firewall(&cl->net, err)) < 0)
-        goto fail;
-    if ((r = vhpc_net_create(&cl->net, bridge, err)) < 0)
+    /* The bridge's side in the namespace is closed before the bridge exists. */
+    if ((r = vhpc_net_firewall(&cl->net, err)) < 0 || (r = vhpc_net_create(&cl->net, err)) < 0)
         goto fail;
 
     /* A full image's boot initramfs needs its root: from the image, or
@@ -305,6 +338,7 @@ int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *c
             .ivc_socket = ivc,
             .tap = tap,
             .mac = mac,
+            .netns = cl->net.ns,
         };
         if ((r = vhpc_vm_start(&vc, &cl->vms[i], err)) < 0)
             goto fail;
@@ -318,17 +352,18 @@ fail : {
     return r;
 }
 
-/* Remove what the state directory `dir` records; quiet and idempotent. */
+/* Remove what the state directory `dir` records; quiet and idempotent.
+ * The bridge, taps and nftables table go with the namespace, when the
+ * last QEMU and the keeper are gone. */
 static void teardown_dir(const char *dir, int grace_ms)
 {
-    char bridge[IFNAMSIZ + 8];
     DIR *d = opendir(dir);
     if (d) {
         struct dirent *e;
         while ((e = readdir(d))) {
             if (strncmp(e->d_name, "vm", 2) != 0)
                 continue;
-            char vmdir[VHPC_DIR_MAX], tap[IFNAMSIZ + 8];
+            char vmdir[VHPC_DIR_MAX];
             snprintf(vmdir, sizeof(vmdir), "%.200s/%.40s", dir, e->d_name);
             struct vhpc_vm vm = {.pid = read_pid(vmdir, "qemu.pid")};
             snprintf(vm.qmp_path, sizeof(vm.qmp_path), "%.*s/qmp.sock", VHPC_DIR_MAX - 1, vmdir);
@@ -336,15 +371,10 @@ static void teardown_dir(const char *dir, int grace_ms)
                 vhpc_err_t ignore;
                 vhpc_vm_stop(&vm, grace_ms, &ignore);
             }
-            if (read_text(vmdir, "tap", tap, sizeof(tap)) == 0)
-                vhpc_net_del_link(tap);
         }
         closedir(d);
     }
-    if (read_text(dir, "bridge", bridge, sizeof(bridge)) == 0) {
-        vhpc_net_del_link(bridge);
-        vhpc_net_del_firewall(bridge);
-    }
+    vhpc_ns_stop(read_pid(dir, "netns.pid"));
     stop_pid(read_pid(dir, "ivcd.pid"), "ivcd", 2000);
     vhpc__rm_tree(dir, NULL);
 }
@@ -368,15 +398,22 @@ int vhpc_cluster_load(const char *name, struct vhpc_cluster *cl, vhpc_err_t *err
         return -EINVAL; /* never a path outside the run directory */
     snprintf(cl->name, sizeof(cl->name), "%s", name);
     snprintf(cl->dir, sizeof(cl->dir), "%s/clusters/%s", vhpc_run_dir(), name);
-    if (read_text(cl->dir, "job", buf, sizeof(buf)) < 0)
+    int r = read_text(cl->dir, "job", buf, sizeof(buf));
+    if (r == -ENOENT || r == -ENOTDIR)
         return vhpc_err_setmsg(err, -ENOENT, "no cluster named '%s' (vhpc vm list shows them)",
                                name);
+    if (r < 0)
+        return vhpc_err_set(err, r,
+                            "cluster '%s' (%s): cannot read its state (each user's clusters "
+                            "are in a run directory of their own; $VHPC_RUN_DIR names another)",
+                            name, cl->dir);
     cl->job = strtoull(buf, NULL, 10);
+    cl->net.ns = read_pid(cl->dir, "netns.pid");
+    read_text(cl->dir, "bridge", cl->net.bridge, sizeof(cl->net.bridge));
     char keyf[VHPC_DIR_MAX], *key;
     size_t keylen;
     snprintf(keyf, sizeof(keyf), "%s/job.key", cl->dir);
-    int r = vhpc__read_file(keyf, &key, &keylen, err);
-    if (r < 0)
+    if ((r = vhpc__read_file(keyf, &key, &keylen, err)) < 0)
         return vhpc_err_wrap(err, "cluster '%s'", name);
     if (keylen != sizeof(cl->key)) {
         free(key);

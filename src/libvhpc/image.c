@@ -1735,6 +1735,20 @@ static int load(struct vhpc_store *st, const struct vhpc_ref *ref, struct vhpc_i
     return 0;
 }
 
+/* The system store root keeps, for a user whose own store is elsewhere:
+ * read-only, used when the user's own store does not have the image.
+ * Only if it exists (opening it must create nothing). */
+static int open_system(struct vhpc_store **st, vhpc_err_t *err)
+{
+    char refs[PATH_MAX];
+    if (!strcmp(vhpc__store_root(), vhpc__system_root()))
+        return -ENOENT;
+    snprintf(refs, sizeof(refs), "%s/store/refs.json", vhpc__system_root());
+    if (access(refs, R_OK) < 0)
+        return -ENOENT;
+    return vhpc_store_open(vhpc__system_root(), st, err);
+}
+
 int vhpc_image_find(const char *what, struct vhpc_image *out, vhpc_err_t *err)
 {
     struct vhpc_store *st;
@@ -1746,6 +1760,16 @@ int vhpc_image_find(const char *what, struct vhpc_image *out, vhpc_err_t *err)
         (r = load(st, &ref, out, err)) == 0)
         vhpc_store_touch(st, ref.digest);
     vhpc_store_close(st);
+    vhpc_err_t e2 = {0};
+    if (r == -ENOENT && open_system(&st, &e2) == 0) {
+        if (vhpc_store_resolve(st, what ? what : "", &ref, &e2) == 0 &&
+            load(st, &ref, out, &e2) == 0) {
+            out->system = true;
+            vhpc_err_clear(err);
+            r = 0;
+        }
+        vhpc_store_close(st);
+    }
     return r;
 }
 
@@ -1766,7 +1790,8 @@ int vhpc_image_verify(const struct vhpc_image *img, vhpc_err_t *err)
 {
     struct vhpc_store *st;
     json_t *m = NULL;
-    int r = vhpc_store_open(NULL, &st, err);
+    int r = img->system ? vhpc_store_open(vhpc__system_root(), &st, err)
+                        : vhpc_store_open(NULL, &st, err);
     if (r < 0)
         return r;
     struct verify_ctx c = {st, err};

@@ -26,6 +26,7 @@
 #include <jansson.h>
 
 #include <limits.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct vhpc_image_spec {
@@ -52,6 +53,7 @@ struct vhpc_image {
     char kernel_version[64];
     uint64_t size;   /* all blobs, bytes */
     int64_t created; /* seconds since the epoch, of the ref */
+    bool system;     /* found in the system store (read-only to a user) */
 };
 
 /* Write a minimal image's initramfs for kernel k to out_path (no store
@@ -115,8 +117,9 @@ int vhpc_image_build(const struct vhpc_image_spec *spec, const char *agent_path,
 
 /* Find an image by "name" (its newest version), "name:version",
  * "name@digest-prefix", or a digest prefix (at least 4 hex digits, unique
- * over the store), and mark it used.  Unknown: -ENOENT and a message naming
- * what the store has. */
+ * over the store), and mark it used.  A user's own store first, then the
+ * system store root keeps (read-only; out->system).  Unknown: -ENOENT and
+ * a message naming what the own store has. */
 int vhpc_image_find(const char *name_or_digest, struct vhpc_image *out, vhpc_err_t *err);
 
 /* Re-hash every blob of an image (0.1 s for a minimal image).  A damaged

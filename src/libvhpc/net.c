@@ -2,26 +2,22 @@
  * net.c - see net.h.
  */
 #include "net.h"
-#include "cluster.h" /* vhpc_run_dir */
+#include "ns.h"
 #include "proc.h"
 
 #include <errno.h>
-#include <ifaddrs.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <sys/file.h>
-#include <sys/stat.h>
 
-/* Run `tool ARGS...` with `input` (or nothing) on its stdin; its stderr
- * goes into the error message. */
-static int run_tool(vhpc_err_t *err, const char *tool, const char *pkg, const char *input,
-                    const char *const *args)
+/* Run `tool ARGS...` inside the job's namespace `ns` (a keeper's pid; 0:
+ * ours) with `input` (or nothing) on its stdin; its stderr goes into the
+ * error message.  A normal user's PATH often lacks /usr/sbin, where ip
+ * and nft live: looked for there too. */
+static int run_tool(vhpc_err_t *err, pid_t ns, const char *tool, const char *pkg,
+                    const char *input, const char *const *args)
 {
     const char *argv[16] = {tool};
     int n = 1, pfd[2], ifd[2] = {-1, -1};
@@ -44,7 +40,17 @@ static int run_tool(vhpc_err_t *err, const char *tool, const char *pkg, const ch
         dup2(devnull, 1);
         dup2(pfd[1], 2);
         vhpc__close_from(3);
+        if (ns > 0 && vhpc__ns_enter(ns) < 0) {
+            dprintf(2, "cannot enter the job's network namespace: %s", strerror(errno));
+            _exit(126);
+        }
         execvp(tool, (char *const *)argv);
+        static const char *const sbin[] = {"/usr/sbin/", "/sbin/"};
+        for (int i = 0; i < 2; i++) {
+            char path[64];
+            snprintf(path, sizeof(path), "%s%s", sbin[i], tool);
+            execv(path, (char *const *)argv);
+        }
         _exit(127);
     }
     close(pfd[1]);
@@ -85,107 +91,48 @@ static int run_tool(vhpc_err_t *err, const char *tool, const char *pkg, const ch
     return vhpc_err_setmsg(err, -EIO, "`%s` failed: %s", cmd, got ? out : "no message");
 }
 
-static int run_ip(vhpc_err_t *err, const char *const *args)
+static int run_ip(const struct vhpc_net *net, vhpc_err_t *err, const char *const *args)
 {
-    return run_tool(err, "ip", "iproute2", NULL, args);
+    return run_tool(err, net->ns, "ip", "iproute2", NULL, args);
 }
 
-/* Is 10.213.N.0/24 already used by an interface on this host? */
-static int subnet_used(int n)
-{
-    struct ifaddrs *ifa, *i;
-    int used = 0;
-    if (getifaddrs(&ifa) < 0)
-        return 0;
-    for (i = ifa; i; i = i->ifa_next) {
-        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET)
-            continue;
-        uint32_t a = ntohl(((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr);
-        if ((a >> 8) == ((10u << 16) | (213u << 8) | (uint32_t)n))
-            used = 1;
-    }
-    freeifaddrs(ifa);
-    return used;
-}
-
-static int create_locked(struct vhpc_net *net, const char *name, vhpc_err_t *err);
-
-int vhpc_net_create(struct vhpc_net *net, const char *name, vhpc_err_t *err)
+int vhpc_net_create(struct vhpc_net *net, vhpc_err_t *err)
 {
     int r;
-    memset(net, 0, sizeof(*net));
-    if (strlen(name) >= IFNAMSIZ)
-        return vhpc_err_setmsg(err, -ENAMETOOLONG, "bridge name %s too long", name);
-    snprintf(net->bridge, sizeof(net->bridge), "%s", name);
-    /* Choosing a subnet and taking it (the bridge's address) is one step
-     * under a lock, or two clusters started at once pick the same one. */
-    char lockp[PATH_MAX];
-    snprintf(lockp, sizeof(lockp), "%s/net.lock", vhpc_run_dir());
-    mkdir(vhpc_run_dir(), 0755);
-    int lock = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (lock < 0)
-        return vhpc_err_set(err, -errno, "opening %s", lockp);
-    for (int t = 0; flock(lock, LOCK_EX | LOCK_NB) < 0; t += 20) {
-        if (errno != EWOULDBLOCK || t >= 30000) {
-            int e = errno == EWOULDBLOCK ? ETIMEDOUT : errno;
-            close(lock);
-            return vhpc_err_set(err, -e, "locking %s (held by another vhpc for 30 s)", lockp);
-        }
-        usleep(20000);
-    }
-    r = create_locked(net, name, err);
-    close(lock);
-    return r;
-}
-
-static int create_locked(struct vhpc_net *net, const char *name, vhpc_err_t *err)
-{
-    int r;
-    for (net->subnet = 1; net->subnet < 255 && subnet_used(net->subnet); net->subnet++)
-        ;
-    if (net->subnet == 255)
-        return vhpc_err_setmsg(err, -EADDRINUSE, "no free subnet in 10.213.0.0/16 for the cluster");
+    const char *name = net->bridge;
+    /* The namespace is the job's alone: every job can have 10.213.1.0/24. */
+    net->subnet = 1;
     snprintf(net->host_ip, sizeof(net->host_ip), "10.213.%d.1", net->subnet);
     char cidr[40];
     snprintf(cidr, sizeof(cidr), "%s/24", net->host_ip);
-    if ((r = run_ip(err, (const char *const[]){"link", "add", name, "type", "bridge", NULL})) < 0)
+    if ((r = run_ip(net, err, (const char *const[]){"link", "add", name, "type", "bridge", NULL})) <
+        0)
         return vhpc_err_wrap(err, "creating bridge %s", name);
-    if ((r = run_ip(err, (const char *const[]){"addr", "add", cidr, "dev", name, NULL})) < 0 ||
-        (r = run_ip(err, (const char *const[]){"link", "set", name, "up", NULL})) < 0) {
-        vhpc_net_del_link(name);
+    if ((r = run_ip(net, err, (const char *const[]){"addr", "add", cidr, "dev", name, NULL})) < 0 ||
+        (r = run_ip(net, err, (const char *const[]){"link", "set", name, "up", NULL})) < 0)
         return vhpc_err_wrap(err, "configuring bridge %s", name);
-    }
     return 0;
 }
 
 int vhpc_net_add_tap(const struct vhpc_net *net, const char *tap, vhpc_err_t *err)
 {
     int r;
-    /* Owned by our uid: QEMU, holding no capability, may attach to it. */
-    char uid[16];
-    snprintf(uid, sizeof(uid), "%u", (unsigned)getuid());
-    if ((r = run_ip(err, (const char *const[]){"tuntap", "add", "dev", tap, "mode", "tap", "user",
-                                               uid, NULL})) < 0)
+    /* Owned by uid 0 of the job's namespace, which is the job's user (root,
+     * or the user whose user namespace it is): QEMU, running as that uid
+     * with no capability, may attach to it. */
+    if ((r = run_ip(net, err, (const char *const[]){"tuntap", "add", "dev", tap, "mode", "tap",
+                                                    "user", "0", NULL})) < 0)
         return vhpc_err_wrap(err, "creating tap %s", tap);
-    if ((r = run_ip(err, (const char *const[]){"link", "set", tap, "master", net->bridge, NULL})) <
-            0 ||
-        (r = run_ip(err, (const char *const[]){"link", "set", tap, "up", NULL})) < 0) {
-        vhpc_net_del_link(tap);
+    if ((r = run_ip(net, err,
+                    (const char *const[]){"link", "set", tap, "master", net->bridge, NULL})) < 0 ||
+        (r = run_ip(net, err, (const char *const[]){"link", "set", tap, "up", NULL})) < 0)
         return vhpc_err_wrap(err, "attaching tap %s to %s", tap, net->bridge);
-    }
     return 0;
 }
 
 void vhpc_net_guest_ip(const struct vhpc_net *net, int i, char *buf, size_t len)
 {
     snprintf(buf, len, "10.213.%d.%d", net->subnet, 10 + i);
-}
-
-void vhpc_net_del_link(const char *name)
-{
-    vhpc_err_t ignore;
-    if (if_nametoindex(name))
-        run_ip(&ignore, (const char *const[]){"link", "del", name, NULL});
 }
 
 void vhpc_net_firewall_name(const char *bridge, char *buf, size_t len)
@@ -219,20 +166,9 @@ int vhpc_net_firewall(const struct vhpc_net *net, vhpc_err_t *err)
              "  }\n"
              "}\n",
              table, b, b, b, b, b, b);
-    int r = run_tool(err, "nft", "nftables", rules, (const char *const[]){"-f", "-", NULL});
+    int r = run_tool(err, net->ns, "nft", "nftables", rules, (const char *const[]){"-f", "-", NULL});
     if (r < 0)
         return vhpc_err_wrap(err, "closing the host side of bridge %s (nftables table inet %s)", b,
                              table);
     return 0;
-}
-
-void vhpc_net_del_firewall(const char *bridge)
-{
-    char table[IFNAMSIZ + 8];
-    vhpc_err_t ignore;
-    vhpc_net_firewall_name(bridge, table, sizeof(table));
-    if (run_tool(&ignore, "nft", "nftables", NULL,
-                 (const char *const[]){"list", "table", "inet", table, NULL}) == 0)
-        run_tool(&ignore, "nft", "nftables", NULL,
-                 (const char *const[]){"delete", "table", "inet", table, NULL});
 }

@@ -4,6 +4,7 @@
 #include "vm.h"
 #include "fullimg.h"
 #include "kernel.h" /* vhpc__write_file */
+#include "ns.h"
 #include "proc.h"
 
 #include <errno.h>
@@ -407,17 +408,21 @@ int vhpc_vm_start(const struct vhpc_vm_config *cfg, struct vhpc_vm *vm, vhpc_err
         errpipe[1] = 3;
         vhpc__close_from(5);
         setsid(); /* a Ctrl-C at the terminal goes to vhpc, which powers VMs down */
-        /* QEMU parses what the guest does; it keeps no capability (its tap
-         * is owned by our uid, so it needs none) and can gain none. */
-        if (vhpc__drop_privileges() < 0) {
-            int e = errno;
-            if (write(errpipe[1], &e, sizeof(e)) < 0)
-                _exit(127);
-            _exit(127);
-        }
+        /* In the job's namespace (its tap is there), where QEMU keeps no
+         * capability (the tap is owned by its uid, so it needs none) and
+         * can gain none.  What failed goes back as {step, errno}: 0 exec,
+         * 1 the namespace, 2 dropping capabilities. */
+        int fail[2] = {1, 0};
+        if (cfg->netns > 0 && vhpc__ns_enter(cfg->netns) < 0)
+            goto child_failed;
+        fail[0] = 2;
+        if (vhpc__drop_privileges() < 0)
+            goto child_failed;
+        fail[0] = 0;
         execvp(argv[0], argv);
-        int e = errno;
-        if (write(errpipe[1], &e, sizeof(e)) < 0)
+    child_failed:
+        fail[1] = errno;
+        if (write(errpipe[1], fail, sizeof(fail)) < 0)
             _exit(127);
         _exit(127);
     }
@@ -434,14 +439,18 @@ int vhpc_vm_start(const struct vhpc_vm_config *cfg, struct vhpc_vm *vm, vhpc_err
         close(errpipe[0]);
         goto out;
     }
-    int e = 0;
-    ssize_t got = read(errpipe[0], &e, sizeof(e));
+    int fail[2] = {0, 0};
+    ssize_t got = read(errpipe[0], fail, sizeof(fail));
     close(errpipe[0]);
-    if (got == sizeof(e)) {
+    if (got == sizeof(fail)) {
+        static const char *const step[] = {"running %s (install qemu-system-x86)",
+                                           "entering the job's network namespace for %s",
+                                           "dropping every capability before %s"};
         waitpid(pid, NULL, 0);
         vm->pid = -1;
-        r = vhpc_err_set(err, -e, "starting VM %s: running %s (install qemu-system-x86)", cfg->name,
-                         argv[0]);
+        char what[160];
+        snprintf(what, sizeof(what), step[fail[0] >= 0 && fail[0] <= 2 ? fail[0] : 0], argv[0]);
+        r = vhpc_err_set(err, -fail[1], "starting VM %s: %s", cfg->name, what);
         goto out;
     }
     r = 0;

@@ -35,6 +35,7 @@ struct vhpc_vm_config {
     const char *ivc_socket; /* ivcd socket of the job, or NULL */
     const char *tap;        /* tap device for the NIC, or NULL */
     const char *mac;        /* its MAC, with tap */
+    pid_t netns;            /* keeper of the namespace holding the tap (ns.h), or 0 */
 };
 
 struct vhpc_vm {

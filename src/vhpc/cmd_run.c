@@ -394,7 +394,8 @@ int cmd_run(int argc, char **argv)
                                    .vcpus = vcpus,
                                    .mem_mib = (int)mem,
                                    .kernel = img.kernel,
-                                   .initrd = img.initrd};
+                                   .initrd = img.initrd,
+                                   .rootfs = img.rootfs[0] ? img.rootfs : NULL};
     if (vhpc_accel_resolve(want, &cs.accel, &err) < 0)
         return vhpc_fail(&err);
     pthread_mutex_lock(&teardown_lock);

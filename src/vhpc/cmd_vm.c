@@ -327,6 +327,13 @@ static int vm_list(void)
     char clusters[512];
     snprintf(clusters, sizeof(clusters), "%s/clusters", vhpc_run_dir());
     DIR *d = opendir(clusters);
+    if (!d && errno != ENOENT) {
+        fprintf(stderr,
+                "vhpc vm list: cannot read %s: %s (each user's clusters are in a run "
+                "directory of their own; $VHPC_RUN_DIR names another)\n",
+                clusters, strerror(errno));
+        return 1;
+    }
     printf("%-20s %-4s %-10s %s\n", "CLUSTER", "VMS", "OWNER", "VM PIDS");
     if (!d)
         return 0;

@@ -20,6 +20,7 @@ static const struct vhpc_command commands[] = {
     {"image", cmd_image, "build, list, show, match, tag, rm, gc, push, pull: guest images"},
     {"gc", cmd_gc, "remove what crashed runs left (QEMU, taps, bridges, ivcd, files)"},
     {"node", cmd_node, "serve: receive, forward and cache images for push and pull"},
+    {"setup", cmd_setup, "prepare this host once (root) so that normal users can run VMs"},
 };
 
 static void usage(FILE *f)

@@ -20,6 +20,7 @@ int cmd_run(int argc, char **argv);
 int cmd_vm(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
+int cmd_setup(int argc, char **argv);
 int cmd_node(int argc, char **argv); /* cmd_node.c: vhpc node serve */
 
 struct vhpc_store;
