@@ -6,13 +6,15 @@
 # here) may push only names in its namespace (USER.NAME), not minimal:1000
 # over root's minimal; an existing name:version is never rebound; a node
 # forwards a user's push on its behalf; pulls and queries see only what the
-# uid may read; --allow-user trusts a user like root.
+# uid may read; --allow-user trusts a user like root; a second user can
+# neither write into the first one's namespace nor read its images.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 
-user=vhpct$(printf %x $$)
-useradd -M -r -s /usr/sbin/nologin "$user" || { echo "FAIL: useradd"; exit 1; }
-trap 'dist_cleanup; userdel "$user" 2>/dev/null' EXIT
+user=vhpct$(printf %x $$) user2=vhpcu$(printf %x $$)
+useradd -M -r -s /usr/sbin/nologin "$user" && useradd -M -r -s /usr/sbin/nologin "$user2" ||
+    { echo "FAIL: useradd"; userdel "$user" 2>/dev/null; exit 1; }
+trap 'dist_cleanup; userdel "$user" 2>/dev/null; userdel "$user2" 2>/dev/null' EXIT
 chmod 711 "$tmp" # the user reaches munged's socket and its own store in there
 dist_setup 2 || { echo "FAIL: setting up namespaces"; exit 1; }
 start_node 1 && start_node 2 --allow-user "$user" || { echo "FAIL: starting the nodes"; show_logs; exit 1; }
@@ -95,6 +97,23 @@ out=$(asuser env VHPC_HOME="$tmp/ustore2" "$vhpc" image pull "$user.chain" --fro
 check "the user pulls its own image: $out" grep -q "pulled $user.chain:1" <<<"$out"
 out=$(ip netns exec "$(ns_of src)" env VHPC_HOME="$tmp/rootpull" "$vhpc" image pull root.secret --from "$n1" 2>&1)
 check "root pulls root.secret: $out" grep -q "pulled root.secret:1" <<<"$out"
+
+# ---- one user against another ----
+ustore3=$tmp/ustore3
+mkdir -p "$ustore3" && chown "$user2" "$ustore3"
+asuser2() { ip netns exec "$(ns_of src)" runuser -u "$user2" -- env VHPC_HOME="$ustore3" VHPC_PROGRESS=0 \
+    VHPC_MUNGE_SOCKET="$VHPC_MUNGE_SOCKET" "$@"; }
+before=$(digest_on 1 "$user.img")
+asuser2 "$tool" mkimage "$ustore3" "$user.img" 1M 7 >/dev/null || fail "the second user's mkimage"
+out=$(asuser2 "$vhpc" image push "$user.img" --nodes "$n1" 2>&1)
+rc=$?
+refused_ns() { [ "$1" -eq 1 ] && grep -q "may push only names in its namespace, $user2.NAME" <<<"$2"; }
+check "$user2 pushing $user.img (the other user's namespace): refused: $out" refused_ns "$rc" "$out"
+check "... node 1's $user.img is still $user's" test -n "$before" -a "$(digest_on 1 "$user.img")" = "$before"
+out=$(asuser2 "$tool" query "$n1" "$user.chain" 2>&1)
+check "$user2 cannot see $user's images: $out" grep -q '"have": *false.*may read' <<<"$out"
+out=$(asuser2 "$vhpc" image pull "$user.chain" --from "$n1" 2>&1)
+check "... nor pull them: $out" grep -q "no image '$user.chain' that uid $(id -u "$user2") may read" <<<"$out"
 
 [ "$fails" -eq 0 ] || show_logs
 finish
