@@ -1718,6 +1718,8 @@ static int load(struct vhpc_store *st, const struct vhpc_ref *ref, struct vhpc_i
     const char *kv = json_string_value(json_object_get(m, "kernel"));
     snprintf(out->kind, sizeof(out->kind), "%s", kind ? kind : "?");
     snprintf(out->kernel_version, sizeof(out->kernel_version), "%s", kv ? kv : "");
+    const char *os = json_string_value(json_object_get(m, "os"));
+    snprintf(out->os, sizeof(out->os), "%s", os ? os : "");
     out->size = (uint64_t)json_integer_value(json_object_get(m, "size"));
     json_t *blobs = json_object_get(m, "blobs");
     static const char *const role[] = {"kernel", "initrd", "rootfs"};
@@ -1831,4 +1833,17 @@ int vhpc_image_list(int (*fn)(const struct vhpc_image *img, void *arg), void *ar
     r = vhpc_store_refs(st, list_cb, &c, err);
     vhpc_store_close(st);
     return r;
+}
+
+int vhpc_image_list_system(int (*fn)(const struct vhpc_image *img, void *arg), void *arg,
+                           vhpc_err_t *err)
+{
+    struct vhpc_store *st;
+    vhpc_err_t e2 = {0};
+    if (open_system(&st, &e2) < 0)
+        return 0;
+    struct list_ctx c = {st, fn, arg};
+    int r = vhpc_store_refs(st, list_cb, &c, err);
+    vhpc_store_close(st);
+    return r < 0 ? r : 1;
 }

@@ -51,6 +51,7 @@ struct vhpc_image {
     char rootfs[PATH_MAX]; /* full images: the read-only root file system
                               (squashfs), "" for minimal images */
     char kernel_version[64];
+    char os[32];     /* the manifest's "os" ("debian-12"), "" if it names none */
     uint64_t size;   /* all blobs, bytes */
     int64_t created; /* seconds since the epoch, of the ref */
     bool system;     /* found in the system store (read-only to a user) */
@@ -130,5 +131,10 @@ int vhpc_image_verify(const struct vhpc_image *img, vhpc_err_t *err);
 /* Call fn for every named image version in the store, by name then
  * version; fn returning non-zero stops the walk and is returned. */
 int vhpc_image_list(int (*fn)(const struct vhpc_image *img, void *arg), void *arg, vhpc_err_t *err);
+/* The same over the system store, for a user whose own store is another
+ * (what vhpc_image_find falls back on); 0 when there is none to list, 1
+ * when listed. */
+int vhpc_image_list_system(int (*fn)(const struct vhpc_image *img, void *arg), void *arg,
+                           vhpc_err_t *err);
 
 #endif

@@ -104,7 +104,7 @@ int vhpc_ns_create(pid_t *out, vhpc_err_t *err)
         signal(SIGHUP, SIG_IGN);
         signal(SIGPIPE, SIG_IGN);
         int nul = open("/dev/null", O_RDWR);
-        if (nul < 0 || dup2(p[1], 3) < 0)
+        if (nul < 0 || dup2(p[1], 3) < 0 || chdir("/") < 0)
             _exit(1);
         dup2(nul, 0);
         dup2(nul, 1);

@@ -146,19 +146,24 @@ static void age(int64_t t, char *out, size_t len)
 
 static int print_image(const struct vhpc_image *img, void *arg)
 {
-    struct vhpc_store *st = arg;
-    json_t *m = NULL;
-    vhpc_err_t e2 = {0};
     char ref[160], size[32], when[32];
-    vhpc_store_get_manifest(st, img->digest, &m, &e2);
-    const char *os = m ? json_string_value(json_object_get(m, "os")) : NULL;
+    (void)arg;
     snprintf(ref, sizeof(ref), "%s:%d", img->name, img->version);
     human_size(img->size, size, sizeof(size));
     age(img->created, when, sizeof(when));
-    printf("%-24s %.12s  %-8s %-10s %-22s %9s  %s\n", ref, img->digest, img->kind, os ? os : "?",
-           img->kernel_version, size, when);
-    json_decref(m);
+    printf("%-24s %.12s  %-8s %-10s %-22s %9s  %s\n", ref, img->digest, img->kind,
+           img->os[0] ? img->os : "?", img->kernel_version, size, when);
     return 0;
+}
+
+/* The system store's images, under a heading printed with the first. */
+static int print_system_image(const struct vhpc_image *img, void *arg)
+{
+    int *shown = arg;
+    if (!(*shown)++)
+        printf("-- the system store (%s, root's; read-only, runs fall back on it):\n",
+               vhpc__system_root());
+    return print_image(img, NULL);
 }
 
 static int no_ref(const struct vhpc_ref *r, void *arg)
@@ -171,7 +176,8 @@ static int no_ref(const struct vhpc_ref *r, void *arg)
 static int list(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "--help")) {
-        printf("Usage: vhpc image list\nEvery image version in the store, by name.\n");
+        printf("Usage: vhpc image list\nEvery image version in the store, by name; for a user, "
+               "then those of the\nsystem store root keeps, which runs fall back on.\n");
         return 0;
     }
     if (argc > 1)
@@ -185,8 +191,10 @@ static int list(int argc, char **argv)
     }
     printf("%-24s %-12s  %-8s %-10s %-22s %9s  %s\n", "NAME:VERSION", "DIGEST", "KIND", "OS",
            "KERNEL", "SIZE", "CREATED");
-    int r = vhpc_image_list(print_image, st, &err);
     vhpc_store_close(st);
+    int r = vhpc_image_list(print_image, NULL, &err), shown = 0;
+    if (r >= 0)
+        r = vhpc_image_list_system(print_system_image, &shown, &err);
     return r < 0 ? vhpc_fail(&err) : 0;
 }
 

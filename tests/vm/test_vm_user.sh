@@ -87,6 +87,9 @@ out=$(as "$ua" "$vhpc" vm start ajob --vms 2 2>&1) || fail "$ua's vm start: $out
 out=$(as "$ub" "$vhpc" vm start bjob 2>&1) || fail "$ub's vm start: $out"
 [ -z "$(ls "$tmp/home-b/.local/share/vhpc/store/blobs" 2>/dev/null)" ] && grep -q ready <<<"$out" &&
     pass "$ub, with no image of their own, boots root's (the system store)" || fail "$ub's boot from the system store: $out"
+out=$(as "$ub" "$vhpc" image list 2>&1)
+grep -A1 -- "-- the system store" <<<"$out" | grep -q "^minimal:1 " && pass "$ub's image list shows the system store's minimal" ||
+    fail "$ub's image list: $out"
 ca=/tmp/vhpc-$ida/clusters/ajob cb=/tmp/vhpc-$idb/clusters/bjob
 ka=$(cat "$ca/netns.pid") kb=$(cat "$cb/netns.pid") qa=$(cat "$ca/vm0/qemu.pid")
 st=$(cat "/proc/$qa/status")
@@ -104,6 +107,10 @@ check "$ua's bridge is not in the host's network namespace" sh -c "! ip link sho
 out=$(as "$ua" "$vhpc" vm exec ajob --vm 0 -- vhpc-rsh vm1 'hostname; id -u' 2>&1); st=$?
 [ "$out" = $'vm1\n0' ] && [ $st -eq 0 ] && pass "$ua is root in their VMs; vhpc-rsh between them works" ||
     fail "$ua's vhpc-rsh: status $st '$out'"
+
+as "$ua" "$vhpc" vm exec ajob --vm 1 -- sh -c 'hostname > /tmp/h' &&
+    as "$ua" "$vhpc" vm cp ajob vm1:/tmp/h "$tmp/home-a/h" && [ "$(cat "$tmp/home-a/h")" = vm1 ] &&
+    [ "$(stat -c %u "$tmp/home-a/h")" = "$ida" ] && pass "$ua's vm cp" || fail "$ua's vm cp"
 
 # ---- each against the other ----
 for pair in "$ub:$ua:ajob:$ka:/tmp/vhpc-$ida" "$ua:$ub:bjob:$kb:/tmp/vhpc-$idb"; do
