@@ -1740,7 +1740,7 @@ static int load(struct vhpc_store *st, const struct vhpc_ref *ref, struct vhpc_i
 /* The system store root keeps, for a user whose own store is elsewhere:
  * read-only, used when the user's own store does not have the image.
  * Only if it exists (opening it must create nothing). */
-static int open_system(struct vhpc_store **st, vhpc_err_t *err)
+int vhpc_system_store_open(struct vhpc_store **st, vhpc_err_t *err)
 {
     char refs[PATH_MAX];
     if (!strcmp(vhpc__store_root(), vhpc__system_root()))
@@ -1763,7 +1763,7 @@ int vhpc_image_find(const char *what, struct vhpc_image *out, vhpc_err_t *err)
         vhpc_store_touch(st, ref.digest);
     vhpc_store_close(st);
     vhpc_err_t e2 = {0};
-    if (r == -ENOENT && open_system(&st, &e2) == 0) {
+    if (r == -ENOENT && vhpc_system_store_open(&st, &e2) == 0) {
         if (vhpc_store_resolve(st, what ? what : "", &ref, &e2) == 0 &&
             load(st, &ref, out, &e2) == 0) {
             out->system = true;
@@ -1788,12 +1788,17 @@ static int verify_blob(const char *role, const char *digest, uint64_t size, void
     return r < 0 ? vhpc_err_wrap(c->err, "its %s", role) : 0;
 }
 
+int vhpc_image_store_open(const struct vhpc_image *img, struct vhpc_store **st, vhpc_err_t *err)
+{
+    return img->system ? vhpc_store_open(vhpc__system_root(), st, err)
+                       : vhpc_store_open(NULL, st, err);
+}
+
 int vhpc_image_verify(const struct vhpc_image *img, vhpc_err_t *err)
 {
     struct vhpc_store *st;
     json_t *m = NULL;
-    int r = img->system ? vhpc_store_open(vhpc__system_root(), &st, err)
-                        : vhpc_store_open(NULL, &st, err);
+    int r = vhpc_image_store_open(img, &st, err);
     if (r < 0)
         return r;
     struct verify_ctx c = {st, err};
@@ -1840,7 +1845,7 @@ int vhpc_image_list_system(int (*fn)(const struct vhpc_image *img, void *arg), v
 {
     struct vhpc_store *st;
     vhpc_err_t e2 = {0};
-    if (open_system(&st, &e2) < 0)
+    if (vhpc_system_store_open(&st, &e2) < 0)
         return 0;
     struct list_ctx c = {st, fn, arg};
     int r = vhpc_store_refs(st, list_cb, &c, err);

@@ -123,6 +123,13 @@ int vhpc_image_build(const struct vhpc_image_spec *spec, const char *agent_path,
  * a message naming what the own store has. */
 int vhpc_image_find(const char *name_or_digest, struct vhpc_image *out, vhpc_err_t *err);
 
+/* The system store, for a user whose own store is another: -ENOENT when
+ * there is none (opening it creates nothing). */
+struct vhpc_store;
+int vhpc_system_store_open(struct vhpc_store **st, vhpc_err_t *err);
+/* The store an image was found in (its own, or the system store). */
+int vhpc_image_store_open(const struct vhpc_image *img, struct vhpc_store **st, vhpc_err_t *err);
+
 /* Re-hash every blob of an image (0.1 s for a minimal image).  A damaged
  * blob is removed from the store and -EBADMSG returned: it is never booted;
  * building the same inputs again or pulling the image repairs it. */

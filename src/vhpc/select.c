@@ -146,14 +146,16 @@ int vhpc_select_image(const char *image, const struct vhpc_req *reqs, size_t n, 
 {
     struct vhpc_store *st;
     struct vhpc_ref ref;
-    int r = vhpc_store_open(NULL, &st, err);
-    if (r < 0)
-        return r;
+    json_t *m = NULL;
+    int r;
     if (image) {
-        /* Named: it must meet what is also required. */
-        json_t *m = NULL;
-        if ((r = vhpc_store_resolve(st, image, &ref, err)) == 0 &&
-            (r = vhpc_store_get_manifest(st, ref.digest, &m, err)) == 0) {
+        /* Named (the own store, then the system store): it must meet what
+         * is also required. */
+        if ((r = vhpc_image_find(image, out, err)) < 0 || !n)
+            return r;
+        if ((r = vhpc_image_store_open(out, &st, err)) < 0)
+            return r;
+        if ((r = vhpc_store_get_manifest(st, out->digest, &m, err)) == 0) {
             for (size_t i = 0; i < n && r == 0; i++) {
                 char why[300];
                 if (!vhpc_req_check(&reqs[i], m, why, sizeof(why)))
@@ -162,18 +164,34 @@ int vhpc_select_image(const char *image, const struct vhpc_req *reqs, size_t n, 
             }
         }
         json_decref(m);
-    } else {
-        r = vhpc_print_match(st, reqs, n, &ref, err);
-        if (r == -ENOENT && build_missing) {
-            vhpc_err_clear(err);
-            if ((r = build_for(reqs, n, err)) == 0 &&
-                (r = vhpc_print_match(st, reqs, n, &ref, err)) < 0)
-                vhpc_err_setmsg(err, r,
-                                "--build-missing: the image built still misses a requirement "
-                                "(above): Debian 12 does not have what was asked for");
-        }
+        vhpc_store_close(st);
+        return r;
     }
+    /* By requirements: the own store, then the system store, then (with
+     * --build-missing) a build into the own store. */
+    if ((r = vhpc_store_open(NULL, &st, err)) < 0)
+        return r;
+    r = vhpc_print_match(st, reqs, n, &ref, err);
     vhpc_store_close(st);
+    vhpc_err_t e2 = {0};
+    if (r == -ENOENT && vhpc_system_store_open(&st, &e2) == 0) {
+        fprintf(stderr, "vhpc: looking in the system store (%s)\n", vhpc__system_root());
+        if (vhpc_print_match(st, reqs, n, &ref, &e2) == 0) {
+            vhpc_err_clear(err);
+            r = 0;
+        }
+        vhpc_store_close(st);
+    }
+    if (r == -ENOENT && build_missing) {
+        vhpc_err_clear(err);
+        if ((r = build_for(reqs, n, err)) < 0 || (r = vhpc_store_open(NULL, &st, err)) < 0)
+            return r;
+        if ((r = vhpc_print_match(st, reqs, n, &ref, err)) < 0)
+            vhpc_err_setmsg(err, r,
+                            "--build-missing: the image built still misses a requirement "
+                            "(above): Debian 12 does not have what was asked for");
+        vhpc_store_close(st);
+    }
     if (r < 0)
         return r;
     char full[200];

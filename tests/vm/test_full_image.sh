@@ -6,11 +6,34 @@
 # other, and the stored base is unchanged); the same inputs give the same
 # digest without building; another package gives a new version; and
 # `vhpc run --require hello --build-missing` finds (or builds) an image;
-# and an image --with-mpi runs our MPI suite across 2 VMs over IVC.
+# and an image --with-mpi, published by root, runs our MPI suite across 2
+# VMs over IVC as a normal user (made here), the way users run MPI jobs.
 # Downloaded packages are cached in /var/cache/vhpc-test/debs between runs.
+# Runs in a mount namespace of its own, where /dev/net/tun is a node of the
+# test's, mode 0666 as `vhpc setup` makes it, so the host's stays as it is.
 set -uo pipefail
+if [ -z "${VHPC_TEST_MNTNS:-}" ]; then
+    exec env VHPC_TEST_MNTNS=1 unshare --mount -- "$0" "$@"
+fi
 . "$(dirname "$0")/lib.sh" "$1" fulltest
 export VHPC_DEB_CACHE=${VHPC_DEB_CACHE:-/var/cache/vhpc-test/debs}
+mpiuser=vhpcm$$
+cleanup_full() {
+    pkill -KILL -u "$mpiuser" 2>/dev/null && sleep 0.2
+    userdel "$mpiuser" >/dev/null 2>&1
+    cleanup
+}
+trap cleanup_full EXIT
+chmod 711 "$tmp"
+mkdir "$tmp/dev" && mount -t tmpfs -o size=64k,mode=755 vhpc-test-dev "$tmp/dev" &&
+    mknod -m 666 "$tmp/dev/tun" c 10 200 && mount --bind "$tmp/dev/tun" /dev/net/tun ||
+    { echo "FAIL a private /dev/net/tun"; exit 1; }
+useradd -M -d "$tmp/mpiuser" -s /bin/sh "$mpiuser" && mkdir -m 700 "$tmp/mpiuser" "$tmp/mpiuser/run" &&
+    chown -R "$mpiuser:" "$tmp/mpiuser" || { echo "FAIL useradd"; exit 1; }
+# The user's own store and run directory are theirs; root's test store is
+# their system store.
+asuser() { runuser -u "$mpiuser" -- env -u VHPC_HOME -u VHPC_RUN_DIR -u VHPC_KERNEL_CACHE \
+    HOME="$tmp/mpiuser" XDG_RUNTIME_DIR="$tmp/mpiuser/run" VHPC_SYSTEM_HOME="$VHPC_HOME" "$@"; }
 
 out=$("$vhpc" image build --full --name deb --package hello 2>&1)
 rc=$?
@@ -77,20 +100,24 @@ if [ -x "$build/tests/mpi_suite" ]; then
         done
         extra+=(--env "LD_PRELOAD=$pre" --env ASAN_OPTIONS=detect_leaks=0)
     fi
-    out=$("$vhpc" image build --full --name debmpi --with-mpi \
+    out=$("$vhpc" image build --full --name debmpi --with-mpi --public \
         --file "$build/tests/mpi_suite=/usr/local/bin/mpi_suite" "${extra[@]}" 2>&1)
     rc=$?
     echo "$out" | tail -2
     out=$("$vhpc" image match --require 'openmpi-bin>=4.1' --require lib:libfabric.so.1 2>&1)
     grep -q "debmpi" <<<"$out" && pass "--with-mpi: Open MPI and libfabric in the manifest" ||
         fail "--with-mpi manifest (build rc $rc): $out"
-    out=$("$vhpc" run --vms 2 --image debmpi -- mpirun -np 2 -x FI_LOG_LEVEL=info -x FI_LOG_PROV=ivc \
+    out=$(asuser "$vhpc" run --vms 2 --image debmpi -- mpirun -np 2 -x FI_LOG_LEVEL=info -x FI_LOG_PROV=ivc \
         /usr/local/bin/mpi_suite 2>&1)
     rc=$?
     ups=$(grep -c "IVC channel .* up" <<<"$out")
     [ $rc -eq 0 ] && grep -qE "^[0-9]+ passed, 0 failed" <<<"$out" && [ "$ups" -ge 2 ] &&
-        pass "MPI suite across 2 full-image VMs over IVC: $(grep -E '^[0-9]+ passed' <<<"$out") ($ups channel ends up)" ||
-        fail "MPI suite across 2 full-image VMs (rc $rc, $ups channels): $(grep -E '^FAIL|passed|rror' <<<"$out" | head -10)"
+        pass "as user $mpiuser, MPI suite across 2 full-image VMs over IVC: $(grep -E '^[0-9]+ passed' <<<"$out") ($ups channel ends up)" ||
+        fail "$mpiuser's MPI suite across 2 full-image VMs (rc $rc, $ups channels): $(grep -E '^FAIL|passed|rror|vhpc:' <<<"$out" | head -10)"
+    # (gone once init has reaped them: vhpc's helpers are init's children)
+    for _ in $(seq 1 50); do [ -z "$(pgrep -u "$mpiuser")" ] && break; sleep 0.1; done
+    [ -z "$(pgrep -u "$mpiuser")" ] && [ -z "$(ls -A "$tmp/mpiuser/run/vhpc/clusters" 2>/dev/null)" ] &&
+        pass "nothing of $mpiuser's run is left" || fail "left of $mpiuser's run: $(pgrep -a -u "$mpiuser")"
 fi
 
 echo "$passes passed, $fails failed"

@@ -15,7 +15,7 @@ fi
 . "$(dirname "$0")/lib.sh" "$1" trust
 user=vhpct$$
 cleanup_trust() {
-    [ -n "${serve:-}" ] && kill "$serve" 2>/dev/null
+    [ -n "${serve:-}" ] && kill "$serve" 2>/dev/null && wait "$serve" 2>/dev/null
     userdel "$user" >/dev/null 2>&1
     cleanup
 }
@@ -82,7 +82,7 @@ fi
 # The VMs reach no service: a TCP service listening on every address of the
 # job's namespace, the bridge's included (an agent, which answers any
 # connection with its CHALLENGE).
-injob "$build/src/agent/vhpc-agent" --no-port --tcp-port 7999 --tcp-any --key-file "$tmp/host.key" >"$tmp/serve.log" 2>&1 &
+nsenter -t "$keeper" -n "$build/src/agent/vhpc-agent" --no-port --tcp-port 7999 --tcp-any --key-file "$tmp/host.key" >"$tmp/serve.log" 2>&1 &
 serve=$!
 up=
 for _ in $(seq 1 50); do injob timeout 1 bash -c "</dev/tcp/$host_ip/7999" 2>/dev/null && up=1 && break; sleep 0.1; done
@@ -90,7 +90,9 @@ for _ in $(seq 1 50); do injob timeout 1 bash -c "</dev/tcp/$host_ip/7999" 2>/de
 out=$("$vhpc" vm exec victim --vm 0 -- sh -c "nc -w 3 $host_ip 7999 </dev/null && echo CONNECTED; echo done" 2>&1)
 grep -q done <<<"$out" && ! grep -q CONNECTED <<<"$out" && pass "a VM cannot reach a service on the bridge address (nftables input)" ||
     fail "VM to service: '$out'"
-kill "$serve"; wait "$serve" 2>/dev/null; serve=
+kill "$serve"; wait "$serve" 2>/dev/null
+check "the test's service is gone" sh -c "! kill -0 $serve 2>/dev/null"
+serve=
 
 # What the job needs still works: the VMs talk to each other, vhpc-rsh between them.
 out=$("$vhpc" vm exec victim --vm 0 -- vhpc-rsh vm1 'hostname; id -u'); st=$?
