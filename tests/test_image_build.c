@@ -18,6 +18,7 @@
 #include "kernel.h"
 #include "store.h"
 #include "testutil.h"
+#include "fs.h"
 
 #include <errno.h>
 #include <fcntl.h>

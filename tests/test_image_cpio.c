@@ -10,6 +10,7 @@
 #include "cpio.h"
 #include "kernel.h"
 #include "testutil.h"
+#include "fs.h"
 
 #include <errno.h>
 #include <fcntl.h>

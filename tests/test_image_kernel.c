@@ -11,6 +11,7 @@
 #include "kernel.h"
 #include "cpio.h"
 #include "testutil.h"
+#include "fs.h"
 
 #include <errno.h>
 #include <fcntl.h>

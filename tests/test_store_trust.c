@@ -8,6 +8,7 @@
  */
 #include "store.h"
 #include "testutil.h"
+#include "lock.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -2,11 +2,11 @@
  * cluster.c - see cluster.h.
  */
 #include "cluster.h"
-#include "fullimg.h"
-#include "kernel.h" /* vhpc__rm_tree, vhpc__read_file, vhpc__write_file */
+#include "clock.h"
 #include "names.h"
 #include "ns.h"
 #include "proc.h"
+#include "fs.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -134,12 +134,6 @@ static int read_text(const char *dir, const char *name, char *buf, size_t len)
     return 0;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Is `pid` alive and running `name` (its executable's base name contains it)? */
 static bool running(pid_t pid, const char *name)
 {
@@ -170,11 +164,11 @@ static void stop_pid(pid_t pid, const char *name, int grace_ms)
         return;
     kill(pid, SIGTERM);
     for (int t = 0; t < grace_ms && running(pid, name); t += 20)
-        sleep_ms(20);
+        vhpc__sleep_ms(20);
     if (running(pid, name))
         kill(pid, SIGKILL);
     for (int t = 0; t < 2000 && running(pid, name); t += 20)
-        sleep_ms(20);
+        vhpc__sleep_ms(20);
 }
 
 static int start_ivcd(struct vhpc_cluster *cl, vhpc_err_t *err)
@@ -294,14 +288,6 @@ int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *c
     if ((r = vhpc_net_firewall(&cl->net, err)) < 0 || (r = vhpc_net_create(&cl->net, err)) < 0)
         goto fail;
 
-    /* A full image's boot initramfs needs its root: from the image, or
-     * (callers that pass only kernel and initrd) found in the store. */
-    char rootfs[PATH_MAX] = "";
-    if (spec->rootfs && spec->rootfs[0])
-        snprintf(rootfs, sizeof(rootfs), "%s", spec->rootfs);
-    else if ((r = vhpc_full_rootfs_of(spec->initrd, rootfs, sizeof(rootfs), err)) < 0)
-        goto fail;
-
     char hosts[VHPC_MAX_VMS * 32] = "";
     for (int i = 0; i < spec->nvms; i++) {
         vhpc_net_guest_ip(&cl->net, i, cl->ips[i], sizeof(cl->ips[i]));
@@ -330,7 +316,7 @@ int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *c
             .dir = vmdir,
             .kernel = spec->kernel,
             .initrd = spec->initrd,
-            .rootfs = rootfs[0] ? rootfs : NULL,
+            .rootfs = spec->rootfs && spec->rootfs[0] ? spec->rootfs : NULL,
             .append = append,
             .vcpus = spec->vcpus,
             .mem_mib = spec->mem_mib,

@@ -29,8 +29,8 @@ struct vhpc_cluster_spec {
     const char *name;
     int nvms, vcpus, mem_mib;
     const char *kernel, *initrd; /* from the image */
-    const char *rootfs;          /* a full image's root file system (NULL: minimal, or
-                                    found from the initrd, fullimg.h) */
+    const char *rootfs;          /* a full image's root file system (NULL: a minimal
+                                    image) */
     enum vhpc_accel accel;       /* resolved */
     bool detached;               /* owned by no process (vhpc vm start) */
 };

@@ -22,6 +22,7 @@
  * pulling memory from under its caller.
  */
 #include "dist.h"
+#include "clock.h"
 
 #include "cpio.h"
 #include "crc32c.h"
@@ -64,13 +65,6 @@
 #define MIN_ORPHAN_MS 10000
 #define LOCK_WAIT_MS  10000 /* for the store's lock, then the transfer fails */
 #define FD_MARGIN     32    /* descriptors kept free for connections */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void put32(unsigned char *p, uint32_t v)
 {
@@ -2307,7 +2301,7 @@ static int engine_init(struct engine *e, struct vhpc_store *st, vhpc_err_t *err)
     memset(e, 0, sizeof(*e));
     e->st = st;
     e->lfd = -1;
-    e->now = now_ms();
+    e->now = vhpc__now_ms();
     /* VHPC_DIST_READ_BUDGET: a test knob (1 makes every turn end after one
      * read, the worst case for the low-water mark bookkeeping). */
     const char *rb = getenv("VHPC_DIST_READ_BUDGET");
@@ -2581,7 +2575,7 @@ static int engine_run(struct engine *e, volatile sig_atomic_t *stop)
             pf[n++] = (struct pollfd){.fd = c->fd, .events = ev};
         }
         int r = poll(pf, n, 100);
-        e->now = now_ms();
+        e->now = vhpc__now_ms();
         if (r < 0 && errno != EINTR)
             break;
         if (r > 0) {
@@ -2962,10 +2956,11 @@ int vhpc_dist_pull(struct vhpc_store *st, const char *ref, const char *const *fr
     if (s && s->own == 1) {
         /* Let the REPORT reach the node. */
         struct conn *up = s->up;
-        for (int64_t end = now_ms() + 2000; up && !up->dead && up->qhead && now_ms() < end;) {
+        for (int64_t end = vhpc__now_ms() + 2000;
+             up && !up->dead && up->qhead && vhpc__now_ms() < end;) {
             struct pollfd pf = {.fd = up->fd, .events = POLLOUT};
             poll(&pf, 1, 100);
-            e.now = now_ms();
+            e.now = vhpc__now_ms();
             conn_flush(up);
         }
         if (got) {

@@ -16,6 +16,9 @@
 #include "kernel.h"
 #include "progress.h"
 #include "store.h"
+#include "fs.h"
+#include "paths.h"
+#include "proc.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -236,31 +239,6 @@ out:
     return r;
 }
 
-static int rm_one(const char *p, const struct stat *st, int type, struct FTW *f)
-{
-    (void)st;
-    (void)f;
-    if (type == FTW_DP)
-        rmdir(p);
-    else
-        unlink(p);
-    return 0;
-}
-
-/* rm -rf that never leaves the file system it starts on (a mount left
- * under a root being built is not descended into). */
-static void rm_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) < 0)
-        return;
-    if (!S_ISDIR(st.st_mode)) {
-        unlink(path);
-        return;
-    }
-    nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
-}
-
 /* Remove what is in dir (not dir itself); keep_copyright keeps
  * <dir>/<pkg>/copyright (for /usr/share/doc). */
 static void empty_dir(const char *dir, bool keep_copyright, bool only_dirs)
@@ -286,14 +264,14 @@ static void empty_dir(const char *dir, bool keep_copyright, bool only_dirs)
                     !strcmp(se->d_name, "copyright"))
                     continue;
                 snprintf(q, sizeof(q), "%s/%s", p, se->d_name);
-                rm_tree(q);
+                vhpc__rm_tree(q, NULL);
             }
             if (sd)
                 closedir(sd);
             rmdir(p); /* only if it held no copyright file */
             continue;
         }
-        rm_tree(p);
+        vhpc__rm_tree(p, NULL);
     }
     if (d)
         closedir(d);
@@ -743,7 +721,7 @@ static void trim(const char *root)
         unlink(p);
     }
     snprintf(p, sizeof(p), "%s/debootstrap", root);
-    rm_tree(p);
+    vhpc__rm_tree(p, NULL);
 }
 
 /* Clamp every time stamp to `t` and add up the regular files' bytes. */
@@ -1013,7 +991,7 @@ fail:
 void vhpc_full_build_free(struct vhpc_full_build *b)
 {
     if (b->dir[0])
-        rm_tree(b->dir);
+        vhpc__rm_tree(b->dir, NULL);
     json_decref(b->manifest);
     memset(b, 0, sizeof(*b));
 }
@@ -1140,7 +1118,7 @@ int vhpc_full_build(const struct vhpc_full_spec *spec, struct vhpc_full_build *o
     uint64_t bytes = tree_bytes;
     if ((r = squash(root, out->rootfs, comp, t, bytes, err)) < 0)
         goto out;
-    rm_tree(root); /* the tree is in the squashfs now: free the space early */
+    vhpc__rm_tree(root, NULL); /* the tree is in the squashfs now: free the space early */
     /* 5. the boot initramfs, naming its root */
     char rootsha[65], text[512];
     struct stat sst;
@@ -1152,7 +1130,7 @@ int vhpc_full_build(const struct vhpc_full_spec *spec, struct vhpc_full_build *o
     }
     snprintf(text, sizeof(text),
              "# the root file system of this full image (see vhpc-agent, root.c)\n"
-             "serial=" VHPC_FULL_SERIAL
+             "serial=" VHPC_ROOT_DISK_SERIAL
              "\nfstype=squashfs\nsize=%lld\nsha256=%s\ninit=/sbin/init\n",
              (long long)sst.st_size, rootsha);
     if ((r = vhpc__write_file(conf, text, strlen(text), 0644, err)) < 0)
@@ -1198,52 +1176,9 @@ out:
     free(pkglist);
     if (r < 0) {
         if (out->dir[0])
-            rm_tree(out->dir);
+            vhpc__rm_tree(out->dir, NULL);
         out->dir[0] = 0;
         vhpc_err_wrap(err, "building a full image");
     }
     return r;
-}
-
-/* ---- which root belongs to a boot initramfs ------------------------------- */
-
-struct rootfs_of {
-    const struct vhpc_store *st;
-    const char *initrd;
-    char rootfs[65];
-};
-
-static int rootfs_of_cb(const char *digest, void *arg)
-{
-    struct rootfs_of *c = arg;
-    json_t *m = NULL;
-    vhpc_err_t e2 = {0};
-    if (vhpc_store_get_manifest(c->st, digest, &m, &e2) < 0)
-        return 0;
-    json_t *blobs = json_object_get(m, "blobs");
-    const char *i = json_string_value(json_object_get(json_object_get(blobs, "initrd"), "digest"));
-    const char *r = json_string_value(json_object_get(json_object_get(blobs, "rootfs"), "digest"));
-    int found = i && r && !strcmp(i, c->initrd);
-    if (found)
-        snprintf(c->rootfs, sizeof(c->rootfs), "%s", r);
-    json_decref(m);
-    return found;
-}
-
-int vhpc_full_rootfs_of(const char *initrd, char *rootfs, size_t len, vhpc_err_t *err)
-{
-    const char *base = strrchr(initrd, '/');
-    base = base ? base + 1 : initrd;
-    rootfs[0] = 0;
-    if (!vhpc_is_digest(base))
-        return 0; /* not a store blob */
-    struct vhpc_store *st;
-    int r = vhpc_store_open(NULL, &st, err);
-    if (r < 0)
-        return r;
-    struct rootfs_of c = {.st = st, .initrd = base};
-    if (vhpc_store_images(st, rootfs_of_cb, &c, err) > 0 && c.rootfs[0])
-        vhpc_store_blob_path(st, c.rootfs, rootfs, len);
-    vhpc_store_close(st);
-    return 0;
 }

@@ -54,14 +54,14 @@
 #define VHPC_FULLIMG_H
 
 #include "error.h"
+#include "guest_abi.h"
 
 #include <jansson.h>
 #include <limits.h>
 
 #define VHPC_FULL_SUITE  "bookworm"
 #define VHPC_FULL_MIRROR "http://deb.debian.org/debian"
-#define VHPC_FULL_SERIAL "vhpc-root" /* virtio-blk serial of the root disk */
-#define VHPC_FULL_COMP   "lz4"       /* squashfs compression (see fullimg.c) */
+#define VHPC_FULL_COMP   "lz4" /* squashfs compression (see fullimg.c) */
 #define VHPC_FULL_TRIMMED                                                                          \
     "/var/lib/apt/lists/*, /var/cache/apt/*.bin, /var/cache/apt/archives/*.deb, "                  \
     "/usr/share/doc/* (copyright files kept), /usr/share/man/*, /usr/share/info/*, "               \
@@ -109,11 +109,5 @@ int vhpc_full_build(const struct vhpc_full_spec *spec, struct vhpc_full_build *o
                     vhpc_err_t *err);
 /* Remove the work directory and free the manifest (if not taken). */
 void vhpc_full_build_free(struct vhpc_full_build *b);
-
-/* The root file system of the image whose boot initramfs is `initrd` (a
- * blob path), for callers that were not given it: full images' boot
- * initramfs name their root, so each belongs to exactly one image.
- * 0 and rootfs[0] = 0 when it is a minimal image's. */
-int vhpc_full_rootfs_of(const char *initrd, char *rootfs, size_t len, vhpc_err_t *err);
 
 #endif

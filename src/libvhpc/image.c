@@ -23,6 +23,9 @@
 #include "cpio.h"
 #include "kernel.h"
 #include "store.h"
+#include "fs.h"
+#include "paths.h"
+#include "proc.h"
 
 #include <ctype.h>
 #include <dirent.h>

@@ -2,6 +2,7 @@
  * progress.c - progress bars on stderr (behaviour: progress.h).
  */
 #include "progress.h"
+#include "clock.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -10,13 +11,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int pick_mode(void)
 {
@@ -44,7 +38,7 @@ static void start(struct vhpc_progress *p, const char *label, uint64_t total, in
     p->total = total;
     p->units = units;
     p->mode = pick_mode();
-    p->start_ms = now_ms();
+    p->start_ms = vhpc__now_ms();
     p->last_pct = -1;
     if (p->mode == 2) {
         char t[32];
@@ -66,7 +60,7 @@ void vhpc_progress_start_count(struct vhpc_progress *p, const char *label, uint6
 
 static void draw(struct vhpc_progress *p, int force)
 {
-    int64_t t = now_ms();
+    int64_t t = vhpc__now_ms();
     if (p->mode == 0)
         return;
     if (p->mode == 2) {
@@ -137,7 +131,7 @@ void vhpc_progress_done(struct vhpc_progress *p, int ok)
 {
     if (p->mode == 0)
         return;
-    double secs = (double)(now_ms() - p->start_ms) / 1000;
+    double secs = (double)(vhpc__now_ms() - p->start_ms) / 1000;
     char d[32];
     amount(p, p->done, d, sizeof(d));
     if (p->mode == 1)

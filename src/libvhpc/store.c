@@ -11,6 +11,9 @@
 
 #include "cpio.h"
 #include "kernel.h"
+#include "fs.h"
+#include "lock.h"
+#include "paths.h"
 
 #include <ctype.h>
 #include <dirent.h>

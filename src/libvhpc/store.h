@@ -71,10 +71,10 @@ const char *vhpc_store_dir(const struct vhpc_store *st); /* <root>/store */
  * holds it; nests within one handle. */
 int vhpc_store_lock(struct vhpc_store *st, vhpc_err_t *err);
 void vhpc_store_unlock(struct vhpc_store *st);
-/* Called once when a lock (the store's or the kernel cache's) is busy,
- * with "waiting for the store lock <path> held by pid N..." (the CLI prints
- * it; the library does not). */
-void vhpc_set_lock_notice(void (*fn)(const char *msg));
+/* vhpc_set_lock_notice (lock.h): called once when a lock (the store's or
+ * the kernel cache's) is busy, with "waiting for the store lock <path>
+ * held by pid N..." (the CLI prints it; the library does not). */
+#include "lock.h"
 /* From now on, blobs and manifests this process stores are readable by
  * every user (0444; an existing one of ours is made so).  For root
  * publishing into the system store; off by default. */

@@ -2,10 +2,11 @@
  * vm.c - see vm.h.
  */
 #include "vm.h"
-#include "fullimg.h"
-#include "kernel.h" /* vhpc__write_file */
+#include "clock.h"
+#include "guest_abi.h"
 #include "ns.h"
 #include "proc.h"
+#include "fs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -276,7 +277,7 @@ static int write_config(const struct vhpc_vm_config *cfg, const struct vhpc_vm *
         section(&q, "device", "rootdisk");
         set(&q, "driver", "virtio-blk-pci");
         set(&q, "drive", "root");
-        set(&q, "serial", "%s", VHPC_FULL_SERIAL);
+        set(&q, "serial", "%s", VHPC_ROOT_DISK_SERIAL);
     }
     if (cfg->tap) {
         section(&q, "netdev", "net0");
@@ -473,12 +474,6 @@ static int reaped(pid_t pid)
     return 0;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 int vhpc_vm_stop(struct vhpc_vm *vm, int grace_ms, vhpc_err_t *err)
 {
     if (vm->pid <= 0)
@@ -486,7 +481,7 @@ int vhpc_vm_stop(struct vhpc_vm *vm, int grace_ms, vhpc_err_t *err)
     for (int t = 0; t < grace_ms; t += 20) {
         if (reaped(vm->pid))
             goto gone;
-        sleep_ms(20);
+        vhpc__sleep_ms(20);
     }
     /* Still there: ask QEMU to quit, then insist. */
     struct qmp q;
@@ -498,11 +493,11 @@ int vhpc_vm_stop(struct vhpc_vm *vm, int grace_ms, vhpc_err_t *err)
     for (int t = 0; t < 2000; t += 20) {
         if (reaped(vm->pid))
             goto gone;
-        sleep_ms(20);
+        vhpc__sleep_ms(20);
     }
     kill(vm->pid, SIGKILL);
     for (int t = 0; t < 5000 && !reaped(vm->pid); t += 20)
-        sleep_ms(20);
+        vhpc__sleep_ms(20);
 gone:
     vm->pid = -1;
     (void)err;

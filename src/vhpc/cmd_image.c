@@ -11,6 +11,8 @@
 #include "parse.h"
 #include "store.h"
 #include "vhpc.h"
+#include "fs.h"
+#include "paths.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -18,6 +18,8 @@
 #include "kernel.h"
 #include "ns.h"
 #include "vhpc.h"
+#include "fs.h"
+#include "paths.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,7 +32,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#define TUN_RULE   "/etc/udev/rules.d/60-vhpc-tun.rules"
+#define TUN_RULE    "/etc/udev/rules.d/60-vhpc-tun.rules"
 #define SYSCTL_CONF "/etc/sysctl.d/60-vhpc-userns.conf"
 
 static int read_long(const char *path, long *v)
@@ -108,15 +110,17 @@ static int userns(int fix)
         if (max == 0)
             write_text("/proc/sys/user/max_user_namespaces", "15000\n");
         if (access("/etc/sysctl.d", F_OK) == 0)
-            write_text(SYSCTL_CONF, have_clone ? "# vhpc setup\nkernel.unprivileged_userns_clone = "
-                                                 "1\nuser.max_user_namespaces = 15000\n"
-                                               : "# vhpc setup\nuser.max_user_namespaces = 15000\n");
+            write_text(SYSCTL_CONF, have_clone
+                                        ? "# vhpc setup\nkernel.unprivileged_userns_clone = "
+                                          "1\nuser.max_user_namespaces = 15000\n"
+                                        : "# vhpc setup\nuser.max_user_namespaces = 15000\n");
         read_long("/proc/sys/kernel/unprivileged_userns_clone", &clone);
         read_long("/proc/sys/user/max_user_namespaces", &max);
     }
     int ok = clone != 0 && max > 0;
-    report(ok, "user namespaces for normal users (unprivileged_userns_clone %s, "
-                    "max_user_namespaces %ld)",
+    report(ok,
+           "user namespaces for normal users (unprivileged_userns_clone %s, "
+           "max_user_namespaces %ld)",
            have_clone ? (clone ? "1" : "0") : "not in this kernel", max);
     return !ok;
 }

@@ -6,6 +6,8 @@
 
 #include "kernel.h"
 #include "store.h"
+#include "lock.h"
+#include "paths.h"
 
 #include <errno.h>
 #include <stdarg.h>

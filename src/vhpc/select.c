@@ -9,6 +9,9 @@
 #include "match.h"
 #include "store.h"
 #include "vhpc.h"
+#include "fs.h"
+#include "paths.h"
+#include "proc.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -221,45 +224,18 @@ static char *trim(char *s)
 #define JOB_MAX (64 * 1024)
 static int read_job(const char *path, char **text, vhpc_err_t *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    struct stat st;
-    if (fd < 0)
-        return vhpc_err_set(err, -errno, "job file %s", path);
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return vhpc_err_setmsg(err, -EINVAL, "job file %s: not a regular file", path);
-    }
-    char *buf = malloc(JOB_MAX + 2);
-    size_t used = 0;
-    if (!buf) {
-        close(fd);
-        return vhpc_err_set(err, -ENOMEM, "job file %s", path);
-    }
-    while (used <= JOB_MAX) {
-        ssize_t n = read(fd, buf + used, JOB_MAX + 1 - used);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            int e = -errno;
-            free(buf);
-            close(fd);
-            return vhpc_err_set(err, e, "job file %s", path);
-        }
-        if (n == 0)
-            break;
-        used += (size_t)n;
-    }
-    close(fd);
-    if (used > JOB_MAX) {
-        free(buf);
-        return vhpc_err_setmsg(err, -EFBIG, "job file %s: larger than %d KiB, not a job file", path,
+    size_t used;
+    char *buf;
+    int r = vhpc__read_file_max(path, JOB_MAX, &buf, &used, err);
+    if (r == -EFBIG)
+        return vhpc_err_setmsg(err, r, "job file %s: larger than %d KiB, not a job file", path,
                                JOB_MAX / 1024);
-    }
+    if (r < 0)
+        return vhpc_err_wrap(err, "job file");
     if (memchr(buf, 0, used)) {
         free(buf);
         return vhpc_err_setmsg(err, -EINVAL, "job file %s: not a text file", path);
     }
-    buf[used] = 0;
     *text = buf;
     return 0;
 }

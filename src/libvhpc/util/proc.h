@@ -1,10 +1,14 @@
 /*
- * proc.h - what every child vhpc starts does before exec.
+ * proc.h - running programs: one call that runs a program and collects
+ * its output, and what every child vhpc starts does before exec.
  */
 #ifndef VHPC_PROC_H
 #define VHPC_PROC_H
 
+#include "error.h"
+
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/securebits.h>
@@ -50,5 +54,16 @@ static inline int vhpc__drop_privileges(void)
         return -1;
     return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 }
+
+/* Run argv (PATH lookup), stdin from /dev/null, and collect its stdout into
+ * out (NUL-terminated, truncated to outlen - 1; may be NULL) and its stderr
+ * into errbuf (same, without trailing newlines).  Returns the exit status
+ * (0..255), 128 + signal, or a negative errno if it could not be started
+ * (err set). */
+int vhpc__run(const char *const argv[], const char *cwd, char *out, size_t outlen, char *errbuf,
+              size_t errlen, vhpc_err_t *err);
+/* The same with the environment envp. */
+int vhpc__run_env(const char *const argv[], const char *const envp[], const char *cwd, char *out,
+                  size_t outlen, char *errbuf, size_t errlen, vhpc_err_t *err);
 
 #endif

@@ -1,0 +1,23 @@
+/*
+ * paths.h - where vhpc keeps things: the image store roots (a user's own,
+ * the system one root keeps), the guest kernel cache, the run directory.
+ */
+#ifndef VHPC_PATHS_H
+#define VHPC_PATHS_H
+
+#include <stddef.h>
+
+/* <root>: $VHPC_HOME; else for root the system root /var/lib/vhpc
+ * ($VHPC_SYSTEM_HOME in tests); else the user's own
+ * $XDG_DATA_HOME/vhpc or ~/.local/share/vhpc. */
+const char *vhpc__store_root(void);
+const char *vhpc__system_root(void);
+/* 1 when the stores this process creates are private to its user (every
+ * user but root): directories 0700.  Root's (the system store) has 0755
+ * directories so that what root publishes can be read; its files are
+ * still private unless published (store.h). */
+int vhpc__private_store(void);
+/* The guest kernel cache: $VHPC_KERNEL_CACHE, else <root>/kernels. */
+void vhpc__kernel_cache_dir(char *buf, size_t len);
+
+#endif

@@ -1,0 +1,105 @@
+/*
+ * proc.c - see proc.h.
+ */
+#include "proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+int vhpc__run(const char *const argv[], const char *cwd, char *out, size_t outlen, char *errbuf,
+              size_t errlen, vhpc_err_t *err)
+{
+    return vhpc__run_env(argv, (const char *const *)environ, cwd, out, outlen, errbuf, errlen, err);
+}
+
+int vhpc__run_env(const char *const argv[], const char *const envp[], const char *cwd, char *out,
+                  size_t outlen, char *errbuf, size_t errlen, vhpc_err_t *err)
+{
+    int po[2] = {-1, -1}, pe[2] = {-1, -1};
+    posix_spawn_file_actions_t fa;
+    pid_t pid;
+    int r;
+    if (out && outlen)
+        out[0] = 0;
+    if (errbuf && errlen)
+        errbuf[0] = 0;
+    if (pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0) {
+        r = vhpc_err_set(err, -errno, "running %s: pipe", argv[0]);
+        goto close_pipes;
+    }
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, po[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
+    if (cwd)
+        posix_spawn_file_actions_addchdir_np(&fa, cwd);
+    r = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, (char *const *)envp);
+    posix_spawn_file_actions_destroy(&fa);
+    close(po[1]);
+    close(pe[1]);
+    po[1] = pe[1] = -1;
+    if (r != 0) {
+        r = vhpc_err_set(err, -r, "running %s", argv[0]);
+        goto close_pipes;
+    }
+    struct pollfd pfd[2] = {{.fd = po[0], .events = POLLIN}, {.fd = pe[0], .events = POLLIN}};
+    size_t used[2] = {0, 0};
+    char *bufs[2] = {out, errbuf};
+    size_t lens[2] = {out ? outlen : 0, errbuf ? errlen : 0};
+    int open_fds = 2;
+    while (open_fds) {
+        if (poll(pfd, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (pfd[i].fd < 0 || !pfd[i].revents)
+                continue;
+            char tmp[4096];
+            ssize_t n = read(pfd[i].fd, tmp, sizeof(tmp));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                close(pfd[i].fd);
+                pfd[i].fd = -1;
+                open_fds--;
+                continue;
+            }
+            if (lens[i] > 1 && used[i] < lens[i] - 1) {
+                size_t k = lens[i] - 1 - used[i] < (size_t)n ? lens[i] - 1 - used[i] : (size_t)n;
+                memcpy(bufs[i] + used[i], tmp, k);
+                used[i] += k;
+                bufs[i][used[i]] = 0;
+            }
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        if (pfd[i].fd >= 0)
+            close(pfd[i].fd);
+    po[0] = pe[0] = -1;
+    /* Messages read better without the trailing newline. */
+    while (used[1] && (errbuf[used[1] - 1] == '\n' || errbuf[used[1] - 1] == ' '))
+        errbuf[--used[1]] = 0;
+    int status;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return vhpc_err_set(err, -errno, "waiting for %s", argv[0]);
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+close_pipes:
+    for (int i = 0; i < 2; i++) {
+        if (po[i] >= 0)
+            close(po[i]);
+        if (pe[i] >= 0)
+            close(pe[i]);
+    }
+    return r;
+}
