@@ -10,46 +10,54 @@ all: build
 deps:
 	@scripts/deps.sh
 
-build: deps
-	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	@cmake --build build -j $(JOBS)
+# Building installs nothing; demo, check, fuzz and the benchmarks first
+# install what is missing (apt-get, scripts/deps.sh).  Compiler output goes
+# to DIR/build.log (its errors are shown when a build fails).
+build:
+	@JOBS=$(JOBS) scripts/build.sh build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-build-asan: deps
-	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DVHPC_SANITIZE=ON >/dev/null
-	@cmake --build build-asan -j $(JOBS)
+build-asan:
+	@JOBS=$(JOBS) scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DVHPC_SANITIZE=ON
 
-build-fuzz: deps
-	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-		-DVHPC_FUZZ=ON >/dev/null
-	@cmake --build build-fuzz -j $(JOBS)
+build-fuzz:
+	@JOBS=$(JOBS) scripts/build.sh build-fuzz -DCMAKE_C_COMPILER=clang \
+		-DCMAKE_BUILD_TYPE=RelWithDebInfo -DVHPC_FUZZ=ON
 
 # Every test, in the normal build and again under ASan/UBSan, then every
 # fuzzer for 20 s (two at a time) from its committed corpus.
-check: build build-asan build-fuzz
+check: deps
+	@$(MAKE) --no-print-directory build build-asan build-fuzz
 	@scripts/check.sh build build-asan build-fuzz
 
 # The fuzzers for longer: FUZZ_TIME seconds each (default 300), or only
 # some: make fuzz FUZZ_TARGETS="agent dist".
 FUZZ_TIME ?= 300
-fuzz: build-fuzz
+fuzz: deps
+	@$(MAKE) --no-print-directory build-fuzz
 	@FUZZ_TIME=$(FUZZ_TIME) scripts/fuzz.sh build-fuzz $(FUZZ_TARGETS)
 
-demo: build
+demo: deps
+	@$(MAKE) --no-print-directory build
 	@scripts/demo.sh build
 
-bench-ivc: build
+bench-ivc: deps
+	@$(MAKE) --no-print-directory build
 	@bench/run_ivc.sh build
 
-bench-mpi: build
+bench-mpi: deps
+	@$(MAKE) --no-print-directory build
 	@bench/run_mpi.sh build
 
-bench-boot: build
+bench-boot: deps
+	@$(MAKE) --no-print-directory build
 	@bench/run_boot.sh build
 
-bench-images: build
+bench-images: deps
+	@$(MAKE) --no-print-directory build
 	@bench/run_images.sh build
 
-bench-dist: build
+bench-dist: deps
+	@$(MAKE) --no-print-directory build
 	@bench/run_dist.sh build
 
 format:
