@@ -13,7 +13,7 @@ function(vhpc_fuzz_target exe t)
     target_sources(${exe} PRIVATE ${src}/agent/conn.c ${src}/agent/request.c
                                   ${src}/libvhpc/util/sha256.c ${src}/libvhpc/util/sha256_hw.c
                                   ${src}/libvhpc/util/error.c)
-    target_include_directories(${exe} PRIVATE ${src}/agent ${src}/common ${src}/libvhpc ${src}/libvhpc/util)
+    target_include_directories(${exe} PRIVATE ${src}/agent ${src}/common ${src}/libvhpc/cluster ${src}/libvhpc/util)
   elseif(t STREQUAL "ivcd")
     target_sources(${exe} PRIVATE ${src}/ivcd/server.c ${src}/ivcd/region.c ${src}/ivcd/ctl.c)
     target_include_directories(${exe} PRIVATE ${src}/ivcd)

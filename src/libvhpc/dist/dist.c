@@ -24,7 +24,7 @@
 #include "dist.h"
 #include "clock.h"
 
-#include "cpio.h"
+#include "sha256.h"
 #include "crc32c.h"
 #include "dist_proto.h"
 #include "progress.h"

@@ -9,8 +9,7 @@
  */
 #include "store.h"
 
-#include "cpio.h"
-#include "kernel.h"
+#include "sha256.h"
 #include "fs.h"
 #include "lock.h"
 #include "paths.h"
