@@ -21,6 +21,7 @@ mpiuser=vhpcm$$
 cleanup_full() {
     pkill -KILL -u "$mpiuser" 2>/dev/null && sleep 0.2
     userdel "$mpiuser" >/dev/null 2>&1
+    umount /dev/net/tun "$tmp/dev" 2>/dev/null
     cleanup
 }
 trap cleanup_full EXIT

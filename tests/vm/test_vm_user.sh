@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # test_vm_user.sh BUILD_DIR - vhpc as normal users (issue 9), two of them
 # (made here, removed at exit) on one host, each attacking the other's job.
-# Runs in a mount and network namespace of its own: /tmp is a fresh tmpfs
-# (the users' run directories are /tmp/vhpc-UID), /dev/net/tun is a node of
-# the test's own, mode 0600 as on this host, so that `vhpc setup` (which
+# Runs in a mount and network namespace of its own: /dev/net/tun is a node
+# of the test's own, mode 0600 as on this host, so that `vhpc setup` (which
 # makes it 0666) changes nothing outside, and the files setup writes under
-# /etc land in scratch directories.
+# /etc land in scratch directories.  The users' run directories are the
+# default /tmp/vhpc-UID, removed at exit.
 #   - an unprepared host: a clear error naming `vhpc setup`, nothing left;
 #   - root's one `vhpc setup`, then each user starts VMs with no sudo: QEMU
 #     runs as that user, with no capability, in the job's own user and
@@ -19,15 +19,15 @@ set -uo pipefail
 if [ -z "${VHPC_TEST_NS:-}" ]; then
     exec env VHPC_TEST_NS=1 unshare --mount --net -- "$0" "$@"
 fi
-mount -t tmpfs -o mode=1777 vhpc-test-tmp /tmp || { echo "FAIL mount /tmp"; exit 1; }
 ip link set lo up
-mknod /tmp/tun c 10 200 && chmod 600 /tmp/tun && mount --bind /tmp/tun /dev/net/tun ||
-    { echo "FAIL a private /dev/net/tun"; exit 1; }
-for d in /etc/udev/rules.d /etc/sysctl.d; do
-    [ -d "$d" ] && mkdir -p "/tmp/etc$d" && mount --bind "/tmp/etc$d" "$d"
-done
 . "$(dirname "$0")/lib.sh" "$1" user
 chmod 755 "$tmp"
+mkdir "$tmp/dev" && mount -t tmpfs -o size=64k,mode=755 vhpc-test-dev "$tmp/dev" &&
+    mknod -m 600 "$tmp/dev/tun" c 10 200 && mount --bind "$tmp/dev/tun" /dev/net/tun ||
+    { echo "FAIL a private /dev/net/tun"; exit 1; }
+for d in /etc/udev/rules.d /etc/sysctl.d; do
+    [ -d "$d" ] && mkdir -p "$tmp/etc$d" && mount --bind "$tmp/etc$d" "$d"
+done
 sys=$tmp/system # the system store root keeps; its kernels are the test cache
 mkdir -p "$sys" "$VHPC_KERNEL_CACHE" && ln -s "$VHPC_KERNEL_CACHE" "$sys/kernels"
 export VHPC_SYSTEM_HOME=$sys
@@ -38,8 +38,10 @@ cleanup_users() {
         id "$u" >/dev/null 2>&1 || continue
         pkill -KILL -u "$u" 2>/dev/null
         sleep 0.2
+        rm -rf "/tmp/vhpc-$(id -u "$u")"
         userdel -r "$u" >/dev/null 2>&1
     done
+    umount /dev/net/tun "$tmp/dev" 2>/dev/null
     cleanup
 }
 trap cleanup_users EXIT
