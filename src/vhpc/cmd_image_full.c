@@ -91,14 +91,11 @@ int cmd_image_build_full(int argc, char **argv)
         return vhpc_usage("image build --full",
                           "invalid name '%s' (letters, digits, '.', '_', '-'; at most 127)", name);
 
-    vhpc_err_t err = {0};
     char agent[4096], rsh[4096];
-    if (vhpc_tool_path("vhpc-agent", agent, sizeof(agent)) < 0) {
-        vhpc_err_setmsg(&err, -ENOENT,
-                        "cannot find vhpc-agent (build it, or set $VHPC_VHPC_AGENT)");
+    vhpc_err_t err = {0};
+    if (vhpc_guest_tools(agent, sizeof(agent), rsh, sizeof(rsh), &err) < 0)
         return vhpc_fail(&err);
-    }
-    int have_rsh = vhpc_tool_path("vhpc-rsh", rsh, sizeof(rsh)) == 0;
+    int have_rsh = rsh[0] != 0;
     if (with_mpi) {
         char prov[4096];
         if (vhpc_tool_path("libivc-fi.so", prov, sizeof(prov)) < 0) {

@@ -11,7 +11,9 @@
  * boot make the thread stop QEMU at once instead.
  */
 #include "agent_client.h"
+#include "clock.h"
 #include "cluster.h"
+#include "job.h"
 #include "image.h"
 #include "match.h"
 #include "names.h"
@@ -32,7 +34,6 @@
 #include <unistd.h>
 
 #define BOOT_TIMEOUT_MS 120000 /* TCG on a busy host: generous */
-#define GRACE_MS        5000   /* from poweroff request to QEMU killed */
 #define STOP_GRACE_S    10     /* from a signal passed on to the command to QEMU stopped */
 
 static const char run_help[] =
@@ -54,40 +55,12 @@ static const char run_help[] =
     "  --accel A       kvm only with hardware virtualization; auto picks (default)\n"
     "  --name NAME     cluster name (default run-PID); state in /run/vhpc/clusters/NAME\n";
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+/* ---- the job, shared with the signal thread ---------------------------------- */
 
-/* ---- the cluster, shared with the signal thread ---------------------------- */
-
-static struct vhpc_cluster cluster;
-static agent_client_t *agents[VHPC_MAX_VMS];
-static pthread_mutex_t teardown_lock = PTHREAD_MUTEX_INITIALIZER;
-static int cluster_up;
-static atomic_int stop_signal; /* set by the signal thread before it tears down */
+static struct vhpc_job job;
+static atomic_int stop_signal; /* set by the signal thread before it stops the job */
 static atomic_bool running;    /* commands are running: signals are passed on to them */
 static int stop_pipe[2];       /* struct signalfd_siginfo records for the commands */
-
-/* Remove the cluster; runs once.  `clean`: ask every guest to power off
- * and wait up to GRACE_MS first -- only when no other thread is using the
- * agent connections.  Otherwise QEMU is told to quit (then killed). */
-static void teardown(bool clean)
-{
-    pthread_mutex_lock(&teardown_lock);
-    if (cluster_up) {
-        vhpc_err_t ignore;
-        if (clean)
-            for (int i = 0; i < cluster.nvms; i++)
-                if (agents[i])
-                    agent_client_shutdown(agents[i], AGENT_SHUTDOWN_POWEROFF, &ignore);
-        vhpc_cluster_down(&cluster, clean ? GRACE_MS : 0, &ignore);
-        cluster_up = 0;
-    }
-    pthread_mutex_unlock(&teardown_lock);
-}
 
 static void *signal_thread(void *arg)
 {
@@ -96,6 +69,7 @@ static void *signal_thread(void *arg)
     if (sigwait(set, &sig) != 0)
         return NULL;
     atomic_store(&stop_signal, sig);
+    vhpc_job_interrupt(&job);
     if (atomic_load(&running)) {
         fprintf(stderr, "vhpc: %s: passing it on to the command (again to stop the VMs now)\n",
                 strsignal(sig));
@@ -108,47 +82,12 @@ static void *signal_thread(void *arg)
             fprintf(stderr, "vhpc: the command still runs %d s after the signal\n", STOP_GRACE_S);
     }
     fprintf(stderr, "vhpc: %s: stopping the cluster\n", strsignal(sig));
-    teardown(false); /* waits for a clean teardown already under way */
+    vhpc_err_t ignore;
+    vhpc_job_stop(&job, false, &ignore); /* waits for a clean stop already under way */
     _exit(128 + sig);
 }
 
-/* ---- boot ------------------------------------------------------------------------ */
-
-struct boot {
-    int i;
-    double started, ready;
-    int r;
-    vhpc_err_t err;
-};
-
-static void *boot_thread(void *arg)
-{
-    struct boot *b = arg;
-    struct vhpc_vm *vm = &cluster.vms[b->i];
-    b->r = agent_client_connect(vm->agent_path, 10000, &agents[b->i], &b->err);
-    if (b->r == 0)
-        b->r = agent_client_wait_ready(agents[b->i], BOOT_TIMEOUT_MS, &b->err);
-    if (b->r == 0) /* before any command: vhpc-rsh between the VMs needs it */
-        b->r = agent_client_send_key(agents[b->i], cluster.key, 10000, &b->err);
-    char why[512];
-    if (b->r < 0 && vhpc_vm_exited(vm, why, sizeof(why)))
-        vhpc_err_setmsg(&b->err, b->r, "%s: %s", vm->name, why);
-    else if (b->r < 0)
-        vhpc_err_wrap(&b->err, "waiting for the agent of %s (console: %s)", vm->name,
-                      vm->console_path);
-    b->ready = now_s();
-    return NULL;
-}
-
-/* ---- --each: one thread per VM, output prefixed ------------------------------------ */
-
-struct each {
-    int i;
-    struct agent_exec_req req;
-    int status, r;
-    vhpc_err_t err;
-    int done_fd; /* the thread writes its index here when it finishes */
-};
+/* ---- --each: output prefixed with the VM's name ------------------------------------ */
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -156,6 +95,8 @@ struct prefixer {
     int fd;   /* read end */
     FILE *to; /* stdout or stderr */
     char name[16];
+    pthread_t th;
+    bool running;
 };
 
 static void *prefix_thread(void *arg)
@@ -176,40 +117,48 @@ static void *prefix_thread(void *arg)
     return NULL;
 }
 
-static void *each_thread(void *arg)
+/* Per VM: a pipe and a prefixing thread for stdout and for stderr. */
+struct prefixed {
+    struct prefixer p[2];
+    int wr[2];
+};
+static struct prefixed prefixed[VHPC_MAX_VMS];
+
+static int prefix_open(int vm, struct agent_run_io *io, void *arg)
 {
-    struct each *e = arg;
-    int out[2], errp[2];
-    pthread_t to, te;
-    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
-        e->r = vhpc_err_set(&e->err, -errno, "pipe");
-        return NULL;
+    (void)arg;
+    struct prefixed *x = &prefixed[vm];
+    FILE *to[2] = {stdout, stderr};
+    for (int k = 0; k < 2; k++) {
+        int p[2];
+        x->wr[k] = -1;
+        if (pipe2(p, O_CLOEXEC) < 0)
+            return -errno;
+        x->p[k] = (struct prefixer){.fd = p[0], .to = to[k]};
+        snprintf(x->p[k].name, sizeof(x->p[k].name), "vm%d", vm);
+        x->wr[k] = p[1];
+        int e = pthread_create(&x->p[k].th, NULL, prefix_thread, &x->p[k]);
+        if (e) {
+            close(p[0]);
+            return -e;
+        }
+        x->p[k].running = true;
     }
-    struct prefixer po = {.fd = out[0], .to = stdout}, pe = {.fd = errp[0], .to = stderr};
-    snprintf(po.name, sizeof(po.name), "vm%d", e->i);
-    snprintf(pe.name, sizeof(pe.name), "vm%d", e->i);
-    pthread_create(&to, NULL, prefix_thread, &po);
-    pthread_create(&te, NULL, prefix_thread, &pe);
-    struct vhpc_env_buf eb;
-    const char *env[5];
-    vhpc_cluster_env(&cluster, e->i, &eb, env);
-    e->req.env = env;
-    struct agent_run_io io = {.stdin_fd = -1,
-                              .stdout_fd = out[1],
-                              .stderr_fd = errp[1],
-                              .signal_fd = stop_pipe[0],
-                              .timeout_ms = -1};
-    e->r = agent_client_run(agents[e->i], &e->req, &io, &e->status, &e->err);
-    close(out[1]);
-    close(errp[1]);
-    pthread_join(to, NULL);
-    pthread_join(te, NULL);
-    if (e->r < 0)
-        vhpc_err_wrap(&e->err, "vm%d", e->i);
-    if (write(e->done_fd, &e->i, sizeof(e->i)) < 0) {
-        /* the main thread joins every thread anyway */
+    io->stdout_fd = x->wr[0];
+    io->stderr_fd = x->wr[1];
+    return 0;
+}
+
+static void prefix_close(int vm, void *arg)
+{
+    (void)arg;
+    struct prefixed *x = &prefixed[vm];
+    for (int k = 0; k < 2; k++) {
+        if (x->wr[k] >= 0)
+            close(x->wr[k]);
+        if (x->p[k].running)
+            pthread_join(x->p[k].th, NULL);
     }
-    return NULL;
 }
 
 /* The last lines of a VM's serial console, to explain a failed boot. */
@@ -363,9 +312,13 @@ int cmd_run(int argc, char **argv)
         return vhpc_fail(&err);
     }
     pthread_t sigthr;
-    pthread_create(&sigthr, NULL, signal_thread, &set);
+    int e = pthread_create(&sigthr, NULL, signal_thread, &set);
+    if (e) {
+        vhpc_err_set(&err, -e, "starting the signal thread");
+        return vhpc_fail(&err);
+    }
 
-    double t0 = now_s();
+    int64_t t0 = vhpc__now_ms();
     if (vhpc_cluster_can_start(&err) < 0)
         return vhpc_fail(&err);
     struct vhpc_image img;
@@ -374,20 +327,15 @@ int cmd_run(int argc, char **argv)
             return vhpc_fail(&err);
     } else if (vhpc_image_find("minimal", &img, &err) < 0) {
         /* The default image is built on first use. */
-        char agent[4096], rsh[4096];
-        if (vhpc_tool_path("vhpc-agent", agent, sizeof(agent)) < 0)
-            return vhpc_fail(&err);
-        int have_rsh = vhpc_tool_path("vhpc-rsh", rsh, sizeof(rsh)) == 0;
-        struct vhpc_image_spec spec = {.name = "minimal"};
         fprintf(stderr, "vhpc: building the minimal image (first use)\n");
-        if (vhpc_image_build(&spec, agent, have_rsh ? rsh : NULL, &img, &err) < 0)
+        if (vhpc_build_minimal(&img, &err) < 0)
             return vhpc_fail(&err);
     }
     /* Never boot damaged bytes (a damaged blob is removed; rebuilding or
      * pulling the image brings it back). */
     if (vhpc_image_verify(&img, &err) < 0)
         return vhpc_fail(&err);
-    double t_image = now_s();
+    int64_t t_image = vhpc__now_ms();
 
     struct vhpc_cluster_spec cs = {.name = name,
                                    .nvms = nvms,
@@ -398,119 +346,76 @@ int cmd_run(int argc, char **argv)
                                    .rootfs = img.rootfs[0] ? img.rootfs : NULL};
     if (vhpc_accel_resolve(want, &cs.accel, &err) < 0)
         return vhpc_fail(&err);
-    pthread_mutex_lock(&teardown_lock);
-    int r = vhpc_cluster_up(&cs, &cluster, &err);
-    cluster_up = r == 0;
-    pthread_mutex_unlock(&teardown_lock);
-    if (r < 0)
-        return vhpc_fail(&err);
-
-    struct boot boots[VHPC_MAX_VMS];
-    pthread_t bt[VHPC_MAX_VMS];
-    for (int i = 0; i < nvms; i++) {
-        boots[i] = (struct boot){.i = i, .started = t_image};
-        pthread_create(&bt[i], NULL, boot_thread, &boots[i]);
-    }
-    int failed = -1;
-    for (int i = 0; i < nvms; i++) {
-        pthread_join(bt[i], NULL);
-        if (boots[i].r < 0 && failed < 0)
-            failed = i;
-    }
-    double t_boot = now_s();
     int status = 0;
-    if (failed >= 0 && !atomic_load(&stop_signal)) {
-        err = boots[failed].err;
+    int r = vhpc_job_boot(&job, &cs, BOOT_TIMEOUT_MS, &err);
+    if (r < 0 && job.failed < 0)
+        return vhpc_fail(&err); /* nothing was started */
+    int64_t t_boot = vhpc__now_ms();
+    if (r < 0 && !atomic_load(&stop_signal)) {
         status = vhpc_fail(&err);
-        print_console_tail(&cluster.vms[failed]); /* its directory is removed below */
+        print_console_tail(&job.cl.vms[job.failed]); /* its directory is removed below */
     }
 
-    double t_run0 = now_s();
-    if (failed < 0 && !atomic_load(&stop_signal)) {
+    int64_t t_run0 = vhpc__now_ms();
+    if (r == 0 && !atomic_load(&stop_signal)) {
         atomic_store(&running, true);
         struct agent_exec_req req = {.argv = (const char *const *)argv + optind};
         if (each) {
-            struct each ev[VHPC_MAX_VMS];
-            pthread_t et[VHPC_MAX_VMS];
-            int done[2], aborted = -1;
-            if (pipe2(done, O_CLOEXEC) < 0) {
-                vhpc_err_set(&err, -errno, "pipe");
+            static struct vhpc_job_each ev;
+            ev = (struct vhpc_job_each){
+                .open = prefix_open, .close = prefix_close, .signal_fd = stop_pipe[0]};
+            if (vhpc_job_run_each(&job, &req, &ev, &err) < 0)
                 return vhpc_fail(&err);
-            }
+            if (ev.failed >= 0)
+                fprintf(stderr, "vhpc: vm%d failed; the cluster was stopped\n", ev.failed);
             for (int i = 0; i < nvms; i++) {
-                ev[i] = (struct each){.i = i, .req = req, .done_fd = done[1]};
-                pthread_create(&et[i], NULL, each_thread, &ev[i]);
-            }
-            /* If a VM dies or its command cannot start, the job is broken:
-             * stop the whole cluster rather than wait for the others. */
-            for (int left = nvms; left > 0; left--) {
-                int i;
-                if (read(done[0], &i, sizeof(i)) != sizeof(i) || i < 0 || i >= nvms)
-                    break;
-                if (ev[i].r < 0) {
-                    if (atomic_load(&stop_signal))
-                        break; /* the signal thread stops the cluster */
-                    fprintf(stderr, "vhpc: vm%d failed; stopping the cluster\n", i);
-                    aborted = i;
-                    teardown(false);
-                    break;
-                }
-            }
-            for (int i = 0; i < nvms; i++) {
-                pthread_join(et[i], NULL);
-                if (aborted >= 0 && i != aborted)
+                if (ev.failed >= 0 && i != ev.failed)
                     continue; /* stopped because of the failed VM */
-                if (ev[i].r < 0) {
-                    status = ev[i].r == -ENOENT || ev[i].r == -EACCES ? 127 : 1;
+                if (ev.r[i] < 0) {
+                    status = ev.r[i] == -ENOENT || ev.r[i] == -EACCES ? 127 : 1;
                     if (!atomic_load(&stop_signal))
-                        vhpc_fail(&ev[i].err);
-                } else if (ev[i].status && !status) {
-                    status = ev[i].status;
+                        vhpc_fail(&ev.errs[i]);
+                } else if (ev.status[i] && !status) {
+                    status = ev.status[i];
                 }
             }
-            close(done[0]);
-            close(done[1]);
         } else {
-            struct vhpc_env_buf eb;
-            const char *env[5];
-            vhpc_cluster_env(&cluster, 0, &eb, env);
-            req.env = env;
             req.flags = AGENT_EXEC_STDIN;
             struct agent_run_io io = {.stdin_fd = 0,
                                       .stdout_fd = 1,
                                       .stderr_fd = 2,
                                       .signal_fd = stop_pipe[0],
                                       .timeout_ms = -1};
-            r = agent_client_run(agents[0], &req, &io, &status, &err);
+            r = vhpc_job_run(&job, 0, &req, &io, &status, &err);
             if (r < 0 && !atomic_load(&stop_signal)) {
-                vhpc_err_wrap(&err, "vm0");
                 vhpc_fail(&err);
                 status = r == -ENOENT || r == -EACCES ? 127 : 1;
             }
         }
     }
     atomic_store(&running, false);
-    double t_run = now_s();
-    teardown(true); /* waits for the signal thread's teardown, if any */
+    int64_t t_run = vhpc__now_ms();
+    vhpc_err_t derr = {0};
+    if (vhpc_job_stop(&job, true, &derr) < 0) /* waits for the signal thread's stop, if any */
+        vhpc_fail(&derr);
     int sig = atomic_load(&stop_signal);
     if (sig)
         _exit(128 + sig); /* the VMs died of the signal, not of the command */
-    for (int i = 0; i < nvms; i++)
-        if (agents[i])
-            agent_client_close(agents[i]);
-    double t_down = now_s();
+    vhpc_job_close(&job);
+    int64_t t_down = vhpc__now_ms();
 
+#define SECS(a, b) ((double)((b) - (a)) / 1000.0)
     fprintf(stderr, "\nvhpc run: %d VM%s (%d vCPU, %ld MiB, %s, image %s %.12s)\n", nvms,
             nvms == 1 ? "" : "s", vcpus, mem, vhpc_accel_name(cs.accel), img.name, img.digest);
-    fprintf(stderr, "  %-28s %8.3f s\n", "image prepare", t_image - t0);
+    fprintf(stderr, "  %-28s %8.3f s\n", "image prepare", SECS(t0, t_image));
     for (int i = 0; i < nvms; i++) {
         char what[40];
         snprintf(what, sizeof(what), "QEMU start -> agent ready vm%d", i);
-        fprintf(stderr, "  %-28s %8.3f s\n", what, boots[i].ready - boots[i].started);
+        fprintf(stderr, "  %-28s %8.3f s\n", what, SECS(job.started_ms[i], job.ready_ms[i]));
     }
-    fprintf(stderr, "  %-28s %8.3f s\n", "boot (all VMs ready)", t_boot - t_image);
-    fprintf(stderr, "  %-28s %8.3f s\n", "run", t_run - t_run0);
-    fprintf(stderr, "  %-28s %8.3f s\n", "teardown", t_down - t_run);
-    fprintf(stderr, "  %-28s %8.3f s\n", "total", t_down - t0);
+    fprintf(stderr, "  %-28s %8.3f s\n", "boot (all VMs ready)", SECS(t_image, t_boot));
+    fprintf(stderr, "  %-28s %8.3f s\n", "run", SECS(t_run0, t_run));
+    fprintf(stderr, "  %-28s %8.3f s\n", "teardown", SECS(t_run, t_down));
+    fprintf(stderr, "  %-28s %8.3f s\n", "total", SECS(t0, t_down));
     return status;
 }

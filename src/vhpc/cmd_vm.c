@@ -5,6 +5,7 @@
  */
 #include "agent_client.h"
 #include "cluster.h"
+#include "job.h"
 #include "image.h"
 #include "names.h"
 #include "parse.h"
@@ -29,24 +30,6 @@ static const char vm_help[] =
     "       vhpc vm console NAME [--vm I]\n"
     "       vhpc vm stop NAME\n"
     "       vhpc vm list\n";
-
-static int connect_agent(struct vhpc_cluster *cl, int i, agent_client_t **a, int timeout_ms,
-                         vhpc_err_t *err)
-{
-    if (i < 0 || i >= cl->nvms)
-        return vhpc_err_setmsg(err, -EINVAL, "cluster %s has no vm%d (it has %d VMs)", cl->name, i,
-                               cl->nvms);
-    int r = agent_client_connect(cl->vms[i].agent_path, 2000, a, err);
-    if (r == 0 && ((r = agent_client_wait_ready(*a, timeout_ms, err)) < 0 ||
-                   (r = agent_client_send_key(*a, cl->key, 10000, err)) < 0))
-        agent_client_close(*a);
-    char why[512];
-    if (r < 0 && vhpc_vm_exited(&cl->vms[i], why, sizeof(why)))
-        vhpc_err_setmsg(err, r, "%s/vm%d: %s", cl->name, i, why);
-    else if (r < 0)
-        vhpc_err_wrap(err, "%s/vm%d", cl->name, i);
-    return r;
-}
 
 static int vm_start(int argc, char **argv)
 {
@@ -93,20 +76,19 @@ static int vm_start(int argc, char **argv)
         return vhpc_usage("vm start", "--accel %s: expected auto, kvm or tcg", accel);
     if (vhpc_accel_resolve(want, &spec.accel, &err) < 0)
         return vhpc_fail(&err);
-    struct vhpc_cluster cl;
-    if (vhpc_cluster_up(&spec, &cl, &err) < 0)
+    static struct vhpc_job job; /* the VMs boot in parallel */
+    if (vhpc_job_boot(&job, &spec, 120000, &err) < 0) {
+        vhpc_err_t ignore;
+        vhpc_job_stop(&job, false, &ignore);
+        vhpc_job_close(&job);
         return vhpc_fail(&err);
-    for (int i = 0; i < cl.nvms; i++) {
-        agent_client_t *a;
-        if (connect_agent(&cl, i, &a, 120000, &err) < 0) {
-            vhpc_err_t ignore;
-            vhpc_cluster_down(&cl, 0, &ignore);
-            return vhpc_fail(&err);
-        }
-        printf("%s/vm%d ready: %s, kernel %s, %s\n", cl.name, i, agent_client_hello(a)->hostname,
-               agent_client_hello(a)->kernel, cl.ips[i]);
-        agent_client_close(a);
     }
+    for (int i = 0; i < job.cl.nvms; i++) {
+        const struct agent_hello *h = agent_client_hello(job.agents[i]);
+        printf("%s/vm%d ready: %s, kernel %s, %s\n", job.cl.name, i, h->hostname, h->kernel,
+               job.cl.ips[i]);
+    }
+    vhpc_job_close(&job);
     return 0;
 }
 
@@ -130,7 +112,7 @@ static int vm_exec(int argc, char **argv)
         return vhpc_usage("vm exec", "no command (vhpc vm exec NAME -- COMMAND ...)");
     struct vhpc_cluster cl;
     agent_client_t *a;
-    if (vhpc_cluster_load(argv[1], &cl, &err) < 0 || connect_agent(&cl, vm, &a, 10000, &err) < 0)
+    if (vhpc_cluster_load(argv[1], &cl, &err) < 0 || vhpc_job_attach(&cl, vm, 10000, &a, &err) < 0)
         return vhpc_fail(&err);
     struct vhpc_env_buf eb;
     const char *env[5];
@@ -242,7 +224,7 @@ static int vm_cp(int argc, char **argv)
     struct vhpc_cluster cl;
     agent_client_t *a;
     int vm = svm >= 0 ? svm : dvm;
-    if (vhpc_cluster_load(argv[1], &cl, &err) < 0 || connect_agent(&cl, vm, &a, 10000, &err) < 0)
+    if (vhpc_cluster_load(argv[1], &cl, &err) < 0 || vhpc_job_attach(&cl, vm, 10000, &a, &err) < 0)
         return vhpc_fail(&err);
     int r;
     if (dvm >= 0) { /* host -> guest */
@@ -312,7 +294,7 @@ static int vm_stop(int argc, char **argv)
     for (int i = 0; i < cl.nvms; i++) {
         agent_client_t *a;
         vhpc_err_t ignore;
-        if (connect_agent(&cl, i, &a, 2000, &ignore) == 0) {
+        if (vhpc_job_attach(&cl, i, 2000, &a, &ignore) == 0) {
             agent_client_shutdown(a, AGENT_SHUTDOWN_POWEROFF, &ignore);
             agent_client_close(a);
         }

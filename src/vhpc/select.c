@@ -206,6 +206,15 @@ int vhpc_select_image(const char *image, const struct vhpc_req *reqs, size_t n, 
     return 0;
 }
 
+int vhpc_build_minimal(struct vhpc_image *out, vhpc_err_t *err)
+{
+    char agent[4096], rsh[4096];
+    if (vhpc_guest_tools(agent, sizeof(agent), rsh, sizeof(rsh), err) < 0)
+        return -ENOENT;
+    struct vhpc_image_spec spec = {.name = "minimal"};
+    return vhpc_image_build(&spec, agent, rsh[0] ? rsh : NULL, out, err);
+}
+
 /* ---- job files ---- */
 
 static char *trim(char *s)

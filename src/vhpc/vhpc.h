@@ -37,6 +37,8 @@ struct vhpc_image;
  * (select.c). */
 int vhpc_select_image(const char *image, const struct vhpc_req *reqs, size_t n, bool build_missing,
                       struct vhpc_image *out, vhpc_err_t *err);
+/* Build the default image, `minimal` (vhpc run on first use). */
+int vhpc_build_minimal(struct vhpc_image *out, vhpc_err_t *err);
 /* The options of a job file as "--key" ["value"] arguments (malloc'd) and
  * its command line (malloc'd, NULL if none). */
 int vhpc_job_file(const char *path, char ***args, int *nargs, char **command, vhpc_err_t *err);

@@ -59,45 +59,6 @@ static int run_dir_ready(vhpc_err_t *err)
     return 0;
 }
 
-int vhpc_tool_path(const char *tool, char *buf, size_t len)
-{
-    char env[64], self[PATH_MAX], *slash;
-    snprintf(env, sizeof(env), "VHPC_%s", tool);
-    for (char *p = env; *p; p++)
-        *p = *p == '-' || *p == '.' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
-    const char *e = getenv(env);
-    if (e && *e) {
-        snprintf(buf, len, "%s", e);
-        return access(buf, X_OK) == 0 ? 0 : -ENOENT;
-    }
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n > 0) {
-        self[n] = 0;
-        if ((slash = strrchr(self, '/')))
-            *slash = 0;
-        /* installed side by side, or the build tree: build/src/vhpc/vhpc
-         * next to build/src/ivcd/ivcd and build/src/agent/vhpc-agent */
-        const char *sub = !strcmp(tool, "ivcd")           ? "ivcd"
-                          : !strcmp(tool, "libivc-fi.so") ? "fi"
-                                                          : "agent";
-        snprintf(buf, len, "%s/%s", self, tool);
-        if (access(buf, X_OK) == 0)
-            return 0;
-        snprintf(buf, len, "%s/../%s/%s", self, sub, tool);
-        if (access(buf, X_OK) == 0)
-            return 0;
-    }
-    const char *path = getenv("PATH");
-    char copy[4096];
-    snprintf(copy, sizeof(copy), "%s", path ? path : "/usr/bin:/bin");
-    for (char *save, *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
-        snprintf(buf, len, "%s/%s", dir, tool);
-        if (access(buf, X_OK) == 0)
-            return 0;
-    }
-    return -ENOENT;
-}
-
 /* The cluster's small state files ("owner", "job", "tap", ...), written
  * whole (vhpc__write_file: temporary file, then rename, so `vhpc gc`
  * never reads half a file) and read back without the trailing newline. */

@@ -16,6 +16,7 @@
 #define VHPC_CLUSTER_H
 
 #include "error.h"
+#include "paths.h" /* vhpc_tool_path */
 #include "net.h"
 #include "vm.h"
 
@@ -77,11 +78,5 @@ struct vhpc_env_buf {
 };
 void vhpc_cluster_env(const struct vhpc_cluster *cl, int i, struct vhpc_env_buf *buf,
                       const char *env[5]);
-
-/* Path of a helper program or file (ivcd, vhpc-agent, vhpc-rsh,
- * libivc-fi.so): $VHPC_<NAME> (upper case, '-' and '.' as '_', e.g.
- * $VHPC_LIBIVC_FI_SO), next to the running executable, in the build tree
- * beside it, or PATH. */
-int vhpc_tool_path(const char *tool, char *buf, size_t len);
 
 #endif

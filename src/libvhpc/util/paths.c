@@ -3,10 +3,12 @@
  */
 #include "paths.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 const char *vhpc__system_root(void)
@@ -52,4 +54,53 @@ void vhpc__kernel_cache_dir(char *buf, size_t len)
 int vhpc__private_store(void)
 {
     return geteuid() != 0;
+}
+
+int vhpc_tool_path(const char *tool, char *buf, size_t len)
+{
+    char env[64], self[PATH_MAX], *slash;
+    snprintf(env, sizeof(env), "VHPC_%s", tool);
+    for (char *p = env; *p; p++)
+        *p = *p == '-' || *p == '.' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+    const char *e = getenv(env);
+    if (e && *e) {
+        snprintf(buf, len, "%s", e);
+        return access(buf, X_OK) == 0 ? 0 : -ENOENT;
+    }
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n > 0) {
+        self[n] = 0;
+        if ((slash = strrchr(self, '/')))
+            *slash = 0;
+        /* installed side by side, or the build tree: build/src/vhpc/vhpc
+         * next to build/src/ivcd/ivcd and build/src/agent/vhpc-agent */
+        const char *sub = !strcmp(tool, "ivcd")           ? "ivcd"
+                          : !strcmp(tool, "libivc-fi.so") ? "fi"
+                                                          : "agent";
+        snprintf(buf, len, "%s/%s", self, tool);
+        if (access(buf, X_OK) == 0)
+            return 0;
+        snprintf(buf, len, "%s/../%s/%s", self, sub, tool);
+        if (access(buf, X_OK) == 0)
+            return 0;
+    }
+    const char *path = getenv("PATH");
+    char copy[4096];
+    snprintf(copy, sizeof(copy), "%s", path ? path : "/usr/bin:/bin");
+    for (char *save, *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+        snprintf(buf, len, "%s/%s", dir, tool);
+        if (access(buf, X_OK) == 0)
+            return 0;
+    }
+    return -ENOENT;
+}
+
+int vhpc_guest_tools(char *agent, size_t alen, char *rsh, size_t rlen, vhpc_err_t *err)
+{
+    if (vhpc_tool_path("vhpc-agent", agent, alen) < 0)
+        return vhpc_err_setmsg(err, -ENOENT,
+                               "cannot find vhpc-agent (build it, or set $VHPC_VHPC_AGENT)");
+    if (vhpc_tool_path("vhpc-rsh", rsh, rlen) < 0)
+        rsh[0] = 0;
+    return 0;
 }

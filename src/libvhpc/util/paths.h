@@ -5,6 +5,8 @@
 #ifndef VHPC_PATHS_H
 #define VHPC_PATHS_H
 
+#include "error.h"
+
 #include <stddef.h>
 
 /* <root>: $VHPC_HOME; else for root the system root /var/lib/vhpc
@@ -19,5 +21,14 @@ const char *vhpc__system_root(void);
 int vhpc__private_store(void);
 /* The guest kernel cache: $VHPC_KERNEL_CACHE, else <root>/kernels. */
 void vhpc__kernel_cache_dir(char *buf, size_t len);
+
+/* Path of a helper program or file (ivcd, vhpc-agent, vhpc-rsh,
+ * libivc-fi.so): $VHPC_<NAME> (upper case, '-' and '.' as '_', e.g.
+ * $VHPC_LIBIVC_FI_SO), next to the running executable, in the build tree
+ * beside it, or PATH. */
+int vhpc_tool_path(const char *tool, char *buf, size_t len);
+/* The guest's own programs: vhpc-agent (an error if missing, saying how to
+ * get it) and vhpc-rsh (rsh[0] = 0 if missing). */
+int vhpc_guest_tools(char *agent, size_t alen, char *rsh, size_t rlen, vhpc_err_t *err);
 
 #endif
