@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -55,20 +54,33 @@ static int loopback_up(void)
 
 /* The keeper: make the namespaces, report (errno or 0, then its pid), drop
  * every capability and sleep until killed. */
-static void keeper(int ready, bool user, const char *uid_map, const char *gid_map)
+struct keeper_args {
+    bool user;
+    const char *uid_map, *gid_map;
+};
+
+static int keeper_setup(const struct keeper_args *ka)
 {
-    int e = 0;
-    if (unshare(user ? CLONE_NEWUSER | CLONE_NEWNET : CLONE_NEWNET) < 0)
-        e = errno;
-    else if (user && ((e = put("/proc/self/setgroups", "deny")) || (e = put("/proc/self/uid_map", uid_map)) ||
-                      (e = put("/proc/self/gid_map", gid_map))))
-        ;
-    else if ((e = loopback_up()))
-        ;
-    else if (vhpc__drop_privileges() < 0)
-        e = errno;
+    int e;
+    if (chdir("/") < 0) /* holds no directory of the caller's */
+        return errno;
+    if (unshare(ka->user ? CLONE_NEWUSER | CLONE_NEWNET : CLONE_NEWNET) < 0)
+        return errno;
+    if (ka->user && ((e = put("/proc/self/setgroups", "deny")) ||
+                     (e = put("/proc/self/uid_map", ka->uid_map)) ||
+                     (e = put("/proc/self/gid_map", ka->gid_map))))
+        return e;
+    if ((e = loopback_up()))
+        return e;
+    return vhpc__drop_privileges() < 0 ? errno : 0;
+}
+
+static void keeper_main(int ready, void *arg)
+{
+    int e = keeper_setup(arg);
     pid_t self = getpid();
-    if (write(ready, &e, sizeof(e)) != sizeof(e) || write(ready, &self, sizeof(self)) != sizeof(self))
+    if (write(ready, &e, sizeof(e)) != sizeof(e) ||
+        write(ready, &self, sizeof(self)) != sizeof(self))
         _exit(1);
     close(ready);
     if (e)
@@ -86,34 +98,15 @@ int vhpc_ns_create(pid_t *out, vhpc_err_t *err)
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
         return vhpc_err_set(err, -errno, "the job's network namespace: pipe");
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close(p[0]);
-        close(p[1]);
-        return vhpc_err_set(err, -e, "the job's network namespace: fork");
-    }
-    if (pid == 0) {
-        /* Detached from vhpc and its terminal, a child of init: it lives as
-         * long as the cluster, also a detached one. */
-        setsid();
-        if (fork() != 0)
-            _exit(0);
-        prctl(PR_SET_NAME, KEEPER_NAME);
-        signal(SIGINT, SIG_IGN);
-        signal(SIGHUP, SIG_IGN);
-        signal(SIGPIPE, SIG_IGN);
-        int nul = open("/dev/null", O_RDWR);
-        if (nul < 0 || dup2(p[1], 3) < 0 || chdir("/") < 0)
-            _exit(1);
-        dup2(nul, 0);
-        dup2(nul, 1);
-        dup2(nul, 2);
-        vhpc__close_from(4);
-        keeper(3, user, uid_map, gid_map);
-    }
+    /* Detached from vhpc and its terminal, a child of init: it lives as
+     * long as the cluster, also a detached one. */
+    struct keeper_args ka = {user, uid_map, gid_map};
+    int r = vhpc__spawn_detached(KEEPER_NAME, p[1], keeper_main, &ka, err);
     close(p[1]);
-    waitpid(pid, NULL, 0);
+    if (r < 0) {
+        close(p[0]);
+        return r;
+    }
     int e = 0;
     pid_t k = -1;
     ssize_t a = read(p[0], &e, sizeof(e)), b = read(p[0], &k, sizeof(k));

@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -130,6 +129,18 @@ static void console_loop(int in, const char *path, size_t max)
     }
 }
 
+struct logger_args {
+    const char *path;
+    size_t max;
+};
+
+static void logger_main(int fd, void *arg)
+{
+    const struct logger_args *la = arg;
+    console_loop(fd, la->path, la->max);
+    _exit(0);
+}
+
 /* Start the logger; returns the pipe's write end for QEMU's stdout. */
 static int start_console_logger(const char *path, vhpc_err_t *err)
 {
@@ -137,33 +148,14 @@ static int start_console_logger(const char *path, vhpc_err_t *err)
     size_t max = console_max();
     if (pipe2(p, O_CLOEXEC) < 0)
         return vhpc_err_set(err, -errno, "console pipe");
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close(p[0]);
-        close(p[1]);
-        return vhpc_err_set(err, -e, "starting the console logger");
-    }
-    if (pid == 0) {
-        /* Detached from vhpc and the terminal; holds only the pipe. */
-        setsid();
-        if (fork() != 0)
-            _exit(0); /* reaped at once below; the logger is init's child */
-        prctl(PR_SET_NAME, "vhpc-console");
-        signal(SIGINT, SIG_IGN);
-        signal(SIGHUP, SIG_IGN);
-        int nul = open("/dev/null", O_RDWR);
-        if (dup2(p[0], 3) < 0 || nul < 0)
-            _exit(1);
-        dup2(nul, 0);
-        dup2(nul, 1);
-        dup2(nul, 2);
-        vhpc__close_from(4);
-        console_loop(3, path, max);
-        _exit(0);
-    }
+    /* Detached from vhpc and the terminal; holds only the pipe. */
+    struct logger_args la = {path, max};
+    int r = vhpc__spawn_detached("vhpc-console", p[0], logger_main, &la, err);
     close(p[0]);
-    waitpid(pid, NULL, 0);
+    if (r < 0) {
+        close(p[1]);
+        return vhpc_err_wrap(err, "the console logger");
+    }
     return p[1];
 }
 

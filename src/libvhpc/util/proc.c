@@ -6,8 +6,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -102,4 +104,33 @@ close_pipes:
             close(pe[i]);
     }
     return r;
+}
+
+int vhpc__spawn_detached(const char *name, int keep, void (*fn)(int fd, void *arg), void *arg,
+                         vhpc_err_t *err)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return vhpc_err_set(err, -errno, "starting %s: fork", name);
+    if (pid == 0) {
+        setsid();
+        if (fork() != 0)
+            _exit(0);
+        prctl(PR_SET_NAME, name);
+        signal(SIGINT, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
+        signal(SIGPIPE, SIG_IGN);
+        int nul = open("/dev/null", O_RDWR);
+        if (nul < 0 || dup2(keep, 3) < 0)
+            _exit(1);
+        dup2(nul, 0);
+        dup2(nul, 1);
+        dup2(nul, 2);
+        vhpc__close_from(4);
+        fn(3, arg);
+        _exit(1);
+    }
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    return 0;
 }

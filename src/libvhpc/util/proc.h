@@ -66,4 +66,12 @@ int vhpc__run(const char *const argv[], const char *cwd, char *out, size_t outle
 int vhpc__run_env(const char *const argv[], const char *const envp[], const char *cwd, char *out,
                   size_t outlen, char *errbuf, size_t errlen, vhpc_err_t *err);
 
+/* Start fn(3, arg) in a detached helper process: a child of init (forked
+ * twice; the middle one is reaped before this returns), in a session of
+ * its own (no terminal's Ctrl-C), named `name` (ps, pgrep), ignoring
+ * SIGINT, SIGHUP and SIGPIPE, stdio on /dev/null and holding nothing of
+ * the caller's but `keep`, as descriptor 3.  fn must not return. */
+int vhpc__spawn_detached(const char *name, int keep, void (*fn)(int fd, void *arg), void *arg,
+                         vhpc_err_t *err);
+
 #endif
