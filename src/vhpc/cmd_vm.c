@@ -299,7 +299,8 @@ static int vm_stop(int argc, char **argv)
             agent_client_close(a);
         }
     }
-    vhpc_cluster_down(&cl, 5000, &err);
+    if (vhpc_cluster_down(&cl, 5000, &err) < 0)
+        return vhpc_fail(&err); /* what is left stays recorded, for vhpc gc */
     printf("stopped %s\n", cl.name);
     return 0;
 }

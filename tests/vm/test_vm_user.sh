@@ -56,6 +56,7 @@ as() {
         VHPC_SYSTEM_HOME="$sys" VHPC_PROGRESS=0 "$@"
 }
 procs() { pgrep -u "$1" | wc -l; }
+gone() { [ ! -e "/proc/$1" ] || grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; } # zombies too
 
 # ---- an unprepared host ----
 out=$(as "$ua" "$vhpc" run --vms 1 -- true 2>&1); st=$?
@@ -158,7 +159,18 @@ out=$(as "$ua" "$vhpc" run --vms 2 -- vhpc-rsh vm1 hostname 2>/dev/null); st=$?
 [ $st -eq 0 ] && [ "$out" = vm1 ] && pass "$ua's vhpc run --vms 2" || fail "$ua's vhpc run: status $st '$out'"
 
 # ---- stopping leaves no process of either user ----
-as "$ua" "$vhpc" vm stop ajob >/dev/null || fail "$ua's vm stop"
+# A teardown says what it could not remove, keeps the record for vhpc gc,
+# and stops everything else: here a directory root planted in the state.
+mkdir "$ca/vm0/planted" && touch "$ca/vm0/planted/by-root"
+out=$(as "$ua" "$vhpc" vm stop ajob 2>&1); st=$?
+[ $st -ne 0 ] && grep -q "removing cluster .*planted/by-root: Permission denied" <<<"$out" && [ -d "$ca" ] &&
+    gone "$qa" && gone "$ka" &&
+    pass "a teardown that cannot remove everything says so and keeps the record: $out" ||
+    fail "teardown failure: status $st '$out'"
+rm -rf "$ca/vm0/planted"
+out=$(as "$ua" "$vhpc" gc --all 2>&1)
+grep -q "removed cluster ajob" <<<"$out" && [ ! -e "$ca" ] && pass "vhpc gc then removes it" ||
+    fail "gc after a failed teardown: $out"
 as "$ub" "$vhpc" vm stop bjob >/dev/null || fail "$ub's vm stop"
 for _ in $(seq 1 50); do [ "$(procs "$ua")$(procs "$ub")" = 00 ] && break; sleep 0.1; done
 [ "$(procs "$ua")$(procs "$ub")" = 00 ] && [ -z "$(ls -A "/tmp/vhpc-$ida/clusters")$(ls -A "/tmp/vhpc-$idb/clusters")" ] &&

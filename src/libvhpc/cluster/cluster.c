@@ -119,10 +119,10 @@ static pid_t read_pid(const char *dir, const char *name)
 }
 
 /* Stop a process that is not our child: SIGTERM, wait, SIGKILL. */
-static void stop_pid(pid_t pid, const char *name, int grace_ms)
+static int stop_pid(pid_t pid, const char *name, int grace_ms, vhpc_err_t *err)
 {
     if (!running(pid, name))
-        return;
+        return 0;
     kill(pid, SIGTERM);
     for (int t = 0; t < grace_ms && running(pid, name); t += 20)
         vhpc__sleep_ms(20);
@@ -130,6 +130,10 @@ static void stop_pid(pid_t pid, const char *name, int grace_ms)
         kill(pid, SIGKILL);
     for (int t = 0; t < 2000 && running(pid, name); t += 20)
         vhpc__sleep_ms(20);
+    if (running(pid, name))
+        return vhpc_err_setmsg(err, -ETIMEDOUT, "%s (pid %d) is still there 2 s after SIGKILL",
+                               name, (int)pid);
+    return 0;
 }
 
 static int start_ivcd(struct vhpc_cluster *cl, vhpc_err_t *err)
@@ -235,7 +239,7 @@ int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *c
     if ((r = vhpc_ns_create(&cl->net.ns, err)) < 0)
         goto fail;
     if ((r = write_text(cl->dir, "netns.pid", "%d\n", (int)cl->net.ns)) < 0) {
-        vhpc_ns_stop(cl->net.ns);
+        vhpc_ns_stop(cl->net.ns, NULL);
         vhpc_err_set(err, r, "writing %s/netns.pid", cl->dir);
         goto fail;
     }
@@ -299,42 +303,57 @@ fail : {
     return r;
 }
 
-/* Remove what the state directory `dir` records; quiet and idempotent.
- * The bridge, taps and nftables table go with the namespace, when the
- * last QEMU and the keeper are gone. */
-static void teardown_dir(const char *dir, int grace_ms)
+/* The first failure of a teardown is the one reported; it goes on past it. */
+static void first(int r, const vhpc_err_t *e, int *res, vhpc_err_t *err)
 {
+    if (r < 0 && *res == 0) {
+        *res = r;
+        if (err)
+            *err = *e;
+    }
+}
+
+/* Remove what the state directory `dir` records; idempotent, and goes on
+ * past what fails (the first failure is returned, the state directory is
+ * then kept for vhpc gc).  The bridge, taps and nftables table go with the
+ * namespace, when the last QEMU and the keeper are gone. */
+static int teardown_dir(const char *dir, int grace_ms, vhpc_err_t *err)
+{
+    int res = 0;
+    vhpc_err_t e = {0};
     DIR *d = opendir(dir);
     if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (strncmp(e->d_name, "vm", 2) != 0)
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (strncmp(de->d_name, "vm", 2) != 0)
                 continue;
             char vmdir[VHPC_DIR_MAX];
-            snprintf(vmdir, sizeof(vmdir), "%.200s/%.40s", dir, e->d_name);
+            snprintf(vmdir, sizeof(vmdir), "%.200s/%.40s", dir, de->d_name);
             struct vhpc_vm vm = {.pid = read_pid(vmdir, "qemu.pid")};
+            snprintf(vm.name, sizeof(vm.name), "%.40s", de->d_name);
             snprintf(vm.qmp_path, sizeof(vm.qmp_path), "%.*s/qmp.sock", VHPC_DIR_MAX - 1, vmdir);
-            if (running(vm.pid, "qemu")) {
-                vhpc_err_t ignore;
-                vhpc_vm_stop(&vm, grace_ms, &ignore);
-            }
+            if (running(vm.pid, "qemu"))
+                first(vhpc_vm_stop(&vm, grace_ms, &e), &e, &res, err);
         }
         closedir(d);
     }
-    vhpc_ns_stop(read_pid(dir, "netns.pid"));
-    stop_pid(read_pid(dir, "ivcd.pid"), "ivcd", 2000);
-    vhpc__rm_tree(dir, NULL);
+    first(vhpc_ns_stop(read_pid(dir, "netns.pid"), &e), &e, &res, err);
+    first(stop_pid(read_pid(dir, "ivcd.pid"), "ivcd", 2000, &e), &e, &res, err);
+    if (res == 0)
+        first(vhpc__rm_tree(dir, &e), &e, &res, err);
+    if (res < 0)
+        vhpc_err_wrap(err, "removing cluster %s", dir);
+    return res;
 }
 
 int vhpc_cluster_down(struct vhpc_cluster *cl, int grace_ms, vhpc_err_t *err)
 {
-    for (int i = 0; i < cl->nvms; i++) {
-        vhpc_err_t ignore;
-        vhpc_vm_stop(&cl->vms[i], grace_ms, &ignore);
-    }
-    teardown_dir(cl->dir, 0);
-    (void)err;
-    return 0;
+    int res = 0;
+    vhpc_err_t e = {0};
+    for (int i = 0; i < cl->nvms; i++)
+        first(vhpc_vm_stop(&cl->vms[i], grace_ms, &e), &e, &res, err);
+    int r = teardown_dir(cl->dir, 0, res == 0 ? err : NULL);
+    return res < 0 ? res : r;
 }
 
 int vhpc_cluster_load(const char *name, struct vhpc_cluster *cl, vhpc_err_t *err)
@@ -420,11 +439,16 @@ int vhpc_gc(bool all, void (*report)(const char *line, void *arg), void *arg, vh
                 continue; /* its vhpc run is alive and will clean up */
             }
         }
-        teardown_dir(dir, 0);
-        snprintf(line, sizeof(line), "removed cluster %.64s", e->d_name);
+        vhpc_err_t e2 = {0};
+        if (teardown_dir(dir, 0, &e2) < 0) {
+            snprintf(line, sizeof(line), "could not remove cluster %.64s: %.200s", e->d_name,
+                     e2.msg);
+        } else {
+            snprintf(line, sizeof(line), "removed cluster %.64s", e->d_name);
+            n++;
+        }
         if (report)
             report(line, arg);
-        n++;
     }
     closedir(d);
     return n;

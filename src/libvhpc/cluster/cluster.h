@@ -59,7 +59,9 @@ int vhpc_cluster_can_start(vhpc_err_t *err);
 int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *cl, vhpc_err_t *err);
 
 /* Stop the VMs (waiting `grace_ms` for them to power off by themselves),
- * then remove taps, bridge, ivcd and the state directory. */
+ * then the namespace keeper (the bridge and taps go with it), ivcd and the
+ * state directory.  Goes on past a failure and returns the first (*err
+ * says what is left; the state directory is then kept, for vhpc gc). */
 int vhpc_cluster_down(struct vhpc_cluster *cl, int grace_ms, vhpc_err_t *err);
 
 /* Load a running cluster's description from its state directory. */

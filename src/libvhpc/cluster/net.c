@@ -16,8 +16,8 @@
  * ours) with `input` (or nothing) on its stdin; its stderr goes into the
  * error message.  A normal user's PATH often lacks /usr/sbin, where ip
  * and nft live: looked for there too. */
-static int run_tool(vhpc_err_t *err, pid_t ns, const char *tool, const char *pkg,
-                    const char *input, const char *const *args)
+static int run_tool(vhpc_err_t *err, pid_t ns, const char *tool, const char *pkg, const char *input,
+                    const char *const *args)
 {
     const char *argv[16] = {tool};
     int n = 1, pfd[2], ifd[2] = {-1, -1};
@@ -120,8 +120,9 @@ int vhpc_net_add_tap(const struct vhpc_net *net, const char *tap, vhpc_err_t *er
     /* Owned by uid 0 of the job's namespace, which is the job's user (root,
      * or the user whose user namespace it is): QEMU, running as that uid
      * with no capability, may attach to it. */
-    if ((r = run_ip(net, err, (const char *const[]){"tuntap", "add", "dev", tap, "mode", "tap",
-                                                    "user", "0", NULL})) < 0)
+    if ((r = run_ip(net, err,
+                    (const char *const[]){"tuntap", "add", "dev", tap, "mode", "tap", "user", "0",
+                                          NULL})) < 0)
         return vhpc_err_wrap(err, "creating tap %s", tap);
     if ((r = run_ip(net, err,
                     (const char *const[]){"link", "set", tap, "master", net->bridge, NULL})) < 0 ||
@@ -166,7 +167,8 @@ int vhpc_net_firewall(const struct vhpc_net *net, vhpc_err_t *err)
              "  }\n"
              "}\n",
              table, b, b, b, b, b, b);
-    int r = run_tool(err, net->ns, "nft", "nftables", rules, (const char *const[]){"-f", "-", NULL});
+    int r =
+        run_tool(err, net->ns, "nft", "nftables", rules, (const char *const[]){"-f", "-", NULL});
     if (r < 0)
         return vhpc_err_wrap(err, "closing the host side of bridge %s (nftables table inet %s)", b,
                              table);

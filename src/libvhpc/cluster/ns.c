@@ -177,14 +177,20 @@ int vhpc__ns_enter(pid_t keeper)
     return enter(keeper, "net", CLONE_NEWNET);
 }
 
-void vhpc_ns_stop(pid_t keeper)
+int vhpc_ns_stop(pid_t keeper, vhpc_err_t *err)
 {
     if (!vhpc_ns_alive(keeper))
-        return;
+        return 0;
     kill(keeper, SIGKILL);
     struct timespec ts = {0, 10000000L};
     for (int t = 0; t < 200 && vhpc_ns_alive(keeper); t++)
         nanosleep(&ts, NULL);
+    if (vhpc_ns_alive(keeper))
+        return vhpc_err_setmsg(err, -ETIMEDOUT,
+                               "the job's namespace keeper (pid %d) is still there 2 s after "
+                               "SIGKILL",
+                               (int)keeper);
+    return 0;
 }
 
 int vhpc_ns_check(vhpc_err_t *err)

@@ -33,8 +33,9 @@ bool vhpc_ns_alive(pid_t keeper);
  * child between fork and exec (single-threaded); -1 with errno on failure. */
 int vhpc__ns_enter(pid_t keeper);
 
-/* Stop the keeper (SIGKILL: it holds nothing to save); quiet. */
-void vhpc_ns_stop(pid_t keeper);
+/* Stop the keeper (SIGKILL: it holds nothing to save); -ETIMEDOUT if it
+ * is still there 2 s later.  No keeper (pid <= 0, gone): 0. */
+int vhpc_ns_stop(pid_t keeper, vhpc_err_t *err);
 
 /* Why this user cannot make a job's namespaces here (0: they can), and
  * what root does once to fix it (vhpc setup). */

@@ -454,15 +454,26 @@ out:
 }
 
 /* Reap `pid` if it exited; true when gone.  A QEMU started by another vhpc
- * process (vhpc vm stop, vhpc gc) is not our child: look it up instead. */
+ * process (vhpc vm stop, vhpc gc) is not our child: look it up instead; a
+ * zombie waiting for init to reap it is gone too. */
 static int reaped(pid_t pid)
 {
     int st;
     pid_t r = waitpid(pid, &st, WNOHANG);
     if (r == pid)
         return 1;
-    if (r < 0 && errno == ECHILD)
-        return kill(pid, 0) < 0 && errno == ESRCH;
+    if (r < 0 && errno == ECHILD) {
+        char path[64], buf[256];
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return 1;
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        buf[n > 0 ? n : 0] = 0;
+        const char *paren = strrchr(buf, ')'); /* "pid (comm) S ..." */
+        return !paren || paren[1] != ' ' || paren[2] == 'Z' || paren[2] == 'X';
+    }
     return 0;
 }
 
@@ -488,11 +499,15 @@ int vhpc_vm_stop(struct vhpc_vm *vm, int grace_ms, vhpc_err_t *err)
         vhpc__sleep_ms(20);
     }
     kill(vm->pid, SIGKILL);
-    for (int t = 0; t < 5000 && !reaped(vm->pid); t += 20)
+    for (int t = 0; t < 5000; t += 20) {
+        if (reaped(vm->pid))
+            goto gone;
         vhpc__sleep_ms(20);
+    }
+    return vhpc_err_setmsg(err, -ETIMEDOUT, "QEMU of %s (pid %d) is still there 5 s after SIGKILL",
+                           vm->name[0] ? vm->name : "a VM", (int)vm->pid);
 gone:
     vm->pid = -1;
-    (void)err;
     return 0;
 }
 

@@ -47,16 +47,19 @@ int vhpc__mkdirs(const char *path, unsigned mode, vhpc_err_t *err)
     return 0;
 }
 
-/* The first error of a removal; nftw's callback has no argument. */
+/* The first error of a removal, and where; nftw's callback has no argument. */
 static __thread int rm_error;
+static __thread char rm_where[PATH_MAX];
 
 static int rm_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
     (void)st;
     (void)ftw;
     /* Go on past what cannot be removed (a mount point): the rest goes. */
-    if ((type == FTW_DP ? rmdir(path) : unlink(path)) < 0 && errno != ENOENT && !rm_error)
+    if ((type == FTW_DP ? rmdir(path) : unlink(path)) < 0 && errno != ENOENT && !rm_error) {
         rm_error = -errno;
+        snprintf(rm_where, sizeof(rm_where), "%s", path);
+    }
     return 0;
 }
 
@@ -71,7 +74,7 @@ int vhpc__rm_tree(const char *path, vhpc_err_t *err)
     rm_error = 0;
     if (nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0)
         return vhpc_err_set(err, -errno, "removing %s", path);
-    return rm_error ? vhpc_err_set(err, rm_error, "removing %s", path) : 0;
+    return rm_error ? vhpc_err_set(err, rm_error, "removing %s", rm_where) : 0;
 }
 
 static int walk(char *path, size_t len, size_t used,
