@@ -37,6 +37,7 @@
 #include "crc32c.h"
 #include "dist.h"
 #include "dist_proto.h"
+#include "output.h"
 #include "store.h"
 
 #include <errno.h>
@@ -712,8 +713,14 @@ static int claim(const char *addr, const char *size_s, const char *chunk_s, cons
     return accepted ? 3 : 0;
 }
 
+static void to_stderr(const char *text)
+{
+    fputs(text, stderr);
+}
+
 int main(int argc, char **argv)
 {
+    vhpc_set_output(to_stderr, false); /* the library's log lines, as vhpc's */
     if (argc >= 5 && !strcmp(argv[1], "mkimage"))
         return mkimage(argv[2], argv[3], argv[4], argc > 5 ? strtoull(argv[5], NULL, 10) : 1);
     if (argc == 4 && !strcmp(argv[1], "verify"))

@@ -7,6 +7,7 @@
 #include "kernel.h"
 #include "store.h"
 #include "lock.h"
+#include "output.h"
 #include "paths.h"
 
 #include <errno.h>
@@ -65,9 +66,17 @@ static void lock_notice(const char *msg)
     fprintf(stderr, "vhpc: %s\n", msg);
 }
 
+/* What the library shows (progress, a node's log) goes to stderr. */
+static void to_stderr(const char *text)
+{
+    fputs(text, stderr);
+    fflush(stderr);
+}
+
 int main(int argc, char **argv)
 {
     vhpc_set_lock_notice(lock_notice);
+    vhpc_set_output(to_stderr, isatty(STDERR_FILENO));
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -23,6 +23,7 @@
  */
 #include "dist.h"
 #include "clock.h"
+#include "output.h"
 
 #include "sha256.h"
 #include "crc32c.h"
@@ -349,11 +350,11 @@ static void elog(struct engine *e, const char *fmt, ...)
     clock_gettime(CLOCK_REALTIME, &ts);
     localtime_r(&ts.tv_sec, &tm);
     strftime(when, sizeof(when), "%H:%M:%S", &tm);
+    char msg[1536];
     va_start(ap, fmt);
-    fprintf(stderr, "%s.%03ld %s: ", when, ts.tv_nsec / 1000000, e->logp);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    vhpc__say("%s.%03ld %s: %s\n", when, ts.tv_nsec / 1000000, e->logp, msg);
 }
 
 static void conn_flush(struct conn *c);

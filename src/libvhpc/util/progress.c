@@ -1,8 +1,10 @@
 /*
- * progress.c - progress bars on stderr (behaviour: progress.h).
+ * progress.c - progress bars, through the program's output sink
+ * (output.h; behaviour: progress.h).
  */
 #include "progress.h"
 #include "clock.h"
+#include "output.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -15,9 +17,9 @@
 static int pick_mode(void)
 {
     const char *e = getenv("VHPC_PROGRESS");
-    if (e && !strcmp(e, "0"))
+    if ((e && !strcmp(e, "0")) || !vhpc__output_on())
         return 0;
-    if ((e && !strcmp(e, "1")) || isatty(STDERR_FILENO))
+    if ((e && !strcmp(e, "1")) || vhpc__output_tty())
         return 1;
     return 2;
 }
@@ -43,7 +45,7 @@ static void start(struct vhpc_progress *p, const char *label, uint64_t total, in
     if (p->mode == 2) {
         char t[32];
         amount(p, total, t, sizeof(t));
-        fprintf(stderr, "%s: started%s%s\n", p->label, total ? ", " : "", total ? t : "");
+        vhpc__say("%s: started%s%s\n", p->label, total ? ", " : "", total ? t : "");
         p->last_pct = 0;
     }
 }
@@ -71,8 +73,8 @@ static void draw(struct vhpc_progress *p, int force)
             char d[32], tot[32];
             amount(p, p->done, d, sizeof(d));
             amount(p, p->total, tot, sizeof(tot));
-            fprintf(stderr, "%s: %d%% (%s of %s)%s%s\n", p->label, pct, d, tot,
-                    p->step[0] ? ", " : "", p->step);
+            vhpc__say("%s: %d%% (%s of %s)%s%s\n", p->label, pct, d, tot, p->step[0] ? ", " : "",
+                      p->step);
             p->last_pct = pct;
         }
         return;
@@ -94,14 +96,13 @@ static void draw(struct vhpc_progress *p, int force)
         for (int i = 0; i < 20; i++)
             bar[i] = i < fill ? '#' : '-';
         bar[20] = 0;
-        fprintf(stderr, "\r\033[K%s [%s] %3d%%  %s/%s%s  %d:%02d%s%s", p->label, bar,
-                (int)(p->done * 100 / p->total), d, tot, rate, (int)secs / 60, (int)secs % 60,
-                p->step[0] ? "  " : "", p->step);
+        vhpc__say("\r\033[K%s [%s] %3d%%  %s/%s%s  %d:%02d%s%s", p->label, bar,
+                  (int)(p->done * 100 / p->total), d, tot, rate, (int)secs / 60, (int)secs % 60,
+                  p->step[0] ? "  " : "", p->step);
     } else {
-        fprintf(stderr, "\r\033[K%s %s%s  %d:%02d%s%s", p->label, d, rate, (int)secs / 60,
-                (int)secs % 60, p->step[0] ? "  " : "", p->step);
+        vhpc__say("\r\033[K%s %s%s  %d:%02d%s%s", p->label, d, rate, (int)secs / 60, (int)secs % 60,
+                  p->step[0] ? "  " : "", p->step);
     }
-    fflush(stderr);
 }
 
 void vhpc_progress_set(struct vhpc_progress *p, uint64_t done)
@@ -123,7 +124,7 @@ void vhpc_progress_step(struct vhpc_progress *p, const char *fmt, ...)
     vsnprintf(p->step, sizeof(p->step), fmt, ap);
     va_end(ap);
     if (p->mode == 2 && !p->total)
-        fprintf(stderr, "%s: %s\n", p->label, p->step);
+        vhpc__say("%s: %s\n", p->label, p->step);
     draw(p, 1);
 }
 
@@ -135,12 +136,12 @@ void vhpc_progress_done(struct vhpc_progress *p, int ok)
     char d[32];
     amount(p, p->done, d, sizeof(d));
     if (p->mode == 1)
-        fputs("\r\033[K", stderr);
+        vhpc__say("\r\033[K");
     if (!ok)
-        fprintf(stderr, "%s: failed after %.2f s\n", p->label, secs);
+        vhpc__say("%s: failed after %.2f s\n", p->label, secs);
     else if (p->units || secs < 0.01)
-        fprintf(stderr, "%s: %s in %.2f s\n", p->label, d, secs);
+        vhpc__say("%s: %s in %.2f s\n", p->label, d, secs);
     else
-        fprintf(stderr, "%s: %s in %.2f s (%.1f MB/s)\n", p->label, d, secs,
-                (double)p->done / 1e6 / secs);
+        vhpc__say("%s: %s in %.2f s (%.1f MB/s)\n", p->label, d, secs,
+                  (double)p->done / 1e6 / secs);
 }

@@ -1,5 +1,6 @@
 /*
- * progress.h - progress bars for long builds and transfers, on stderr.
+ * progress.h - progress bars for long builds and transfers, shown through
+ * the program's output sink (output.h; none: nothing is shown).
  *
  * On a terminal: one line redrawn at most 10 times a second,
  *   "push mpi:3   [#########-----------]  45%  47.1/104.9 MB  98.2 MB/s  0:01"
