@@ -26,13 +26,13 @@ int cmd_gc(int argc, char **argv)
                    "with `vhpc vm start` (they have no owning process).\n");
             return 0;
         } else {
-            return vhpc_usage("gc", "unknown argument '%s'", argv[i]);
+            return cli_usage("gc", "unknown argument '%s'", argv[i]);
         }
     }
     vhpc_err_t err = {0};
     int n = vhpc_gc(all, print_line, NULL, &err);
     if (n < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     printf("%d cluster%s removed\n", n, n == 1 ? "" : "s");
     return 0;
 }

@@ -63,13 +63,13 @@ static int build(int argc, char **argv)
             continue;
         }
         if (!strcmp(argv[i], "--public")) {
-            if (vhpc_public_ok("image build") != 0)
+            if (cli_public_ok("image build") != 0)
                 return 2;
             vhpc_store_publish(1);
             continue;
         }
         if (i + 1 >= argc)
-            return vhpc_usage("image build", "'%s' needs an argument or is unknown", argv[i]);
+            return cli_usage("image build", "'%s' needs an argument or is unknown", argv[i]);
         if (!strcmp(argv[i], "--name"))
             name = argv[++i];
         else if (!strcmp(argv[i], "--add") && nadd < MAX_ADD)
@@ -79,15 +79,15 @@ static int build(int argc, char **argv)
         else if (!strcmp(argv[i], "--env") && nenv < MAX_ADD) {
             const char *e = argv[++i];
             if (!strchr(e, '=') || e[0] == '=')
-                return vhpc_usage("image build", "--env %s: expected KEY=VALUE", e);
+                return cli_usage("image build", "--env %s: expected KEY=VALUE", e);
             env[nenv++] = e;
         } else
-            return vhpc_usage("image build", "unknown argument '%s'", argv[i]);
+            return cli_usage("image build", "unknown argument '%s'", argv[i]);
     }
     char agent[4096], rsh[4096];
     vhpc_err_t err = {0};
     if (vhpc_guest_tools(agent, sizeof(agent), rsh, sizeof(rsh), &err) < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     int have_rsh = rsh[0] != 0;
     if (with_mpi) {
         char prov[4096];
@@ -95,7 +95,7 @@ static int build(int argc, char **argv)
             vhpc_err_setmsg(&err, -2,
                             "--with-mpi: cannot find libivc-fi.so (build it, or set "
                             "$VHPC_LIBIVC_FI_SO)");
-            return vhpc_fail(&err);
+            return cli_fail(&err);
         }
         for (int i = 0; mpi_paths[i]; i++) {
             if (access(mpi_paths[i], F_OK) < 0) {
@@ -103,7 +103,7 @@ static int build(int argc, char **argv)
                                 "--with-mpi: %s is missing (apt-get install openmpi-bin "
                                 "libfabric1)",
                                 mpi_paths[i]);
-                return vhpc_fail(&err);
+                return cli_fail(&err);
             }
             add[nadd++] = mpi_paths[i];
         }
@@ -115,7 +115,7 @@ static int build(int argc, char **argv)
         .name = name, .add = add, .modules = mods, .files = files, .env = env};
     struct vhpc_image img;
     if (vhpc_image_build(&spec, agent, have_rsh ? rsh : NULL, &img, &err) < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     printf("image %s:%d %.12s: kernel %s, %" PRIu64 " KiB%s\n", img.name, img.version, img.digest,
            img.kernel_version, img.size >> 10, with_mpi ? ", with Open MPI and provider ivc" : "");
     return 0;
@@ -181,13 +181,13 @@ static int list(int argc, char **argv)
         return 0;
     }
     if (argc > 1)
-        return vhpc_usage("image list", "unexpected argument '%s'", argv[1]);
+        return cli_usage("image list", "unexpected argument '%s'", argv[1]);
     struct vhpc_store *st = NULL;
     vhpc_err_t err = {0};
     /* An index that cannot be read is an error, before any output. */
     if (vhpc_store_open(NULL, &st, &err) < 0 || vhpc_store_refs(st, no_ref, NULL, &err) < 0) {
         vhpc_store_close(st);
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     }
     printf("%-24s %-12s  %-8s %-10s %-22s %9s  %s\n", "NAME:VERSION", "DIGEST", "KIND", "OS",
            "KERNEL", "SIZE", "CREATED");
@@ -195,7 +195,7 @@ static int list(int argc, char **argv)
     int r = vhpc_image_list(print_image, NULL, &err), shown = 0;
     if (r >= 0)
         r = vhpc_image_list_system(print_system_image, &shown, &err);
-    return r < 0 ? vhpc_fail(&err) : 0;
+    return r < 0 ? cli_fail(&err) : 0;
 }
 
 struct refs_of {
@@ -247,12 +247,12 @@ static int show(int argc, char **argv)
         else if (!strcmp(argv[i], "--all"))
             all = 1;
         else if (argv[i][0] == '-' || what)
-            return vhpc_usage("image show", "unexpected argument '%s'", argv[i]);
+            return cli_usage("image show", "unexpected argument '%s'", argv[i]);
         else
             what = argv[i];
     }
     if (!what)
-        return vhpc_usage("image show", "which image? (vhpc image list shows them)");
+        return cli_usage("image show", "which image? (vhpc image list shows them)");
     struct vhpc_store *st;
     struct vhpc_ref ref;
     vhpc_err_t err = {0};
@@ -262,7 +262,7 @@ static int show(int argc, char **argv)
         r = vhpc_store_get_manifest(st, ref.digest, &m, &err);
     if (r < 0) {
         vhpc_store_close(st);
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     }
     if (json) {
         json_dumpf(m, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
@@ -318,13 +318,13 @@ static int rm(int argc, char **argv)
     struct vhpc_store *st;
     vhpc_err_t err = {0};
     if (vhpc_store_open(NULL, &st, &err) < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     int status = 0;
     struct vhpc_gc_stats gs = {0};
     for (int i = 1; i < argc; i++) {
         int n = 0;
         if (vhpc_store_remove(st, argv[i], &n, &gs, &err) < 0) {
-            status = vhpc_fail(&err);
+            status = cli_fail(&err);
             continue;
         }
         printf("removed %s (%d name%s)\n", argv[i], n, n == 1 ? "" : "s");
@@ -351,13 +351,13 @@ static int tag(int argc, char **argv)
     const char *colon = strchr(argv[2], ':');
     snprintf(name, sizeof(name), "%.*s", colon ? (int)(colon - argv[2]) : 127, argv[2]);
     if (colon && vhpc_parse_int("the version of", colon + 1, 1, 1000000, &version, &err) < 0)
-        return vhpc_usage("image tag", "'%s': %s", argv[2], err.msg);
+        return cli_usage("image tag", "'%s': %s", argv[2], err.msg);
     int r = vhpc_store_open(NULL, &st, &err);
     if (r == 0 && (r = vhpc_store_resolve(st, argv[1], &src, &err)) == 0)
         r = vhpc_store_tag(st, name, version, src.digest, &out, &err);
     vhpc_store_close(st);
     if (r < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     printf("%s:%d -> %.12s\n", out.name, out.version, out.digest);
     return 0;
 }
@@ -371,7 +371,7 @@ static int gc(int argc, char **argv)
                    "under way), and builds or\ntransfers left over for more than an hour.\n");
             return 0;
         }
-        return vhpc_usage("image gc", "unexpected argument '%s'", argv[1]);
+        return cli_usage("image gc", "unexpected argument '%s'", argv[1]);
     }
     struct vhpc_store *st;
     struct vhpc_gc_stats gs = {0};
@@ -381,7 +381,7 @@ static int gc(int argc, char **argv)
         r = vhpc_store_gc(st, &gs, &err);
     vhpc_store_close(st);
     if (r < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     /* Images of the layout before the content-addressed store. */
     char legacy[4200];
     snprintf(legacy, sizeof(legacy), "%s/images", vhpc__store_root());
@@ -395,8 +395,8 @@ static int gc(int argc, char **argv)
 
 /* ---- match ---- */
 
-int vhpc_print_match(const struct vhpc_store *st, const struct vhpc_req *reqs, size_t n,
-                     struct vhpc_ref *chosen, vhpc_err_t *err)
+int cli_print_match(const struct vhpc_store *st, const struct vhpc_req *reqs, size_t n,
+                    struct vhpc_ref *chosen, vhpc_err_t *err)
 {
     struct vhpc_candidate *c = NULL;
     size_t nc = 0;
@@ -455,21 +455,21 @@ static int match(int argc, char **argv)
         }
         if (!strcmp(argv[i], "--require") && i + 1 < argc && n < 64) {
             if (vhpc_req_parse(argv[++i], &reqs[n++], &err) < 0)
-                return vhpc_fail(&err);
+                return cli_fail(&err);
         } else {
-            return vhpc_usage("image match", "unexpected argument '%s'", argv[i]);
+            return cli_usage("image match", "unexpected argument '%s'", argv[i]);
         }
     }
     if (!n)
-        return vhpc_usage("image match", "no --require given");
+        return cli_usage("image match", "no --require given");
     struct vhpc_store *st;
     struct vhpc_ref ref;
     if (vhpc_store_open(NULL, &st, &err) < 0)
-        return vhpc_fail(&err);
-    int r = vhpc_print_match(st, reqs, n, &ref, &err);
+        return cli_fail(&err);
+    int r = cli_print_match(st, reqs, n, &ref, &err);
     vhpc_store_close(st);
     if (r < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     printf("%s:%d\n", ref.name, ref.version);
     return 0;
 }
@@ -518,5 +518,5 @@ int cmd_image(int argc, char **argv)
         return cmd_image_push(argc, argv);
     if (!strcmp(sub, "pull"))
         return cmd_image_pull(argc, argv);
-    return vhpc_usage("image", "unknown subcommand '%s' (vhpc image --help lists them)", sub);
+    return cli_usage("image", "unknown subcommand '%s' (vhpc image --help lists them)", sub);
 }

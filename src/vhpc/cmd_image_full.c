@@ -59,13 +59,13 @@ int cmd_image_build_full(int argc, char **argv)
             continue;
         }
         if (!strcmp(a, "--public")) {
-            if (vhpc_public_ok("image build --full") != 0)
+            if (cli_public_ok("image build --full") != 0)
                 return 2;
             vhpc_store_publish(1);
             continue;
         }
         if (i + 1 >= argc)
-            return vhpc_usage("image build --full", "'%s' needs an argument or is unknown", a);
+            return cli_usage("image build --full", "'%s' needs an argument or is unknown", a);
         const char *v = argv[++i];
         if (!strcmp(a, "--name"))
             name = v;
@@ -77,24 +77,24 @@ int cmd_image_build_full(int argc, char **argv)
             files[nfiles++] = v;
         else if (!strcmp(a, "--env") && nenv < MAX_ARGS) {
             if (!strchr(v, '=') || v[0] == '=')
-                return vhpc_usage("image build --full", "--env %s: expected KEY=VALUE", v);
+                return cli_usage("image build --full", "--env %s: expected KEY=VALUE", v);
             env[nenv++] = v;
         } else if (!strcmp(a, "--add") || !strcmp(a, "--module"))
-            return vhpc_usage("image build --full",
-                              "%s is for minimal images; a full image takes --package "
-                              "(Debian packages) and --file HOST=IMAGE",
-                              a);
+            return cli_usage("image build --full",
+                             "%s is for minimal images; a full image takes --package "
+                             "(Debian packages) and --file HOST=IMAGE",
+                             a);
         else
-            return vhpc_usage("image build --full", "unknown argument '%s'", a);
+            return cli_usage("image build --full", "unknown argument '%s'", a);
     }
     if (!vhpc_valid_name(name))
-        return vhpc_usage("image build --full",
-                          "invalid name '%s' (letters, digits, '.', '_', '-'; at most 127)", name);
+        return cli_usage("image build --full",
+                         "invalid name '%s' (letters, digits, '.', '_', '-'; at most 127)", name);
 
     char agent[4096], rsh[4096];
     vhpc_err_t err = {0};
     if (vhpc_guest_tools(agent, sizeof(agent), rsh, sizeof(rsh), &err) < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     int have_rsh = rsh[0] != 0;
     if (with_mpi) {
         char prov[4096];
@@ -102,7 +102,7 @@ int cmd_image_build_full(int argc, char **argv)
             vhpc_err_setmsg(&err, -ENOENT,
                             "--with-mpi: cannot find libivc-fi.so (build it, or set "
                             "$VHPC_LIBIVC_FI_SO)");
-            return vhpc_fail(&err);
+            return cli_fail(&err);
         }
         for (int i = 0; vhpc_full_mpi_packages[i]; i++)
             pkgs[npkgs++] = vhpc_full_mpi_packages[i];
@@ -120,7 +120,7 @@ int cmd_image_build_full(int argc, char **argv)
     struct vhpc_full_build b;
     struct vhpc_image img;
     if (vhpc_full_build(&spec, &b, &err) < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     int r;
     if (b.existing[0]) {
         /* Built before from the same inputs: give it this name too. */
@@ -134,7 +134,7 @@ int cmd_image_build_full(int argc, char **argv)
             r = vhpc_image_find(b.existing, &img, &err);
         if (r < 0) {
             vhpc_full_build_free(&b);
-            return vhpc_fail(&err);
+            return cli_fail(&err);
         }
         printf("image %s:%d %.12s: up to date (built before from the same inputs %.12s), %" PRIu64
                " KiB\n",
@@ -150,7 +150,7 @@ int cmd_image_build_full(int argc, char **argv)
     vhpc_full_build_free(&b);
     if (r < 0) {
         vhpc_err_wrap(&err, "storing image '%s'", name);
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     }
     printf("image %s:%d %.12s: full, kernel %s, %" PRIu64 " KiB%s\n", img.name, img.version,
            img.digest, img.kernel_version, img.size >> 10,

@@ -150,7 +150,7 @@ static int serve(int argc, char **argv)
             continue;
         }
         if (i + 1 >= argc)
-            return vhpc_usage(cmd, "'%s' needs an argument or is unknown", a);
+            return cli_usage(cmd, "'%s' needs an argument or is unknown", a);
         if (!strcmp(a, "--listen"))
             listen_on = argv[++i];
         else if (!strcmp(a, "--store"))
@@ -170,15 +170,15 @@ static int serve(int argc, char **argv)
                 struct passwd *pw = !strcmp(a, "--allow-user") ? getpwnam(t) : NULL;
                 if (nallow == sizeof(allow) / sizeof(*allow)) {
                     free(copy);
-                    return vhpc_usage(cmd, "%s: at most %zu users", a, nallow);
+                    return cli_usage(cmd, "%s: at most %zu users", a, nallow);
                 }
                 if (pw)
                     allow[nallow++] = pw->pw_uid;
                 else if (!strcmp(a, "--allow-uid") && *t && !*end && u < 0x7fffffff)
                     allow[nallow++] = (uid_t)u;
                 else {
-                    int r = vhpc_usage(cmd, "%s: '%s' is not a %s", a, t,
-                                       strcmp(a, "--allow-uid") ? "user here" : "uid");
+                    int r = cli_usage(cmd, "%s: '%s' is not a %s", a, t,
+                                      strcmp(a, "--allow-uid") ? "user here" : "uid");
                     free(copy);
                     return r;
                 }
@@ -189,7 +189,7 @@ static int serve(int argc, char **argv)
             char *end;
             long v = strtol(argv[++i], &end, 10);
             if (*end || end == argv[i] || v < 1 || v > 100000)
-                return vhpc_usage(cmd, "%s %s: expected a number from 1 to 100000", a, argv[i]);
+                return cli_usage(cmd, "%s %s: expected a number from 1 to 100000", a, argv[i]);
             if (!strcmp(a, "--max-connections"))
                 lim.max_conns = (int)v;
             else if (!strcmp(a, "--max-per-peer"))
@@ -200,16 +200,16 @@ static int serve(int argc, char **argv)
                 lim.idle_ms = (int)(v * 1000);
         } else if (!strcmp(a, "--budget")) {
             if (vhpc_parse_bytes(argv[++i], &budget) < 0)
-                return vhpc_usage(cmd, "--budget %s: expected a size such as 500M or 2G", argv[i]);
+                return cli_usage(cmd, "--budget %s: expected a size such as 500M or 2G", argv[i]);
             have_budget = 1;
         } else
-            return vhpc_usage(cmd, "unknown argument '%s'", a);
+            return cli_usage(cmd, "unknown argument '%s'", a);
     }
     if (!listen_on)
-        return vhpc_usage(cmd, "where to listen? --listen ADDR[:PORT] (e.g. 0.0.0.0:%d)",
-                          VHPC_DIST_PORT);
+        return cli_usage(cmd, "where to listen? --listen ADDR[:PORT] (e.g. 0.0.0.0:%d)",
+                         VHPC_DIST_PORT);
     if (logfile && !daemon)
-        return vhpc_usage(cmd, "--log goes with --daemon (otherwise the log is stderr)");
+        return cli_usage(cmd, "--log goes with --daemon (otherwise the log is stderr)");
 
     /* Paths are made absolute: the daemon changes to /. */
     char store_abs[PATH_MAX], pid_abs[PATH_MAX], log_abs[PATH_MAX];
@@ -217,7 +217,7 @@ static int serve(int argc, char **argv)
     if (store_dir) {
         if (!realpath(store_dir, store_abs)) {
             vhpc_err_set(&err, -errno, "--store %s", store_dir);
-            return vhpc_fail(&err);
+            return cli_fail(&err);
         }
         store_dir = store_abs;
     }
@@ -225,34 +225,34 @@ static int serve(int argc, char **argv)
         char cwd[PATH_MAX];
         if (!getcwd(cwd, sizeof(cwd)) ||
             snprintf(pid_abs, sizeof(pid_abs), "%s/%s", cwd, pidfile) >= (int)sizeof(pid_abs))
-            return vhpc_usage(cmd, "--pidfile %s: path too long", pidfile);
+            return cli_usage(cmd, "--pidfile %s: path too long", pidfile);
         pidfile = pid_abs;
     }
     if (logfile && logfile[0] != '/') {
         char cwd[PATH_MAX];
         if (!getcwd(cwd, sizeof(cwd)) ||
             snprintf(log_abs, sizeof(log_abs), "%s/%s", cwd, logfile) >= (int)sizeof(log_abs))
-            return vhpc_usage(cmd, "--log %s: path too long", logfile);
+            return cli_usage(cmd, "--log %s: path too long", logfile);
         logfile = log_abs;
     }
 
     struct vhpc_store *st = NULL;
     struct vhpc_dist_server *srv = NULL;
     if (vhpc_store_open(store_dir, &st, &err) < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     if (have_budget && vhpc_store_set_budget(st, budget, &err) < 0) {
         vhpc_store_close(st);
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     }
     if (vhpc_dist_server_new(st, listen_on, &srv, &err) < 0) {
         vhpc_store_close(st);
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     }
     vhpc_dist_server_limits(srv, &lim);
     if (vhpc_dist_server_allow(srv, allow, nallow, &err) < 0) {
         vhpc_dist_server_free(srv);
         vhpc_store_close(st);
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     }
     /* Descriptors: as many as we may (each transfer needs a few per blob). */
     struct rlimit rl;
@@ -277,7 +277,7 @@ static int serve(int argc, char **argv)
             dprintf(ready_fd, "E%s", err.msg);
             close(ready_fd);
         } else {
-            vhpc_fail(&err);
+            cli_fail(&err);
         }
         pidfile = NULL;
         goto out;
@@ -326,5 +326,5 @@ int cmd_node(int argc, char **argv)
     }
     if (!strcmp(argv[1], "serve"))
         return serve(argc - 1, argv + 1);
-    return vhpc_usage("node", "unknown subcommand '%s' (vhpc node --help)", argv[1]);
+    return cli_usage("node", "unknown subcommand '%s' (vhpc node --help)", argv[1]);
 }

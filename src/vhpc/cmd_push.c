@@ -66,7 +66,7 @@ static int add_nodes(const char *cmd, const char *arg, char **list, int n)
             continue;
         if (n >= MAX_NODES) {
             free(copy);
-            vhpc_usage(cmd, "at most %d nodes", MAX_NODES);
+            cli_usage(cmd, "at most %d nodes", MAX_NODES);
             return -1;
         }
         list[n++] = strdup(tok);
@@ -87,7 +87,7 @@ static int parse_timeout(const char *cmd, const char *s, int *ms)
     char *end;
     double v = strtod(s, &end);
     if (end == s || *end || v <= 0 || v > 3600) {
-        vhpc_usage(cmd, "--timeout %s: expected seconds, more than 0 and at most 3600", s);
+        cli_usage(cmd, "--timeout %s: expected seconds, more than 0 and at most 3600", s);
         return -1;
     }
     *ms = (int)(v * 1000);
@@ -123,7 +123,7 @@ int cmd_image_push(int argc, char **argv)
             goto out;
         }
         if (a[0] == '-' && a[1] && i + 1 >= argc) {
-            vhpc_usage(cmd, "'%s' needs an argument or is unknown", a);
+            cli_usage(cmd, "'%s' needs an argument or is unknown", a);
             goto out;
         }
         if (!strcmp(a, "--nodes")) {
@@ -133,7 +133,7 @@ int cmd_image_push(int argc, char **argv)
             char *end;
             long f = strtol(argv[++i], &end, 10);
             if (*end || end == argv[i] || f < 1 || f > MAX_NODES) {
-                vhpc_usage(cmd, "--fanout %s: expected a number from 1 to %d", argv[i], MAX_NODES);
+                cli_usage(cmd, "--fanout %s: expected a number from 1 to %d", argv[i], MAX_NODES);
                 goto out;
             }
             o.fanout = (unsigned)f;
@@ -141,7 +141,7 @@ int cmd_image_push(int argc, char **argv)
             uint64_t c;
             if (vhpc_parse_bytes(argv[++i], &c) < 0 || c < VHPC_DIST_MIN_CHUNK ||
                 c > VHPC_DIST_MAX_CHUNK) {
-                vhpc_usage(cmd, "--chunk %s: expected a size from 4K to 64M (e.g. 1M)", argv[i]);
+                cli_usage(cmd, "--chunk %s: expected a size from 4K to 64M (e.g. 1M)", argv[i]);
                 goto out;
             }
             o.chunk = (uint32_t)c;
@@ -154,28 +154,28 @@ int cmd_image_push(int argc, char **argv)
             else if (!strcmp(mode, "central"))
                 o.mode = VHPC_DIST_CENTRAL;
             else {
-                vhpc_usage(cmd, "--mode %s: expected pipeline, binomial or central", mode);
+                cli_usage(cmd, "--mode %s: expected pipeline, binomial or central", mode);
                 goto out;
             }
         } else if (!strcmp(a, "--timeout")) {
             if (parse_timeout(cmd, argv[++i], &o.timeout_ms) < 0)
                 goto out;
         } else if (a[0] == '-') {
-            vhpc_usage(cmd, "unknown option '%s'", a);
+            cli_usage(cmd, "unknown option '%s'", a);
             goto out;
         } else if (!image) {
             image = a;
         } else {
-            vhpc_usage(cmd, "one image at a time ('%s' and '%s')", image, a);
+            cli_usage(cmd, "one image at a time ('%s' and '%s')", image, a);
             goto out;
         }
     }
     if (!image) {
-        vhpc_usage(cmd, "which image? (vhpc image list shows them)");
+        cli_usage(cmd, "which image? (vhpc image list shows them)");
         goto out;
     }
     if (nn == 0) {
-        vhpc_usage(cmd, "no nodes: --nodes HOST[:PORT],...");
+        cli_usage(cmd, "no nodes: --nodes HOST[:PORT],...");
         goto out;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -191,7 +191,7 @@ int cmd_image_push(int argc, char **argv)
     struct vhpc_dist_result *res = NULL;
     struct vhpc_ref ref;
     if (vhpc_store_open(NULL, &st, &err) < 0) {
-        rc = vhpc_fail(&err);
+        rc = cli_fail(&err);
         goto out;
     }
     int64_t t0 = 0;
@@ -204,7 +204,7 @@ int cmd_image_push(int argc, char **argv)
     vhpc_store_close(st);
     if (r < 0) {
         vhpc_err_wrap(&err, "pushing %s", image);
-        rc = vhpc_fail(&err);
+        rc = cli_fail(&err);
         goto out;
     }
     struct timespec ts;
@@ -259,7 +259,7 @@ int cmd_image_pull(int argc, char **argv)
             goto out;
         }
         if (a[0] == '-' && a[1] && i + 1 >= argc) {
-            vhpc_usage(cmd, "'%s' needs an argument or is unknown", a);
+            cli_usage(cmd, "'%s' needs an argument or is unknown", a);
             goto out;
         }
         if (!strcmp(a, "--from")) {
@@ -269,21 +269,21 @@ int cmd_image_pull(int argc, char **argv)
             if (parse_timeout(cmd, argv[++i], &timeout_ms) < 0)
                 goto out;
         } else if (a[0] == '-') {
-            vhpc_usage(cmd, "unknown option '%s'", a);
+            cli_usage(cmd, "unknown option '%s'", a);
             goto out;
         } else if (!image) {
             image = a;
         } else {
-            vhpc_usage(cmd, "one image at a time ('%s' and '%s')", image, a);
+            cli_usage(cmd, "one image at a time ('%s' and '%s')", image, a);
             goto out;
         }
     }
     if (!image) {
-        vhpc_usage(cmd, "which image? (NAME, NAME:VERSION or a digest prefix)");
+        cli_usage(cmd, "which image? (NAME, NAME:VERSION or a digest prefix)");
         goto out;
     }
     if (nn == 0) {
-        vhpc_usage(cmd, "no nodes: --from HOST[:PORT],...");
+        cli_usage(cmd, "no nodes: --from HOST[:PORT],...");
         goto out;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -292,14 +292,14 @@ int cmd_image_pull(int argc, char **argv)
     struct vhpc_ref got;
     size_t node = 0;
     if (vhpc_store_open(NULL, &st, &err) < 0) {
-        rc = vhpc_fail(&err);
+        rc = cli_fail(&err);
         goto out;
     }
     int r = vhpc_dist_pull(st, image, (const char *const *)from, (size_t)nn, timeout_ms, 1, &got,
                            &node, &err);
     vhpc_store_close(st);
     if (r < 0) {
-        rc = vhpc_fail(&err);
+        rc = cli_fail(&err);
         goto out;
     }
     printf("pulled %s:%d (%.12s) from %s\n", got.name, got.version, got.digest, from[node]);

@@ -220,11 +220,11 @@ int cmd_run(int argc, char **argv)
         const char *file = argv[i][5] == '=' ? argv[i] + 6 : i + 1 < argc ? argv[i + 1] : "";
         char **jargs;
         int nj;
-        if (vhpc_job_file(file, &jargs, &nj, &job_command, &err) < 0)
-            return vhpc_fail(&err);
+        if (cli_job_file(file, &jargs, &nj, &job_command, &err) < 0)
+            return cli_fail(&err);
         char **all = calloc((size_t)(argc + nj + 1), sizeof(*all));
         if (!all)
-            return vhpc_usage("run", "out of memory");
+            return cli_usage("run", "out of memory");
         all[0] = argv[0];
         memcpy(all + 1, jargs, (size_t)nj * sizeof(*all));
         memcpy(all + 1 + nj, argv + 1, (size_t)(argc - 1) * sizeof(*all));
@@ -238,21 +238,21 @@ int cmd_run(int argc, char **argv)
         switch (c) {
         case 'n':
             if (vhpc_parse_int("--vms", optarg, 1, VHPC_MAX_VMS, &nvms, &err) < 0)
-                return vhpc_usage("run", "%s", err.msg);
+                return cli_usage("run", "%s", err.msg);
             break;
         case 'c':
             if (vhpc_parse_int("--vcpus", optarg, 1, VHPC_VCPUS_MAX, &vcpus, &err) < 0)
-                return vhpc_usage("run", "%s", err.msg);
+                return cli_usage("run", "%s", err.msg);
             break;
         case 'm':
             if (vhpc_parse_mib_opt("--mem", optarg, VHPC_MEM_MIN_MIB, VHPC_MEM_MAX_MIB, &mem,
                                    &err) < 0)
-                return vhpc_usage("run", "%s", err.msg);
+                return cli_usage("run", "%s", err.msg);
             break;
         case 'i': image = optarg; break;
         case 'N':
             if (vhpc_check_cluster_name(optarg, &err) < 0)
-                return vhpc_usage("run", "--name: %s", err.msg);
+                return cli_usage("run", "--name: %s", err.msg);
             name = optarg;
             break;
         case 'a': accel_s = optarg; break;
@@ -261,16 +261,16 @@ int cmd_run(int argc, char **argv)
         case 'j': break; /* read above */
         case 'r':
             if (nreqs == sizeof(reqs) / sizeof(*reqs))
-                return vhpc_usage("run", "at most %zu --require", nreqs);
+                return cli_usage("run", "at most %zu --require", nreqs);
             if (vhpc_req_parse(optarg, &reqs[nreqs++], &err) < 0)
-                return vhpc_fail(&err);
+                return cli_fail(&err);
             break;
         case 'h': fputs(run_help, stdout); return 0;
-        default: return vhpc_usage("run", "unknown option '%s'", argv[optind - 1]);
+        default: return cli_usage("run", "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (nvms < 1)
-        return vhpc_usage("run", "--vms N is required, 1 to %d", VHPC_MAX_VMS);
+        return cli_usage("run", "--vms N is required, 1 to %d", VHPC_MAX_VMS);
     char *job_argv[] = {"/bin/sh", "-c", job_command, NULL};
     if (optind >= argc && job_command) {
         argv = job_argv;
@@ -278,21 +278,21 @@ int cmd_run(int argc, char **argv)
         optind = 0;
     }
     if (optind >= argc)
-        return vhpc_usage("run", "no command given (vhpc run --vms N -- COMMAND ...)");
+        return cli_usage("run", "no command given (vhpc run --vms N -- COMMAND ...)");
     if (build_missing && !nreqs)
-        return vhpc_usage("run", "--build-missing needs --require (what to build)");
+        return cli_usage("run", "--build-missing needs --require (what to build)");
     if (build_missing && image)
-        return vhpc_usage("run", "--build-missing and --image exclude each other");
+        return cli_usage("run", "--build-missing and --image exclude each other");
     enum vhpc_accel want;
     if (vhpc_accel_parse(accel_s, &want) < 0)
-        return vhpc_usage("run", "--accel %s: expected auto, kvm or tcg", accel_s);
+        return cli_usage("run", "--accel %s: expected auto, kvm or tcg", accel_s);
     long avail = host_mem_mib();
     if (avail > 0 && mem * nvms > avail) {
         vhpc_err_setmsg(&err, -ENOMEM,
                         "%d VMs of %ld MiB need %ld MiB but the host has %ld MiB available; "
                         "use fewer VMs or less --mem",
                         nvms, mem, mem * nvms, avail);
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     }
     if (!name) {
         snprintf(defname, sizeof(defname), "run-%d", (int)getpid());
@@ -309,32 +309,32 @@ int cmd_run(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
         vhpc_err_set(&err, -errno, "pipe");
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     }
     pthread_t sigthr;
     int e = pthread_create(&sigthr, NULL, signal_thread, &set);
     if (e) {
         vhpc_err_set(&err, -e, "starting the signal thread");
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     }
 
     int64_t t0 = vhpc__now_ms();
     if (vhpc_cluster_can_start(&err) < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     struct vhpc_image img;
     if (image || nreqs) {
-        if (vhpc_select_image(image, reqs, nreqs, build_missing, &img, &err) < 0)
-            return vhpc_fail(&err);
+        if (cli_select_image(image, reqs, nreqs, build_missing, &img, &err) < 0)
+            return cli_fail(&err);
     } else if (vhpc_image_find("minimal", &img, &err) < 0) {
         /* The default image is built on first use. */
         fprintf(stderr, "vhpc: building the minimal image (first use)\n");
-        if (vhpc_build_minimal(&img, &err) < 0)
-            return vhpc_fail(&err);
+        if (cli_build_minimal(&img, &err) < 0)
+            return cli_fail(&err);
     }
     /* Never boot damaged bytes (a damaged blob is removed; rebuilding or
      * pulling the image brings it back). */
     if (vhpc_image_verify(&img, &err) < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     int64_t t_image = vhpc__now_ms();
 
     struct vhpc_cluster_spec cs = {.name = name,
@@ -345,14 +345,14 @@ int cmd_run(int argc, char **argv)
                                    .initrd = img.initrd,
                                    .rootfs = img.rootfs[0] ? img.rootfs : NULL};
     if (vhpc_accel_resolve(want, &cs.accel, &err) < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     int status = 0;
     int r = vhpc_job_boot(&job, &cs, BOOT_TIMEOUT_MS, &err);
     if (r < 0 && job.failed < 0)
-        return vhpc_fail(&err); /* nothing was started */
+        return cli_fail(&err); /* nothing was started */
     int64_t t_boot = vhpc__now_ms();
     if (r < 0 && !atomic_load(&stop_signal)) {
-        status = vhpc_fail(&err);
+        status = cli_fail(&err);
         print_console_tail(&job.cl.vms[job.failed]); /* its directory is removed below */
     }
 
@@ -365,7 +365,7 @@ int cmd_run(int argc, char **argv)
             ev = (struct vhpc_job_each){
                 .open = prefix_open, .close = prefix_close, .signal_fd = stop_pipe[0]};
             if (vhpc_job_run_each(&job, &req, &ev, &err) < 0)
-                return vhpc_fail(&err);
+                return cli_fail(&err);
             if (ev.failed >= 0)
                 fprintf(stderr, "vhpc: vm%d failed; the cluster was stopped\n", ev.failed);
             for (int i = 0; i < nvms; i++) {
@@ -374,7 +374,7 @@ int cmd_run(int argc, char **argv)
                 if (ev.r[i] < 0) {
                     status = ev.r[i] == -ENOENT || ev.r[i] == -EACCES ? 127 : 1;
                     if (!atomic_load(&stop_signal))
-                        vhpc_fail(&ev.errs[i]);
+                        cli_fail(&ev.errs[i]);
                 } else if (ev.status[i] && !status) {
                     status = ev.status[i];
                 }
@@ -388,7 +388,7 @@ int cmd_run(int argc, char **argv)
                                       .timeout_ms = -1};
             r = vhpc_job_run(&job, 0, &req, &io, &status, &err);
             if (r < 0 && !atomic_load(&stop_signal)) {
-                vhpc_fail(&err);
+                cli_fail(&err);
                 status = r == -ENOENT || r == -EACCES ? 127 : 1;
             }
         }
@@ -397,7 +397,7 @@ int cmd_run(int argc, char **argv)
     int64_t t_run = vhpc__now_ms();
     vhpc_err_t derr = {0};
     if (vhpc_job_stop(&job, true, &derr) < 0) /* waits for the signal thread's stop, if any */
-        vhpc_fail(&derr);
+        cli_fail(&derr);
     int sig = atomic_load(&stop_signal);
     if (sig)
         _exit(128 + sig); /* the VMs died of the signal, not of the command */

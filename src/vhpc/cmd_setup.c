@@ -183,12 +183,12 @@ int cmd_setup(int argc, char **argv)
                    vhpc__system_root(), TUN_RULE, SYSCTL_CONF);
             return 0;
         } else {
-            return vhpc_usage("setup", "unknown argument '%s'", argv[i]);
+            return cli_usage("setup", "unknown argument '%s'", argv[i]);
         }
     }
     if (!check && geteuid() != 0)
-        return vhpc_usage("setup", "changing the host is for root (sudo vhpc setup); "
-                                   "`vhpc setup --check` tells what is missing");
+        return cli_usage("setup", "changing the host is for root (sudo vhpc setup); "
+                                  "`vhpc setup --check` tells what is missing");
     int bad = tun(!check) | userns(!check) | system_dirs(!check);
     kvm();
     if (!bad && geteuid() != 0) {

@@ -34,54 +34,54 @@ static const char vm_help[] =
 static int vm_start(int argc, char **argv)
 {
     if (argc < 2)
-        return vhpc_usage("vm start", "a cluster name is needed");
+        return cli_usage("vm start", "a cluster name is needed");
     struct vhpc_cluster_spec spec = {
         .name = argv[1], .nvms = 1, .vcpus = 1, .mem_mib = 256, .detached = true};
     const char *image = "minimal", *accel = "auto";
     vhpc_err_t err = {0};
     if (vhpc_check_cluster_name(argv[1], &err) < 0)
-        return vhpc_usage("vm start", "%s", err.msg);
+        return cli_usage("vm start", "%s", err.msg);
     for (int i = 2; i < argc; i++) {
         long mem;
         if (i + 1 >= argc)
-            return vhpc_usage("vm start", "'%s' needs an argument or is unknown", argv[i]);
+            return cli_usage("vm start", "'%s' needs an argument or is unknown", argv[i]);
         if (!strcmp(argv[i], "--vms")) {
             if (vhpc_parse_int("--vms", argv[++i], 1, VHPC_MAX_VMS, &spec.nvms, &err) < 0)
-                return vhpc_usage("vm start", "%s", err.msg);
+                return cli_usage("vm start", "%s", err.msg);
         } else if (!strcmp(argv[i], "--vcpus")) {
             if (vhpc_parse_int("--vcpus", argv[++i], 1, VHPC_VCPUS_MAX, &spec.vcpus, &err) < 0)
-                return vhpc_usage("vm start", "%s", err.msg);
+                return cli_usage("vm start", "%s", err.msg);
         } else if (!strcmp(argv[i], "--mem")) {
             if (vhpc_parse_mib_opt("--mem", argv[++i], VHPC_MEM_MIN_MIB, VHPC_MEM_MAX_MIB, &mem,
                                    &err) < 0)
-                return vhpc_usage("vm start", "%s", err.msg);
+                return cli_usage("vm start", "%s", err.msg);
             spec.mem_mib = (int)mem;
         } else if (!strcmp(argv[i], "--image"))
             image = argv[++i];
         else if (!strcmp(argv[i], "--accel"))
             accel = argv[++i];
         else
-            return vhpc_usage("vm start", "unknown argument '%s'", argv[i]);
+            return cli_usage("vm start", "unknown argument '%s'", argv[i]);
     }
     struct vhpc_image img;
     if (vhpc_cluster_can_start(&err) < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     if (vhpc_image_find(image, &img, &err) < 0 || vhpc_image_verify(&img, &err) < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     spec.kernel = img.kernel;
     spec.initrd = img.initrd;
     spec.rootfs = img.rootfs[0] ? img.rootfs : NULL;
     enum vhpc_accel want;
     if (vhpc_accel_parse(accel, &want) < 0)
-        return vhpc_usage("vm start", "--accel %s: expected auto, kvm or tcg", accel);
+        return cli_usage("vm start", "--accel %s: expected auto, kvm or tcg", accel);
     if (vhpc_accel_resolve(want, &spec.accel, &err) < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     static struct vhpc_job job; /* the VMs boot in parallel */
     if (vhpc_job_boot(&job, &spec, 120000, &err) < 0) {
         vhpc_err_t ignore;
         vhpc_job_stop(&job, false, &ignore);
         vhpc_job_close(&job);
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     }
     for (int i = 0; i < job.cl.nvms; i++) {
         const struct agent_hello *h = agent_client_hello(job.agents[i]);
@@ -95,25 +95,25 @@ static int vm_start(int argc, char **argv)
 static int vm_exec(int argc, char **argv)
 {
     if (argc < 2)
-        return vhpc_usage("vm exec", "a cluster name is needed");
+        return cli_usage("vm exec", "a cluster name is needed");
     int vm = 0, i = 2;
     vhpc_err_t err = {0};
     if (vhpc_check_cluster_name(argv[1], &err) < 0)
-        return vhpc_usage("vm exec", "%s", err.msg);
+        return cli_usage("vm exec", "%s", err.msg);
     for (; i < argc && strcmp(argv[i], "--"); i++) {
         if (!strcmp(argv[i], "--vm") && i + 1 < argc) {
             if (vhpc_parse_int("--vm", argv[++i], 0, VHPC_MAX_VMS - 1, &vm, &err) < 0)
-                return vhpc_usage("vm exec", "%s", err.msg);
+                return cli_usage("vm exec", "%s", err.msg);
         } else {
-            return vhpc_usage("vm exec", "unknown argument '%s'", argv[i]);
+            return cli_usage("vm exec", "unknown argument '%s'", argv[i]);
         }
     }
     if (i + 1 >= argc)
-        return vhpc_usage("vm exec", "no command (vhpc vm exec NAME -- COMMAND ...)");
+        return cli_usage("vm exec", "no command (vhpc vm exec NAME -- COMMAND ...)");
     struct vhpc_cluster cl;
     agent_client_t *a;
     if (vhpc_cluster_load(argv[1], &cl, &err) < 0 || vhpc_job_attach(&cl, vm, 10000, &a, &err) < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     struct vhpc_env_buf eb;
     const char *env[5];
     vhpc_cluster_env(&cl, vm, &eb, env);
@@ -128,7 +128,7 @@ static int vm_exec(int argc, char **argv)
     int status = 0, r = agent_client_run(a, &req, &io, &status, &err);
     agent_client_close(a);
     if (r < 0) {
-        vhpc_fail(&err);
+        cli_fail(&err);
         return r == -ENOENT || r == -EACCES ? 127 : 1;
     }
     return status;
@@ -213,19 +213,19 @@ static int get_to_host(agent_client_t *a, int vm, const char *src, const char *d
 static int vm_cp(int argc, char **argv)
 {
     if (argc != 4)
-        return vhpc_usage("vm cp", "expected NAME SRC DST (e.g. vhpc vm cp c1 ./in vm0:/tmp/in)");
+        return cli_usage("vm cp", "expected NAME SRC DST (e.g. vhpc vm cp c1 ./in vm0:/tmp/in)");
     const char *src, *dst;
     int svm = guest_path(argv[2], &src), dvm = guest_path(argv[3], &dst);
     if ((svm < 0) == (dvm < 0))
-        return vhpc_usage("vm cp", "exactly one of SRC and DST must be vmI:PATH");
+        return cli_usage("vm cp", "exactly one of SRC and DST must be vmI:PATH");
     vhpc_err_t err = {0};
     if (vhpc_check_cluster_name(argv[1], &err) < 0)
-        return vhpc_usage("vm cp", "%s", err.msg);
+        return cli_usage("vm cp", "%s", err.msg);
     struct vhpc_cluster cl;
     agent_client_t *a;
     int vm = svm >= 0 ? svm : dvm;
     if (vhpc_cluster_load(argv[1], &cl, &err) < 0 || vhpc_job_attach(&cl, vm, 10000, &a, &err) < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     int r;
     if (dvm >= 0) { /* host -> guest */
         int fd = open(src, O_RDONLY | O_CLOEXEC);
@@ -243,34 +243,34 @@ static int vm_cp(int argc, char **argv)
         r = get_to_host(a, vm, src, dst, &err);
     }
     agent_client_close(a);
-    return r < 0 ? vhpc_fail(&err) : 0;
+    return r < 0 ? cli_fail(&err) : 0;
 }
 
 static int vm_console(int argc, char **argv)
 {
     if (argc < 2)
-        return vhpc_usage("vm console", "a cluster name is needed");
+        return cli_usage("vm console", "a cluster name is needed");
     int vm = 0;
     vhpc_err_t err = {0};
     if (vhpc_check_cluster_name(argv[1], &err) < 0)
-        return vhpc_usage("vm console", "%s", err.msg);
+        return cli_usage("vm console", "%s", err.msg);
     if (argc == 4 && !strcmp(argv[2], "--vm")) {
         if (vhpc_parse_int("--vm", argv[3], 0, VHPC_MAX_VMS - 1, &vm, &err) < 0)
-            return vhpc_usage("vm console", "%s", err.msg);
+            return cli_usage("vm console", "%s", err.msg);
     } else if (argc != 2) {
-        return vhpc_usage("vm console", "expected NAME [--vm I]");
+        return cli_usage("vm console", "expected NAME [--vm I]");
     }
     struct vhpc_cluster cl;
     if (vhpc_cluster_load(argv[1], &cl, &err) < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     if (vm < 0 || vm >= cl.nvms) {
         vhpc_err_setmsg(&err, -EINVAL, "cluster %s has no vm%d", cl.name, vm);
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     }
     int fd = open(cl.vms[vm].console_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         vhpc_err_set(&err, -errno, "opening %s", cl.vms[vm].console_path);
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     }
     char buf[65536];
     ssize_t n;
@@ -284,13 +284,13 @@ static int vm_console(int argc, char **argv)
 static int vm_stop(int argc, char **argv)
 {
     if (argc != 2)
-        return vhpc_usage("vm stop", "expected one cluster name");
+        return cli_usage("vm stop", "expected one cluster name");
     vhpc_err_t err = {0};
     if (vhpc_check_cluster_name(argv[1], &err) < 0)
-        return vhpc_usage("vm stop", "%s", err.msg);
+        return cli_usage("vm stop", "%s", err.msg);
     struct vhpc_cluster cl;
     if (vhpc_cluster_load(argv[1], &cl, &err) < 0)
-        return vhpc_fail(&err);
+        return cli_fail(&err);
     for (int i = 0; i < cl.nvms; i++) {
         agent_client_t *a;
         vhpc_err_t ignore;
@@ -300,7 +300,7 @@ static int vm_stop(int argc, char **argv)
         }
     }
     if (vhpc_cluster_down(&cl, 5000, &err) < 0)
-        return vhpc_fail(&err); /* what is left stays recorded, for vhpc gc */
+        return cli_fail(&err); /* what is left stays recorded, for vhpc gc */
     printf("stopped %s\n", cl.name);
     return 0;
 }
@@ -364,5 +364,5 @@ int cmd_vm(int argc, char **argv)
         return vm_stop(argc - 1, argv + 1);
     if (!strcmp(argv[1], "list"))
         return vm_list();
-    return vhpc_usage("vm", "unknown subcommand '%s'", argv[1]);
+    return cli_usage("vm", "unknown subcommand '%s'", argv[1]);
 }

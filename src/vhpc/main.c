@@ -17,7 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static const struct vhpc_command commands[] = {
+static const struct cli_command commands[] = {
     {"run", cmd_run, "boot a virtual cluster, run a command in it, tear it down"},
     {"vm", cmd_vm, "start, exec, console, stop, list: clusters for interactive use"},
     {"image", cmd_image, "build, list, show, match, tag, rm, gc, push, pull: guest images"},
@@ -34,13 +34,13 @@ static void usage(FILE *f)
     fprintf(f, "\n`vhpc COMMAND --help` describes each.\n");
 }
 
-int vhpc_fail(const vhpc_err_t *err)
+int cli_fail(const vhpc_err_t *err)
 {
     fprintf(stderr, "vhpc: %s\n", err->msg[0] ? err->msg : "failed");
     return 1;
 }
 
-int vhpc_usage(const char *cmd, const char *fmt, ...)
+int cli_usage(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
     fprintf(stderr, "vhpc %s: ", cmd);
@@ -51,14 +51,14 @@ int vhpc_usage(const char *cmd, const char *fmt, ...)
     return 2;
 }
 
-int vhpc_public_ok(const char *cmd)
+int cli_public_ok(const char *cmd)
 {
     if (geteuid() == 0)
         return 0;
-    return vhpc_usage(cmd,
-                      "--public publishes into the system store and is for root; your own "
-                      "store (%s) is readable by you only",
-                      vhpc__store_root());
+    return cli_usage(cmd,
+                     "--public publishes into the system store and is for root; your own "
+                     "store (%s) is readable by you only",
+                     vhpc__store_root());
 }
 
 static void lock_notice(const char *msg)

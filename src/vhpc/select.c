@@ -144,8 +144,8 @@ static int build_for(const struct vhpc_req *reqs, size_t n, vhpc_err_t *err)
     return 0;
 }
 
-int vhpc_select_image(const char *image, const struct vhpc_req *reqs, size_t n, bool build_missing,
-                      struct vhpc_image *out, vhpc_err_t *err)
+int cli_select_image(const char *image, const struct vhpc_req *reqs, size_t n, bool build_missing,
+                     struct vhpc_image *out, vhpc_err_t *err)
 {
     struct vhpc_store *st;
     struct vhpc_ref ref;
@@ -174,12 +174,12 @@ int vhpc_select_image(const char *image, const struct vhpc_req *reqs, size_t n, 
      * --build-missing) a build into the own store. */
     if ((r = vhpc_store_open(NULL, &st, err)) < 0)
         return r;
-    r = vhpc_print_match(st, reqs, n, &ref, err);
+    r = cli_print_match(st, reqs, n, &ref, err);
     vhpc_store_close(st);
     vhpc_err_t e2 = {0};
     if (r == -ENOENT && vhpc_system_store_open(&st, &e2) == 0) {
         fprintf(stderr, "vhpc: looking in the system store (%s)\n", vhpc__system_root());
-        if (vhpc_print_match(st, reqs, n, &ref, &e2) == 0) {
+        if (cli_print_match(st, reqs, n, &ref, &e2) == 0) {
             vhpc_err_clear(err);
             r = 0;
         }
@@ -189,7 +189,7 @@ int vhpc_select_image(const char *image, const struct vhpc_req *reqs, size_t n, 
         vhpc_err_clear(err);
         if ((r = build_for(reqs, n, err)) < 0 || (r = vhpc_store_open(NULL, &st, err)) < 0)
             return r;
-        if ((r = vhpc_print_match(st, reqs, n, &ref, err)) < 0)
+        if ((r = cli_print_match(st, reqs, n, &ref, err)) < 0)
             vhpc_err_setmsg(err, r,
                             "--build-missing: the image built still misses a requirement "
                             "(above): Debian 12 does not have what was asked for");
@@ -206,7 +206,7 @@ int vhpc_select_image(const char *image, const struct vhpc_req *reqs, size_t n, 
     return 0;
 }
 
-int vhpc_build_minimal(struct vhpc_image *out, vhpc_err_t *err)
+int cli_build_minimal(struct vhpc_image *out, vhpc_err_t *err)
 {
     char agent[4096], rsh[4096];
     if (vhpc_guest_tools(agent, sizeof(agent), rsh, sizeof(rsh), err) < 0)
@@ -260,7 +260,7 @@ static void excerpt(const char *l, char *out, size_t len)
         snprintf(out + i, len - i, "...");
 }
 
-int vhpc_job_file(const char *path, char ***args, int *nargs, char **command, vhpc_err_t *err)
+int cli_job_file(const char *path, char ***args, int *nargs, char **command, vhpc_err_t *err)
 {
     static const char *const keys[] = {"vms",   "vcpus",   "mem",  "image",         "name",
                                        "accel", "require", "each", "build-missing", NULL};

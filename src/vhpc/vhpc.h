@@ -1,6 +1,6 @@
 /*
  * vhpc.h - the CLI's commands (one file per verb, cmd_<verb>.c) and the
- * helpers they share.
+ * helpers they share, prefixed cli_ (vhpc_ is the library's).
  */
 #ifndef VHPC_CLI_H
 #define VHPC_CLI_H
@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-struct vhpc_command {
+struct cli_command {
     const char *name;
     int (*fn)(int argc, char **argv);
     const char *summary;
@@ -28,20 +28,20 @@ struct vhpc_req;
 struct vhpc_ref;
 /* Pick the best stored image for requirements and say on stderr which and
  * why, or what each candidate misses (-ENOENT). */
-int vhpc_print_match(const struct vhpc_store *st, const struct vhpc_req *reqs, size_t n,
-                     struct vhpc_ref *chosen, vhpc_err_t *err);
+int cli_print_match(const struct vhpc_store *st, const struct vhpc_req *reqs, size_t n,
+                    struct vhpc_ref *chosen, vhpc_err_t *err);
 
 struct vhpc_image;
 /* The image a run boots: `image` by name (it must also meet reqs), else the
  * best stored image for reqs, built first when none fits and build_missing
  * (select.c). */
-int vhpc_select_image(const char *image, const struct vhpc_req *reqs, size_t n, bool build_missing,
-                      struct vhpc_image *out, vhpc_err_t *err);
+int cli_select_image(const char *image, const struct vhpc_req *reqs, size_t n, bool build_missing,
+                     struct vhpc_image *out, vhpc_err_t *err);
 /* Build the default image, `minimal` (vhpc run on first use). */
-int vhpc_build_minimal(struct vhpc_image *out, vhpc_err_t *err);
+int cli_build_minimal(struct vhpc_image *out, vhpc_err_t *err);
 /* The options of a job file as "--key" ["value"] arguments (malloc'd) and
  * its command line (malloc'd, NULL if none). */
-int vhpc_job_file(const char *path, char ***args, int *nargs, char **command, vhpc_err_t *err);
+int cli_job_file(const char *path, char ***args, int *nargs, char **command, vhpc_err_t *err);
 /* `vhpc image build --full` (cmd_image_full.c), push and pull (cmd_push.c). */
 int cmd_image_build_full(int argc, char **argv);
 int cmd_image_push(int argc, char **argv);
@@ -49,12 +49,12 @@ int cmd_image_pull(int argc, char **argv);
 
 /* --public is for root's system store (a user's own store is 0700, so
  * publishing there would share nothing): 0, or a usage error (2). */
-int vhpc_public_ok(const char *cmd);
+int cli_public_ok(const char *cmd);
 
 /* Print "vhpc: <msg>" on stderr; returns the exit status for the error. */
-int vhpc_fail(const vhpc_err_t *err);
+int cli_fail(const vhpc_err_t *err);
 /* Print a usage error and return 2. */
-int vhpc_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* The ranges of --vcpus and --mem (MiB) for run and vm start (parse.h
  * parses them: whole numbers, sizes with M/G/T). */

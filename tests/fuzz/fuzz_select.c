@@ -1,5 +1,5 @@
 /*
- * fuzz_select.c - job files (select.c's vhpc_job_file): `vhpc run --job F`
+ * fuzz_select.c - job files (select.c's cli_job_file): `vhpc run --job F`
  * reads options one per line, and the requirements in them (match.c).  The
  * input is the file.
  */
@@ -14,9 +14,9 @@
 #include <unistd.h>
 
 /* The rest of the CLI that select.c calls (to choose or build an image,
- * never from vhpc_job_file). */
-int vhpc_print_match(const struct vhpc_store *st, const struct vhpc_req *reqs, size_t n,
-                     struct vhpc_ref *chosen, vhpc_err_t *err)
+ * never from cli_job_file). */
+int cli_print_match(const struct vhpc_store *st, const struct vhpc_req *reqs, size_t n,
+                    struct vhpc_ref *chosen, vhpc_err_t *err)
 {
     abort();
 }
@@ -44,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char **args = NULL, *command = NULL;
     int n = 0;
     vhpc_err_t err = {0};
-    if (vhpc_job_file(path, &args, &n, &command, &err) == 0) {
+    if (cli_job_file(path, &args, &n, &command, &err) == 0) {
         for (int i = 0; i < n; i++) {
             if (strcmp(args[i], "--require") == 0 && i + 1 < n) {
                 struct vhpc_req r;
