@@ -77,6 +77,9 @@ static int vm_start(int argc, char **argv)
     if (vhpc_accel_resolve(want, &spec.accel, &err) < 0)
         return cli_fail(&err);
     static struct vhpc_job job; /* the VMs boot in parallel */
+    if (vhpc_cluster_check_memory(spec.nvms, spec.mem_mib, &err) < 0 ||
+        vhpc_job_init(&job, &err) < 0)
+        return cli_fail(&err);
     if (vhpc_job_boot(&job, &spec, 120000, &err) < 0) {
         vhpc_err_t ignore;
         vhpc_job_stop(&job, false, &ignore);

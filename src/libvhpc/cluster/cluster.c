@@ -172,6 +172,25 @@ static uint32_t name_hash(const char *s)
     return h;
 }
 
+int vhpc_cluster_check_memory(int nvms, long mem_mib, vhpc_err_t *err)
+{
+    FILE *f = fopen("/proc/meminfo", "re");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemAvailable: %ld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    long avail = kb < 0 ? -1 : kb / 1024;
+    if (avail > 0 && mem_mib * nvms > avail)
+        return vhpc_err_setmsg(err, -ENOMEM,
+                               "%d VMs of %ld MiB need %ld MiB but the host has %ld MiB "
+                               "available; use fewer VMs or less --mem",
+                               nvms, mem_mib, mem_mib * nvms, avail);
+    return 0;
+}
+
 int vhpc_cluster_can_start(vhpc_err_t *err)
 {
     int r = vhpc_ns_check(err);

@@ -50,6 +50,9 @@ struct vhpc_cluster {
 /* Directory holding every cluster's state. */
 const char *vhpc_run_dir(void);
 
+/* Do nvms VMs of mem_mib fit in the memory the host has available? */
+int vhpc_cluster_check_memory(int nvms, long mem_mib, vhpc_err_t *err);
+
 /* 0 if this process may start clusters, else why not and what to do
  * (before anything is built or created). */
 int vhpc_cluster_can_start(vhpc_err_t *err);

@@ -5,13 +5,16 @@
  * and what the batch-system and migration work build on.
  *
  *   static struct vhpc_job job;
+ *   vhpc_job_init(&job, &err);
+ *   vhpc_job_take_signals(&job, on_stopped, &err);  // optional: SIGINT etc.
  *   vhpc_job_boot(&job, &spec, BOOT_MS, &err);     // VMs boot in parallel
  *   vhpc_job_run(&job, 0, &req, &io, &status, &err);
  *   vhpc_job_stop(&job, true, &err);                // poweroff, then remove
  *
  * vhpc_job_interrupt and vhpc_job_stop may be called from another thread
  * (a signal handler thread) while the others run; everything else is for
- * one thread at a time.
+ * one thread at a time.  What the job has to say (a signal passed on) goes
+ * to the program's output sink (output.h).
  */
 #ifndef VHPC_JOB_H
 #define VHPC_JOB_H
@@ -20,6 +23,7 @@
 #include "cluster.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -33,13 +37,37 @@ struct vhpc_job {
     atomic_bool interrupted;              /* vhpc_job_interrupt was called */
     pthread_mutex_t lock;                 /* protects up and the teardown */
     bool up;
+    /* signals (vhpc_job_take_signals) */
+    atomic_int stop_signal; /* the signal that stopped the job, or 0 */
+    atomic_bool running;    /* commands run: a signal is passed on to them */
+    int signal_pipe[2];     /* struct signalfd_siginfo records for the commands */
+    void (*on_stopped)(int sig);
+    sigset_t signals;
 };
 
-/* Start the cluster of `spec` and wait (at most timeout_ms per VM) for
- * every VM's agent, handing each the job's key.  On a VM's failure its
- * reason (QEMU's own words if it exited) is in *err, job->failed names it
- * and the cluster is still up (its console can be read; vhpc_job_stop
- * removes it).  If the cluster cannot be started, nothing is left. */
+/* Ready a job for the calls below (before anything else: signals may come
+ * while the image is still being prepared). */
+int vhpc_job_init(struct vhpc_job *job, vhpc_err_t *err);
+
+/* Take SIGINT, SIGTERM and SIGHUP (what a batch system sends) in a thread
+ * of the job's.  While commands run (vhpc_job_set_running), the first is
+ * passed on to them (every command given vhpc_job_signal_fd) and the
+ * cluster is stopped once they end (the caller does that), or at once at a
+ * second signal or VHPC_JOB_STOP_GRACE_S later; at any other time the
+ * cluster is stopped at once.  Then on_stopped(sig) is called from that
+ * thread (it should exit, with 128 + sig).  Call before other threads are
+ * started, so that they block the signals too. */
+#define VHPC_JOB_STOP_GRACE_S 10
+int vhpc_job_take_signals(struct vhpc_job *job, void (*on_stopped)(int sig), vhpc_err_t *err);
+void vhpc_job_set_running(struct vhpc_job *job, bool running);
+int vhpc_job_signal_fd(const struct vhpc_job *job);
+/* The signal that stopped the job (0: none). */
+int vhpc_job_stopped_by(const struct vhpc_job *job);
+
+/* Start the cluster of `spec` (job readied by vhpc_job_init) and wait (at most timeout_ms per VM)
+ * for every VM's agent, handing each the job's key.  On a VM's failure its reason (QEMU's own words
+ * if it exited) is in *err, job->failed names it and the cluster is still up (its console can be
+ * read; vhpc_job_stop removes it).  If the cluster cannot be started, nothing is left. */
 int vhpc_job_boot(struct vhpc_job *job, const struct vhpc_cluster_spec *spec, int timeout_ms,
                   vhpc_err_t *err);
 
@@ -53,16 +81,14 @@ int vhpc_job_attach(const struct vhpc_cluster *cl, int i, int timeout_ms, agent_
 int vhpc_job_run(struct vhpc_job *job, int i, const struct agent_exec_req *req,
                  const struct agent_run_io *io, int *status, vhpc_err_t *err);
 
-/* Run req in every VM at once.  For each VM, open(vm, io, arg) fills the
- * output descriptors of *io (stdin is /dev/null) and close(vm, arg) is
- * called once its command has ended.  If a VM's command cannot run (the
- * VM died, the program is missing), the job is broken: the cluster is
- * stopped at once rather than waiting for the others, and that VM is the
- * one reported (*failed).  Fills status[] and r[]/errs[] per VM. */
+/* Run req in every VM at once (stdin /dev/null).  Each line a command
+ * writes goes to out_fd (its stdout) or err_fd (its stderr), prefixed with
+ * "[vmN] ", whole lines never mixed.  If a VM's command cannot run (the VM
+ * died, the program is missing), the job is broken: the cluster is stopped
+ * at once rather than waiting for the others, and that VM is the one
+ * reported (failed).  Fills status[] and r[]/errs[] per VM. */
 struct vhpc_job_each {
-    int (*open)(int vm, struct agent_run_io *io, void *arg);
-    void (*close)(int vm, void *arg);
-    void *arg;
+    int out_fd, err_fd;
     int signal_fd; /* forwarded to every command, as agent_run_io.signal_fd */
     int status[VHPC_MAX_VMS], r[VHPC_MAX_VMS];
     vhpc_err_t errs[VHPC_MAX_VMS];
@@ -82,8 +108,8 @@ void vhpc_job_interrupt(struct vhpc_job *job);
 #define VHPC_JOB_GRACE_MS 5000
 int vhpc_job_stop(struct vhpc_job *job, bool clean, vhpc_err_t *err);
 
-/* Close the agent connections (after vhpc_job_stop, when no other thread
- * uses them). */
+/* Close the agent connections and the signal pipe (after vhpc_job_stop,
+ * when no other thread uses them). */
 void vhpc_job_close(struct vhpc_job *job);
 
 #endif

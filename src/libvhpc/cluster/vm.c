@@ -554,3 +554,35 @@ bool vhpc_vm_exited(const struct vhpc_vm *vm, char *why, size_t len)
             *c = ' ';
     return true;
 }
+
+int vhpc_vm_console_tail(const struct vhpc_vm *vm, int lines, char *buf, size_t len)
+{
+    FILE *f = fopen(vm->console_path, "re");
+    if (!f || !len) {
+        if (f)
+            fclose(f);
+        return -ENOENT;
+    }
+    /* A ring of the last `lines` lines, each at most 511 bytes. */
+    char ring[64][512];
+    int n = 0;
+    if (lines > 64)
+        lines = 64;
+    while (lines > 0 && fgets(ring[n % lines], sizeof(ring[0]), f))
+        n++;
+    fclose(f);
+    size_t used = 0;
+    buf[0] = 0;
+    for (int i = n > lines ? n - lines : 0; i < n; i++) {
+        const char *l = ring[i % lines];
+        size_t ll = strlen(l);
+        if (used + ll + 2 > len)
+            break;
+        memcpy(buf + used, l, ll);
+        used += ll;
+        if (ll == 0 || l[ll - 1] != '\n')
+            buf[used++] = '\n';
+        buf[used] = 0;
+    }
+    return n;
+}

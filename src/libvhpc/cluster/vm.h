@@ -73,4 +73,8 @@ int vhpc_vm_stop(struct vhpc_vm *vm, int grace_ms, vhpc_err_t *err);
  * Invalid SMP CPUs 100000..."), for an error message that has the cause. */
 bool vhpc_vm_exited(const struct vhpc_vm *vm, char *why, size_t len);
 
+/* The last `lines` lines (at most 64) of the VM's serial console into buf,
+ * to explain a failed boot; the number of lines it has, or -ENOENT. */
+int vhpc_vm_console_tail(const struct vhpc_vm *vm, int lines, char *buf, size_t len);
+
 #endif
