@@ -23,23 +23,6 @@
 #include <time.h>
 #include <unistd.h>
 
-const char *vhpc_run_dir(void)
-{
-    static __thread char buf[PATH_MAX];
-    const char *d = getenv("VHPC_RUN_DIR");
-    if (d && *d)
-        return d;
-    if (geteuid() == 0)
-        return "/run/vhpc";
-    /* A user's own: in the session's runtime directory, else one of this
-     * uid's under /tmp, as tmux does (checked before use: run_dir_ready). */
-    const char *x = getenv("XDG_RUNTIME_DIR");
-    if (x && x[0] == '/' && snprintf(buf, sizeof(buf), "%s/vhpc", x) < 64)
-        return buf;
-    snprintf(buf, sizeof(buf), "/tmp/vhpc-%u", (unsigned)geteuid());
-    return buf;
-}
-
 /* The run directory exists, is a directory of ours (not a link, not made
  * by someone else in a shared /tmp) and nobody else may write it. */
 static int run_dir_ready(vhpc_err_t *err)

@@ -1,7 +1,7 @@
 /*
  * cluster.h - a virtual cluster on this host: N VMs of one image, a bridge
  * and a tap per VM, and the job's ivcd, all recorded under one state
- * directory (/run/vhpc/clusters/<name>/, or $VHPC_RUN_DIR/clusters/<name>)
+ * directory (<run dir>/clusters/<name>/, vhpc_run_dir in paths.h)
  * before they are created, so that `vhpc gc` can always remove what a
  * crashed run left behind.
  *
@@ -16,7 +16,7 @@
 #define VHPC_CLUSTER_H
 
 #include "error.h"
-#include "paths.h" /* vhpc_tool_path */
+#include "paths.h" /* vhpc_run_dir, vhpc_tool_path */
 #include "net.h"
 #include "vm.h"
 
@@ -46,9 +46,6 @@ struct vhpc_cluster {
     struct vhpc_vm vms[VHPC_MAX_VMS];
     char ips[VHPC_MAX_VMS][32];
 };
-
-/* Directory holding every cluster's state. */
-const char *vhpc_run_dir(void);
 
 /* Do nvms VMs of mem_mib fit in the memory the host has available? */
 int vhpc_cluster_check_memory(int nvms, long mem_mib, vhpc_err_t *err);

@@ -136,16 +136,11 @@ void vhpc_net_guest_ip(const struct vhpc_net *net, int i, char *buf, size_t len)
     snprintf(buf, len, "10.213.%d.%d", net->subnet, 10 + i);
 }
 
-void vhpc_net_firewall_name(const char *bridge, char *buf, size_t len)
-{
-    snprintf(buf, len, "vhpc_%s", bridge);
-}
-
 int vhpc_net_firewall(const struct vhpc_net *net, vhpc_err_t *err)
 {
     char table[IFNAMSIZ + 8], rules[2048];
     const char *b = net->bridge;
-    vhpc_net_firewall_name(b, table, sizeof(table));
+    snprintf(table, sizeof(table), "vhpc_%s", b);
     /* A drop is final whatever other tables accept.  Bridged traffic
      * between the job's VMs never reaches these hooks (unless br_netfilter
      * is loaded: then it shows as bridge-to-bridge, let through). */

@@ -34,6 +34,5 @@ void vhpc_net_guest_ip(const struct vhpc_net *net, int i, char *buf, size_t len)
  * through their virtio-serial ports and ivcd.  The table goes with the
  * namespace. */
 int vhpc_net_firewall(const struct vhpc_net *net, vhpc_err_t *err);
-void vhpc_net_firewall_name(const char *bridge, char *buf, size_t len);
 
 #endif

@@ -104,3 +104,21 @@ int vhpc_guest_tools(char *agent, size_t alen, char *rsh, size_t rlen, vhpc_err_
         rsh[0] = 0;
     return 0;
 }
+
+const char *vhpc_run_dir(void)
+{
+    static __thread char buf[PATH_MAX];
+    const char *d = getenv("VHPC_RUN_DIR");
+    if (d && *d)
+        return d;
+    if (geteuid() == 0)
+        return "/run/vhpc";
+    /* A user's own: in the session's runtime directory, else one of this
+     * uid's under /tmp, as tmux does (checked before use: run_dir_ready). */
+    const char *x = getenv("XDG_RUNTIME_DIR");
+    /* (short enough that every socket path under it fits sun_path) */
+    if (x && x[0] == '/' && snprintf(buf, sizeof(buf), "%s/vhpc", x) < 64)
+        return buf;
+    snprintf(buf, sizeof(buf), "/tmp/vhpc-%u", (unsigned)geteuid());
+    return buf;
+}

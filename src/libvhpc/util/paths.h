@@ -22,6 +22,11 @@ int vhpc__private_store(void);
 /* The guest kernel cache: $VHPC_KERNEL_CACHE, else <root>/kernels. */
 void vhpc__kernel_cache_dir(char *buf, size_t len);
 
+/* Directory holding every cluster's state: $VHPC_RUN_DIR; else /run/vhpc
+ * for root; else the user's $XDG_RUNTIME_DIR/vhpc or /tmp/vhpc-UID (which
+ * the cluster layer checks is the user's own before using it). */
+const char *vhpc_run_dir(void);
+
 /* Path of a helper program or file (ivcd, vhpc-agent, vhpc-rsh,
  * libivc-fi.so): $VHPC_<NAME> (upper case, '-' and '.' as '_', e.g.
  * $VHPC_LIBIVC_FI_SO), next to the running executable, in the build tree
