@@ -9,22 +9,21 @@
  * Without CAP_SYS_ADMIN the fuzzer exits 77 (skipped).
  */
 #include "dist.h"
+#include "clock.h"
+#include "fuzz_node.h"
 #include "fuzz_util.h"
 #include "store.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,101 +34,32 @@ static char root[96], pull_root[112];
 static struct vhpc_store *st; /* holds "img", for pushes */
 static int lfd = -1;
 
-static void rm_tree(const char *dir)
-{
-    char cmd[160];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "fuzz_dist_client: could not remove %s\n", dir);
-}
-
 static void cleanup(void)
 {
     vhpc_store_close(st);
-    rm_tree(root);
-}
-
-static void die(const char *what, const char *why)
-{
-    fprintf(stderr, "fuzz_dist_client: %s: %s\n", what, why);
-    exit(1);
-}
-
-static void add_blob(const char *role, int c, size_t len, json_t *blobs)
-{
-    char path[160], digest[65];
-    uint64_t size;
-    vhpc_err_t err = {0};
-    snprintf(path, sizeof(path), "%s/%s", root, role);
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        die(path, strerror(errno));
-    for (size_t i = 0; i < len; i++)
-        fputc(c, f);
-    fclose(f);
-    if (vhpc_store_add_blob(st, path, 0, digest, &size, &err) < 0)
-        die("adding a blob", err.msg);
-    json_object_set_new(blobs, role,
-                        json_pack("{s:s, s:I}", "digest", digest, "size", (json_int_t)size));
-    unlink(path);
+    fuzz_rm_tree("fuzz_dist_client", root);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     vhpc_err_t err = {0};
-    if (unshare(CLONE_NEWNET) < 0) {
-        fprintf(stderr, "fuzz_dist_client: needs a private network namespace (root): %s; skipped\n",
-                strerror(errno));
-        exit(77);
-    }
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    struct ifreq ifr = {0};
-    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
-    if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
-        die("lo", strerror(errno));
-    ifr.ifr_flags |= IFF_UP;
-    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
-        die("bringing lo up", strerror(errno));
-    close(s);
-    signal(SIGPIPE, SIG_IGN);
+    fuzz_private_net("fuzz_dist_client");
 
     snprintf(root, sizeof(root), "%s/fuzz_dist_client.%d", fuzz_tmpdir(), (int)getpid());
     snprintf(pull_root, sizeof(pull_root), "%s/pull", root);
-    rm_tree(root);
-    if (vhpc_store_open(root, &st, &err) < 0)
-        die("store", err.msg);
-    json_t *m = json_pack("{s:i, s:s, s:s, s:s, s:s, s:{}, s:[], s:n}", "schema", 1, "kind",
-                          "minimal", "os", "debian-12", "arch", "x86_64", "kernel",
-                          "6.1.0-fuzz-amd64", "packages", "libs", "parent");
-    json_t *blobs = json_object();
-    add_blob("kernel", 'k', 5000, blobs);
-    add_blob("initrd", 'i', 9000, blobs);
-    json_object_set_new(m, "blobs", blobs);
-    json_object_set_new(m, "size", json_integer(14000));
-    char digest[65];
-    if (vhpc_store_put_manifest(st, m, digest, &err) < 0 ||
-        vhpc_store_tag(st, "img", 0, digest, NULL, &err) < 0)
-        die("image", err.msg);
-    json_decref(m);
+    st = fuzz_store_with_img("fuzz_dist_client", root, 0); /* "img", for pushes */
 
     struct sockaddr_storage sa;
     socklen_t sl;
     int one = 1;
     if (vhpc_dist_resolve(NODE, &sa, &sl, &err) < 0)
-        die("address", err.msg);
+        fuzz_die("fuzz_dist_client", "address", err.msg);
     lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sl) < 0 || listen(lfd, 8) < 0)
-        die("listening", strerror(errno));
+        fuzz_die("fuzz_dist_client", "listening", strerror(errno));
     atexit(cleanup);
     return 0;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 struct node {
@@ -148,12 +78,12 @@ static void *node(void *arg)
         return NULL;
     size_t off = 0;
     char buf[65536];
-    int64_t deadline = now_ms() + 3000;
+    int64_t deadline = vhpc__now_ms() + 3000;
     if (n->size == 0)
         shutdown(fd, SHUT_WR);
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN | (off < n->size ? POLLOUT : 0)};
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - vhpc__now_ms();
         if (left <= 0 || poll(&p, 1, (int)left) <= 0)
             break;
         if (p.revents & POLLOUT) {
@@ -199,7 +129,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             free(res);
     } else {
         struct vhpc_store *ps = NULL;
-        rm_tree(pull_root);
+        fuzz_rm_tree("fuzz_dist_client", pull_root);
         if (vhpc_store_open(pull_root, &ps, &err) == 0 &&
             vhpc_store_set_budget(ps, 64u << 20, &err) == 0) {
             struct vhpc_ref got;

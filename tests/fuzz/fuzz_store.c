@@ -7,6 +7,7 @@
  * for that digest (the fuzzer cannot compute it).
  */
 #include "cpio.h"
+#include "fs.h"
 #include "fuzz_util.h"
 #include "image.h"
 #include "match.h"
@@ -23,25 +24,20 @@
 static char root[96];
 static struct vhpc_store *st;
 
-static void rm_tree(const char *dir)
-{
-    char cmd[160];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "fuzz_store: could not remove %s\n", dir);
-}
-
 static void cleanup(void)
 {
+    vhpc_err_t err = {0};
     vhpc_store_close(st);
-    rm_tree(root);
+    if (vhpc__rm_tree(root, &err) < 0)
+        fprintf(stderr, "fuzz_store: %s\n", err.msg);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     vhpc_err_t err = {0};
     snprintf(root, sizeof(root), "%s/fuzz_store.%d", fuzz_tmpdir(), (int)getpid());
-    rm_tree(root);
+    if (vhpc__rm_tree(root, &err) < 0)
+        fprintf(stderr, "fuzz_store: %s\n", err.msg);
     setenv("VHPC_HOME", root, 1);
     if (vhpc_store_open(root, &st, &err) < 0) {
         fprintf(stderr, "fuzz_store: %s\n", err.msg);
