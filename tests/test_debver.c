@@ -64,7 +64,7 @@ static void random_version(char *buf, size_t len, unsigned *seed)
     }
 }
 
-int main(void)
+static void test_pairs(void)
 {
     check("1.10", "1.9", 1);
     check("1.9", "1.10", -1);
@@ -86,26 +86,39 @@ int main(void)
     check("6.12.95-1~bpo12+1", "6.12.95-1", -1);
     check("6.12.95+deb12-cloud-amd64", "6.1.0-56-cloud-amd64", 1);
     check("3.0.0", "3.0", 1);
+}
 
+static void test_invalid(void)
+{
     const char *bad[] = {"", "a1.0", ":1.0", "x:1.0", "1.0-", "1.0 beta", "1.0-a_b", "-1", NULL};
     for (int i = 0; bad[i]; i++)
         T_ASSERT(!vhpc_debver_valid(bad[i]), "'%s' must not be a version", bad[i]);
     T_ASSERT(vhpc_debver_valid("1:2.3~rc1+dfsg-4+b1"), "a full version");
+}
 
-    if (access("/usr/bin/dpkg", X_OK) == 0) {
-        unsigned seed = 12345;
-        for (int i = 0; i < 300; i++) {
-            char a[64], b[64];
-            random_version(a, sizeof(a), &seed);
-            random_version(b, sizeof(b), &seed);
-            T_ASSERT(vhpc_debver_valid(a) && vhpc_debver_valid(b), "generated %s %s", a, b);
-            int ours = sign(vhpc_debver_cmp(a, b)), theirs = dpkg_cmp(a, b);
-            T_ASSERT(ours == theirs, "%s vs %s: ours %d, dpkg %d", a, b, ours, theirs);
-        }
-        printf("300 random pairs agree with dpkg\n");
-    } else {
-        printf("skipped the dpkg cross-check: no /usr/bin/dpkg\n");
+static void test_against_dpkg(void)
+{
+    if (access("/usr/bin/dpkg", X_OK) != 0)
+        T_SKIP("no /usr/bin/dpkg to cross-check with (apt-get install dpkg)");
+    unsigned seed = 12345;
+    for (int i = 0; i < 300; i++) {
+        char a[64], b[64];
+        random_version(a, sizeof(a), &seed);
+        random_version(b, sizeof(b), &seed);
+        T_ASSERT(vhpc_debver_valid(a) && vhpc_debver_valid(b), "generated %s %s", a, b);
+        int ours = sign(vhpc_debver_cmp(a, b)), theirs = dpkg_cmp(a, b);
+        T_ASSERT(ours == theirs, "%s vs %s: ours %d, dpkg %d", a, b, ours, theirs);
     }
-    printf("ok\n");
-    return 0;
+}
+
+static const struct t_case cases[] = {
+    {"pairs", test_pairs, 10},
+    {"invalid", test_invalid, 10},
+    {"against_dpkg", test_against_dpkg, 60},
+    {0},
+};
+
+int main(int argc, char **argv)
+{
+    return t_main(argc, argv, cases);
 }

@@ -1,32 +1,20 @@
 /*
- * testutil.h - helpers shared by the C tests: a tiny assertion set, a
- * private scratch directory, and an ivcd started for the test and always
- * stopped (also when the test fails or is killed by ctest's timeout).
+ * testutil.h - helpers shared by the C tests (test.h has their assertions
+ * and runner): a private scratch directory, tracked child processes, and an
+ * ivcd started for the test and always stopped (also when the case fails or
+ * is killed by its timeout).
  */
 #ifndef VHPC_TESTUTIL_H
 #define VHPC_TESTUTIL_H
 
 #include "ivc.h"
+#include "test.h"
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/types.h>
 
-#define T_FAIL(...)                                                                                \
-    do {                                                                                           \
-        fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                       \
-        fprintf(stderr, __VA_ARGS__);                                                              \
-        fprintf(stderr, "\n");                                                                     \
-        exit(1);                                                                                   \
-    } while (0)
-#define T_ASSERT(cond, ...)                                                                        \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "assertion `%s` failed\n", #cond);                                     \
-            T_FAIL(__VA_ARGS__);                                                                   \
-        }                                                                                          \
-    } while (0)
 /* Assert an ivc_* call returned >= 0, printing ivc_strerror() otherwise. */
 #define T_OK(expr)                                                                                 \
     ({                                                                                             \
