@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #define DEFAULT_TIMEOUT_S 60
-#define GRACE_S 5
+#define GRACE_S           5
 
 enum verdict { PASSED, FAILED, SKIPPED };
 

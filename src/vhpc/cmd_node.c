@@ -130,129 +130,186 @@ static int write_pidfile(const char *path, vhpc_err_t *err)
     return 0;
 }
 
-static int serve(int argc, char **argv)
-{
-    const char *cmd = "node serve", *listen_on = NULL, *store_dir = NULL, *pidfile = NULL,
-               *logfile = NULL;
-    int daemon = 0, have_budget = 0;
-    struct vhpc_dist_limits lim = {0};
+struct serve_opts {
+    const char *listen_on, *store_dir, *pidfile, *logfile;
+    int daemon, have_budget;
+    struct vhpc_dist_limits lim;
     uid_t allow[256];
-    size_t nallow = 0;
-    uint64_t budget = 0;
+    size_t nallow;
+    uint64_t budget;
+};
+
+/* --allow-uid/--allow-user LIST: add each uid or user name of the list. */
+static int parse_allow(const char *opt, const char *list, struct serve_opts *o)
+{
+    const char *cmd = "node serve";
+    int by_name = !strcmp(opt, "--allow-user");
+    char *copy = strdup(list), *save = NULL;
+    for (char *t = copy ? strtok_r(copy, ",", &save) : NULL; t; t = strtok_r(NULL, ",", &save)) {
+        char *end;
+        unsigned long u = strtoul(t, &end, 10);
+        struct passwd *pw = by_name ? getpwnam(t) : NULL;
+        int r = 0;
+        if (o->nallow == sizeof(o->allow) / sizeof(*o->allow))
+            r = cli_usage(cmd, "%s: at most %zu users", opt, o->nallow);
+        else if (pw)
+            o->allow[o->nallow++] = pw->pw_uid;
+        else if (!by_name && *t && !*end && u < 0x7fffffff)
+            o->allow[o->nallow++] = (uid_t)u;
+        else
+            r = cli_usage(cmd, "%s: '%s' is not a %s", opt, t, by_name ? "user here" : "uid");
+        if (r) {
+            free(copy);
+            return r;
+        }
+    }
+    free(copy);
+    return 0;
+}
+
+/* --max-connections and friends: a number from 1 to 100000. */
+static int parse_limit(const char *opt, const char *val, struct serve_opts *o)
+{
+    char *end;
+    long v = strtol(val, &end, 10);
+    if (*end || end == val || v < 1 || v > 100000)
+        return cli_usage("node serve", "%s %s: expected a number from 1 to 100000", opt, val);
+    if (!strcmp(opt, "--max-connections"))
+        o->lim.max_conns = (int)v;
+    else if (!strcmp(opt, "--max-per-peer"))
+        o->lim.max_per_peer = (int)v;
+    else if (!strcmp(opt, "--max-sessions"))
+        o->lim.max_sessions = (int)v;
+    else
+        o->lim.idle_ms = (int)(v * 1000);
+    return 0;
+}
+
+/* 0 to serve, 1 after --help, else the exit status of a usage error. */
+static int parse_serve(int argc, char **argv, struct serve_opts *o)
+{
+    const char *cmd = "node serve";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int r = 0;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(node_help, stdout);
-            return 0;
+            return 1;
         }
         if (!strcmp(a, "--daemon")) {
-            daemon = 1;
+            o->daemon = 1;
             continue;
         }
         if (i + 1 >= argc)
             return cli_usage(cmd, "'%s' needs an argument or is unknown", a);
+        const char *v = argv[++i];
         if (!strcmp(a, "--listen"))
-            listen_on = argv[++i];
+            o->listen_on = v;
         else if (!strcmp(a, "--store"))
-            store_dir = argv[++i];
+            o->store_dir = v;
         else if (!strcmp(a, "--pidfile"))
-            pidfile = argv[++i];
+            o->pidfile = v;
         else if (!strcmp(a, "--log"))
-            logfile = argv[++i];
+            o->logfile = v;
         else if (!strcmp(a, "--munge-socket"))
-            setenv("VHPC_MUNGE_SOCKET", argv[++i], 1);
-        else if (!strcmp(a, "--allow-uid") || !strcmp(a, "--allow-user")) {
-            char *copy = strdup(argv[++i]), *save = NULL;
-            for (char *t = copy ? strtok_r(copy, ",", &save) : NULL; t;
-                 t = strtok_r(NULL, ",", &save)) {
-                char *end;
-                unsigned long u = strtoul(t, &end, 10);
-                struct passwd *pw = !strcmp(a, "--allow-user") ? getpwnam(t) : NULL;
-                if (nallow == sizeof(allow) / sizeof(*allow)) {
-                    free(copy);
-                    return cli_usage(cmd, "%s: at most %zu users", a, nallow);
-                }
-                if (pw)
-                    allow[nallow++] = pw->pw_uid;
-                else if (!strcmp(a, "--allow-uid") && *t && !*end && u < 0x7fffffff)
-                    allow[nallow++] = (uid_t)u;
-                else {
-                    int r = cli_usage(cmd, "%s: '%s' is not a %s", a, t,
-                                      strcmp(a, "--allow-uid") ? "user here" : "uid");
-                    free(copy);
-                    return r;
-                }
-            }
-            free(copy);
-        } else if (!strcmp(a, "--max-connections") || !strcmp(a, "--max-per-peer") ||
-                   !strcmp(a, "--max-sessions") || !strcmp(a, "--idle-timeout")) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || end == argv[i] || v < 1 || v > 100000)
-                return cli_usage(cmd, "%s %s: expected a number from 1 to 100000", a, argv[i]);
-            if (!strcmp(a, "--max-connections"))
-                lim.max_conns = (int)v;
-            else if (!strcmp(a, "--max-per-peer"))
-                lim.max_per_peer = (int)v;
-            else if (!strcmp(a, "--max-sessions"))
-                lim.max_sessions = (int)v;
-            else
-                lim.idle_ms = (int)(v * 1000);
-        } else if (!strcmp(a, "--budget")) {
-            if (vhpc_parse_bytes(argv[++i], &budget) < 0)
-                return cli_usage(cmd, "--budget %s: expected a size such as 500M or 2G", argv[i]);
-            have_budget = 1;
+            setenv("VHPC_MUNGE_SOCKET", v, 1);
+        else if (!strcmp(a, "--allow-uid") || !strcmp(a, "--allow-user"))
+            r = parse_allow(a, v, o);
+        else if (!strcmp(a, "--max-connections") || !strcmp(a, "--max-per-peer") ||
+                 !strcmp(a, "--max-sessions") || !strcmp(a, "--idle-timeout"))
+            r = parse_limit(a, v, o);
+        else if (!strcmp(a, "--budget")) {
+            if (vhpc_parse_bytes(v, &o->budget) < 0)
+                return cli_usage(cmd, "--budget %s: expected a size such as 500M or 2G", v);
+            o->have_budget = 1;
         } else
             return cli_usage(cmd, "unknown argument '%s'", a);
+        if (r)
+            return r;
     }
-    if (!listen_on)
+    if (!o->listen_on)
         return cli_usage(cmd, "where to listen? --listen ADDR[:PORT] (e.g. 0.0.0.0:%d)",
                          VHPC_DIST_PORT);
-    if (logfile && !daemon)
+    if (o->logfile && !o->daemon)
         return cli_usage(cmd, "--log goes with --daemon (otherwise the log is stderr)");
+    return 0;
+}
 
-    /* Paths are made absolute: the daemon changes to /. */
+/* Make *path absolute (the daemon changes to /), in buf. */
+static int absolute(const char *opt, const char **path, char *buf, size_t len)
+{
+    char cwd[PATH_MAX];
+    if (!*path || (*path)[0] == '/')
+        return 0;
+    if (!getcwd(cwd, sizeof(cwd)) || snprintf(buf, len, "%s/%s", cwd, *path) >= (int)len)
+        return cli_usage("node serve", "%s %s: path too long", opt, *path);
+    *path = buf;
+    return 0;
+}
+
+/* The daemon's last step of start-up: stdio to /dev/null (stderr to the
+ * log), then tell the waiting parent it is ready. */
+static void detach_stdio(int ready_fd, const char *logfile)
+{
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    int logfd = logfile ? open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
+    if (chdir("/") < 0) {
+        /* not fatal: every path was made absolute */
+    }
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(logfd >= 0 ? logfd : null, 2);
+        close(null);
+    }
+    if (logfd >= 0)
+        close(logfd);
+    if (write(ready_fd, "R", 1) != 1) {
+        /* the parent is gone: nobody to tell */
+    }
+    close(ready_fd);
+}
+
+/* Open the store and a dist server on it, as the options say. */
+static int open_server(const struct serve_opts *o, struct vhpc_store **st,
+                       struct vhpc_dist_server **srv, vhpc_err_t *err)
+{
+    if (vhpc_store_open(o->store_dir, st, err) < 0)
+        return -1;
+    if ((o->have_budget && vhpc_store_set_budget(*st, o->budget, err) < 0) ||
+        vhpc_dist_server_new(*st, o->listen_on, srv, err) < 0)
+        return -1;
+    vhpc_dist_server_limits(*srv, &o->lim);
+    return vhpc_dist_server_allow(*srv, o->allow, o->nallow, err);
+}
+
+static int serve(int argc, char **argv)
+{
+    struct serve_opts o = {0};
+    int r = parse_serve(argc, argv, &o);
+    if (r)
+        return r == 1 ? 0 : r;
+
     char store_abs[PATH_MAX], pid_abs[PATH_MAX], log_abs[PATH_MAX];
     vhpc_err_t err = {0};
-    if (store_dir) {
-        if (!realpath(store_dir, store_abs)) {
-            vhpc_err_set(&err, -errno, "--store %s", store_dir);
+    if (o.store_dir) {
+        if (!realpath(o.store_dir, store_abs)) {
+            vhpc_err_set(&err, -errno, "--store %s", o.store_dir);
             return cli_fail(&err);
         }
-        store_dir = store_abs;
+        o.store_dir = store_abs;
     }
-    if (pidfile && pidfile[0] != '/') {
-        char cwd[PATH_MAX];
-        if (!getcwd(cwd, sizeof(cwd)) ||
-            snprintf(pid_abs, sizeof(pid_abs), "%s/%s", cwd, pidfile) >= (int)sizeof(pid_abs))
-            return cli_usage(cmd, "--pidfile %s: path too long", pidfile);
-        pidfile = pid_abs;
-    }
-    if (logfile && logfile[0] != '/') {
-        char cwd[PATH_MAX];
-        if (!getcwd(cwd, sizeof(cwd)) ||
-            snprintf(log_abs, sizeof(log_abs), "%s/%s", cwd, logfile) >= (int)sizeof(log_abs))
-            return cli_usage(cmd, "--log %s: path too long", logfile);
-        logfile = log_abs;
-    }
+    if ((r = absolute("--pidfile", &o.pidfile, pid_abs, sizeof(pid_abs))) ||
+        (r = absolute("--log", &o.logfile, log_abs, sizeof(log_abs))))
+        return r;
 
     struct vhpc_store *st = NULL;
     struct vhpc_dist_server *srv = NULL;
-    if (vhpc_store_open(store_dir, &st, &err) < 0)
-        return cli_fail(&err);
-    if (have_budget && vhpc_store_set_budget(st, budget, &err) < 0) {
-        vhpc_store_close(st);
-        return cli_fail(&err);
-    }
-    if (vhpc_dist_server_new(st, listen_on, &srv, &err) < 0) {
-        vhpc_store_close(st);
-        return cli_fail(&err);
-    }
-    vhpc_dist_server_limits(srv, &lim);
-    if (vhpc_dist_server_allow(srv, allow, nallow, &err) < 0) {
-        vhpc_dist_server_free(srv);
-        vhpc_store_close(st);
-        return cli_fail(&err);
+    const char *pidfile = NULL;
+    int ready_fd = -1, rc = 1;
+    if (open_server(&o, &st, &srv, &err) < 0) {
+        cli_fail(&err);
+        goto out;
     }
     /* Descriptors: as many as we may (each transfer needs a few per blob). */
     struct rlimit rl;
@@ -264,47 +321,29 @@ static int serve(int argc, char **argv)
     snprintf(prefix, sizeof(prefix), "vhpc node %s", vhpc_dist_server_addr(srv));
     vhpc_dist_server_log(srv, prefix);
 
-    int ready_fd = -1, rc = 1;
-    if (daemon && daemonize(&ready_fd) < 0)
+    if (o.daemon && daemonize(&ready_fd) < 0)
         goto out;
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    if (pidfile && write_pidfile(pidfile, &err) < 0) {
+    if (o.pidfile && write_pidfile(o.pidfile, &err) < 0) {
         if (ready_fd >= 0) {
             dprintf(ready_fd, "E%s", err.msg);
             close(ready_fd);
         } else {
             cli_fail(&err);
         }
-        pidfile = NULL;
         goto out;
     }
+    pidfile = o.pidfile;
     uint64_t b = vhpc_store_budget(st);
     char budget_s[32] = "none";
     if (b)
         snprintf(budget_s, sizeof(budget_s), "%.1f MB", (double)b / 1e6);
-    if (ready_fd >= 0) {
-        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-        int logfd = logfile ? open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
-        if (chdir("/") < 0) {
-            /* not fatal: every path was made absolute */
-        }
-        if (null >= 0) {
-            dup2(null, 0);
-            dup2(null, 1);
-            dup2(logfd >= 0 ? logfd : null, 2);
-            close(null);
-        }
-        if (logfd >= 0)
-            close(logfd);
-        if (write(ready_fd, "R", 1) != 1) {
-            /* the parent is gone: nobody to tell */
-        }
-        close(ready_fd);
-    }
+    if (ready_fd >= 0)
+        detach_stdio(ready_fd, o.logfile);
     fprintf(stderr, "%s: serving the store %s (budget %s), pid %d\n", prefix, vhpc_store_dir(st),
             budget_s, (int)getpid());
     vhpc_dist_server_run(srv, &stop_flag, &err);

@@ -1002,20 +1002,10 @@ static const char *env_or(const char *v, const char *var, const char *def)
     return v && *v ? v : e && *e ? e : def;
 }
 
-int vhpc_full_build(const struct vhpc_full_spec *spec, struct vhpc_full_build *out, vhpc_err_t *err)
+/* What the spec and the environment chose, checked before anything runs. */
+static int check_spec(const struct vhpc_full_spec *spec, const char *suite, const char *mirror,
+                      const char *comp, vhpc_err_t *err)
 {
-    const char *suite = spec->suite && *spec->suite ? spec->suite : VHPC_FULL_SUITE;
-    const char *mirror = env_or(spec->mirror, "VHPC_MIRROR", VHPC_FULL_MIRROR);
-    const char *comp = env_or(spec->compression, "VHPC_FULL_COMPRESSION", VHPC_FULL_COMP);
-    char cache[PATH_MAX], root[PATH_MAX], log[PATH_MAX], conf[PATH_MAX], confarg[PATH_MAX + 32];
-    struct vhpc_kernel k;
-    struct vhpc_initrd ird = {0};
-    struct vhpc_store *st = NULL;
-    json_t *inputs = NULL, *pkgs = NULL, *libs = NULL;
-    char **pkglist = NULL;
-    int r;
-
-    memset(out, 0, sizeof(*out));
     if (!valid_word(suite))
         return vhpc_err_setmsg(err, -EINVAL, "--suite '%s': not a Debian suite name", suite);
     if (strncmp(mirror, "http://", 7) != 0 && strncmp(mirror, "https://", 8) != 0 &&
@@ -1036,6 +1026,82 @@ int vhpc_full_build(const struct vhpc_full_spec *spec, struct vhpc_full_build *o
     if (!spec->agent_path || access(spec->agent_path, R_OK) < 0)
         return vhpc_err_setmsg(err, -ENOENT, "vhpc-agent binary %s not found",
                                spec->agent_path ? spec->agent_path : "(none given)");
+    return 0;
+}
+
+/* The deb cache (made if missing) and the build's work directory with
+ * the paths in it; each buffer is PATH_MAX long. */
+static int make_paths(const struct vhpc_full_spec *spec, struct vhpc_full_build *out, char *cache,
+                      char *root, char *log, char *conf, vhpc_err_t *err)
+{
+    int r;
+    snprintf(cache, PATH_MAX, "%s", env_or(spec->deb_cache, "VHPC_DEB_CACHE", ""));
+    if (!cache[0] &&
+        (r = vhpc__pathf(err, cache, PATH_MAX, "%s/cache/debs", vhpc__store_root())) < 0)
+        return r;
+    if (cache[0] != '/')
+        return vhpc_err_setmsg(err, -EINVAL, "deb cache '%s': must be an absolute path", cache);
+    if ((r = vhpc__mkdirs(cache, 0755, err)) < 0)
+        return r;
+    if ((r = vhpc_image_workdir(out->dir, sizeof(out->dir), err)) < 0)
+        return r;
+    if ((r = vhpc__pathf(err, root, PATH_MAX, "%s/root", out->dir)) < 0 ||
+        (r = vhpc__pathf(err, log, PATH_MAX, "%s/debootstrap.log", out->dir)) < 0 ||
+        (r = vhpc__pathf(err, out->rootfs, sizeof(out->rootfs), "%s/rootfs.squashfs", out->dir)) <
+            0 ||
+        (r = vhpc__pathf(err, out->initrd, sizeof(out->initrd), "%s/initrd.cpio", out->dir)) < 0 ||
+        (r = vhpc__pathf(err, conf, PATH_MAX, "%s/root.conf", out->dir)) < 0)
+        return r;
+    return 0;
+}
+
+/* The initramfs that boots a full image: the agent, the modules to mount
+ * a squashfs under an overlay, and /etc/vhpc/root naming the root disk
+ * (its serial, size and SHA-256). */
+static int boot_initrd(const struct vhpc_full_spec *spec, const struct vhpc_kernel *k,
+                       const char *conf, struct vhpc_full_build *out, struct vhpc_initrd *ird,
+                       vhpc_err_t *err)
+{
+    char confarg[PATH_MAX + 32], rootsha[65], text[512];
+    struct stat sst;
+    int r;
+    if ((r = vhpc_sha256_file(out->rootfs, rootsha, err)) < 0)
+        return r;
+    if (stat(out->rootfs, &sst) < 0)
+        return vhpc_err_set(err, -errno, "%s", out->rootfs);
+    snprintf(text, sizeof(text),
+             "# the root file system of this full image (see vhpc-agent, root.c)\n"
+             "serial=" VHPC_ROOT_DISK_SERIAL
+             "\nfstype=squashfs\nsize=%lld\nsha256=%s\ninit=/sbin/init\n",
+             (long long)sst.st_size, rootsha);
+    if ((r = vhpc__write_file(conf, text, strlen(text), 0644, err)) < 0)
+        return r;
+    snprintf(confarg, sizeof(confarg), "%s=/etc/vhpc/root", conf);
+    const char *mods[] = {"squashfs", "overlay", NULL}, *files[] = {confarg, NULL};
+    struct vhpc_image_spec is = {.name = "boot", .modules = mods, .files = files};
+    if ((r = vhpc_initrd_build(&is, spec->agent_path, NULL, k, out->initrd, ird, err)) < 0) {
+        vhpc_err_wrap(err, "the boot initramfs");
+        return r;
+    }
+    return 0;
+}
+
+int vhpc_full_build(const struct vhpc_full_spec *spec, struct vhpc_full_build *out, vhpc_err_t *err)
+{
+    const char *suite = spec->suite && *spec->suite ? spec->suite : VHPC_FULL_SUITE;
+    const char *mirror = env_or(spec->mirror, "VHPC_MIRROR", VHPC_FULL_MIRROR);
+    const char *comp = env_or(spec->compression, "VHPC_FULL_COMPRESSION", VHPC_FULL_COMP);
+    char cache[PATH_MAX], root[PATH_MAX], log[PATH_MAX], conf[PATH_MAX];
+    struct vhpc_kernel k;
+    struct vhpc_initrd ird = {0};
+    struct vhpc_store *st = NULL;
+    json_t *inputs = NULL, *pkgs = NULL, *libs = NULL;
+    char **pkglist = NULL;
+    int r;
+
+    memset(out, 0, sizeof(*out));
+    if ((r = check_spec(spec, suite, mirror, comp, err)) < 0)
+        return r;
     if ((r = vhpc_kernel_ensure(&k, err)) < 0)
         return r;
     if ((r = make_inputs(spec, suite, mirror, comp, &k, &inputs, &pkglist, err)) < 0)
@@ -1064,24 +1130,7 @@ int vhpc_full_build(const struct vhpc_full_spec *spec, struct vhpc_full_build *o
                             "(apt-get install debootstrap squashfs-tools, or make deps)");
         goto out;
     }
-    snprintf(cache, sizeof(cache), "%s", env_or(spec->deb_cache, "VHPC_DEB_CACHE", ""));
-    if (!cache[0] &&
-        (r = vhpc__pathf(err, cache, sizeof(cache), "%s/cache/debs", vhpc__store_root())) < 0)
-        goto out;
-    if (cache[0] != '/') {
-        r = vhpc_err_setmsg(err, -EINVAL, "deb cache '%s': must be an absolute path", cache);
-        goto out;
-    }
-    if ((r = vhpc__mkdirs(cache, 0755, err)) < 0)
-        goto out;
-    if ((r = vhpc_image_workdir(out->dir, sizeof(out->dir), err)) < 0)
-        goto out;
-    if ((r = vhpc__pathf(err, root, sizeof(root), "%s/root", out->dir)) < 0 ||
-        (r = vhpc__pathf(err, log, sizeof(log), "%s/debootstrap.log", out->dir)) < 0 ||
-        (r = vhpc__pathf(err, out->rootfs, sizeof(out->rootfs), "%s/rootfs.squashfs", out->dir)) <
-            0 ||
-        (r = vhpc__pathf(err, out->initrd, sizeof(out->initrd), "%s/initrd.cpio", out->dir)) < 0 ||
-        (r = vhpc__pathf(err, conf, sizeof(conf), "%s/root.conf", out->dir)) < 0)
+    if ((r = make_paths(spec, out, cache, root, log, conf, err)) < 0)
         goto out;
 
     /* 1. debootstrap */
@@ -1120,28 +1169,8 @@ int vhpc_full_build(const struct vhpc_full_spec *spec, struct vhpc_full_build *o
         goto out;
     vhpc__rm_tree(root, NULL); /* the tree is in the squashfs now: free the space early */
     /* 5. the boot initramfs, naming its root */
-    char rootsha[65], text[512];
-    struct stat sst;
-    if ((r = vhpc_sha256_file(out->rootfs, rootsha, err)) < 0)
+    if ((r = boot_initrd(spec, &k, conf, out, &ird, err)) < 0)
         goto out;
-    if (stat(out->rootfs, &sst) < 0) {
-        r = vhpc_err_set(err, -errno, "%s", out->rootfs);
-        goto out;
-    }
-    snprintf(text, sizeof(text),
-             "# the root file system of this full image (see vhpc-agent, root.c)\n"
-             "serial=" VHPC_ROOT_DISK_SERIAL
-             "\nfstype=squashfs\nsize=%lld\nsha256=%s\ninit=/sbin/init\n",
-             (long long)sst.st_size, rootsha);
-    if ((r = vhpc__write_file(conf, text, strlen(text), 0644, err)) < 0)
-        goto out;
-    snprintf(confarg, sizeof(confarg), "%s=/etc/vhpc/root", conf);
-    const char *mods[] = {"squashfs", "overlay", NULL}, *files[] = {confarg, NULL};
-    struct vhpc_image_spec is = {.name = "boot", .modules = mods, .files = files};
-    if ((r = vhpc_initrd_build(&is, spec->agent_path, NULL, &k, out->initrd, &ird, err)) < 0) {
-        vhpc_err_wrap(err, "the boot initramfs");
-        goto out;
-    }
     snprintf(out->kernel, sizeof(out->kernel), "%s", k.vmlinuz);
     /* 6. the manifest */
     json_t *requested = json_array();
