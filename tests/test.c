@@ -7,30 +7,23 @@
  * The child arms alarm() at the case's timeout, which lets testutil's
  * SIGALRM handler clean up (scratch directory, tracked children); the
  * parent waits a grace period longer and then kills the whole group.  The
- * parent itself never touches testutil, so no exit handler of a case runs
- * twice.
+ * parent uses nothing of testutil that installs handlers (only its clock),
+ * so no exit handler of a case runs twice.
  */
 #include "test.h"
+#include "testutil.h"
 
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_TIMEOUT_S 60
 #define GRACE_S           5
 
 enum verdict { PASSED, FAILED, SKIPPED };
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void run_child(const struct t_case *c, unsigned timeout)
 {
@@ -40,19 +33,18 @@ static void run_child(const struct t_case *c, unsigned timeout)
     exit(0);
 }
 
-/* Wait for the case's child until `deadline_ms`; 0 with *status set, or -1
- * if it is still running then. */
+/* Wait for the case's child until `deadline_ms`: 0 with *status set, -1
+ * if it is still running then, -2 if it cannot be waited for (never a
+ * pass). */
 static int wait_until(pid_t pid, uint64_t deadline_ms, int *status)
 {
     for (;;) {
         pid_t r = waitpid(pid, status, WNOHANG);
         if (r == pid)
             return 0;
-        if (r < 0 && errno != EINTR) {
-            *status = 0;
-            return 0;
-        }
-        if (mono_ms() >= deadline_ms)
+        if (r < 0 && errno != EINTR)
+            return -2;
+        if (t_now_ms() >= deadline_ms)
             return -1;
         usleep(10 * 1000);
     }
@@ -61,7 +53,7 @@ static int wait_until(pid_t pid, uint64_t deadline_ms, int *status)
 static enum verdict run_case(const struct t_case *c)
 {
     unsigned timeout = c->timeout_s ? c->timeout_s : DEFAULT_TIMEOUT_S;
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = t_now_ms();
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
@@ -72,16 +64,21 @@ static enum verdict run_case(const struct t_case *c)
         run_child(c, timeout);
     setpgid(pid, pid); /* also here, so the group exists before we may kill it */
 
-    int status = 0;
-    int timed_out = 0;
-    if (wait_until(pid, t0 + (uint64_t)(timeout + GRACE_S) * 1000, &status) < 0) {
+    int status = 0, timed_out = 0;
+    int w = wait_until(pid, t0 + (uint64_t)(timeout + GRACE_S) * 1000, &status);
+    if (w == -2) {
+        printf("FAIL  %s: cannot wait for its process: %s\n", c->name, strerror(errno));
+        kill(-pid, SIGKILL);
+        return FAILED;
+    }
+    if (w < 0) {
         timed_out = 1;
         kill(-pid, SIGKILL);
         waitpid(pid, &status, 0);
     }
     /* Whatever the case left running in its group goes with it. */
     kill(-pid, SIGKILL);
-    unsigned ms = (unsigned)(mono_ms() - t0);
+    unsigned ms = (unsigned)(t_now_ms() - t0);
 
     if (!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         printf("ok    %s (%u ms)\n", c->name, ms);
