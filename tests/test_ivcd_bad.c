@@ -35,16 +35,18 @@ static bool exists(const char *path)
 static void expect_usage_error(const char *needle, const char *const *args)
 {
     int st = run_ivcd(out, sizeof(out), args);
-    CHECK(st == 2, "exit %d, wanted 2 (args starting %s %s): %s", st, args[0],
-          args[1] ? args[1] : "", out);
-    CHECK(strstr(out, needle), "message lacks '%s': %s", needle, out);
+    T_ASSERT(st == 2, "exit %d, wanted 2 (args starting %s %s): %s", st, args[0],
+             args[1] ? args[1] : "", out);
+    T_ASSERT(strstr(out, needle), "message lacks '%s': %s", needle, out);
 }
 
-static void test_options(const char *sock)
+static void test_options(void)
 {
+    char sock[256];
+    snprintf(sock, sizeof(sock), "%s/bad.sock", t_tmpdir());
     expect_usage_error("power of two", (const char *const[]){"--socket", sock, "--job", "1",
                                                              "--size", "3000000", NULL});
-    CHECK(strstr(out, "try 4M"), "no suggestion: %s", out);
+    T_ASSERT(strstr(out, "try 4M"), "no suggestion: %s", out);
     expect_usage_error("--job", (const char *const[]){"--socket", sock, NULL});
     expect_usage_error("--socket needs a path",
                        (const char *const[]){"--socket", "", "--job", "1", NULL});
@@ -75,48 +77,48 @@ static void test_options(const char *sock)
                        (const char *const[]){"--socket", sock, "--job", "1", "extra", NULL});
     expect_usage_error("exclude", (const char *const[]){"--socket", sock, "--job", "1", "--daemon",
                                                         "--foreground", NULL});
-    CHECK(!exists(sock), "a refused start left %s behind", sock);
+    T_ASSERT(!exists(sock), "a refused start left %s behind", sock);
 
     /* A path that is not a socket is never replaced. */
     int fd = open(sock, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
-    CHECK(fd >= 0, "creating %s: %s", sock, strerror(errno));
+    T_ASSERT(fd >= 0, "creating %s: %s", sock, strerror(errno));
     close(fd);
     int st =
         run_ivcd(out, sizeof(out), (const char *const[]){"--socket", sock, "--job", "1", NULL});
-    CHECK(st == 1 && strstr(out, "not a socket"), "exit %d: %s", st, out);
-    CHECK(exists(sock), "the regular file was removed");
+    T_ASSERT(st == 1 && strstr(out, "not a socket"), "exit %d: %s", st, out);
+    T_ASSERT(exists(sock), "the regular file was removed");
     unlink(sock);
 
     /* ctl usage errors and no ivcd at all */
     static const struct t_ivcd nobody = {.pid = 0, .sock = "/nonexistent/vhpc/ivcd.sock"};
     st = ctl_run(&nobody, out, sizeof(out), (const char *const[]){"status", NULL});
-    CHECK(st == 2 &&
-              strstr(out, "cannot connect to ivcd control socket "
-                          "/nonexistent/vhpc/ivcd.sock.ctl: No such file or directory") &&
-              strstr(out, "is ivcd running"),
-          "exit %d: %s", st, out);
+    T_ASSERT(st == 2 &&
+                 strstr(out, "cannot connect to ivcd control socket "
+                             "/nonexistent/vhpc/ivcd.sock.ctl: No such file or directory") &&
+                 strstr(out, "is ivcd running"),
+             "exit %d: %s", st, out);
     st = ctl_run(&nobody, out, sizeof(out), (const char *const[]){"bogus", NULL});
-    CHECK(st == 2 && strstr(out, "unknown command"), "exit %d: %s", st, out);
+    T_ASSERT(st == 2 && strstr(out, "unknown command"), "exit %d: %s", st, out);
     st = ctl_run(&nobody, out, sizeof(out), (const char *const[]){"suspend", NULL});
-    CHECK(st == 2, "exit %d: %s", st, out);
+    T_ASSERT(st == 2, "exit %d: %s", st, out);
     st = ctl_run(&nobody, out, sizeof(out), (const char *const[]){"suspend", "x", NULL});
-    CHECK(st == 2 && strstr(out, "not a peer id"), "exit %d: %s", st, out);
+    T_ASSERT(st == 2 && strstr(out, "not a peer id"), "exit %d: %s", st, out);
     st = ctl_run(&nobody, out, sizeof(out),
                  (const char *const[]){"suspend", "1", "--timeout", "0", NULL});
-    CHECK(st == 2 && strstr(out, "--timeout"), "exit %d: %s", st, out);
+    T_ASSERT(st == 2 && strstr(out, "--timeout"), "exit %d: %s", st, out);
     st = run_ivcd(out, sizeof(out), (const char *const[]){"ctl", "status", NULL});
-    CHECK(st == 2 && strstr(out, "--socket"), "exit %d: %s", st, out);
+    T_ASSERT(st == 2 && strstr(out, "--socket"), "exit %d: %s", st, out);
 }
 
 /* A socket file nobody listens on, as a crashed ivcd leaves. */
 static void make_stale_socket(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    CHECK(strlen(path) < sizeof(sa.sun_path), "%s is too long", path);
+    T_ASSERT(strlen(path) < sizeof(sa.sun_path), "%s is too long", path);
     memcpy(sa.sun_path, path, strlen(path));
     int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    CHECK(s >= 0 && bind(s, (struct sockaddr *)&sa, sizeof(sa)) == 0, "bind %s: %s", path,
-          strerror(errno));
+    T_ASSERT(s >= 0 && bind(s, (struct sockaddr *)&sa, sizeof(sa)) == 0, "bind %s: %s", path,
+             strerror(errno));
     close(s);
 }
 
@@ -130,18 +132,18 @@ static void garbage_client(const char *path, unsigned round)
     switch (round % 6) {
     case 0: /* vanish at once */ break;
     case 1: /* random bytes */
-        CHECK(send(s, junk, 1 + round % sizeof(junk), MSG_NOSIGNAL) >= 0 || errno == EPIPE ||
-                  errno == ECONNRESET,
-              "send: %s", strerror(errno));
+        T_ASSERT(send(s, junk, 1 + round % sizeof(junk), MSG_NOSIGNAL) >= 0 || errno == EPIPE ||
+                     errno == ECONNRESET,
+                 "send: %s", strerror(errno));
         break;
     case 2: /* half a message */
-        CHECK(send(s, junk, 3, MSG_NOSIGNAL) >= 0 || errno == EPIPE || errno == ECONNRESET,
-              "send: %s", strerror(errno));
+        T_ASSERT(send(s, junk, 3, MSG_NOSIGNAL) >= 0 || errno == EPIPE || errno == ECONNRESET,
+                 "send: %s", strerror(errno));
         break;
     case 3: { /* a well-formed message with an fd attached */
         int e = eventfd(0, EFD_CLOEXEC);
         int r = ivshm_send(s, 42, e);
-        CHECK(r == 0 || r == -EPIPE || r == -ECONNRESET, "ivshm_send: %d", r);
+        T_ASSERT(r == 0 || r == -EPIPE || r == -ECONNRESET, "ivshm_send: %d", r);
         close(e);
         break;
     }
@@ -154,16 +156,16 @@ static void garbage_client(const char *path, unsigned round)
         break;
     }
     case 5: { /* garbage, then make sure ivcd hangs up on us */
-        CHECK(send(s, "hello\n", 6, MSG_NOSIGNAL) == 6, "send: %s", strerror(errno));
+        T_ASSERT(send(s, "hello\n", 6, MSG_NOSIGNAL) == 6, "send: %s", strerror(errno));
         int64_t v;
         int fd, r;
         uint64_t deadline = t_now_ms() + 5000;
         while ((r = ivshm_recv(s, &v, &fd)) == 0) {
             if (fd >= 0)
                 close(fd);
-            CHECK(t_now_ms() < deadline, "ivcd kept a client that sent garbage");
+            T_ASSERT(t_now_ms() < deadline, "ivcd kept a client that sent garbage");
         }
-        CHECK(r == -EPIPE || r == -ECONNRESET, "expected EOF, got %d", r);
+        T_ASSERT(r == -EPIPE || r == -ECONNRESET, "expected EOF, got %d", r);
         break;
     }
     }
@@ -176,15 +178,15 @@ static const char *ctl_raw(const struct t_ivcd *d, const void *req, size_t len)
     char path[300];
     snprintf(path, sizeof(path), "%s.ctl", d->sock);
     int s = raw_connect(path);
-    CHECK(send(s, req, len, MSG_NOSIGNAL) == (ssize_t)len, "send: %s", strerror(errno));
+    T_ASSERT(send(s, req, len, MSG_NOSIGNAL) == (ssize_t)len, "send: %s", strerror(errno));
     size_t got = 0;
     ssize_t n;
     while ((n = recv(s, out + got, sizeof(out) - 1 - got, 0)) > 0)
         got += (size_t)n;
     /* ivcd reads one line; closing with more unread makes the kernel reset
      * the connection after the reply. */
-    CHECK(n == 0 || (got > 0 && errno == ECONNRESET), "reading the control reply: %s",
-          strerror(errno));
+    T_ASSERT(n == 0 || (got > 0 && errno == ECONNRESET), "reading the control reply: %s",
+             strerror(errno));
     out[got] = 0;
     close(s);
     return out;
@@ -196,18 +198,19 @@ static void test_ctl_garbage(const struct t_ivcd *d)
     static const char nul[] = "sta\0tus\n";
     uint8_t junk[200];
 
-    CHECK(strncmp(ctl_raw(d, "bogus 1 2\n", 10), "error: unknown command 'bogus'", 30) == 0, "%s",
-          out);
-    CHECK(strncmp(ctl_raw(d, "\n", 1), "error: empty request", 20) == 0, "%s", out);
-    CHECK(strncmp(ctl_raw(d, nul, sizeof(nul) - 1), "error: unknown command", 22) == 0, "%s", out);
+    T_ASSERT(strncmp(ctl_raw(d, "bogus 1 2\n", 10), "error: unknown command 'bogus'", 30) == 0,
+             "%s", out);
+    T_ASSERT(strncmp(ctl_raw(d, "\n", 1), "error: empty request", 20) == 0, "%s", out);
+    T_ASSERT(strncmp(ctl_raw(d, nul, sizeof(nul) - 1), "error: unknown command", 22) == 0, "%s",
+             out);
     memset(big, 'a', sizeof(big));
-    CHECK(strncmp(ctl_raw(d, big, sizeof(big)), "error: request line too long", 28) == 0, "%s",
-          out);
+    T_ASSERT(strncmp(ctl_raw(d, big, sizeof(big)), "error: request line too long", 28) == 0, "%s",
+             out);
     for (unsigned i = 0; i < 20; i++) {
         t_fill(junk, sizeof(junk), 1000 + i, 0);
         junk[sizeof(junk) - 1] = '\n';
         ctl_raw(d, junk, sizeof(junk));
-        CHECK(strncmp(out, "error:", 6) == 0, "garbage got: %s", out);
+        T_ASSERT(strncmp(out, "error:", 6) == 0, "garbage got: %s", out);
     }
     static const char *const bad[] = {
         "suspend abc\n",           "suspend 99999\n",       "suspend 60\n",
@@ -216,9 +219,10 @@ static void test_ctl_garbage(const struct t_ivcd *d)
         "a b c d e f g h i j k\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ctl_raw(d, bad[i], strlen(bad[i]));
-        CHECK(strncmp(out, "error:", 6) == 0 && !strchr(out, '\n')[1], "'%s' got: %s", bad[i], out);
+        T_ASSERT(strncmp(out, "error:", 6) == 0 && !strchr(out, '\n')[1], "'%s' got: %s", bad[i],
+                 out);
     }
-    CHECK(strstr(ctl_raw(d, "suspend 60\n", 11), "no peer 60 is connected"), "%s", out);
+    T_ASSERT(strstr(ctl_raw(d, "suspend 60\n", 11), "no peer 60 is connected"), "%s", out);
 
     /* Half requests, vanishing clients, and more connections than allowed
      * while one sits idle: the others are answered, the extra ones told. */
@@ -226,7 +230,7 @@ static void test_ctl_garbage(const struct t_ivcd *d)
     snprintf(path, sizeof(path), "%s.ctl", d->sock);
     close(raw_connect(path));
     int half = raw_connect(path);
-    CHECK(send(half, "sta", 3, MSG_NOSIGNAL) == 3, "send");
+    T_ASSERT(send(half, "sta", 3, MSG_NOSIGNAL) == 3, "send");
     close(half);
     int idle = raw_connect(path);
     int flood[40];
@@ -242,17 +246,18 @@ static void test_ctl_garbage(const struct t_ivcd *d)
             told++;
         close(flood[i]);
     }
-    CHECK(told >= 8, "only %d of 40 extra control connections were told off", told);
+    T_ASSERT(told >= 8, "only %d of 40 extra control connections were told off", told);
     int st = ctl_run(d, out, sizeof(out), (const char *const[]){"status", NULL});
-    CHECK(st == 0 && strstr(out, "\nok\n"), "status with an idle control client: %d %s", st, out);
+    T_ASSERT(st == 0 && strstr(out, "\nok\n"), "status with an idle control client: %d %s", st,
+             out);
     /* The idle one is dropped after IVCD_CTL_IDLE_MS (5 s). */
     struct timeval tv = {.tv_sec = 8};
     setsockopt(idle, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     char c;
     uint64_t t0 = t_now_ms();
-    CHECK(recv(idle, &c, 1, 0) == 0, "the idle control connection was not closed: %s",
-          strerror(errno));
-    CHECK(t_now_ms() - t0 < 7000, "idle control connection closed late");
+    T_ASSERT(recv(idle, &c, 1, 0) == 0, "the idle control connection was not closed: %s",
+             strerror(errno));
+    T_ASSERT(t_now_ms() - t0 < 7000, "idle control connection closed late");
     close(idle);
 }
 
@@ -264,9 +269,11 @@ static void kill_daemon(void)
     }
 }
 
+/* The daemon left the case's process group: at the case's timeout, exit
+ * through the atexit handlers so that kill_daemon() ends it. */
 static void on_alarm(int sig)
 {
-    static const char msg[] = "FAIL: test_ivcd_bad took too long\n";
+    static const char msg[] = "FAIL: the daemon case took too long\n";
     (void)sig;
     if (write(2, msg, sizeof(msg) - 1) < 0)
         _exit(1);
@@ -280,106 +287,119 @@ static void test_daemon(void)
     snprintf(sock, sizeof(sock), "%s/run/vhpc/d.sock", t_tmpdir()); /* parents missing */
     snprintf(pidfile, sizeof(pidfile), "%s/d.pid", t_tmpdir());
     /* Adopt the daemon when its parent exits, to reap it and see its status. */
-    CHECK(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0, "PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
+    T_ASSERT(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0, "PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
     atexit(kill_daemon);
+    signal(SIGALRM, on_alarm); /* after t_tmpdir(), which installs testutil's */
 
     const char *const args[] = {"--daemon", "--socket", sock,        "--job", "0x77",
                                 "--size",   "4M",       "--pidfile", pidfile, NULL};
     int st = run_ivcd(out, sizeof(out), args);
-    CHECK(st == 0, "ivcd --daemon exited %d: %s", st, out);
+    T_ASSERT(st == 0, "ivcd --daemon exited %d: %s", st, out);
     FILE *f = fopen(pidfile, "r");
-    CHECK(f && fscanf(f, "%d", &daemon_pid) == 1 && daemon_pid > 0, "pid file %s", pidfile);
+    T_ASSERT(f && fscanf(f, "%d", &daemon_pid) == 1 && daemon_pid > 0, "pid file %s", pidfile);
     fclose(f);
-    CHECK(alive(daemon_pid), "the daemon %d is not running", (int)daemon_pid);
+    T_ASSERT(alive(daemon_pid), "the daemon %d is not running", (int)daemon_pid);
 
     /* Ready means ready: the greeting comes right away. */
     struct raw_client c;
     raw_attach(&c, sock, 1);
-    CHECK(c.id == 0 && c.size == (4u << 20), "id %lld size %zu", (long long)c.id, c.size);
-    CHECK(rc_hdr(&c)->job_magic == 0x77, "magic");
+    T_ASSERT(c.id == 0 && c.size == (4u << 20), "id %lld size %zu", (long long)c.id, c.size);
+    T_ASSERT(rc_hdr(&c)->job_magic == 0x77, "magic");
     raw_close(&c);
     struct stat sst;
-    CHECK(stat(sock, &sst) == 0 && (sst.st_mode & 0777) == 0600, "socket mode %o",
-          sst.st_mode & 0777);
+    T_ASSERT(stat(sock, &sst) == 0 && (sst.st_mode & 0777) == 0600, "socket mode %o",
+             sst.st_mode & 0777);
     snprintf(sock2, sizeof(sock2), "%s.ctl", sock);
-    CHECK(stat(sock2, &sst) == 0 && (sst.st_mode & 0777) == 0600, "ctl socket mode %o",
-          sst.st_mode & 0777);
+    T_ASSERT(stat(sock2, &sst) == 0 && (sst.st_mode & 0777) == 0600, "ctl socket mode %o",
+             sst.st_mode & 0777);
 
     /* A second daemon's error reaches its caller. */
     st = run_ivcd(out, sizeof(out), args);
-    CHECK(st == 1 && strstr(out, "another ivcd is already serving"), "exit %d: %s", st, out);
-    CHECK(alive(daemon_pid), "the first daemon died");
+    T_ASSERT(st == 1 && strstr(out, "another ivcd is already serving"), "exit %d: %s", st, out);
+    T_ASSERT(alive(daemon_pid), "the first daemon died");
 
-    CHECK(kill(daemon_pid, SIGTERM) == 0, "kill: %s", strerror(errno));
-    CHECK(waitpid(daemon_pid, &st, 0) == daemon_pid, "waitpid: %s", strerror(errno));
+    T_ASSERT(kill(daemon_pid, SIGTERM) == 0, "kill: %s", strerror(errno));
+    T_ASSERT(waitpid(daemon_pid, &st, 0) == daemon_pid, "waitpid: %s", strerror(errno));
     daemon_pid = 0;
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "daemon status 0x%x after SIGTERM", st);
-    CHECK(!exists(sock) && !exists(sock2) && !exists(pidfile), "files left after the daemon");
+    T_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0, "daemon status 0x%x after SIGTERM", st);
+    T_ASSERT(!exists(sock) && !exists(sock2) && !exists(pidfile), "files left after the daemon");
 }
 
-int main(void)
+/* A stale socket is replaced; --pidfile and --mode are honoured; a second
+ * ivcd on a served socket is refused; SIGTERM removes every file. */
+static void test_stale_socket_and_files(void)
 {
-    char sock[256], pidfile[256];
+    char pidfile[256], stale[256];
     struct t_ivcd d;
 
-    signal(SIGALRM, on_alarm);
-    alarm(100);
-    snprintf(sock, sizeof(sock), "%s/bad.sock", t_tmpdir());
-    test_options(sock);
-
     /* t_ivcd_start's first socket is ivcd0.sock: leave a stale one there. */
-    char stale[256];
     snprintf(stale, sizeof(stale), "%s/ivcd0.sock", t_tmpdir());
     make_stale_socket(stale);
     snprintf(pidfile, sizeof(pidfile), "%s/ivcd.pid", t_tmpdir());
     t_ivcd_start(
         &d, 9, (const char *const[]){"--size", "4M", "--pidfile", pidfile, "--mode", "0660", NULL});
-    CHECK(strcmp(d.sock, stale) == 0, "t_ivcd_start used %s", d.sock);
+    T_ASSERT(strcmp(d.sock, stale) == 0, "t_ivcd_start used %s", d.sock);
     struct stat sst;
-    CHECK(stat(d.sock, &sst) == 0 && (sst.st_mode & 0777) == 0660, "socket mode %o",
-          sst.st_mode & 0777);
+    T_ASSERT(stat(d.sock, &sst) == 0 && (sst.st_mode & 0777) == 0660, "socket mode %o",
+             sst.st_mode & 0777);
     FILE *f = fopen(pidfile, "r");
     int pid = 0;
-    CHECK(f && fscanf(f, "%d", &pid) == 1 && pid == d.pid, "pid file says %d, ivcd is %d", pid,
-          (int)d.pid);
+    T_ASSERT(f && fscanf(f, "%d", &pid) == 1 && pid == d.pid, "pid file says %d, ivcd is %d", pid,
+             (int)d.pid);
     fclose(f);
 
     int st =
         run_ivcd(out, sizeof(out),
                  (const char *const[]){"--socket", d.sock, "--job", "9", "--size", "4M", NULL});
-    CHECK(st == 1 && strstr(out, "another ivcd is already serving"), "exit %d: %s", st, out);
-    CHECK(alive(d.pid), "ivcd died when a second one tried its socket");
+    T_ASSERT(st == 1 && strstr(out, "another ivcd is already serving"), "exit %d: %s", st, out);
+    T_ASSERT(alive(d.pid), "ivcd died when a second one tried its socket");
 
-    /* Garbage clients, many times over, some still connected at the end. */
+    char ctl[300];
+    snprintf(ctl, sizeof(ctl), "%s.ctl", d.sock);
+    t_ivcd_stop(&d); /* asserts exit status 0 after SIGTERM */
+    T_ASSERT(!exists(d.sock) && !exists(ctl) && !exists(pidfile),
+             "socket, control socket or pid file left after SIGTERM");
+}
+
+/* Garbage clients, many times over, some still connected while the
+ * control socket gets garbage too; then a proper client is served. */
+static void test_garbage_clients(void)
+{
+    struct t_ivcd d;
+
+    t_ivcd_start(&d, 9, (const char *const[]){"--size", "4M", NULL});
     for (unsigned round = 0; round < 300; round++)
         garbage_client(d.sock, round);
     int silent[8];
     for (int i = 0; i < 8; i++)
         silent[i] = raw_connect(d.sock); /* connected, never reading */
     test_ctl_garbage(&d);
-    CHECK(alive(d.pid), "ivcd died");
+    T_ASSERT(alive(d.pid), "ivcd died");
 
-    st = ctl_run(&d, out, sizeof(out), (const char *const[]){"status", NULL});
-    CHECK(st == 0 && strstr(out, "clients=8\n"), "status: %d %s", st, out);
+    int st = ctl_run(&d, out, sizeof(out), (const char *const[]){"status", NULL});
+    T_ASSERT(st == 0 && strstr(out, "clients=8\n"), "status: %d %s", st, out);
     st = ctl_run(&d, out, sizeof(out), (const char *const[]){"resume", "12", NULL});
-    CHECK(st == 1 && strstr(out, "error: no peer 12 is connected"), "exit %d: %s", st, out);
+    T_ASSERT(st == 1 && strstr(out, "error: no peer 12 is connected"), "exit %d: %s", st, out);
     for (int i = 0; i < 8; i++)
         close(silent[i]);
-    CHECK(wait_list(&d, "client id=", false, 5000), "silent clients not reaped");
+    T_ASSERT(wait_list(&d, "client id=", false, 5000), "silent clients not reaped");
 
-    /* After all that, a proper client is served normally. */
     struct raw_client c;
     raw_attach(&c, d.sock, 1);
-    CHECK(c.id == 0 && rc_hdr(&c)->job_magic == 9, "id %lld", (long long)c.id);
+    T_ASSERT(c.id == 0 && rc_hdr(&c)->job_magic == 9, "id %lld", (long long)c.id);
     raw_close(&c);
+    t_ivcd_stop(&d);
+}
 
-    char ctl[300];
-    snprintf(ctl, sizeof(ctl), "%s.ctl", d.sock);
-    t_ivcd_stop(&d); /* asserts exit status 0 after SIGTERM */
-    CHECK(!exists(d.sock) && !exists(ctl) && !exists(pidfile),
-          "socket, control socket or pid file left after SIGTERM");
+static const struct t_case cases[] = {
+    {"options", test_options, 60},
+    {"stale_socket_and_files", test_stale_socket_and_files, 30},
+    {"garbage_clients", test_garbage_clients, 90},
+    {"daemon", test_daemon, 30},
+    {0},
+};
 
-    test_daemon();
-    printf("ok\n");
-    return 0;
+int main(int argc, char **argv)
+{
+    return t_main(argc, argv, cases);
 }

@@ -44,9 +44,9 @@ static void check_same_eventfd(int writer, int reader, uint64_t n)
 {
     uint64_t got = 0;
 
-    CHECK(eventfd_write(writer, n) == 0, "eventfd_write: %s", strerror(errno));
-    CHECK(eventfd_read(reader, &got) == 0 && got == n, "eventfd read %llu, wanted %llu (%s)",
-          (unsigned long long)got, (unsigned long long)n, strerror(errno));
+    T_ASSERT(eventfd_write(writer, n) == 0, "eventfd_write: %s", strerror(errno));
+    T_ASSERT(eventfd_read(reader, &got) == 0 && got == n, "eventfd read %llu, wanted %llu (%s)",
+             (unsigned long long)got, (unsigned long long)n, strerror(errno));
 }
 
 static void close_all(int *fds, int n)
@@ -55,157 +55,260 @@ static void close_all(int *fds, int n)
         close(fds[i]);
 }
 
-int main(void)
+static const char *const extra[] = {"--size", "4M", "--vectors", "2", "--max-peers", "3", NULL};
+
+/* Start ivcd with the options above; wait until the probe connection of
+ * t_ivcd_start (which held id 0 for a moment) has gone. */
+static void start(struct t_ivcd *d)
 {
-    static const char *const extra[] = {"--size", "4M", "--vectors", "2", "--max-peers", "3", NULL};
+    t_ivcd_start(d, MAGIC, extra);
+    T_ASSERT(wait_list(d, "client id=", false, 5000), "the probe connection never went away");
+}
+
+/* A raw peer: its socket, the region fd and its own eventfds. */
+struct peer {
+    int sock, shm;
+    int efd[VECTORS];
+};
+
+/* Peer 0 joins an empty job: only its own eventfds, then silence. */
+static void join_first(struct t_ivcd *d, struct peer *p0)
+{
+    p0->sock = raw_connect(d->sock);
+    p0->shm = expect_hello(p0->sock, 0);
+    expect_efds(p0->sock, 0, p0->efd);
+    T_ASSERT(raw_quiet(p0->sock, 100), "extra message after the greeting of peer 0");
+}
+
+/* Peer 1 joins peer 0: it learns about peer 0 (e0_at1), peer 0 learns
+ * about it (e1_at0). */
+static void join_second(struct t_ivcd *d, struct peer *p0, struct peer *p1, int *e0_at1,
+                        int *e1_at0)
+{
+    p1->sock = raw_connect(d->sock);
+    p1->shm = expect_hello(p1->sock, 1);
+    expect_efds(p1->sock, 0, e0_at1);
+    expect_efds(p1->sock, 1, p1->efd);
+    expect_efds(p0->sock, 1, e1_at0);
+    T_ASSERT(raw_quiet(p0->sock, 100) && raw_quiet(p1->sock, 50),
+             "extra messages after peer 1 joined");
+}
+
+static struct ivc_client *client_table(uint8_t *base)
+{
+    struct ivc_geometry g;
+    T_ASSERT(ivc_geometry_compute(&g, SIZE, MAX_PEERS, 64, 64) == 0, "geometry");
+    return (struct ivc_client *)(base + g.clients_off);
+}
+
+static uint8_t *map_region(int shm)
+{
+    uint8_t *base = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, shm, 0);
+    T_ASSERT(base != MAP_FAILED, "mmap: %s", strerror(errno));
+    return base;
+}
+
+/* The first peer's greeting and the region: sealed, sized, its header. */
+static void test_first_peer_and_region(void)
+{
     struct t_ivcd d;
+    struct peer p0;
     struct stat st;
-    char out[8192];
-    int e0[VECTORS], e1[VECTORS], e0_at1[VECTORS], e1_at0[VECTORS], junk[VECTORS];
 
-    t_ivcd_start(&d, MAGIC, extra);
-    /* t_ivcd_start's probe connection held id 0 for a moment. */
-    CHECK(wait_list(&d, "client id=", false, 5000), "the probe connection never went away");
-
-    /* ---- first peer: nobody else is there */
-    int s0 = raw_connect(d.sock);
-    int shm = expect_hello(s0, 0);
-    expect_efds(s0, 0, e0);
-    CHECK(raw_quiet(s0, 100), "extra message after the greeting of peer 0");
-
-    CHECK(fstat(shm, &st) == 0 && st.st_size == SIZE, "region size %lld, wanted %u",
-          (long long)st.st_size, SIZE);
+    start(&d);
+    join_first(&d, &p0);
+    int shm = p0.shm;
+    T_ASSERT(fstat(shm, &st) == 0 && st.st_size == SIZE, "region size %lld, wanted %u",
+             (long long)st.st_size, SIZE);
     int seals = fcntl(shm, F_GET_SEALS);
-    CHECK(seals >= 0 && (seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) ==
-                            (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL),
-          "seals 0x%x", seals);
-    CHECK(ftruncate(shm, SIZE / 2) < 0 && errno == EPERM, "a peer could shrink the region");
-    CHECK(ftruncate(shm, SIZE * 2) < 0 && errno == EPERM, "a peer could grow the region");
+    T_ASSERT(seals >= 0 && (seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) ==
+                               (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL),
+             "seals 0x%x", seals);
+    T_ASSERT(ftruncate(shm, SIZE / 2) < 0 && errno == EPERM, "a peer could shrink the region");
+    T_ASSERT(ftruncate(shm, SIZE * 2) < 0 && errno == EPERM, "a peer could grow the region");
 
     /* ---- the header */
-    uint8_t *base = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, shm, 0);
-    CHECK(base != MAP_FAILED, "mmap: %s", strerror(errno));
+    uint8_t *base = map_region(shm);
     struct ivc_hdr *h = (struct ivc_hdr *)base;
     struct ivc_geometry g;
-    CHECK(ivc_geometry_compute(&g, SIZE, MAX_PEERS, 64, 64) == 0, "geometry");
-    CHECK(h->signature == IVC_REGION_SIGNATURE, "signature 0x%llx",
-          (unsigned long long)h->signature);
-    CHECK(h->version == IVC_LAYOUT_VERSION && h->hdr_size == sizeof(struct ivc_hdr),
-          "version %u hdr_size %u", h->version, h->hdr_size);
-    CHECK(h->region_size == SIZE && h->job_magic == MAGIC, "size %llu magic 0x%llx",
-          (unsigned long long)h->region_size, (unsigned long long)h->job_magic);
-    CHECK(h->max_clients == MAX_PEERS && h->max_eps == 64 && h->conns_per_ep == 64,
-          "max_clients %u max_eps %u conns_per_ep %u", h->max_clients, h->max_eps, h->conns_per_ep);
-    CHECK(h->clients_off == g.clients_off && h->eps_off == g.eps_off &&
-              h->conns_off == g.conns_off && h->pool_off == g.pool_off &&
-              h->share_size == g.share_size,
-          "offsets differ from ivc_geometry_compute");
-    CHECK(atomic_load(&h->ivcd_pid) == (uint64_t)d.pid, "ivcd_pid %llu, ivcd is %d",
-          (unsigned long long)atomic_load(&h->ivcd_pid), (int)d.pid);
+    T_ASSERT(ivc_geometry_compute(&g, SIZE, MAX_PEERS, 64, 64) == 0, "geometry");
+    T_ASSERT(h->signature == IVC_REGION_SIGNATURE, "signature 0x%llx",
+             (unsigned long long)h->signature);
+    T_ASSERT(h->version == IVC_LAYOUT_VERSION && h->hdr_size == sizeof(struct ivc_hdr),
+             "version %u hdr_size %u", h->version, h->hdr_size);
+    T_ASSERT(h->region_size == SIZE && h->job_magic == MAGIC, "size %llu magic 0x%llx",
+             (unsigned long long)h->region_size, (unsigned long long)h->job_magic);
+    T_ASSERT(h->max_clients == MAX_PEERS && h->max_eps == 64 && h->conns_per_ep == 64,
+             "max_clients %u max_eps %u conns_per_ep %u", h->max_clients, h->max_eps,
+             h->conns_per_ep);
+    T_ASSERT(h->clients_off == g.clients_off && h->eps_off == g.eps_off &&
+                 h->conns_off == g.conns_off && h->pool_off == g.pool_off &&
+                 h->share_size == g.share_size,
+             "offsets differ from ivc_geometry_compute");
+    T_ASSERT(atomic_load(&h->ivcd_pid) == (uint64_t)d.pid, "ivcd_pid %llu, ivcd is %d",
+             (unsigned long long)atomic_load(&h->ivcd_pid), (int)d.pid);
     uint64_t hb = atomic_load(&h->ivcd_heartbeat);
     usleep(350000);
-    CHECK(atomic_load(&h->ivcd_heartbeat) >= hb + 2, "heartbeat %llu -> %llu in 350 ms",
-          (unsigned long long)hb, (unsigned long long)atomic_load(&h->ivcd_heartbeat));
-    struct ivc_client *ct = (struct ivc_client *)(base + g.clients_off);
+    T_ASSERT(atomic_load(&h->ivcd_heartbeat) >= hb + 2, "heartbeat %llu -> %llu in 350 ms",
+             (unsigned long long)hb, (unsigned long long)atomic_load(&h->ivcd_heartbeat));
+    struct ivc_client *ct = client_table(base);
     uint64_t c0st = atomic_load(&ct[0].status);
-    CHECK(IVC_EP_STATE(c0st) == IVC_CLIENT_LIVE && ct[0].pid == (uint64_t)getpid(),
-          "client 0 status 0x%llx pid %llu", (unsigned long long)c0st,
-          (unsigned long long)ct[0].pid);
-    CHECK(IVC_EP_STATE(atomic_load(&ct[1].status)) == IVC_CLIENT_FREE, "client 1 not free");
+    T_ASSERT(IVC_EP_STATE(c0st) == IVC_CLIENT_LIVE && ct[0].pid == (uint64_t)getpid(),
+             "client 0 status 0x%llx pid %llu", (unsigned long long)c0st,
+             (unsigned long long)ct[0].pid);
+    T_ASSERT(IVC_EP_STATE(atomic_load(&ct[1].status)) == IVC_CLIENT_FREE, "client 1 not free");
     for (uint32_t e = 0; e < 64; e++) {
         struct ivc_ep *ep = (struct ivc_ep *)(base + g.eps_off) + e;
-        CHECK(atomic_load(&ep->status) == 0, "endpoint %u not zeroed", e);
+        T_ASSERT(atomic_load(&ep->status) == 0, "endpoint %u not zeroed", e);
     }
+    munmap(base, SIZE);
+    close_all(p0.efd, VECTORS);
+    close(p0.sock);
+    close(shm);
+    t_ivcd_stop(&d);
+}
 
-    /* ---- second peer: learns about peer 0, peer 0 learns about it */
-    int s1 = raw_connect(d.sock);
-    close(expect_hello(s1, 1));
-    expect_efds(s1, 0, e0_at1);
-    expect_efds(s1, 1, e1);
-    expect_efds(s0, 1, e1_at0);
-    CHECK(raw_quiet(s0, 100) && raw_quiet(s1, 50), "extra messages after peer 1 joined");
+/* A second peer learns about peer 0, peer 0 learns about it, and each
+ * vector is an eventfd of its own. */
+static void test_second_peer(void)
+{
+    struct t_ivcd d;
+    struct peer p0, p1;
+    int e0_at1[VECTORS], e1_at0[VECTORS];
+
+    start(&d);
+    join_first(&d, &p0);
+    join_second(&d, &p0, &p1, e0_at1, e1_at0);
     for (int v = 0; v < VECTORS; v++) {
-        check_same_eventfd(e0_at1[v], e0[v], 3 + v); /* peer 1 rings peer 0, vector v */
-        check_same_eventfd(e1_at0[v], e1[v], 7 + v);
+        check_same_eventfd(e0_at1[v], p0.efd[v], 3 + v); /* peer 1 rings peer 0, vector v */
+        check_same_eventfd(e1_at0[v], p1.efd[v], 7 + v);
     }
     uint64_t none;
-    CHECK(eventfd_read(e0[1], &none) < 0 && errno == EAGAIN, "vectors share an eventfd");
-    CHECK(IVC_EP_STATE(atomic_load(&ct[1].status)) == IVC_CLIENT_LIVE, "client 1 not live");
+    T_ASSERT(eventfd_read(p0.efd[1], &none) < 0 && errno == EAGAIN, "vectors share an eventfd");
+    uint8_t *base = map_region(p0.shm);
+    T_ASSERT(IVC_EP_STATE(atomic_load(&client_table(base)[1].status)) == IVC_CLIENT_LIVE,
+             "client 1 not live");
+    munmap(base, SIZE);
+    t_ivcd_stop(&d);
+}
 
-    /* ---- third peer fills --max-peers; a fourth is turned away */
-    int s2 = raw_connect(d.sock);
+/* With peers 0 and 1 there, a third peer fills --max-peers; a fourth is
+ * turned away; the third leaving is announced to the others. */
+static void fill_and_leave(struct t_ivcd *d, struct peer *p0, struct peer *p1)
+{
+    int junk[VECTORS];
+    int s2 = raw_connect(d->sock);
     close(expect_hello(s2, 2));
-    expect_efds(s2, 0, junk);
-    close_all(junk, VECTORS);
-    expect_efds(s2, 1, junk);
-    close_all(junk, VECTORS);
-    expect_efds(s2, 2, junk);
-    close_all(junk, VECTORS);
-    for (int s = 0; s < 2; s++) {
-        expect_efds(s ? s1 : s0, 2, junk);
+    for (int id = 0; id < 3; id++) {
+        expect_efds(s2, id, junk);
         close_all(junk, VECTORS);
     }
-    int s3 = raw_connect(d.sock);
+    for (int s = 0; s < 2; s++) {
+        expect_efds(s ? p1->sock : p0->sock, 2, junk);
+        close_all(junk, VECTORS);
+    }
+    int s3 = raw_connect(d->sock);
     int64_t v;
     int fd;
     int r = ivshm_recv(s3, &v, &fd);
-    CHECK(r == -EPIPE || r == -ECONNRESET, "a peer beyond --max-peers got %d (%lld)", r,
-          (long long)v);
+    T_ASSERT(r == -EPIPE || r == -ECONNRESET, "a peer beyond --max-peers got %d (%lld)", r,
+             (long long)v);
     close(s3);
     close(s2);
-    raw_expect(s0, 2, false, NULL);
-    raw_expect(s1, 2, false, NULL);
+    raw_expect(p0->sock, 2, false, NULL);
+    raw_expect(p1->sock, 2, false, NULL);
+}
 
-    /* ---- peer 0 leaves: peer 1 is told, the table says FREE, gen + 1 */
-    close(s0);
-    raw_expect(s1, 0, false, NULL);
-    CHECK(raw_quiet(s1, 100), "extra messages after peer 0 left");
+static void test_max_peers(void)
+{
+    struct t_ivcd d;
+    struct peer p0, p1;
+    int e0_at1[VECTORS], e1_at0[VECTORS];
+
+    start(&d);
+    join_first(&d, &p0);
+    join_second(&d, &p0, &p1, e0_at1, e1_at0);
+    fill_and_leave(&d, &p0, &p1);
+    t_ivcd_stop(&d);
+}
+
+/* Peer 0 leaves: peer 1 is told, the table says FREE with gen + 1; a
+ * newcomer gets the lowest free id, 0, and everybody's eventfds. */
+static void test_leave_and_reuse(void)
+{
+    struct t_ivcd d;
+    struct peer p0, p1;
+    int e0_at1[VECTORS], e1_at0[VECTORS];
+
+    start(&d);
+    join_first(&d, &p0);
+    join_second(&d, &p0, &p1, e0_at1, e1_at0);
+    uint8_t *base = map_region(p1.shm);
+    struct ivc_client *ct = client_table(base);
+    uint64_t c0st = atomic_load(&ct[0].status);
+    close(p0.sock);
+    raw_expect(p1.sock, 0, false, NULL);
+    T_ASSERT(raw_quiet(p1.sock, 100), "extra messages after peer 0 left");
     uint64_t c0free = atomic_load(&ct[0].status);
-    CHECK(IVC_EP_STATE(c0free) == IVC_CLIENT_FREE && IVC_EP_GEN(c0free) == IVC_EP_GEN(c0st) + 1,
-          "client 0 status 0x%llx after leaving (was 0x%llx)", (unsigned long long)c0free,
-          (unsigned long long)c0st);
+    T_ASSERT(IVC_EP_STATE(c0free) == IVC_CLIENT_FREE && IVC_EP_GEN(c0free) == IVC_EP_GEN(c0st) + 1,
+             "client 0 status 0x%llx after leaving (was 0x%llx)", (unsigned long long)c0free,
+             (unsigned long long)c0st);
 
-    /* ---- a newcomer gets the lowest free id, 0, and everybody's eventfds */
     int s0b = raw_connect(d.sock);
     close(expect_hello(s0b, 0));
     int e1_at0b[VECTORS], e0b[VECTORS], e0b_at1[VECTORS];
     expect_efds(s0b, 1, e1_at0b);
     expect_efds(s0b, 0, e0b);
-    expect_efds(s1, 0, e0b_at1);
+    expect_efds(p1.sock, 0, e0b_at1);
     for (int i = 0; i < VECTORS; i++) {
-        check_same_eventfd(e1_at0b[i], e1[i], 11);
+        check_same_eventfd(e1_at0b[i], p1.efd[i], 11);
         check_same_eventfd(e0b_at1[i], e0b[i], 13);
     }
-    CHECK(IVC_EP_GEN(atomic_load(&ct[0].status)) == IVC_EP_GEN(c0free) + 1, "gen not bumped");
+    T_ASSERT(IVC_EP_GEN(atomic_load(&ct[0].status)) == IVC_EP_GEN(c0free) + 1, "gen not bumped");
+    munmap(base, SIZE);
+    t_ivcd_stop(&d);
+}
 
-    /* ---- ctl sees both, with our pid */
+/* `ivcd ctl list` and `status` see both peers, with our pid, and not the
+ * third one that came and went. */
+static void test_ctl_sees_peers(void)
+{
     static const char *const list[] = {"list", NULL};
     static const char *const status[] = {"status", NULL};
-    char want[64];
-    CHECK(ctl_run(&d, out, sizeof(out), list) == 0, "list: %s", out);
-    snprintf(want, sizeof(want), "client id=0 pid=%d state=live\n", (int)getpid());
-    CHECK(strstr(out, want), "list lacks '%s': %s", want, out);
-    snprintf(want, sizeof(want), "client id=1 pid=%d state=live\n", (int)getpid());
-    CHECK(strstr(out, want), "list lacks '%s': %s", want, out);
-    CHECK(!strstr(out, "client id=2"), "list shows the departed peer 2: %s", out);
-    CHECK(ctl_run(&d, out, sizeof(out), status) == 0, "status: %s", out);
-    snprintf(want, sizeof(want), "job=%llu\n", (unsigned long long)MAGIC);
-    CHECK(strstr(out, want) && strstr(out, "region_size=4194304\n") && strstr(out, "clients=2\n") &&
-              strstr(out, "endpoints=0\n") && strstr(out, "max_peers=3\n"),
-          "status: %s", out);
+    struct t_ivcd d;
+    struct peer p0, p1;
+    int e0_at1[VECTORS], e1_at0[VECTORS];
+    char out[8192], want[64];
 
-    close_all(e0, VECTORS);
-    close_all(e1, VECTORS);
-    close_all(e0_at1, VECTORS);
-    close_all(e1_at0, VECTORS);
-    close_all(e1_at0b, VECTORS);
-    close_all(e0b, VECTORS);
-    close_all(e0b_at1, VECTORS);
-    close(s0b);
-    close(s1);
-    munmap(base, SIZE);
-    close(shm);
+    start(&d);
+    join_first(&d, &p0);
+    join_second(&d, &p0, &p1, e0_at1, e1_at0);
+    fill_and_leave(&d, &p0, &p1);
+    T_ASSERT(ctl_run(&d, out, sizeof(out), list) == 0, "list: %s", out);
+    for (int id = 0; id < 2; id++) {
+        snprintf(want, sizeof(want), "client id=%d pid=%d state=live\n", id, (int)getpid());
+        T_ASSERT(strstr(out, want), "list lacks '%s': %s", want, out);
+    }
+    T_ASSERT(!strstr(out, "client id=2"), "list shows the departed peer 2: %s", out);
+    T_ASSERT(ctl_run(&d, out, sizeof(out), status) == 0, "status: %s", out);
+    snprintf(want, sizeof(want), "job=%llu\n", (unsigned long long)MAGIC);
+    T_ASSERT(strstr(out, want) && strstr(out, "region_size=4194304\n") &&
+                 strstr(out, "clients=2\n") && strstr(out, "endpoints=0\n") &&
+                 strstr(out, "max_peers=3\n"),
+             "status: %s", out);
     t_ivcd_stop(&d);
-    printf("ok\n");
-    return 0;
+}
+
+static const struct t_case cases[] = {
+    {"first_peer_and_region", test_first_peer_and_region, 30},
+    {"second_peer", test_second_peer, 30},
+    {"max_peers", test_max_peers, 30},
+    {"leave_and_reuse", test_leave_and_reuse, 30},
+    {"ctl_sees_peers", test_ctl_sees_peers, 30},
+    {0},
+};
+
+int main(int argc, char **argv)
+{
+    return t_main(argc, argv, cases);
 }

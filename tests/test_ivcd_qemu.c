@@ -6,8 +6,8 @@
  * test finds the device (vendor 0x1af4, device 0x1110) and checks that BAR2
  * has the region's size, which QEMU takes from the fd ivcd sent; `ivcd ctl
  * list` must show QEMU's pid; a host peer attached before QEMU sees it come
- * and, after QEMU quits, go; QEMU prints no complaint about the protocol.  Exits 77
- * (skipped) when qemu-system-x86_64 is not installed.
+ * and, after QEMU quits, go; QEMU prints no complaint about the protocol.  The cases are skipped
+ * when qemu-system-x86_64 is not installed.
  */
 #include "test_ivcd_util.h"
 
@@ -98,17 +98,17 @@ static json_t *qmp_read(struct qmp *q)
             json_t *j = json_loadb(q->buf, line, 0, &err);
             memmove(q->buf, q->buf + line, q->len - line);
             q->len -= line;
-            CHECK(j, "bad JSON from QMP: %s", err.text);
+            T_ASSERT(j, "bad JSON from QMP: %s", err.text);
             return j;
         }
         uint64_t now = t_now_ms();
-        CHECK(now < deadline, "no QMP message within 10 s");
-        CHECK(q->len < sizeof(q->buf) - 1, "QMP line too long");
+        T_ASSERT(now < deadline, "no QMP message within 10 s");
+        T_ASSERT(q->len < sizeof(q->buf) - 1, "QMP line too long");
         struct pollfd p = {.fd = q->sock, .events = POLLIN};
         if (poll(&p, 1, (int)(deadline - now)) <= 0)
             continue;
         ssize_t n = recv(q->sock, q->buf + q->len, sizeof(q->buf) - q->len, 0);
-        CHECK(n > 0, "QMP connection closed (%s)", n < 0 ? strerror(errno) : "EOF");
+        T_ASSERT(n > 0, "QMP connection closed (%s)", n < 0 ? strerror(errno) : "EOF");
         q->len += (size_t)n;
     }
 }
@@ -118,7 +118,7 @@ static json_t *qmp_cmd(struct qmp *q, const char *cmd)
 {
     char req[256];
     int n = snprintf(req, sizeof(req), "{\"execute\": \"%s\"}\n", cmd);
-    CHECK(send(q->sock, req, (size_t)n, MSG_NOSIGNAL) == n, "QMP send: %s", strerror(errno));
+    T_ASSERT(send(q->sock, req, (size_t)n, MSG_NOSIGNAL) == n, "QMP send: %s", strerror(errno));
     for (;;) {
         json_t *j = qmp_read(q);
         if (json_object_get(j, "event")) {
@@ -139,11 +139,11 @@ static json_t *qmp_cmd(struct qmp *q, const char *cmd)
 static void qmp_connect(struct qmp *q, const char *path, pid_t qemu)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    CHECK(strlen(path) < sizeof(sa.sun_path), "%s is too long", path);
+    T_ASSERT(strlen(path) < sizeof(sa.sun_path), "%s is too long", path);
     memcpy(sa.sun_path, path, strlen(path));
     for (int i = 0;; i++) {
         q->sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        CHECK(q->sock >= 0, "socket: %s", strerror(errno));
+        T_ASSERT(q->sock >= 0, "socket: %s", strerror(errno));
         if (connect(q->sock, (struct sockaddr *)&sa, sizeof(sa)) == 0)
             break;
         close(q->sock);
@@ -151,12 +151,12 @@ static void qmp_connect(struct qmp *q, const char *path, pid_t qemu)
             dump_qemu_log();
             T_FAIL("QEMU exited during start-up");
         }
-        CHECK(i < 1000, "QMP socket %s did not come up within 20 s", path);
+        T_ASSERT(i < 1000, "QMP socket %s did not come up within 20 s", path);
         usleep(20000);
     }
     q->len = 0;
     json_t *greeting = qmp_read(q);
-    CHECK(json_object_get(greeting, "QMP"), "no QMP greeting");
+    T_ASSERT(json_object_get(greeting, "QMP"), "no QMP greeting");
     json_decref(greeting);
     json_decref(qmp_cmd(q, "qmp_capabilities"));
 }
@@ -190,32 +190,37 @@ static uint64_t find_bar2(json_t *devices)
     return 0;
 }
 
-int main(void)
-{
+/* What a case has running: ivcd, a host peer attached before QEMU, and
+ * QEMU (paused) with its QMP connection. */
+struct rig {
     struct t_ivcd d;
-    char qmp_path[300], want[128], out[8192];
-    static struct qmp q;
+    struct raw_client host;
+    struct qmp q;
+    pid_t qpid;
+};
+
+/* Start ivcd, attach the host peer, start QEMU wired to ivcd and connect
+ * to its QMP socket; skips the case without QEMU. */
+static void rig_up(struct rig *r)
+{
+    char qmp_path[300], qmp_arg[400], chardev[400];
     static struct qemu_args a;
 
     const char *qemu = find_qemu();
-    if (!qemu) {
-        printf("SKIP: qemu-system-x86_64 is not installed\n");
-        return 77;
-    }
-    t_ivcd_start(&d, 0xabc, (const char *const[]){"--size", "4M", NULL});
-    CHECK(wait_list(&d, "client id=", false, 5000), "the probe connection never went away");
+    if (!qemu)
+        T_SKIP("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
+    t_ivcd_start(&r->d, 0xabc, (const char *const[]){"--size", "4M", NULL});
+    T_ASSERT(wait_list(&r->d, "client id=", false, 5000), "the probe connection never went away");
 
     /* A host peer is there first: QEMU must take its eventfds, and it must
      * hear about QEMU coming and going. */
-    struct raw_client host;
-    raw_attach(&host, d.sock, 1);
-    CHECK(host.id == 0, "host peer id %lld", (long long)host.id);
+    raw_attach(&r->host, r->d.sock, 1);
+    T_ASSERT(r->host.id == 0, "host peer id %lld", (long long)r->host.id);
 
     snprintf(qmp_path, sizeof(qmp_path), "%s/qmp.sock", t_tmpdir());
     snprintf(qemu_log, sizeof(qemu_log), "%s/qemu.log", t_tmpdir());
-    char qmp_arg[400], chardev[400];
     snprintf(qmp_arg, sizeof(qmp_arg), "unix:%s,server=on,wait=off", qmp_path);
-    snprintf(chardev, sizeof(chardev), "socket,path=%s,id=ivc0", d.sock);
+    snprintf(chardev, sizeof(chardev), "socket,path=%s,id=ivc0", r->d.sock);
     const char *argv[] = {qemu,
                           "-S",
                           "-M",
@@ -235,10 +240,19 @@ int main(void)
                           "ivshmem-doorbell,chardev=ivc0,vectors=1",
                           NULL};
     memcpy(a.argv, argv, sizeof(argv));
-    pid_t qpid = t_fork(exec_qemu, &a); /* killed at exit if the test fails */
+    r->qpid = t_fork(exec_qemu, &a); /* killed at exit if the case fails */
+    qmp_connect(&r->q, qmp_path, r->qpid);
+}
 
-    qmp_connect(&q, qmp_path, qpid);
-    json_t *buses = qmp_cmd(&q, "query-pci");
+/* QEMU sizes BAR2 from the region ivcd sent; ivcd lists QEMU's pid; the
+ * host peer hears QEMU arrive. */
+static void test_qemu_attaches(void)
+{
+    static struct rig r;
+    char want[128];
+
+    rig_up(&r);
+    json_t *buses = qmp_cmd(&r.q, "query-pci");
     uint64_t bar2 = 0;
     size_t i;
     json_t *bus;
@@ -250,32 +264,52 @@ int main(void)
     json_decref(buses);
     if (bar2 != SIZE)
         dump_qemu_log();
-    CHECK(bar2 == SIZE, "ivshmem BAR2 size %llu, wanted %u", (unsigned long long)bar2, SIZE);
+    T_ASSERT(bar2 == SIZE, "ivshmem BAR2 size %llu, wanted %u", (unsigned long long)bar2, SIZE);
 
-    snprintf(want, sizeof(want), "client id=1 pid=%d state=live\n", (int)qpid);
-    CHECK(wait_list(&d, want, true, 5000), "ivcd ctl list does not show QEMU (%d)", (int)qpid);
-    raw_expect(host.sock, 1, true, NULL);
+    snprintf(want, sizeof(want), "client id=1 pid=%d state=live\n", (int)r.qpid);
+    T_ASSERT(wait_list(&r.d, want, true, 5000), "ivcd ctl list does not show QEMU (%d)",
+             (int)r.qpid);
+    raw_expect(r.host.sock, 1, true, NULL);
+}
 
-    /* QEMU leaves: ivcd notices within a few seconds. */
-    json_decref(qmp_cmd(&q, "quit"));
-    close(q.sock);
-    int st = t_wait(qpid);
-    CHECK(st == 0, "QEMU exit status %d", st);
-    snprintf(want, sizeof(want), "pid=%d", (int)qpid);
-    CHECK(wait_list(&d, want, false, 5000), "ivcd still lists QEMU after it quit");
-    raw_expect(host.sock, 1, false, NULL);
-    raw_close(&host);
-    CHECK(ctl_run(&d, out, sizeof(out), (const char *const[]){"status", NULL}) == 0 &&
-              strstr(out, "clients=0\n"),
-          "status: %s", out);
-    /* QEMU took every message without complaint. */
+/* QEMU quits: ivcd notices within a few seconds, the host peer hears it
+ * go, and QEMU took every message without complaint. */
+static void test_qemu_quits(void)
+{
+    static struct rig r;
+    char want[128], out[8192];
+
+    rig_up(&r);
+    snprintf(want, sizeof(want), "client id=1 pid=%d state=live\n", (int)r.qpid);
+    T_ASSERT(wait_list(&r.d, want, true, 5000), "ivcd ctl list does not show QEMU (%d)",
+             (int)r.qpid);
+    raw_expect(r.host.sock, 1, true, NULL);
+    json_decref(qmp_cmd(&r.q, "quit"));
+    close(r.q.sock);
+    int st = t_wait(r.qpid);
+    T_ASSERT(st == 0, "QEMU exit status %d", st);
+    snprintf(want, sizeof(want), "pid=%d", (int)r.qpid);
+    T_ASSERT(wait_list(&r.d, want, false, 5000), "ivcd still lists QEMU after it quit");
+    raw_expect(r.host.sock, 1, false, NULL);
+    raw_close(&r.host);
+    T_ASSERT(ctl_run(&r.d, out, sizeof(out), (const char *const[]){"status", NULL}) == 0 &&
+                 strstr(out, "clients=0\n"),
+             "status: %s", out);
     int lfd = open(qemu_log, O_RDONLY | O_CLOEXEC);
     ssize_t n = lfd >= 0 ? read(lfd, out, sizeof(out) - 1) : -1;
     if (lfd >= 0)
         close(lfd);
-    CHECK(n == 0, "QEMU printed: %.*s", (int)(n > 0 ? n : 0), out);
+    T_ASSERT(n == 0, "QEMU printed: %.*s", (int)(n > 0 ? n : 0), out);
+    t_ivcd_stop(&r.d);
+}
 
-    t_ivcd_stop(&d);
-    printf("ok\n");
-    return 0;
+static const struct t_case cases[] = {
+    {"qemu_attaches", test_qemu_attaches, 60},
+    {"qemu_quits", test_qemu_quits, 60},
+    {0},
+};
+
+int main(int argc, char **argv)
+{
+    return t_main(argc, argv, cases);
 }

@@ -31,8 +31,8 @@ static uint64_t wait_ep_state(const struct raw_client *obs, uint32_t slot, uint8
     uint64_t deadline = t_now_ms() + (uint64_t)ms, st;
 
     while (IVC_EP_STATE(st = status_of(obs, slot)) != state) {
-        CHECK(t_now_ms() < deadline, "endpoint %u still 0x%llx, wanted state %u after %d ms", slot,
-              (unsigned long long)st, state, ms);
+        T_ASSERT(t_now_ms() < deadline, "endpoint %u still 0x%llx, wanted state %u after %d ms",
+                 slot, (unsigned long long)st, state, ms);
         usleep(1000);
     }
     return st;
@@ -76,16 +76,16 @@ static void resume(const char *peer)
     int st = ctl_run(&d, out, sizeof(out), (const char *const[]){"resume", peer, NULL});
     char want[64];
     snprintf(want, sizeof(want), "ok resumed peer %s\n", peer);
-    CHECK(st == 0 && strcmp(out, want) == 0, "resume %s: %d %s", peer, st, out);
+    T_ASSERT(st == 0 && strcmp(out, want) == 0, "resume %s: %d %s", peer, st, out);
 }
 
 static void expect_status_ok(void)
 {
     int st = ctl_run(&d, out, sizeof(out), (const char *const[]){"status", NULL});
-    CHECK(st == 0 && strstr(out, "\nok\n"), "status: %d %s", st, out);
+    T_ASSERT(st == 0 && strstr(out, "\nok\n"), "status: %d %s", st, out);
     st = ctl_run(&d, out, sizeof(out), (const char *const[]){"list", NULL});
-    CHECK(st == 0, "list: %d %s", st, out);
-    CHECK(alive(d.pid), "ivcd died");
+    T_ASSERT(st == 0, "list: %d %s", st, out);
+    T_ASSERT(alive(d.pid), "ivcd died");
 }
 
 /* A dead client's endpoints are freed with the generation bumped. */
@@ -95,18 +95,18 @@ static void test_reclaim(struct raw_client *obs)
     char want[128];
 
     raw_attach(&c, d.sock, 1);
-    CHECK(c.id == 0, "id %lld", (long long)c.id);
+    T_ASSERT(c.id == 0, "id %lld", (long long)c.id);
     uint64_t live = rc_claim(&c, 2, 100);
     rc_claim(&c, 5, 101);
     snprintf(want, sizeof(want), "endpoint slot=2 peer=0 client_id=100 pid=%d state=live gen=%u",
              (int)getpid(), IVC_EP_GEN(live));
-    CHECK(wait_list(&d, want, true, 1000), "list lacks '%s': %s", want, out);
+    T_ASSERT(wait_list(&d, want, true, 1000), "list lacks '%s': %s", want, out);
     raw_close(&c);
-    CHECK(wait_word(&rc_ep(obs, 2)->status, IVC_EP_STATUS(IVC_EP_GEN(live) + 1, 0, IVC_EP_FREE),
-                    3000),
-          "slot 2 is 0x%llx after its client left", (unsigned long long)status_of(obs, 2));
-    CHECK(IVC_EP_STATE(status_of(obs, 5)) == IVC_EP_FREE, "slot 5 not reclaimed");
-    CHECK(IVC_EP_STATE(status_of(obs, 1)) == IVC_EP_LIVE, "the observer's slot was touched");
+    T_ASSERT(wait_word(&rc_ep(obs, 2)->status, IVC_EP_STATUS(IVC_EP_GEN(live) + 1, 0, IVC_EP_FREE),
+                       3000),
+             "slot 2 is 0x%llx after its client left", (unsigned long long)status_of(obs, 2));
+    T_ASSERT(IVC_EP_STATE(status_of(obs, 5)) == IVC_EP_FREE, "slot 5 not reclaimed");
+    T_ASSERT(IVC_EP_STATE(status_of(obs, 1)) == IVC_EP_LIVE, "the observer's slot was touched");
 }
 
 /* Suspend: SUSPENDING, the library acks, partners drain both ways, ok. */
@@ -116,7 +116,7 @@ static void test_suspend_ok(struct raw_client *obs)
     int fd;
 
     raw_attach(&c, d.sock, 1);
-    CHECK(c.id == 0, "id %lld", (long long)c.id);
+    T_ASSERT(c.id == 0, "id %lld", (long long)c.id);
     rc_claim(&c, 0, 10);
     reset_records(&c);
     open_channel(&c, 0 * CPE + 1, 1, 7);  /* slot 0 -> the observer's slot 1 */
@@ -127,37 +127,37 @@ static void test_suspend_ok(struct raw_client *obs)
 
     pid_t pid = suspend_start(&fd, "0", "5000");
     uint64_t susp = wait_ep_state(&c, 0, IVC_EP_SUSPENDING, 3000);
-    CHECK(IVC_EP_CLIENT(susp) == 0, "client field changed: 0x%llx", (unsigned long long)susp);
-    CHECK(IVC_EP_STATE(atomic_load(&rc_client(&c, 0)->status)) == IVC_CLIENT_SUSPENDING,
-          "client 0 not SUSPENDING in the client table");
-    CHECK(IVC_EP_STATE(status_of(&c, 1)) == IVC_EP_LIVE, "the partner was suspended too");
+    T_ASSERT(IVC_EP_CLIENT(susp) == 0, "client field changed: 0x%llx", (unsigned long long)susp);
+    T_ASSERT(IVC_EP_STATE(atomic_load(&rc_client(&c, 0)->status)) == IVC_CLIENT_SUSPENDING,
+             "client 0 not SUSPENDING in the client table");
+    T_ASSERT(IVC_EP_STATE(status_of(&c, 1)) == IVC_EP_LIVE, "the partner was suspended too");
 
     /* Our side quiesces and hands back, then acks; the partner has not. */
     set_side(&rc_conn(&c, 0 * CPE + 1)->i_state, IVC_SIDE_DRAINED);
     set_side(&rc_conn(&c, 1 * CPE + 2)->t_state, IVC_SIDE_DRAINED);
     atomic_store(&rc_ep(&c, 0)->ack, susp);
     usleep(300000);
-    CHECK(alive(pid), "suspend answered before the partner drained");
+    T_ASSERT(alive(pid), "suspend answered before the partner drained");
     set_side(&rc_conn(&c, 0 * CPE + 1)->t_state, IVC_SIDE_DRAINED); /* (a) drained */
     usleep(200000);
-    CHECK(alive(pid), "suspend answered before the partner drained its own record");
+    T_ASSERT(alive(pid), "suspend answered before the partner drained its own record");
     set_side(&rc_conn(&c, 1 * CPE + 2)->i_state, IVC_SIDE_DRAINED); /* (b) drained */
     int st = ctl_join(pid, fd, out, sizeof(out));
-    CHECK(st == 0 && strcmp(out, "ok suspended peer 0: 1 endpoints, 3 channels drained\n") == 0,
-          "suspend: %d %s", st, out);
+    T_ASSERT(st == 0 && strcmp(out, "ok suspended peer 0: 1 endpoints, 3 channels drained\n") == 0,
+             "suspend: %d %s", st, out);
     char want[64];
     snprintf(want, sizeof(want), "client id=0 pid=%d state=suspending\n", (int)getpid());
     st = ctl_run(&d, out, sizeof(out), (const char *const[]){"list", NULL});
-    CHECK(st == 0 && strstr(out, want), "list: %s", out);
+    T_ASSERT(st == 0 && strstr(out, want), "list: %s", out);
 
     /* Resume: the acked endpoint detached, so its slot is freed. */
     resume("0");
-    CHECK(status_of(obs, 0) == IVC_EP_STATUS(IVC_EP_GEN(susp) + 1, 0, IVC_EP_FREE),
-          "slot 0 is 0x%llx after resume", (unsigned long long)status_of(obs, 0));
-    CHECK(IVC_EP_STATE(atomic_load(&rc_client(&c, 0)->status)) == IVC_CLIENT_LIVE,
-          "client 0 not LIVE after resume");
+    T_ASSERT(status_of(obs, 0) == IVC_EP_STATUS(IVC_EP_GEN(susp) + 1, 0, IVC_EP_FREE),
+             "slot 0 is 0x%llx after resume", (unsigned long long)status_of(obs, 0));
+    T_ASSERT(IVC_EP_STATE(atomic_load(&rc_client(&c, 0)->status)) == IVC_CLIENT_LIVE,
+             "client 0 not LIVE after resume");
     raw_close(&c);
-    CHECK(wait_list(&d, "client id=0", false, 3000), "client 0 still listed");
+    T_ASSERT(wait_list(&d, "client id=0", false, 3000), "client 0 still listed");
 }
 
 /* Time-outs name who is late; resume undoes; a departed suspended endpoint
@@ -169,7 +169,7 @@ static void test_suspend_timeouts(struct raw_client *obs)
     int fd, st;
 
     raw_attach(&c, d.sock, 1);
-    CHECK(c.id == 0, "id %lld", (long long)c.id);
+    T_ASSERT(c.id == 0, "id %lld", (long long)c.id);
     reset_records(&c);
     uint64_t live = rc_claim(&c, 3, 30);
 
@@ -181,15 +181,15 @@ static void test_suspend_timeouts(struct raw_client *obs)
              "error: suspend of peer 0 timed out after 300 ms: endpoint 3 (client id 30, pid %d) "
              "did not quiesce\n",
              (int)getpid());
-    CHECK(st == 1 && strcmp(out, want) == 0, "suspend: %d '%s'", st, out);
-    CHECK(t_now_ms() - t0 >= 300 && t_now_ms() - t0 < 3000, "took %llu ms",
-          (unsigned long long)(t_now_ms() - t0));
+    T_ASSERT(st == 1 && strcmp(out, want) == 0, "suspend: %d '%s'", st, out);
+    T_ASSERT(t_now_ms() - t0 >= 300 && t_now_ms() - t0 < 3000, "took %llu ms",
+             (unsigned long long)(t_now_ms() - t0));
     uint64_t susp = IVC_EP_STATUS(IVC_EP_GEN(live), 0, IVC_EP_SUSPENDING);
-    CHECK(status_of(obs, 3) == susp, "slot 3 0x%llx after the time-out",
-          (unsigned long long)status_of(obs, 3));
+    T_ASSERT(status_of(obs, 3) == susp, "slot 3 0x%llx after the time-out",
+             (unsigned long long)status_of(obs, 3));
     resume("0");
-    CHECK(status_of(obs, 3) == live, "slot 3 0x%llx after resume, wanted LIVE again",
-          (unsigned long long)status_of(obs, 3));
+    T_ASSERT(status_of(obs, 3) == live, "slot 3 0x%llx after resume, wanted LIVE again",
+             (unsigned long long)status_of(obs, 3));
 
     /* It acks, but the partner never drains. */
     open_channel(&c, 3 * CPE + 0, 1, 2);
@@ -198,46 +198,47 @@ static void test_suspend_timeouts(struct raw_client *obs)
     susp = wait_ep_state(&c, 3, IVC_EP_SUSPENDING, 2000);
     atomic_store(&rc_ep(&c, 3)->ack, susp);
     st = ctl_join(pid, fd, out, sizeof(out));
-    CHECK(st == 1 && strcmp(out, "error: suspend of peer 0 timed out after 300 ms: partner "
-                                 "endpoint 1 (client id 11) did not drain its channel with "
-                                 "endpoint 3\n") == 0,
-          "suspend: %d '%s'", st, out);
+    T_ASSERT(st == 1 && strcmp(out, "error: suspend of peer 0 timed out after 300 ms: partner "
+                                    "endpoint 1 (client id 11) did not drain its channel with "
+                                    "endpoint 3\n") == 0,
+             "suspend: %d '%s'", st, out);
 
     /* The client leaves meanwhile: slot 3 departs, freed once drained. */
     raw_close(&c);
-    CHECK(wait_word(&rc_ep(obs, 3)->status, IVC_EP_STATUS(IVC_EP_GEN(susp) + 1, 0, IVC_EP_DEPARTED),
-                    3000),
-          "slot 3 is 0x%llx, wanted DEPARTED", (unsigned long long)status_of(obs, 3));
+    T_ASSERT(wait_word(&rc_ep(obs, 3)->status,
+                       IVC_EP_STATUS(IVC_EP_GEN(susp) + 1, 0, IVC_EP_DEPARTED), 3000),
+             "slot 3 is 0x%llx, wanted DEPARTED", (unsigned long long)status_of(obs, 3));
     usleep(300000);
-    CHECK(IVC_EP_STATE(status_of(obs, 3)) == IVC_EP_DEPARTED, "freed before the partner drained");
+    T_ASSERT(IVC_EP_STATE(status_of(obs, 3)) == IVC_EP_DEPARTED,
+             "freed before the partner drained");
     set_side(&rc_conn(obs, 3 * CPE + 0)->t_state, IVC_SIDE_DRAINED);
-    CHECK(wait_word(&rc_ep(obs, 3)->status, IVC_EP_STATUS(IVC_EP_GEN(susp) + 2, 0, IVC_EP_FREE),
-                    1000),
-          "slot 3 is 0x%llx, wanted FREE after the partner drained",
-          (unsigned long long)status_of(obs, 3));
+    T_ASSERT(wait_word(&rc_ep(obs, 3)->status, IVC_EP_STATUS(IVC_EP_GEN(susp) + 2, 0, IVC_EP_FREE),
+                       1000),
+             "slot 3 is 0x%llx, wanted FREE after the partner drained",
+             (unsigned long long)status_of(obs, 3));
 
     /* Same again, but the partner never drains: freed after 10 s. */
     raw_attach(&c, d.sock, 1);
-    CHECK(c.id == 0, "id %lld", (long long)c.id);
+    T_ASSERT(c.id == 0, "id %lld", (long long)c.id);
     rc_claim(&c, 4, 40);
     open_channel(&c, 1 * CPE + 0, 4, 3); /* the observer's slot 1 -> slot 4 */
     pid = suspend_start(&fd, "0", "200");
     susp = wait_ep_state(&c, 4, IVC_EP_SUSPENDING, 2000);
     atomic_store(&rc_ep(&c, 4)->ack, susp);
     st = ctl_join(pid, fd, out, sizeof(out));
-    CHECK(st == 1 && strstr(out, "partner endpoint 1 (client id 11) did not drain its channel "
-                                 "with endpoint 4"),
-          "suspend: %d '%s'", st, out);
+    T_ASSERT(st == 1 && strstr(out, "partner endpoint 1 (client id 11) did not drain its channel "
+                                    "with endpoint 4"),
+             "suspend: %d '%s'", st, out);
     raw_close(&c);
     t0 = t_now_ms();
-    CHECK(wait_word(&rc_ep(obs, 4)->status, IVC_EP_STATUS(IVC_EP_GEN(susp) + 1, 0, IVC_EP_DEPARTED),
-                    3000),
-          "slot 4 is 0x%llx, wanted DEPARTED", (unsigned long long)status_of(obs, 4));
-    CHECK(wait_word(&rc_ep(obs, 4)->status, IVC_EP_STATUS(IVC_EP_GEN(susp) + 2, 0, IVC_EP_FREE),
-                    13000),
-          "slot 4 is 0x%llx, wanted FREE after 10 s", (unsigned long long)status_of(obs, 4));
-    CHECK(t_now_ms() - t0 >= 9000, "DEPARTED slot freed after %llu ms only",
-          (unsigned long long)(t_now_ms() - t0));
+    T_ASSERT(wait_word(&rc_ep(obs, 4)->status,
+                       IVC_EP_STATUS(IVC_EP_GEN(susp) + 1, 0, IVC_EP_DEPARTED), 3000),
+             "slot 4 is 0x%llx, wanted DEPARTED", (unsigned long long)status_of(obs, 4));
+    T_ASSERT(wait_word(&rc_ep(obs, 4)->status, IVC_EP_STATUS(IVC_EP_GEN(susp) + 2, 0, IVC_EP_FREE),
+                       13000),
+             "slot 4 is 0x%llx, wanted FREE after 10 s", (unsigned long long)status_of(obs, 4));
+    T_ASSERT(t_now_ms() - t0 >= 9000, "DEPARTED slot freed after %llu ms only",
+             (unsigned long long)(t_now_ms() - t0));
     set_side(&rc_conn(obs, 1 * CPE + 0)->i_state, IVC_SIDE_CLOSED);
 }
 
@@ -294,7 +295,7 @@ static void test_garbage(struct raw_client *obs)
             for (uint32_t e = 0; e < NEPS; e++) /* ack whatever ivcd set */
                 atomic_store(&rc_ep(&c, e)->ack, status_of(&c, e));
         st = ctl_join(pid, fd, out, sizeof(out));
-        CHECK(st == 0 || st == 1, "suspend on garbage: %d %s", st, out);
+        T_ASSERT(st == 0 || st == 1, "suspend on garbage: %d %s", st, out);
         if (round % 2)
             resume("0");
         raw_close(&c);
@@ -312,46 +313,68 @@ static void test_garbage(struct raw_client *obs)
         raw_close(&x);
         expect_status_ok();
     }
-    CHECK(t_wait(scr) == 0, "scribbler failed");
+    T_ASSERT(t_wait(scr) == 0, "scribbler failed");
     raw_close(&c);
 
     /* Clean tables again: a proper client still gets a proper greeting. */
     memset(obs->base + rc_hdr(obs)->clients_off, 0,
            rc_hdr(obs)->pool_off - rc_hdr(obs)->clients_off);
     raw_attach(&c, d.sock, 1);
-    CHECK(c.id == 0 && rc_hdr(&c)->job_magic == 5, "after garbage: id %lld", (long long)c.id);
+    T_ASSERT(c.id == 0 && rc_hdr(&c)->job_magic == 5, "after garbage: id %lld", (long long)c.id);
     rc_claim(&c, 6, 60);
     raw_close(&c);
-    CHECK(wait_word(&rc_ep(obs, 6)->status, IVC_EP_STATUS(1, 0, IVC_EP_FREE), 3000),
-          "slot 6 is 0x%llx", (unsigned long long)status_of(obs, 6));
+    T_ASSERT(wait_word(&rc_ep(obs, 6)->status, IVC_EP_STATUS(1, 0, IVC_EP_FREE), 3000),
+             "slot 6 is 0x%llx", (unsigned long long)status_of(obs, 6));
     expect_status_ok();
 }
 
-int main(void)
+/* Start ivcd (job 5, 8 endpoints of 4 connections) and attach the
+ * observer: peer 1, owning endpoint 1 (client id 11), keeping the region
+ * mapped throughout; peer 0 is for the case to come and go. */
+static void setup(struct raw_client *obs)
 {
-    struct raw_client obs;
+    struct raw_client hold;
 
     t_ivcd_start(&d, 5,
                  (const char *const[]){"--size", "4M", "--max-endpoints", "8",
                                        "--conns-per-endpoint", "4", NULL});
-    CHECK(wait_list(&d, "client id=", false, 5000), "the probe connection never went away");
-    /* Peer 1, the observer, owns endpoint 1 (client id 11) and keeps the
-     * region mapped throughout; peer 0 comes and goes. */
-    struct raw_client hold;
+    T_ASSERT(wait_list(&d, "client id=", false, 5000), "the probe connection never went away");
     raw_attach(&hold, d.sock, 1);
-    raw_attach(&obs, d.sock, 1);
-    CHECK(hold.id == 0 && obs.id == 1, "ids %lld %lld", (long long)hold.id, (long long)obs.id);
+    raw_attach(obs, d.sock, 1);
+    T_ASSERT(hold.id == 0 && obs->id == 1, "ids %lld %lld", (long long)hold.id, (long long)obs->id);
     raw_close(&hold);
-    CHECK(wait_list(&d, "client id=0", false, 3000), "client 0 still listed");
-    rc_claim(&obs, 1, 11);
+    T_ASSERT(wait_list(&d, "client id=0", false, 3000), "client 0 still listed");
+    rc_claim(obs, 1, 11);
+}
 
-    test_reclaim(&obs);
-    test_suspend_ok(&obs);
-    test_suspend_timeouts(&obs);
-    test_garbage(&obs);
-
-    raw_close(&obs);
+static void teardown(struct raw_client *obs)
+{
+    raw_close(obs);
     t_ivcd_stop(&d);
-    printf("ok\n");
-    return 0;
+}
+
+#define CASE(name)                                                                                 \
+    static void case_##name(void)                                                                  \
+    {                                                                                              \
+        struct raw_client obs;                                                                     \
+        setup(&obs);                                                                               \
+        test_##name(&obs);                                                                         \
+        teardown(&obs);                                                                            \
+    }
+CASE(reclaim)
+CASE(suspend_ok)
+CASE(suspend_timeouts)
+CASE(garbage)
+
+static const struct t_case cases[] = {
+    {"reclaim", case_reclaim, 30},
+    {"suspend_ok", case_suspend_ok, 30},
+    {"suspend_timeouts", case_suspend_timeouts, 60},
+    {"garbage", case_garbage, 60},
+    {0},
+};
+
+int main(int argc, char **argv)
+{
+    return t_main(argc, argv, cases);
 }

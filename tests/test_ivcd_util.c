@@ -22,18 +22,19 @@ int raw_connect(const char *path)
 
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
     int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    CHECK(s >= 0, "socket: %s", strerror(errno));
-    CHECK(connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect %s: %s", path,
-          strerror(errno));
-    CHECK(setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0, "SO_RCVTIMEO: %s",
-          strerror(errno));
+    T_ASSERT(s >= 0, "socket: %s", strerror(errno));
+    T_ASSERT(connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect %s: %s", path,
+             strerror(errno));
+    T_ASSERT(setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0, "SO_RCVTIMEO: %s",
+             strerror(errno));
     return s;
 }
 
 void raw_recv(int sock, int64_t *value, int *fd)
 {
     int r = ivshm_recv(sock, value, fd);
-    CHECK(r == 0, "receiving a message from ivcd: %s", r == -EAGAIN ? "timed out" : strerror(-r));
+    T_ASSERT(r == 0, "receiving a message from ivcd: %s",
+             r == -EAGAIN ? "timed out" : strerror(-r));
 }
 
 void raw_expect(int sock, int64_t value, bool with_fd, int *fd)
@@ -42,9 +43,9 @@ void raw_expect(int sock, int64_t value, bool with_fd, int *fd)
     int f;
 
     raw_recv(sock, &v, &f);
-    CHECK(v == value && (f >= 0) == with_fd, "expected %lld %s fd, got %lld %s fd",
-          (long long)value, with_fd ? "with" : "without", (long long)v,
-          f >= 0 ? "with" : "without");
+    T_ASSERT(v == value && (f >= 0) == with_fd, "expected %lld %s fd, got %lld %s fd",
+             (long long)value, with_fd ? "with" : "without", (long long)v,
+             f >= 0 ? "with" : "without");
     if (fd)
         *fd = f;
     else if (f >= 0)
@@ -66,20 +67,20 @@ void raw_attach(struct raw_client *c, const char *path, uint32_t vectors)
     c->sock = raw_connect(path);
     raw_expect(c->sock, 0, false, NULL);
     raw_recv(c->sock, &c->id, &fd);
-    CHECK(c->id >= 0 && fd < 0, "bad id message %lld", (long long)c->id);
+    T_ASSERT(c->id >= 0 && fd < 0, "bad id message %lld", (long long)c->id);
     raw_expect(c->sock, -1, true, &c->shm_fd);
     /* Others' eventfds, then ours: `vectors` messages with our id. */
     for (uint32_t own = 0; own < vectors;) {
         raw_recv(c->sock, &v, &fd);
-        CHECK(fd >= 0, "peer %lld without fd during the greeting", (long long)v);
+        T_ASSERT(fd >= 0, "peer %lld without fd during the greeting", (long long)v);
         close(fd);
         if (v == c->id)
             own++;
     }
-    CHECK(fstat(c->shm_fd, &st) == 0, "fstat: %s", strerror(errno));
+    T_ASSERT(fstat(c->shm_fd, &st) == 0, "fstat: %s", strerror(errno));
     c->size = (size_t)st.st_size;
     c->base = mmap(NULL, c->size, PROT_READ | PROT_WRITE, MAP_SHARED, c->shm_fd, 0);
-    CHECK(c->base != MAP_FAILED, "mmap: %s", strerror(errno));
+    T_ASSERT(c->base != MAP_FAILED, "mmap: %s", strerror(errno));
 }
 
 void raw_close(struct raw_client *c)
@@ -119,10 +120,10 @@ uint64_t rc_claim(const struct raw_client *c, uint32_t slot, uint32_t client_id)
     struct ivc_ep *e = rc_ep(c, slot);
     uint64_t st = atomic_load(&e->status);
 
-    CHECK(IVC_EP_STATE(st) == IVC_EP_FREE, "slot %u is not free (0x%llx)", slot,
-          (unsigned long long)st);
+    T_ASSERT(IVC_EP_STATE(st) == IVC_EP_FREE, "slot %u is not free (0x%llx)", slot,
+             (unsigned long long)st);
     uint64_t live = IVC_EP_STATUS(IVC_EP_GEN(st), c->id, IVC_EP_LIVE);
-    CHECK(atomic_compare_exchange_strong(&e->status, &st, live), "claiming slot %u", slot);
+    T_ASSERT(atomic_compare_exchange_strong(&e->status, &st, live), "claiming slot %u", slot);
     e->job_magic = rc_hdr(c)->job_magic;
     e->client_id = client_id;
     e->pid = (int32_t)getpid();
@@ -151,7 +152,7 @@ static int exec_child(void *arg)
 static const char *ivcd_bin(void)
 {
     const char *p = getenv("IVCD");
-    CHECK(p && p[0] == '/', "$IVCD must be the absolute path of ivcd (set by CMake)");
+    T_ASSERT(p && p[0] == '/', "$IVCD must be the absolute path of ivcd (set by CMake)");
     return p;
 }
 
@@ -162,7 +163,7 @@ static pid_t spawn(const char *const *pre, const char *const *args, int *outfd)
 
     /* close-on-exec: the child gets the write end only as its stdout and
      * stderr, so EOF comes when it (and any daemon it forks) lets go. */
-    CHECK(pipe2(p, O_CLOEXEC) == 0, "pipe: %s", strerror(errno));
+    T_ASSERT(pipe2(p, O_CLOEXEC) == 0, "pipe: %s", strerror(errno));
     a.argv[n++] = ivcd_bin();
     for (int i = 0; pre && pre[i]; i++)
         a.argv[n++] = pre[i];
@@ -184,7 +185,7 @@ static int collect(pid_t pid, int fd, char *out, size_t len)
 
     for (;;) {
         uint64_t now = t_now_ms();
-        CHECK(now < deadline, "child %d did not finish within 20 s", (int)pid);
+        T_ASSERT(now < deadline, "child %d did not finish within 20 s", (int)pid);
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, (int)(deadline - now)) <= 0)
             continue;
@@ -237,7 +238,7 @@ bool wait_list(const struct t_ivcd *d, const char *needle, bool present, int ms)
 
     for (;;) {
         int st = ctl_run(d, out, sizeof(out), list);
-        CHECK(st == 0, "ivcd ctl list failed (%d): %s", st, out);
+        T_ASSERT(st == 0, "ivcd ctl list failed (%d): %s", st, out);
         if ((strstr(out, needle) != NULL) == present)
             return true;
         if (t_now_ms() >= deadline)

@@ -15,17 +15,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Like T_ASSERT, with a formatted explanation. */
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: `%s`: ", __FILE__, __LINE__, #cond);                      \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
 #define RECV_TIMEOUT_MS 5000
 
 /* A raw client of ivcd's job socket. */
