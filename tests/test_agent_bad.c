@@ -19,8 +19,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define ARGV(...) ((const char *const[]){__VA_ARGS__, NULL})
-
 static struct t_agent agent;
 
 static int raw_connect(void)
@@ -378,17 +376,28 @@ static void test_shutdown(void)
     agent_client_close(c);
 }
 
-int main(void)
+/* Each case has an agent of its own, serving before and after. */
+#define CASE(name)                                                                                 \
+    static void case_##name(void)                                                                  \
+    {                                                                                              \
+        t_agent_start(&agent, NULL);                                                               \
+        check_alive();                                                                             \
+        test_##name();                                                                             \
+        check_alive();                                                                             \
+        t_agent_stop(&agent);                                                                      \
+    }
+CASE(framing)
+CASE(payloads)
+CASE(fuzz)
+CASE(port)
+CASE(shutdown)
+
+static const struct t_case cases[] = {
+    {"framing", case_framing, 30}, {"payloads", case_payloads, 30}, {"fuzz", case_fuzz, 60},
+    {"port", case_port, 60},       {"shutdown", case_shutdown, 30}, {0},
+};
+
+int main(int argc, char **argv)
 {
-    t_agent_start(&agent, NULL);
-    check_alive();
-    test_framing();
-    test_payloads();
-    test_fuzz();
-    test_port();
-    test_shutdown();
-    check_alive();
-    t_agent_stop(&agent);
-    printf("ok\n");
-    return 0;
+    return t_main(argc, argv, cases);
 }

@@ -16,8 +16,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define ARGV(...) ((const char *const[]){__VA_ARGS__, NULL})
-
 enum scenario { STALE, RESEND, SILENT, BAD_MAGIC, MALFORMED, CLOSE, LATE_LISTEN };
 
 struct fake {
@@ -265,14 +263,17 @@ static void test_run_timeout(void)
     t_agent_stop(&a);
 }
 
-int main(void)
+static const struct t_case cases[] = {
+    {"stale", test_stale, 30},
+    {"resend_and_timeout", test_resend_and_timeout, 30},
+    {"bad_frames", test_bad_frames, 30},
+    {"closed", test_closed, 30},
+    {"connect", test_connect, 30},
+    {"run_timeout", test_run_timeout, 30},
+    {0},
+};
+
+int main(int argc, char **argv)
 {
-    test_stale();
-    test_resend_and_timeout();
-    test_bad_frames();
-    test_closed();
-    test_connect();
-    test_run_timeout();
-    printf("ok\n");
-    return 0;
+    return t_main(argc, argv, cases);
 }

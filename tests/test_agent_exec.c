@@ -15,8 +15,6 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-#define ARGV(...) ((const char *const[]){__VA_ARGS__, NULL})
-
 static void expect(const struct t_out *o, int status, const char *out, const char *err)
 {
     T_ASSERT(o->rc == 0, "run failed: %s", o->e.msg);
@@ -348,28 +346,54 @@ static void test_linger(agent_client_t *c)
     t_out_free(&o);
 }
 
-int main(void)
+/* A second client comes and goes (killing its commands); the first one
+ * still works afterwards. */
+static void test_disconnect(const struct t_agent *a, agent_client_t *c)
 {
-    struct t_agent a;
-    t_agent_start(&a, NULL);
-    agent_client_t *c = t_agent_client(&a);
-    test_hello(c);
-    test_basic(c);
-    test_exec_failed(c);
-    test_env_cwd(c);
-    test_big_output(c);
-    test_stdin(c);
-    test_concurrent(c);
-    test_signal_group(c);
-    test_linger(c);
-    test_disconnect_kills(&a);
-    /* The first client still works after another one came and went. */
     struct t_out o;
+    test_disconnect_kills(a);
     t_run(c, ARGV("echo", "still"), NULL, NULL, NULL, 0, &o);
     expect(&o, 0, "still\n", "");
     t_out_free(&o);
-    agent_client_close(c);
-    t_agent_stop(&a);
-    printf("ok\n");
-    return 0;
+}
+
+/* Each case has an agent of its own and a client connected to it. */
+#define CASE(name, ...)                                                                            \
+    static void case_##name(void)                                                                  \
+    {                                                                                              \
+        struct t_agent a;                                                                          \
+        t_agent_start(&a, NULL);                                                                   \
+        agent_client_t *c = t_agent_client(&a);                                                    \
+        test_##name(__VA_ARGS__);                                                                  \
+        agent_client_close(c);                                                                     \
+        t_agent_stop(&a);                                                                          \
+    }
+CASE(hello, c)
+CASE(basic, c)
+CASE(exec_failed, c)
+CASE(env_cwd, c)
+CASE(big_output, c)
+CASE(stdin, c)
+CASE(concurrent, c)
+CASE(signal_group, c)
+CASE(linger, c)
+CASE(disconnect, &a, c)
+
+static const struct t_case cases[] = {
+    {"hello", case_hello, 30},
+    {"basic", case_basic, 30},
+    {"exec_failed", case_exec_failed, 30},
+    {"env_cwd", case_env_cwd, 30},
+    {"big_output", case_big_output, 60},
+    {"stdin", case_stdin, 60},
+    {"concurrent", case_concurrent, 60},
+    {"signal_group", case_signal_group, 30},
+    {"linger", case_linger, 30},
+    {"disconnect", case_disconnect, 30},
+    {0},
+};
+
+int main(int argc, char **argv)
+{
+    return t_main(argc, argv, cases);
 }

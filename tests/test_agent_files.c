@@ -12,8 +12,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define ARGV(...) ((const char *const[]){__VA_ARGS__, NULL})
-
 static void put(agent_client_t *c, const void *data, size_t len, const char *path, unsigned mode)
 {
     vhpc_err_t e;
@@ -99,15 +97,27 @@ static void test_errors(agent_client_t *c)
     t_out_free(&o);
 }
 
-int main(void)
+/* Each case has an agent of its own and a client connected to it. */
+#define CASE(name)                                                                                 \
+    static void case_##name(void)                                                                  \
+    {                                                                                              \
+        struct t_agent a;                                                                          \
+        t_agent_start(&a, NULL);                                                                   \
+        agent_client_t *c = t_agent_client(&a);                                                    \
+        test_##name(c);                                                                            \
+        agent_client_close(c);                                                                     \
+        t_agent_stop(&a);                                                                          \
+    }
+CASE(roundtrip)
+CASE(errors)
+
+static const struct t_case cases[] = {
+    {"roundtrip", case_roundtrip, 60},
+    {"errors", case_errors, 30},
+    {0},
+};
+
+int main(int argc, char **argv)
 {
-    struct t_agent a;
-    t_agent_start(&a, NULL);
-    agent_client_t *c = t_agent_client(&a);
-    test_roundtrip(c);
-    test_errors(c);
-    agent_client_close(c);
-    t_agent_stop(&a);
-    printf("ok\n");
-    return 0;
+    return t_main(argc, argv, cases);
 }

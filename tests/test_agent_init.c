@@ -4,8 +4,8 @@
  * never reach the host's), with the kernel command line read from a file.
  * Checks the mounts, the hostname, the network (a veth as eth0), /etc/hosts,
  * the environment of commands, orphans reaped, and that SHUTDOWN ends it
- * (reboot() in a PID namespace ends the namespace), and its log.  Skipped (77) where
- * namespaces cannot be made (not root).
+ * (reboot() in a PID namespace ends the namespace), and its log.  Its cases are skipped
+ * where namespaces cannot be made (not root) or busybox is missing.
  */
 #include "test_agent_util.h"
 
@@ -19,8 +19,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#define ARGV(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 static char root[256];
 
@@ -113,31 +111,39 @@ static void run_expect(agent_client_t *c, const char *script, const char *expect
     t_out_free(&o);
 }
 
-int main(void)
+/* A busybox root with the agent as /init in new namespaces; returns a
+ * client connected to it (past HELLO and READY) and the namespaces'
+ * parent in *ns.  Skips the case where that cannot be done here. */
+static agent_client_t *boot(pid_t *ns)
 {
-    if (geteuid() != 0 || access("/bin/busybox", X_OK) < 0) {
-        printf("skipped: needs root and /bin/busybox (busybox-static)\n");
-        return 77;
-    }
+    if (geteuid() != 0)
+        T_SKIP("needs root (to make PID, mount, UTS and network namespaces)");
+    if (access("/bin/busybox", X_OK) < 0)
+        T_SKIP("needs /bin/busybox (apt-get install busybox-static)");
     make_root();
-    pid_t ns = t_fork(ns_parent, NULL);
+    *ns = t_fork(ns_parent, NULL);
 
     char sock[300];
     agent_client_t *c;
     vhpc_err_t e;
     snprintf(sock, sizeof(sock), "%s/sock/agent.sock", root);
     if (agent_client_connect(sock, 10000, &c, &e) < 0) {
-        int st = t_wait_bounded(ns, 1000, "namespace parent");
-        if (st == 77) {
-            printf("skipped: cannot create namespaces\n");
-            return 77;
-        }
+        int st = t_wait_bounded(*ns, 1000, "namespace parent");
+        if (st == 77)
+            T_SKIP("cannot create namespaces here (unshare or a private / refused)");
         T_FAIL("%s (namespace parent: %d)", e.msg, st);
     }
     T_ASSERT(agent_client_wait_ready(c, 10000, &e) == 0, "%s", e.msg);
     const struct agent_hello *h = agent_client_hello(c);
     T_ASSERT(strcmp(h->hostname, "node7") == 0, "hostname in HELLO: %s", h->hostname);
+    return c;
+}
 
+/* Mounts, hostname, network, /etc/hosts and the environment of commands. */
+static void test_pid1_system(void)
+{
+    pid_t ns;
+    agent_client_t *c = boot(&ns);
     run_expect(c, "echo $$ $PPID", " 1\n");
     run_expect(c, "cat /proc/mounts", "devtmpfs /dev devtmpfs");
     run_expect(c,
@@ -153,23 +159,36 @@ int main(void)
     run_expect(c, "cat /etc/hosts", "127.0.0.1\tlocalhost\n");
     run_expect(c, "echo \"[$PATH] [${IVC_SOCKET-unset}]\"",
                "[/bin:/sbin:/usr/bin:/usr/sbin:/usr/local/bin] []");
+    agent_client_close(c);
+}
 
-    /* Orphans are PID 1's to reap: none is left a zombie. */
+/* Orphans are PID 1's to reap: none is left a zombie. */
+static void test_orphans_reaped(void)
+{
+    pid_t ns;
+    agent_client_t *c = boot(&ns);
     run_expect(c, "for i in 1 2 3 4 5; do (sleep 0.1 &) ; done; echo started", "started");
     usleep(600000);
     struct t_out o;
     t_run(c, ARGV("sh", "-c", "grep -h '^State:' /proc/[0-9]*/status"), NULL, NULL, NULL, 0, &o);
     T_ASSERT(o.rc == 0 && !strstr(o.out, "zombie"), "zombies left: %s", o.out);
     t_out_free(&o);
+    agent_client_close(c);
+}
 
-    /* SHUTDOWN: PID 1 stops everything and calls reboot(), which in a PID
-     * namespace ends it as if by SIGINT (power off). */
+/* SHUTDOWN: PID 1 stops everything and calls reboot(), which in a PID
+ * namespace ends it as if by SIGINT (power off); then what it logged (to
+ * the console in a VM). */
+static void test_shutdown_and_log(void)
+{
+    pid_t ns;
+    vhpc_err_t e;
+    agent_client_t *c = boot(&ns);
     T_ASSERT(agent_client_shutdown(c, AGENT_SHUTDOWN_POWEROFF, &e) == 0, "%s", e.msg);
     int st = t_wait_bounded(ns, 15000, "PID 1 after SHUTDOWN");
     T_ASSERT(st == 128 + SIGINT, "namespace ended with %d", st);
     agent_client_close(c);
 
-    /* What it logged (to the console in a VM). */
     char path[512];
     size_t len;
     snprintf(path, sizeof(path), "%s/agent.log", root);
@@ -187,6 +206,16 @@ int main(void)
     for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
         T_ASSERT(strstr(log, lines[i]), "log lacks '%s':\n%s", lines[i], log);
     free(log);
-    printf("ok\n");
-    return 0;
+}
+
+static const struct t_case cases[] = {
+    {"pid1_system", test_pid1_system, 60},
+    {"orphans_reaped", test_orphans_reaped, 60},
+    {"shutdown_and_log", test_shutdown_and_log, 60},
+    {0},
+};
+
+int main(int argc, char **argv)
+{
+    return t_main(argc, argv, cases);
 }

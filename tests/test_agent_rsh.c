@@ -430,17 +430,33 @@ static void test_auth(void)
     t_agent_stop(&nokey);
 }
 
-int main(void)
+/* Each case has an agent of its own. */
+#define CASE(name)                                                                                 \
+    static void case_##name(void)                                                                  \
+    {                                                                                              \
+        t_agent_start(&agent, NULL);                                                               \
+        snprintf(port_s, sizeof(port_s), "%d", agent.tcp_port);                                    \
+        test_##name();                                                                             \
+        t_agent_stop(&agent);                                                                      \
+    }
+CASE(status_and_streams)
+CASE(big_stdin)
+CASE(names_and_failures)
+CASE(signal_rsh)
+CASE(kill_rsh)
+CASE(auth)
+
+static const struct t_case cases[] = {
+    {"status_and_streams", case_status_and_streams, 30},
+    {"big_stdin", case_big_stdin, 60},
+    {"names_and_failures", case_names_and_failures, 30},
+    {"signal_rsh", case_signal_rsh, 30},
+    {"kill_rsh", case_kill_rsh, 30},
+    {"auth", case_auth, 60},
+    {0},
+};
+
+int main(int argc, char **argv)
 {
-    t_agent_start(&agent, NULL);
-    snprintf(port_s, sizeof(port_s), "%d", agent.tcp_port);
-    test_status_and_streams();
-    test_big_stdin();
-    test_names_and_failures();
-    test_signal_rsh();
-    test_kill_rsh();
-    test_auth();
-    t_agent_stop(&agent);
-    printf("ok\n");
-    return 0;
+    return t_main(argc, argv, cases);
 }

@@ -13,6 +13,9 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+/* A NULL-terminated argv in place. */
+#define ARGV(...) ((const char *const[]){__VA_ARGS__, NULL})
+
 struct t_agent {
     pid_t pid;
     char sock[108];             /* its --listen-unix socket */
