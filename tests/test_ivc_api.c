@@ -333,19 +333,38 @@ static void test_connect_start(void)
     T_OK(ivc_unregister(b));
 }
 
-int main(void)
+/* Each case has an ivcd of its own. */
+#define CASE(name)                                                                                 \
+    static void case_##name(void)                                                                  \
+    {                                                                                              \
+        t_ivcd_start(&ivcd, MAGIC, NULL);                                                          \
+        test_##name();                                                                             \
+        t_ivcd_stop(&ivcd);                                                                        \
+    }
+CASE(errors)
+CASE(strerror)
+CASE(membership_and_eof)
+CASE(poll_and_timeouts)
+CASE(full_region)
+CASE(departed_share_kept)
+CASE(abort_is_not_eof)
+CASE(idle_waits_sleep)
+CASE(connect_start)
+
+static const struct t_case cases[] = {
+    {"errors", case_errors, 30},
+    {"strerror", case_strerror, 30},
+    {"membership_and_eof", case_membership_and_eof, 30},
+    {"poll_and_timeouts", case_poll_and_timeouts, 30},
+    {"full_region", case_full_region, 60},
+    {"departed_share_kept", case_departed_share_kept, 30},
+    {"abort_is_not_eof", case_abort_is_not_eof, 30},
+    {"idle_waits_sleep", case_idle_waits_sleep, 30},
+    {"connect_start", case_connect_start, 30},
+    {0},
+};
+
+int main(int argc, char **argv)
 {
-    t_ivcd_start(&ivcd, MAGIC, NULL);
-    test_errors();
-    test_strerror();
-    test_membership_and_eof();
-    test_poll_and_timeouts();
-    test_full_region();
-    test_departed_share_kept();
-    test_abort_is_not_eof();
-    test_idle_waits_sleep();
-    test_connect_start();
-    t_ivcd_stop(&ivcd);
-    printf("ok\n");
-    return 0;
+    return t_main(argc, argv, cases);
 }

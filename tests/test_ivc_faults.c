@@ -672,16 +672,49 @@ static void corrupt_round(enum kind kind, int variant)
            arg.use_poll ? "ivc_poll" : "ivc_read_all");
 }
 
-int main(void)
+#define KILL(name, mode)                                                                           \
+    static void name(void)                                                                         \
+    {                                                                                              \
+        kill_round(mode);                                                                          \
+    }
+KILL(kill_a_connects_writes, KILL_A_CONNECTS_WRITES)
+KILL(kill_b_connects_writes, KILL_B_CONNECTS_WRITES)
+KILL(kill_a_connects_reads, KILL_A_CONNECTS_READS)
+
+#define CORRUPT(kind, variant)                                                                     \
+    static void corrupt_##kind##_##variant(void)                                                   \
+    {                                                                                              \
+        corrupt_round(kind, variant);                                                              \
+    }
+#define CORRUPT4(kind) CORRUPT(kind, 0) CORRUPT(kind, 1) CORRUPT(kind, 2) CORRUPT(kind, 3)
+CORRUPT4(K_HEADER)
+CORRUPT4(K_EPS)
+CORRUPT4(K_HOT)
+CORRUPT4(K_CONN)
+CORRUPT(K_STREAM, 0)
+CORRUPT(K_STREAM, 1)
+
+#define C4(name, kind)                                                                             \
+    {name "_0", corrupt_##kind##_0, 40}, {name "_1", corrupt_##kind##_1, 40},                      \
+        {name "_2", corrupt_##kind##_2, 60},                                                       \
+    {                                                                                              \
+        name "_3", corrupt_##kind##_3, 60                                                          \
+    }
+
+static const struct t_case cases[] = {
+    {"kill_a_connects_writes", kill_a_connects_writes, 40},
+    {"kill_b_connects_writes", kill_b_connects_writes, 40},
+    {"kill_a_connects_reads", kill_a_connects_reads, 40},
+    C4("corrupt_header", K_HEADER),
+    C4("corrupt_eps", K_EPS),
+    C4("corrupt_hot", K_HOT),
+    C4("corrupt_conn", K_CONN),
+    {"corrupt_stream_0", corrupt_K_STREAM_0, 40},
+    {"corrupt_stream_1", corrupt_K_STREAM_1, 40},
+    {0},
+};
+
+int main(int argc, char **argv)
 {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    kill_round(KILL_A_CONNECTS_WRITES);
-    kill_round(KILL_B_CONNECTS_WRITES);
-    kill_round(KILL_A_CONNECTS_READS);
-    for (int kind = K_HEADER; kind <= K_CONN; kind++)
-        for (int variant = 0; variant < 4; variant++)
-            corrupt_round(kind, variant);
-    corrupt_round(K_STREAM, 0);
-    corrupt_round(K_STREAM, 1);
-    return 0;
+    return t_main(argc, argv, cases);
 }

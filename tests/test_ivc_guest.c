@@ -76,13 +76,16 @@ static int guest_proc(void *arg)
     return 0;
 }
 
-int main(void)
+static int64_t vm_id;
+static int memfd;
+
+/* ivcd, a fake QEMU attached to it, and a fake sysfs device whose BAR2 is
+ * the fake QEMU's region ($IVC_SYSFS_PCI points at it). */
+static void setup(void)
 {
     const char *extra[] = {"--size", "16M", NULL};
     t_ivcd_start(&ivcd, MAGIC, extra);
 
-    int64_t vm_id;
-    int memfd;
     qsock = fake_qemu(&vm_id, &memfd);
 
     /* The fake sysfs device. */
@@ -113,61 +116,85 @@ int main(void)
     char pci[300];
     snprintf(pci, sizeof(pci), "%s/pci", t_tmpdir());
     setenv("IVC_SYSFS_PCI", pci, 1);
+}
 
-    /* Twice: with location "guest", then with automatic discovery. */
-    for (int round = 0; round < 2; round++) {
-        ivc_options_t o = {.location = ivcd.sock, .ring_size = 64 << 10};
-        ivc_ctx_t *host;
-        T_OK(ivc_register(MAGIC, 8, &o, &host));
-        pid_t g = t_fork(guest_proc, round == 0 ? "guest" : NULL);
-        ivc_chan_t *ch;
-        T_OK(ivc_accept(host, 10000, &ch));
-        ivc_peer_t peers[4];
-        int n = T_OK(ivc_get_hosts(host, peers, 4));
-        T_ASSERT(n == 1 && peers[0].client_id == 7, "the guest is listed");
-        T_ASSERT(peers[0].vm_id == vm_id,
-                 "the guest's endpoint carries its VM's peer id (%u != %lld)", peers[0].vm_id,
-                 (long long)vm_id);
-        uint8_t buf[100000];
-        size_t done;
-        T_OK(ivc_read_all(ch, buf, sizeof(buf), 10000, &done));
-        T_ASSERT(t_check(buf, sizeof(buf), 5, 0) == sizeof(buf), "host received the guest's data");
-        t_fill(buf, sizeof(buf), 6, 0);
-        T_OK(ivc_write_all(ch, buf, sizeof(buf), 10000, NULL));
+/* A guest process talks to a host peer, found with location "guest"
+ * (round 0) or by automatic discovery (round 1). */
+static void guest_round(int round)
+{
+    char link[400];
+    int fd;
 
-        char en[4] = {0};
-        snprintf(link, sizeof(link), "%s/enable", devdir);
-        fd = open(link, O_RDONLY);
-        T_ASSERT(fd >= 0 && read(fd, en, 1) == 1 && en[0] == '1', "the guest enabled the device");
-        close(fd);
-        write_file("enable", "0\n", 2);
+    setup();
+    ivc_options_t o = {.location = ivcd.sock, .ring_size = 64 << 10};
+    ivc_ctx_t *host;
+    T_OK(ivc_register(MAGIC, 8, &o, &host));
+    pid_t g = t_fork(guest_proc, round == 0 ? "guest" : NULL);
+    ivc_chan_t *ch;
+    T_OK(ivc_accept(host, 10000, &ch));
+    ivc_peer_t peers[4];
+    int n = T_OK(ivc_get_hosts(host, peers, 4));
+    T_ASSERT(n == 1 && peers[0].client_id == 7, "the guest is listed");
+    T_ASSERT(peers[0].vm_id == vm_id, "the guest's endpoint carries its VM's peer id (%u != %lld)",
+             peers[0].vm_id, (long long)vm_id);
+    uint8_t buf[100000];
+    size_t done;
+    T_OK(ivc_read_all(ch, buf, sizeof(buf), 10000, &done));
+    T_ASSERT(t_check(buf, sizeof(buf), 5, 0) == sizeof(buf), "host received the guest's data");
+    t_fill(buf, sizeof(buf), 6, 0);
+    T_OK(ivc_write_all(ch, buf, sizeof(buf), 10000, NULL));
 
-        if (round == 0) {
-            /* The guest process dies but its VM lives on: its endpoint stays
-             * (only the VM's agent can tell, next issue).  Close it cleanly. */
-            kill(g, SIGKILL);
-            t_wait(g);
-            T_OK(ivc_close(ch));
-            /* Free its slot the way the agent will: it knows the pid. */
-            struct ivc_ep *e = ivc__ep(host, peers[0].slot);
-            uint64_t st = atomic_load(&e->status);
-            atomic_store(&e->status, IVC_EP_STATUS(IVC_EP_GEN(st) + 1, 0, IVC_EP_FREE));
-        } else {
-            /* The VM goes away (QEMU disconnects): ivcd reclaims the guest's
-             * endpoint and the host sees the channel reset. */
-            close(qsock);
-            char c;
-            int r = ivc_read_all(ch, &c, 1, 10000, NULL);
-            T_ASSERT(r == IVC_ECONNRESET, "host sees reset when the VM leaves, got %s",
-                     ivc_strerror(r));
-            kill(g, SIGKILL);
-            t_wait(g);
-            T_OK(ivc_close(ch));
-        }
-        T_OK(ivc_unregister(host));
+    char en[4] = {0};
+    snprintf(link, sizeof(link), "%s/enable", devdir);
+    fd = open(link, O_RDONLY);
+    T_ASSERT(fd >= 0 && read(fd, en, 1) == 1 && en[0] == '1', "the guest enabled the device");
+    close(fd);
+    write_file("enable", "0\n", 2);
+
+    if (round == 0) {
+        /* The guest process dies but its VM lives on: its endpoint stays
+         * (only the VM's agent can tell, next issue).  Close it cleanly. */
+        kill(g, SIGKILL);
+        t_wait(g);
+        T_OK(ivc_close(ch));
+        /* Free its slot the way the agent will: it knows the pid. */
+        struct ivc_ep *e = ivc__ep(host, peers[0].slot);
+        uint64_t st = atomic_load(&e->status);
+        atomic_store(&e->status, IVC_EP_STATUS(IVC_EP_GEN(st) + 1, 0, IVC_EP_FREE));
+    } else {
+        /* The VM goes away (QEMU disconnects): ivcd reclaims the guest's
+         * endpoint and the host sees the channel reset. */
+        close(qsock);
+        char c;
+        int r = ivc_read_all(ch, &c, 1, 10000, NULL);
+        T_ASSERT(r == IVC_ECONNRESET, "host sees reset when the VM leaves, got %s",
+                 ivc_strerror(r));
+        kill(g, SIGKILL);
+        t_wait(g);
+        T_OK(ivc_close(ch));
     }
+    T_OK(ivc_unregister(host));
     close(memfd);
     t_ivcd_stop(&ivcd);
-    printf("ok\n");
-    return 0;
+}
+
+static void test_location_guest(void)
+{
+    guest_round(0);
+}
+
+static void test_discovery_vm_leaves(void)
+{
+    guest_round(1);
+}
+
+static const struct t_case cases[] = {
+    {"location_guest", test_location_guest, 60},
+    {"discovery_vm_leaves", test_discovery_vm_leaves, 60},
+    {0},
+};
+
+int main(int argc, char **argv)
+{
+    return t_main(argc, argv, cases);
 }

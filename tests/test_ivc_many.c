@@ -484,10 +484,13 @@ static void two_jobs(void)
     printf("ok two_jobs\n");
 }
 
-int main(void)
+static const struct t_case cases[] = {
+    {"all_to_all", all_to_all, 90},
+    {"two_jobs", two_jobs, 90},
+    {0},
+};
+
+int main(int argc, char **argv)
 {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    all_to_all();
-    two_jobs();
-    return 0;
+    return t_main(argc, argv, cases);
 }

@@ -160,7 +160,9 @@ static int proc_ctl(void *arg)
     return st == 0 && strncmp(out, "ok", 2) == 0 ? 0 : 1;
 }
 
-int main(void)
+/* B's side of two suspensions of A mid-stream and a stream afterwards
+ * (one sequence: process A plays its side of all three in order). */
+static void test_suspend_twice_then_stream(void)
 {
     t_ivcd_start(&ivcd, MAGIC, NULL);
     T_ASSERT(pipe(report) == 0, "pipe");
@@ -225,6 +227,14 @@ int main(void)
     T_OK(ivc_close(ch));
     T_OK(ivc_unregister(c));
     t_ivcd_stop(&ivcd);
-    printf("ok\n");
-    return 0;
+}
+
+static const struct t_case cases[] = {
+    {"suspend_twice_then_stream", test_suspend_twice_then_stream, 150},
+    {0},
+};
+
+int main(int argc, char **argv)
+{
+    return t_main(argc, argv, cases);
 }

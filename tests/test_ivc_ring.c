@@ -220,16 +220,42 @@ static void test_stream_all_sizes(void)
     T_OK(ivc_unregister(c));
 }
 
-int main(void)
+/* A pair on a 4 KiB ring, run `fn`, unregister both. */
+static void on_a_pair(void (*fn)(void))
 {
     t_ivcd_start(&ivcd, MAGIC, NULL);
     pair(4096);
-    test_writev();
-    test_empty_full_wrap();
+    fn();
     T_OK(ivc_unregister(a_ctx));
     T_OK(ivc_unregister(b_ctx));
+    t_ivcd_stop(&ivcd);
+}
+
+static void case_writev(void)
+{
+    on_a_pair(test_writev);
+}
+
+static void case_empty_full_wrap(void)
+{
+    on_a_pair(test_empty_full_wrap);
+}
+
+static void case_stream_all_sizes(void)
+{
+    t_ivcd_start(&ivcd, MAGIC, NULL);
     test_stream_all_sizes();
     t_ivcd_stop(&ivcd);
-    printf("ok\n");
-    return 0;
+}
+
+static const struct t_case cases[] = {
+    {"writev", case_writev, 30},
+    {"empty_full_wrap", case_empty_full_wrap, 30},
+    {"stream_all_sizes", case_stream_all_sizes, 180},
+    {0},
+};
+
+int main(int argc, char **argv)
+{
+    return t_main(argc, argv, cases);
 }
