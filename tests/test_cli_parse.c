@@ -45,7 +45,7 @@ static void mib_bad(const char *s)
     T_ASSERT(strstr(err.msg, "--mem") && strstr(err.msg, "64 to 1048576"), "message: %s", err.msg);
 }
 
-int main(void)
+static void test_ints(void)
 {
     int_ok("1", 1, 64, 1);
     int_ok("64", 1, 64, 64);
@@ -63,13 +63,20 @@ int main(void)
     int_bad("4294967297", 1, 64);              /* wraps to 1 in a 32-bit int */
     int_bad("99999999999999999999999", 1, 64); /* overflows long long */
     int_bad(NULL, 1, 64);
+}
+
+static void test_longs(void)
+{
     long l;
     T_ASSERT(vhpc_parse_long("--n", "9223372036854775807", 0, LONG_MAX, &l, &err) == 0 &&
                  l == LONG_MAX,
              "LONG_MAX: %s", err.msg);
     T_ASSERT(vhpc_parse_long("--n", "9223372036854775808", 0, LONG_MAX, &l, &err) < 0,
              "LONG_MAX + 1 accepted");
+}
 
+static void test_mib(void)
+{
     mib_ok("64", 64);
     mib_ok("256M", 256);
     mib_ok("256mib", 256);
@@ -87,8 +94,11 @@ int main(void)
     mib_bad("-1G");
     mib_bad("1.5G");
     mib_bad("");
+}
 
-    /* Cluster names: the rule vhpc_cluster_up applies. */
+/* Cluster names: the rule vhpc_cluster_up applies. */
+static void test_cluster_names(void)
+{
     T_ASSERT(vhpc_cluster_name_ok("c1") && vhpc_cluster_name_ok("run-123_x"), "good names");
     T_ASSERT(vhpc_cluster_name_ok("abcdefghijklmnopqrstuvwxyz012345"), "32 characters");
     static const char *const bad[] = {"",
@@ -107,6 +117,17 @@ int main(void)
                  err.msg);
     }
     T_ASSERT(vhpc_check_cluster_name(NULL, &err) == -EINVAL, "NULL");
-    printf("test_cli_parse: ok\n");
-    return 0;
+}
+
+static const struct t_case cases[] = {
+    {"ints", test_ints, 10},
+    {"longs", test_longs, 10},
+    {"mib", test_mib, 10},
+    {"cluster_names", test_cluster_names, 10},
+    {0},
+};
+
+int main(int argc, char **argv)
+{
+    return t_main(argc, argv, cases);
 }

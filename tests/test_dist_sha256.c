@@ -48,33 +48,66 @@ static const struct {
     {"a", 1000000, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"},
 };
 
-int main(void)
-{
-    int hw = vhpc__sha256_hw_supported();
-    int impls[2] = {VHPC_SHA256_SOFT, VHPC_SHA256_HW};
-    printf("SHA extensions on this CPU: %s\n", hw ? "yes" : "no (only the portable code runs)");
+static const char *const impl_name[] = {"portable", "hardware"};
 
+/* The FIPS 180-4 vectors on implementation `impl`, whole and in pieces. */
+static void fips_vectors(int impl)
+{
+    int k = impl == VHPC_SHA256_HW;
     for (size_t v = 0; v < sizeof(fips) / sizeof(*fips); v++) {
         size_t ml = strlen(fips[v].msg), len = ml * fips[v].repeat;
         unsigned char *buf = malloc(len + 1);
         T_ASSERT(buf, "malloc");
         for (size_t i = 0; i < fips[v].repeat; i++)
             memcpy(buf + i * ml, fips[v].msg, ml);
-        for (int k = 0; k < 1 + hw; k++) {
-            char hex[65];
-            T_ASSERT(vhpc__sha256_select(impls[k]) == impls[k], "select %d", impls[k]);
-            hash(impls[k], buf, len, 0, hex);
-            T_ASSERT(!strcmp(hex, fips[v].want), "FIPS vector %zu (%s): %s, want %s", v,
-                     k ? "hardware" : "portable", hex, fips[v].want);
-            hash(impls[k], buf, len, 63, hex);
-            T_ASSERT(!strcmp(hex, fips[v].want), "FIPS vector %zu in pieces (%s)", v,
-                     k ? "hardware" : "portable");
-        }
+        char hex[65];
+        T_ASSERT(vhpc__sha256_select(impl) == impl, "select %d", impl);
+        hash(impl, buf, len, 0, hex);
+        T_ASSERT(!strcmp(hex, fips[v].want), "FIPS vector %zu (%s): %s, want %s", v, impl_name[k],
+                 hex, fips[v].want);
+        hash(impl, buf, len, 63, hex);
+        T_ASSERT(!strcmp(hex, fips[v].want), "FIPS vector %zu in pieces (%s)", v, impl_name[k]);
         free(buf);
     }
+}
 
-    /* Random inputs: every length to 1100 (each padding case, one to 17
-     * blocks), then large ones; whole and in pieces of varied sizes. */
+/* The speed of `impl` (reported, not asserted). */
+static void report_speed(int impl, const unsigned char *buf, size_t len)
+{
+    char hex[65];
+    uint64_t t0 = t_now_ms();
+    int rounds = 0;
+    do {
+        hash(impl, buf, len, 0, hex);
+        rounds++;
+    } while (t_now_ms() - t0 < 300);
+    double s = (double)(t_now_ms() - t0) / 1000;
+    printf("%-8s %6.0f MB/s\n", impl_name[impl == VHPC_SHA256_HW], (double)len * rounds / s / 1e6);
+}
+
+static void skip_without_hw(void)
+{
+    if (!vhpc__sha256_hw_supported())
+        T_SKIP("this CPU has no SHA extensions: only the portable code runs here");
+}
+
+static void test_fips_portable(void)
+{
+    fips_vectors(VHPC_SHA256_SOFT);
+}
+
+static void test_fips_hardware(void)
+{
+    skip_without_hw();
+    fips_vectors(VHPC_SHA256_HW);
+}
+
+/* Random inputs: every length to 1100 (each padding case, one to 17
+ * blocks), then large ones; whole and in pieces of varied sizes; the two
+ * implementations agree.  Then the speed of each. */
+static void test_hardware_agrees(void)
+{
+    skip_without_hw();
     size_t max = (4 << 20) + 77;
     unsigned char *buf = malloc(max);
     T_ASSERT(buf, "malloc");
@@ -85,34 +118,31 @@ int main(void)
     size_t big[] = {4095, 4096, 4097, 65535, 65536, 65599, 1 << 20, (1 << 20) + 1, max};
     for (size_t i = 0; i < sizeof(big) / sizeof(*big); i++)
         lens[nl++] = big[i];
-    if (hw) {
-        for (size_t i = 0; i < nl; i++) {
-            char a[65], b[65], c[65];
-            size_t off = i % 7; /* unaligned starts too */
-            size_t len = lens[i] + off > max ? lens[i] - off : lens[i];
-            hash(VHPC_SHA256_SOFT, buf + off, len, 0, a);
-            hash(VHPC_SHA256_HW, buf + off, len, 0, b);
-            hash(VHPC_SHA256_HW, buf + off, len, 1 + i % 200, c);
-            T_ASSERT(!strcmp(a, b), "length %zu: portable %s, hardware %s", len, a, b);
-            T_ASSERT(!strcmp(a, c), "length %zu in pieces: portable %s, hardware %s", len, a, c);
-        }
-        printf("portable and hardware agree on %zu inputs\n", nl);
+    for (size_t i = 0; i < nl; i++) {
+        char a[65], b[65], c[65];
+        size_t off = i % 7; /* unaligned starts too */
+        size_t len = lens[i] + off > max ? lens[i] - off : lens[i];
+        hash(VHPC_SHA256_SOFT, buf + off, len, 0, a);
+        hash(VHPC_SHA256_HW, buf + off, len, 0, b);
+        hash(VHPC_SHA256_HW, buf + off, len, 1 + i % 200, c);
+        T_ASSERT(!strcmp(a, b), "length %zu: portable %s, hardware %s", len, a, b);
+        T_ASSERT(!strcmp(a, c), "length %zu in pieces: portable %s, hardware %s", len, a, c);
     }
-
-    /* Speed (reported, not asserted). */
-    for (int k = 0; k < 1 + hw; k++) {
-        char hex[65];
-        uint64_t t0 = t_now_ms();
-        int rounds = 0;
-        do {
-            hash(impls[k], buf, max, 0, hex);
-            rounds++;
-        } while (t_now_ms() - t0 < 300);
-        double s = (double)(t_now_ms() - t0) / 1000;
-        printf("%-8s %6.0f MB/s\n", k ? "hardware" : "portable", (double)max * rounds / s / 1e6);
-    }
+    printf("portable and hardware agree on %zu inputs\n", nl);
+    report_speed(VHPC_SHA256_SOFT, buf, max);
+    report_speed(VHPC_SHA256_HW, buf, max);
     vhpc__sha256_select(VHPC_SHA256_AUTO);
     free(buf);
-    printf("ok\n");
-    return 0;
+}
+
+static const struct t_case cases[] = {
+    {"fips_portable", test_fips_portable, 30},
+    {"fips_hardware", test_fips_hardware, 30},
+    {"hardware_agrees", test_hardware_agrees, 60},
+    {0},
+};
+
+int main(int argc, char **argv)
+{
+    return t_main(argc, argv, cases);
 }

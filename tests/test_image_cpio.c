@@ -248,10 +248,13 @@ static void test_archive(void)
              "and points at the right file");
 }
 
-int main(void)
+static const struct t_case cases[] = {
+    {"sha256", test_sha256, 30},
+    {"archive", test_archive, 30},
+    {0},
+};
+
+int main(int argc, char **argv)
 {
-    test_sha256();
-    test_archive();
-    printf("ok\n");
-    return 0;
+    return t_main(argc, argv, cases);
 }

@@ -339,15 +339,29 @@ static void test_matching(void)
     free(c);
 }
 
-int main(void)
+/* Each case has a store of its own in a fresh $VHPC_HOME. */
+#define CASE(name)                                                                                 \
+    static void case_##name(void)                                                                  \
+    {                                                                                              \
+        setenv("VHPC_HOME", t_tmpdir(), 1);                                                        \
+        T_ASSERT(vhpc_store_open(NULL, &st, &err) == 0, "open: %s", err.msg);                      \
+        test_##name();                                                                             \
+        vhpc_store_close(st);                                                                      \
+    }
+CASE(store)
+CASE(budget)
+CASE(requirements)
+CASE(matching)
+
+static const struct t_case cases[] = {
+    {"store", case_store, 60},
+    {"budget", case_budget, 30},
+    {"requirements", case_requirements, 30},
+    {"matching", case_matching, 30},
+    {0},
+};
+
+int main(int argc, char **argv)
 {
-    setenv("VHPC_HOME", t_tmpdir(), 1);
-    T_ASSERT(vhpc_store_open(NULL, &st, &err) == 0, "open: %s", err.msg);
-    test_store();
-    test_budget();
-    test_requirements();
-    test_matching();
-    vhpc_store_close(st);
-    printf("ok\n");
-    return 0;
+    return t_main(argc, argv, cases);
 }

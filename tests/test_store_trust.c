@@ -154,16 +154,35 @@ static int hold_lock(void *arg)
     return 0;
 }
 
-int main(void)
+static char root[600];
+static char d1[65], b1[65], d2[65], b2[65];
+
+/* A store of its own with two versions of image a (d1/b1, d2/b2). */
+static void setup(void)
 {
-    char root[600], p[700], d1[65], b1[65], d2[65], b2[65];
     snprintf(root, sizeof(root), "%s/s", t_tmpdir());
     T_ASSERT(vhpc_store_open(root, &st, &err) == 0, "open: %s", err.msg);
     snprintf(sdir, sizeof(sdir), "%s", vhpc_store_dir(st));
-
-    /* ---- who can read what ---- */
     make_image("a", 1, d1, b1);
     make_image("a", 2, d2, b2);
+}
+
+/* Then a published image with a:1's content (the same blob). */
+static void add_published(void)
+{
+    char d3[65], b3[65];
+    vhpc_store_publish(1);
+    make_image("pub", 1, d3, b3);
+    vhpc_store_publish(0);
+    T_ASSERT(!strcmp(b3, b1), "same content, same blob");
+}
+
+/* Who can read what: private modes; published: new files 0444, and an
+ * existing private blob becomes so. */
+static void test_modes(void)
+{
+    char p[700];
+    setup();
     snprintf(p, sizeof(p), "%s/blobs/%s", sdir, b1);
     T_ASSERT(mode_of(p) == 0400, "blob mode %o", mode_of(p));
     snprintf(p, sizeof(p), "%s/images/%s.json", sdir, d1);
@@ -172,24 +191,26 @@ int main(void)
     T_ASSERT(mode_of(p) == 0600, "lock mode %o", mode_of(p));
     snprintf(p, sizeof(p), "%s/tmp", sdir);
     T_ASSERT(mode_of(p) == 0700, "tmp mode %o", mode_of(p));
-    /* Published: new files 0444, and an existing private blob becomes so. */
-    vhpc_store_publish(1);
-    char d3[65], b3[65];
-    make_image("pub", 1, d3, b3); /* the same blob as a:1 */
-    T_ASSERT(!strcmp(b3, b1), "same content, same blob");
+    add_published();
     snprintf(p, sizeof(p), "%s/blobs/%s", sdir, b1);
     T_ASSERT(mode_of(p) == 0444, "published blob mode %o", mode_of(p));
-    vhpc_store_publish(0);
     snprintf(p, sizeof(p), "%s/blobs/%s", sdir, b2);
     T_ASSERT(mode_of(p) == 0400, "a private blob stays private: %o", mode_of(p));
+    vhpc_store_close(st);
+}
 
-    /* ---- the index: the previous one kept, a damaged one refused ---- */
+/* The index: the previous one kept, a damaged one refused. */
+static void test_index(void)
+{
+    char p[700];
+    setup();
+    add_published();
     snprintf(p, sizeof(p), "%s/refs.json.prev", sdir);
     T_ASSERT(access(p, F_OK) == 0 && !strstr(read_text(p), "\"pub\""),
              "refs.json.prev is the index before the last change");
     int n = 0;
     T_ASSERT(vhpc_store_refs(st, count_ref, &n, &err) == 0 && n == 3, "3 refs: %d", n);
-    char good[65536];
+    static char good[65536];
     snprintf(p, sizeof(p), "%s/refs.json", sdir);
     snprintf(good, sizeof(good), "%s", read_text(p));
 
@@ -206,8 +227,17 @@ int main(void)
     write_text(p, good);
     n = 0;
     T_ASSERT(vhpc_store_refs(st, count_ref, &n, &err) == 0 && n == 3, "restored: %d", n);
+    vhpc_store_close(st);
+}
 
-    /* ---- a damaged manifest of a named image: gc frees nothing ---- */
+/* A damaged manifest of a named image: gc frees nothing, and removing
+ * another image frees none of the blobs either. */
+static void test_damaged_manifest(void)
+{
+    char p[700];
+    int n;
+    setup();
+    add_published();
     snprintf(p, sizeof(p), "%s/images/%s.json", sdir, d2);
     chmod(p, 0600);
     write_text(p, "{\"blobs\": ");
@@ -217,13 +247,18 @@ int main(void)
     T_ASSERT(vhpc_store_gc(st, &gs, &err) < 0 && strstr(err.msg, d2), "gc: %s", err.msg);
     T_ASSERT(count("blobs") == blobs && count("images") == images && !gs.blobs && !gs.images,
              "gc removed something despite a damaged manifest");
-    /* Removing another image frees none of the blobs either. */
     vhpc_err_clear(&err);
     T_ASSERT(vhpc_store_remove(st, d1, &n, &gs, &err) < 0 && strstr(err.msg, "no blob"), "rm: %s",
              err.msg);
     T_ASSERT(count("blobs") == blobs, "rm freed a blob the damaged manifest may name");
+    vhpc_store_close(st);
+}
 
-    /* ---- a busy lock: bounded, says who holds it ---- */
+/* A busy lock: the wait is bounded and says who holds it. */
+static void test_busy_lock(void)
+{
+    char p[700];
+    setup();
     int ready[2], release[2];
     T_ASSERT(pipe(ready) == 0 && pipe(release) == 0, "pipe");
     int child_pipes[3] = {release[0], ready[1], release[1]};
@@ -246,15 +281,20 @@ int main(void)
     T_ASSERT(t_wait_bounded(holder, 10000, "lock holder") == 0, "lock holder");
     unsetenv("VHPC_LOCK_TIMEOUT");
     T_ASSERT(vhpc_store_tag(st, "b", 0, d1, NULL, &err) == 0, "tag once free: %s", err.msg);
+    vhpc_store_close(st);
+}
 
-    /* A lock in a directory others can write is refused (they could put
-     * a lock file of their own there). */
+/* A lock in a directory others can write is refused (they could put a
+ * lock file of their own there); opening the store tightens such a
+ * directory of ours again. */
+static void test_lock_dir_writable(void)
+{
+    setup();
     struct vhpc_store *st2;
     T_ASSERT(vhpc_store_open(root, &st2, &err) == 0, "open: %s", err.msg);
     T_ASSERT(chmod(sdir, 0777) == 0, "chmod");
     T_ASSERT(vhpc_store_lock(st2, &err) == -EPERM && strstr(err.msg, "chmod go-w"), "lock: %s",
              err.msg);
-    /* Opening the store tightens such a directory of ours again. */
     struct vhpc_store *st3;
     T_ASSERT(vhpc_store_open(root, &st3, &err) == 0, "open: %s", err.msg);
     T_ASSERT(mode_of(sdir) == 0755, "store directory mode %o", mode_of(sdir));
@@ -262,8 +302,19 @@ int main(void)
     T_ASSERT(vhpc_store_lock(st2, &err) == 0, "lock: %s", err.msg);
     vhpc_store_unlock(st2);
     vhpc_store_close(st2);
-
     vhpc_store_close(st);
-    printf("test_store_trust: ok\n");
-    return 0;
+}
+
+static const struct t_case cases[] = {
+    {"modes", test_modes, 30},
+    {"index", test_index, 30},
+    {"damaged_manifest", test_damaged_manifest, 30},
+    {"busy_lock", test_busy_lock, 30},
+    {"lock_dir_writable", test_lock_dir_writable, 30},
+    {0},
+};
+
+int main(int argc, char **argv)
+{
+    return t_main(argc, argv, cases);
 }

@@ -59,11 +59,14 @@ static void test_resolve(void)
     printf("auto -> %s%s\n", vhpc_accel_name(out), hw ? "" : " (no kvm_intel/kvm_amd)");
 }
 
-int main(void)
+static const struct t_case cases[] = {
+    {"parse", test_parse, 10},
+    {"probe", test_probe, 30},
+    {"resolve", test_resolve, 30},
+    {0},
+};
+
+int main(int argc, char **argv)
 {
-    test_parse();
-    test_probe();
-    test_resolve();
-    printf("ok\n");
-    return 0;
+    return t_main(argc, argv, cases);
 }
