@@ -378,10 +378,18 @@ static void check_image(const struct vhpc_image *img, const char *agent, const c
     free_archive(&a);
 }
 
-int main(void)
+static char home[512], agent[512], rsh[512], addir[512];
+static const char *bin;
+static const char *add[3];
+static struct vhpc_image_spec spec = {.name = "minimal", .add = add};
+
+/* A $VHPC_HOME of the case's own, the agent (the real one or a stand-in),
+ * a fake vhpc-rsh and an application directory: data, a symlink, a nested
+ * dynamic binary. */
+static void setup(void)
 {
     const char *tmp = t_tmpdir();
-    char home[512], agent[512], rsh[512], addir[512], path[1024], mpath[4200];
+    char path[1024];
     snprintf(home, sizeof(home), "%s/home", tmp);
     setenv("VHPC_HOME", home, 1);
     if (!getenv("VHPC_KERNEL_CACHE"))
@@ -397,8 +405,7 @@ int main(void)
     write_text(rsh, "#!/bin/sh\necho rsh \"$@\"\n", 0755);
     printf("agent: %s\n", agent);
 
-    /* An application directory: data, a symlink, a nested dynamic binary. */
-    const char *bin = access("/usr/bin/hpcc", X_OK) == 0 ? "/usr/bin/hpcc" : "/usr/bin/ls";
+    bin = access("/usr/bin/hpcc", X_OK) == 0 ? "/usr/bin/hpcc" : "/usr/bin/ls";
     snprintf(addir, sizeof(addir), "%s/app", tmp);
     snprintf(path, sizeof(path), "%s/sub/deeper", addir);
     vhpc_err_t err;
@@ -416,11 +423,37 @@ int main(void)
     char cmd[2048];
     snprintf(cmd, sizeof(cmd), "cp /usr/bin/env %s/bin/tool", addir);
     T_ASSERT(system(cmd) == 0, "copy a binary into the app dir");
+    add[0] = bin;
+    add[1] = addir;
+    add[2] = NULL;
+}
 
-    /* 1. Build. */
-    const char *add[] = {bin, addir, NULL};
-    struct vhpc_image_spec spec = {.name = "minimal", .add = add};
-    struct vhpc_image img1, img2, img3, f;
+static void set_data(const char *text)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/data.txt", addir);
+    write_text(path, text, 0644);
+}
+
+/* Build "minimal" (version 1), change an input, build it again (version
+ * 2, a new digest, the old image kept). */
+static void build_two_versions(struct vhpc_image *img1, struct vhpc_image *img3)
+{
+    vhpc_err_t err;
+    T_ASSERT(vhpc_image_build(&spec, agent, rsh, img1, &err) == 0, "build: %s", err.msg);
+    set_data("version 2\n");
+    T_ASSERT(vhpc_image_build(&spec, agent, rsh, img3, &err) == 0, "build v2: %s", err.msg);
+    T_ASSERT(strcmp(img3->digest, img1->digest) != 0, "a changed input, a new digest");
+    T_ASSERT(access(img1->initrd, R_OK) == 0, "the old image is kept");
+    T_ASSERT(img3->version == 2, "version 2");
+}
+
+/* 1. Build: what the initramfs holds. */
+static void test_build(void)
+{
+    struct vhpc_image img1;
+    vhpc_err_t err;
+    setup();
     uint64_t t0 = t_now_ms();
     T_ASSERT(vhpc_image_build(&spec, agent, rsh, &img1, &err) == 0, "build: %s", err.msg);
     printf("built %s@%.12s (%llu bytes, kernel %s) in %.2f s\n", img1.name, img1.digest,
@@ -432,8 +465,15 @@ int main(void)
     load_archive(img1.initrd, &a);
     T_ASSERT(same_as_host(&a, "bin/vhpc-rsh", rsh), "/bin/vhpc-rsh");
     free_archive(&a);
+}
 
-    /* 2. Same inputs, same digest, nothing new in the store. */
+/* 2. Same inputs, same digest, nothing new in the store. */
+static void test_same_inputs(void)
+{
+    struct vhpc_image img1, img2;
+    vhpc_err_t err;
+    setup();
+    T_ASSERT(vhpc_image_build(&spec, agent, rsh, &img1, &err) == 0, "build: %s", err.msg);
     T_ASSERT(vhpc_image_build(&spec, agent, rsh, &img2, &err) == 0, "rebuild: %s", err.msg);
     T_ASSERT(strcmp(img1.digest, img2.digest) == 0, "same inputs, same digest");
     T_ASSERT(img2.created == img1.created, "the existing image is reused");
@@ -441,14 +481,16 @@ int main(void)
     T_ASSERT(vhpc_image_list(count_images, counts, &err) == 0, "list: %s", err.msg);
     T_ASSERT(img2.version == 1, "still version 1");
     T_ASSERT(counts[0] == 1 && counts[1] == 1, "one image (%d, %d)", counts[0], counts[1]);
+}
 
-    /* 3. A changed input: a new digest, the old image kept. */
-    snprintf(path, sizeof(path), "%s/data.txt", addir);
-    write_text(path, "version 2\n", 0644);
-    T_ASSERT(vhpc_image_build(&spec, agent, rsh, &img3, &err) == 0, "build v2: %s", err.msg);
-    T_ASSERT(strcmp(img3.digest, img1.digest) != 0, "a changed input, a new digest");
-    T_ASSERT(access(img1.initrd, R_OK) == 0, "the old image is kept");
-    T_ASSERT(img3.version == 2, "version 2");
+/* 3. A changed input: a new digest, the old image kept; finding by name,
+ * name:version, digest prefix and name@prefix. */
+static void test_versions_and_find(void)
+{
+    struct vhpc_image img1, img3, f;
+    vhpc_err_t err;
+    setup();
+    build_two_versions(&img1, &img3);
     T_ASSERT(vhpc_image_find("minimal", &f, &err) == 0 && strcmp(f.digest, img3.digest) == 0 &&
                  f.version == 2,
              "the name finds the newest: %s", err.msg);
@@ -465,11 +507,18 @@ int main(void)
     T_ASSERT(strcmp(f.initrd, img1.initrd) == 0 &&
                  strcmp(f.kernel_version, img1.kernel_version) == 0,
              "found image has its paths");
-    counts[0] = counts[1] = 0;
+    int counts[2] = {0, 0};
     T_ASSERT(vhpc_image_list(count_images, counts, &err) == 0, "list: %s", err.msg);
     T_ASSERT(counts[0] == 2 && counts[1] == 2, "two versions (%d, %d)", counts[0], counts[1]);
+}
 
-    /* Damage: verify notices; building the same inputs again repairs. */
+/* Damage: verify notices; building the same inputs again repairs. */
+static void test_damage_and_repair(void)
+{
+    struct vhpc_image img1, img3, f;
+    vhpc_err_t err;
+    setup();
+    build_two_versions(&img1, &img3);
     T_ASSERT(vhpc_image_verify(&img1, &err) == 0, "verify: %s", err.msg);
     int fd = open(img1.initrd, O_WRONLY);
     T_ASSERT(fd >= 0 && pwrite(fd, "XXXX", 4, 4096) == 4, "damage the old initramfs");
@@ -477,15 +526,21 @@ int main(void)
     T_ASSERT(vhpc_image_verify(&img1, &err) == -EBADMSG && strstr(err.msg, "damaged"),
              "verify notices: %s", err.msg);
     T_ASSERT(access(img1.initrd, F_OK) < 0, "the damaged blob is removed, never booted");
-    snprintf(path, sizeof(path), "%s/data.txt", addir);
-    write_text(path, "version 1\n", 0644);
+    set_data("version 1\n");
     T_ASSERT(vhpc_image_build(&spec, agent, rsh, &f, &err) == 0, "rebuild v1: %s", err.msg);
     T_ASSERT(strcmp(f.digest, img1.digest) == 0 && f.version == 3,
              "the same inputs give the old digest back, as the newest version");
     T_ASSERT(vhpc_image_verify(&img1, &err) == 0, "repaired: %s", err.msg);
     T_ASSERT(vhpc_image_verify(&img3, &err) == 0, "the other one is sound: %s", err.msg);
+}
 
-    /* 4. An extra module, in the same store under another name. */
+/* 4. An extra module, in the same store under another name. */
+static void test_extra_module(void)
+{
+    struct vhpc_image img2;
+    struct archive a;
+    vhpc_err_t err;
+    setup();
     const char *mods[] = {"overlay", NULL};
     struct vhpc_image_spec spec2 = {.name = "with-overlay", .add = NULL, .modules = mods};
     T_ASSERT(vhpc_image_build(&spec2, agent, NULL, &img2, &err) == 0, "build: %s", err.msg);
@@ -495,10 +550,19 @@ int main(void)
              ml ? ml->data : "");
     T_ASSERT(!get(&a, "usr/bin/vhpc-rsh") && !get(&a, "bin/vhpc-rsh"), "no rsh when none given");
     free_archive(&a);
+}
 
-    /* 5. A library the dynamic loader cannot find: an error for a file
-     * asked for, recorded in the manifest for a file inside a directory,
-     * and found (and carried) through $LD_LIBRARY_PATH. */
+/* 5. A library the dynamic loader cannot find: an error for a file asked
+ * for, recorded in the manifest for a file inside a directory, and found
+ * (and carried) through $LD_LIBRARY_PATH. */
+static void test_missing_library(void)
+{
+    struct vhpc_image f;
+    struct archive a;
+    vhpc_err_t err;
+    char path[1024], mpath[4200], cmd[2048];
+    setup();
+    const char *tmp = t_tmpdir();
     const char *fp = getenv("FIXTURE_PROG"), *fl = getenv("FIXTURE_LIBDIR");
     T_ASSERT(fp && fl, "FIXTURE_PROG and FIXTURE_LIBDIR are set by tests/image.cmake");
     const char *addp[] = {fp, NULL};
@@ -533,8 +597,16 @@ int main(void)
     T_ASSERT(same_as_host(&a, path + 1, path), "the library is carried: %s", path);
     T_ASSERT(same_as_host(&a, fp + 1, fp), "and the program");
     free_archive(&a);
+}
 
-    /* 6. Errors. */
+/* 6. Errors (with two versions of "minimal" in the store). */
+static void test_errors(void)
+{
+    struct vhpc_image img1, img3, f;
+    vhpc_err_t err;
+    char pre[80], cmd[2048];
+    setup();
+    build_two_versions(&img1, &img3);
     T_ASSERT(vhpc_image_find("nope", &f, &err) == -ENOENT, "unknown name");
     T_ASSERT(strstr(err.msg, "unknown image 'nope'") && strstr(err.msg, "minimal") &&
                  strstr(err.msg, "vhpc image list"),
@@ -580,6 +652,20 @@ int main(void)
     T_ASSERT(vhpc_image_find("x", &f, &err) == -ENOENT, "failed builds leave no image");
     snprintf(cmd, sizeof(cmd), "test -z \"$(ls %s/store/tmp)\"", home);
     T_ASSERT(system(cmd) == 0, "no build directories left behind");
-    printf("ok\n");
-    return 0;
+}
+
+static const struct t_case cases[] = {
+    {"build", test_build, 240},
+    {"same_inputs", test_same_inputs, 240},
+    {"versions_and_find", test_versions_and_find, 240},
+    {"damage_and_repair", test_damage_and_repair, 300},
+    {"extra_module", test_extra_module, 240},
+    {"missing_library", test_missing_library, 300},
+    {"errors", test_errors, 300},
+    {0},
+};
+
+int main(int argc, char **argv)
+{
+    return t_main(argc, argv, cases);
 }

@@ -20,7 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char marker[512], spy_path[2048], fail_path[2048];
+static char marker[512], spy_path[4800], fail_path[4800];
 
 static void fake_apt(const char *dir, const char *body)
 {
@@ -68,16 +68,22 @@ static char *dep_line(const char *dep, const char *file, char *out, size_t len)
     return NULL;
 }
 
-int main(void)
+static char cache[512], orig[4096];
+
+/* A private $VHPC_HOME and kernel cache, and two apt-gets first in $PATH
+ * that note each call in `marker`: one passes it on (spy_path), one fails
+ * (fail_path).  Then the first ensure: it downloads with apt-get. */
+static void fetch(struct vhpc_kernel *k)
 {
     const char *tmp = t_tmpdir();
-    char home[512], cache[512], path[4200];
+    char home[512];
     snprintf(home, sizeof(home), "%s/home", tmp);
     snprintf(cache, sizeof(cache), "%s/kernels", tmp);
     snprintf(marker, sizeof(marker), "%s/apt-ran", tmp);
     setenv("VHPC_HOME", home, 1);
     setenv("VHPC_KERNEL_CACHE", cache, 1);
-    const char *orig = getenv("PATH") ? getenv("PATH") : "/usr/sbin:/usr/bin:/sbin:/bin";
+    snprintf(orig, sizeof(orig), "%s",
+             getenv("PATH") ? getenv("PATH") : "/usr/sbin:/usr/bin:/sbin:/bin");
     char spy[512], fail[512];
     snprintf(spy, sizeof(spy), "%s/spy", tmp);
     snprintf(fail, sizeof(fail), "%s/fail", tmp);
@@ -86,15 +92,23 @@ int main(void)
     snprintf(spy_path, sizeof(spy_path), "%s:%s", spy, orig);
     snprintf(fail_path, sizeof(fail_path), "%s:%s", fail, orig);
 
-    /* 1. Fetch. */
-    struct vhpc_kernel k, k2;
     vhpc_err_t err;
     setenv("PATH", spy_path, 1);
     uint64_t t0 = t_now_ms();
-    T_ASSERT(vhpc_kernel_ensure(&k, &err) == 0, "first ensure: %s", err.msg);
+    T_ASSERT(vhpc_kernel_ensure(k, &err) == 0, "first ensure: %s", err.msg);
     uint64_t t_fetch = t_now_ms() - t0;
-    printf("fetched kernel %s in %.1f s\n", k.version, t_fetch / 1000.0);
+    printf("fetched kernel %s in %.1f s\n", k->version, t_fetch / 1000.0);
     T_ASSERT(apt_ran("download"), "the first ensure downloads with apt-get");
+}
+
+/* 1. Fetch: a cloud kernel, its sha256 in the manifest; modules.dep
+ * written from .modinfo, plain .ko files. */
+static void test_fetch(void)
+{
+    struct vhpc_kernel k;
+    vhpc_err_t err;
+    char path[4200];
+    fetch(&k);
     T_ASSERT(strncmp(k.version, "6.", 2) == 0 && strstr(k.version, "cloud-amd64"),
              "a cloud kernel: %s", k.version);
     char hex[65];
@@ -137,6 +151,19 @@ int main(void)
              "virtio needs virtio_ring: %s", line);
     free(dep);
 
+    setenv("PATH", orig, 1);
+}
+
+/* 2. Cached: no apt-get, manifest untouched; 3. a damaged vmlinuz is
+ * detected, with apt-get failing a clear error; 4. with apt-get working,
+ * re-fetched. */
+static void test_cached_then_damaged(void)
+{
+    struct vhpc_kernel k, k2;
+    vhpc_err_t err;
+    char path[4200], hex[65];
+    fetch(&k);
+    uint64_t t0;
     /* 2. Cached: no apt-get, manifest untouched. */
     snprintf(path, sizeof(path), "%s/%s/manifest.json", cache, k.version);
     char *before = slurp(path);
@@ -195,6 +222,15 @@ int main(void)
     T_ASSERT(system(cmd) == 0, "only the kernel, the lock and the resolution are in %s", cache);
     setenv("PATH", orig, 1);
     free(before);
-    printf("ok\n");
-    return 0;
+}
+
+static const struct t_case cases[] = {
+    {"fetch", test_fetch, 400},
+    {"cached_then_damaged", test_cached_then_damaged, 500},
+    {0},
+};
+
+int main(int argc, char **argv)
+{
+    return t_main(argc, argv, cases);
 }
