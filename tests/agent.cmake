@@ -4,8 +4,12 @@
 add_library(agent_testutil STATIC test_agent_util.c)
 target_link_libraries(agent_testutil PUBLIC vhpc_testutil vhpc_lib)
 
-foreach(t exec files bad rsh init client)
-  vhpc_c_test(test_agent_${t} 180 test_agent_${t}.c)
+# ctest's TIMEOUT is above the sum of the cases' own timeouts (test.h).
+foreach(t_timeout exec:420 files:120 bad:240 rsh:270 init:210 client:210)
+  string(REPLACE ":" ";" t_timeout ${t_timeout})
+  list(GET t_timeout 0 t)
+  list(GET t_timeout 1 timeout)
+  vhpc_c_test(test_agent_${t} ${timeout} test_agent_${t}.c)
   target_link_libraries(test_agent_${t} PRIVATE agent_testutil)
   add_dependencies(test_agent_${t} vhpc-agent vhpc-rsh)
   set_property(TEST test_agent_${t} APPEND PROPERTY ENVIRONMENT

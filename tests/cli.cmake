@@ -1,5 +1,5 @@
 # The command line's input checks: strict numbers, cluster names, job files.
-vhpc_c_test(test_cli_parse 30 test_cli_parse.c)
+vhpc_c_test(test_cli_parse 60 test_cli_parse.c)
 target_link_libraries(test_cli_parse PRIVATE vhpc_lib)
 
 # Driving the vhpc binary with bad input (no VM is booted).

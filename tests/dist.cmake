@@ -2,9 +2,9 @@
 # and the SHA-256 and CRC-32C they hash every byte with.  The shell tests build a small
 # cluster of network namespaces on a bridge (tests/dist/lib.sh); dist_tool
 # makes synthetic images and talks to nodes directly.
-vhpc_c_test(test_dist_sha256 60 test_dist_sha256.c)
+vhpc_c_test(test_dist_sha256 150 test_dist_sha256.c)
 target_link_libraries(test_dist_sha256 PRIVATE vhpc_lib)
-vhpc_c_test(test_dist_crc32c 60 test_dist_crc32c.c)
+vhpc_c_test(test_dist_crc32c 90 test_dist_crc32c.c)
 target_link_libraries(test_dist_crc32c PRIVATE vhpc_lib)
 
 add_executable(dist_tool dist_tool.c)

@@ -49,7 +49,7 @@ add_test(NAME test_fi_mpi
 set_tests_properties(test_fi_mpi PROPERTIES TIMEOUT 600 ENVIRONMENT "${fi_test_env}")
 
 # The provider through libfabric's C API, two endpoints in one process.
-vhpc_c_test(test_fi_api 120 test_fi_api.c)
+vhpc_c_test(test_fi_api 240 test_fi_api.c)
 target_link_libraries(test_fi_api PRIVATE PkgConfig::FABRIC)
 set_property(TEST test_fi_api APPEND PROPERTY ENVIRONMENT
   "FI_PROVIDER_PATH=$<TARGET_FILE_DIR:ivc-fi>")

@@ -7,10 +7,10 @@
 set(VHPC_TEST_KERNEL_CACHE "/var/cache/vhpc-test/kernels" CACHE PATH
   "Guest kernel cache shared by the image tests")
 
-vhpc_c_test(test_image_cpio 60 test_image_cpio.c)
-vhpc_c_test(test_image_kernel 600 test_image_kernel.c)
-vhpc_c_test(test_image_build 600 test_image_build.c)
-vhpc_c_test(test_image_store 120 test_image_store.c)
+vhpc_c_test(test_image_cpio 90 test_image_cpio.c)
+vhpc_c_test(test_image_kernel 660 test_image_kernel.c)
+vhpc_c_test(test_image_build 900 test_image_build.c)
+vhpc_c_test(test_image_store 180 test_image_store.c)
 foreach(t test_image_cpio test_image_kernel test_image_build test_image_store)
   target_link_libraries(${t} PRIVATE vhpc_lib)
 endforeach()
@@ -30,11 +30,11 @@ set_property(TEST test_image_build APPEND PROPERTY ENVIRONMENT
   "FIXTURE_LIBDIR=$<TARGET_FILE_DIR:test_image_fixture_lib>")
 
 # Choosing KVM or TCG (runs the KVM probe guest where /dev/kvm works).
-vhpc_c_test(test_vm_accel 60 test_vm_accel.c)
+vhpc_c_test(test_vm_accel 90 test_vm_accel.c)
 target_link_libraries(test_vm_accel PRIVATE vhpc_lib)
 
 # Debian version comparison (image requirements).
-vhpc_c_test(test_debver 30 test_debver.c)
+vhpc_c_test(test_debver 90 test_debver.c)
 target_link_libraries(test_debver PRIVATE vhpc_lib)
 
 # The image manager from the command line (builds minimal images, boots one
@@ -44,5 +44,5 @@ set_tests_properties(test_image_cli PROPERTIES TIMEOUT 600)
 
 # The store against damage and other users: a damaged index or manifest is
 # refused and gc removes nothing, private modes, a bounded lock wait.
-vhpc_c_test(test_store_trust 60 test_store_trust.c)
+vhpc_c_test(test_store_trust 180 test_store_trust.c)
 target_link_libraries(test_store_trust PRIVATE vhpc_lib)

@@ -655,13 +655,13 @@ static void test_errors(void)
 }
 
 static const struct t_case cases[] = {
-    {"build", test_build, 240},
-    {"same_inputs", test_same_inputs, 240},
-    {"versions_and_find", test_versions_and_find, 240},
-    {"damage_and_repair", test_damage_and_repair, 300},
-    {"extra_module", test_extra_module, 240},
-    {"missing_library", test_missing_library, 300},
-    {"errors", test_errors, 300},
+    {"build", test_build, 120},
+    {"same_inputs", test_same_inputs, 120},
+    {"versions_and_find", test_versions_and_find, 120},
+    {"damage_and_repair", test_damage_and_repair, 120},
+    {"extra_module", test_extra_module, 120},
+    {"missing_library", test_missing_library, 120},
+    {"errors", test_errors, 120},
     {0},
 };
 

@@ -225,8 +225,8 @@ static void test_cached_then_damaged(void)
 }
 
 static const struct t_case cases[] = {
-    {"fetch", test_fetch, 400},
-    {"cached_then_damaged", test_cached_then_damaged, 500},
+    {"fetch", test_fetch, 300},
+    {"cached_then_damaged", test_cached_then_damaged, 300},
     {0},
 };
 

@@ -694,23 +694,34 @@ CORRUPT4(K_CONN)
 CORRUPT(K_STREAM, 0)
 CORRUPT(K_STREAM, 1)
 
-#define C4(name, kind)                                                                             \
-    {name "_0", corrupt_##kind##_0, 40}, {name "_1", corrupt_##kind##_1, 40},                      \
-        {name "_2", corrupt_##kind##_2, 60},                                                       \
+/* One corrupt round's entry: "corrupt_<what>_<variant>". */
+#define C(what, kind, variant)                                                                     \
     {                                                                                              \
-        name "_3", corrupt_##kind##_3, 60                                                          \
+        "corrupt_" #what "_" #variant, corrupt_##kind##_##variant, 40                              \
     }
 
 static const struct t_case cases[] = {
     {"kill_a_connects_writes", kill_a_connects_writes, 40},
     {"kill_b_connects_writes", kill_b_connects_writes, 40},
     {"kill_a_connects_reads", kill_a_connects_reads, 40},
-    C4("corrupt_header", K_HEADER),
-    C4("corrupt_eps", K_EPS),
-    C4("corrupt_hot", K_HOT),
-    C4("corrupt_conn", K_CONN),
-    {"corrupt_stream_0", corrupt_K_STREAM_0, 40},
-    {"corrupt_stream_1", corrupt_K_STREAM_1, 40},
+    C(header, K_HEADER, 0),
+    C(header, K_HEADER, 1),
+    C(header, K_HEADER, 2),
+    C(header, K_HEADER, 3),
+    C(eps, K_EPS, 0),
+    C(eps, K_EPS, 1),
+    C(eps, K_EPS, 2),
+    C(eps, K_EPS, 3),
+    C(hot, K_HOT, 0),
+    C(hot, K_HOT, 1),
+    C(hot, K_HOT, 2),
+    C(hot, K_HOT, 3),
+    C(conn, K_CONN, 0),
+    C(conn, K_CONN, 1),
+    C(conn, K_CONN, 2),
+    C(conn, K_CONN, 3),
+    C(stream, K_STREAM, 0),
+    C(stream, K_STREAM, 1),
     {0},
 };
 
