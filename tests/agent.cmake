@@ -5,7 +5,7 @@ add_library(agent_testutil STATIC test_agent_util.c)
 target_link_libraries(agent_testutil PUBLIC vhpc_testutil vhpc_lib)
 
 # ctest's TIMEOUT is above the sum of the cases' own timeouts (test.h).
-foreach(t_timeout exec:420 files:120 bad:240 rsh:270 init:210 client:210)
+foreach(t_timeout exec:420 files:120 bad:240 rsh:300 init:210 client:210)
   string(REPLACE ":" ";" t_timeout ${t_timeout})
   list(GET t_timeout 0 t)
   list(GET t_timeout 1 timeout)

@@ -7,7 +7,7 @@
 set(VHPC_TEST_KERNEL_CACHE "/var/cache/vhpc-test/kernels" CACHE PATH
   "Guest kernel cache shared by the image tests")
 
-vhpc_c_test(test_image_cpio 90 test_image_cpio.c)
+vhpc_c_test(test_image_cpio 120 test_image_cpio.c)
 vhpc_c_test(test_image_kernel 660 test_image_kernel.c)
 vhpc_c_test(test_image_build 900 test_image_build.c)
 vhpc_c_test(test_image_store 180 test_image_store.c)

@@ -4,8 +4,9 @@
  * never reach the host's), with the kernel command line read from a file.
  * Checks the mounts, the hostname, the network (a veth as eth0), /etc/hosts,
  * the environment of commands, orphans reaped, and that SHUTDOWN ends it
- * (reboot() in a PID namespace ends the namespace), and its log.  Its cases are skipped
- * where namespaces cannot be made (not root) or busybox is missing.
+ * (reboot() in a PID namespace ends the namespace), and its log.  Its cases
+ * are skipped where namespaces cannot be made (not root) or busybox is
+ * missing.
  */
 #include "test_agent_util.h"
 

@@ -145,17 +145,22 @@ static bool etc_hosts_has_localhost(void)
     return found;
 }
 
-static void test_names_and_failures(void)
+/* A host given by name. */
+static void test_by_name(void)
 {
     struct rsh_out o;
-    if (etc_hosts_has_localhost()) {
-        rsh(&o, NULL, 0, "-p", port_s, "localhost", "echo", "by-name", NULL);
-        T_ASSERT(o.status == 0 && strcmp(o.out, "by-name\n") == 0, "localhost: %d '%s'", o.status,
-                 o.err);
-        rsh_free(&o);
-    } else {
-        printf("skipped: /etc/hosts has no 127.0.0.1 localhost\n");
-    }
+    if (!etc_hosts_has_localhost())
+        T_SKIP("/etc/hosts has no 127.0.0.1 localhost");
+    rsh(&o, NULL, 0, "-p", port_s, "localhost", "echo", "by-name", NULL);
+    T_ASSERT(o.status == 0 && strcmp(o.out, "by-name\n") == 0, "localhost: %d '%s'", o.status,
+             o.err);
+    rsh_free(&o);
+}
+
+/* An unknown host, a refused port, no command. */
+static void test_failures(void)
+{
+    struct rsh_out o;
     rsh(&o, NULL, 0, "-p", port_s, "vhpc-no-such-host.invalid", "true", NULL);
     T_ASSERT(o.status == 255 && strstr(o.err, "Could not resolve hostname"), "unknown: %d '%s'",
              o.status, o.err);
@@ -441,7 +446,8 @@ static void test_auth(void)
     }
 CASE(status_and_streams)
 CASE(big_stdin)
-CASE(names_and_failures)
+CASE(by_name)
+CASE(failures)
 CASE(signal_rsh)
 CASE(kill_rsh)
 CASE(auth)
@@ -449,7 +455,8 @@ CASE(auth)
 static const struct t_case cases[] = {
     {"status_and_streams", case_status_and_streams, 30},
     {"big_stdin", case_big_stdin, 60},
-    {"names_and_failures", case_names_and_failures, 30},
+    {"by_name", case_by_name, 30},
+    {"failures", case_failures, 30},
     {"signal_rsh", case_signal_rsh, 30},
     {"kill_rsh", case_kill_rsh, 30},
     {"auth", case_auth, 60},

@@ -6,8 +6,8 @@
  * test finds the device (vendor 0x1af4, device 0x1110) and checks that BAR2
  * has the region's size, which QEMU takes from the fd ivcd sent; `ivcd ctl
  * list` must show QEMU's pid; a host peer attached before QEMU sees it come
- * and, after QEMU quits, go; QEMU prints no complaint about the protocol.  The cases are skipped
- * when qemu-system-x86_64 is not installed.
+ * and, after QEMU quits, go; QEMU prints no complaint about the protocol.
+ * The cases are skipped when qemu-system-x86_64 is not installed.
  */
 #include "test_ivcd_util.h"
 
