@@ -94,6 +94,20 @@ static void join_second(struct t_ivcd *d, struct peer *p0, struct peer *p1, int 
              "extra messages after peer 1 joined");
 }
 
+/* ivcd with peers 0 and 1 in it, each knowing the other's eventfds. */
+struct two {
+    struct t_ivcd d;
+    struct peer p0, p1;
+    int e0_at1[VECTORS], e1_at0[VECTORS];
+};
+
+static void two_peers(struct two *t)
+{
+    start(&t->d);
+    join_first(&t->d, &t->p0);
+    join_second(&t->d, &t->p0, &t->p1, t->e0_at1, t->e1_at0);
+}
+
 static struct ivc_client *client_table(uint8_t *base)
 {
     struct ivc_geometry g;
@@ -172,24 +186,20 @@ static void test_first_peer_and_region(void)
  * vector is an eventfd of its own. */
 static void test_second_peer(void)
 {
-    struct t_ivcd d;
-    struct peer p0, p1;
-    int e0_at1[VECTORS], e1_at0[VECTORS];
+    struct two t;
 
-    start(&d);
-    join_first(&d, &p0);
-    join_second(&d, &p0, &p1, e0_at1, e1_at0);
+    two_peers(&t);
     for (int v = 0; v < VECTORS; v++) {
-        check_same_eventfd(e0_at1[v], p0.efd[v], 3 + v); /* peer 1 rings peer 0, vector v */
-        check_same_eventfd(e1_at0[v], p1.efd[v], 7 + v);
+        check_same_eventfd(t.e0_at1[v], t.p0.efd[v], 3 + v); /* peer 1 rings peer 0, vector v */
+        check_same_eventfd(t.e1_at0[v], t.p1.efd[v], 7 + v);
     }
     uint64_t none;
-    T_ASSERT(eventfd_read(p0.efd[1], &none) < 0 && errno == EAGAIN, "vectors share an eventfd");
-    uint8_t *base = map_region(p0.shm);
+    T_ASSERT(eventfd_read(t.p0.efd[1], &none) < 0 && errno == EAGAIN, "vectors share an eventfd");
+    uint8_t *base = map_region(t.p0.shm);
     T_ASSERT(IVC_EP_STATE(atomic_load(&client_table(base)[1].status)) == IVC_CLIENT_LIVE,
              "client 1 not live");
     munmap(base, SIZE);
-    t_ivcd_stop(&d);
+    t_ivcd_stop(&t.d);
 }
 
 /* With peers 0 and 1 there, a third peer fills --max-peers; a fourth is
@@ -221,52 +231,44 @@ static void fill_and_leave(struct t_ivcd *d, struct peer *p0, struct peer *p1)
 
 static void test_max_peers(void)
 {
-    struct t_ivcd d;
-    struct peer p0, p1;
-    int e0_at1[VECTORS], e1_at0[VECTORS];
+    struct two t;
 
-    start(&d);
-    join_first(&d, &p0);
-    join_second(&d, &p0, &p1, e0_at1, e1_at0);
-    fill_and_leave(&d, &p0, &p1);
-    t_ivcd_stop(&d);
+    two_peers(&t);
+    fill_and_leave(&t.d, &t.p0, &t.p1);
+    t_ivcd_stop(&t.d);
 }
 
 /* Peer 0 leaves: peer 1 is told, the table says FREE with gen + 1; a
  * newcomer gets the lowest free id, 0, and everybody's eventfds. */
 static void test_leave_and_reuse(void)
 {
-    struct t_ivcd d;
-    struct peer p0, p1;
-    int e0_at1[VECTORS], e1_at0[VECTORS];
+    struct two t;
 
-    start(&d);
-    join_first(&d, &p0);
-    join_second(&d, &p0, &p1, e0_at1, e1_at0);
-    uint8_t *base = map_region(p1.shm);
+    two_peers(&t);
+    uint8_t *base = map_region(t.p1.shm);
     struct ivc_client *ct = client_table(base);
     uint64_t c0st = atomic_load(&ct[0].status);
-    close(p0.sock);
-    raw_expect(p1.sock, 0, false, NULL);
-    T_ASSERT(raw_quiet(p1.sock, 100), "extra messages after peer 0 left");
+    close(t.p0.sock);
+    raw_expect(t.p1.sock, 0, false, NULL);
+    T_ASSERT(raw_quiet(t.p1.sock, 100), "extra messages after peer 0 left");
     uint64_t c0free = atomic_load(&ct[0].status);
     T_ASSERT(IVC_EP_STATE(c0free) == IVC_CLIENT_FREE && IVC_EP_GEN(c0free) == IVC_EP_GEN(c0st) + 1,
              "client 0 status 0x%llx after leaving (was 0x%llx)", (unsigned long long)c0free,
              (unsigned long long)c0st);
 
-    int s0b = raw_connect(d.sock);
+    int s0b = raw_connect(t.d.sock);
     close(expect_hello(s0b, 0));
     int e1_at0b[VECTORS], e0b[VECTORS], e0b_at1[VECTORS];
     expect_efds(s0b, 1, e1_at0b);
     expect_efds(s0b, 0, e0b);
-    expect_efds(p1.sock, 0, e0b_at1);
+    expect_efds(t.p1.sock, 0, e0b_at1);
     for (int i = 0; i < VECTORS; i++) {
-        check_same_eventfd(e1_at0b[i], p1.efd[i], 11);
+        check_same_eventfd(e1_at0b[i], t.p1.efd[i], 11);
         check_same_eventfd(e0b_at1[i], e0b[i], 13);
     }
     T_ASSERT(IVC_EP_GEN(atomic_load(&ct[0].status)) == IVC_EP_GEN(c0free) + 1, "gen not bumped");
     munmap(base, SIZE);
-    t_ivcd_stop(&d);
+    t_ivcd_stop(&t.d);
 }
 
 /* `ivcd ctl list` and `status` see both peers, with our pid, and not the
@@ -275,28 +277,24 @@ static void test_ctl_sees_peers(void)
 {
     static const char *const list[] = {"list", NULL};
     static const char *const status[] = {"status", NULL};
-    struct t_ivcd d;
-    struct peer p0, p1;
-    int e0_at1[VECTORS], e1_at0[VECTORS];
+    struct two t;
     char out[8192], want[64];
 
-    start(&d);
-    join_first(&d, &p0);
-    join_second(&d, &p0, &p1, e0_at1, e1_at0);
-    fill_and_leave(&d, &p0, &p1);
-    T_ASSERT(ctl_run(&d, out, sizeof(out), list) == 0, "list: %s", out);
+    two_peers(&t);
+    fill_and_leave(&t.d, &t.p0, &t.p1);
+    T_ASSERT(ctl_run(&t.d, out, sizeof(out), list) == 0, "list: %s", out);
     for (int id = 0; id < 2; id++) {
         snprintf(want, sizeof(want), "client id=%d pid=%d state=live\n", id, (int)getpid());
         T_ASSERT(strstr(out, want), "list lacks '%s': %s", want, out);
     }
     T_ASSERT(!strstr(out, "client id=2"), "list shows the departed peer 2: %s", out);
-    T_ASSERT(ctl_run(&d, out, sizeof(out), status) == 0, "status: %s", out);
+    T_ASSERT(ctl_run(&t.d, out, sizeof(out), status) == 0, "status: %s", out);
     snprintf(want, sizeof(want), "job=%llu\n", (unsigned long long)MAGIC);
     T_ASSERT(strstr(out, want) && strstr(out, "region_size=4194304\n") &&
                  strstr(out, "clients=2\n") && strstr(out, "endpoints=0\n") &&
                  strstr(out, "max_peers=3\n"),
              "status: %s", out);
-    t_ivcd_stop(&d);
+    t_ivcd_stop(&t.d);
 }
 
 static const struct t_case cases[] = {
