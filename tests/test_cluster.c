@@ -10,9 +10,11 @@
  * QEMU killed while a command runs.  After every path through
  * vhpc_cluster_up, vhpc_job_boot, vhpc_job_stop, vhpc_cluster_down and
  * vhpc_gc, check_gone() proves that nothing of the cluster is left: no
- * process (every process the case starts carries a marker in its
- * environment, which /proc shows), no state directory, no socket, no
- * namespace, no tap or bridge on the host; and the error names what failed.
+ * process (the program starts itself again with a marker in its
+ * environment, so every process it forks or execs, detached helpers and
+ * the guest's commands included, shows the marker in /proc/PID/environ),
+ * no state directory, no socket, no namespace, no tap or bridge on the
+ * host; and the error names what failed.
  *
  * The job's network namespace needs root (or, for a user, what `vhpc
  * setup` enables): a case that cannot start clusters here is skipped and
