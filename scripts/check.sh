@@ -3,7 +3,8 @@
 # then the fuzzers of build-fuzz) and end with one summary line:
 # "N passed, N failed, N skipped".  A test that exits with its
 # SKIP_RETURN_CODE (it needs something this machine lacks) is skipped, not
-# passed; a test that could not run at all is failed.
+# passed, and is listed with its reason (its first "SKIP: ..." line); a
+# test that could not run at all is failed.
 # Usage: scripts/check.sh BUILD_DIR...
 set -uo pipefail
 passed=0
@@ -11,6 +12,20 @@ failed=0
 skipped=0
 failed_names=()
 skipped_names=()
+skip_reasons=()
+
+# The first "SKIP: ..." line test $2 printed in build $1 (ctest keeps every
+# test's output in LastTest.log), or a note that it said nothing.
+skip_reason() {
+    local why
+    why=$(awk -v t="$2" '/^[0-9]+\/[0-9]+ Test: / {cur = $3; out = 0; next}
+                         /^Output:$/ {out = 1; next}
+                         /^<end of output>$/ {out = 0; next}
+                         out && cur == t && /SKIP: / {sub(/.*SKIP: /, ""); print; exit}' \
+        "$1/Testing/Temporary/LastTest.log" 2>/dev/null)
+    echo "${why:-no reason given}"
+}
+
 for b in "$@"; do
     echo "== ctest in $b"
     log=$(mktemp)
@@ -34,6 +49,7 @@ for b in "$@"; do
         s=0
         while read -r name; do
             skipped_names+=("$b:$name")
+            skip_reasons+=("$b:$name: $(skip_reason "$b" "$name")")
             s=$((s + 1))
         done < <(awk '/^The following tests did not run:/ {sec = 1; next}
                       /^The following tests FAILED:/ {sec = 0; next}
@@ -51,6 +67,7 @@ for b in "$@"; do
 done
 if [ ${#skipped_names[@]} -gt 0 ]; then
     echo "skipped: ${skipped_names[*]}"
+    printf '  %s\n' "${skip_reasons[@]}"
 fi
 if [ ${#failed_names[@]} -gt 0 ]; then
     echo "failed: ${failed_names[*]}"
