@@ -100,7 +100,7 @@ int vhpc_dpkg_packages(const char *admindir, const char *const *names, json_t *p
                        vhpc_err_t *err);
 
 /* The modules every minimal image loads, in this order of request (those
- * the kernel lacks are skipped when marked optional in image.c). */
+ * the kernel lacks are skipped when marked optional in modules.c). */
 extern const char *const vhpc_image_default_modules[];
 
 /* Build a minimal image (ensuring the kernel first) and make it the name's
