@@ -4,7 +4,6 @@
  * modules and the closure of what the job needs).
  */
 #include "cluster.h"
-#include "fullimg.h"
 #include "image.h"
 #include "kernel.h"
 #include "match.h"
@@ -39,20 +38,12 @@ static const char build_help[] =
     "  --public         root, system store: every user may read and boot the image\n"
     "                   (default: only its builder; --env values are in the image)\n";
 
-#define LIBDIR "/usr/lib/x86_64-linux-gnu"
-
-/* What --with-mpi adds: Open MPI's launcher, daemon, components and data. */
-static const char *const mpi_paths[] = {
-    "/usr/bin/mpirun", "/usr/bin/mpiexec",   "/usr/bin/orted", LIBDIR "/openmpi",
-    LIBDIR "/pmix2",   "/usr/share/openmpi", "/etc/openmpi",   NULL};
-
 static int build(int argc, char **argv)
 {
-    const char *name = "minimal", *add[MAX_ADD + 16] = {0}, *mods[MAX_ADD + 1] = {0};
-    const char *env[MAX_ADD + 16] = {0}, *files[2] = {0};
+    const char *name = "minimal", *add[MAX_ADD + 1] = {0}, *mods[MAX_ADD + 1] = {0};
+    const char *env[MAX_ADD + 1] = {0};
     int nadd = 0, nmods = 0, nenv = 0;
     bool with_mpi = false;
-    char fi_file[4200];
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help")) {
             fputs(build_help, stdout);
@@ -84,37 +75,11 @@ static int build(int argc, char **argv)
         } else
             return cli_usage("image build", "unknown argument '%s'", argv[i]);
     }
-    char agent[4096], rsh[4096];
-    vhpc_err_t err = {0};
-    if (vhpc_guest_tools(agent, sizeof(agent), rsh, sizeof(rsh), &err) < 0)
-        return cli_fail(&err);
-    int have_rsh = rsh[0] != 0;
-    if (with_mpi) {
-        char prov[4096];
-        if (vhpc_tool_path("libivc-fi.so", prov, sizeof(prov)) < 0) {
-            vhpc_err_setmsg(&err, -2,
-                            "--with-mpi: cannot find libivc-fi.so (build it, or set "
-                            "$VHPC_LIBIVC_FI_SO)");
-            return cli_fail(&err);
-        }
-        for (int i = 0; mpi_paths[i]; i++) {
-            if (access(mpi_paths[i], F_OK) < 0) {
-                vhpc_err_setmsg(&err, -2,
-                                "--with-mpi: %s is missing (apt-get install openmpi-bin "
-                                "libfabric1)",
-                                mpi_paths[i]);
-                return cli_fail(&err);
-            }
-            add[nadd++] = mpi_paths[i];
-        }
-        snprintf(fi_file, sizeof(fi_file), "%s=" VHPC_FI_DIR "/libivc-fi.so", prov);
-        files[0] = fi_file;
-        nenv = vhpc_mpi_env_prepend(env, nenv);
-    }
     struct vhpc_image_spec spec = {
-        .name = name, .add = add, .modules = mods, .files = files, .env = env};
+        .name = name, .add = add, .modules = mods, .env = env, .with_mpi = with_mpi};
     struct vhpc_image img;
-    if (vhpc_image_build(&spec, agent, have_rsh ? rsh : NULL, &img, &err) < 0)
+    vhpc_err_t err = {0};
+    if (vhpc_image_build(&spec, NULL, NULL, &img, &err) < 0)
         return cli_fail(&err);
     printf("image %s:%d %.12s: kernel %s, %" PRIu64 " KiB%s\n", img.name, img.version, img.digest,
            img.kernel_version, img.size >> 10, with_mpi ? ", with Open MPI and provider ivc" : "");

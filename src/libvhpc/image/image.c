@@ -9,6 +9,7 @@
 #include "image.h"
 #include "describe.h"
 #include "kernel.h"
+#include "mpi.h"
 #include "store.h"
 #include "fs.h"
 #include "paths.h"
@@ -91,8 +92,9 @@ out:
     return r;
 }
 
-int vhpc_image_build(const struct vhpc_image_spec *spec, const char *agent_path,
-                     const char *rsh_path, struct vhpc_image *out, vhpc_err_t *err)
+/* vhpc_image_build once the tools are found and MPI's parts added. */
+static int build_minimal(const struct vhpc_image_spec *spec, const char *agent_path,
+                         const char *rsh_path, struct vhpc_image *out, vhpc_err_t *err)
 {
     struct vhpc_initrd ird = {0};
     struct vhpc_kernel k;
@@ -145,6 +147,34 @@ out:
     }
     if (r < 0)
         vhpc_err_wrap(err, "building image '%s'", name);
+    return r;
+}
+
+int vhpc_image_build(const struct vhpc_image_spec *spec, const char *agent_path,
+                     const char *rsh_path, struct vhpc_image *out, vhpc_err_t *err)
+{
+    struct vhpc_image_spec s;
+    struct img_mpi mpi = {0};
+    char agent[PATH_MAX], rsh[PATH_MAX];
+    int r;
+    if (!spec) /* no name: refused as such */
+        return build_minimal(spec, agent_path, rsh_path, out, err);
+    s = *spec;
+    if (!agent_path) {
+        if ((r = vhpc_guest_tools(agent, sizeof(agent), rsh, sizeof(rsh), err)) < 0)
+            return r;
+        agent_path = agent;
+        rsh_path = rsh[0] ? rsh : NULL;
+    }
+    if (s.with_mpi) {
+        if ((r = img_mpi_minimal(s.add, s.files, s.env, &mpi, err)) < 0)
+            return r;
+        s.add = mpi.add;
+        s.files = mpi.files;
+        s.env = mpi.env;
+    }
+    r = build_minimal(&s, agent_path, rsh_path, out, err);
+    img_mpi_free(&mpi);
     return r;
 }
 

@@ -2,7 +2,7 @@
  * image.h - guest images.  A *minimal* image is Debian's cloud kernel plus
  * an uncompressed cpio initramfs with static busybox, vhpc-agent as /init,
  * the kernel modules the guest needs and the shared-library closure of
- * whatever the caller adds.  A *full* image (fullimg.h) is a Debian root
+ * whatever the caller adds.  A *full* image (full.h) is a Debian root
  * file system booted through a small initramfs.  Images live in the
  * content-addressed store (store.h): the digest of an image is the sha256 of
  * its manifest, names and versions are refs to digests.
@@ -27,6 +27,7 @@
 
 #include <limits.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct vhpc_image_spec {
@@ -39,6 +40,9 @@ struct vhpc_image_spec {
                                    image, with its closure (NULL-terminated; NULL = none) */
     const char *const *env;     /* "KEY=VALUE" lines of /etc/vhpc/env, which the agent puts
                                    into the environment of everything it runs */
+    bool with_mpi;              /* vhpc_image_build: also the host's Open MPI and vhpc's
+                                   libfabric provider ivc, set up so that `mpirun -np N
+                                   prog` uses every VM of the cluster and IVC between them */
 };
 
 struct vhpc_image {
@@ -105,7 +109,8 @@ extern const char *const vhpc_image_default_modules[];
 
 /* Build a minimal image (ensuring the kernel first) and make it the name's
  * current image.  agent_path is the static vhpc-agent that becomes /init;
- * rsh_path (may be NULL) becomes /bin/vhpc-rsh.  The build is deterministic
+ * rsh_path (may be NULL) becomes /bin/vhpc-rsh; agent_path NULL: both as
+ * vhpc_guest_tools (paths.h) finds them.  The build is deterministic
  * (entries sorted, mtimes 0, owner root): the same inputs give the same
  * digest, and rebuilding an existing digest reuses it.  Busybox comes from
  * $VHPC_BUSYBOX or /bin/busybox and must be statically linked

@@ -1,8 +1,9 @@
 /*
- * fullimg.c - full images (fullimg.h): debootstrap a Debian root, make it
- * a job VM's system (vhpc-agent as a systemd service, settings, trimming),
- * describe it (OS, packages, libraries), pack it as squashfs and build the
- * boot initramfs that mounts it.
+ * full.c - full images (full.h): debootstrap a Debian root, make it a job
+ * VM's system (vhpc-agent as a systemd service, settings, trimming),
+ * describe it (OS, packages, libraries), pack it as squashfs, build the
+ * boot initramfs that mounts it and commit the three as an image
+ * (vhpc_image_commit, as the minimal build does).
  *
  * Compression: measured under TCG with a systemd + hello image (bench
  * numbers in the commit and README): lz4 decompresses fastest in the guest,
@@ -10,8 +11,9 @@
  * of the image, so the larger blob costs less than the slower boot of
  * gzip/xz/zstd.
  */
-#include "fullimg.h"
-#include "image.h"
+#include "full.h"
+#include "guest_abi.h"
+#include "mpi.h"
 #include "cpio.h"
 #include "kernel.h"
 #include "progress.h"
@@ -41,35 +43,6 @@
 /* Bump when what a build does changes (units, trimming, layout): images
  * built by an older recipe then no longer count as the same inputs. */
 #define RECIPE 2
-
-/* The settings that make Open MPI use the cluster: the provider ivc
- * (matched messages through IVC between VMs on one host, TCP otherwise),
- * daemons started through vhpc-rsh, the cluster's VMs as the default hosts.
- * Each can be overridden per run (mpirun --mca, -x, or the environment). */
-const char *const vhpc_mpi_env[] = {"FI_PROVIDER_PATH=" VHPC_FI_DIR,
-                                    "OMPI_MCA_pml=cm",
-                                    "OMPI_MCA_mtl=ofi",
-                                    "OMPI_MCA_mtl_ofi_provider_include=ivc",
-                                    "OMPI_MCA_btl=self,vader,tcp",
-                                    "OMPI_MCA_btl_tcp_if_include=eth0",
-                                    "OMPI_MCA_oob_tcp_if_include=eth0",
-                                    "OMPI_MCA_plm_rsh_agent=vhpc-rsh",
-                                    "OMPI_MCA_orte_default_hostfile=/etc/vhpc/hostfile",
-                                    "OMPI_ALLOW_RUN_AS_ROOT=1",
-                                    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
-                                    NULL};
-
-int vhpc_mpi_env_prepend(const char **env, int nenv)
-{
-    int n = 0;
-    while (vhpc_mpi_env[n])
-        n++;
-    memmove(env + n, env, (size_t)nenv * sizeof(*env));
-    memcpy(env, vhpc_mpi_env, (size_t)n * sizeof(*env));
-    return nenv + n;
-}
-
-const char *const vhpc_full_mpi_packages[] = {"openmpi-bin", "libfabric1", NULL};
 
 /* Always in the root besides what is asked for. */
 static const char *const base_packages[] = {"systemd", "systemd-sysv", NULL};
@@ -988,7 +961,18 @@ fail:
 
 /* ---- the build ------------------------------------------------------------ */
 
-void vhpc_full_build_free(struct vhpc_full_build *b)
+struct full_build {
+    /* An image made from the same inputs is in the store: its digest
+     * (nothing was built and the fields below are empty). */
+    char existing[65];
+    char inputs_digest[65];
+    char dir[PATH_MAX]; /* the work directory (under the store's tmp/) */
+    /* What to commit (vhpc_image_commit, roles "kernel", "initrd", "rootfs"). */
+    char kernel[PATH_MAX], initrd[PATH_MAX], rootfs[PATH_MAX];
+    json_t *manifest; /* kind, os, os_name, kernel, packages, libs, inputs, inputs_digest, ... */
+};
+
+static void full_build_free(struct full_build *b)
 {
     if (b->dir[0])
         vhpc__rm_tree(b->dir, NULL);
@@ -1031,7 +1015,7 @@ static int check_spec(const struct vhpc_full_spec *spec, const char *suite, cons
 
 /* The deb cache (made if missing) and the build's work directory with
  * the paths in it; each buffer is PATH_MAX long. */
-static int make_paths(const struct vhpc_full_spec *spec, struct vhpc_full_build *out, char *cache,
+static int make_paths(const struct vhpc_full_spec *spec, struct full_build *out, char *cache,
                       char *root, char *log, char *conf, vhpc_err_t *err)
 {
     int r;
@@ -1059,7 +1043,7 @@ static int make_paths(const struct vhpc_full_spec *spec, struct vhpc_full_build 
  * a squashfs under an overlay, and /etc/vhpc/root naming the root disk
  * (its serial, size and SHA-256). */
 static int boot_initrd(const struct vhpc_full_spec *spec, const struct vhpc_kernel *k,
-                       const char *conf, struct vhpc_full_build *out, struct vhpc_initrd *ird,
+                       const char *conf, struct full_build *out, struct vhpc_initrd *ird,
                        vhpc_err_t *err)
 {
     char confarg[PATH_MAX + 32], rootsha[65], text[512];
@@ -1086,7 +1070,9 @@ static int boot_initrd(const struct vhpc_full_spec *spec, const struct vhpc_kern
     return 0;
 }
 
-int vhpc_full_build(const struct vhpc_full_spec *spec, struct vhpc_full_build *out, vhpc_err_t *err)
+/* Build a full image in a work directory (or find that one made from the
+ * same inputs is in the store: out->existing). */
+static int full_build(const struct vhpc_full_spec *spec, struct full_build *out, vhpc_err_t *err)
 {
     const char *suite = spec->suite && *spec->suite ? spec->suite : VHPC_FULL_SUITE;
     const char *mirror = env_or(spec->mirror, "VHPC_MIRROR", VHPC_FULL_MIRROR);
@@ -1209,5 +1195,65 @@ out:
         out->dir[0] = 0;
         vhpc_err_wrap(err, "building a full image");
     }
+    return r;
+}
+
+/* Built before from the same inputs: give that image the name too. */
+static int name_existing(const char *name, const char *digest, struct vhpc_image *out,
+                         vhpc_err_t *err)
+{
+    struct vhpc_store *st;
+    struct vhpc_ref ref;
+    int r = vhpc_store_open(NULL, &st, err);
+    if (r < 0)
+        return r;
+    r = vhpc_store_tag(st, name, 0, digest, &ref, err);
+    vhpc_store_close(st);
+    if (r < 0 || (r = vhpc_image_find(digest, out, err)) < 0)
+        return r;
+    snprintf(out->name, sizeof(out->name), "%s", ref.name);
+    out->version = ref.version;
+    return 0;
+}
+
+int vhpc_full_image_build(const struct vhpc_full_spec *spec, const char *name,
+                          struct vhpc_full_image *out, vhpc_err_t *err)
+{
+    struct vhpc_full_spec s = *spec;
+    struct img_mpi mpi = {0};
+    struct full_build b = {0};
+    char agent[PATH_MAX], rsh[PATH_MAX];
+    int r;
+    memset(out, 0, sizeof(*out));
+    if (!s.agent_path) {
+        if ((r = vhpc_guest_tools(agent, sizeof(agent), rsh, sizeof(rsh), err)) < 0)
+            return r;
+        s.agent_path = agent;
+        s.rsh_path = rsh[0] ? rsh : NULL;
+    }
+    if (s.with_mpi) {
+        if ((r = img_mpi_full(s.packages, s.files, s.env, &mpi, err)) < 0)
+            return r;
+        s.packages = mpi.packages;
+        s.files = mpi.files;
+        s.env = mpi.env;
+    }
+    r = full_build(&s, &b, err);
+    img_mpi_free(&mpi);
+    if (r < 0)
+        return r;
+    snprintf(out->inputs_digest, sizeof(out->inputs_digest), "%s", b.inputs_digest);
+    if (b.existing[0]) {
+        out->reused = true;
+        r = name_existing(name, b.existing, &out->img, err);
+    } else {
+        const char *roles[] = {"kernel", "initrd", "rootfs", NULL};
+        const char *paths[] = {b.kernel, b.initrd, b.rootfs, NULL};
+        json_t *man = b.manifest;
+        b.manifest = NULL; /* vhpc_image_commit takes it */
+        if ((r = vhpc_image_commit(name, man, roles, paths, &out->img, err)) < 0)
+            vhpc_err_wrap(err, "storing image '%s'", name);
+    }
+    full_build_free(&b);
     return r;
 }
