@@ -360,15 +360,9 @@ static int gc(int argc, char **argv)
 
 /* ---- match ---- */
 
-int cli_print_match(const struct vhpc_store *st, const struct vhpc_req *reqs, size_t n,
-                    struct vhpc_ref *chosen, vhpc_err_t *err)
+void cli_print_candidates(const struct vhpc_candidate *c, size_t nc, int best, size_t n, void *arg)
 {
-    struct vhpc_candidate *c = NULL;
-    size_t nc = 0;
-    int best;
-    int r = vhpc_match(st, reqs, n, &c, &nc, &best, err);
-    if (r < 0)
-        return r;
+    (void)arg;
     if (best == 0) {
         char size[32];
         human_size(c[0].size, size, sizeof(size));
@@ -382,27 +376,22 @@ int cli_print_match(const struct vhpc_store *st, const struct vhpc_req *reqs, si
             fprintf(stderr, "  (chosen over %zu other%s that also fit%s)\n", others,
                     others == 1 ? "" : "s",
                     c[1].size > c[0].size ? ": it is the smallest" : ": it is the newest");
-        *chosen = c[0].ref;
-    } else {
-        fprintf(stderr, "vhpc: no stored image meets the requirements (%zu checked)%s\n", nc,
-                nc ? ":" : "");
-        for (size_t i = 0; i < nc && i < 8; i++) {
-            fprintf(stderr, "  %s:%d (%s) misses %d:\n", c[i].ref.name, c[i].ref.version, c[i].kind,
-                    c[i].unmet);
-            for (char *l = c[i].report, *nl; *l; l = nl + 1) {
-                nl = strchr(l, '\n');
-                if (!nl)
-                    break;
-                fprintf(stderr, "  %.*s\n", (int)(nl - l), l);
-            }
-        }
-        if (nc > 8)
-            fprintf(stderr, "  ... and %zu more\n", nc - 8);
-        r = vhpc_err_setmsg(err, -ENOENT,
-                            "no image meets the requirements (--build-missing builds one)");
+        return;
     }
-    free(c);
-    return r;
+    fprintf(stderr, "vhpc: no stored image meets the requirements (%zu checked)%s\n", nc,
+            nc ? ":" : "");
+    for (size_t i = 0; i < nc && i < 8; i++) {
+        fprintf(stderr, "  %s:%d (%s) misses %d:\n", c[i].ref.name, c[i].ref.version, c[i].kind,
+                c[i].unmet);
+        for (const char *l = c[i].report, *nl; *l; l = nl + 1) {
+            nl = strchr(l, '\n');
+            if (!nl)
+                break;
+            fprintf(stderr, "  %.*s\n", (int)(nl - l), l);
+        }
+    }
+    if (nc > 8)
+        fprintf(stderr, "  ... and %zu more\n", nc - 8);
 }
 
 static int match(int argc, char **argv)
@@ -431,7 +420,8 @@ static int match(int argc, char **argv)
     struct vhpc_ref ref;
     if (vhpc_store_open(NULL, &st, &err) < 0)
         return cli_fail(&err);
-    int r = cli_print_match(st, reqs, n, &ref, &err);
+    struct vhpc_select_report rep = {.matched = cli_print_candidates};
+    int r = vhpc_image_pick(st, reqs, n, &rep, &ref, &err);
     vhpc_store_close(st);
     if (r < 0)
         return cli_fail(&err);

@@ -3,7 +3,8 @@
  * made by debootstrap that boots its own systemd, with vhpc-agent as a
  * service, stored as an image of kind "full" (full.h builds and stores
  * it; this file parses and prints).  cmd_image.c hands `build --full`
- * here; select.c calls it for --build-missing.
+ * here; select.c prints what --build-missing built with
+ * cli_print_full_built.
  */
 #include "full.h"
 #include "image.h"
@@ -96,14 +97,20 @@ int cmd_image_build_full(int argc, char **argv)
     vhpc_err_t err = {0};
     if (vhpc_full_image_build(&spec, name, &fi, &err) < 0)
         return cli_fail(&err);
-    const struct vhpc_image *img = &fi.img;
-    if (fi.reused)
+    cli_print_full_built(&fi.img, fi.reused, fi.inputs_digest, with_mpi, NULL);
+    return 0;
+}
+
+void cli_print_full_built(const struct vhpc_image *img, bool reused, const char *inputs_digest,
+                          bool with_mpi, void *arg)
+{
+    (void)arg;
+    if (reused)
         printf("image %s:%d %.12s: up to date (built before from the same inputs %.12s), %" PRIu64
                " KiB\n",
-               img->name, img->version, img->digest, fi.inputs_digest, img->size >> 10);
+               img->name, img->version, img->digest, inputs_digest, img->size >> 10);
     else
         printf("image %s:%d %.12s: full, kernel %s, %" PRIu64 " KiB%s\n", img->name, img->version,
                img->digest, img->kernel_version, img->size >> 10,
                with_mpi ? ", with Open MPI and provider ivc" : "");
-    return 0;
 }

@@ -121,6 +121,40 @@ extern const char *const vhpc_image_default_modules[];
 int vhpc_image_build(const struct vhpc_image_spec *spec, const char *agent_path,
                      const char *rsh_path, struct vhpc_image *out, vhpc_err_t *err);
 
+/* ---- choosing an image (select.c) ---- */
+
+struct vhpc_store;
+struct vhpc_req;
+struct vhpc_ref;
+struct vhpc_candidate;
+/* What choosing an image tells its caller as it goes (the library prints
+ * nothing); any member may be NULL. */
+struct vhpc_select_report {
+    /* The candidates of one store for the requirements, best first
+     * (vhpc_match); best is 0 when c[0] meets all nreqs of them. */
+    void (*matched)(const struct vhpc_candidate *c, size_t nc, int best, size_t nreqs, void *arg);
+    /* The own store has none: looking in the system store at root. */
+    void (*system_store)(const char *root, void *arg);
+    /* None fits: building a full Debian 12 image name with packages. */
+    void (*building)(const char *name, const char *const *packages, bool with_mpi, void *arg);
+    /* It was built (or found made from the same inputs, reused). */
+    void (*built)(const struct vhpc_image *img, bool reused, const char *inputs_digest,
+                  bool with_mpi, void *arg);
+    void *arg;
+};
+/* The best image of store st for the requirements (vhpc_match), reported
+ * through rep->matched; -ENOENT when none meets them all. */
+int vhpc_image_pick(const struct vhpc_store *st, const struct vhpc_req *reqs, size_t n,
+                    const struct vhpc_select_report *rep, struct vhpc_ref *chosen, vhpc_err_t *err);
+/* The image a run boots: `image` by name (vhpc_image_find; it must also
+ * meet reqs), else the best image for reqs in the own store, then the
+ * system store, and when none fits and build_missing, a full Debian 12
+ * image built into the own store with the packages the requirements name
+ * (named auto-<digest of the requirements>).  rep may be NULL. */
+int vhpc_image_select(const char *image, const struct vhpc_req *reqs, size_t n, bool build_missing,
+                      const struct vhpc_select_report *rep, struct vhpc_image *out,
+                      vhpc_err_t *err);
+
 /* Find an image by "name" (its newest version), "name:version",
  * "name@digest-prefix", or a digest prefix (at least 4 hex digits, unique
  * over the store), and mark it used.  A user's own store first, then the
