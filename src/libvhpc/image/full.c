@@ -27,16 +27,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <sched.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -128,20 +123,6 @@ static const char dpkg_trim[] =
 
 /* ---- small helpers -------------------------------------------------------- */
 
-/* Is `prog` on PATH (or the usual sbin directories)? */
-static bool have_program(const char *prog)
-{
-    const char *path = getenv("PATH");
-    char copy[4096], p[4200];
-    snprintf(copy, sizeof(copy), "%s:/usr/sbin:/sbin", path ? path : "/usr/bin:/bin");
-    for (char *save, *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-        snprintf(p, sizeof(p), "%s/%s", d, prog);
-        if (access(p, X_OK) == 0)
-            return true;
-    }
-    return false;
-}
-
 /* ROOT/rel into path, its directories made and whatever is there removed
  * (a symlink, e.g. resolv.conf, is replaced, never followed). */
 static int root_path(const char *root, const char *rel, char path[PATH_MAX], vhpc_err_t *err)
@@ -176,40 +157,6 @@ static int put_link(const char *root, const char *rel, const char *target, vhpc_
     if (symlink(target, path) < 0)
         return vhpc_err_set(err, -errno, "symlink %s", path);
     return 0;
-}
-
-static int copy_file(const char *src, const char *dst, unsigned mode, vhpc_err_t *err)
-{
-    int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, r = 0;
-    char buf[1 << 16];
-    if (in < 0)
-        return vhpc_err_set(err, -errno, "opening %s", src);
-    unlink(dst);
-    out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (out < 0) {
-        r = vhpc_err_set(err, -errno, "creating %s", dst);
-        goto out;
-    }
-    for (;;) {
-        ssize_t n = read(in, buf, sizeof(buf));
-        if (n < 0) {
-            r = vhpc_err_set(err, -errno, "reading %s", src);
-            break;
-        }
-        if (n == 0)
-            break;
-        if (write(out, buf, (size_t)n) != n) {
-            r = vhpc_err_set(err, -errno, "writing %s", dst);
-            break;
-        }
-    }
-    if (r == 0 && fchmod(out, mode) < 0)
-        r = vhpc_err_set(err, -errno, "chmod %s", dst);
-    if (close(out) < 0 && r == 0)
-        r = vhpc_err_set(err, -errno, "writing %s", dst);
-out:
-    close(in);
-    return r;
 }
 
 /* Remove what is in dir (not dir itself); keep_copyright keeps
@@ -248,87 +195,6 @@ static void empty_dir(const char *dir, bool keep_copyright, bool only_dirs)
     }
     if (d)
         closedir(d);
-}
-
-/* ---- running programs with their output line by line --------------------- */
-
-typedef void (*line_fn)(char *line, void *arg);
-
-/* Run argv with extra environment `env` ("K=V", NULL-terminated), stdout
- * and stderr into one pipe read line by line (lines end at '\n' or '\r')
- * and also appended to the file `log` (may be NULL).  private_mounts: in a
- * new mount namespace, so nothing it mounts outlives it.  Returns the exit
- * status, 128 + signal, or a negative errno (err set). */
-static int run_lines(const char *const argv[], const char *const env[], bool private_mounts,
-                     const char *log, line_fn fn, void *arg, vhpc_err_t *err)
-{
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0)
-        return vhpc_err_set(err, -errno, "pipe");
-    int logfd = log ? open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close(p[0]);
-        close(p[1]);
-        if (logfd >= 0)
-            close(logfd);
-        return vhpc_err_set(err, -e, "fork");
-    }
-    if (pid == 0) {
-        int nul = open("/dev/null", O_RDONLY);
-        dup2(nul, 0);
-        dup2(p[1], 1);
-        dup2(p[1], 2);
-        for (size_t i = 0; env && env[i]; i++)
-            putenv((char *)env[i]);
-        if (private_mounts &&
-            (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)) {
-            fprintf(stderr, "E: private mount namespace: %s\n", strerror(errno));
-            _exit(126);
-        }
-        execvp(argv[0], (char *const *)argv);
-        fprintf(stderr, "E: cannot run %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    close(p[1]);
-    char buf[8192], line[4096];
-    size_t used = 0;
-    ssize_t n;
-    while ((n = read(p[0], buf, sizeof(buf))) != 0) {
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        if (logfd >= 0 && write(logfd, buf, (size_t)n) < 0) {
-            close(logfd);
-            logfd = -1;
-        }
-        for (ssize_t i = 0; i < n; i++) {
-            char c = buf[i];
-            if (c == '\n' || c == '\r') {
-                line[used] = 0;
-                if (used && fn)
-                    fn(line, arg);
-                used = 0;
-            } else if (used < sizeof(line) - 1) {
-                line[used++] = c;
-            }
-        }
-    }
-    if (used && fn) {
-        line[used] = 0;
-        fn(line, arg);
-    }
-    close(p[0]);
-    if (logfd >= 0)
-        close(logfd);
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR)
-            return vhpc_err_set(err, -errno, "waiting for %s", argv[0]);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 /* ---- debootstrap --------------------------------------------------------- */
@@ -438,7 +304,7 @@ static int debootstrap(const char *suite, const char *mirror, const char *cache,
     snprintf(label, sizeof(label), "debootstrap %s", suite);
     vhpc_progress_start_count(&b->p, label, 0);
     vhpc_progress_step(&b->p, "resolving packages");
-    int r = run_lines(argv, env, true, log, boot_line, b, err);
+    int r = vhpc__run_lines(argv, env, true, log, boot_line, b, err);
     if (r == 0)
         b->p.done = b->p.total;
     vhpc_progress_done(&b->p, r == 0);
@@ -519,11 +385,11 @@ static int setup_system(const struct vhpc_full_spec *spec, const char *root,
     if ((r = vhpc__pathf(err, path, sizeof(path), "%s/usr/lib/vhpc", root)) < 0 ||
         (r = vhpc__mkdirs(path, 0755, err)) < 0 ||
         (r = vhpc__pathf(err, path, sizeof(path), "%s/usr/lib/vhpc/vhpc-agent", root)) < 0 ||
-        (r = copy_file(spec->agent_path, path, 0755, err)) < 0)
+        (r = vhpc__copy_file(spec->agent_path, path, 0755, err)) < 0)
         return r;
     if (spec->rsh_path &&
         ((r = vhpc__pathf(err, path, sizeof(path), "%s/usr/bin/vhpc-rsh", root)) < 0 ||
-         (r = copy_file(spec->rsh_path, path, 0755, err)) < 0))
+         (r = vhpc__copy_file(spec->rsh_path, path, 0755, err)) < 0))
         return r;
     if ((r = put_text(root, "usr/lib/systemd/system/vhpc-agent.service", agent_unit, 0644, err)) <
             0 ||
@@ -600,7 +466,7 @@ static int setup_system(const struct vhpc_full_spec *spec, const char *root,
         snprintf(dir, sizeof(dir), "%s", path);
         *strrchr(dir, '/') = 0;
         if ((r = vhpc__mkdirs(dir, 0755, err)) < 0 ||
-            (r = copy_file(host, path, st.st_mode & 07777, err)) < 0)
+            (r = vhpc__copy_file(host, path, st.st_mode & 07777, err)) < 0)
             return vhpc_err_wrap(err, "--file %s", f);
     }
     for (size_t i = 0; spec->files && spec->files[i]; i++)
@@ -823,7 +689,7 @@ static int squash(const char *root, const char *out, const char *comp, time_t t,
     char label[64];
     snprintf(label, sizeof(label), "squashfs (%s)", comp);
     vhpc_progress_start(&s->p, label, bytes);
-    int r = run_lines(argv, NULL, false, NULL, sq_line, s, err);
+    int r = vhpc__run_lines(argv, NULL, false, NULL, sq_line, s, err);
     if (r == 0)
         vhpc_progress_set(&s->p, bytes);
     vhpc_progress_done(&s->p, r == 0);
@@ -1110,7 +976,7 @@ static int full_build(const struct vhpc_full_spec *spec, struct full_build *out,
                             "as root in a chroot)");
         goto out;
     }
-    if (!have_program("debootstrap") || !have_program("mksquashfs")) {
+    if (!vhpc__have_program("debootstrap") || !vhpc__have_program("mksquashfs")) {
         r = vhpc_err_setmsg(err, -ENOENT,
                             "building a full image needs debootstrap and mksquashfs "
                             "(apt-get install debootstrap squashfs-tools, or make deps)");
