@@ -1097,13 +1097,8 @@ int vhpc_full_image_build(const struct vhpc_full_spec *spec, const char *name,
         s.agent_path = agent;
         s.rsh_path = rsh[0] ? rsh : NULL;
     }
-    if (s.with_mpi) {
-        if ((r = img_mpi_full(s.packages, s.files, s.env, &mpi, err)) < 0)
-            return r;
-        s.packages = mpi.packages;
-        s.files = mpi.files;
-        s.env = mpi.env;
-    }
+    if (s.with_mpi && (r = img_mpi_full(&s.packages, &s.files, &s.env, &mpi, err)) < 0)
+        return r;
     r = full_build(&s, &b, err);
     img_mpi_free(&mpi);
     if (r < 0)

@@ -166,13 +166,8 @@ int vhpc_image_build(const struct vhpc_image_spec *spec, const char *agent_path,
         agent_path = agent;
         rsh_path = rsh[0] ? rsh : NULL;
     }
-    if (s.with_mpi) {
-        if ((r = img_mpi_minimal(s.add, s.files, s.env, &mpi, err)) < 0)
-            return r;
-        s.add = mpi.add;
-        s.files = mpi.files;
-        s.env = mpi.env;
-    }
+    if (s.with_mpi && (r = img_mpi_minimal(&s.add, &s.files, &s.env, &mpi, err)) < 0)
+        return r;
     r = build_minimal(&s, agent_path, rsh_path, out, err);
     img_mpi_free(&mpi);
     return r;

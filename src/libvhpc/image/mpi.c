@@ -59,7 +59,7 @@ static const char **cat(const char *const *a, const char *const *b)
 }
 
 /* The provider and the settings, common to both kinds. */
-static int provider_and_env(const char *const *files, const char *const *env, struct img_mpi *m,
+static int provider_and_env(const char *const **files, const char *const **env, struct img_mpi *m,
                             vhpc_err_t *err)
 {
     char prov[4096];
@@ -69,12 +69,24 @@ static int provider_and_env(const char *const *files, const char *const *env, st
                                "$VHPC_LIBIVC_FI_SO)");
     snprintf(m->provider, sizeof(m->provider), "%s=" VHPC_FI_DIR "/libivc-fi.so", prov);
     const char *const provider[] = {m->provider, NULL};
-    if (!(m->files = cat(files, provider)) || !(m->env = cat(mpi_env, env)))
+    if (!(m->files = cat(*files, provider)) || !(m->env = cat(mpi_env, *env)))
         return vhpc_err_set(err, -ENOMEM, "--with-mpi");
     return 0;
 }
 
-int img_mpi_minimal(const char *const *add, const char *const *files, const char *const *env,
+/* The lists of m in place of the caller's, or m freed on failure. */
+static int use(int r, const char *const **files, const char *const **env, struct img_mpi *m)
+{
+    if (r < 0) {
+        img_mpi_free(m);
+        return r;
+    }
+    *files = m->files;
+    *env = m->env;
+    return 0;
+}
+
+int img_mpi_minimal(const char *const **add, const char *const **files, const char *const **env,
                     struct img_mpi *m, vhpc_err_t *err)
 {
     memset(m, 0, sizeof(*m));
@@ -85,23 +97,23 @@ int img_mpi_minimal(const char *const *add, const char *const *files, const char
                                 "--with-mpi: %s is missing (apt-get install openmpi-bin "
                                 "libfabric1)",
                                 mpi_paths[i]);
-    if (r == 0 && !(m->add = cat(add, mpi_paths)))
+    if (r == 0 && !(m->add = cat(*add, mpi_paths)))
         r = vhpc_err_set(err, -ENOMEM, "--with-mpi");
-    if (r < 0)
-        img_mpi_free(m);
-    return r;
+    if (r == 0)
+        *add = m->add;
+    return use(r, files, env, m);
 }
 
-int img_mpi_full(const char *const *packages, const char *const *files, const char *const *env,
+int img_mpi_full(const char *const **packages, const char *const **files, const char *const **env,
                  struct img_mpi *m, vhpc_err_t *err)
 {
     memset(m, 0, sizeof(*m));
     int r = provider_and_env(files, env, m, err);
-    if (r == 0 && !(m->packages = cat(packages, mpi_packages)))
+    if (r == 0 && !(m->packages = cat(*packages, mpi_packages)))
         r = vhpc_err_set(err, -ENOMEM, "--with-mpi");
-    if (r < 0)
-        img_mpi_free(m);
-    return r;
+    if (r == 0)
+        *packages = m->packages;
+    return use(r, files, env, m);
 }
 
 void img_mpi_free(struct img_mpi *m)

@@ -26,11 +26,12 @@ struct img_mpi {
 };
 
 /* For a minimal image: Open MPI's launcher, daemon, components and data
- * from the host (each must be there: -ENOENT naming the package). */
-int img_mpi_minimal(const char *const *add, const char *const *files, const char *const *env,
+ * from the host (each must be there: -ENOENT naming the package).  *add,
+ * *files and *env are replaced by lists in m holding them and MPI's. */
+int img_mpi_minimal(const char *const **add, const char *const **files, const char *const **env,
                     struct img_mpi *m, vhpc_err_t *err);
-/* For a full image: Debian's Open MPI packages. */
-int img_mpi_full(const char *const *packages, const char *const *files, const char *const *env,
+/* For a full image: Debian's Open MPI packages, likewise. */
+int img_mpi_full(const char *const **packages, const char *const **files, const char *const **env,
                  struct img_mpi *m, vhpc_err_t *err);
 void img_mpi_free(struct img_mpi *m);
 
