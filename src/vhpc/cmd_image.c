@@ -3,9 +3,7 @@
  * Debian cloud kernel + an initramfs with busybox, vhpc-agent, the virtio
  * modules and the closure of what the job needs).
  */
-#include "cluster.h"
 #include "image.h"
-#include "kernel.h"
 #include "match.h"
 #include "parse.h"
 #include "store.h"
