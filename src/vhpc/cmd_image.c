@@ -3,10 +3,7 @@
  * Debian cloud kernel + an initramfs with busybox, vhpc-agent, the virtio
  * modules and the closure of what the job needs).
  */
-#include "cluster.h"
-#include "fullimg.h"
 #include "image.h"
-#include "kernel.h"
 #include "match.h"
 #include "parse.h"
 #include "store.h"
@@ -39,20 +36,12 @@ static const char build_help[] =
     "  --public         root, system store: every user may read and boot the image\n"
     "                   (default: only its builder; --env values are in the image)\n";
 
-#define LIBDIR "/usr/lib/x86_64-linux-gnu"
-
-/* What --with-mpi adds: Open MPI's launcher, daemon, components and data. */
-static const char *const mpi_paths[] = {
-    "/usr/bin/mpirun", "/usr/bin/mpiexec",   "/usr/bin/orted", LIBDIR "/openmpi",
-    LIBDIR "/pmix2",   "/usr/share/openmpi", "/etc/openmpi",   NULL};
-
 static int build(int argc, char **argv)
 {
-    const char *name = "minimal", *add[MAX_ADD + 16] = {0}, *mods[MAX_ADD + 1] = {0};
-    const char *env[MAX_ADD + 16] = {0}, *files[2] = {0};
+    const char *name = "minimal", *add[MAX_ADD + 1] = {0}, *mods[MAX_ADD + 1] = {0};
+    const char *env[MAX_ADD + 1] = {0};
     int nadd = 0, nmods = 0, nenv = 0;
     bool with_mpi = false;
-    char fi_file[4200];
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help")) {
             fputs(build_help, stdout);
@@ -84,37 +73,11 @@ static int build(int argc, char **argv)
         } else
             return cli_usage("image build", "unknown argument '%s'", argv[i]);
     }
-    char agent[4096], rsh[4096];
-    vhpc_err_t err = {0};
-    if (vhpc_guest_tools(agent, sizeof(agent), rsh, sizeof(rsh), &err) < 0)
-        return cli_fail(&err);
-    int have_rsh = rsh[0] != 0;
-    if (with_mpi) {
-        char prov[4096];
-        if (vhpc_tool_path("libivc-fi.so", prov, sizeof(prov)) < 0) {
-            vhpc_err_setmsg(&err, -2,
-                            "--with-mpi: cannot find libivc-fi.so (build it, or set "
-                            "$VHPC_LIBIVC_FI_SO)");
-            return cli_fail(&err);
-        }
-        for (int i = 0; mpi_paths[i]; i++) {
-            if (access(mpi_paths[i], F_OK) < 0) {
-                vhpc_err_setmsg(&err, -2,
-                                "--with-mpi: %s is missing (apt-get install openmpi-bin "
-                                "libfabric1)",
-                                mpi_paths[i]);
-                return cli_fail(&err);
-            }
-            add[nadd++] = mpi_paths[i];
-        }
-        snprintf(fi_file, sizeof(fi_file), "%s=" VHPC_FI_DIR "/libivc-fi.so", prov);
-        files[0] = fi_file;
-        nenv = vhpc_mpi_env_prepend(env, nenv);
-    }
     struct vhpc_image_spec spec = {
-        .name = name, .add = add, .modules = mods, .files = files, .env = env};
+        .name = name, .add = add, .modules = mods, .env = env, .with_mpi = with_mpi};
     struct vhpc_image img;
-    if (vhpc_image_build(&spec, agent, have_rsh ? rsh : NULL, &img, &err) < 0)
+    vhpc_err_t err = {0};
+    if (vhpc_image_build(&spec, NULL, NULL, &img, &err) < 0)
         return cli_fail(&err);
     printf("image %s:%d %.12s: kernel %s, %" PRIu64 " KiB%s\n", img.name, img.version, img.digest,
            img.kernel_version, img.size >> 10, with_mpi ? ", with Open MPI and provider ivc" : "");
@@ -395,15 +358,9 @@ static int gc(int argc, char **argv)
 
 /* ---- match ---- */
 
-int cli_print_match(const struct vhpc_store *st, const struct vhpc_req *reqs, size_t n,
-                    struct vhpc_ref *chosen, vhpc_err_t *err)
+void cli_print_candidates(const struct vhpc_candidate *c, size_t nc, int best, size_t n, void *arg)
 {
-    struct vhpc_candidate *c = NULL;
-    size_t nc = 0;
-    int best;
-    int r = vhpc_match(st, reqs, n, &c, &nc, &best, err);
-    if (r < 0)
-        return r;
+    (void)arg;
     if (best == 0) {
         char size[32];
         human_size(c[0].size, size, sizeof(size));
@@ -417,27 +374,22 @@ int cli_print_match(const struct vhpc_store *st, const struct vhpc_req *reqs, si
             fprintf(stderr, "  (chosen over %zu other%s that also fit%s)\n", others,
                     others == 1 ? "" : "s",
                     c[1].size > c[0].size ? ": it is the smallest" : ": it is the newest");
-        *chosen = c[0].ref;
-    } else {
-        fprintf(stderr, "vhpc: no stored image meets the requirements (%zu checked)%s\n", nc,
-                nc ? ":" : "");
-        for (size_t i = 0; i < nc && i < 8; i++) {
-            fprintf(stderr, "  %s:%d (%s) misses %d:\n", c[i].ref.name, c[i].ref.version, c[i].kind,
-                    c[i].unmet);
-            for (char *l = c[i].report, *nl; *l; l = nl + 1) {
-                nl = strchr(l, '\n');
-                if (!nl)
-                    break;
-                fprintf(stderr, "  %.*s\n", (int)(nl - l), l);
-            }
-        }
-        if (nc > 8)
-            fprintf(stderr, "  ... and %zu more\n", nc - 8);
-        r = vhpc_err_setmsg(err, -ENOENT,
-                            "no image meets the requirements (--build-missing builds one)");
+        return;
     }
-    free(c);
-    return r;
+    fprintf(stderr, "vhpc: no stored image meets the requirements (%zu checked)%s\n", nc,
+            nc ? ":" : "");
+    for (size_t i = 0; i < nc && i < 8; i++) {
+        fprintf(stderr, "  %s:%d (%s) misses %d:\n", c[i].ref.name, c[i].ref.version, c[i].kind,
+                c[i].unmet);
+        for (const char *l = c[i].report, *nl; *l; l = nl + 1) {
+            nl = strchr(l, '\n');
+            if (!nl)
+                break;
+            fprintf(stderr, "  %.*s\n", (int)(nl - l), l);
+        }
+    }
+    if (nc > 8)
+        fprintf(stderr, "  ... and %zu more\n", nc - 8);
 }
 
 static int match(int argc, char **argv)
@@ -466,7 +418,8 @@ static int match(int argc, char **argv)
     struct vhpc_ref ref;
     if (vhpc_store_open(NULL, &st, &err) < 0)
         return cli_fail(&err);
-    int r = cli_print_match(st, reqs, n, &ref, &err);
+    struct vhpc_select_report rep = {.matched = cli_print_candidates};
+    int r = vhpc_image_pick(st, reqs, n, &rep, &ref, &err);
     vhpc_store_close(st);
     if (r < 0)
         return cli_fail(&err);

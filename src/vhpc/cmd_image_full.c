@@ -1,11 +1,12 @@
 /*
  * cmd_image_full.c - `vhpc image build --full`: a Debian root file system
  * made by debootstrap that boots its own systemd, with vhpc-agent as a
- * service (fullimg.h), stored as an image of kind "full".  cmd_image.c
- * hands `build --full` here; select.c calls it for --build-missing.
+ * service, stored as an image of kind "full" (full.h builds and stores
+ * it; this file parses and prints).  cmd_image.c hands `build --full`
+ * here; select.c prints what --build-missing built with
+ * cli_print_full_built.
  */
-#include "cluster.h"
-#include "fullimg.h"
+#include "full.h"
 #include "image.h"
 #include "store.h"
 #include "vhpc.h"
@@ -42,10 +43,9 @@ static const char full_help[] =
 int cmd_image_build_full(int argc, char **argv)
 {
     const char *name = "debian", *suite = NULL;
-    const char *pkgs[MAX_ARGS + 8] = {0}, *files[MAX_ARGS + 2] = {0}, *env[MAX_ARGS + 16] = {0};
+    const char *pkgs[MAX_ARGS + 1] = {0}, *files[MAX_ARGS + 1] = {0}, *env[MAX_ARGS + 1] = {0};
     int npkgs = 0, nfiles = 0, nenv = 0;
     bool with_mpi = false;
-    char fi_file[4200];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help")) {
@@ -91,69 +91,26 @@ int cmd_image_build_full(int argc, char **argv)
         return cli_usage("image build --full",
                          "invalid name '%s' (letters, digits, '.', '_', '-'; at most 127)", name);
 
-    char agent[4096], rsh[4096];
+    struct vhpc_full_spec spec = {
+        .suite = suite, .packages = pkgs, .files = files, .env = env, .with_mpi = with_mpi};
+    struct vhpc_full_image fi;
     vhpc_err_t err = {0};
-    if (vhpc_guest_tools(agent, sizeof(agent), rsh, sizeof(rsh), &err) < 0)
+    if (vhpc_full_image_build(&spec, name, &fi, &err) < 0)
         return cli_fail(&err);
-    int have_rsh = rsh[0] != 0;
-    if (with_mpi) {
-        char prov[4096];
-        if (vhpc_tool_path("libivc-fi.so", prov, sizeof(prov)) < 0) {
-            vhpc_err_setmsg(&err, -ENOENT,
-                            "--with-mpi: cannot find libivc-fi.so (build it, or set "
-                            "$VHPC_LIBIVC_FI_SO)");
-            return cli_fail(&err);
-        }
-        for (int i = 0; vhpc_full_mpi_packages[i]; i++)
-            pkgs[npkgs++] = vhpc_full_mpi_packages[i];
-        snprintf(fi_file, sizeof(fi_file), "%s=" VHPC_FI_DIR "/libivc-fi.so", prov);
-        files[nfiles++] = fi_file;
-        nenv = vhpc_mpi_env_prepend(env, nenv);
-    }
+    cli_print_full_built(&fi.img, fi.reused, fi.inputs_digest, with_mpi, NULL);
+    return 0;
+}
 
-    struct vhpc_full_spec spec = {.suite = suite,
-                                  .packages = pkgs,
-                                  .files = files,
-                                  .env = env,
-                                  .agent_path = agent,
-                                  .rsh_path = have_rsh ? rsh : NULL};
-    struct vhpc_full_build b;
-    struct vhpc_image img;
-    if (vhpc_full_build(&spec, &b, &err) < 0)
-        return cli_fail(&err);
-    int r;
-    if (b.existing[0]) {
-        /* Built before from the same inputs: give it this name too. */
-        struct vhpc_store *st;
-        struct vhpc_ref ref;
-        if ((r = vhpc_store_open(NULL, &st, &err)) == 0) {
-            r = vhpc_store_tag(st, name, 0, b.existing, &ref, &err);
-            vhpc_store_close(st);
-        }
-        if (r == 0)
-            r = vhpc_image_find(b.existing, &img, &err);
-        if (r < 0) {
-            vhpc_full_build_free(&b);
-            return cli_fail(&err);
-        }
+void cli_print_full_built(const struct vhpc_image *img, bool reused, const char *inputs_digest,
+                          bool with_mpi, void *arg)
+{
+    (void)arg;
+    if (reused)
         printf("image %s:%d %.12s: up to date (built before from the same inputs %.12s), %" PRIu64
                " KiB\n",
-               ref.name, ref.version, img.digest, b.inputs_digest, img.size >> 10);
-        vhpc_full_build_free(&b);
-        return 0;
-    }
-    const char *roles[] = {"kernel", "initrd", "rootfs", NULL};
-    const char *paths[] = {b.kernel, b.initrd, b.rootfs, NULL};
-    json_t *man = b.manifest;
-    b.manifest = NULL; /* vhpc_image_commit takes it */
-    r = vhpc_image_commit(name, man, roles, paths, &img, &err);
-    vhpc_full_build_free(&b);
-    if (r < 0) {
-        vhpc_err_wrap(&err, "storing image '%s'", name);
-        return cli_fail(&err);
-    }
-    printf("image %s:%d %.12s: full, kernel %s, %" PRIu64 " KiB%s\n", img.name, img.version,
-           img.digest, img.kernel_version, img.size >> 10,
-           with_mpi ? ", with Open MPI and provider ivc" : "");
-    return 0;
+               img->name, img->version, img->digest, inputs_digest, img->size >> 10);
+    else
+        printf("image %s:%d %.12s: full, kernel %s, %" PRIu64 " KiB%s\n", img->name, img->version,
+               img->digest, img->kernel_version, img->size >> 10,
+               with_mpi ? ", with Open MPI and provider ivc" : "");
 }

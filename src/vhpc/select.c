@@ -1,17 +1,12 @@
 /*
- * select.c - which image a run boots: named (--image), chosen by
- * requirements (--require, match.h), or built for them (--build-missing:
- * a full Debian image with the packages the requirements name).  Also the
- * job file, which holds the same options one per line.
+ * select.c - which image a run boots, as the CLI says it: the library
+ * chooses (vhpc_image_select, image.h: named, by requirements, or built
+ * for them with --build-missing) and this file prints what it reports.
+ * Also the job file, which holds the same options one per line.
  */
 #include "image.h"
-#include "kernel.h"
-#include "match.h"
-#include "store.h"
 #include "vhpc.h"
 #include "fs.h"
-#include "paths.h"
-#include "proc.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -22,197 +17,35 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Is there a binary package of this name in the host's apt lists? */
-static int apt_has(const char *pkg)
+static void print_system_store(const char *root, void *arg)
 {
-    const char *argv[] = {"apt-cache", "show", "--no-all-versions", pkg, NULL};
-    char out[256], ebuf[256];
-    vhpc_err_t e2 = {0};
-    return vhpc__run(argv, NULL, out, sizeof(out), ebuf, sizeof(ebuf), &e2) == 0 && out[0];
+    (void)arg;
+    fprintf(stderr, "vhpc: looking in the system store (%s)\n", root);
 }
 
-/* The Debian package that ships a soname, by the library packaging
- * policy: libfoo.so.6 -> libfoo6, libfftw3.so.3 -> libfftw3-3. */
-static int soname_package(const char *so, char *pkg, size_t len)
+static void print_building(const char *name, const char *const *pkgs, bool with_mpi, void *arg)
 {
-    const char *dot = strstr(so, ".so.");
-    if (!dot || !dot[4])
-        return -1;
-    size_t n = (size_t)(dot - so);
-    int digit = n && isdigit((unsigned char)so[n - 1]);
-    snprintf(pkg, len, "%.*s%s%s", (int)n, so, digit ? "-" : "", dot + 4);
-    for (char *p = pkg; *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-    return 0;
-}
-
-/* The packages a full image must have to meet reqs; -EINVAL when a
- * requirement cannot be met by building (another OS, another kernel). */
-static int packages_for(const struct vhpc_req *reqs, size_t n, char pkgs[][128], size_t *np,
-                        int *with_mpi, vhpc_err_t *err)
-{
-    struct vhpc_kernel k;
-    *np = 0;
-    *with_mpi = 0;
-    for (size_t i = 0; i < n; i++) {
-        const struct vhpc_req *r = &reqs[i];
-        char pkg[160];
-        switch (r->kind) {
-        case REQ_OS:
-            if (strcasecmp(r->value, "debian-12") != 0 && r->op == OP_EQ)
-                return vhpc_err_setmsg(err, -EINVAL,
-                                       "--build-missing builds Debian 12 images; '%s' asks for "
-                                       "another OS",
-                                       r->text);
-            continue;
-        case REQ_KERNEL: {
-            int rc = vhpc_kernel_ensure(&k, err);
-            if (rc < 0)
-                return rc;
-            json_t *m = json_pack("{s:s}", "kernel", k.version);
-            char why[300];
-            int ok = vhpc_req_check(r, m, why, sizeof(why));
-            json_decref(m);
-            if (!ok)
-                return vhpc_err_setmsg(err, -EINVAL,
-                                       "--build-missing: the guest kernel is %s, so '%s' cannot "
-                                       "be met",
-                                       k.version, r->text);
-            continue;
-        }
-        case REQ_LIB:
-            if (soname_package(r->key, pkg, sizeof(pkg)) < 0 || !apt_has(pkg))
-                return vhpc_err_setmsg(err, -ENOENT,
-                                       "--build-missing: cannot tell which package ships %s; "
-                                       "require the package by name (apt-file search %s)",
-                                       r->key, r->key);
-            break;
-        case REQ_PKG:
-            snprintf(pkg, sizeof(pkg), "%s", r->key);
-            if (!apt_has(pkg)) {
-                /* A source package name: its usual binary package. */
-                snprintf(pkg, sizeof(pkg), "%s-bin", r->key);
-                if (!apt_has(pkg))
-                    return vhpc_err_setmsg(err, -ENOENT,
-                                           "--build-missing: no package '%s' (nor '%s-bin') in "
-                                           "Debian 12 (apt-cache search %s)",
-                                           r->key, r->key, r->key);
-            }
-            if (!strncmp(r->key, "openmpi", 7) || !strncmp(pkg, "openmpi", 7))
-                *with_mpi = 1;
-            break;
-        }
-        if (*np < 64)
-            snprintf(pkgs[(*np)++], 128, "%.127s", pkg);
-    }
-    return 0;
-}
-
-/* Build a full image for reqs; its name is derived from them. */
-static int build_for(const struct vhpc_req *reqs, size_t n, vhpc_err_t *err)
-{
-    char pkgs[64][128], name[64], hex[65];
-    size_t np;
-    int with_mpi, r = packages_for(reqs, n, pkgs, &np, &with_mpi, err);
-    if (r < 0)
-        return r;
-    json_t *a = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, json_string(reqs[i].text));
-    vhpc_json_digest(a, hex);
-    json_decref(a);
-    snprintf(name, sizeof(name), "auto-%.8s", hex);
-    char *argv[2 * 64 + 8];
-    int argc = 0;
-    argv[argc++] = "build";
-    argv[argc++] = "--full";
-    argv[argc++] = "--name";
-    argv[argc++] = name;
-    if (with_mpi)
-        argv[argc++] = "--with-mpi";
-    for (size_t i = 0; i < np; i++) {
-        argv[argc++] = "--package";
-        argv[argc++] = pkgs[i];
-    }
-    argv[argc] = NULL;
+    (void)arg;
     fprintf(stderr, "vhpc: building image %s (Debian 12%s", name, with_mpi ? ", --with-mpi" : "");
-    for (size_t i = 0; i < np; i++)
+    for (size_t i = 0; pkgs[i]; i++)
         fprintf(stderr, "%s%s", i ? " " : ", packages ", pkgs[i]);
     fprintf(stderr, ")\n");
-    if (cmd_image_build_full(argc, argv) != 0)
-        return vhpc_err_setmsg(err, -EIO, "--build-missing: building %s failed (above)", name);
-    return 0;
 }
 
 int cli_select_image(const char *image, const struct vhpc_req *reqs, size_t n, bool build_missing,
                      struct vhpc_image *out, vhpc_err_t *err)
 {
-    struct vhpc_store *st;
-    struct vhpc_ref ref;
-    json_t *m = NULL;
-    int r;
-    if (image) {
-        /* Named (the own store, then the system store): it must meet what
-         * is also required. */
-        if ((r = vhpc_image_find(image, out, err)) < 0 || !n)
-            return r;
-        if ((r = vhpc_image_store_open(out, &st, err)) < 0)
-            return r;
-        if ((r = vhpc_store_get_manifest(st, out->digest, &m, err)) == 0) {
-            for (size_t i = 0; i < n && r == 0; i++) {
-                char why[300];
-                if (!vhpc_req_check(&reqs[i], m, why, sizeof(why)))
-                    r = vhpc_err_setmsg(err, -EINVAL, "image %s does not meet '%s': %s", image,
-                                        reqs[i].text, why);
-            }
-        }
-        json_decref(m);
-        vhpc_store_close(st);
-        return r;
-    }
-    /* By requirements: the own store, then the system store, then (with
-     * --build-missing) a build into the own store. */
-    if ((r = vhpc_store_open(NULL, &st, err)) < 0)
-        return r;
-    r = cli_print_match(st, reqs, n, &ref, err);
-    vhpc_store_close(st);
-    vhpc_err_t e2 = {0};
-    if (r == -ENOENT && vhpc_system_store_open(&st, &e2) == 0) {
-        fprintf(stderr, "vhpc: looking in the system store (%s)\n", vhpc__system_root());
-        if (cli_print_match(st, reqs, n, &ref, &e2) == 0) {
-            vhpc_err_clear(err);
-            r = 0;
-        }
-        vhpc_store_close(st);
-    }
-    if (r == -ENOENT && build_missing) {
-        vhpc_err_clear(err);
-        if ((r = build_for(reqs, n, err)) < 0 || (r = vhpc_store_open(NULL, &st, err)) < 0)
-            return r;
-        if ((r = cli_print_match(st, reqs, n, &ref, err)) < 0)
-            vhpc_err_setmsg(err, r,
-                            "--build-missing: the image built still misses a requirement "
-                            "(above): Debian 12 does not have what was asked for");
-        vhpc_store_close(st);
-    }
-    if (r < 0)
-        return r;
-    char full[200];
-    snprintf(full, sizeof(full), "%s", ref.digest);
-    if ((r = vhpc_image_find(full, out, err)) < 0)
-        return r;
-    snprintf(out->name, sizeof(out->name), "%s", ref.name);
-    out->version = ref.version;
-    return 0;
+    struct vhpc_select_report rep = {.matched = cli_print_candidates,
+                                     .system_store = print_system_store,
+                                     .building = print_building,
+                                     .built = cli_print_full_built};
+    return vhpc_image_select(image, reqs, n, build_missing, &rep, out, err);
 }
 
 int cli_build_minimal(struct vhpc_image *out, vhpc_err_t *err)
 {
-    char agent[4096], rsh[4096];
-    if (vhpc_guest_tools(agent, sizeof(agent), rsh, sizeof(rsh), err) < 0)
-        return -ENOENT;
     struct vhpc_image_spec spec = {.name = "minimal"};
-    return vhpc_image_build(&spec, agent, rsh[0] ? rsh : NULL, out, err);
+    return vhpc_image_build(&spec, NULL, NULL, out, err);
 }
 
 /* ---- job files ---- */

@@ -23,15 +23,18 @@ int cmd_gc(int argc, char **argv);
 int cmd_setup(int argc, char **argv);
 int cmd_node(int argc, char **argv); /* cmd_node.c: vhpc node serve */
 
-struct vhpc_store;
 struct vhpc_req;
-struct vhpc_ref;
-/* Pick the best stored image for requirements and say on stderr which and
- * why, or what each candidate misses (-ENOENT). */
-int cli_print_match(const struct vhpc_store *st, const struct vhpc_req *reqs, size_t n,
-                    struct vhpc_ref *chosen, vhpc_err_t *err);
+struct vhpc_candidate;
+/* Say on stderr which image was chosen for requirements and why, or what
+ * each candidate misses (a vhpc_select_report's matched, cmd_image.c). */
+void cli_print_candidates(const struct vhpc_candidate *c, size_t nc, int best, size_t n,
+                          void *arg);
 
 struct vhpc_image;
+/* Say on stdout which full image was built, or found made from the same
+ * inputs (a vhpc_select_report's built, cmd_image_full.c). */
+void cli_print_full_built(const struct vhpc_image *img, bool reused, const char *inputs_digest,
+                          bool with_mpi, void *arg);
 /* The image a run boots: `image` by name (it must also meet reqs), else the
  * best stored image for reqs, built first when none fits and build_missing
  * (select.c). */

@@ -13,15 +13,15 @@
 #include <string.h>
 #include <unistd.h>
 
-/* The rest of the CLI that select.c calls (to choose or build an image,
- * never from cli_job_file). */
-int cli_print_match(const struct vhpc_store *st, const struct vhpc_req *reqs, size_t n,
-                    struct vhpc_ref *chosen, vhpc_err_t *err)
+/* The rest of the CLI that select.c calls (to report how an image was
+ * chosen or built, never from cli_job_file). */
+void cli_print_candidates(const struct vhpc_candidate *c, size_t nc, int best, size_t n, void *arg)
 {
     abort();
 }
 
-int cmd_image_build_full(int argc, char **argv)
+void cli_print_full_built(const struct vhpc_image *img, bool reused, const char *inputs_digest,
+                          bool with_mpi, void *arg)
 {
     abort();
 }

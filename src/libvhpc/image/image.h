@@ -2,7 +2,7 @@
  * image.h - guest images.  A *minimal* image is Debian's cloud kernel plus
  * an uncompressed cpio initramfs with static busybox, vhpc-agent as /init,
  * the kernel modules the guest needs and the shared-library closure of
- * whatever the caller adds.  A *full* image (fullimg.h) is a Debian root
+ * whatever the caller adds.  A *full* image (full.h) is a Debian root
  * file system booted through a small initramfs.  Images live in the
  * content-addressed store (store.h): the digest of an image is the sha256 of
  * its manifest, names and versions are refs to digests.
@@ -27,6 +27,7 @@
 
 #include <limits.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct vhpc_image_spec {
@@ -39,6 +40,9 @@ struct vhpc_image_spec {
                                    image, with its closure (NULL-terminated; NULL = none) */
     const char *const *env;     /* "KEY=VALUE" lines of /etc/vhpc/env, which the agent puts
                                    into the environment of everything it runs */
+    bool with_mpi;              /* vhpc_image_build: also the host's Open MPI and vhpc's
+                                   libfabric provider ivc, set up so that `mpirun -np N
+                                   prog` uses every VM of the cluster and IVC between them */
 };
 
 struct vhpc_image {
@@ -100,12 +104,13 @@ int vhpc_dpkg_packages(const char *admindir, const char *const *names, json_t *p
                        vhpc_err_t *err);
 
 /* The modules every minimal image loads, in this order of request (those
- * the kernel lacks are skipped when marked optional in image.c). */
+ * the kernel lacks are skipped when marked optional in modules.c). */
 extern const char *const vhpc_image_default_modules[];
 
 /* Build a minimal image (ensuring the kernel first) and make it the name's
  * current image.  agent_path is the static vhpc-agent that becomes /init;
- * rsh_path (may be NULL) becomes /bin/vhpc-rsh.  The build is deterministic
+ * rsh_path (may be NULL) becomes /bin/vhpc-rsh; agent_path NULL: both as
+ * vhpc_guest_tools (paths.h) finds them.  The build is deterministic
  * (entries sorted, mtimes 0, owner root): the same inputs give the same
  * digest, and rebuilding an existing digest reuses it.  Busybox comes from
  * $VHPC_BUSYBOX or /bin/busybox and must be statically linked
@@ -115,6 +120,40 @@ extern const char *const vhpc_image_default_modules[];
  * optional parts. */
 int vhpc_image_build(const struct vhpc_image_spec *spec, const char *agent_path,
                      const char *rsh_path, struct vhpc_image *out, vhpc_err_t *err);
+
+/* ---- choosing an image (select.c) ---- */
+
+struct vhpc_store;
+struct vhpc_req;
+struct vhpc_ref;
+struct vhpc_candidate;
+/* What choosing an image tells its caller as it goes (the library prints
+ * nothing); any member may be NULL. */
+struct vhpc_select_report {
+    /* The candidates of one store for the requirements, best first
+     * (vhpc_match); best is 0 when c[0] meets all nreqs of them. */
+    void (*matched)(const struct vhpc_candidate *c, size_t nc, int best, size_t nreqs, void *arg);
+    /* The own store has none: looking in the system store at root. */
+    void (*system_store)(const char *root, void *arg);
+    /* None fits: building a full Debian 12 image name with packages. */
+    void (*building)(const char *name, const char *const *packages, bool with_mpi, void *arg);
+    /* It was built (or found made from the same inputs, reused). */
+    void (*built)(const struct vhpc_image *img, bool reused, const char *inputs_digest,
+                  bool with_mpi, void *arg);
+    void *arg;
+};
+/* The best image of store st for the requirements (vhpc_match), reported
+ * through rep->matched; -ENOENT when none meets them all. */
+int vhpc_image_pick(const struct vhpc_store *st, const struct vhpc_req *reqs, size_t n,
+                    const struct vhpc_select_report *rep, struct vhpc_ref *chosen, vhpc_err_t *err);
+/* The image a run boots: `image` by name (vhpc_image_find; it must also
+ * meet reqs), else the best image for reqs in the own store, then the
+ * system store, and when none fits and build_missing, a full Debian 12
+ * image built into the own store with the packages the requirements name
+ * (named auto-<digest of the requirements>).  rep may be NULL. */
+int vhpc_image_select(const char *image, const struct vhpc_req *reqs, size_t n, bool build_missing,
+                      const struct vhpc_select_report *rep, struct vhpc_image *out,
+                      vhpc_err_t *err);
 
 /* Find an image by "name" (its newest version), "name:version",
  * "name@digest-prefix", or a digest prefix (at least 4 hex digits, unique

@@ -1,6 +1,7 @@
 /*
- * kernel.c - the guest kernel cache (see kernel.h), plus the small file and
- * process helpers that image.c shares.
+ * kernel.c - the guest kernel cache (see kernel.h): resolving, fetching,
+ * unpacking and checking Debian's cloud kernel, and the modules.dep it
+ * lacks.  Files, locks and running apt are util's (fs.h, lock.h, proc.h).
  *
  * What Debian 12's cloud kernel package holds (checked with 6.1.0-56, 6.1.192-2):
  * boot/vmlinuz-<v>, boot/config-<v>, boot/System.map-<v> and lib/modules/<v>/
@@ -14,7 +15,7 @@
  * virtio_blk and virtio_console are all modules.
  */
 #include "kernel.h"
-#include "cpio.h"
+#include "sha256.h"
 #include "fs.h"
 #include "lock.h"
 #include "paths.h"
@@ -23,23 +24,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
-#include <poll.h>
-#include <pwd.h>
-#include <spawn.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-extern char **environ;
 
 #define DEFAULT_PACKAGE "linux-image-cloud-amd64"
 

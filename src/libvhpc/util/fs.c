@@ -273,3 +273,37 @@ int vhpc__read_file_max(const char *path, size_t max, char **data, size_t *len, 
         *len = used;
     return 0;
 }
+
+int vhpc__copy_file(const char *src, const char *dst, unsigned mode, vhpc_err_t *err)
+{
+    int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, r = 0;
+    char buf[1 << 16];
+    if (in < 0)
+        return vhpc_err_set(err, -errno, "opening %s", src);
+    unlink(dst);
+    out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (out < 0) {
+        r = vhpc_err_set(err, -errno, "creating %s", dst);
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof(buf));
+        if (n < 0) {
+            r = vhpc_err_set(err, -errno, "reading %s", src);
+            break;
+        }
+        if (n == 0)
+            break;
+        if (write(out, buf, (size_t)n) != n) {
+            r = vhpc_err_set(err, -errno, "writing %s", dst);
+            break;
+        }
+    }
+    if (r == 0 && fchmod(out, mode) < 0)
+        r = vhpc_err_set(err, -errno, "chmod %s", dst);
+    if (close(out) < 0 && r == 0)
+        r = vhpc_err_set(err, -errno, "writing %s", dst);
+out:
+    close(in);
+    return r;
+}

@@ -1,6 +1,6 @@
 /*
  * fs.h - files and directory trees: whole files written atomically (and
- * durably), read whole; mkdir -p; a sorted walk; rm -rf.
+ * durably), read whole, copied; mkdir -p; a sorted walk; rm -rf.
  */
 #ifndef VHPC_FS_H
 #define VHPC_FS_H
@@ -39,5 +39,8 @@ int vhpc__read_file(const char *path, char **data, size_t *len, vhpc_err_t *err)
  * FIFO is refused without waiting) of at most max bytes (-EFBIG once more
  * than max were read), max > 0. */
 int vhpc__read_file_max(const char *path, size_t max, char **data, size_t *len, vhpc_err_t *err);
+/* Copy a file's bytes to dst, which is replaced (never followed: removed
+ * first) and gets `mode`. */
+int vhpc__copy_file(const char *src, const char *dst, unsigned mode, vhpc_err_t *err);
 
 #endif

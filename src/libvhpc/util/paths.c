@@ -122,3 +122,16 @@ const char *vhpc_run_dir(void)
     snprintf(buf, sizeof(buf), "/tmp/vhpc-%u", (unsigned)geteuid());
     return buf;
 }
+
+int vhpc__have_program(const char *prog)
+{
+    const char *path = getenv("PATH");
+    char copy[4096], p[4200];
+    snprintf(copy, sizeof(copy), "%s:/usr/sbin:/sbin", path ? path : "/usr/bin:/bin");
+    for (char *save, *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+        snprintf(p, sizeof(p), "%s/%s", d, prog);
+        if (access(p, X_OK) == 0)
+            return 1;
+    }
+    return 0;
+}

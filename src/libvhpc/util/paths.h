@@ -35,5 +35,7 @@ int vhpc_tool_path(const char *tool, char *buf, size_t len);
 /* The guest's own programs: vhpc-agent (an error if missing, saying how to
  * get it) and vhpc-rsh (rsh[0] = 0 if missing). */
 int vhpc_guest_tools(char *agent, size_t alen, char *rsh, size_t rlen, vhpc_err_t *err);
+/* Is the program `prog` on PATH (or in /usr/sbin, /sbin)?  1 or 0. */
+int vhpc__have_program(const char *prog);
 
 #endif

@@ -6,9 +6,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -133,4 +137,76 @@ int vhpc__spawn_detached(const char *name, int keep, void (*fn)(int fd, void *ar
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
         ;
     return 0;
+}
+
+int vhpc__run_lines(const char *const argv[], const char *const env[], int private_mounts,
+                    const char *log, vhpc_line_fn fn, void *arg, vhpc_err_t *err)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return vhpc_err_set(err, -errno, "pipe");
+    int logfd = log ? open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(p[0]);
+        close(p[1]);
+        if (logfd >= 0)
+            close(logfd);
+        return vhpc_err_set(err, -e, "fork");
+    }
+    if (pid == 0) {
+        int nul = open("/dev/null", O_RDONLY);
+        dup2(nul, 0);
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        for (size_t i = 0; env && env[i]; i++)
+            putenv((char *)env[i]);
+        if (private_mounts &&
+            (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)) {
+            fprintf(stderr, "E: private mount namespace: %s\n", strerror(errno));
+            _exit(126);
+        }
+        execvp(argv[0], (char *const *)argv);
+        fprintf(stderr, "E: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(p[1]);
+    char buf[8192], line[4096];
+    size_t used = 0;
+    ssize_t n;
+    while ((n = read(p[0], buf, sizeof(buf))) != 0) {
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (logfd >= 0 && write(logfd, buf, (size_t)n) < 0) {
+            close(logfd);
+            logfd = -1;
+        }
+        for (ssize_t i = 0; i < n; i++) {
+            char c = buf[i];
+            if (c == '\n' || c == '\r') {
+                line[used] = 0;
+                if (used && fn)
+                    fn(line, arg);
+                used = 0;
+            } else if (used < sizeof(line) - 1) {
+                line[used++] = c;
+            }
+        }
+    }
+    if (used && fn) {
+        line[used] = 0;
+        fn(line, arg);
+    }
+    close(p[0]);
+    if (logfd >= 0)
+        close(logfd);
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return vhpc_err_set(err, -errno, "waiting for %s", argv[0]);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }

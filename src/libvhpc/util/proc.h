@@ -1,6 +1,7 @@
 /*
  * proc.h - running programs: one call that runs a program and collects
- * its output, and what every child vhpc starts does before exec.
+ * its output, one that hands its output over line by line (long builds
+ * that show progress), and what every child vhpc starts does before exec.
  */
 #ifndef VHPC_PROC_H
 #define VHPC_PROC_H
@@ -65,6 +66,16 @@ int vhpc__run(const char *const argv[], const char *cwd, char *out, size_t outle
 /* The same with the environment envp. */
 int vhpc__run_env(const char *const argv[], const char *const envp[], const char *cwd, char *out,
                   size_t outlen, char *errbuf, size_t errlen, vhpc_err_t *err);
+
+/* Run argv (PATH lookup) with extra environment `env` ("K=V",
+ * NULL-terminated), stdout and stderr into one pipe read line by line
+ * (lines end at '\n' or '\r'), each given to fn (may be NULL), and also
+ * appended to the file `log` (may be NULL).  private_mounts: in a
+ * new mount namespace, so nothing it mounts outlives it.  Returns the exit
+ * status, 128 + signal, or a negative errno (err set). */
+typedef void (*vhpc_line_fn)(char *line, void *arg);
+int vhpc__run_lines(const char *const argv[], const char *const env[], int private_mounts,
+                    const char *log, vhpc_line_fn fn, void *arg, vhpc_err_t *err);
 
 /* Start fn(3, arg) in a detached helper process: a child of init (forked
  * twice; the middle one is reaped before this returns), in a session of

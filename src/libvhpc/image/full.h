@@ -1,5 +1,5 @@
 /*
- * fullimg.h - full images: a Debian root file system made by debootstrap
+ * full.h - full images: a Debian root file system made by debootstrap
  * that boots its own systemd, with vhpc-agent as a service (the "AS4"
  * analogue of DESIGN.md 2.5; minimal images are image.h).
  *
@@ -50,33 +50,22 @@
  * mirror's network.  .deb files are kept in $VHPC_DEB_CACHE (default
  * <store root>/cache/debs), so building again downloads only indices.
  */
-#ifndef VHPC_FULLIMG_H
-#define VHPC_FULLIMG_H
+#ifndef VHPC_FULL_H
+#define VHPC_FULL_H
 
 #include "error.h"
-#include "guest_abi.h"
+#include "image.h"
 
-#include <jansson.h>
-#include <limits.h>
+#include <stdbool.h>
 
 #define VHPC_FULL_SUITE  "bookworm"
 #define VHPC_FULL_MIRROR "http://deb.debian.org/debian"
-#define VHPC_FULL_COMP   "lz4" /* squashfs compression (see fullimg.c) */
+#define VHPC_FULL_COMP   "lz4" /* squashfs compression (see full.c) */
 #define VHPC_FULL_TRIMMED                                                                          \
     "/var/lib/apt/lists/*, /var/cache/apt/*.bin, /var/cache/apt/archives/*.deb, "                  \
     "/usr/share/doc/* (copyright files kept), /usr/share/man/*, /usr/share/info/*, "               \
     "/usr/share/locale/*/, /usr/share/lintian/*, /var/log/*, /var/cache/ldconfig/aux-cache, "      \
     "/var/lib/dpkg/*-old, /var/cache/debconf/*-old, /dev/*, /run/*, /tmp/*"
-
-/* Where the provider goes in MPI images, and the settings that make Open
- * MPI use it and the cluster (the same for minimal and full images). */
-#define VHPC_FI_DIR "/usr/lib/vhpc/fi"
-extern const char *const vhpc_mpi_env[];
-/* Put vhpc_mpi_env before the nenv entries of env (room for 16 more), so
- * that the user's --env, later, wins; returns the new count. */
-int vhpc_mpi_env_prepend(const char **env, int nenv);
-/* The Debian packages of --with-mpi in a full image. */
-extern const char *const vhpc_full_mpi_packages[];
 
 struct vhpc_full_spec {
     const char *suite;           /* NULL: VHPC_FULL_SUITE */
@@ -86,28 +75,27 @@ struct vhpc_full_spec {
     const char *const *packages; /* besides systemd and systemd-sysv (NULL-terminated) */
     const char *const *files;    /* "HOST=IMAGE": a host file at an absolute image path */
     const char *const *env;      /* "KEY=VALUE" lines of /etc/vhpc/env */
-    const char *agent_path;      /* the static vhpc-agent */
+    const char *agent_path;      /* the static vhpc-agent (NULL: vhpc_guest_tools finds it
+                                    and vhpc-rsh, and rsh_path is not used) */
     const char *rsh_path;        /* vhpc-rsh (NULL: none) */
+    bool with_mpi;               /* Open MPI (openmpi-bin, libfabric1) and vhpc's provider
+                                    ivc, set up as in minimal images */
 };
 
-struct vhpc_full_build {
-    /* An image made from the same inputs is in the store: its digest
-     * (nothing was built and the fields below are empty). */
-    char existing[65];
+struct vhpc_full_image {
+    struct vhpc_image img; /* the image, under the name it was built for */
+    /* Made before from the same inputs: nothing was built, the image got
+     * the name too. */
+    bool reused;
     char inputs_digest[65];
-    char dir[PATH_MAX]; /* the work directory (under the store's tmp/) */
-    /* What to commit (vhpc_image_commit, roles "kernel", "initrd", "rootfs"). */
-    char kernel[PATH_MAX], initrd[PATH_MAX], rootfs[PATH_MAX];
-    json_t *manifest; /* kind, os, os_name, kernel, packages, libs, inputs, inputs_digest, ... */
 };
 
-/* Build a full image in a work directory, showing progress on stderr
- * (progress.h).  Errors say what was wrong and what to do: an unknown
- * package names it and how to search (apt-cache search), an unreachable
- * mirror says so. */
-int vhpc_full_build(const struct vhpc_full_spec *spec, struct vhpc_full_build *out,
-                    vhpc_err_t *err);
-/* Remove the work directory and free the manifest (if not taken). */
-void vhpc_full_build_free(struct vhpc_full_build *b);
+/* Build a full image and make it the name's current image, in the store
+ * the way vhpc_image_build stores a minimal one (vhpc_image_commit),
+ * showing progress on stderr (progress.h).  Errors say what was wrong and
+ * what to do: an unknown package names it and how to search (apt-cache
+ * search), an unreachable mirror says so. */
+int vhpc_full_image_build(const struct vhpc_full_spec *spec, const char *name,
+                          struct vhpc_full_image *out, vhpc_err_t *err);
 
 #endif

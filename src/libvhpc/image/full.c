@@ -1,8 +1,9 @@
 /*
- * fullimg.c - full images (fullimg.h): debootstrap a Debian root, make it
- * a job VM's system (vhpc-agent as a systemd service, settings, trimming),
- * describe it (OS, packages, libraries), pack it as squashfs and build the
- * boot initramfs that mounts it.
+ * full.c - full images (full.h): debootstrap a Debian root, make it a job
+ * VM's system (vhpc-agent as a systemd service, settings, trimming),
+ * describe it (OS, packages, libraries), pack it as squashfs, build the
+ * boot initramfs that mounts it and commit the three as an image
+ * (vhpc_image_commit, as the minimal build does).
  *
  * Compression: measured under TCG with a systemd + hello image (bench
  * numbers in the commit and README): lz4 decompresses fastest in the guest,
@@ -10,8 +11,9 @@
  * of the image, so the larger blob costs less than the slower boot of
  * gzip/xz/zstd.
  */
-#include "fullimg.h"
-#include "image.h"
+#include "full.h"
+#include "guest_abi.h"
+#include "mpi.h"
 #include "cpio.h"
 #include "kernel.h"
 #include "progress.h"
@@ -25,51 +27,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <sched.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 /* Bump when what a build does changes (units, trimming, layout): images
  * built by an older recipe then no longer count as the same inputs. */
 #define RECIPE 2
-
-/* The settings that make Open MPI use the cluster: the provider ivc
- * (matched messages through IVC between VMs on one host, TCP otherwise),
- * daemons started through vhpc-rsh, the cluster's VMs as the default hosts.
- * Each can be overridden per run (mpirun --mca, -x, or the environment). */
-const char *const vhpc_mpi_env[] = {"FI_PROVIDER_PATH=" VHPC_FI_DIR,
-                                    "OMPI_MCA_pml=cm",
-                                    "OMPI_MCA_mtl=ofi",
-                                    "OMPI_MCA_mtl_ofi_provider_include=ivc",
-                                    "OMPI_MCA_btl=self,vader,tcp",
-                                    "OMPI_MCA_btl_tcp_if_include=eth0",
-                                    "OMPI_MCA_oob_tcp_if_include=eth0",
-                                    "OMPI_MCA_plm_rsh_agent=vhpc-rsh",
-                                    "OMPI_MCA_orte_default_hostfile=/etc/vhpc/hostfile",
-                                    "OMPI_ALLOW_RUN_AS_ROOT=1",
-                                    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
-                                    NULL};
-
-int vhpc_mpi_env_prepend(const char **env, int nenv)
-{
-    int n = 0;
-    while (vhpc_mpi_env[n])
-        n++;
-    memmove(env + n, env, (size_t)nenv * sizeof(*env));
-    memcpy(env, vhpc_mpi_env, (size_t)n * sizeof(*env));
-    return nenv + n;
-}
-
-const char *const vhpc_full_mpi_packages[] = {"openmpi-bin", "libfabric1", NULL};
 
 /* Always in the root besides what is asked for. */
 static const char *const base_packages[] = {"systemd", "systemd-sysv", NULL};
@@ -155,20 +123,6 @@ static const char dpkg_trim[] =
 
 /* ---- small helpers -------------------------------------------------------- */
 
-/* Is `prog` on PATH (or the usual sbin directories)? */
-static bool have_program(const char *prog)
-{
-    const char *path = getenv("PATH");
-    char copy[4096], p[4200];
-    snprintf(copy, sizeof(copy), "%s:/usr/sbin:/sbin", path ? path : "/usr/bin:/bin");
-    for (char *save, *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-        snprintf(p, sizeof(p), "%s/%s", d, prog);
-        if (access(p, X_OK) == 0)
-            return true;
-    }
-    return false;
-}
-
 /* ROOT/rel into path, its directories made and whatever is there removed
  * (a symlink, e.g. resolv.conf, is replaced, never followed). */
 static int root_path(const char *root, const char *rel, char path[PATH_MAX], vhpc_err_t *err)
@@ -203,40 +157,6 @@ static int put_link(const char *root, const char *rel, const char *target, vhpc_
     if (symlink(target, path) < 0)
         return vhpc_err_set(err, -errno, "symlink %s", path);
     return 0;
-}
-
-static int copy_file(const char *src, const char *dst, unsigned mode, vhpc_err_t *err)
-{
-    int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, r = 0;
-    char buf[1 << 16];
-    if (in < 0)
-        return vhpc_err_set(err, -errno, "opening %s", src);
-    unlink(dst);
-    out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (out < 0) {
-        r = vhpc_err_set(err, -errno, "creating %s", dst);
-        goto out;
-    }
-    for (;;) {
-        ssize_t n = read(in, buf, sizeof(buf));
-        if (n < 0) {
-            r = vhpc_err_set(err, -errno, "reading %s", src);
-            break;
-        }
-        if (n == 0)
-            break;
-        if (write(out, buf, (size_t)n) != n) {
-            r = vhpc_err_set(err, -errno, "writing %s", dst);
-            break;
-        }
-    }
-    if (r == 0 && fchmod(out, mode) < 0)
-        r = vhpc_err_set(err, -errno, "chmod %s", dst);
-    if (close(out) < 0 && r == 0)
-        r = vhpc_err_set(err, -errno, "writing %s", dst);
-out:
-    close(in);
-    return r;
 }
 
 /* Remove what is in dir (not dir itself); keep_copyright keeps
@@ -275,87 +195,6 @@ static void empty_dir(const char *dir, bool keep_copyright, bool only_dirs)
     }
     if (d)
         closedir(d);
-}
-
-/* ---- running programs with their output line by line --------------------- */
-
-typedef void (*line_fn)(char *line, void *arg);
-
-/* Run argv with extra environment `env` ("K=V", NULL-terminated), stdout
- * and stderr into one pipe read line by line (lines end at '\n' or '\r')
- * and also appended to the file `log` (may be NULL).  private_mounts: in a
- * new mount namespace, so nothing it mounts outlives it.  Returns the exit
- * status, 128 + signal, or a negative errno (err set). */
-static int run_lines(const char *const argv[], const char *const env[], bool private_mounts,
-                     const char *log, line_fn fn, void *arg, vhpc_err_t *err)
-{
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0)
-        return vhpc_err_set(err, -errno, "pipe");
-    int logfd = log ? open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close(p[0]);
-        close(p[1]);
-        if (logfd >= 0)
-            close(logfd);
-        return vhpc_err_set(err, -e, "fork");
-    }
-    if (pid == 0) {
-        int nul = open("/dev/null", O_RDONLY);
-        dup2(nul, 0);
-        dup2(p[1], 1);
-        dup2(p[1], 2);
-        for (size_t i = 0; env && env[i]; i++)
-            putenv((char *)env[i]);
-        if (private_mounts &&
-            (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)) {
-            fprintf(stderr, "E: private mount namespace: %s\n", strerror(errno));
-            _exit(126);
-        }
-        execvp(argv[0], (char *const *)argv);
-        fprintf(stderr, "E: cannot run %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    close(p[1]);
-    char buf[8192], line[4096];
-    size_t used = 0;
-    ssize_t n;
-    while ((n = read(p[0], buf, sizeof(buf))) != 0) {
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        if (logfd >= 0 && write(logfd, buf, (size_t)n) < 0) {
-            close(logfd);
-            logfd = -1;
-        }
-        for (ssize_t i = 0; i < n; i++) {
-            char c = buf[i];
-            if (c == '\n' || c == '\r') {
-                line[used] = 0;
-                if (used && fn)
-                    fn(line, arg);
-                used = 0;
-            } else if (used < sizeof(line) - 1) {
-                line[used++] = c;
-            }
-        }
-    }
-    if (used && fn) {
-        line[used] = 0;
-        fn(line, arg);
-    }
-    close(p[0]);
-    if (logfd >= 0)
-        close(logfd);
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR)
-            return vhpc_err_set(err, -errno, "waiting for %s", argv[0]);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 /* ---- debootstrap --------------------------------------------------------- */
@@ -465,7 +304,7 @@ static int debootstrap(const char *suite, const char *mirror, const char *cache,
     snprintf(label, sizeof(label), "debootstrap %s", suite);
     vhpc_progress_start_count(&b->p, label, 0);
     vhpc_progress_step(&b->p, "resolving packages");
-    int r = run_lines(argv, env, true, log, boot_line, b, err);
+    int r = vhpc__run_lines(argv, env, true, log, boot_line, b, err);
     if (r == 0)
         b->p.done = b->p.total;
     vhpc_progress_done(&b->p, r == 0);
@@ -546,11 +385,11 @@ static int setup_system(const struct vhpc_full_spec *spec, const char *root,
     if ((r = vhpc__pathf(err, path, sizeof(path), "%s/usr/lib/vhpc", root)) < 0 ||
         (r = vhpc__mkdirs(path, 0755, err)) < 0 ||
         (r = vhpc__pathf(err, path, sizeof(path), "%s/usr/lib/vhpc/vhpc-agent", root)) < 0 ||
-        (r = copy_file(spec->agent_path, path, 0755, err)) < 0)
+        (r = vhpc__copy_file(spec->agent_path, path, 0755, err)) < 0)
         return r;
     if (spec->rsh_path &&
         ((r = vhpc__pathf(err, path, sizeof(path), "%s/usr/bin/vhpc-rsh", root)) < 0 ||
-         (r = copy_file(spec->rsh_path, path, 0755, err)) < 0))
+         (r = vhpc__copy_file(spec->rsh_path, path, 0755, err)) < 0))
         return r;
     if ((r = put_text(root, "usr/lib/systemd/system/vhpc-agent.service", agent_unit, 0644, err)) <
             0 ||
@@ -627,7 +466,7 @@ static int setup_system(const struct vhpc_full_spec *spec, const char *root,
         snprintf(dir, sizeof(dir), "%s", path);
         *strrchr(dir, '/') = 0;
         if ((r = vhpc__mkdirs(dir, 0755, err)) < 0 ||
-            (r = copy_file(host, path, st.st_mode & 07777, err)) < 0)
+            (r = vhpc__copy_file(host, path, st.st_mode & 07777, err)) < 0)
             return vhpc_err_wrap(err, "--file %s", f);
     }
     for (size_t i = 0; spec->files && spec->files[i]; i++)
@@ -850,7 +689,7 @@ static int squash(const char *root, const char *out, const char *comp, time_t t,
     char label[64];
     snprintf(label, sizeof(label), "squashfs (%s)", comp);
     vhpc_progress_start(&s->p, label, bytes);
-    int r = run_lines(argv, NULL, false, NULL, sq_line, s, err);
+    int r = vhpc__run_lines(argv, NULL, false, NULL, sq_line, s, err);
     if (r == 0)
         vhpc_progress_set(&s->p, bytes);
     vhpc_progress_done(&s->p, r == 0);
@@ -988,7 +827,18 @@ fail:
 
 /* ---- the build ------------------------------------------------------------ */
 
-void vhpc_full_build_free(struct vhpc_full_build *b)
+struct full_build {
+    /* An image made from the same inputs is in the store: its digest
+     * (nothing was built and the fields below are empty). */
+    char existing[65];
+    char inputs_digest[65];
+    char dir[PATH_MAX]; /* the work directory (under the store's tmp/) */
+    /* What to commit (vhpc_image_commit, roles "kernel", "initrd", "rootfs"). */
+    char kernel[PATH_MAX], initrd[PATH_MAX], rootfs[PATH_MAX];
+    json_t *manifest; /* kind, os, os_name, kernel, packages, libs, inputs, inputs_digest, ... */
+};
+
+static void full_build_free(struct full_build *b)
 {
     if (b->dir[0])
         vhpc__rm_tree(b->dir, NULL);
@@ -1031,7 +881,7 @@ static int check_spec(const struct vhpc_full_spec *spec, const char *suite, cons
 
 /* The deb cache (made if missing) and the build's work directory with
  * the paths in it; each buffer is PATH_MAX long. */
-static int make_paths(const struct vhpc_full_spec *spec, struct vhpc_full_build *out, char *cache,
+static int make_paths(const struct vhpc_full_spec *spec, struct full_build *out, char *cache,
                       char *root, char *log, char *conf, vhpc_err_t *err)
 {
     int r;
@@ -1059,7 +909,7 @@ static int make_paths(const struct vhpc_full_spec *spec, struct vhpc_full_build 
  * a squashfs under an overlay, and /etc/vhpc/root naming the root disk
  * (its serial, size and SHA-256). */
 static int boot_initrd(const struct vhpc_full_spec *spec, const struct vhpc_kernel *k,
-                       const char *conf, struct vhpc_full_build *out, struct vhpc_initrd *ird,
+                       const char *conf, struct full_build *out, struct vhpc_initrd *ird,
                        vhpc_err_t *err)
 {
     char confarg[PATH_MAX + 32], rootsha[65], text[512];
@@ -1086,7 +936,9 @@ static int boot_initrd(const struct vhpc_full_spec *spec, const struct vhpc_kern
     return 0;
 }
 
-int vhpc_full_build(const struct vhpc_full_spec *spec, struct vhpc_full_build *out, vhpc_err_t *err)
+/* Build a full image in a work directory (or find that one made from the
+ * same inputs is in the store: out->existing). */
+static int full_build(const struct vhpc_full_spec *spec, struct full_build *out, vhpc_err_t *err)
 {
     const char *suite = spec->suite && *spec->suite ? spec->suite : VHPC_FULL_SUITE;
     const char *mirror = env_or(spec->mirror, "VHPC_MIRROR", VHPC_FULL_MIRROR);
@@ -1124,7 +976,7 @@ int vhpc_full_build(const struct vhpc_full_spec *spec, struct vhpc_full_build *o
                             "as root in a chroot)");
         goto out;
     }
-    if (!have_program("debootstrap") || !have_program("mksquashfs")) {
+    if (!vhpc__have_program("debootstrap") || !vhpc__have_program("mksquashfs")) {
         r = vhpc_err_setmsg(err, -ENOENT,
                             "building a full image needs debootstrap and mksquashfs "
                             "(apt-get install debootstrap squashfs-tools, or make deps)");
@@ -1209,5 +1061,60 @@ out:
         out->dir[0] = 0;
         vhpc_err_wrap(err, "building a full image");
     }
+    return r;
+}
+
+/* Built before from the same inputs: give that image the name too. */
+static int name_existing(const char *name, const char *digest, struct vhpc_image *out,
+                         vhpc_err_t *err)
+{
+    struct vhpc_store *st;
+    struct vhpc_ref ref;
+    int r = vhpc_store_open(NULL, &st, err);
+    if (r < 0)
+        return r;
+    r = vhpc_store_tag(st, name, 0, digest, &ref, err);
+    vhpc_store_close(st);
+    if (r < 0 || (r = vhpc_image_find(digest, out, err)) < 0)
+        return r;
+    snprintf(out->name, sizeof(out->name), "%s", ref.name);
+    out->version = ref.version;
+    return 0;
+}
+
+int vhpc_full_image_build(const struct vhpc_full_spec *spec, const char *name,
+                          struct vhpc_full_image *out, vhpc_err_t *err)
+{
+    struct vhpc_full_spec s = *spec;
+    struct img_mpi mpi = {0};
+    struct full_build b = {0};
+    char agent[PATH_MAX], rsh[PATH_MAX];
+    int r;
+    memset(out, 0, sizeof(*out));
+    if (!s.agent_path) {
+        if ((r = vhpc_guest_tools(agent, sizeof(agent), rsh, sizeof(rsh), err)) < 0)
+            return r;
+        s.agent_path = agent;
+        s.rsh_path = rsh[0] ? rsh : NULL;
+    }
+    if (s.with_mpi && (r = img_mpi_full(&s.packages, &s.files, &s.env, &mpi, err)) < 0)
+        return r;
+    r = full_build(&s, &b, err);
+    img_mpi_free(&mpi);
+    if (r < 0)
+        return r;
+    snprintf(out->inputs_digest, sizeof(out->inputs_digest), "%s", b.inputs_digest);
+    if (b.existing[0]) {
+        out->reused = true;
+        r = name_existing(name, b.existing, &out->img, err);
+    } else {
+        const char *roles[] = {"kernel", "initrd", "rootfs", NULL};
+        const char *paths[] = {b.kernel, b.initrd, b.rootfs, NULL};
+        json_t *man = b.manifest;
+        b.manifest = NULL; /* vhpc_image_commit takes it */
+        if ((r = vhpc_image_commit(name, man, roles, paths, &out->img, err)) < 0)
+            vhpc_err_wrap(err, "storing image '%s'", name);
+    }
+    full_build_free(&b);
     return r;
 }
