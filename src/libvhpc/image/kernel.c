@@ -16,6 +16,7 @@
  */
 #include "kernel.h"
 #include "sha256.h"
+#include "clock.h"
 #include "fs.h"
 #include "lock.h"
 #include "paths.h"
@@ -549,13 +550,23 @@ static int apt_download(const char *pkg, const char *dir, vhpc_err_t *err)
         argv[3] = pkg;
         argv[4] = NULL;
     }
+    /* A mirror that cannot be resolved or reached for a moment ("Temporary
+     * failure resolving", a reset connection) is common on busy networks:
+     * try a few times, further apart each time, before giving up. */
+    static const int pause_ms[] = {2000, 5000, 10000};
     char e[2048];
-    int r = vhpc__run(argv, dir, NULL, 0, e, sizeof(e), err);
+    int r;
+    for (size_t attempt = 0;; attempt++) {
+        r = vhpc__run(argv, dir, NULL, 0, e, sizeof(e), err);
+        if (r <= 0 || attempt == sizeof(pause_ms) / sizeof(pause_ms[0]))
+            break;
+        vhpc__sleep_ms(pause_ms[attempt]);
+    }
     if (r < 0)
         return r;
     if (r != 0)
-        return vhpc_err_setmsg(err, -EIO, "apt-get download %s failed (status %d)%s%s", pkg, r,
-                               e[0] ? ": " : "", e);
+        return vhpc_err_setmsg(err, -EIO, "apt-get download %s failed (status %d, 4 tries)%s%s",
+                               pkg, r, e[0] ? ": " : "", e);
     return 0;
 }
 
