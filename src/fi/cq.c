@@ -178,11 +178,9 @@ static const char *cq_strerror(struct fid_cq *fid, int prov_errno, const void *e
 static int cq_close(struct fid *fid)
 {
     struct ivf_cq *cq = (struct ivf_cq *)fid;
-    if (cq->refs > 0)
-        return -FI_EBUSY;
-    ivf_lock(cq->dom);
-    cq->dom->refs--;
-    ivf_unlock(cq->dom);
+    int r = ivf_domain_release(cq->dom, cq->refs);
+    if (r < 0)
+        return r;
     free(cq->ring);
     free(cq->errs);
     free(cq);
@@ -234,13 +232,9 @@ int ivf_cq_open(struct fid_domain *domain, struct fi_cq_attr *attr, struct fid_c
         return -FI_ENOMEM;
     cq->dom = dom;
     cq->format = attr->format == FI_CQ_FORMAT_UNSPEC ? FI_CQ_FORMAT_CONTEXT : attr->format;
-    cq->fid.fid.fclass = FI_CLASS_CQ;
-    cq->fid.fid.context = context;
-    cq->fid.fid.ops = &cq_fi_ops;
+    ivf_fid_init(&cq->fid.fid, FI_CLASS_CQ, context, &cq_fi_ops);
     cq->fid.ops = &cq_ops;
-    ivf_lock(dom);
-    dom->refs++;
-    ivf_unlock(dom);
+    ivf_domain_hold(dom);
     *out = &cq->fid;
     return 0;
 }
