@@ -149,11 +149,6 @@ static const char *av_straddr(struct fid_av *fid, const void *addr, char *buf, s
     return buf;
 }
 
-static int av_bind(struct fid *fid, struct fid *bfid, uint64_t flags)
-{
-    return -FI_ENOSYS; /* no event queue: inserts are synchronous */
-}
-
 static int av_close(struct fid *fid)
 {
     struct ivf_av *av = (struct ivf_av *)fid;
@@ -166,13 +161,8 @@ static int av_close(struct fid *fid)
     return 0;
 }
 
-static struct fi_ops av_fi_ops = {
-    .size = sizeof(struct fi_ops),
-    .close = av_close,
-    .bind = av_bind,
-    .control = ivf_no_control,
-    .ops_open = ivf_no_ops_open,
-};
+/* No binding an event queue: inserts are synchronous. */
+static struct fi_ops av_fi_ops = IVF_FI_OPS(av_close, ivf_no_bind, ivf_no_control);
 
 static struct fi_ops_av av_ops = {
     .size = sizeof(struct fi_ops_av),

@@ -83,13 +83,7 @@ static int endpoint2(struct fid_domain *d, struct fi_info *info, struct fid_ep *
     return flags ? -FI_EBADFLAGS : ivf_ep_open(d, info, ep, context);
 }
 
-static struct fi_ops domain_fi_ops = {
-    .size = sizeof(struct fi_ops),
-    .close = domain_close,
-    .bind = ivf_no_bind,
-    .control = ivf_no_control,
-    .ops_open = ivf_no_ops_open,
-};
+static struct fi_ops domain_fi_ops = IVF_FI_OPS(domain_close, ivf_no_bind, ivf_no_control);
 
 static struct fi_ops_domain domain_ops = {
     .size = sizeof(struct fi_ops_domain),

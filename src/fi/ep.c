@@ -225,13 +225,7 @@ static int ep_close(struct fid *fid)
     return 0;
 }
 
-static struct fi_ops ep_fi_ops = {
-    .size = sizeof(struct fi_ops),
-    .close = ep_close,
-    .bind = ep_bind,
-    .control = ep_control,
-    .ops_open = ivf_no_ops_open,
-};
+static struct fi_ops ep_fi_ops = IVF_FI_OPS(ep_close, ep_bind, ep_control);
 
 int ivf_ep_open(struct fid_domain *domain, struct fi_info *info, struct fid_ep **out, void *context)
 {

@@ -31,17 +31,6 @@ struct ivf_params ivf_params;
      FI_INJECT | FI_REMOTE_CQ_DATA | FI_MORE)
 #define IVF_QUEUE_SIZE 65536
 
-/* What the CQ's and EQ's strerror return: fi_strerror's sentence, copied
- * into buf when the caller gives one. */
-const char *ivf_strerror(int prov_errno, char *buf, size_t len)
-{
-    const char *s = fi_strerror(prov_errno);
-    if (!buf || !len)
-        return s;
-    snprintf(buf, len, "%s", s);
-    return buf;
-}
-
 /* ---- getinfo ---------------------------------------------------------------- */
 
 static bool str_ok(const char *hint, const char *ours)
@@ -282,19 +271,14 @@ static const char *eq_strerror(struct fid_eq *eq, int prov_errno, const void *er
     return ivf_strerror(prov_errno, buf, len);
 }
 
-static int eq_close(struct fid *fid)
+/* The event queue and the fabric hold nothing but their fid. */
+static int close_free(struct fid *fid)
 {
     free(fid);
     return 0;
 }
 
-static struct fi_ops eq_fi_ops = {
-    .size = sizeof(struct fi_ops),
-    .close = eq_close,
-    .bind = ivf_no_bind,
-    .control = ivf_no_control,
-    .ops_open = ivf_no_ops_open,
-};
+static struct fi_ops eq_fi_ops = IVF_FI_OPS(close_free, ivf_no_bind, ivf_no_control);
 
 static struct fi_ops_eq eq_ops = {
     .size = sizeof(struct fi_ops_eq),
@@ -321,12 +305,6 @@ static int eq_open(struct fid_fabric *fabric, struct fi_eq_attr *attr, struct fi
 
 /* ---- fabric ------------------------------------------------------------------------- */
 
-static int fabric_close(struct fid *fid)
-{
-    free(fid);
-    return 0;
-}
-
 static int no_pep(struct fid_fabric *f, struct fi_info *info, struct fid_pep **pep, void *context)
 {
     return -FI_ENOSYS;
@@ -348,13 +326,7 @@ static int domain2(struct fid_fabric *f, struct fi_info *info, struct fid_domain
     return flags ? -FI_EBADFLAGS : ivf_domain_open(f, info, dom, context);
 }
 
-static struct fi_ops fabric_fi_ops = {
-    .size = sizeof(struct fi_ops),
-    .close = fabric_close,
-    .bind = ivf_no_bind,
-    .control = ivf_no_control,
-    .ops_open = ivf_no_ops_open,
-};
+static struct fi_ops fabric_fi_ops = IVF_FI_OPS(close_free, ivf_no_bind, ivf_no_control);
 
 static struct fi_ops_fabric fabric_ops = {
     .size = sizeof(struct fi_ops_fabric),

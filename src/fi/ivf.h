@@ -36,11 +36,11 @@
  * Progress is manual: the data moves inside calls on the endpoint and its
  * completion queues; with FI_PROGRESS_AUTO a thread per domain also does it.
  *
- * The files, from the bottom up (each calls only those above it in this
- * list, save that reading a CQ drives progress):
+ * The files, from the bottom up (each calls only files listed before it):
  *   ivf_proto.h, proto.c  the wire format and its checks
- *   op.c        operations: their cache, queues, completion, iovec copies
- *   av.c, cq.c  address vectors and completion queues
+ *   av.c        address vectors
+ *   op.c        operations: their cache, queues, completion (into a CQ's
+ *               ring), iovec copies
  *   match.c     posted receives and unexpected messages, and matching them
  *   conn.c      peers and their TCP connections (listen, connect, accept)
  *   stream.c    the byte stream with each peer: send queue, writes, reads
@@ -50,6 +50,7 @@
  *               credit, and moving the bytes of every peer
  *   msg.c       the FI_MSG and FI_TAGGED calls: eager and rendezvous sends,
  *               posting receives, FI_PEEK/FI_CLAIM
+ *   cq.c        completion queues: reading them drives progress
  *   ep.c        the endpoint object
  *   domain.c    the domain object and its progress thread
  *   init.c      fi_prov_ini, fi_getinfo, the fabric and its event queue
@@ -372,10 +373,50 @@ static inline int ivf_no_ops_open(struct fid *fid, const char *name, uint64_t fl
     return -FI_ENOSYS;
 }
 
+/* Circular doubly linked queues (*head is the oldest, (*head)->prev the
+ * newest) of any struct with next and prev members: the operations'
+ * (op.c) and the unexpected messages' (match.c).  Taking x off the queue
+ * leaves its links NULL. */
+#define IVF_RING_ADD(head, x)                                                                      \
+    do {                                                                                           \
+        if (!*(head)) {                                                                            \
+            (x)->next = (x)->prev = (x);                                                           \
+            *(head) = (x);                                                                         \
+        } else {                                                                                   \
+            (x)->prev = (*(head))->prev;                                                           \
+            (x)->next = *(head);                                                                   \
+            (*(head))->prev->next = (x);                                                           \
+            (*(head))->prev = (x);                                                                 \
+        }                                                                                          \
+    } while (0)
+#define IVF_RING_DEL(head, x)                                                                      \
+    do {                                                                                           \
+        if ((x)->next == (x)) {                                                                    \
+            *(head) = NULL;                                                                        \
+        } else {                                                                                   \
+            (x)->prev->next = (x)->next;                                                           \
+            (x)->next->prev = (x)->prev;                                                           \
+            if (*(head) == (x))                                                                    \
+                *(head) = (x)->next;                                                               \
+        }                                                                                          \
+        (x)->next = (x)->prev = NULL;                                                              \
+    } while (0)
+
+/* An object's struct fi_ops (no ops_open extensions anywhere). */
+#define IVF_FI_OPS(close_fn, bind_fn, control_fn)                                                  \
+    {                                                                                              \
+        .size = sizeof(struct fi_ops), .close = close_fn, .bind = bind_fn, .control = control_fn,  \
+        .ops_open = ivf_no_ops_open,                                                               \
+    }
+
 /* ---- functions shared between the files, bottom up ------------------------------- */
 
-/* init.c */
-const char *ivf_strerror(int prov_errno, char *buf, size_t len);
+/* av.c */
+int ivf_av_open(struct fid_domain *dom, struct fi_av_attr *attr, struct fid_av **av, void *context);
+/* The address behind fi_addr, or NULL. */
+const struct ivf_addr *ivf_av_get(struct ivf_av *av, fi_addr_t fi_addr);
+/* The fi_addr of an address, FI_ADDR_NOTAVAIL if not in the AV. */
+fi_addr_t ivf_av_find(struct ivf_av *av, const struct ivf_addr *a);
 
 /* op.c */
 /* A zeroed operation of ep (its cache, else the heap); NULL without memory.
@@ -383,8 +424,14 @@ const char *ivf_strerror(int prov_errno, char *buf, size_t len);
 struct ivf_op *ivf_op_new(struct ivf_ep *ep);
 void ivf_op_free(struct ivf_op *op);
 void ivf_op_cache_drain(struct ivf_ep *ep);
+/* Queue a completion; -FI_EAGAIN-free (grows). */
+int ivf_cq_push(struct ivf_cq *cq, const struct ivf_cqe *e);
 /* Complete an op: a CQ entry if wanted (err: positive FI_E*, 0 for success). */
 void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err);
+/* Receive op matched a message from p (its header's flags, tag and data,
+ * its length, the sender's op id). */
+void ivf_op_matched(struct ivf_op *op, struct ivf_peer *p, uint8_t flags, uint64_t tag,
+                    uint64_t data, size_t msg_len, uint64_t remote_id);
 /* A send whose bytes are all out (and acknowledged, if it waits for that)
  * leaves the active queue and completes; else nothing happens. */
 void ivf_send_done(struct ivf_ep *ep, struct ivf_op *op);
@@ -401,18 +448,6 @@ int ivf_iov_slice(const struct iovec *iov, size_t n, size_t off, size_t len, str
 /* Bytes copied between an iovec array (starting `off` bytes in) and a buffer. */
 size_t ivf_iov_to_buf(const struct iovec *iov, size_t n, size_t off, void *buf, size_t len);
 size_t ivf_buf_to_iov(const struct iovec *iov, size_t n, size_t off, const void *buf, size_t len);
-
-/* av.c */
-int ivf_av_open(struct fid_domain *dom, struct fi_av_attr *attr, struct fid_av **av, void *context);
-/* The address behind fi_addr, or NULL. */
-const struct ivf_addr *ivf_av_get(struct ivf_av *av, fi_addr_t fi_addr);
-/* The fi_addr of an address, FI_ADDR_NOTAVAIL if not in the AV. */
-fi_addr_t ivf_av_find(struct ivf_av *av, const struct ivf_addr *a);
-
-/* cq.c */
-int ivf_cq_open(struct fid_domain *dom, struct fi_cq_attr *attr, struct fid_cq **cq, void *context);
-/* Queue a completion; -FI_EAGAIN-free (grows). */
-int ivf_cq_push(struct ivf_cq *cq, const struct ivf_cqe *e);
 
 /* match.c */
 /* Queue receive op as posted. */
@@ -503,6 +538,11 @@ void ivf_progress_drain(struct ivf_ep *ep);
 void ivf_domain_progress(struct ivf_domain *dom);
 /* Wait up to timeout_ms for something to move on the domain's endpoints. */
 void ivf_domain_wait(struct ivf_domain *dom, int timeout_ms);
+
+/* cq.c */
+int ivf_cq_open(struct fid_domain *dom, struct fi_cq_attr *attr, struct fid_cq **cq, void *context);
+/* What the CQ's and EQ's strerror return. */
+const char *ivf_strerror(int prov_errno, char *buf, size_t len);
 
 /* msg.c */
 extern struct fi_ops_msg ivf_msg_ops;

@@ -121,30 +121,14 @@ struct ivf_unexp *ivf_unexp_add(struct ivf_ep *ep, struct ivf_peer *p, const str
         ep->unexp_bytes += msg_len;
     }
     struct ivf_unexp **head = unexp_queue(ep, h->flags & IVF_F_TAGGED);
-    if (!*head) {
-        u->next = u->prev = u;
-        *head = u;
-    } else {
-        u->prev = (*head)->prev;
-        u->next = *head;
-        (*head)->prev->next = u;
-        (*head)->prev = u;
-    }
+    IVF_RING_ADD(head, u);
     return u;
 }
 
 void ivf_unexp_del(struct ivf_ep *ep, struct ivf_unexp *u)
 {
     struct ivf_unexp **head = unexp_queue(ep, u->flags & IVF_F_TAGGED);
-    if (u->next == u) {
-        *head = NULL;
-    } else {
-        u->prev->next = u->next;
-        u->next->prev = u->prev;
-        if (*head == u)
-            *head = u->next;
-    }
-    u->next = u->prev = NULL;
+    IVF_RING_DEL(head, u);
 }
 
 void ivf_unexp_free(struct ivf_ep *ep, struct ivf_unexp *u)

@@ -18,6 +18,24 @@ static uint8_t wire_flags(uint64_t flags, bool ack)
                      (flags & FI_REMOTE_CQ_DATA ? IVF_F_CQDATA : 0) | (ack ? IVF_F_ACK : 0));
 }
 
+/* A new operation of ep on the caller's iov (count checked). */
+static struct ivf_op *op_on_iov(struct ivf_ep *ep, enum ivf_op_kind kind, const struct iovec *iov,
+                                size_t count, void *context, uint64_t flags)
+{
+    struct ivf_op *op = ivf_op_new(ep);
+    if (!op)
+        return NULL;
+    op->kind = kind;
+    op->context = context;
+    op->flags = flags;
+    op->iov_count = count;
+    if (count)
+        memcpy(op->iov, iov, count * sizeof(*iov));
+    for (size_t i = 0; i < count; i++)
+        op->len += iov[i].iov_len;
+    return op;
+}
+
 /* ---- sending ------------------------------------------------------------------- */
 
 /* The common small message: straight into an idle IVC channel, without an
@@ -130,16 +148,9 @@ static ssize_t send_locked(struct ivf_ep *ep, const struct iovec *iov, size_t co
         if (r != 0)
             return r < 0 ? r : 0;
     }
-    struct ivf_op *op = ivf_op_new(ep);
+    struct ivf_op *op = op_on_iov(ep, IVF_OP_SEND, iov, count, context, flags);
     if (!op)
         return -FI_ENOMEM;
-    op->kind = IVF_OP_SEND;
-    op->context = context;
-    op->flags = flags;
-    op->len = len;
-    op->iov_count = count;
-    if (count)
-        memcpy(op->iov, iov, count * sizeof(*iov));
     op->tag = tag;
     op->data = data;
     op->addr = dest;
@@ -212,11 +223,7 @@ static ssize_t peek(struct ivf_ep *ep, struct ivf_op *op, uint64_t flags)
         ivf_op_complete(ep, op, FI_ENOMSG);
         return 0;
     }
-    op->peer = u->peer;
-    op->tag = u->tag;
-    op->data = u->data;
-    op->wire_flags = u->flags;
-    op->msg_len = u->len;
+    ivf_op_matched(op, u->peer, u->flags, u->tag, u->data, u->len, u->remote_id);
     op->done = u->len; /* a peek reports the message's length */
     op->len = u->len;
     if (flags & FI_DISCARD)
@@ -235,19 +242,11 @@ static ssize_t do_recv(struct ivf_ep *ep, const struct iovec *iov, size_t count,
     if ((flags & FI_CLAIM) && !context)
         return -FI_EINVAL;
     ivf_lock(ep->dom);
-    struct ivf_op *op = ivf_op_new(ep);
+    struct ivf_op *op = op_on_iov(ep, IVF_OP_RECV, iov, count, context, flags);
     if (!op) {
         ivf_unlock(ep->dom);
         return -FI_ENOMEM;
     }
-    op->kind = IVF_OP_RECV;
-    op->context = context;
-    op->flags = flags;
-    op->iov_count = count;
-    if (count)
-        memcpy(op->iov, iov, count * sizeof(*iov));
-    for (size_t i = 0; i < count; i++)
-        op->len += iov[i].iov_len;
     op->tag = tag;
     op->ignore = ignore;
     bool directed = ep->info->caps & FI_DIRECTED_RECV;

@@ -1,7 +1,7 @@
 /*
  * op.c - operations (struct ivf_op in ivf.h): the per-endpoint cache they
  * come from, the circular queues they wait in, finding an active one by
- * its wire id, their completion into a CQ, and copying between their
+ * its wire id, their completion into a CQ's ring (cq.c reads it), and copying between their
  * iovecs and flat buffers.  Everything above (match, stream, progress,
  * msg) handles operations through these.
  */
@@ -57,6 +57,37 @@ fi_addr_t ivf_peer_fi_addr(struct ivf_ep *ep, struct ivf_peer *p)
     return p->fi_addr;
 }
 
+/* ---- completion ------------------------------------------------------------------ */
+
+static int ring_push(struct ivf_cqe **ring, size_t *cap, size_t *head, size_t *count,
+                     const struct ivf_cqe *e)
+{
+    if (*count == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        struct ivf_cqe *n = malloc(ncap * sizeof(*n));
+        if (!n)
+            return -FI_ENOMEM;
+        for (size_t i = 0; i < *count; i++)
+            n[i] = (*ring)[(*head + i) % *cap];
+        free(*ring);
+        *ring = n;
+        *cap = ncap;
+        *head = 0;
+    }
+    (*ring)[(*head + *count) % *cap] = *e;
+    (*count)++;
+    return 0;
+}
+
+int ivf_cq_push(struct ivf_cq *cq, const struct ivf_cqe *e)
+{
+    int r = e->err ? ring_push(&cq->errs, &cq->err_cap, &cq->err_head, &cq->err_count, e)
+                   : ring_push(&cq->ring, &cq->cap, &cq->head, &cq->count, e);
+    if (r < 0)
+        IVF_WARN(FI_LOG_CQ, "out of memory: a completion is lost\n");
+    return r;
+}
+
 void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err)
 {
     bool recv = op->kind == IVF_OP_RECV;
@@ -87,6 +118,17 @@ void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err)
     ivf_op_free(op);
 }
 
+void ivf_op_matched(struct ivf_op *op, struct ivf_peer *p, uint8_t flags, uint64_t tag,
+                    uint64_t data, size_t msg_len, uint64_t remote_id)
+{
+    op->peer = p;
+    op->tag = tag;
+    op->data = data;
+    op->wire_flags = flags;
+    op->msg_len = msg_len;
+    op->remote_id = remote_id;
+}
+
 void ivf_send_done(struct ivf_ep *ep, struct ivf_op *op)
 {
     if (!op->data_sent || (op->wait_ack && !op->acked))
@@ -99,30 +141,13 @@ void ivf_send_done(struct ivf_ep *ep, struct ivf_op *op)
 
 void ivf_op_list_add(struct ivf_op **head, struct ivf_op *op)
 {
-    if (!*head) {
-        op->next = op->prev = op;
-        *head = op;
-        return;
-    }
-    op->prev = (*head)->prev;
-    op->next = *head;
-    (*head)->prev->next = op;
-    (*head)->prev = op;
+    IVF_RING_ADD(head, op);
 }
 
 void ivf_op_list_del(struct ivf_op **head, struct ivf_op *op)
 {
-    if (!op->next)
-        return; /* not in a list */
-    if (op->next == op) {
-        *head = NULL;
-    } else {
-        op->prev->next = op->next;
-        op->next->prev = op->prev;
-        if (*head == op)
-            *head = op->next;
-    }
-    op->next = op->prev = NULL;
+    if (op->next) /* else in no queue */
+        IVF_RING_DEL(head, op);
 }
 
 struct ivf_op *ivf_op_find(struct ivf_ep *ep, uint64_t id, enum ivf_op_kind kind)

@@ -61,18 +61,6 @@ static void recv_done(struct ivf_ep *ep, struct ivf_op *op)
     ivf_op_complete(ep, op, op->msg_len > op->len ? FI_ETRUNC : 0);
 }
 
-/* Receive op matched a message from p. */
-static void op_matched(struct ivf_op *op, struct ivf_peer *p, uint8_t flags, uint64_t tag,
-                       uint64_t data, size_t msg_len, uint64_t remote_id)
-{
-    op->peer = p;
-    op->tag = tag;
-    op->data = data;
-    op->wire_flags = flags;
-    op->msg_len = msg_len;
-    op->remote_id = remote_id;
-}
-
 /* Receive op matched an RTS: ask for the data (as much as fits). */
 static void rndv_accept(struct ivf_ep *ep, struct ivf_op *op)
 {
@@ -94,7 +82,7 @@ static void rndv_accept(struct ivf_ep *ep, struct ivf_op *op)
 
 void ivf_recv_take(struct ivf_ep *ep, struct ivf_op *op, struct ivf_unexp *u)
 {
-    op_matched(op, u->peer, u->flags, u->tag, u->data, u->len, u->remote_id);
+    ivf_op_matched(op, u->peer, u->flags, u->tag, u->data, u->len, u->remote_id);
     if (u->type == IVF_EAGER) {
         op->done = ivf_buf_to_iov(op->iov, op->iov_count, 0, u->buf, u->len);
         unexp_consumed(ep, u);
@@ -133,7 +121,7 @@ static int on_message(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hd
             p->rx.dst_unexp = u;
         return 0;
     }
-    op_matched(op, p, h->flags, h->tag, h->data, msg_len, h->id);
+    ivf_op_matched(op, p, h->flags, h->tag, h->data, msg_len, h->id);
     if (h->type == IVF_RTS) {
         rndv_accept(ep, op);
         return 0;
@@ -145,14 +133,23 @@ static int on_message(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hd
     return 0;
 }
 
+/* The send to p that frame h (a CTS or ACK) names, or NULL: the peer failed. */
+static struct ivf_op *named_send(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
+{
+    struct ivf_op *op = ivf_op_find(ep, h->id, IVF_OP_SEND);
+    if (op && op->peer == p)
+        return op;
+    ivf_peer_fail(ep, p, -FI_EIO,
+                  h->type == IVF_CTS ? "CTS for an unknown send" : "ACK for an unknown send");
+    return NULL;
+}
+
 /* CTS: the receiver wants `size` bytes of our send: queue them as DATA. */
 static int on_cts(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
 {
-    struct ivf_op *op = ivf_op_find(ep, h->id, IVF_OP_SEND);
-    if (!op || op->peer != p) {
-        ivf_peer_fail(ep, p, -FI_EIO, "CTS for an unknown send");
+    struct ivf_op *op = named_send(ep, p, h);
+    if (!op)
         return -1;
-    }
     size_t want = h->size < op->len ? h->size : op->len;
     op->len = want;  /* frame_sent() completes it when `want` bytes are out */
     if (want == 0) { /* discarded, or a 0-byte receive buffer */
@@ -215,11 +212,9 @@ static int on_credit(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr
 
 static int on_ack(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
 {
-    struct ivf_op *op = ivf_op_find(ep, h->id, IVF_OP_SEND);
-    if (!op || op->peer != p) {
-        ivf_peer_fail(ep, p, -FI_EIO, "ACK for an unknown send");
+    struct ivf_op *op = named_send(ep, p, h);
+    if (!op)
         return -1;
-    }
     op->acked = true;
     ivf_send_done(ep, op);
     return 0;
