@@ -48,8 +48,9 @@ add_test(NAME test_fi_mpi
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fi/test_fi_mpi.sh ${CMAKE_CURRENT_BINARY_DIR})
 set_tests_properties(test_fi_mpi PROPERTIES TIMEOUT 600 ENVIRONMENT "${fi_test_env}")
 
-# The provider through libfabric's C API, two endpoints in one process.
-vhpc_c_test(test_fi_api 120 test_fi_api.c)
+# The provider through libfabric's C API, two endpoints in one process,
+# and raw TCP peers built with the provider's wire format (proto.c).
+vhpc_c_test(test_fi_api 120 test_fi_api.c ${PROJECT_SOURCE_DIR}/src/fi/proto.c)
 target_link_libraries(test_fi_api PRIVATE PkgConfig::FABRIC)
 set_property(TEST test_fi_api APPEND PROPERTY ENVIRONMENT
   "FI_PROVIDER_PATH=$<TARGET_FILE_DIR:ivc-fi>")
