@@ -178,7 +178,7 @@ ivc_moved() {
         !on { next }
         f == 1 && /^# mpi_pingpong / && match($0, /reps=[0-9]+/) { reps = substr($0, RSTART + 5, RLENGTH - 5) }
         f == 1 && /^bw / { want += $2 * $6 * reps }
-        f == 2 && /ivf_link_fini.*sent [0-9]+ bytes by TCP, [0-9]+ by IVC/ {
+        f == 2 && /^libfabric:.*:ivc:.*sent [0-9]+ bytes by TCP, [0-9]+ by IVC/ {
             sub(/.*sent [0-9]+ bytes by TCP, /, ""); if ($1 + 0 > got) got = $1 + 0
         }
         END {

@@ -54,8 +54,9 @@ else()
   vhpc_skipped_test(test_fi_mpi "${VHPC_NO_MPI_REASON}")
 endif()
 
-# The provider through libfabric's C API, two endpoints in one process.
-vhpc_c_test(test_fi_api 240 test_fi_api.c)
+# The provider through libfabric's C API, two endpoints in one process,
+# and raw TCP peers built with the provider's wire format (proto.c).
+vhpc_c_test(test_fi_api 240 test_fi_api.c ${PROJECT_SOURCE_DIR}/src/fi/proto.c)
 target_link_libraries(test_fi_api PRIVATE PkgConfig::FABRIC)
 set_property(TEST test_fi_api APPEND PROPERTY ENVIRONMENT
   "FI_PROVIDER_PATH=$<TARGET_FILE_DIR:ivc-fi>")

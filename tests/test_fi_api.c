@@ -4,10 +4,19 @@
  * address vectors (table and map, bad addresses), tagged and untagged
  * messages with CQ data and source addresses, inject without completion,
  * selective completion, truncation as an error entry, FI_PEEK / FI_CLAIM /
- * FI_DISCARD, fi_cancel, an 8 MiB rendezvous message, and bad calls.
+ * FI_DISCARD, fi_cancel, an 8 MiB rendezvous message, bad calls, and bad
+ * peers (a raw TCP connection speaking another protocol version or
+ * announcing an oversized frame is dropped, the endpoint goes on).
  * Needs FI_PROVIDER_PATH (set by ctest); no IVC job, so everything is TCP.
  */
 #include "testutil.h"
+
+#include "../src/fi/ivf_proto.h" /* the wire format, to play a bad peer */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <rdma/fabric.h>
 #include <rdma/fi_cm.h>
@@ -266,6 +275,72 @@ static void test_large_and_bad(void)
     T_ASSERT(fi_tinject(a.ep, buf, sizeof(buf), a.peer, 1) == -FI_EINVAL, "inject > inject_size");
 }
 
+/* A raw TCP connection to a's endpoint, as the peer `uid` would open it:
+ * its HELLO (of protocol `version`) sent. */
+static int fake_peer(uint64_t uid, uint8_t version)
+{
+    struct ivf_addr me,
+        peer = {.magic = IVF_ADDR_MAGIC, .version = IVF_ADDR_VERSION, .port = htons(1), .uid = uid};
+    size_t len = sizeof(me);
+    FI_OK(fi_getname(&a.ep->fid, &me, &len));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = me.port};
+    memcpy(&sa.sin_addr, me.ip + 12, 4);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    T_ASSERT(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect: %s",
+             strerror(errno));
+    uint8_t hello[IVF_HELLO_LEN];
+    ivf_hello_fill(hello, IVF_HELLO, 0, &peer);
+    hello[offsetof(struct ivf_hdr, version)] = version;
+    T_ASSERT(write(fd, hello, sizeof(hello)) == (ssize_t)sizeof(hello), "hello");
+    return fd;
+}
+
+/* Does the endpoint close fd (reading a's CQ meanwhile, which must stay
+ * empty) within 10 s? */
+static bool closed_by_ep(int fd)
+{
+    for (uint64_t t0 = t_now_ms(); t_now_ms() - t0 < 10000;) {
+        struct fi_cq_tagged_entry e;
+        T_ASSERT(fi_cq_read(a.cq, &e, 1) == -FI_EAGAIN, "a completion from a bad peer");
+        char c;
+        ssize_t n = recv(fd, &c, 1, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            return true;
+        usleep(1000);
+    }
+    return false;
+}
+
+/* Peers that break the protocol are dropped; the endpoint goes on. */
+static void test_bad_peers(void)
+{
+    /* A hello of another protocol version. */
+    int fd = fake_peer(0xbad1, IVF_PROTO_VERSION + 1);
+    T_ASSERT(closed_by_ep(fd), "a hello of version %d is refused", IVF_PROTO_VERSION + 1);
+    close(fd);
+    /* A good hello, then a frame of another version. */
+    fd = fake_peer(0xbad2, IVF_PROTO_VERSION);
+    struct ivf_hdr h = {.version = IVF_PROTO_VERSION + 1, .type = IVF_EAGER, .flags = IVF_F_TAGGED};
+    T_ASSERT(write(fd, &h, sizeof(h)) == (ssize_t)sizeof(h), "frame");
+    T_ASSERT(closed_by_ep(fd), "a frame of version %d fails the peer", h.version);
+    close(fd);
+    /* A good hello, then an eager message beyond the limit (no payload
+     * follows: nothing may be allocated or read for it). */
+    fd = fake_peer(0xbad3, IVF_PROTO_VERSION);
+    h = (struct ivf_hdr){.version = IVF_PROTO_VERSION, .type = IVF_EAGER, .len = UINT32_MAX};
+    T_ASSERT(write(fd, &h, sizeof(h)) == (ssize_t)sizeof(h), "frame");
+    T_ASSERT(closed_by_ep(fd), "an EAGER of 4 GiB fails the peer");
+    close(fd);
+    /* The endpoint still works. */
+    struct fi_cq_tagged_entry e;
+    char buf[16] = "still here", in[16] = "";
+    int cr;
+    FI_OK(fi_trecv(a.ep, in, sizeof(in), NULL, a.peer, 77, 0, &cr));
+    FI_OK(fi_tsend(b.ep, buf, sizeof(buf), NULL, b.peer, 77, NULL));
+    T_OK(wait_cq(a.cq, &e, NULL));
+    T_ASSERT(e.op_context == &cr && strcmp(in, "still here") == 0, "a message after bad peers");
+}
+
 /* FI_PROGRESS_AUTO: a rendezvous message arrives while the application
  * does not call into the provider at all. */
 static void test_auto_progress(void)
@@ -359,6 +434,7 @@ CASE(nothing)
 CASE(test_tagged_and_msg)
 CASE(test_truncate_peek_cancel)
 CASE(test_large_and_bad)
+CASE(test_bad_peers)
 CASE(test_auto_progress)
 
 static const struct t_case cases[] = {
@@ -366,6 +442,7 @@ static const struct t_case cases[] = {
     {"tagged_and_msg", case_test_tagged_and_msg, 30},
     {"truncate_peek_cancel", case_test_truncate_peek_cancel, 30},
     {"large_and_bad", case_test_large_and_bad, 60},
+    {"bad_peers", case_test_bad_peers, 30},
     {"auto_progress", case_test_auto_progress, 60},
     {0},
 };

@@ -6,27 +6,8 @@
  */
 #include "ivf.h"
 
-#include <arpa/inet.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-bool ivf_addr_valid(const struct ivf_addr *a)
-{
-    return a->magic == IVF_ADDR_MAGIC && a->version == 1 && a->port != 0 && a->uid != 0;
-}
-
-void ivf_addr_str(const struct ivf_addr *a, char *buf, size_t len)
-{
-    char ip[INET6_ADDRSTRLEN] = "?";
-    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (memcmp(a->ip, v4mapped, 12) == 0)
-        inet_ntop(AF_INET, a->ip + 12, ip, sizeof(ip));
-    else
-        inet_ntop(AF_INET6, a->ip, ip, sizeof(ip));
-    snprintf(buf, len, "ivc://%s:%u/%016llx/%llx/%u", ip, (unsigned)ntohs(a->port),
-             (unsigned long long)a->uid, (unsigned long long)a->job, (unsigned)a->ivc_client);
-}
 
 static struct ivf_av *av_of(struct fid_av *fid)
 {
@@ -168,32 +149,20 @@ static const char *av_straddr(struct fid_av *fid, const void *addr, char *buf, s
     return buf;
 }
 
-static int av_bind(struct fid *fid, struct fid *bfid, uint64_t flags)
-{
-    return -FI_ENOSYS; /* no event queue: inserts are synchronous */
-}
-
 static int av_close(struct fid *fid)
 {
     struct ivf_av *av = (struct ivf_av *)fid;
-    if (av->refs > 0)
-        return -FI_EBUSY;
-    ivf_lock(av->dom);
-    av->dom->refs--;
-    ivf_unlock(av->dom);
+    int r = ivf_domain_release(av->dom, av->refs);
+    if (r < 0)
+        return r;
     free(av->addrs);
     free(av->used);
     free(av);
     return 0;
 }
 
-static struct fi_ops av_fi_ops = {
-    .size = sizeof(struct fi_ops),
-    .close = av_close,
-    .bind = av_bind,
-    .control = ivf_no_control,
-    .ops_open = ivf_no_ops_open,
-};
+/* No binding an event queue: inserts are synchronous. */
+static struct fi_ops av_fi_ops = IVF_FI_OPS(av_close, ivf_no_bind, ivf_no_control);
 
 static struct fi_ops_av av_ops = {
     .size = sizeof(struct fi_ops_av),
@@ -229,13 +198,9 @@ int ivf_av_open(struct fid_domain *domain, struct fi_av_attr *attr, struct fid_a
         free(av);
         return -FI_ENOMEM;
     }
-    av->fid.fid.fclass = FI_CLASS_AV;
-    av->fid.fid.context = context;
-    av->fid.fid.ops = &av_fi_ops;
+    ivf_fid_init(&av->fid.fid, FI_CLASS_AV, context, &av_fi_ops);
     av->fid.ops = &av_ops;
-    ivf_lock(dom);
-    dom->refs++;
-    ivf_unlock(dom);
+    ivf_domain_hold(dom);
     *out = &av->fid;
     return 0;
 }

@@ -1,43 +1,26 @@
 /*
  * cq.c - completion queues.  Entries are kept in a growing ring (so a
  * completion is never lost because the application's CQ size was small),
- * error entries in a second one; fi_cq_read() reports -FI_EAVAIL while an
+ * error entries in a second one (op.c pushes them); fi_cq_read() reports -FI_EAVAIL while an
  * error entry waits, as the API asks.  Reading drives the progress of every
  * endpoint of the domain.
  */
 #include "ivf.h"
 
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int ring_push(struct ivf_cqe **ring, size_t *cap, size_t *head, size_t *count,
-                     const struct ivf_cqe *e)
+/* What the CQ's and EQ's strerror return: fi_strerror's sentence, copied
+ * into buf when the caller gives one. */
+const char *ivf_strerror(int prov_errno, char *buf, size_t len)
 {
-    if (*count == *cap) {
-        size_t ncap = *cap ? *cap * 2 : 64;
-        struct ivf_cqe *n = malloc(ncap * sizeof(*n));
-        if (!n)
-            return -FI_ENOMEM;
-        for (size_t i = 0; i < *count; i++)
-            n[i] = (*ring)[(*head + i) % *cap];
-        free(*ring);
-        *ring = n;
-        *cap = ncap;
-        *head = 0;
-    }
-    (*ring)[(*head + *count) % *cap] = *e;
-    (*count)++;
-    return 0;
-}
-
-int ivf_cq_push(struct ivf_cq *cq, const struct ivf_cqe *e)
-{
-    int r = e->err ? ring_push(&cq->errs, &cq->err_cap, &cq->err_head, &cq->err_count, e)
-                   : ring_push(&cq->ring, &cq->cap, &cq->head, &cq->count, e);
-    if (r < 0)
-        IVF_WARN(FI_LOG_CQ, "out of memory: a completion is lost\n");
-    return r;
+    const char *s = fi_strerror(prov_errno);
+    if (!buf || !len)
+        return s;
+    snprintf(buf, len, "%s", s);
+    return buf;
 }
 
 static size_t entry_size(enum fi_cq_format f)
@@ -178,24 +161,16 @@ static const char *cq_strerror(struct fid_cq *fid, int prov_errno, const void *e
 static int cq_close(struct fid *fid)
 {
     struct ivf_cq *cq = (struct ivf_cq *)fid;
-    if (cq->refs > 0)
-        return -FI_EBUSY;
-    ivf_lock(cq->dom);
-    cq->dom->refs--;
-    ivf_unlock(cq->dom);
+    int r = ivf_domain_release(cq->dom, cq->refs);
+    if (r < 0)
+        return r;
     free(cq->ring);
     free(cq->errs);
     free(cq);
     return 0;
 }
 
-static struct fi_ops cq_fi_ops = {
-    .size = sizeof(struct fi_ops),
-    .close = cq_close,
-    .bind = ivf_no_bind,
-    .control = ivf_no_control,
-    .ops_open = ivf_no_ops_open,
-};
+static struct fi_ops cq_fi_ops = IVF_FI_OPS(cq_close, ivf_no_bind, ivf_no_control);
 
 static struct fi_ops_cq cq_ops = {
     .size = sizeof(struct fi_ops_cq),
@@ -234,13 +209,9 @@ int ivf_cq_open(struct fid_domain *domain, struct fi_cq_attr *attr, struct fid_c
         return -FI_ENOMEM;
     cq->dom = dom;
     cq->format = attr->format == FI_CQ_FORMAT_UNSPEC ? FI_CQ_FORMAT_CONTEXT : attr->format;
-    cq->fid.fid.fclass = FI_CLASS_CQ;
-    cq->fid.fid.context = context;
-    cq->fid.fid.ops = &cq_fi_ops;
+    ivf_fid_init(&cq->fid.fid, FI_CLASS_CQ, context, &cq_fi_ops);
     cq->fid.ops = &cq_ops;
-    ivf_lock(dom);
-    dom->refs++;
-    ivf_unlock(dom);
+    ivf_domain_hold(dom);
     *out = &cq->fid;
     return 0;
 }

@@ -1,8 +1,9 @@
 /*
  * ivc.c - the IVC side of the provider: attaching the endpoint to its
  * job's region, finding co-located peers, opening channels and the hello
- * exchange that names them (struct ivf_seg in ivf.h), and what a
- * migration's suspend leaves behind.
+ * exchange that names them (struct ivf_seg in ivf.h), the segment a FLUSH
+ * names, and keeping what a migration's suspend hands back (read by
+ * stream.c).
  */
 #include "ivf.h"
 
@@ -90,64 +91,16 @@ void ivf_ivc_init(struct ivf_ep *ep)
     ep->addr.ivc_client = client;
 }
 
-static void seg_free(struct ivf_seg *seg)
-{
-    if (seg->chan) {
-        ivc_chan_set_data(seg->chan, NULL);
-        ivc_close(seg->chan);
-    }
-    free(seg->hb);
-    free(seg);
-}
-
-void ivf_peer_segs_free(struct ivf_peer *p)
-{
-    while (p->segs) {
-        struct ivf_seg *s = p->segs;
-        p->segs = s->next;
-        seg_free(s);
-    }
-    p->tx.seg = NULL;
-    p->rx.seg = NULL;
-    if (p->tx.to == IVF_IVC)
-        p->tx.to = IVF_TCP;
-    if (p->rx.from == IVF_IVC)
-        p->rx.from = IVF_TCP;
-}
-
 void ivf_ivc_fini(struct ivf_ep *ep)
 {
     while (ep->pending_segs) {
         struct ivf_seg *s = ep->pending_segs;
         ep->pending_segs = s->next;
-        seg_free(s);
+        ivf_seg_free(s);
     }
     if (ep->ivc)
         ivc_unregister(ep->ivc);
     ep->ivc = NULL;
-}
-
-/* ---- segment I/O ---------------------------------------------------------------- */
-
-ssize_t ivf_seg_read(struct ivf_seg *seg, void *buf, size_t len)
-{
-    if (seg->hb_off < seg->hb_len) {
-        size_t n = seg->hb_len - seg->hb_off;
-        if (n > len)
-            n = len;
-        memcpy(buf, seg->hb + seg->hb_off, n);
-        seg->hb_off += n;
-        return (ssize_t)n;
-    }
-    if (seg->dead || !seg->chan)
-        return -1;
-    ssize_t n = ivc_read(seg->chan, buf, len);
-    if (n >= 0)
-        return n;
-    /* The channel ended: a suspend (its callback kept the unread bytes),
-     * the peer closing or dying. */
-    seg->dead = true;
-    return seg->hb_off < seg->hb_len ? ivf_seg_read(seg, buf, len) : -1;
 }
 
 static void seg_attach(struct ivf_peer *p, struct ivf_seg *seg)
@@ -158,29 +111,6 @@ static void seg_attach(struct ivf_peer *p, struct ivf_seg *seg)
     while (*pp)
         pp = &(*pp)->next;
     *pp = seg;
-}
-
-static void seg_unlink(struct ivf_peer *p, struct ivf_seg *seg)
-{
-    for (struct ivf_seg **pp = &p->segs; *pp; pp = &(*pp)->next)
-        if (*pp == seg) {
-            *pp = seg->next;
-            break;
-        }
-}
-
-void ivf_seg_release(struct ivf_peer *p, struct ivf_seg *seg)
-{
-    seg_unlink(p, seg);
-    if (p->tx.seg == seg) {
-        p->tx.seg = NULL;
-        p->tx.to = IVF_TCP;
-    }
-    if (p->rx.seg == seg) {
-        p->rx.seg = NULL;
-        p->rx.from = IVF_TCP;
-    }
-    seg_free(seg);
 }
 
 static int hello_pull(struct ivf_seg *seg, struct ivf_hdr *h, struct ivf_addr *a);
@@ -214,9 +144,7 @@ struct ivf_seg *ivf_seg_for_flush(struct ivf_ep *ep, struct ivf_peer *p, uint64_
 
 static void hello_fill(struct ivf_ep *ep, struct ivf_seg *seg)
 {
-    struct ivf_hdr h = {.type = IVF_IVC_HELLO, .len = sizeof(struct ivf_addr), .id = seg->id};
-    memcpy(seg->hello_out, &h, sizeof(h));
-    memcpy(seg->hello_out + sizeof(h), &ep->addr, sizeof(ep->addr));
+    ivf_hello_fill(seg->hello_out, IVF_IVC_HELLO, seg->id, &ep->addr);
     seg->hello_out_sent = 0;
 }
 
@@ -251,19 +179,15 @@ static int hello_pull(struct ivf_seg *seg, struct ivf_hdr *h, struct ivf_addr *a
             return 0;
         seg->hello_in_got += (size_t)n;
     }
-    memcpy(h, seg->hello_in, sizeof(*h));
-    memcpy(a, seg->hello_in + sizeof(*h), sizeof(*a));
-    if (h->type != IVF_IVC_HELLO || h->len != sizeof(*a) || !ivf_addr_valid(a))
-        return -1;
-    return 1;
+    /* A wrong one (another version included) is logged by the caller. */
+    return ivf_hello_check(seg->hello_in, IVF_IVC_HELLO, h, a) ? -1 : 1;
 }
 
 /* Both hellos through: this direction moves to the channel after FLUSH. */
 static void seg_activate(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_seg *seg)
 {
     seg->active = true;
-    struct ivf_hdr f = {.type = IVF_FLUSH, .id = seg->id};
-    if (ivf_send_flush(ep, p, &f, seg) < 0)
+    if (ivf_send_flush(ep, p, seg) < 0)
         seg->dead = true;
     char s[160];
     ivf_addr_str(&p->addr, s, sizeof(s));
@@ -328,7 +252,7 @@ static void acceptor_step(struct ivf_ep *ep, struct ivf_seg *seg)
         struct ivf_peer *p = r > 0 && a.job == ep->addr.job ? ivf_peer_get(ep, &a) : NULL;
         if (!p) {
             IVF_WARN(FI_LOG_EP_CTRL, "an IVC channel without a valid hello: closed\n");
-            seg_free(seg);
+            ivf_seg_free(seg);
             return;
         }
         seg->id = h.id;
@@ -342,6 +266,20 @@ static void acceptor_step(struct ivf_ep *ep, struct ivf_seg *seg)
 }
 
 /* ---- progress -------------------------------------------------------------------- */
+
+/* A segment for a channel being set up (its id and peer come later). */
+static struct ivf_seg *seg_new(ivc_chan_t *chan)
+{
+    struct ivf_seg *seg = calloc(1, sizeof(*seg));
+    if (!seg) {
+        ivc_close(chan);
+        return NULL;
+    }
+    seg->chan = chan;
+    seg->hello_out_sent = SIZE_MAX;
+    ivc_chan_set_data(chan, seg);
+    return seg;
+}
 
 static bool has_live_seg(const struct ivf_peer *p)
 {
@@ -381,17 +319,12 @@ static void scan(struct ivf_ep *ep)
         ivc_chan_t *chan;
         if (ivc_connect_start(ep->ivc, p->addr.ivc_client, &chan) < 0)
             continue;
-        struct ivf_seg *seg = calloc(1, sizeof(*seg));
-        if (!seg) {
-            ivc_close(chan);
+        struct ivf_seg *seg = seg_new(chan);
+        if (!seg)
             continue;
-        }
-        seg->chan = chan;
         seg->connector = true;
         seg->id = rnd64();
-        seg->hello_out_sent = SIZE_MAX;
         seg->deadline_ns = now_ns() + HELLO_TIMEOUT;
-        ivc_chan_set_data(chan, seg);
         seg_attach(p, seg);
     }
 }
@@ -407,14 +340,9 @@ void ivf_ivc_progress(struct ivf_ep *ep)
     }
     ivc_chan_t *chan;
     while (ivc_accept(ep->ivc, 0, &chan) == 0) {
-        struct ivf_seg *seg = calloc(1, sizeof(*seg));
-        if (!seg) {
-            ivc_close(chan);
+        struct ivf_seg *seg = seg_new(chan);
+        if (!seg)
             break;
-        }
-        seg->chan = chan;
-        seg->hello_out_sent = SIZE_MAX;
-        ivc_chan_set_data(chan, seg);
         seg->next = ep->pending_segs;
         ep->pending_segs = seg;
     }

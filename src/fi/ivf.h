@@ -35,11 +35,31 @@
  * serializes; Open MPI asks for that).
  * Progress is manual: the data moves inside calls on the endpoint and its
  * completion queues; with FI_PROGRESS_AUTO a thread per domain also does it.
+ *
+ * The files, from the bottom up (each calls only files listed before it):
+ *   ivf_proto.h, proto.c  the wire format and its checks
+ *   av.c        address vectors
+ *   op.c        operations: their cache, queues, completion (into a CQ's
+ *               ring), iovec copies
+ *   match.c     posted receives and unexpected messages, and matching them
+ *   conn.c      peers and their TCP connections (listen, connect, accept)
+ *   stream.c    the byte stream with each peer: send queue, writes, reads
+ *               into the parser's destination, failing a peer
+ *   ivc.c       IVC channels: attach, find co-located peers, hellos
+ *   progress.c  what each arriving frame does, the one "receive done",
+ *               credit, and moving the bytes of every peer
+ *   msg.c       the FI_MSG and FI_TAGGED calls: eager and rendezvous sends,
+ *               posting receives, FI_PEEK/FI_CLAIM
+ *   cq.c        completion queues: reading them drives progress
+ *   ep.c        the endpoint object
+ *   domain.c    the domain object and its progress thread
+ *   init.c      fi_prov_ini, fi_getinfo, the fabric and its event queue
  */
 #ifndef IVF_H
 #define IVF_H
 
 #include "ivc.h"
+#include "ivf_proto.h"
 
 #include <pthread.h>
 #include <rdma/fabric.h>
@@ -60,7 +80,6 @@
 #define IVF_NAME         "ivc"
 #define IVF_PROV_VERSION FI_VERSION(1, 0)
 #define IVF_FI_VERSION   FI_VERSION(1, 17)
-#define IVF_MAX_MSG      ((size_t)1 << 40)
 #define IVF_IOV_LIMIT    8
 #define IVF_INJECT_SIZE  4096
 #define IVF_TAG_BITS     64
@@ -71,7 +90,7 @@ extern struct fi_provider ivf_prov;
 #define IVF_INFO(sub, ...) FI_INFO(&ivf_prov, sub, __VA_ARGS__)
 #define IVF_DBG(sub, ...)  FI_DBG(&ivf_prov, sub, __VA_ARGS__)
 
-/* ---- tunables (FI_IVC_*; see prov.c) --------------------------------------- */
+/* ---- tunables (FI_IVC_*; see init.c) --------------------------------------- */
 
 struct ivf_params {
     size_t eager_max;  /* largest message sent whole (FI_IVC_EAGER_MAX) */
@@ -83,62 +102,6 @@ struct ivf_params {
     const char *iface; /* TCP address to bind (FI_IVC_IFACE: an IPv4 address or interface) */
 };
 extern struct ivf_params ivf_params;
-
-/* ---- addresses -------------------------------------------------------------- */
-
-#define IVF_ADDR_MAGIC 0x49564641u /* "IVFA" */
-
-/* What fi_getname() returns and fi_av_insert() takes: how to reach an
- * endpoint over TCP, and who it is in IVC terms.  Stable for the
- * endpoint's life, migrations included (the IVC client id stays; which
- * region it is attached to is found out at run time). */
-struct ivf_addr {
-    uint32_t magic;
-    uint16_t version;    /* 1 */
-    uint16_t port;       /* TCP port, network order */
-    uint8_t ip[16];      /* IPv4-mapped IPv6 or IPv6 */
-    uint64_t uid;        /* unique per endpoint (random) */
-    uint64_t job;        /* IVC job id; 0: no IVC */
-    uint32_t ivc_client; /* IVC client id in that job */
-    uint32_t reserved;
-};
-_Static_assert(sizeof(struct ivf_addr) == 48, "wire size");
-
-/* "ivc://1.2.3.4:5555/uid/job/client" */
-void ivf_addr_str(const struct ivf_addr *a, char *buf, size_t len);
-bool ivf_addr_valid(const struct ivf_addr *a);
-
-/* ---- frames on a stream ------------------------------------------------------ */
-
-enum ivf_frame {
-    IVF_HELLO = 1, /* first frame of a TCP connection: payload = sender's ivf_addr */
-    IVF_EAGER,     /* a whole message: payload = the data */
-    IVF_RTS,       /* a large message: size = its length, id = sender's op */
-    IVF_CTS,       /* receiver matched an RTS: id = sender's op, data = receiver's op,
-                    * size = bytes wanted (0: discard) */
-    IVF_DATA,      /* rendezvous data: id = receiver's op, size = offset */
-    IVF_ACK,       /* delivered: id = sender's op (FI_DELIVERY_COMPLETE) */
-    IVF_FLUSH,     /* the sender continues this stream on the IVC channel */
-    IVF_IVC_HELLO, /* first frame on an IVC channel, both ways: payload = sender's ivf_addr */
-    IVF_CREDIT,    /* the receiver took `data` more bytes of eager messages */
-    IVF_FRAME_MAX
-};
-
-#define IVF_F_TAGGED 0x01 /* EAGER/RTS: a tagged message (else FI_MSG) */
-#define IVF_F_CQDATA 0x02 /* EAGER/RTS: `data` is remote CQ data */
-#define IVF_F_ACK    0x04 /* EAGER/RTS: send IVF_ACK once delivered */
-
-struct ivf_hdr {
-    uint8_t type;
-    uint8_t flags;
-    uint16_t reserved;
-    uint32_t len; /* payload bytes following this header */
-    uint64_t tag;
-    uint64_t data;
-    uint64_t id;
-    uint64_t size;
-};
-_Static_assert(sizeof(struct ivf_hdr) == 40, "wire size");
 
 /* ---- operations -------------------------------------------------------------- */
 
@@ -202,8 +165,6 @@ struct ivf_txf {
     struct iovec own_iov;
     uint8_t own[]; /* small payloads are copied here */
 };
-
-#define IVF_HELLO_LEN (sizeof(struct ivf_hdr) + sizeof(struct ivf_addr))
 
 /* One IVC channel with a peer ("segment" of both streams).  The connector
  * (smaller uid) writes its IVF_IVC_HELLO (id = a random number naming the
@@ -368,8 +329,36 @@ struct ivf_ep {
     uint64_t next_id;
 };
 
-/* ---- "not supported" entries of the ops tables ------------------------------- */
+/* ---- helpers of every object ------------------------------------------------ */
 
+static inline void ivf_fid_init(struct fid *f, size_t fclass, void *context, struct fi_ops *ops)
+{
+    f->fclass = fclass;
+    f->context = context;
+    f->ops = ops;
+}
+
+/* An AV or CQ of dom was opened: the domain cannot close before it. */
+static inline void ivf_domain_hold(struct ivf_domain *dom)
+{
+    ivf_lock(dom);
+    dom->refs++;
+    ivf_unlock(dom);
+}
+
+/* Closing an AV or CQ of dom that `refs` endpoints still use: -FI_EBUSY
+ * while they do, else the domain lets go of it. */
+static inline int ivf_domain_release(struct ivf_domain *dom, int refs)
+{
+    if (refs > 0)
+        return -FI_EBUSY;
+    ivf_lock(dom);
+    dom->refs--;
+    ivf_unlock(dom);
+    return 0;
+}
+
+/* "Not supported" entries of the ops tables. */
 static inline int ivf_no_bind(struct fid *fid, struct fid *bfid, uint64_t flags)
 {
     return -FI_ENOSYS;
@@ -384,15 +373,43 @@ static inline int ivf_no_ops_open(struct fid *fid, const char *name, uint64_t fl
     return -FI_ENOSYS;
 }
 
-/* ---- functions shared between the files ---------------------------------------- */
+/* Circular doubly linked queues (*head is the oldest, (*head)->prev the
+ * newest) of any struct with next and prev members: the operations'
+ * (op.c) and the unexpected messages' (match.c).  Taking x off the queue
+ * leaves its links NULL. */
+#define IVF_RING_ADD(head, x)                                                                      \
+    do {                                                                                           \
+        if (!*(head)) {                                                                            \
+            (x)->next = (x)->prev = (x);                                                           \
+            *(head) = (x);                                                                         \
+        } else {                                                                                   \
+            (x)->prev = (*(head))->prev;                                                           \
+            (x)->next = *(head);                                                                   \
+            (*(head))->prev->next = (x);                                                           \
+            (*(head))->prev = (x);                                                                 \
+        }                                                                                          \
+    } while (0)
+#define IVF_RING_DEL(head, x)                                                                      \
+    do {                                                                                           \
+        if ((x)->next == (x)) {                                                                    \
+            *(head) = NULL;                                                                        \
+        } else {                                                                                   \
+            (x)->prev->next = (x)->next;                                                           \
+            (x)->next->prev = (x)->prev;                                                           \
+            if (*(head) == (x))                                                                    \
+                *(head) = (x)->next;                                                               \
+        }                                                                                          \
+        (x)->next = (x)->prev = NULL;                                                              \
+    } while (0)
 
-/* prov.c */
-const char *ivf_strerror(int prov_errno, char *buf, size_t len);
-int ivf_getinfo(uint32_t version, const char *node, const char *service, uint64_t flags,
-                const struct fi_info *hints, struct fi_info **info);
-int ivf_fabric_open(struct fi_fabric_attr *attr, struct fid_fabric **fabric, void *context);
-int ivf_domain_open(struct fid_fabric *fabric, struct fi_info *info, struct fid_domain **dom,
-                    void *context);
+/* An object's struct fi_ops (no ops_open extensions anywhere). */
+#define IVF_FI_OPS(close_fn, bind_fn, control_fn)                                                  \
+    {                                                                                              \
+        .size = sizeof(struct fi_ops), .close = close_fn, .bind = bind_fn, .control = control_fn,  \
+        .ops_open = ivf_no_ops_open,                                                               \
+    }
+
+/* ---- functions shared between the files, bottom up ------------------------------- */
 
 /* av.c */
 int ivf_av_open(struct fid_domain *dom, struct fi_av_attr *attr, struct fid_av **av, void *context);
@@ -401,37 +418,71 @@ const struct ivf_addr *ivf_av_get(struct ivf_av *av, fi_addr_t fi_addr);
 /* The fi_addr of an address, FI_ADDR_NOTAVAIL if not in the AV. */
 fi_addr_t ivf_av_find(struct ivf_av *av, const struct ivf_addr *a);
 
-/* cq.c */
-int ivf_cq_open(struct fid_domain *dom, struct fi_cq_attr *attr, struct fid_cq **cq, void *context);
-/* Queue a completion; -FI_EAGAIN-free (grows). */
-int ivf_cq_push(struct ivf_cq *cq, const struct ivf_cqe *e);
-
-/* ep.c */
-int ivf_ep_open(struct fid_domain *dom, struct fi_info *info, struct fid_ep **ep, void *context);
-/* Complete an op: a CQ entry if wanted (err: positive FI_E*, 0 for success). */
-void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err);
+/* op.c */
 /* A zeroed operation of ep (its cache, else the heap); NULL without memory.
  * Both under the domain's lock. */
 struct ivf_op *ivf_op_new(struct ivf_ep *ep);
 void ivf_op_free(struct ivf_op *op);
+void ivf_op_cache_drain(struct ivf_ep *ep);
+/* Queue a completion; -FI_EAGAIN-free (grows). */
+int ivf_cq_push(struct ivf_cq *cq, const struct ivf_cqe *e);
+/* Complete an op: a CQ entry if wanted (err: positive FI_E*, 0 for success). */
+void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err);
+/* Receive op matched a message from p (its header's flags, tag and data,
+ * its length, the sender's op id). */
+void ivf_op_matched(struct ivf_op *op, struct ivf_peer *p, uint8_t flags, uint64_t tag,
+                    uint64_t data, size_t msg_len, uint64_t remote_id);
+/* A send whose bytes are all out (and acknowledged, if it waits for that)
+ * leaves the active queue and completes; else nothing happens. */
+void ivf_send_done(struct ivf_ep *ep, struct ivf_op *op);
+/* Circular queues of ops (head = oldest); del of an op in no queue does nothing. */
+void ivf_op_list_add(struct ivf_op **head, struct ivf_op *op);
+void ivf_op_list_del(struct ivf_op **head, struct ivf_op *op);
+/* The active op of this kind with wire id `id`, or NULL. */
+struct ivf_op *ivf_op_find(struct ivf_ep *ep, uint64_t id, enum ivf_op_kind kind);
+/* The fi_addr of a peer in ep's AV (looked up again after av_remove). */
+fi_addr_t ivf_peer_fi_addr(struct ivf_ep *ep, struct ivf_peer *p);
+/* Up to max iovecs describing `len` bytes of iov starting `off` in. */
+int ivf_iov_slice(const struct iovec *iov, size_t n, size_t off, size_t len, struct iovec *out,
+                  int max);
+/* Bytes copied between an iovec array (starting `off` bytes in) and a buffer. */
+size_t ivf_iov_to_buf(const struct iovec *iov, size_t n, size_t off, void *buf, size_t len);
+size_t ivf_buf_to_iov(const struct iovec *iov, size_t n, size_t off, const void *buf, size_t len);
 
 /* match.c */
-ssize_t ivf_post_recv(struct ivf_ep *ep, struct ivf_op *op);
-/* A header of an EAGER or RTS message arrived from peer: match it (or
- * queue it as unexpected) and set up rx->dst* for its payload.  Returns
- * -FI_EAGAIN when the unexpected buffer is full (the peer stalls). */
-int ivf_incoming(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hdr *h);
-/* An unexpected EAGER message's payload is complete: receives may take it. */
-void ivf_unexp_ready(struct ivf_ep *ep, struct ivf_unexp *u);
-ssize_t ivf_peek(struct ivf_ep *ep, struct ivf_op *op, uint64_t flags);
+/* Queue receive op as posted. */
+void ivf_match_post(struct ivf_ep *ep, struct ivf_op *op);
+/* The oldest posted receive that takes a message with this tag from p,
+ * taken off its queue; NULL if none. */
+struct ivf_op *ivf_match_posted(struct ivf_ep *ep, bool tagged, uint64_t tag, struct ivf_peer *p);
+/* The oldest unexpected message receive op can take (not claimed, not
+ * already taken), or NULL. */
+struct ivf_unexp *ivf_unexp_find(struct ivf_ep *ep, const struct ivf_op *op);
+/* The unexpected message a FI_PEEK|FI_CLAIM with this context set aside. */
+struct ivf_unexp *ivf_unexp_claimed(struct ivf_ep *ep, bool tagged, void *context);
+/* Queue an arriving message (header h, msg_len bytes) as unexpected, with a
+ * buffer for an EAGER payload; NULL without memory. */
+struct ivf_unexp *ivf_unexp_add(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
+                                size_t msg_len);
+void ivf_unexp_del(struct ivf_ep *ep, struct ivf_unexp *u);
+/* Free u (off its queue); its eager bytes leave the budget. */
+void ivf_unexp_free(struct ivf_ep *ep, struct ivf_unexp *u);
 int ivf_cancel_recv(struct ivf_ep *ep, void *context);
 void ivf_match_cleanup(struct ivf_ep *ep);
 
-/* link.c */
-int ivf_link_init(struct ivf_ep *ep); /* listen socket, IVC attach */
-void ivf_link_fini(struct ivf_ep *ep);
+/* conn.c */
+/* The listen socket and ep->addr. */
+int ivf_conn_init(struct ivf_ep *ep);
+void ivf_conn_fini(struct ivf_ep *ep);
+/* Start a non-blocking connect to p (p->tx.fd). */
+int ivf_tcp_connect(struct ivf_peer *p);
+/* Accept new connections and read their HELLOs (which name the peer). */
+void ivf_conn_accept(struct ivf_ep *ep);
+/* The peer with this address, created if new; NULL without memory. */
 struct ivf_peer *ivf_peer_get(struct ivf_ep *ep, const struct ivf_addr *a);
-/* Queue a frame; payload from iov (skip bytes in) or copied when own. */
+
+/* stream.c */
+/* Queue a frame; payload from iov (skip bytes in) or copied when copy. */
 int ivf_send_frame(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hdr *h,
                    const struct iovec *iov, size_t iov_count, size_t skip, bool copy,
                    struct ivf_op *op);
@@ -441,40 +492,67 @@ int ivf_send_frame(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hd
 int ivf_send_now(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hdr *h,
                  const struct iovec *iov, size_t iov_count);
 /* Queue FLUSH(id of seg): once it is out, the stream continues on seg. */
-int ivf_send_flush(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hdr *h,
-                   struct ivf_seg *seg);
-/* A receive took an eager message of len bytes from peer: give the credit
- * back (in batches). */
-void ivf_credit_return(struct ivf_ep *ep, struct ivf_peer *peer, size_t len);
-/* Tell the peer its send `remote_id` was delivered. */
-void ivf_send_ack(struct ivf_ep *ep, struct ivf_peer *peer, uint64_t remote_id);
-/* Move bytes: accept, connect, write queued frames, read and parse. */
-void ivf_progress(struct ivf_ep *ep);
-/* Progress every endpoint of the domain (lock held). */
-void ivf_domain_progress(struct ivf_domain *dom);
-/* IVC attach at endpoint creation (ivc.c); detach at close. */
+int ivf_send_flush(struct ivf_ep *ep, struct ivf_peer *peer, struct ivf_seg *seg);
+/* Write queued frames until the carrier would take no more. */
+void ivf_stream_write(struct ivf_ep *ep, struct ivf_peer *p);
+/* Read the next frame header into p->rx.hdr: 1 once it is all in. */
+int ivf_stream_read_header(struct ivf_ep *ep, struct ivf_peer *p);
+/* Read the current frame's payload to p->rx.dst_*: 1 once it is all in. */
+int ivf_stream_read_payload(struct ivf_ep *ep, struct ivf_peer *p);
+/* The peer is gone (connection reset, stream corrupt): everything queued
+ * or in flight with it fails; why is logged (once). */
+void ivf_peer_fail(struct ivf_ep *ep, struct ivf_peer *p, int err, const char *why);
+/* Endpoint close: free every peer (what was moved how is logged). */
+void ivf_peers_close(struct ivf_ep *ep);
+/* Bytes of a segment: handed back first, then the ring.  0: none now;
+ * <0: the segment has nothing more (dead and drained). */
+ssize_t ivf_seg_read(struct ivf_seg *seg, void *buf, size_t len);
+/* Close and free a segment. */
+void ivf_seg_free(struct ivf_seg *seg);
+/* rx is done with a segment: unlink, close and free it (and tx leaves it). */
+void ivf_seg_release(struct ivf_peer *p, struct ivf_seg *seg);
+void ivf_peer_segs_free(struct ivf_peer *p);
+
+/* ivc.c */
+/* IVC attach at endpoint creation; detach at close. */
 void ivf_ivc_init(struct ivf_ep *ep);
 void ivf_ivc_fini(struct ivf_ep *ep);
 /* Accept channels, exchange hellos, look for co-located peers. */
 void ivf_ivc_progress(struct ivf_ep *ep);
-/* Bytes of a segment: handed back first, then the ring.  0: none now;
- * <0: the segment has nothing more (dead and drained). */
-ssize_t ivf_seg_read(struct ivf_seg *seg, void *buf, size_t len);
 /* The segment named by a FLUSH, its hello read and older unused ones
  * dropped; NULL: not there yet (or *err set: a protocol error). */
 struct ivf_seg *ivf_seg_for_flush(struct ivf_ep *ep, struct ivf_peer *p, uint64_t id, int *err);
-/* rx is done with a segment: close and free it (unless tx still points at it). */
-void ivf_seg_release(struct ivf_peer *p, struct ivf_seg *seg);
-void ivf_peer_segs_free(struct ivf_peer *p);
+
+/* progress.c */
+/* Receive op takes unexpected message u (off its queue): an eager one is
+ * copied and done, a rendezvous one asks for its data. */
+void ivf_recv_take(struct ivf_ep *ep, struct ivf_op *op, struct ivf_unexp *u);
+/* Nobody will take unexpected message u: off its queue and freed, its
+ * sender told (credit back, or a CTS for nothing). */
+void ivf_recv_discard(struct ivf_ep *ep, struct ivf_unexp *u);
+/* Move bytes: accept, connect, write queued frames, read and act on frames. */
+void ivf_progress(struct ivf_ep *ep);
+/* Endpoint close: try for a moment to get what is queued out. */
+void ivf_progress_drain(struct ivf_ep *ep);
+/* Progress every endpoint of the domain (lock held). */
+void ivf_domain_progress(struct ivf_domain *dom);
 /* Wait up to timeout_ms for something to move on the domain's endpoints. */
 void ivf_domain_wait(struct ivf_domain *dom, int timeout_ms);
 
-/* ops: the endpoint's queue of ops waiting on the wire */
-void ivf_op_list_add(struct ivf_op **head, struct ivf_op *op);
-void ivf_op_list_del(struct ivf_op **head, struct ivf_op *op);
+/* cq.c */
+int ivf_cq_open(struct fid_domain *dom, struct fi_cq_attr *attr, struct fid_cq **cq, void *context);
+/* What the CQ's and EQ's strerror return. */
+const char *ivf_strerror(int prov_errno, char *buf, size_t len);
 
-/* Bytes copied between an iovec array (starting `off` bytes in) and a buffer. */
-size_t ivf_iov_to_buf(const struct iovec *iov, size_t n, size_t off, void *buf, size_t len);
-size_t ivf_buf_to_iov(const struct iovec *iov, size_t n, size_t off, const void *buf, size_t len);
+/* msg.c */
+extern struct fi_ops_msg ivf_msg_ops;
+extern struct fi_ops_tagged ivf_tagged_ops;
+
+/* ep.c */
+int ivf_ep_open(struct fid_domain *dom, struct fi_info *info, struct fid_ep **ep, void *context);
+
+/* domain.c */
+int ivf_domain_open(struct fid_fabric *fabric, struct fi_info *info, struct fid_domain **dom,
+                    void *context);
 
 #endif

@@ -1,7 +1,7 @@
 /*
- * prov.c - the provider's entry point (fi_prov_ini), fi_getinfo with full
- * hint checking (the libfabric core checks nothing but the name), the
- * fabric, domain and a minimal event queue.
+ * init.c - the provider's entry point (fi_prov_ini) and its tunables,
+ * fi_getinfo with full hint checking (the libfabric core checks nothing
+ * but the name), the fabric object and a minimal event queue.
  *
  * What we offer: FI_EP_RDM with FI_MSG and FI_TAGGED (send, receive,
  * inject, remote CQ data, directed receive, FI_SOURCE), manual progress
@@ -30,17 +30,6 @@ struct ivf_params ivf_params;
     (FI_COMPLETION | FI_INJECT_COMPLETE | FI_TRANSMIT_COMPLETE | FI_DELIVERY_COMPLETE |            \
      FI_INJECT | FI_REMOTE_CQ_DATA | FI_MORE)
 #define IVF_QUEUE_SIZE 65536
-
-/* What the CQ's and EQ's strerror return: fi_strerror's sentence, copied
- * into buf when the caller gives one. */
-const char *ivf_strerror(int prov_errno, char *buf, size_t len)
-{
-    const char *s = fi_strerror(prov_errno);
-    if (!buf || !len)
-        return s;
-    snprintf(buf, len, "%s", s);
-    return buf;
-}
 
 /* ---- getinfo ---------------------------------------------------------------- */
 
@@ -224,8 +213,8 @@ static struct fi_info *make_info(uint32_t version, const struct fi_info *h)
     return fi;
 }
 
-int ivf_getinfo(uint32_t version, const char *node, const char *service, uint64_t flags,
-                const struct fi_info *hints, struct fi_info **info)
+static int ivf_getinfo(uint32_t version, const char *node, const char *service, uint64_t flags,
+                       const struct fi_info *hints, struct fi_info **info)
 {
     *info = NULL;
     if (flags & OFI_CORE_PROV_ONLY)
@@ -282,19 +271,14 @@ static const char *eq_strerror(struct fid_eq *eq, int prov_errno, const void *er
     return ivf_strerror(prov_errno, buf, len);
 }
 
-static int eq_close(struct fid *fid)
+/* The event queue and the fabric hold nothing but their fid. */
+static int close_free(struct fid *fid)
 {
     free(fid);
     return 0;
 }
 
-static struct fi_ops eq_fi_ops = {
-    .size = sizeof(struct fi_ops),
-    .close = eq_close,
-    .bind = ivf_no_bind,
-    .control = ivf_no_control,
-    .ops_open = ivf_no_ops_open,
-};
+static struct fi_ops eq_fi_ops = IVF_FI_OPS(close_free, ivf_no_bind, ivf_no_control);
 
 static struct fi_ops_eq eq_ops = {
     .size = sizeof(struct fi_ops_eq),
@@ -313,160 +297,13 @@ static int eq_open(struct fid_fabric *fabric, struct fi_eq_attr *attr, struct fi
     struct ivf_eq *eq = calloc(1, sizeof(*eq));
     if (!eq)
         return -FI_ENOMEM;
-    eq->fid.fid.fclass = FI_CLASS_EQ;
-    eq->fid.fid.context = context;
-    eq->fid.fid.ops = &eq_fi_ops;
+    ivf_fid_init(&eq->fid.fid, FI_CLASS_EQ, context, &eq_fi_ops);
     eq->fid.ops = &eq_ops;
     *out = &eq->fid;
     return 0;
 }
 
-/* ---- domain ------------------------------------------------------------------------ */
-
-/* FI_PROGRESS_AUTO: data moves without the application calling in. */
-static void *progress_thread(void *arg)
-{
-    struct ivf_domain *dom = arg;
-    ivf_lock(dom);
-    while (!dom->stop_thread) {
-        ivf_domain_progress(dom);
-        ivf_domain_wait(dom, 1); /* drops the lock while it waits */
-    }
-    ivf_unlock(dom);
-    return NULL;
-}
-
-static int domain_close(struct fid *fid)
-{
-    struct ivf_domain *dom = (struct ivf_domain *)fid;
-    if (dom->refs > 0 || dom->eps)
-        return -FI_EBUSY;
-    if (dom->has_thread) {
-        ivf_lock(dom);
-        dom->stop_thread = true;
-        ivf_unlock(dom);
-        pthread_join(dom->thread, NULL);
-    }
-    pthread_mutex_destroy(&dom->lock);
-    free(dom);
-    return 0;
-}
-
-static int no_cntr(struct fid_domain *d, struct fi_cntr_attr *attr, struct fid_cntr **c,
-                   void *context)
-{
-    return -FI_ENOSYS;
-}
-
-static int no_poll(struct fid_domain *d, struct fi_poll_attr *attr, struct fid_poll **p)
-{
-    return -FI_ENOSYS;
-}
-
-static int no_stx(struct fid_domain *d, struct fi_tx_attr *attr, struct fid_stx **stx,
-                  void *context)
-{
-    return -FI_ENOSYS;
-}
-
-static int no_srx(struct fid_domain *d, struct fi_rx_attr *attr, struct fid_ep **rx, void *context)
-{
-    return -FI_ENOSYS;
-}
-
-static int no_sep(struct fid_domain *d, struct fi_info *info, struct fid_ep **sep, void *context)
-{
-    return -FI_ENOSYS;
-}
-
-static int no_query_atomic(struct fid_domain *d, enum fi_datatype t, enum fi_op op,
-                           struct fi_atomic_attr *attr, uint64_t flags)
-{
-    return -FI_ENOSYS;
-}
-
-static int no_query_collective(struct fid_domain *d, enum fi_collective_op coll,
-                               struct fi_collective_attr *attr, uint64_t flags)
-{
-    return -FI_ENOSYS;
-}
-
-static int endpoint2(struct fid_domain *d, struct fi_info *info, struct fid_ep **ep, uint64_t flags,
-                     void *context)
-{
-    return flags ? -FI_EBADFLAGS : ivf_ep_open(d, info, ep, context);
-}
-
-static struct fi_ops domain_fi_ops = {
-    .size = sizeof(struct fi_ops),
-    .close = domain_close,
-    .bind = ivf_no_bind,
-    .control = ivf_no_control,
-    .ops_open = ivf_no_ops_open,
-};
-
-static struct fi_ops_domain domain_ops = {
-    .size = sizeof(struct fi_ops_domain),
-    .av_open = ivf_av_open,
-    .cq_open = ivf_cq_open,
-    .endpoint = ivf_ep_open,
-    .scalable_ep = no_sep,
-    .cntr_open = no_cntr,
-    .poll_open = no_poll,
-    .stx_ctx = no_stx,
-    .srx_ctx = no_srx,
-    .query_atomic = no_query_atomic,
-    .query_collective = no_query_collective,
-    .endpoint2 = endpoint2,
-};
-
-static int mr_reg(struct fid *fid, const void *buf, size_t len, uint64_t access, uint64_t offset,
-                  uint64_t requested_key, uint64_t flags, struct fid_mr **mr, void *context)
-{
-    return -FI_ENOSYS; /* mr_mode 0: nothing to register */
-}
-
-static struct fi_ops_mr mr_ops = {
-    .size = sizeof(struct fi_ops_mr),
-    .reg = mr_reg,
-};
-
-int ivf_domain_open(struct fid_fabric *fabric, struct fi_info *info, struct fid_domain **out,
-                    void *context)
-{
-    if (info && info->domain_attr && !str_ok(info->domain_attr->name, IVF_NAME))
-        return -FI_EINVAL;
-    struct ivf_domain *dom = calloc(1, sizeof(*dom));
-    if (!dom)
-        return -FI_ENOMEM;
-    pthread_mutex_init(&dom->lock, NULL);
-    dom->fabric = (struct ivf_fabric *)fabric;
-    dom->fid.fid.fclass = FI_CLASS_DOMAIN;
-    dom->fid.fid.context = context;
-    dom->fid.fid.ops = &domain_fi_ops;
-    dom->fid.ops = &domain_ops;
-    dom->fid.mr = &mr_ops;
-    if (info && info->domain_attr && info->domain_attr->data_progress == FI_PROGRESS_AUTO) {
-        if (pthread_create(&dom->thread, NULL, progress_thread, dom) != 0) {
-            pthread_mutex_destroy(&dom->lock);
-            free(dom);
-            return -FI_ENOMEM;
-        }
-        dom->has_thread = true;
-    }
-    dom->serial = !dom->has_thread && info && info->domain_attr &&
-                  info->domain_attr->threading == FI_THREAD_DOMAIN;
-    *out = &dom->fid;
-    return 0;
-}
-
 /* ---- fabric ------------------------------------------------------------------------- */
-
-static int fabric_close(struct fid *fid)
-{
-    free(fid);
-    return 0;
-}
 
 static int no_pep(struct fid_fabric *f, struct fi_info *info, struct fid_pep **pep, void *context)
 {
@@ -489,13 +326,7 @@ static int domain2(struct fid_fabric *f, struct fi_info *info, struct fid_domain
     return flags ? -FI_EBADFLAGS : ivf_domain_open(f, info, dom, context);
 }
 
-static struct fi_ops fabric_fi_ops = {
-    .size = sizeof(struct fi_ops),
-    .close = fabric_close,
-    .bind = ivf_no_bind,
-    .control = ivf_no_control,
-    .ops_open = ivf_no_ops_open,
-};
+static struct fi_ops fabric_fi_ops = IVF_FI_OPS(close_free, ivf_no_bind, ivf_no_control);
 
 static struct fi_ops_fabric fabric_ops = {
     .size = sizeof(struct fi_ops_fabric),
@@ -507,16 +338,14 @@ static struct fi_ops_fabric fabric_ops = {
     .domain2 = domain2,
 };
 
-int ivf_fabric_open(struct fi_fabric_attr *attr, struct fid_fabric **out, void *context)
+static int ivf_fabric_open(struct fi_fabric_attr *attr, struct fid_fabric **out, void *context)
 {
     if (attr && !str_ok(attr->name, IVF_NAME))
         return -FI_EINVAL;
     struct ivf_fabric *fab = calloc(1, sizeof(*fab));
     if (!fab)
         return -FI_ENOMEM;
-    fab->fid.fid.fclass = FI_CLASS_FABRIC;
-    fab->fid.fid.context = context;
-    fab->fid.fid.ops = &fabric_fi_ops;
+    ivf_fid_init(&fab->fid.fid, FI_CLASS_FABRIC, context, &fabric_fi_ops);
     fab->fid.ops = &fabric_ops;
     *out = &fab->fid;
     return 0;
@@ -572,6 +401,8 @@ FI_EXT_INI
     ivf_params.iface = s;
     if (ivf_params.eager_max < 64)
         ivf_params.eager_max = 64;
+    if (ivf_params.eager_max > IVF_MAX_EAGER)
+        ivf_params.eager_max = IVF_MAX_EAGER; /* what a receiver accepts */
     if (ivf_params.credit < ivf_params.eager_max)
         ivf_params.credit = ivf_params.eager_max;
     return &ivf_prov;

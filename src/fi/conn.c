@@ -1,0 +1,204 @@
+/*
+ * conn.c - peers and their TCP connections: the endpoint's listen socket
+ * and the address it publishes, connecting to a peer (the connection A
+ * opens to B carries A->B only), accepting connections and reading the
+ * HELLO that names who is talking, and the peer records themselves.
+ */
+#include "ivf.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The IPv4 address others reach us at: FI_IVC_IFACE (an address or an
+ * interface name), else the first up, non-loopback interface, else
+ * 127.0.0.1. */
+static int local_ip(struct in_addr *out)
+{
+    const char *want = ivf_params.iface;
+    if (want && inet_pton(AF_INET, want, out) == 1)
+        return 0;
+    struct ifaddrs *ifs, *i;
+    if (getifaddrs(&ifs) < 0)
+        return -FI_ENODEV;
+    int found = 0;
+    for (i = ifs; i && !found; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP))
+            continue;
+        if (want ? strcmp(i->ifa_name, want) != 0 : (i->ifa_flags & IFF_LOOPBACK) != 0)
+            continue;
+        *out = ((struct sockaddr_in *)i->ifa_addr)->sin_addr;
+        found = 1;
+    }
+    freeifaddrs(ifs);
+    if (found)
+        return 0;
+    if (want) {
+        IVF_WARN(FI_LOG_EP_CTRL, "FI_IVC_IFACE=%s: no such IPv4 address or interface\n", want);
+        return -FI_ENODEV;
+    }
+    out->s_addr = htonl(INADDR_LOOPBACK);
+    return 0;
+}
+
+static void set_nodelay(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+int ivf_conn_init(struct ivf_ep *ep)
+{
+    struct in_addr ip;
+    int r = local_ip(&ip);
+    if (r < 0)
+        return r;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY)};
+    socklen_t sl = sizeof(sa);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1024) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
+        r = -errno;
+        close(fd);
+        return r;
+    }
+    ep->listen_fd = fd;
+    struct ivf_addr *a = &ep->addr;
+    memset(a, 0, sizeof(*a));
+    a->magic = IVF_ADDR_MAGIC;
+    a->version = IVF_ADDR_VERSION;
+    a->port = sa.sin_port;
+    a->ip[10] = a->ip[11] = 0xff;
+    memcpy(a->ip + 12, &ip, 4);
+    while (!a->uid)
+        if (getrandom(&a->uid, sizeof(a->uid), 0) != sizeof(a->uid))
+            a->uid = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ (uintptr_t)ep;
+    return 0;
+}
+
+void ivf_conn_fini(struct ivf_ep *ep)
+{
+    for (size_t i = 0; i < ep->n_pending; i++)
+        close(ep->pending_fds[i]);
+    free(ep->pending_fds);
+    ep->pending_fds = NULL;
+    ep->n_pending = ep->cap_pending = 0;
+    if (ep->listen_fd >= 0)
+        close(ep->listen_fd);
+    ep->listen_fd = -1;
+}
+
+int ivf_tcp_connect(struct ivf_peer *p)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = p->addr.port};
+    memcpy(&sa.sin_addr, p->addr.ip + 12, 4);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    set_nodelay(fd);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    p->tx.fd = fd;
+    p->tx.connecting = true;
+    return 0;
+}
+
+struct ivf_peer *ivf_peer_get(struct ivf_ep *ep, const struct ivf_addr *a)
+{
+    for (struct ivf_peer *p = ep->peers; p; p = p->next)
+        if (p->addr.uid == a->uid)
+            return p;
+    struct ivf_peer *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->ep = ep;
+    p->addr = *a;
+    p->fi_addr = ivf_av_find(ep->av, a);
+    p->tx.fd = -1;
+    p->rx.fd = -1;
+    p->credit = ivf_params.credit;
+    p->next = ep->peers;
+    ep->peers = p;
+    if (ep->ivc && a->job == ep->addr.job) {
+        ep->next_scan_ns = 0; /* is it on this host? look now */
+        ep->next_slow_ns = 0;
+    }
+    return p;
+}
+
+static void accept_new(struct ivf_ep *ep)
+{
+    for (;;) {
+        int fd = accept4(ep->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0)
+            return;
+        set_nodelay(fd);
+        if (ep->n_pending == ep->cap_pending) {
+            size_t cap = ep->cap_pending ? ep->cap_pending * 2 : 16;
+            int *n = realloc(ep->pending_fds, cap * sizeof(*n));
+            if (!n) {
+                close(fd);
+                return;
+            }
+            ep->pending_fds = n;
+            ep->cap_pending = cap;
+        }
+        ep->pending_fds[ep->n_pending++] = fd;
+    }
+}
+
+/* A new connection's first frame says who is talking. */
+static void read_hellos(struct ivf_ep *ep)
+{
+    for (size_t i = 0; i < ep->n_pending;) {
+        int fd = ep->pending_fds[i];
+        uint8_t buf[IVF_HELLO_LEN];
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            i++;
+            continue;
+        }
+        if (n > 0 && (size_t)n < sizeof(buf)) {
+            i++;
+            continue;
+        }
+        ep->pending_fds[i] = ep->pending_fds[--ep->n_pending];
+        struct ivf_hdr h;
+        struct ivf_addr a;
+        const char *bad = n > 0 ? ivf_hello_check(buf, IVF_HELLO, &h, &a) : "closed";
+        if (bad || recv(fd, buf, sizeof(buf), MSG_DONTWAIT) != (ssize_t)sizeof(buf)) {
+            if (n > 0)
+                IVF_WARN(FI_LOG_EP_CTRL, "a connection with %s: closed\n",
+                         bad ? bad : "a short hello");
+            close(fd);
+            continue;
+        }
+        struct ivf_peer *p = ivf_peer_get(ep, &a);
+        if (!p || p->rx.fd >= 0) {
+            IVF_WARN(FI_LOG_EP_CTRL, "a second connection from one peer: closed\n");
+            close(fd);
+            continue;
+        }
+        p->rx.fd = fd;
+    }
+}
+
+void ivf_conn_accept(struct ivf_ep *ep)
+{
+    accept_new(ep);
+    if (ep->n_pending)
+        read_hellos(ep);
+}

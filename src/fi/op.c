@@ -1,0 +1,213 @@
+/*
+ * op.c - operations (struct ivf_op in ivf.h): the per-endpoint cache they
+ * come from, the circular queues they wait in, finding an active one by
+ * its wire id, their completion into a CQ's ring (cq.c reads it), and copying between their
+ * iovecs and flat buffers.  Everything above (match, stream, progress,
+ * msg) handles operations through these.
+ */
+#include "ivf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define OP_CACHE_MAX 64
+
+struct ivf_op *ivf_op_new(struct ivf_ep *ep)
+{
+    struct ivf_op *op = ep->op_cache;
+    if (op) {
+        ep->op_cache = op->next;
+        ep->op_cached--;
+        memset(op, 0, sizeof(*op));
+    } else if (!(op = calloc(1, sizeof(*op)))) {
+        return NULL;
+    }
+    op->ep = ep;
+    return op;
+}
+
+void ivf_op_free(struct ivf_op *op)
+{
+    free(op->owned);
+    op->owned = NULL;
+    struct ivf_ep *ep = op->ep;
+    if (ep && ep->op_cached < OP_CACHE_MAX) {
+        op->next = ep->op_cache;
+        ep->op_cache = op;
+        ep->op_cached++;
+        return;
+    }
+    free(op);
+}
+
+void ivf_op_cache_drain(struct ivf_ep *ep)
+{
+    while (ep->op_cache) {
+        struct ivf_op *op = ep->op_cache;
+        ep->op_cache = op->next;
+        free(op);
+    }
+    ep->op_cached = 0;
+}
+
+fi_addr_t ivf_peer_fi_addr(struct ivf_ep *ep, struct ivf_peer *p)
+{
+    if (p->fi_addr == FI_ADDR_NOTAVAIL)
+        p->fi_addr = ivf_av_find(ep->av, &p->addr);
+    return p->fi_addr;
+}
+
+/* ---- completion ------------------------------------------------------------------ */
+
+static int ring_push(struct ivf_cqe **ring, size_t *cap, size_t *head, size_t *count,
+                     const struct ivf_cqe *e)
+{
+    if (*count == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        struct ivf_cqe *n = malloc(ncap * sizeof(*n));
+        if (!n)
+            return -FI_ENOMEM;
+        for (size_t i = 0; i < *count; i++)
+            n[i] = (*ring)[(*head + i) % *cap];
+        free(*ring);
+        *ring = n;
+        *cap = ncap;
+        *head = 0;
+    }
+    (*ring)[(*head + *count) % *cap] = *e;
+    (*count)++;
+    return 0;
+}
+
+int ivf_cq_push(struct ivf_cq *cq, const struct ivf_cqe *e)
+{
+    int r = e->err ? ring_push(&cq->errs, &cq->err_cap, &cq->err_head, &cq->err_count, e)
+                   : ring_push(&cq->ring, &cq->cap, &cq->head, &cq->count, e);
+    if (r < 0)
+        IVF_WARN(FI_LOG_CQ, "out of memory: a completion is lost\n");
+    return r;
+}
+
+void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err)
+{
+    bool recv = op->kind == IVF_OP_RECV;
+    struct ivf_cq *cq = recv ? ep->rx_cq : ep->tx_cq;
+    if (cq && (op->want_completion || err)) {
+        struct ivf_cqe e = {0};
+        e.e.op_context = op->context;
+        e.e.flags = (recv ? FI_RECV : FI_SEND) | (op->flags & FI_TAGGED ? FI_TAGGED : FI_MSG);
+        e.src = FI_ADDR_NOTAVAIL;
+        if (recv) {
+            if (op->wire_flags & IVF_F_CQDATA) {
+                e.e.flags |= FI_REMOTE_CQ_DATA;
+                e.e.data = op->data;
+            }
+            e.e.len = op->done;
+            e.e.tag = op->tag;
+            e.e.buf = op->iov_count ? op->iov[0].iov_base : NULL;
+            if (op->peer)
+                e.src = ivf_peer_fi_addr(ep, op->peer);
+            if (err == FI_ETRUNC)
+                e.olen = op->msg_len - op->done;
+        }
+        if (op->flags & FI_PEEK)
+            e.e.len = op->msg_len;
+        e.err = err;
+        ivf_cq_push(cq, &e);
+    }
+    ivf_op_free(op);
+}
+
+void ivf_op_matched(struct ivf_op *op, struct ivf_peer *p, uint8_t flags, uint64_t tag,
+                    uint64_t data, size_t msg_len, uint64_t remote_id)
+{
+    op->peer = p;
+    op->tag = tag;
+    op->data = data;
+    op->wire_flags = flags;
+    op->msg_len = msg_len;
+    op->remote_id = remote_id;
+}
+
+void ivf_send_done(struct ivf_ep *ep, struct ivf_op *op)
+{
+    if (!op->data_sent || (op->wait_ack && !op->acked))
+        return;
+    ivf_op_list_del(&ep->active, op);
+    ivf_op_complete(ep, op, 0);
+}
+
+/* ---- queues --------------------------------------------------------------------- */
+
+void ivf_op_list_add(struct ivf_op **head, struct ivf_op *op)
+{
+    IVF_RING_ADD(head, op);
+}
+
+void ivf_op_list_del(struct ivf_op **head, struct ivf_op *op)
+{
+    if (op->next) /* else in no queue */
+        IVF_RING_DEL(head, op);
+}
+
+struct ivf_op *ivf_op_find(struct ivf_ep *ep, uint64_t id, enum ivf_op_kind kind)
+{
+    struct ivf_op *op = ep->active;
+    if (!op)
+        return NULL;
+    do {
+        if (op->id == id && op->kind == kind)
+            return op;
+        op = op->next;
+    } while (op != ep->active);
+    return NULL;
+}
+
+/* ---- iovecs ------------------------------------------------------------------------ */
+
+int ivf_iov_slice(const struct iovec *iov, size_t n, size_t off, size_t len, struct iovec *out,
+                  int max)
+{
+    int k = 0;
+    for (size_t i = 0; i < n && len && k < max; i++) {
+        if (off >= iov[i].iov_len) {
+            off -= iov[i].iov_len;
+            continue;
+        }
+        size_t l = iov[i].iov_len - off;
+        if (l > len)
+            l = len;
+        out[k].iov_base = (char *)iov[i].iov_base + off;
+        out[k].iov_len = l;
+        k++;
+        len -= l;
+        off = 0;
+    }
+    return k;
+}
+
+/* The copies in and out of an operation's buffers walk it as ivf_iov_slice
+ * does (an operation has at most IVF_IOV_LIMIT pieces). */
+size_t ivf_iov_to_buf(const struct iovec *iov, size_t n, size_t off, void *buf, size_t len)
+{
+    struct iovec v[IVF_IOV_LIMIT];
+    int k = ivf_iov_slice(iov, n, off, len, v, IVF_IOV_LIMIT);
+    size_t done = 0;
+    for (int i = 0; i < k; i++) {
+        memcpy((char *)buf + done, v[i].iov_base, v[i].iov_len);
+        done += v[i].iov_len;
+    }
+    return done;
+}
+
+size_t ivf_buf_to_iov(const struct iovec *iov, size_t n, size_t off, const void *buf, size_t len)
+{
+    struct iovec v[IVF_IOV_LIMIT];
+    int k = ivf_iov_slice(iov, n, off, len, v, IVF_IOV_LIMIT);
+    size_t done = 0;
+    for (int i = 0; i < k; i++) {
+        memcpy(v[i].iov_base, (const char *)buf + done, v[i].iov_len);
+        done += v[i].iov_len;
+    }
+    return done;
+}

@@ -1,0 +1,399 @@
+/*
+ * progress.c - what the provider does when something arrives, and the
+ * loop that moves the bytes.  Every frame's reaction is here: a message
+ * (EAGER or RTS) is matched or kept as unexpected, a CTS starts the DATA
+ * of a send, DATA fills a receive, ACK and CREDIT settle a send and the
+ * credit, FLUSH moves the stream onto an IVC channel.  A receive is done
+ * in one place (recv_done) whichever way its bytes came.
+ *
+ * A frame is checked (ivf_hdr_check: version, type, lengths) before any of
+ * it is used; a bad one fails the peer, never the process.
+ */
+#include "ivf.h"
+
+#include <poll.h>
+#include <stdio.h>
+#include <time.h>
+
+/* ---- telling the sender ------------------------------------------------------------- */
+
+/* A receive took an eager message of len bytes from p: give the credit
+ * back (in batches). */
+static void credit_return(struct ivf_ep *ep, struct ivf_peer *p, size_t len)
+{
+    p->credit_owed += len;
+    if (p->credit_owed < ivf_params.credit / 4 || p->failed)
+        return;
+    struct ivf_hdr h = {.type = IVF_CREDIT, .data = p->credit_owed};
+    if (ivf_send_frame(ep, p, &h, NULL, 0, 0, true, NULL) == 0)
+        p->credit_owed = 0;
+}
+
+/* CTS: the sender's op remote_id may send `want` bytes to our op `id`
+ * (want 0: none, the message is dropped or done). */
+static int send_cts(struct ivf_ep *ep, struct ivf_peer *p, uint64_t remote_id, uint64_t id,
+                    size_t want)
+{
+    struct ivf_hdr h = {.type = IVF_CTS, .id = remote_id, .data = id, .size = want};
+    return ivf_send_frame(ep, p, &h, NULL, 0, 0, true, NULL);
+}
+
+/* An unexpected message leaves for good: an eager one's bytes are taken
+ * (delivered or discarded), so its sender gets the credit back. */
+static void unexp_consumed(struct ivf_ep *ep, struct ivf_unexp *u)
+{
+    if (u->type == IVF_EAGER && u->peer)
+        credit_return(ep, u->peer, u->len);
+    ivf_unexp_free(ep, u);
+}
+
+/* ---- receives --------------------------------------------------------------------- */
+
+/* The receive is over: its sender gets the ACK it asked for, the
+ * application its completion (truncated if the message was longer). */
+static void recv_done(struct ivf_ep *ep, struct ivf_op *op)
+{
+    ivf_op_list_del(&ep->active, op);
+    if (op->wire_flags & IVF_F_ACK) {
+        struct ivf_hdr h = {.type = IVF_ACK, .id = op->remote_id};
+        ivf_send_frame(ep, op->peer, &h, NULL, 0, 0, true, NULL);
+    }
+    ivf_op_complete(ep, op, op->msg_len > op->len ? FI_ETRUNC : 0);
+}
+
+/* Receive op matched an RTS: ask for the data (as much as fits). */
+static void rndv_accept(struct ivf_ep *ep, struct ivf_op *op)
+{
+    op->done = 0;
+    op->id = ++ep->next_id;
+    size_t want = op->msg_len < op->len ? op->msg_len : op->len;
+    if (want == 0) {
+        send_cts(ep, op->peer, op->remote_id, op->id, 0);
+        op->wire_flags &= (uint8_t)~IVF_F_ACK; /* the CTS for nothing settles the send */
+        recv_done(ep, op);
+        return;
+    }
+    ivf_op_list_add(&ep->active, op);
+    if (send_cts(ep, op->peer, op->remote_id, op->id, want) < 0) {
+        ivf_op_list_del(&ep->active, op);
+        ivf_op_complete(ep, op, FI_EIO);
+    }
+}
+
+void ivf_recv_take(struct ivf_ep *ep, struct ivf_op *op, struct ivf_unexp *u)
+{
+    ivf_op_matched(op, u->peer, u->flags, u->tag, u->data, u->len, u->remote_id);
+    if (u->type == IVF_EAGER) {
+        op->done = ivf_buf_to_iov(op->iov, op->iov_count, 0, u->buf, u->len);
+        unexp_consumed(ep, u);
+        recv_done(ep, op);
+        return;
+    }
+    ivf_unexp_free(ep, u);
+    rndv_accept(ep, op);
+}
+
+void ivf_recv_discard(struct ivf_ep *ep, struct ivf_unexp *u)
+{
+    ivf_unexp_del(ep, u);
+    if (u->peer && u->peer->rx.dst_unexp == u)
+        u->peer->rx.dst_unexp = NULL; /* still arriving: the rest is read and dropped */
+    if (u->type == IVF_RTS)
+        send_cts(ep, u->peer, u->remote_id, 0, 0);
+    unexp_consumed(ep, u);
+}
+
+/* ---- frames ------------------------------------------------------------------------ */
+
+/* EAGER or RTS: a posted receive takes it (an eager payload goes straight
+ * into its buffer), or it waits as unexpected (the sender's credit bounds
+ * the eager bytes that can wait).  -FI_EAGAIN without memory: the stream
+ * stalls. */
+static int on_message(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
+{
+    size_t msg_len = h->type == IVF_EAGER ? h->len : (size_t)h->size;
+    struct ivf_op *op = ivf_match_posted(ep, h->flags & IVF_F_TAGGED, h->tag, p);
+    if (!op) {
+        struct ivf_unexp *u = ivf_unexp_add(ep, p, h, msg_len);
+        if (!u)
+            return -FI_EAGAIN;
+        if (h->type == IVF_EAGER)
+            p->rx.dst_unexp = u;
+        return 0;
+    }
+    ivf_op_matched(op, p, h->flags, h->tag, h->data, msg_len, h->id);
+    if (h->type == IVF_RTS) {
+        rndv_accept(ep, op);
+        return 0;
+    }
+    op->done = 0;
+    ivf_op_list_add(&ep->active, op);
+    p->rx.dst_op = op;
+    p->rx.dst_off = 0;
+    return 0;
+}
+
+/* The send to p that frame h (a CTS or ACK) names, or NULL: the peer failed. */
+static struct ivf_op *named_send(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
+{
+    struct ivf_op *op = ivf_op_find(ep, h->id, IVF_OP_SEND);
+    if (op && op->peer == p)
+        return op;
+    ivf_peer_fail(ep, p, -FI_EIO,
+                  h->type == IVF_CTS ? "CTS for an unknown send" : "ACK for an unknown send");
+    return NULL;
+}
+
+/* CTS: the receiver wants `size` bytes of our send: queue them as DATA. */
+static int on_cts(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
+{
+    struct ivf_op *op = named_send(ep, p, h);
+    if (!op)
+        return -1;
+    size_t want = h->size < op->len ? h->size : op->len;
+    op->len = want;  /* frame_sent() completes it when `want` bytes are out */
+    if (want == 0) { /* discarded, or a 0-byte receive buffer */
+        op->data_sent = true;
+        op->wait_ack = false;
+        ivf_send_done(ep, op);
+        return 0;
+    }
+    for (size_t off = 0; off < want; off += ivf_params.chunk) {
+        size_t n = want - off < ivf_params.chunk ? want - off : ivf_params.chunk;
+        struct ivf_hdr d = {.type = IVF_DATA, .len = (uint32_t)n, .id = h->data, .size = off};
+        if (ivf_send_frame(ep, p, &d, op->iov, op->iov_count, off, false, op) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* DATA: the next piece of a rendezvous receive, in order. */
+static int on_data(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
+{
+    struct ivf_op *op = ivf_op_find(ep, h->id, IVF_OP_RECV);
+    if (!op || op->peer != p || h->size != op->done) {
+        ivf_peer_fail(ep, p, -FI_EIO, "DATA for an unknown receive or out of order");
+        return -1;
+    }
+    p->rx.dst_op = op;
+    p->rx.dst_off = (size_t)h->size;
+    return 0;
+}
+
+/* FLUSH: the sender continues on the IVC channel it names. */
+static int on_flush(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
+{
+    int err;
+    struct ivf_seg *seg = ivf_seg_for_flush(ep, p, h->id, &err);
+    if (!seg && !err) {
+        ivf_ivc_progress(ep); /* an accepted channel's hello may be waiting */
+        seg = ivf_seg_for_flush(ep, p, h->id, &err);
+    }
+    if (err) {
+        ivf_peer_fail(ep, p, -FI_EIO, "FLUSH names a channel without a valid hello");
+        return -1;
+    }
+    if (!seg)
+        return -FI_EAGAIN; /* not set up on our side yet: the stream waits */
+    p->rx.from = IVF_IVC;
+    p->rx.seg = seg;
+    return 0;
+}
+
+static int on_credit(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
+{
+    if (h->data > ivf_params.credit - p->credit) {
+        ivf_peer_fail(ep, p, -FI_EIO, "CREDIT beyond what was sent");
+        return -1;
+    }
+    p->credit += (size_t)h->data;
+    return 0;
+}
+
+static int on_ack(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
+{
+    struct ivf_op *op = named_send(ep, p, h);
+    if (!op)
+        return -1;
+    op->acked = true;
+    ivf_send_done(ep, op);
+    return 0;
+}
+
+/* A header was read: check it and act on it.  Returns 0 to go on,
+ * -FI_EAGAIN to stall (keep the header, retry later), -1 on a broken
+ * stream (the peer failed). */
+static int frame_begin(struct ivf_ep *ep, struct ivf_peer *p)
+{
+    struct ivf_rx *rx = &p->rx;
+    const struct ivf_hdr *h = &rx->hdr;
+    rx->dst_op = NULL;
+    rx->dst_unexp = NULL;
+    rx->dst_off = 0;
+    rx->payload_left = 0;
+    const char *bad = ivf_hdr_check(h);
+    if (bad) {
+        char why[240];
+        snprintf(why, sizeof(why),
+                 "%s: type %u, version %u (ours %u), len %u, read from %s after %llu+%llu bytes",
+                 bad, h->type, h->version, IVF_PROTO_VERSION, h->len,
+                 rx->from == IVF_IVC ? "IVC" : "TCP", (unsigned long long)p->bytes[1][IVF_TCP],
+                 (unsigned long long)p->bytes[1][IVF_IVC]);
+        ivf_peer_fail(ep, p, -FI_EIO, why);
+        return -1;
+    }
+    int r;
+    switch (h->type) {
+    case IVF_EAGER:
+    case IVF_RTS: r = on_message(ep, p, h); break;
+    case IVF_CTS: r = on_cts(ep, p, h); break;
+    case IVF_DATA: r = on_data(ep, p, h); break;
+    case IVF_FLUSH: r = on_flush(ep, p, h); break;
+    case IVF_CREDIT: r = on_credit(ep, p, h); break;
+    default: r = on_ack(ep, p, h); break; /* IVF_ACK: ivf_hdr_check knows no other */
+    }
+    if (r == 0)
+        rx->payload_left = h->len;
+    return r;
+}
+
+/* The frame's payload is all in: an eager message or the last DATA of a
+ * receive finishes it; an unexpected eager message is ready for a receive
+ * that waits for it. */
+static void frame_end(struct ivf_ep *ep, struct ivf_peer *p)
+{
+    struct ivf_rx *rx = &p->rx;
+    const struct ivf_hdr *h = &rx->hdr;
+    struct ivf_op *op = rx->dst_op;
+    struct ivf_unexp *u = rx->dst_unexp;
+    if (h->type == IVF_EAGER && u) {
+        if (u->waiting_op) {
+            ivf_unexp_del(ep, u);
+            ivf_recv_take(ep, u->waiting_op, u);
+        }
+    } else if (h->type == IVF_EAGER && op) {
+        credit_return(ep, p, h->len);
+        recv_done(ep, op);
+    } else if (h->type == IVF_DATA && op) {
+        size_t want = op->msg_len < op->len ? op->msg_len : op->len;
+        if (op->done >= want)
+            recv_done(ep, op);
+    }
+    rx->dst_op = NULL;
+    rx->dst_unexp = NULL;
+    rx->hdr_got = 0;
+}
+
+/* Read and act on up to 64 frames of p's stream. */
+static void rx_pump(struct ivf_ep *ep, struct ivf_peer *p)
+{
+    struct ivf_rx *rx = &p->rx;
+    for (int frames = 0; frames < 64 && (rx->fd >= 0 || rx->from == IVF_IVC) && !p->failed;
+         frames++) {
+        if (rx->hdr_got < sizeof(rx->hdr)) {
+            if (ivf_stream_read_header(ep, p) <= 0)
+                return;
+            rx->stalled = false;
+            if (frame_begin(ep, p) < 0) {
+                rx->stalled = !p->failed;
+                return;
+            }
+        } else if (rx->stalled) {
+            /* A header waits (memory, or a FLUSH's channel not set up). */
+            if (frame_begin(ep, p) < 0)
+                return;
+            rx->stalled = false;
+        }
+        if (ivf_stream_read_payload(ep, p) <= 0)
+            return;
+        frame_end(ep, p);
+    }
+}
+
+/* ---- moving the bytes ------------------------------------------------------------------ */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void ivf_progress(struct ivf_ep *ep)
+{
+    if (!ep->enabled)
+        return;
+    /* New connections and channels are looked for every millisecond (an
+     * accept4() and a scan of the region per call would cost more than
+     * an IVC message; the clock is read every 64 calls), and at once while
+     * some are being set up. */
+    bool due = ep->n_pending || ep->pending_segs || ep->ivc_setup || ep->next_slow_ns == 0;
+    if (!due && ++ep->calls % 64 == 0) /* the clock is not free either (17% of a ping-pong) */
+        due = now_ns() >= ep->next_slow_ns;
+    if (due) {
+        ep->next_slow_ns = now_ns() + 1000000;
+        ivf_conn_accept(ep);
+        ivf_ivc_progress(ep);
+    }
+    for (struct ivf_peer *p = ep->peers; p; p = p->next) {
+        if (p->failed)
+            continue;
+        if (p->tx.head)
+            ivf_stream_write(ep, p);
+        if (p->rx.fd >= 0 || p->rx.from == IVF_IVC)
+            rx_pump(ep, p);
+        /* What reading queued (CTS, DATA, ACK, CREDIT) leaves now, not
+         * at the next call: the peer may be waiting for it. */
+        if (p->tx.head && !p->failed)
+            ivf_stream_write(ep, p);
+    }
+}
+
+void ivf_progress_drain(struct ivf_ep *ep)
+{
+    for (int i = 0; i < 200; i++) {
+        bool pending = false;
+        for (struct ivf_peer *p = ep->peers; p; p = p->next)
+            if (p->tx.head && !p->failed)
+                pending = true;
+        if (!pending)
+            break;
+        ivf_progress(ep);
+        nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+    }
+}
+
+void ivf_domain_progress(struct ivf_domain *dom)
+{
+    for (struct ivf_ep *ep = dom->eps; ep; ep = ep->next)
+        ivf_progress(ep);
+}
+
+void ivf_domain_wait(struct ivf_domain *dom, int timeout_ms)
+{
+    struct pollfd fds[256];
+    nfds_t n = 0;
+    bool spin = false;
+    for (struct ivf_ep *ep = dom->eps; ep && n < 256; ep = ep->next) {
+        if (!ep->enabled)
+            continue;
+        spin |= ep->ivc_busy;
+        fds[n++] = (struct pollfd){.fd = ep->listen_fd, .events = POLLIN};
+        for (size_t i = 0; i < ep->n_pending && n < 256; i++)
+            fds[n++] = (struct pollfd){.fd = ep->pending_fds[i], .events = POLLIN};
+        for (struct ivf_peer *p = ep->peers; p && n < 256; p = p->next) {
+            if (p->rx.fd >= 0)
+                fds[n++] = (struct pollfd){.fd = p->rx.fd, .events = POLLIN};
+            if (p->tx.fd >= 0 && p->tx.head)
+                fds[n++] = (struct pollfd){.fd = p->tx.fd, .events = POLLOUT};
+        }
+    }
+    ivf_unlock(dom);
+    if (spin) { /* shared memory wakes no file descriptor: look again soon */
+        poll(fds, n, 0);
+        nanosleep(&(struct timespec){.tv_nsec = 20000}, NULL);
+    } else {
+        poll(fds, n, timeout_ms);
+    }
+    ivf_lock(dom);
+}

@@ -1,0 +1,495 @@
+/*
+ * stream.c - the byte stream to and from each peer (see ivf.h): frames
+ * queued for sending and written to the carrier (TCP, or the IVC channel
+ * after FLUSH, back to TCP when the channel dies), bytes read from the
+ * carrier into what the parser fills (a header, then the payload's
+ * destination progress.c chose), the IVC segments' reading side, and
+ * failing or closing a peer.  What a frame means is progress.c's.
+ */
+#include "ivf.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define OWN_MAX (64u << 10) /* frames with payloads up to this are copied when queued */
+
+/* ---- segments: the IVC part of a stream ---------------------------------------------- */
+
+ssize_t ivf_seg_read(struct ivf_seg *seg, void *buf, size_t len)
+{
+    if (seg->hb_off < seg->hb_len) {
+        size_t n = seg->hb_len - seg->hb_off;
+        if (n > len)
+            n = len;
+        memcpy(buf, seg->hb + seg->hb_off, n);
+        seg->hb_off += n;
+        return (ssize_t)n;
+    }
+    if (seg->dead || !seg->chan)
+        return -1;
+    ssize_t n = ivc_read(seg->chan, buf, len);
+    if (n >= 0)
+        return n;
+    /* The channel ended: a suspend (its callback kept the unread bytes),
+     * the peer closing or dying. */
+    seg->dead = true;
+    return seg->hb_off < seg->hb_len ? ivf_seg_read(seg, buf, len) : -1;
+}
+
+void ivf_seg_free(struct ivf_seg *seg)
+{
+    if (seg->chan) {
+        ivc_chan_set_data(seg->chan, NULL);
+        ivc_close(seg->chan);
+    }
+    free(seg->hb);
+    free(seg);
+}
+
+void ivf_peer_segs_free(struct ivf_peer *p)
+{
+    while (p->segs) {
+        struct ivf_seg *s = p->segs;
+        p->segs = s->next;
+        ivf_seg_free(s);
+    }
+    p->tx.seg = NULL;
+    p->rx.seg = NULL;
+    if (p->tx.to == IVF_IVC)
+        p->tx.to = IVF_TCP;
+    if (p->rx.from == IVF_IVC)
+        p->rx.from = IVF_TCP;
+}
+
+static void seg_unlink(struct ivf_peer *p, struct ivf_seg *seg)
+{
+    for (struct ivf_seg **pp = &p->segs; *pp; pp = &(*pp)->next)
+        if (*pp == seg) {
+            *pp = seg->next;
+            break;
+        }
+}
+
+void ivf_seg_release(struct ivf_peer *p, struct ivf_seg *seg)
+{
+    seg_unlink(p, seg);
+    if (p->tx.seg == seg) {
+        p->tx.seg = NULL;
+        p->tx.to = IVF_TCP;
+    }
+    if (p->rx.seg == seg) {
+        p->rx.seg = NULL;
+        p->rx.from = IVF_TCP;
+    }
+    ivf_seg_free(seg);
+}
+
+/* ---- failing and closing ---------------------------------------------------------- */
+
+static void txq_free(struct ivf_tx *tx)
+{
+    while (tx->head) {
+        struct ivf_txf *f = tx->head;
+        tx->head = f->next;
+        free(f);
+    }
+    tx->tail = NULL;
+    tx->queued = 0;
+}
+
+/* Drop everything the stream holds: queued frames, segments, connections. */
+static void stream_shut(struct ivf_peer *p)
+{
+    txq_free(&p->tx);
+    ivf_peer_segs_free(p);
+    if (p->rx.fd >= 0)
+        close(p->rx.fd);
+    if (p->tx.fd >= 0)
+        close(p->tx.fd);
+    p->rx.fd = p->tx.fd = -1;
+}
+
+void ivf_peer_fail(struct ivf_ep *ep, struct ivf_peer *p, int err, const char *why)
+{
+    if (p->failed)
+        return;
+    char s[160];
+    ivf_addr_str(&p->addr, s, sizeof(s));
+    IVF_WARN(FI_LOG_EP_DATA, "peer %s: %s\n", s, why);
+    p->failed = err;
+    /* Sends whose frames are still queued and that wait for nothing else. */
+    for (struct ivf_txf *f = p->tx.head; f; f = f->next) {
+        struct ivf_op *op = f->op;
+        if (op && !op->next) {
+            for (struct ivf_txf *g = f->next; g; g = g->next)
+                if (g->op == op)
+                    g->op = NULL;
+            f->op = NULL;
+            ivf_op_complete(ep, op, -err);
+        }
+    }
+    stream_shut(p);
+    for (struct ivf_op *op = ep->active, *next; op; op = next) {
+        next = op->next == ep->active ? NULL : op->next;
+        if (op->peer == p) {
+            ivf_op_list_del(&ep->active, op);
+            ivf_op_complete(ep, op, -err);
+        }
+    }
+    p->rx.dst_op = NULL;
+}
+
+void ivf_peers_close(struct ivf_ep *ep)
+{
+    while (ep->peers) {
+        struct ivf_peer *p = ep->peers;
+        ep->peers = p->next;
+        char s[160];
+        ivf_addr_str(&p->addr, s, sizeof(s));
+        IVF_INFO(
+            FI_LOG_EP_CTRL,
+            "peer %s: sent %llu bytes by TCP, %llu by IVC; received %llu by TCP, %llu by IVC\n", s,
+            (unsigned long long)p->bytes[0][IVF_TCP], (unsigned long long)p->bytes[0][IVF_IVC],
+            (unsigned long long)p->bytes[1][IVF_TCP], (unsigned long long)p->bytes[1][IVF_IVC]);
+        stream_shut(p);
+        free(p);
+    }
+}
+
+/* ---- sending ------------------------------------------------------------------------ */
+
+/* A frame to queue, our protocol version stamped on its header, with room
+ * for `own` payload bytes. */
+static struct ivf_txf *txf_new(const struct ivf_hdr *h, size_t own)
+{
+    struct ivf_txf *f = calloc(1, sizeof(*f) + own);
+    if (f) {
+        f->hdr = *h;
+        f->hdr.version = IVF_PROTO_VERSION;
+    }
+    return f;
+}
+
+/* A frame whose payload is a copy of h->len bytes of iov (skip bytes in). */
+static struct ivf_txf *txf_copy(const struct ivf_hdr *h, const struct iovec *iov, size_t iov_count,
+                                size_t skip)
+{
+    struct ivf_txf *f = txf_new(h, h->len);
+    if (!f)
+        return NULL;
+    ivf_iov_to_buf(iov, iov_count, skip, f->own, h->len);
+    f->own_iov = (struct iovec){f->own, h->len};
+    f->iov = &f->own_iov;
+    f->iov_count = 1;
+    return f;
+}
+
+static void txq_push(struct ivf_tx *tx, struct ivf_txf *f)
+{
+    if (tx->tail)
+        tx->tail->next = f;
+    else
+        tx->head = f;
+    tx->tail = f;
+    tx->queued += sizeof(f->hdr) + f->hdr.len;
+}
+
+/* The stream starts on a TCP connection whose first frame says who we are. */
+static int tx_start(struct ivf_ep *ep, struct ivf_peer *p)
+{
+    if (p->failed)
+        return p->failed;
+    if (p->tx.fd < 0) {
+        int r = ivf_tcp_connect(p);
+        if (r < 0) {
+            ivf_peer_fail(ep, p, -FI_ECONNREFUSED, "cannot connect");
+            return -FI_ECONNREFUSED;
+        }
+        struct ivf_hdr hh = {.type = IVF_HELLO, .len = sizeof(struct ivf_addr)};
+        struct iovec v = {&ep->addr, sizeof(ep->addr)};
+        struct ivf_txf *hf = txf_copy(&hh, &v, 1, 0);
+        if (!hf)
+            return -FI_ENOMEM;
+        txq_push(&p->tx, hf);
+    }
+    return 0;
+}
+
+int ivf_send_flush(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_seg *seg)
+{
+    int r = tx_start(ep, p);
+    if (r < 0)
+        return r;
+    struct ivf_hdr h = {.type = IVF_FLUSH, .id = seg->id};
+    struct ivf_txf *f = txf_new(&h, 0);
+    if (!f)
+        return -FI_ENOMEM;
+    f->seg = seg;
+    txq_push(&p->tx, f);
+    return 0;
+}
+
+int ivf_send_frame(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
+                   const struct iovec *iov, size_t iov_count, size_t skip, bool copy,
+                   struct ivf_op *op)
+{
+    int r = tx_start(ep, p);
+    if (r < 0)
+        return r;
+    struct ivf_txf *f;
+    if (copy && h->len <= OWN_MAX) {
+        f = txf_copy(h, iov, iov_count, skip);
+    } else if ((f = txf_new(h, 0))) {
+        f->iov = iov;
+        f->iov_count = iov_count;
+        f->iov_skip = skip;
+    }
+    if (!f)
+        return -FI_ENOMEM;
+    f->op = op;
+    txq_push(&p->tx, f);
+    return 0;
+}
+
+/* A frame is out: the stream moves to the channel after FLUSH; a send
+ * whose bytes are all out may be done (an RTS waits for CTS). */
+static void frame_sent(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_txf *f)
+{
+    if (f->hdr.type == IVF_FLUSH && f->seg && !f->seg->dead) {
+        p->tx.to = IVF_IVC; /* the rest of the stream goes through the channel */
+        p->tx.seg = f->seg;
+        return;
+    }
+    struct ivf_op *op = f->op;
+    if (!op || f->hdr.type == IVF_RTS)
+        return;
+    op->done += f->hdr.len;
+    if (op->done < op->len)
+        return;
+    op->data_sent = true;
+    ivf_send_done(ep, op);
+}
+
+/* Write v[0..n) to the stream's carrier; how many bytes went, or <0 if
+ * the TCP connection broke.  A channel that dies moves the stream back to
+ * TCP: what it took reaches the peer (read or handed back), the rest goes
+ * by TCP. */
+static ssize_t tx_write(struct ivf_ep *ep, struct ivf_peer *p, struct iovec *v, int n)
+{
+    struct ivf_tx *tx = &p->tx;
+    if (tx->to == IVF_IVC) {
+        struct ivf_seg *seg = tx->seg;
+        if (seg && !seg->dead && seg->chan) {
+            /* One write: the header and a small payload appear together. */
+            ssize_t w = ivc_writev(seg->chan, v, n);
+            if (w >= 0) {
+                p->bytes[0][IVF_IVC] += (size_t)w;
+                return w;
+            }
+            seg->dead = true;
+        }
+        tx->to = IVF_TCP;
+        tx->seg = NULL;
+    }
+    struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)n};
+    ssize_t w = sendmsg(tx->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w >= 0) {
+        p->bytes[0][IVF_TCP] += (size_t)w;
+        return w;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return 0;
+    ivf_peer_fail(ep, p, -FI_ECONNRESET, strerror(errno));
+    return -1;
+}
+
+int ivf_send_now(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
+                 const struct iovec *iov, size_t iov_count)
+{
+    struct ivf_tx *tx = &p->tx;
+    struct ivf_seg *seg = tx->seg;
+    size_t total = sizeof(*h) + h->len;
+    if (tx->head || tx->to != IVF_IVC || !seg || seg->dead || !seg->chan || p->failed)
+        return 0;
+    struct ivf_hdr hdr = *h;
+    hdr.version = IVF_PROTO_VERSION;
+    struct iovec v[1 + IVF_IOV_LIMIT] = {{&hdr, sizeof(hdr)}};
+    int n = 1 + ivf_iov_slice(iov, iov_count, 0, h->len, v + 1, IVF_IOV_LIMIT);
+    ssize_t w = tx_write(ep, p, v, n);
+    if (w == (ssize_t)total)
+        return 1;
+    if (w < 0)
+        return -1;
+    if (w == 0 && tx->to == IVF_IVC)
+        return 0; /* no room (or quiescing): the caller queues the frame */
+    /* Part of it went (the ring filled up), or the channel died under us
+     * and the rest goes by TCP: the rest from a copy, after it. */
+    struct ivf_txf *f = txf_copy(h, iov, iov_count, 0);
+    if (!f) {
+        ivf_peer_fail(ep, p, -FI_ENOMEM, "out of memory");
+        return -1;
+    }
+    f->sent = (size_t)w;
+    txq_push(tx, f);
+    tx->queued -= (size_t)w;
+    return 1;
+}
+
+void ivf_stream_write(struct ivf_ep *ep, struct ivf_peer *p)
+{
+    struct ivf_tx *tx = &p->tx;
+    if (tx->fd < 0)
+        return;
+    if (tx->connecting) {
+        struct pollfd pf = {.fd = tx->fd, .events = POLLOUT};
+        if (poll(&pf, 1, 0) <= 0)
+            return;
+        int err = 0;
+        socklen_t el = sizeof(err);
+        getsockopt(tx->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err) {
+            ivf_peer_fail(ep, p, -FI_ECONNREFUSED, strerror(err));
+            return;
+        }
+        tx->connecting = false;
+    }
+    while (tx->head) {
+        struct ivf_txf *f = tx->head;
+        struct iovec v[1 + IVF_IOV_LIMIT];
+        size_t total = sizeof(f->hdr) + f->hdr.len;
+        int n = 0;
+        if (f->sent < sizeof(f->hdr)) {
+            v[n].iov_base = (char *)&f->hdr + f->sent;
+            v[n].iov_len = sizeof(f->hdr) - f->sent;
+            n++;
+        }
+        size_t poff = f->sent > sizeof(f->hdr) ? f->sent - sizeof(f->hdr) : 0;
+        n += ivf_iov_slice(f->iov, f->iov_count, f->iov_skip + poff, f->hdr.len - poff, v + n,
+                           IVF_IOV_LIMIT);
+        ssize_t w = tx_write(ep, p, v, n);
+        if (w < 0)
+            return;
+        f->sent += (size_t)w;
+        tx->queued -= (size_t)w;
+        if (f->sent < total)
+            return;
+        tx->head = f->next;
+        if (!tx->head)
+            tx->tail = NULL;
+        frame_sent(ep, p, f);
+        free(f);
+    }
+}
+
+/* ---- receiving ---------------------------------------------------------------------- */
+
+/* Read into v[0..k) from the peer's stream; 0: nothing now; <0: broken
+ * (the connection is closed, and the peer failed if anything was expected
+ * of it). */
+static ssize_t rx_readv(struct ivf_ep *ep, struct ivf_peer *p, struct iovec *v, int k)
+{
+    struct ivf_rx *rx = &p->rx;
+    if (rx->from == IVF_IVC) {
+        size_t done = 0;
+        for (int i = 0; i < k; i++) {
+            ssize_t n = ivf_seg_read(rx->seg, v[i].iov_base, v[i].iov_len);
+            if (n < 0) {
+                /* The channel's part of the stream is over: TCP again. */
+                ivf_seg_release(p, rx->seg);
+                if (done)
+                    return (ssize_t)done;
+                return rx_readv(ep, p, v, k);
+            }
+            done += (size_t)n;
+            p->bytes[1][IVF_IVC] += (size_t)n;
+            if ((size_t)n < v[i].iov_len)
+                break;
+        }
+        return (ssize_t)done;
+    }
+    if (rx->fd < 0)
+        return -1;
+    ssize_t n = readv(rx->fd, v, k);
+    if (n > 0) {
+        p->bytes[1][IVF_TCP] += (size_t)n;
+        return n;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    /* EOF or error.  An EOF between frames is the peer closing its
+     * endpoint: only what is still expected from it fails. */
+    int e = n < 0 ? errno : 0;
+    bool mid = rx->hdr_got || rx->payload_left;
+    bool waiting = false;
+    for (struct ivf_op *op = ep->active; op && !waiting;
+         op = op->next == ep->active ? NULL : op->next)
+        waiting = op->peer == p;
+    close(rx->fd);
+    rx->fd = -1;
+    if (mid || waiting)
+        ivf_peer_fail(ep, p, -FI_ECONNRESET, e ? strerror(e) : "connection closed");
+    return -1;
+}
+
+static ssize_t rx_read(struct ivf_ep *ep, struct ivf_peer *p, void *buf, size_t len)
+{
+    struct iovec v = {buf, len};
+    return rx_readv(ep, p, &v, 1);
+}
+
+int ivf_stream_read_header(struct ivf_ep *ep, struct ivf_peer *p)
+{
+    struct ivf_rx *rx = &p->rx;
+    ssize_t n = rx_read(ep, p, (char *)&rx->hdr + rx->hdr_got, sizeof(rx->hdr) - rx->hdr_got);
+    if (n <= 0)
+        return 0;
+    rx->hdr_got += (size_t)n;
+    return rx->hdr_got == sizeof(rx->hdr);
+}
+
+/* The payload goes into the receive progress.c chose (never beyond its
+ * buffer or the message it matched), into an unexpected message's buffer
+ * (as long as that message), or nowhere. */
+int ivf_stream_read_payload(struct ivf_ep *ep, struct ivf_peer *p)
+{
+    struct ivf_rx *rx = &p->rx;
+    char sink[16384];
+    while (rx->payload_left) {
+        ssize_t n;
+        if (rx->dst_op) {
+            struct ivf_op *op = rx->dst_op;
+            size_t end = op->len < op->msg_len ? op->len : op->msg_len;
+            size_t room = end > rx->dst_off ? end - rx->dst_off : 0;
+            if (room) {
+                struct iovec v[IVF_IOV_LIMIT];
+                size_t want = rx->payload_left < room ? rx->payload_left : room;
+                int k = ivf_iov_slice(op->iov, op->iov_count, rx->dst_off, want, v, IVF_IOV_LIMIT);
+                if ((n = rx_readv(ep, p, v, k)) <= 0)
+                    return 0;
+                rx->dst_off += (size_t)n;
+                op->done += (size_t)n;
+                rx->payload_left -= (size_t)n;
+                continue;
+            }
+        } else if (rx->dst_unexp && rx->dst_unexp->got < rx->dst_unexp->len) {
+            struct ivf_unexp *u = rx->dst_unexp;
+            size_t room = u->len - u->got;
+            n = rx_read(ep, p, (char *)u->buf + u->got,
+                        rx->payload_left < room ? rx->payload_left : room);
+            if (n <= 0)
+                return 0;
+            u->got += (size_t)n;
+            rx->payload_left -= (size_t)n;
+            continue;
+        }
+        /* No room (truncation) or nobody wants it: drop. */
+        n = rx_read(ep, p, sink, rx->payload_left < sizeof(sink) ? rx->payload_left : sizeof(sink));
+        if (n <= 0)
+            return 0;
+        rx->payload_left -= (size_t)n;
+    }
+    return 1;
+}
