@@ -330,8 +330,6 @@ int dist_may_read(const struct engine *e, uid_t uid, const char *name);
 int dist_no_rebind(struct engine *e, const struct dist_push_req *p, vhpc_err_t *err);
 
 /* pull.c */
-/* Ask the next node of the list. */
-void dist_pull_next(struct engine *e);
 /* Whether the PUSH p answering our PULL on c is refused (then c is lost). */
 int dist_pull_refuse(struct conn *c, const struct dist_push_req *p);
 /* A puller's link (in `role`, receiving session s) is gone: the next node. */

@@ -48,6 +48,8 @@ static int pull_reply_ok(const char *ref, const struct dist_push_req *p, char *w
     return 0;
 }
 
+static void ask_next(struct engine *e);
+
 int dist_pull_refuse(struct conn *c, const struct dist_push_req *p)
 {
     struct engine *e = c->e;
@@ -72,11 +74,12 @@ void dist_pull_lost(struct conn *c, enum role role, struct session *s, const cha
         size_t used = strlen(e->pull_why);
         snprintf(e->pull_why + used, sizeof(e->pull_why) - used, "\n  %s: %s",
                  e->pull_from[c->pull_node], why);
-        dist_pull_next(e);
+        ask_next(e);
     }
 }
 
-void dist_pull_next(struct engine *e)
+/* Ask the next node of the list. */
+static void ask_next(struct engine *e)
 {
     while (e->pull_next < e->pull_n) {
         size_t i = e->pull_next++;
@@ -145,7 +148,7 @@ int vhpc_dist_pull(struct vhpc_store *st, const char *ref, const char *const *fr
         vhpc_progress_start(&prog, label, 0);
         e.prog = &prog;
     }
-    dist_pull_next(&e);
+    ask_next(&e);
     dist_engine_run(&e, NULL);
     struct session *s = e.client;
     if (s && s->own == 1) {
