@@ -36,7 +36,7 @@
 #include "cpio.h"
 #include "crc32c.h"
 #include "dist.h"
-#include "dist_proto.h"
+#include "proto.h"
 #include "output.h"
 #include "store.h"
 

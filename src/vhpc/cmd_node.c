@@ -6,7 +6,6 @@
  * a size budget by evicting the least recently used images (dist.c).
  */
 #include "dist.h"
-#include "dist_proto.h"
 #include "store.h"
 #include "vhpc.h"
 

@@ -3,7 +3,6 @@
  * nodes running `vhpc node serve` (the transfer itself: dist.c).
  */
 #include "dist.h"
-#include "dist_proto.h"
 #include "store.h"
 #include "vhpc.h"
 

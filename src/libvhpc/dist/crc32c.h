@@ -1,6 +1,6 @@
 /*
  * crc32c.h - CRC-32C (Castagnoli), the checksum of each chunk in image
- * transfers (dist_proto.h).
+ * transfers (proto.h).
  *
  * A chunk's checksum guards the link, not the content: every blob is also
  * SHA-256 hashed as it arrives and compared with its name before it enters

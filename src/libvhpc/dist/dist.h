@@ -2,7 +2,8 @@
  * dist.h - image distribution between nodes: push an image from the local
  * store to many nodes through a pipelined tree, serve as a node (receive,
  * forward, answer pulls, keep a cache within a budget), pull an image from
- * a node.  The wire protocol is dist_proto.h.
+ * a node.  The wire protocol is proto.h; the engine behind these calls is
+ * described in engine.h.
  *
  * Everything runs in one poll loop per process (no threads but the ones
  * that commit received blobs, which re-hash them).  Callers must ignore
@@ -23,6 +24,10 @@
 struct vhpc_store;
 struct vhpc_ref;
 
+#define VHPC_DIST_PORT      7470        /* a node's, when an address names none */
+#define VHPC_DIST_MIN_CHUNK (4u << 10)  /* bytes per chunk (vhpc_dist_push_opts) */
+#define VHPC_DIST_MAX_CHUNK (64u << 20) /* ... at most */
+
 /* "HOST[:PORT]" or "[V6ADDR][:PORT]" (default port VHPC_DIST_PORT) resolved
  * to a socket address; -EINVAL / -ENOENT with a message naming `what`. */
 int vhpc_dist_resolve(const char *spec, struct sockaddr_storage *sa, socklen_t *salen,
@@ -35,7 +40,7 @@ int vhpc_parse_bytes(const char *s, uint64_t *out);
 
 /* Authentication (munge): every request (PUSH, PULL, QUERY) carries a
  * munge credential whose payload binds the request's other fields and the
- * address it goes to (dist_proto.h).  Add it to req (a JSON object), for
+ * address it goes to (proto.h).  Add it to req (a JSON object), for
  * a request sent to `to` ("ip:port", as vhpc_dist_addr_str prints the
  * address connected to).  The munged socket is $VHPC_MUNGE_SOCKET, else
  * munge's default. */

@@ -1,7 +1,8 @@
 /*
- * dist_proto.h - the wire format of image distribution (dist.c): what a
- * pusher, the `vhpc node serve` services and a puller say to each other
- * over TCP.  This header is the specification.
+ * proto.h - the wire format of image distribution: what a pusher, the
+ * `vhpc node serve` services and a puller say to each other over TCP.  This
+ * header is the specification; proto.c encodes and decodes its frames for
+ * the engine (engine.h), and test tools that speak it include it too.
  *
  * Every message is a frame: a 12-byte header, then `length` bytes of
  * payload.  Integers are big-endian.
@@ -101,16 +102,19 @@
 #ifndef VHPC_DIST_PROTO_H
 #define VHPC_DIST_PROTO_H
 
+#include "dist.h" /* VHPC_DIST_PORT, VHPC_DIST_MIN_CHUNK, VHPC_DIST_MAX_CHUNK */
+#include "error.h"
+
+#include <jansson.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define VHPC_DIST_MAGIC       0x56444933u /* "VDI3" */
 #define VHPC_DIST_VERSION     3           /* PUSH's "v", and in every credential */
 #define VHPC_DIST_HDR         12
 #define VHPC_DIST_CHUNK_HDR   16
 #define VHPC_DIST_MAX_CONTROL (16u << 20)
-#define VHPC_DIST_MIN_CHUNK   (4u << 10)
-#define VHPC_DIST_MAX_CHUNK   (64u << 20)
-#define VHPC_DIST_PORT        7470
 /* What a receiver accepts before it allocates or reserves anything (a PUSH
  * that declares more is refused with an ERROR / STATE {"error"} naming the
  * limit): the manifest's bytes, the blobs it names, one blob's size, and
@@ -121,6 +125,9 @@
 #define VHPC_DIST_MAX_BLOBS    64
 #define VHPC_DIST_MAX_BLOB     (1ull << 40)
 #define VHPC_DIST_MAX_CHUNKS   (1ull << 22)
+/* Nodes in one push: in a PUSH's tree (which nests one level per node at
+ * the most) and in a REPORT. */
+#define VHPC_DIST_MAX_TREE 1000
 
 enum vhpc_dist_type {
     VHPC_DIST_PUSH = 1,
@@ -134,5 +141,59 @@ enum vhpc_dist_type {
     VHPC_DIST_QUERY = 9,
     VHPC_DIST_HAVE = 10,
 };
+
+/* ---- encode and decode (proto.c) ---------------------------------------- */
+
+static inline void dist_put32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
+}
+
+static inline uint32_t dist_get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline void dist_put64(unsigned char *p, uint64_t v)
+{
+    dist_put32(p, (uint32_t)(v >> 32));
+    dist_put32(p + 4, (uint32_t)v);
+}
+
+static inline uint64_t dist_get64(const unsigned char *p)
+{
+    return (uint64_t)dist_get32(p) << 32 | dist_get32(p + 4);
+}
+
+/* A frame's header, for `len` bytes of payload of `type`. */
+void dist_frame_header(unsigned char h[VHPC_DIST_HDR], int type, uint32_t len);
+/* A received frame header: 0 with its type and payload length, or -EPROTO
+ * (a wrong magic, an unknown type, a length over the type's limit). */
+int dist_frame_check(const unsigned char h[VHPC_DIST_HDR], int *type, uint32_t *len);
+
+/* A CHUNK's payload header: blob index, CRC-32C of the data, offset. */
+void dist_chunk_header(unsigned char h[VHPC_DIST_CHUNK_HDR], uint32_t blob, uint32_t crc,
+                       uint64_t off);
+void dist_chunk_header_get(const unsigned char h[VHPC_DIST_CHUNK_HDR], uint32_t *blob,
+                           uint32_t *crc, uint64_t *off);
+
+/* The SHA-256 of len bytes, as 64 lowercase hex digits: a manifest's is
+ * the image digest, a request's is in its credential. */
+void dist_sha256_hex(const void *p, size_t len, char hex[65]);
+
+/* A PUSH, decoded (its strings and "children" belong to the JSON object it
+ * came from).  Its "uid" is the authentication's (auth.c). */
+struct dist_push_req {
+    const char *digest, *name;
+    int version, timeout_ms, seq, self;
+    uint32_t chunk;
+    json_t *children;
+};
+/* Decode and check a PUSH: the version, digest, name, chunk size and tree
+ * (within VHPC_DIST_MAX_TREE); -EPROTO with a message if it is not one. */
+int dist_push_parse(json_t *j, struct dist_push_req *p, vhpc_err_t *err);
+/* Encode a PUSH sent on behalf of uid; NULL when out of memory. */
+json_t *dist_push_msg(const struct dist_push_req *p, uid_t uid);
 
 #endif
