@@ -1,4 +1,4 @@
-# Image distribution: vhpc image push / pull and vhpc node serve (dist.c),
+# Image distribution: vhpc image push / pull and vhpc node serve (src/libvhpc/dist/),
 # and the SHA-256 and CRC-32C they hash every byte with.  The shell tests build a small
 # cluster of network namespaces on a bridge (tests/dist/lib.sh); dist_tool
 # makes synthetic images and talks to nodes directly.

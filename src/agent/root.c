@@ -1,5 +1,5 @@
 /*
- * root.c - the boot initramfs of a *full* image (fullimg.h): vhpc-agent, as
+ * root.c - the boot initramfs of a *full* image (full.h): vhpc-agent, as
  * PID 1, mounts the image's root file system and hands the machine to the
  * image's own init (systemd), which starts vhpc-agent again as a service
  * (`--service`, init.c).

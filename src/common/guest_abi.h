@@ -1,7 +1,7 @@
 /*
  * guest_abi.h - what the host's VMs and the guests' images agree on beyond
  * the agent's protocol (agent_proto.h): the VM side (libvhpc's vm.c) makes
- * the devices, the image side (fullimg.c, which writes the root's serial
+ * the devices, the image side (full.c, which writes the root's serial
  * into the image for the agent's root.c to look for) names them, and
  * neither includes the other.
  */

@@ -1,15 +1,15 @@
 /*
- * fuzz_dist.c - a node of image distribution (dist.c) as another node, a
+ * fuzz_dist.c - a node of image distribution (dist/server.c, recv.c) as another node, a
  * pusher or a puller sees it: the real serve loop (vhpc_dist_server_run)
  * runs in a thread on 127.0.0.1:7470 inside a private network namespace, with a
  * store holding one small image ("img") and a 64 MiB budget; each input is
- * what one TCP client sends it (frames of dist_proto.h), after which the
+ * what one TCP client sends it (frames of dist/proto.h), after which the
  * client closes its side and reads until the node closes too.
  *
  * The namespace keeps the node from reaching anything but loopback: a PUSH
  * names children the node then connects to.  After each input the serve
  * loop must still be running: a peer speaking garbage costs one connection,
- * never the service (dist_proto.h).  Without CAP_SYS_ADMIN the
+ * never the service (dist/proto.h).  Without CAP_SYS_ADMIN the
  * fuzzer exits 77 (skipped).
  */
 #include "dist.h"

@@ -1,5 +1,5 @@
 /*
- * fuzz_dist_client.c - the other end of image distribution (dist.c): what
+ * fuzz_dist_client.c - the other end of image distribution (dist/push.c, pull.c): what
  * a node answers a puller (`vhpc image pull`: PUSH + MANIFEST + CHUNKs) or
  * a pusher (`vhpc image push`: STATE, PROGRESS, REPORT, ERROR).  A thread
  * plays the node on 127.0.0.1:7471 in a private network namespace: it

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """gen_corpus.py - write the seed corpus of every fuzzer (tests/fuzz/corpus/<target>/):
 small, real-looking inputs built by the protocols' own rules (agent_proto.h,
-dist_proto.h, store.h, cpio.h, the ivshmem-server protocol, QMP).  The
+dist/proto.h, store.h, cpio.h, the ivshmem-server protocol, QMP).  The
 ivshmem seeds need a real ivcd's region: pass its binary as --ivcd (else
 those seeds are kept as they are).  Run from anywhere; rewrites the files.
 Usage: gen_corpus.py [--ivcd BUILD/src/ivcd/ivcd]"""

@@ -4,7 +4,7 @@
  *
  * The portable code in sha256.c does about 300 MB/s here; the SHA extensions
  * about 1.8 GB/s.  That matters for image transfers, where every byte is
- * hashed on every node it passes (dist.c).  The choice is made once, at the first hash:
+ * hashed on every node it passes (dist/recv.c, dist/cache.c).  The choice is made once, at the first hash:
  * the hardware path when the CPU has SHA-NI and SSE4.1, unless
  * $VHPC_SHA256=soft asks for the portable one.
  */
