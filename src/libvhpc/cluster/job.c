@@ -6,8 +6,11 @@
  */
 #include "job.h"
 #include "clock.h"
+#include "fs.h"
+#include "names.h"
 #include "output.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -441,6 +444,43 @@ int vhpc_job_connect(struct vhpc_job *job, int i, int timeout_ms, vhpc_err_t *er
     if (i >= 0 && i < job->cl.nvms && job->agents[i])
         return 0;
     return vhpc_job_attach(&job->cl, i, timeout_ms, &job->agents[i], err);
+}
+
+static int cluster_entry(const struct dirent *e)
+{
+    return vhpc_cluster_name_ok(e->d_name);
+}
+
+int vhpc_job_list(int (*fn)(const struct vhpc_cluster *cl, const char *owner, void *arg), void *arg,
+                  vhpc_err_t *err)
+{
+    char dir[512];
+    struct dirent **names;
+    snprintf(dir, sizeof(dir), "%s/clusters", vhpc_run_dir());
+    int n = scandir(dir, &names, cluster_entry, alphasort), r = 0;
+    if (n < 0 && errno == ENOENT)
+        return 0;
+    if (n < 0)
+        return vhpc_err_setmsg(err, -errno,
+                               "cannot read %s: %s (each user's clusters are in a run directory "
+                               "of their own; $VHPC_RUN_DIR names another)",
+                               dir, strerror(errno));
+    for (int i = 0; i < n; i++) {
+        static struct vhpc_cluster cl;
+        vhpc_err_t ignore;
+        char path[600], owner[32] = "?", *text = NULL;
+        size_t len;
+        if (r == 0 && vhpc_cluster_load(names[i]->d_name, &cl, &ignore) == 0) {
+            snprintf(path, sizeof(path), "%s/owner", cl.dir);
+            if (vhpc__read_file_max(path, 64, &text, &len, &ignore) == 0)
+                sscanf(text, "%31s", owner);
+            free(text);
+            r = fn(&cl, owner, arg);
+        }
+        free(names[i]);
+    }
+    free(names);
+    return r;
 }
 
 /* ---- files ------------------------------------------------------------------------ */

@@ -107,6 +107,13 @@ int vhpc_job_load(struct vhpc_job *job, const char *name, vhpc_err_t *err);
  * connection in job->agents[i]. */
 int vhpc_job_connect(struct vhpc_job *job, int i, int timeout_ms, vhpc_err_t *err);
 
+/* Every cluster of this user (in the run directory), in name order, with
+ * its owner (a vhpc process's pid, "detached", or "?"), to fn; stops at
+ * fn's first non-zero return.  An unreadable run directory is an error;
+ * a missing one holds no clusters. */
+int vhpc_job_list(int (*fn)(const struct vhpc_cluster *cl, const char *owner, void *arg), void *arg,
+                  vhpc_err_t *err);
+
 /* Copy the host file src into VM i as dst (its mode src's). */
 int vhpc_job_copy_in(struct vhpc_job *job, int i, const char *src, const char *dst,
                      vhpc_err_t *err);
