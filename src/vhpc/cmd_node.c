@@ -5,6 +5,7 @@
  * "have image X?" (re-hashing the blobs first), and keeps the cache within
  * a size budget by evicting the least recently used images (dist.c).
  */
+#include "daemon.h"
 #include "dist.h"
 #include "dist_proto.h"
 #include "opts.h"
@@ -21,7 +22,6 @@
 #include <string.h>
 #include <pwd.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 static const char node_usage[] =
@@ -49,51 +49,6 @@ static void on_signal(int sig)
 {
     (void)sig;
     stop_flag = 1;
-}
-
-/* Fork; the parent waits for the child's "R" (ready) or "E<message>" and
- * exits with it. */
-static int daemonize(int *ready_fd)
-{
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) {
-        fprintf(stderr, "vhpc node: creating a pipe: %s\n", strerror(errno));
-        return -1;
-    }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, "vhpc node: fork: %s\n", strerror(errno));
-        return -1;
-    }
-    if (pid > 0) {
-        char buf[2048];
-        size_t got = 0;
-        ssize_t n;
-        close(p[1]);
-        while (got < sizeof(buf) - 1 && (n = read(p[0], buf + got, sizeof(buf) - 1 - got)) != 0) {
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0)
-                break;
-            got += (size_t)n;
-        }
-        buf[got] = 0;
-        if (got > 0 && buf[0] == 'R')
-            _exit(0);
-        if (got > 1 && buf[0] == 'E') {
-            fprintf(stderr, "vhpc: %s\n", buf + 1);
-            _exit(1);
-        }
-        int st = 0;
-        waitpid(pid, &st, 0);
-        fprintf(stderr, "vhpc node: the service died during start-up\n");
-        _exit(1);
-    }
-    close(p[0]);
-    *ready_fd = p[1];
-    setsid();
-    return 0;
 }
 
 static int write_pidfile(const char *path, vhpc_err_t *err)
@@ -229,23 +184,11 @@ static int absolute(const char *opt, const char **path, char *buf, size_t len)
  * log), then tell the waiting parent it is ready. */
 static void detach_stdio(int ready_fd, const char *logfile)
 {
-    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     int logfd = logfile ? open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
-    if (chdir("/") < 0) {
-        /* not fatal: every path was made absolute */
-    }
-    if (null >= 0) {
-        dup2(null, 0);
-        dup2(null, 1);
-        dup2(logfd >= 0 ? logfd : null, 2);
-        close(null);
-    }
-    if (logfd >= 0)
+    vhpc_err_t ignore; /* nobody to tell: every path was made absolute */
+    vhpc_daemon_ready(ready_fd, logfd, &ignore);
+    if (logfd > 2)
         close(logfd);
-    if (write(ready_fd, "R", 1) != 1) {
-        /* the parent is gone: nobody to tell */
-    }
-    close(ready_fd);
 }
 
 /* Open the store and a dist server on it, as the options say. */
@@ -298,8 +241,10 @@ static int serve(int argc, char **argv)
     snprintf(prefix, sizeof(prefix), "vhpc node %s", vhpc_dist_server_addr(srv));
     vhpc_dist_server_log(srv, prefix);
 
-    if (o.daemon && daemonize(&ready_fd) < 0)
+    if (o.daemon && vhpc_daemonize("vhpc", &ready_fd, &err) < 0) {
+        fprintf(stderr, "vhpc node: %s\n", err.msg);
         goto out;
+    }
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
@@ -307,8 +252,7 @@ static int serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (o.pidfile && write_pidfile(o.pidfile, &err) < 0) {
         if (ready_fd >= 0) {
-            dprintf(ready_fd, "E%s", err.msg);
-            close(ready_fd);
+            vhpc_daemon_fail(ready_fd, err.msg);
         } else {
             cli_fail(&err);
         }
