@@ -173,14 +173,15 @@ static int no_options(const char *cmd, const char *usage, int max_pos, int argc,
     return cli_parse(&spec, argc, argv, a);
 }
 
+static const char list_usage[] =
+    "Usage: vhpc image list\nEvery image version in the store, by name; for a "
+    "user, then those of the\nsystem store root keeps, which runs fall back "
+    "on.\n";
+
 static int list(int argc, char **argv)
 {
     struct cli_args a;
-    int ps = no_options("image list",
-                        "Usage: vhpc image list\nEvery image version in the store, by name; for a "
-                        "user, then those of the\nsystem store root keeps, which runs fall back "
-                        "on.\n",
-                        0, argc, argv, &a);
+    int ps = no_options("image list", list_usage, 0, argc, argv, &a);
     if (ps != CLI_PARSED)
         return ps;
     struct vhpc_store *st = NULL;
@@ -337,14 +338,15 @@ static int rm(int argc, char **argv)
     return status;
 }
 
+static const char tag_usage[] =
+    "Usage: vhpc image tag IMAGE NAME[:VERSION]\n"
+    "Give an image another name (the next version of NAME, or VERSION).  "
+    "The\ndigest does not change.\n";
+
 static int tag(int argc, char **argv)
 {
     struct cli_args a;
-    int ps = no_options("image tag",
-                        "Usage: vhpc image tag IMAGE NAME[:VERSION]\n"
-                        "Give an image another name (the next version of NAME, or VERSION).  "
-                        "The\ndigest does not change.\n",
-                        2, argc, argv, &a);
+    int ps = no_options("image tag", tag_usage, 2, argc, argv, &a);
     if (ps != CLI_PARSED)
         return ps;
     if (a.npos != 2)
@@ -368,14 +370,15 @@ static int tag(int argc, char **argv)
     return 0;
 }
 
+static const char gc_usage[] =
+    "Usage: vhpc image gc\nRemove images no name points at and blobs no image "
+    "uses (once an hour old:\nyounger ones may belong to a build or transfer "
+    "under way), and builds or\ntransfers left over for more than an hour.\n";
+
 static int gc(int argc, char **argv)
 {
     struct cli_args a;
-    int ps = no_options("image gc",
-                        "Usage: vhpc image gc\nRemove images no name points at and blobs no image "
-                        "uses (once an hour old:\nyounger ones may belong to a build or transfer "
-                        "under way), and builds or\ntransfers left over for more than an hour.\n",
-                        0, argc, argv, &a);
+    int ps = no_options("image gc", gc_usage, 0, argc, argv, &a);
     if (ps != CLI_PARSED)
         return ps;
     struct vhpc_store *st;

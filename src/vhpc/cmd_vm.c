@@ -27,6 +27,11 @@ static const char vm_help[] =
 
 static struct vhpc_job job; /* one per process; big */
 
+/* --vm I of exec and console. */
+static int vm;
+static const struct cli_opt vm_opts[] = {
+    CLI_OPT("vm", CLI_INT, &vm, "I", "the VM (default 0)", .min = 0, .max = VHPC_MAX_VMS - 1), {0}};
+
 /* Parse a verb's options and its cluster name (in *name), ready the job
  * and, with load, load the cluster into it: CLI_PARSED, or the exit status. */
 static int begin(const struct cli_spec *spec, int argc, char **argv, struct cli_args *a,
@@ -85,14 +90,10 @@ static int vm_start(int argc, char **argv)
 
 static int vm_exec(int argc, char **argv)
 {
-    static int vm;
-    static const struct cli_opt opts[] = {
-        CLI_OPT("vm", CLI_INT, &vm, "I", "the VM (default 0)", .min = 0, .max = VHPC_MAX_VMS - 1),
-        {0}};
     const struct cli_spec spec = {"vm exec",
                                   "Usage: vhpc vm exec NAME [--vm I] -- COMMAND [ARGS...]\n"
                                   "Run COMMAND in a VM of the cluster, stdin forwarded.\n",
-                                  opts, .max_pos = 1, .tail = CLI_TAIL_DASHDASH};
+                                  vm_opts, .max_pos = 1, .tail = CLI_TAIL_DASHDASH};
     struct cli_args a;
     const char *name;
     vhpc_err_t err = {0};
@@ -158,13 +159,9 @@ static int vm_cp(int argc, char **argv)
 
 static int vm_console(int argc, char **argv)
 {
-    static int vm;
-    static const struct cli_opt opts[] = {
-        CLI_OPT("vm", CLI_INT, &vm, "I", "the VM (default 0)", .min = 0, .max = VHPC_MAX_VMS - 1),
-        {0}};
     static const struct cli_spec spec = {
-        "vm console", "Usage: vhpc vm console NAME [--vm I]\nA VM's console output so far.\n", opts,
-        .max_pos = 1};
+        "vm console", "Usage: vhpc vm console NAME [--vm I]\nA VM's console output so far.\n",
+        vm_opts, .max_pos = 1};
     struct cli_args a;
     const char *name;
     vhpc_err_t err = {0};
