@@ -10,14 +10,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The option called name (len bytes), or the only one it abbreviates (as
+ * getopt_long allows: --ima for --image); NULL if none or several. */
 static const struct cli_opt *find(const struct cli_spec *s, const char *name, size_t len)
 {
-    const struct cli_opt *tables[] = {s->more, s->opts};
+    const struct cli_opt *tables[] = {s->more, s->opts}, *prefix_of = NULL;
+    int prefixes = 0;
     for (int t = 0; t < 2; t++)
-        for (const struct cli_opt *o = tables[t]; o && o->name; o++)
-            if (strlen(o->name) == len && !strncmp(o->name, name, len))
+        for (const struct cli_opt *o = tables[t]; o && o->name; o++) {
+            if (strncmp(o->name, name, len) != 0)
+                continue;
+            if (strlen(o->name) == len)
                 return o;
-    return NULL;
+            prefix_of = o;
+            prefixes++;
+        }
+    return prefixes == 1 ? prefix_of : NULL;
 }
 
 /* Store one option's value; 0, or the message of a bad one in *err. */

@@ -1,7 +1,8 @@
 /*
  * opts.h - the one option parser of every `vhpc` verb.  A verb describes
  * its options in a table (name, kind, where the value goes, help) and
- * cli_parse reads argv by it: --name VALUE or --name=VALUE, in any order
+ * cli_parse reads argv by it: --name VALUE or --name=VALUE (or an
+ * unambiguous abbreviation of the name, as getopt_long takes), in any order
  * (the last of a repeated option wins, except a list's), numbers strictly
  * (parse.h), "--" ends the options.  --help (or -h) prints the verb's
  * synopsis, then one line per option from the table, then its footer.
