@@ -14,6 +14,7 @@
  * the first protocol messages synchronously when it starts, so callers start
  * it right after), or fails with the daemon's own error message.
  */
+#include "daemon.h"
 #include "ivcd.h"
 
 #include <ctype.h>
@@ -410,72 +411,28 @@ static void free_config(struct ivcd_config *cfg)
 
 /* ---- daemon -------------------------------------------------------------- */
 
-/* Fork; the parent waits on a pipe for the child's verdict and exits with it:
- * "R" ready, "E" followed by the error message, nothing: it died. */
+/* Fork (daemon.h): the parent waits for the child's verdict and exits with
+ * it; its errors reach the parent through the logger's ready_fd. */
 static void daemonize(void)
 {
-    int p[2];
-
-    if (pipe2(p, O_CLOEXEC) < 0) {
-        fprintf(stderr, "ivcd: creating a pipe: %s\n", strerror(errno));
+    vhpc_err_t err = {0};
+    int r = vhpc_daemonize("ivcd", &logger.ready_fd, &err);
+    if (r < 0) {
+        fprintf(stderr, "ivcd: %s\n", err.msg);
         exit(1);
     }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, "ivcd: fork: %s\n", strerror(errno));
-        exit(1);
-    }
-    if (pid > 0) {
-        char buf[2048];
-        size_t got = 0;
-        ssize_t n;
-        close(p[1]);
-        while (got < sizeof(buf) - 1 && (n = read(p[0], buf + got, sizeof(buf) - 1 - got)) != 0) {
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0)
-                break;
-            got += (size_t)n;
-        }
-        buf[got] = 0;
-        if (got > 0 && buf[0] == 'R')
-            exit(0);
-        if (got > 1 && buf[0] == 'E') {
-            fprintf(stderr, "ivcd: %s", buf + 1);
-            exit(1);
-        }
-        int st = 0;
-        waitpid(pid, &st, 0);
-        fprintf(stderr, "ivcd: the daemon died during start-up (%s %d)\n",
-                WIFSIGNALED(st) ? "signal" : "exit status",
-                WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
-        exit(1);
-    }
-    close(p[0]);
-    logger.ready_fd = p[1];
-    if (setsid() < 0)
+    if (r > 0)
         log_warn("setsid: %s", strerror(errno));
 }
 
 /* Start-up is complete: release a waiting parent. */
 static void ready(const struct ivcd_config *cfg)
 {
+    vhpc_err_t err = {0};
     if (!cfg->daemon)
         return;
-    if (chdir("/") < 0)
-        log_warn("chdir /: %s", strerror(errno));
-    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (null >= 0) {
-        dup2(null, 0);
-        dup2(null, 1);
-        dup2(null, 2);
-        if (null > 2)
-            close(null);
-    }
-    if (write(logger.ready_fd, "R", 1) != 1)
-        log_warn("telling the parent we are ready: %s", strerror(errno));
-    close(logger.ready_fd);
+    if (vhpc_daemon_ready(logger.ready_fd, -1, &err) < 0)
+        log_warn("%s", err.msg);
     logger.ready_fd = -1;
 }
 

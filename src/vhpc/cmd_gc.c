@@ -2,10 +2,10 @@
  * cmd_gc.c - `vhpc gc [--all]`: remove what crashed runs left behind.
  */
 #include "cluster.h"
+#include "opts.h"
 #include "vhpc.h"
 
 #include <stdio.h>
-#include <string.h>
 
 static void print_line(const char *line, void *arg)
 {
@@ -15,20 +15,20 @@ static void print_line(const char *line, void *arg)
 
 int cmd_gc(int argc, char **argv)
 {
-    bool all = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--all")) {
-            all = true;
-        } else if (!strcmp(argv[i], "--help")) {
-            printf("Usage: vhpc gc [--all]\n"
-                   "Remove every cluster whose vhpc process is gone: its QEMU processes, taps,\n"
-                   "bridge, ivcd and state directory.  --all also removes clusters started\n"
-                   "with `vhpc vm start` (they have no owning process).\n");
-            return 0;
-        } else {
-            return cli_usage("gc", "unknown argument '%s'", argv[i]);
-        }
-    }
+    static bool all;
+    static const struct cli_opt opts[] = {
+        CLI_OPT("all", CLI_FLAG, &all, NULL, "also clusters started with `vhpc vm start`"), {0}};
+    static const struct cli_spec spec = {
+        "gc",
+        "Usage: vhpc gc [--all]\n"
+        "Remove every cluster whose vhpc process is gone: its QEMU processes, taps,\n"
+        "bridge, ivcd and state directory.  --all also removes clusters started\n"
+        "with `vhpc vm start` (they have no owning process).\n",
+        opts, .more = NULL};
+    struct cli_args a;
+    int st = cli_parse(&spec, argc, argv, &a);
+    if (st != CLI_PARSED)
+        return st;
     vhpc_err_t err = {0};
     int n = vhpc_gc(all, print_line, NULL, &err);
     if (n < 0)

@@ -5,6 +5,7 @@
  */
 #include "image.h"
 #include "match.h"
+#include "opts.h"
 #include "parse.h"
 #include "store.h"
 #include "vhpc.h"
@@ -22,57 +23,47 @@
 
 #define MAX_ADD 256
 
-static const char build_help[] =
+static const char build_usage[] =
     "Usage: vhpc image build [--name NAME] [--add PATH]... [--module NAME]...\n"
     "                        [--env KEY=VALUE]... [--with-mpi] [--public]\n"
     "Build a minimal image: Debian's cloud kernel (fetched and cached once) and an\n"
     "initramfs with busybox, vhpc-agent, the virtio modules, and each PATH with the\n"
     "shared libraries it needs (directories are copied whole).  NAME defaults to\n"
-    "'minimal'.  The same inputs give the same digest.\n"
-    "  --env KEY=VALUE  in the environment of everything run in the VMs\n"
-    "  --with-mpi       add Debian's Open MPI and vhpc's libfabric provider ivc, set\n"
-    "                   up so that `mpirun -np N prog` uses every VM of the cluster\n"
-    "                   and IVC between them (see README: MPI in VMs)\n"
-    "  --public         root, system store: every user may read and boot the image\n"
-    "                   (default: only its builder; --env values are in the image)\n";
+    "'minimal'.  The same inputs give the same digest.\n";
 
 static int build(int argc, char **argv)
 {
-    const char *name = "minimal", *add[MAX_ADD + 1] = {0}, *mods[MAX_ADD + 1] = {0};
-    const char *env[MAX_ADD + 1] = {0};
-    int nadd = 0, nmods = 0, nenv = 0;
-    bool with_mpi = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help")) {
-            fputs(build_help, stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--with-mpi")) {
-            with_mpi = true;
-            continue;
-        }
-        if (!strcmp(argv[i], "--public")) {
-            if (cli_public_ok("image build") != 0)
-                return 2;
-            vhpc_store_publish(1);
-            continue;
-        }
-        if (i + 1 >= argc)
-            return cli_usage("image build", "'%s' needs an argument or is unknown", argv[i]);
-        if (!strcmp(argv[i], "--name"))
-            name = argv[++i];
-        else if (!strcmp(argv[i], "--add") && nadd < MAX_ADD)
-            add[nadd++] = argv[++i];
-        else if (!strcmp(argv[i], "--module") && nmods < MAX_ADD)
-            mods[nmods++] = argv[++i];
-        else if (!strcmp(argv[i], "--env") && nenv < MAX_ADD) {
-            const char *e = argv[++i];
-            if (!strchr(e, '=') || e[0] == '=')
-                return cli_usage("image build", "--env %s: expected KEY=VALUE", e);
-            env[nenv++] = e;
-        } else
-            return cli_usage("image build", "unknown argument '%s'", argv[i]);
-    }
+    static const char *name = "minimal", *add[MAX_ADD + 1], *mods[MAX_ADD + 1], *env[MAX_ADD + 1];
+    static size_t nadd, nmods, nenv;
+    static bool with_mpi, public;
+    static const struct cli_opt opts[] = {
+        CLI_OPT("name", CLI_STR, &name, "NAME", "the image's name (default minimal)"),
+        CLI_OPT("add", CLI_LIST, add, "PATH", "a file or directory, with the libraries it needs",
+                .max = MAX_ADD, .count = &nadd),
+        CLI_OPT("module", CLI_LIST, mods, "NAME", "a kernel module to load at boot", .max = MAX_ADD,
+                .count = &nmods),
+        CLI_OPT("env", CLI_LIST, env, "KEY=VALUE",
+                "in the environment of everything run in the VMs", .max = MAX_ADD, .count = &nenv),
+        CLI_OPT("with-mpi", CLI_FLAG, &with_mpi, NULL,
+                "add Debian's Open MPI and vhpc's libfabric provider ivc, set\nup so that `mpirun "
+                "-np N prog` uses every VM of the cluster\nand IVC between them (see README: MPI "
+                "in VMs)"),
+        CLI_OPT("public", CLI_FLAG, &public, NULL,
+                "root, system store: every user may read and boot the image\n(default: only its "
+                "builder; --env values are in the image)"),
+        {0}};
+    static const struct cli_spec cli = {"image build", build_usage, opts, .more = NULL};
+    struct cli_args a;
+    int ps = cli_parse(&cli, argc, argv, &a);
+    if (ps != CLI_PARSED)
+        return ps;
+    for (size_t i = 0; i < nenv; i++)
+        if (!strchr(env[i], '=') || env[i][0] == '=')
+            return cli_usage("image build", "--env %s: expected KEY=VALUE", env[i]);
+    if (public && cli_public_ok("image build") != 0)
+        return 2;
+    if (public)
+        vhpc_store_publish(1);
     struct vhpc_image_spec spec = {
         .name = name, .add = add, .modules = mods, .env = env, .with_mpi = with_mpi};
     struct vhpc_image img;
@@ -136,15 +127,25 @@ static int no_ref(const struct vhpc_ref *r, void *arg)
     return 0;
 }
 
+/* The verbs that take no option but --help: CLI_PARSED, or the exit status. */
+static int no_options(const char *cmd, const char *usage, int max_pos, int argc, char **argv,
+                      struct cli_args *a)
+{
+    const struct cli_spec spec = {cmd, usage, NULL, .max_pos = max_pos};
+    return cli_parse(&spec, argc, argv, a);
+}
+
+static const char list_usage[] =
+    "Usage: vhpc image list\nEvery image version in the store, by name; for a "
+    "user, then those of the\nsystem store root keeps, which runs fall back "
+    "on.\n";
+
 static int list(int argc, char **argv)
 {
-    if (argc > 1 && !strcmp(argv[1], "--help")) {
-        printf("Usage: vhpc image list\nEvery image version in the store, by name; for a user, "
-               "then those of the\nsystem store root keeps, which runs fall back on.\n");
-        return 0;
-    }
-    if (argc > 1)
-        return cli_usage("image list", "unexpected argument '%s'", argv[1]);
+    struct cli_args a;
+    int ps = no_options("image list", list_usage, 0, argc, argv, &a);
+    if (ps != CLI_PARSED)
+        return ps;
     struct vhpc_store *st = NULL;
     vhpc_err_t err = {0};
     /* An index that cannot be read is an error, before any output. */
@@ -195,27 +196,24 @@ static void print_packages(json_t *pkgs, int all)
 
 static int show(int argc, char **argv)
 {
-    int json = 0, all = 0;
-    const char *what = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help")) {
-            printf("Usage: vhpc image show [--json] [--all] IMAGE\n"
-                   "An image's manifest: kind, OS, kernel, blobs, packages, libraries, inputs.\n"
-                   "IMAGE is NAME, NAME:VERSION, NAME@DIGEST-PREFIX or a digest prefix.\n"
-                   "  --json  the manifest itself\n  --all   every package and library\n");
-            return 0;
-        }
-        if (!strcmp(argv[i], "--json"))
-            json = 1;
-        else if (!strcmp(argv[i], "--all"))
-            all = 1;
-        else if (argv[i][0] == '-' || what)
-            return cli_usage("image show", "unexpected argument '%s'", argv[i]);
-        else
-            what = argv[i];
-    }
-    if (!what)
+    static bool json, all;
+    static const struct cli_opt opts[] = {
+        CLI_OPT("json", CLI_FLAG, &json, NULL, "the manifest itself"),
+        CLI_OPT("all", CLI_FLAG, &all, NULL, "every package and library"),
+        {0}};
+    static const struct cli_spec spec = {
+        "image show",
+        "Usage: vhpc image show [--json] [--all] IMAGE\n"
+        "An image's manifest: kind, OS, kernel, blobs, packages, libraries, inputs.\n"
+        "IMAGE is NAME, NAME:VERSION, NAME@DIGEST-PREFIX or a digest prefix.\n",
+        opts, .max_pos = 1};
+    struct cli_args a;
+    int ps = cli_parse(&spec, argc, argv, &a);
+    if (ps != CLI_PARSED)
+        return ps;
+    if (a.npos < 1)
         return cli_usage("image show", "which image? (vhpc image list shows them)");
+    const char *what = a.pos[0];
     struct vhpc_store *st;
     struct vhpc_ref ref;
     vhpc_err_t err = {0};
@@ -272,25 +270,29 @@ static int show(int argc, char **argv)
 
 static int rm(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "--help")) {
-        printf("Usage: vhpc image rm IMAGE...\n"
-               "Remove NAME (every version), NAME:VERSION, or an image by digest (every name\n"
-               "of it), then free what no name uses any more.\n");
-        return argc < 2 ? 2 : 0;
-    }
+    static const char usage[] =
+        "Usage: vhpc image rm IMAGE...\n"
+        "Remove NAME (every version), NAME:VERSION, or an image by digest (every name\n"
+        "of it), then free what no name uses any more.\n";
+    struct cli_args a;
+    int ps = no_options("image rm", usage, CLI_MAX_POS, argc, argv, &a);
+    if (ps != CLI_PARSED)
+        return ps;
+    if (a.npos < 1)
+        return cli_usage("image rm", "which image? (vhpc image list shows them)");
     struct vhpc_store *st;
     vhpc_err_t err = {0};
     if (vhpc_store_open(NULL, &st, &err) < 0)
         return cli_fail(&err);
     int status = 0;
     struct vhpc_gc_stats gs = {0};
-    for (int i = 1; i < argc; i++) {
+    for (int i = 0; i < a.npos; i++) {
         int n = 0;
-        if (vhpc_store_remove(st, argv[i], &n, &gs, &err) < 0) {
+        if (vhpc_store_remove(st, a.pos[i], &n, &gs, &err) < 0) {
             status = cli_fail(&err);
             continue;
         }
-        printf("removed %s (%d name%s)\n", argv[i], n, n == 1 ? "" : "s");
+        printf("removed %s (%d name%s)\n", a.pos[i], n, n == 1 ? "" : "s");
     }
     if (gs.bytes)
         printf("freed %.1f MB (%u blobs)\n", (double)gs.bytes / 1e6, gs.blobs);
@@ -298,25 +300,30 @@ static int rm(int argc, char **argv)
     return status;
 }
 
+static const char tag_usage[] =
+    "Usage: vhpc image tag IMAGE NAME[:VERSION]\n"
+    "Give an image another name (the next version of NAME, or VERSION).  "
+    "The\ndigest does not change.\n";
+
 static int tag(int argc, char **argv)
 {
-    if (argc != 3 || !strcmp(argv[1], "--help")) {
-        printf("Usage: vhpc image tag IMAGE NAME[:VERSION]\n"
-               "Give an image another name (the next version of NAME, or VERSION).  The\n"
-               "digest does not change.\n");
-        return argc != 3 && !(argc == 2 && !strcmp(argv[1], "--help")) ? 2 : 0;
-    }
+    struct cli_args a;
+    int ps = no_options("image tag", tag_usage, 2, argc, argv, &a);
+    if (ps != CLI_PARSED)
+        return ps;
+    if (a.npos != 2)
+        return cli_usage("image tag", "expected IMAGE NAME[:VERSION]");
     struct vhpc_store *st;
     struct vhpc_ref src, out;
     vhpc_err_t err = {0};
     char name[128];
     int version = 0;
-    const char *colon = strchr(argv[2], ':');
-    snprintf(name, sizeof(name), "%.*s", colon ? (int)(colon - argv[2]) : 127, argv[2]);
+    const char *colon = strchr(a.pos[1], ':');
+    snprintf(name, sizeof(name), "%.*s", colon ? (int)(colon - a.pos[1]) : 127, a.pos[1]);
     if (colon && vhpc_parse_int("the version of", colon + 1, 1, 1000000, &version, &err) < 0)
-        return cli_usage("image tag", "'%s': %s", argv[2], err.msg);
+        return cli_usage("image tag", "'%s': %s", a.pos[1], err.msg);
     int r = vhpc_store_open(NULL, &st, &err);
-    if (r == 0 && (r = vhpc_store_resolve(st, argv[1], &src, &err)) == 0)
+    if (r == 0 && (r = vhpc_store_resolve(st, a.pos[0], &src, &err)) == 0)
         r = vhpc_store_tag(st, name, version, src.digest, &out, &err);
     vhpc_store_close(st);
     if (r < 0)
@@ -325,17 +332,17 @@ static int tag(int argc, char **argv)
     return 0;
 }
 
+static const char gc_usage[] =
+    "Usage: vhpc image gc\nRemove images no name points at and blobs no image "
+    "uses (once an hour old:\nyounger ones may belong to a build or transfer "
+    "under way), and builds or\ntransfers left over for more than an hour.\n";
+
 static int gc(int argc, char **argv)
 {
-    if (argc > 1) {
-        if (!strcmp(argv[1], "--help")) {
-            printf("Usage: vhpc image gc\nRemove images no name points at and blobs no image "
-                   "uses (once an hour old:\nyounger ones may belong to a build or transfer "
-                   "under way), and builds or\ntransfers left over for more than an hour.\n");
-            return 0;
-        }
-        return cli_usage("image gc", "unexpected argument '%s'", argv[1]);
-    }
+    struct cli_args a;
+    int ps = no_options("image gc", gc_usage, 0, argc, argv, &a);
+    if (ps != CLI_PARSED)
+        return ps;
     struct vhpc_store *st;
     struct vhpc_gc_stats gs = {0};
     vhpc_err_t err = {0};
@@ -394,24 +401,28 @@ void cli_print_candidates(const struct vhpc_candidate *c, size_t nc, int best, s
 
 static int match(int argc, char **argv)
 {
+    static const char *text[64];
+    static size_t n;
+    static const struct cli_opt opts[] = {
+        CLI_OPT("require", CLI_LIST, text, "REQ",
+                "os=debian-12, kernel>=6.1, PACKAGE[OP VERSION], lib:SONAME\n(OP: = != >= <= > <; "
+                "versions compare by Debian's rules)",
+                .max = 64, .count = &n),
+        {0}};
+    static const struct cli_spec spec = {
+        "image match",
+        "Usage: vhpc image match --require REQ...\n"
+        "Which stored image `vhpc run --require` would pick, and why.\n",
+        opts, .more = NULL};
     struct vhpc_req reqs[64];
-    size_t n = 0;
     vhpc_err_t err = {0};
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help")) {
-            printf("Usage: vhpc image match --require REQ...\n"
-                   "Which stored image `vhpc run --require` would pick, and why.\n"
-                   "REQ: os=debian-12, kernel>=6.1, PACKAGE[OP VERSION], lib:SONAME\n"
-                   "(OP: = != >= <= > <; versions compare by Debian's rules).\n");
-            return 0;
-        }
-        if (!strcmp(argv[i], "--require") && i + 1 < argc && n < 64) {
-            if (vhpc_req_parse(argv[++i], &reqs[n++], &err) < 0)
-                return cli_fail(&err);
-        } else {
-            return cli_usage("image match", "unexpected argument '%s'", argv[i]);
-        }
-    }
+    struct cli_args a;
+    int ps = cli_parse(&spec, argc, argv, &a);
+    if (ps != CLI_PARSED)
+        return ps;
+    for (size_t i = 0; i < n; i++)
+        if (vhpc_req_parse(text[i], &reqs[i], &err) < 0)
+            return cli_fail(&err);
     if (!n)
         return cli_usage("image match", "no --require given");
     struct vhpc_store *st;
@@ -440,36 +451,26 @@ static const char image_help[] =
     "  pull IMAGE --from ..   fetch an image from a node\n"
     "IMAGE: NAME (newest version), NAME:VERSION, NAME@DIGEST-PREFIX or a digest prefix.\n";
 
+/* build: --full is another verb's (cmd_image_full.c). */
+static int build_any(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--full"))
+            return cmd_image_build_full(argc, argv);
+    return build(argc, argv);
+}
+
 int cmd_image(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "--help")) {
-        fputs(image_help, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    const char *sub = argv[1];
-    argc--;
-    argv++;
-    if (!strcmp(sub, "build")) {
-        for (int i = 1; i < argc; i++)
-            if (!strcmp(argv[i], "--full"))
-                return cmd_image_build_full(argc, argv);
-        return build(argc, argv);
-    }
-    if (!strcmp(sub, "list"))
-        return list(argc, argv);
-    if (!strcmp(sub, "show"))
-        return show(argc, argv);
-    if (!strcmp(sub, "rm"))
-        return rm(argc, argv);
-    if (!strcmp(sub, "tag"))
-        return tag(argc, argv);
-    if (!strcmp(sub, "gc"))
-        return gc(argc, argv);
-    if (!strcmp(sub, "match"))
-        return match(argc, argv);
-    if (!strcmp(sub, "push"))
-        return cmd_image_push(argc, argv);
-    if (!strcmp(sub, "pull"))
-        return cmd_image_pull(argc, argv);
-    return cli_usage("image", "unknown subcommand '%s' (vhpc image --help lists them)", sub);
+    static const struct cli_sub subs[] = {{"build", build_any},
+                                          {"list", list},
+                                          {"show", show},
+                                          {"rm", rm},
+                                          {"tag", tag},
+                                          {"gc", gc},
+                                          {"match", match},
+                                          {"push", cmd_image_push},
+                                          {"pull", cmd_image_pull},
+                                          {NULL, NULL}};
+    return cli_dispatch("image", subs, image_help, argc, argv);
 }

@@ -3,9 +3,11 @@
  * distribution.  It receives pushed images into a store (its cache),
  * forwards them down the push's tree while they arrive, answers pulls and
  * "have image X?" (re-hashing the blobs first), and keeps the cache within
- * a size budget by evicting the least recently used images (dist.c).
+ * a size budget by evicting the least recently used images (src/libvhpc/dist/cache.c).
  */
+#include "daemon.h"
 #include "dist.h"
+#include "opts.h"
 #include "store.h"
 #include "vhpc.h"
 
@@ -19,10 +21,9 @@
 #include <string.h>
 #include <pwd.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-static const char node_help[] =
+static const char node_usage[] =
     "Usage: vhpc node serve --listen ADDR[:PORT] [--store DIR] [--budget SIZE]\n"
     "                       [--pidfile FILE] [--daemon] [--log FILE] [--max-connections N]\n"
     "                       [--max-per-peer N] [--max-sessions N] [--idle-timeout S]\n"
@@ -30,28 +31,9 @@ static const char node_help[] =
     "Serve images to and from other nodes (vhpc image push / pull): receive pushed\n"
     "images into a cache and forward them while they arrive, answer pulls.  Cached\n"
     "blobs are re-hashed before they are served or counted as present; a damaged one\n"
-    "is removed and fetched again.\n"
-    "  --listen ADDR[:PORT]  the address to listen on (port default 7470; 0.0.0.0\n"
-    "                        for every address)\n"
-    "  --store DIR           the cache: an image store under DIR (default $VHPC_HOME,\n"
-    "                        else /var/lib/vhpc)\n"
-    "  --budget SIZE         keep the cache within SIZE bytes (K, M, G, T suffixes),\n"
-    "                        evicting the least recently used images; 0: no limit.\n"
-    "                        Kept in the store; without the option the stored one holds\n"
-    "  --pidfile FILE        write the service's pid there (removed at exit)\n"
-    "  --daemon              detach; return once the service listens\n"
-    "  --log FILE            with --daemon: append the log there (else it is dropped)\n"
-    "  --max-connections N   connections at once, in all (default 256); at the limit the\n"
-    "                        oldest that has not made its request yet is closed\n"
-    "  --max-per-peer N      ... from one address (default 32)\n"
-    "  --max-sessions N      transfers at once: pushes received, pulls served (default\n"
-    "                        16); more are refused (\"busy\", try again)\n"
-    "  --idle-timeout S      close a connection that made no request within S seconds,\n"
-    "                        or whose sender stays silent that long (default 30)\n"
-    "  --allow-uid LIST      uids trusted like root here: they may push any name and\n"
-    "                        read every image (comma-separated; may repeat)\n"
-    "  --allow-user LIST     the same by user name\n"
-    "  --munge-socket PATH   munged's socket (default $VHPC_MUNGE_SOCKET, else munge's)\n"
+    "is removed and fetched again.\n";
+
+static const char node_footer[] =
     "Every request is authenticated with munge (the sender's uid, from a credential\n"
     "bound to the request and this node's address).  Root and the --allow-* users\n"
     "may push any name; another user only names in its namespace, USER.NAME.  A\n"
@@ -66,51 +48,6 @@ static void on_signal(int sig)
 {
     (void)sig;
     stop_flag = 1;
-}
-
-/* Fork; the parent waits for the child's "R" (ready) or "E<message>" and
- * exits with it. */
-static int daemonize(int *ready_fd)
-{
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) {
-        fprintf(stderr, "vhpc node: creating a pipe: %s\n", strerror(errno));
-        return -1;
-    }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, "vhpc node: fork: %s\n", strerror(errno));
-        return -1;
-    }
-    if (pid > 0) {
-        char buf[2048];
-        size_t got = 0;
-        ssize_t n;
-        close(p[1]);
-        while (got < sizeof(buf) - 1 && (n = read(p[0], buf + got, sizeof(buf) - 1 - got)) != 0) {
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0)
-                break;
-            got += (size_t)n;
-        }
-        buf[got] = 0;
-        if (got > 0 && buf[0] == 'R')
-            _exit(0);
-        if (got > 1 && buf[0] == 'E') {
-            fprintf(stderr, "vhpc: %s\n", buf + 1);
-            _exit(1);
-        }
-        int st = 0;
-        waitpid(pid, &st, 0);
-        fprintf(stderr, "vhpc node: the service died during start-up\n");
-        _exit(1);
-    }
-    close(p[0]);
-    *ready_fd = p[1];
-    setsid();
-    return 0;
 }
 
 static int write_pidfile(const char *path, vhpc_err_t *err)
@@ -129,109 +66,105 @@ static int write_pidfile(const char *path, vhpc_err_t *err)
     return 0;
 }
 
-struct serve_opts {
-    const char *listen_on, *store_dir, *pidfile, *logfile;
-    int daemon, have_budget;
+static struct serve_opts {
+    const char *listen_on, *store_dir, *pidfile, *logfile, *munge;
+    bool daemon, have_budget;
+    int idle_s;
     struct vhpc_dist_limits lim;
     uid_t allow[256];
     size_t nallow;
     uint64_t budget;
-};
+} o;
 
 /* --allow-uid/--allow-user LIST: add each uid or user name of the list. */
-static int parse_allow(const char *opt, const char *list, struct serve_opts *o)
+static int parse_allow(const struct cli_opt *opt, const char *list, vhpc_err_t *err)
 {
-    const char *cmd = "node serve";
-    int by_name = !strcmp(opt, "--allow-user");
+    int by_name = !strcmp(opt->name, "allow-user"), r = 0;
     char *copy = strdup(list), *save = NULL;
-    for (char *t = copy ? strtok_r(copy, ",", &save) : NULL; t; t = strtok_r(NULL, ",", &save)) {
+    for (char *t = copy ? strtok_r(copy, ",", &save) : NULL; t && r == 0;
+         t = strtok_r(NULL, ",", &save)) {
         char *end;
         unsigned long u = strtoul(t, &end, 10);
         struct passwd *pw = by_name ? getpwnam(t) : NULL;
-        int r = 0;
-        if (o->nallow == sizeof(o->allow) / sizeof(*o->allow))
-            r = cli_usage(cmd, "%s: at most %zu users", opt, o->nallow);
+        if (o.nallow == sizeof(o.allow) / sizeof(*o.allow))
+            r = vhpc_err_setmsg(err, -E2BIG, "--%s: at most %zu users", opt->name, o.nallow);
         else if (pw)
-            o->allow[o->nallow++] = pw->pw_uid;
+            o.allow[o.nallow++] = pw->pw_uid;
         else if (!by_name && *t && !*end && u < 0x7fffffff)
-            o->allow[o->nallow++] = (uid_t)u;
+            o.allow[o.nallow++] = (uid_t)u;
         else
-            r = cli_usage(cmd, "%s: '%s' is not a %s", opt, t, by_name ? "user here" : "uid");
-        if (r) {
-            free(copy);
-            return r;
-        }
+            r = vhpc_err_setmsg(err, -EINVAL, "--%s: '%s' is not a %s", opt->name, t,
+                                by_name ? "user here" : "uid");
     }
     free(copy);
+    return r;
+}
+
+static int parse_budget(const struct cli_opt *opt, const char *val, vhpc_err_t *err)
+{
+    if (vhpc_parse_bytes(val, &o.budget) < 0)
+        return vhpc_err_setmsg(err, -EINVAL, "--budget %s: expected a size such as 500M or 2G",
+                               val);
+    o.have_budget = true;
     return 0;
 }
 
-/* --max-connections and friends: a number from 1 to 100000. */
-static int parse_limit(const char *opt, const char *val, struct serve_opts *o)
-{
-    char *end;
-    long v = strtol(val, &end, 10);
-    if (*end || end == val || v < 1 || v > 100000)
-        return cli_usage("node serve", "%s %s: expected a number from 1 to 100000", opt, val);
-    if (!strcmp(opt, "--max-connections"))
-        o->lim.max_conns = (int)v;
-    else if (!strcmp(opt, "--max-per-peer"))
-        o->lim.max_per_peer = (int)v;
-    else if (!strcmp(opt, "--max-sessions"))
-        o->lim.max_sessions = (int)v;
-    else
-        o->lim.idle_ms = (int)(v * 1000);
-    return 0;
-}
+#define LIMIT(n, d, a, h)                                                                          \
+    CLI_OPT(n, CLI_INT, d, a, h, .min = 1, .max = 100000, .expect = "a number from 1 to 100000")
+static const struct cli_opt serve_opts[] = {
+    CLI_OPT("listen", CLI_STR, &o.listen_on, "ADDR[:PORT]",
+            "the address to listen on (port default 7470; 0.0.0.0\nfor every address)"),
+    CLI_OPT("store", CLI_STR, &o.store_dir, "DIR",
+            "the cache: an image store under DIR (default $VHPC_HOME,\nelse /var/lib/vhpc)"),
+    CLI_OPT("budget", CLI_FN, NULL, "SIZE",
+            "keep the cache within SIZE bytes (K, M, G, T suffixes),\nevicting the least "
+            "recently used images; 0: no limit.\nKept in the store; without the option the "
+            "stored one holds",
+            .fn = parse_budget),
+    CLI_OPT("pidfile", CLI_STR, &o.pidfile, "FILE",
+            "write the service's pid there (removed at exit)"),
+    CLI_OPT("daemon", CLI_FLAG, &o.daemon, NULL, "detach; return once the service listens"),
+    CLI_OPT("log", CLI_STR, &o.logfile, "FILE",
+            "with --daemon: append the log there (else it is dropped)"),
+    LIMIT("max-connections", &o.lim.max_conns, "N",
+          "connections at once, in all (default 256); at the limit the\noldest that has not "
+          "made its request yet is closed"),
+    LIMIT("max-per-peer", &o.lim.max_per_peer, "N", "... from one address (default 32)"),
+    LIMIT("max-sessions", &o.lim.max_sessions, "N",
+          "transfers at once: pushes received, pulls served (default\n16); more are refused "
+          "(\"busy\", try again)"),
+    LIMIT("idle-timeout", &o.idle_s, "S",
+          "close a connection that made no request within S seconds,\nor whose sender stays "
+          "silent that long (default 30)"),
+    CLI_OPT("allow-uid", CLI_FN, NULL, "LIST",
+            "uids trusted like root here: they may push any name and\nread every image "
+            "(comma-separated; may repeat)",
+            .fn = parse_allow),
+    CLI_OPT("allow-user", CLI_FN, NULL, "LIST", "the same by user name", .fn = parse_allow),
+    CLI_OPT("munge-socket", CLI_STR, &o.munge, "PATH",
+            "munged's socket (default $VHPC_MUNGE_SOCKET, else munge's)"),
+    {0}};
 
-/* 0 to serve, 1 after --help, else the exit status of a usage error. */
-static int parse_serve(int argc, char **argv, struct serve_opts *o)
+static const struct cli_spec serve_spec = {"node serve", node_usage, serve_opts,
+                                           .footer = node_footer};
+
+/* CLI_PARSED to serve, else the exit status of --help or a usage error. */
+static int parse_serve(int argc, char **argv)
 {
-    const char *cmd = "node serve";
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int r = 0;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(node_help, stdout);
-            return 1;
-        }
-        if (!strcmp(a, "--daemon")) {
-            o->daemon = 1;
-            continue;
-        }
-        if (i + 1 >= argc)
-            return cli_usage(cmd, "'%s' needs an argument or is unknown", a);
-        const char *v = argv[++i];
-        if (!strcmp(a, "--listen"))
-            o->listen_on = v;
-        else if (!strcmp(a, "--store"))
-            o->store_dir = v;
-        else if (!strcmp(a, "--pidfile"))
-            o->pidfile = v;
-        else if (!strcmp(a, "--log"))
-            o->logfile = v;
-        else if (!strcmp(a, "--munge-socket"))
-            setenv("VHPC_MUNGE_SOCKET", v, 1);
-        else if (!strcmp(a, "--allow-uid") || !strcmp(a, "--allow-user"))
-            r = parse_allow(a, v, o);
-        else if (!strcmp(a, "--max-connections") || !strcmp(a, "--max-per-peer") ||
-                 !strcmp(a, "--max-sessions") || !strcmp(a, "--idle-timeout"))
-            r = parse_limit(a, v, o);
-        else if (!strcmp(a, "--budget")) {
-            if (vhpc_parse_bytes(v, &o->budget) < 0)
-                return cli_usage(cmd, "--budget %s: expected a size such as 500M or 2G", v);
-            o->have_budget = 1;
-        } else
-            return cli_usage(cmd, "unknown argument '%s'", a);
-        if (r)
-            return r;
-    }
-    if (!o->listen_on)
-        return cli_usage(cmd, "where to listen? --listen ADDR[:PORT] (e.g. 0.0.0.0:%d)",
+    struct cli_args a;
+    int st = cli_parse(&serve_spec, argc, argv, &a);
+    if (st != CLI_PARSED)
+        return st;
+    if (o.munge)
+        setenv("VHPC_MUNGE_SOCKET", o.munge, 1);
+    if (o.idle_s)
+        o.lim.idle_ms = o.idle_s * 1000;
+    if (!o.listen_on)
+        return cli_usage("node serve", "where to listen? --listen ADDR[:PORT] (e.g. 0.0.0.0:%d)",
                          VHPC_DIST_PORT);
-    if (o->logfile && !o->daemon)
-        return cli_usage(cmd, "--log goes with --daemon (otherwise the log is stderr)");
-    return 0;
+    if (o.logfile && !o.daemon)
+        return cli_usage("node serve", "--log goes with --daemon (otherwise the log is stderr)");
+    return CLI_PARSED;
 }
 
 /* Make *path absolute (the daemon changes to /), in buf. */
@@ -250,44 +183,31 @@ static int absolute(const char *opt, const char **path, char *buf, size_t len)
  * log), then tell the waiting parent it is ready. */
 static void detach_stdio(int ready_fd, const char *logfile)
 {
-    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     int logfd = logfile ? open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
-    if (chdir("/") < 0) {
-        /* not fatal: every path was made absolute */
-    }
-    if (null >= 0) {
-        dup2(null, 0);
-        dup2(null, 1);
-        dup2(logfd >= 0 ? logfd : null, 2);
-        close(null);
-    }
-    if (logfd >= 0)
+    vhpc_err_t ignore; /* nobody to tell: every path was made absolute */
+    vhpc_daemon_ready(ready_fd, logfd, &ignore);
+    if (logfd > 2)
         close(logfd);
-    if (write(ready_fd, "R", 1) != 1) {
-        /* the parent is gone: nobody to tell */
-    }
-    close(ready_fd);
 }
 
 /* Open the store and a dist server on it, as the options say. */
-static int open_server(const struct serve_opts *o, struct vhpc_store **st,
+static int open_server(const struct serve_opts *so, struct vhpc_store **st,
                        struct vhpc_dist_server **srv, vhpc_err_t *err)
 {
-    if (vhpc_store_open(o->store_dir, st, err) < 0)
+    if (vhpc_store_open(so->store_dir, st, err) < 0)
         return -1;
-    if ((o->have_budget && vhpc_store_set_budget(*st, o->budget, err) < 0) ||
-        vhpc_dist_server_new(*st, o->listen_on, srv, err) < 0)
+    if ((so->have_budget && vhpc_store_set_budget(*st, so->budget, err) < 0) ||
+        vhpc_dist_server_new(*st, so->listen_on, srv, err) < 0)
         return -1;
-    vhpc_dist_server_limits(*srv, &o->lim);
-    return vhpc_dist_server_allow(*srv, o->allow, o->nallow, err);
+    vhpc_dist_server_limits(*srv, &so->lim);
+    return vhpc_dist_server_allow(*srv, so->allow, so->nallow, err);
 }
 
 static int serve(int argc, char **argv)
 {
-    struct serve_opts o = {0};
-    int r = parse_serve(argc, argv, &o);
-    if (r)
-        return r == 1 ? 0 : r;
+    int r = parse_serve(argc, argv);
+    if (r != CLI_PARSED)
+        return r;
 
     char store_abs[PATH_MAX], pid_abs[PATH_MAX], log_abs[PATH_MAX];
     vhpc_err_t err = {0};
@@ -320,8 +240,10 @@ static int serve(int argc, char **argv)
     snprintf(prefix, sizeof(prefix), "vhpc node %s", vhpc_dist_server_addr(srv));
     vhpc_dist_server_log(srv, prefix);
 
-    if (o.daemon && daemonize(&ready_fd) < 0)
+    if (o.daemon && vhpc_daemonize("vhpc", &ready_fd, &err) < 0) {
+        fprintf(stderr, "vhpc node: %s\n", err.msg);
         goto out;
+    }
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
@@ -329,8 +251,7 @@ static int serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (o.pidfile && write_pidfile(o.pidfile, &err) < 0) {
         if (ready_fd >= 0) {
-            dprintf(ready_fd, "E%s", err.msg);
-            close(ready_fd);
+            vhpc_daemon_fail(ready_fd, err.msg);
         } else {
             cli_fail(&err);
         }
@@ -358,11 +279,15 @@ out:
 
 int cmd_node(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        fputs(node_help, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    if (!strcmp(argv[1], "serve"))
-        return serve(argc - 1, argv + 1);
-    return cli_usage("node", "unknown subcommand '%s' (vhpc node --help)", argv[1]);
+    static const struct cli_sub subs[] = {{"serve", serve}, {NULL, NULL}};
+    char *help = NULL;
+    size_t len;
+    FILE *f = open_memstream(&help, &len);
+    if (!f)
+        return 1;
+    cli_help(&serve_spec, f); /* the only subcommand's */
+    fclose(f);
+    int r = cli_dispatch("node", subs, help, argc, argv);
+    free(help);
+    return r;
 }

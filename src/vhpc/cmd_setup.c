@@ -17,6 +17,7 @@
  */
 #include "kernel.h"
 #include "ns.h"
+#include "opts.h"
 #include "vhpc.h"
 #include "fs.h"
 #include "paths.h"
@@ -167,25 +168,25 @@ static void kvm(void)
 
 int cmd_setup(int argc, char **argv)
 {
-    int check = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--check")) {
-            check = 1;
-        } else if (!strcmp(argv[i], "--help")) {
-            printf("Usage: vhpc setup [--check]\n"
-                   "Prepare this host, once and as root, so that normal users can run VMs:\n"
-                   "/dev/net/tun mode 0666 and unprivileged user namespaces (Debian's\n"
-                   "defaults; each job's network lives in namespaces of its own user), and the\n"
-                   "system image store and kernel cache (%s) readable by all.\n"
-                   "Changes are also written to %s and %s.\n"
-                   "--check only reports (any user may run it); exit status 1 if something\n"
-                   "is missing.\n",
-                   vhpc__system_root(), TUN_RULE, SYSCTL_CONF);
-            return 0;
-        } else {
-            return cli_usage("setup", "unknown argument '%s'", argv[i]);
-        }
-    }
+    static bool check;
+    static const struct cli_opt opts[] = {
+        CLI_OPT("check", CLI_FLAG, &check, NULL,
+                "only report (any user may run it); exit status 1 if something\nis missing"),
+        {0}};
+    char usage[1024];
+    snprintf(usage, sizeof(usage),
+             "Usage: vhpc setup [--check]\n"
+             "Prepare this host, once and as root, so that normal users can run VMs:\n"
+             "/dev/net/tun mode 0666 and unprivileged user namespaces (Debian's\n"
+             "defaults; each job's network lives in namespaces of its own user), and the\n"
+             "system image store and kernel cache (%s) readable by all.\n"
+             "Changes are also written to %s and %s.\n",
+             vhpc__system_root(), TUN_RULE, SYSCTL_CONF);
+    const struct cli_spec spec = {"setup", usage, opts, .more = NULL};
+    struct cli_args a;
+    int st = cli_parse(&spec, argc, argv, &a);
+    if (st != CLI_PARSED)
+        return st;
     if (!check && geteuid() != 0)
         return cli_usage("setup", "changing the host is for root (sudo vhpc setup); "
                                   "`vhpc setup --check` tells what is missing");

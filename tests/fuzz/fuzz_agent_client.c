@@ -1,6 +1,6 @@
 /*
  * fuzz_agent_client.c - the host's side of the agent protocol
- * (libvhpc/cluster/agent_client.c): everything a guest's agent (or another guest's,
+ * (src/common/agent_client.c): everything a guest's agent (or another guest's,
  * for vhpc-rsh) may send.  The first input byte picks how the stream is
  * met: bit 0 set, as after agent_client_connect() (frames are skipped up to
  * the first PONG 0); bit 1, through agent_client_wait_ready(); the rest is

@@ -10,10 +10,9 @@ function(vhpc_fuzz_target exe t)
   set(src ${PROJECT_SOURCE_DIR}/src)
   add_executable(${exe} ${VHPC_FUZZ_DIR}/fuzz_${t}.c ${ARGN})
   if(t STREQUAL "agent")
-    target_sources(${exe} PRIVATE ${src}/agent/conn.c ${src}/agent/request.c
-                                  ${src}/libvhpc/util/sha256.c ${src}/libvhpc/util/sha256_hw.c
-                                  ${src}/libvhpc/util/error.c)
-    target_include_directories(${exe} PRIVATE ${src}/agent ${src}/common ${src}/libvhpc/cluster ${src}/libvhpc/util)
+    target_sources(${exe} PRIVATE ${src}/agent/conn.c ${src}/agent/request.c)
+    target_include_directories(${exe} PRIVATE ${src}/agent)
+    target_link_libraries(${exe} PRIVATE vhpc_base)
   elseif(t STREQUAL "ivcd")
     target_sources(${exe} PRIVATE ${src}/ivcd/server.c ${src}/ivcd/region.c ${src}/ivcd/ctl.c)
     target_include_directories(${exe} PRIVATE ${src}/ivcd)

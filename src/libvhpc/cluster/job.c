@@ -1,16 +1,25 @@
 /*
- * job.c - see job.h.
+ * job.c - see job.h: a job's cluster booted (one thread per VM), its
+ * commands run (one VM with the caller's stdio, or each VM with its output
+ * prefixed), the signals a batch system sends taken and passed on, files
+ * copied in and out, the cluster stopped, and how long each step took.
  */
 #include "job.h"
 #include "clock.h"
+#include "fs.h"
+#include "names.h"
 #include "output.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,6 +29,7 @@ int vhpc_job_init(struct vhpc_job *job, vhpc_err_t *err)
     pthread_mutex_init(&job->lock, NULL);
     job->failed = -1;
     job->signal_pipe[0] = job->signal_pipe[1] = -1;
+    job->times.init_ms = vhpc__now_ms();
     if (pipe2(job->signal_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
         return vhpc_err_set(err, -errno, "pipe");
     return 0;
@@ -132,6 +142,7 @@ int vhpc_job_boot(struct vhpc_job *job, const struct vhpc_cluster_spec *spec, in
 {
     job->failed = -1;
     int64_t t0 = vhpc__now_ms(); /* QEMUs start in vhpc_cluster_up */
+    job->times.boot_ms = t0;
     pthread_mutex_lock(&job->lock);
     int r = vhpc_cluster_up(spec, &job->cl, err);
     job->up = r == 0;
@@ -161,6 +172,7 @@ int vhpc_job_boot(struct vhpc_job *job, const struct vhpc_cluster_spec *spec, in
                 *err = boots[i].err;
         }
     }
+    job->times.up_ms = vhpc__now_ms();
     return r;
 }
 
@@ -336,6 +348,7 @@ int vhpc_job_stop(struct vhpc_job *job, bool clean, vhpc_err_t *err)
     int r = 0;
     pthread_mutex_lock(&job->lock);
     if (job->up) {
+        job->times.stop_ms = vhpc__now_ms();
         vhpc_err_t ignore;
         if (clean)
             for (int i = 0; i < job->cl.nvms; i++)
@@ -343,6 +356,7 @@ int vhpc_job_stop(struct vhpc_job *job, bool clean, vhpc_err_t *err)
                     agent_client_shutdown(job->agents[i], AGENT_SHUTDOWN_POWEROFF, &ignore);
         r = vhpc_cluster_down(&job->cl, clean ? VHPC_JOB_GRACE_MS : 0, err);
         job->up = false;
+        job->times.down_ms = vhpc__now_ms();
     }
     pthread_mutex_unlock(&job->lock);
     return r;
@@ -360,4 +374,267 @@ void vhpc_job_close(struct vhpc_job *job)
             close(job->signal_pipe[k]);
         job->signal_pipe[k] = -1;
     }
+}
+
+/* ---- what the caller reports ------------------------------------------------------- */
+
+int vhpc_job_exit_status(int r, int status)
+{
+    if (r >= 0)
+        return status;
+    return r == -ENOENT || r == -EACCES ? 127 : 1;
+}
+
+int vhpc_job_each_status(const struct vhpc_job *job, const struct vhpc_job_each *each)
+{
+    int status = 0;
+    for (int i = 0; i < job->cl.nvms; i++) {
+        if (each->failed >= 0 && i != each->failed)
+            continue; /* stopped because of the failed VM */
+        if (each->r[i] < 0)
+            status = vhpc_job_exit_status(each->r[i], 0);
+        else if (each->status[i] && !status)
+            status = each->status[i];
+    }
+    return status;
+}
+
+void vhpc_job_phases(const struct vhpc_job *job, struct vhpc_job_phases *p)
+{
+    const struct vhpc_job_times *t = &job->times;
+    memset(p, 0, sizeof(*p));
+    p->image_ms = t->boot_ms - t->init_ms;
+    p->boot_ms = t->up_ms - t->boot_ms;
+    p->run_ms = t->stop_ms - t->up_ms;
+    p->teardown_ms = t->down_ms - t->stop_ms;
+    p->total_ms = t->down_ms - t->init_ms;
+    for (int i = 0; i < job->cl.nvms && i < VHPC_MAX_VMS; i++)
+        p->vm_ready_ms[i] = job->ready_ms[i] - job->started_ms[i];
+}
+
+int vhpc_job_console_tail(const struct vhpc_job *job, int i, int lines, char *out, size_t len)
+{
+    char tail[8192];
+    if (i < 0 || i >= job->cl.nvms || !len)
+        return -EINVAL;
+    int r = vhpc_vm_console_tail(&job->cl.vms[i], lines, tail, sizeof(tail));
+    if (r < 0)
+        return r;
+    size_t n = 0;
+    out[0] = 0;
+    for (char *save, *l = strtok_r(tail, "\n", &save); l && n < len;
+         l = strtok_r(NULL, "\n", &save))
+        n += (size_t)snprintf(out + n, len - n, "  | %s\n", l);
+    return 0;
+}
+
+/* ---- a cluster started elsewhere ------------------------------------------------------ */
+
+int vhpc_job_load(struct vhpc_job *job, const char *name, vhpc_err_t *err)
+{
+    int r = vhpc_cluster_load(name, &job->cl, err);
+    pthread_mutex_lock(&job->lock);
+    job->up = r == 0;
+    pthread_mutex_unlock(&job->lock);
+    return r;
+}
+
+int vhpc_job_connect(struct vhpc_job *job, int i, int timeout_ms, vhpc_err_t *err)
+{
+    if (i >= 0 && i < job->cl.nvms && job->agents[i])
+        return 0;
+    return vhpc_job_attach(&job->cl, i, timeout_ms, &job->agents[i], err);
+}
+
+static int cluster_entry(const struct dirent *e)
+{
+    return vhpc_cluster_name_ok(e->d_name);
+}
+
+int vhpc_job_list(int (*fn)(const struct vhpc_cluster *cl, const char *owner, void *arg), void *arg,
+                  vhpc_err_t *err)
+{
+    char dir[512];
+    struct dirent **names;
+    snprintf(dir, sizeof(dir), "%s/clusters", vhpc_run_dir());
+    int n = scandir(dir, &names, cluster_entry, alphasort), r = 0;
+    if (n < 0 && errno == ENOENT)
+        return 0;
+    if (n < 0)
+        return vhpc_err_setmsg(err, -errno,
+                               "cannot read %s: %s (each user's clusters are in a run directory "
+                               "of their own; $VHPC_RUN_DIR names another)",
+                               dir, strerror(errno));
+    for (int i = 0; i < n; i++) {
+        static struct vhpc_cluster cl;
+        vhpc_err_t ignore;
+        char path[600], owner[32] = "?", *text = NULL;
+        size_t len;
+        if (r == 0 && vhpc_cluster_load(names[i]->d_name, &cl, &ignore) == 0) {
+            snprintf(path, sizeof(path), "%s/owner", cl.dir);
+            if (vhpc__read_file_max(path, 64, &text, &len, &ignore) == 0)
+                sscanf(text, "%31s", owner);
+            free(text);
+            r = fn(&cl, owner, arg);
+        }
+        free(names[i]);
+    }
+    free(names);
+    return r;
+}
+
+/* ---- files ------------------------------------------------------------------------ */
+
+#define COPY_TIMEOUT_MS 600000
+
+int vhpc_job_copy_in(struct vhpc_job *job, int i, const char *src, const char *dst, vhpc_err_t *err)
+{
+    int r = vhpc_job_connect(job, i, 10000, err);
+    if (r < 0)
+        return r;
+    int fd = open(src, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        r = vhpc_err_set(err, -errno, "opening %s", src);
+    } else if ((r = agent_client_put_file(job->agents[i], fd, dst, st.st_mode & 07777,
+                                          COPY_TIMEOUT_MS, err)) < 0) {
+        vhpc_err_wrap(err, "copying %s to vm%d:%s", src, i, dst);
+    }
+    if (fd >= 0)
+        close(fd);
+    return r;
+}
+
+/* Where copy_out writes: dst, or the file a symlink dst points at; and the
+ * mode the new file gets (the old one's, else what umask leaves of 0666). */
+static int copy_target(const char *dst, char *target, mode_t *mode, vhpc_err_t *err)
+{
+    struct stat st;
+    if (lstat(dst, &st) == 0 && S_ISLNK(st.st_mode)) {
+        if (!realpath(dst, target))
+            return vhpc_err_set(err, -errno, "resolving %s", dst);
+    } else if (snprintf(target, PATH_MAX, "%s", dst) >= PATH_MAX) {
+        return vhpc_err_setmsg(err, -ENAMETOOLONG, "%s: path too long", dst);
+    }
+    if (stat(target, &st) == 0) {
+        if (S_ISDIR(st.st_mode))
+            return vhpc_err_setmsg(err, -EISDIR, "%s is a directory (give the file's path)", dst);
+        if (!S_ISREG(st.st_mode))
+            return vhpc_err_setmsg(err, -EINVAL, "%s is not a regular file", dst);
+        *mode = st.st_mode & 07777;
+    } else {
+        mode_t um = umask(0);
+        umask(um);
+        *mode = 0666 & ~um;
+    }
+    return 0;
+}
+
+/* A new file in dir beside base (O_EXCL): its descriptor, its name in tmp. */
+static int open_beside(const char *dir, const char *base, const char *dst, char *tmp, size_t len,
+                       vhpc_err_t *err)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        if (snprintf(tmp, len, "%s/.%.64s.vhpc-cp-%d-%d", dir, base, (int)getpid(), tries) >=
+            (int)len)
+            return vhpc_err_setmsg(err, -ENAMETOOLONG, "%s: path too long", dst);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd >= 0)
+            return fd;
+        if (errno != EEXIST)
+            return vhpc_err_set(err, -errno, "creating a file in %s", dir);
+    }
+    return vhpc_err_setmsg(err, -EEXIST, "creating a temporary file in %s", dir);
+}
+
+int vhpc_job_copy_out(struct vhpc_job *job, int i, const char *src, const char *dst,
+                      vhpc_err_t *err)
+{
+    char target[PATH_MAX], dirbuf[PATH_MAX], basebuf[PATH_MAX], tmp[PATH_MAX + 32];
+    mode_t mode = 0600;
+    int r = vhpc_job_connect(job, i, 10000, err);
+    if (r < 0 || (r = copy_target(dst, target, &mode, err)) < 0)
+        return r;
+    snprintf(dirbuf, sizeof(dirbuf), "%s", target);
+    snprintf(basebuf, sizeof(basebuf), "%s", target);
+    const char *dir = dirname(dirbuf), *base = basename(basebuf);
+    int fd = open_beside(dir, base, dst, tmp, sizeof(tmp), err);
+    if (fd < 0)
+        return fd;
+    r = agent_client_get_file(job->agents[i], src, fd, COPY_TIMEOUT_MS, err);
+    if (r == 0 && fchmod(fd, mode) < 0)
+        r = vhpc_err_set(err, -errno, "chmod %s", tmp);
+    if (r == 0 && fsync(fd) < 0)
+        r = vhpc_err_set(err, -errno, "writing %s", tmp);
+    if (close(fd) < 0 && r == 0)
+        r = vhpc_err_set(err, -errno, "writing %s", tmp);
+    if (r == 0 && rename(tmp, target) < 0)
+        r = vhpc_err_set(err, -errno, "renaming %s to %s", tmp, target);
+    if (r < 0) {
+        unlink(tmp);
+        return vhpc_err_wrap(err, "copying vm%d:%s to %s (%s is unchanged)", i, src, dst, dst);
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+/* ---- the whole job ---------------------------------------------------------------- */
+
+/* The command of a booted job, in vm0 or each VM: res->ran and res->status. */
+static void run_command(struct vhpc_job *job, const struct vhpc_job_command *cmd,
+                        struct vhpc_job_result *res)
+{
+    struct vhpc_job_each *ev = &res->ran;
+    struct agent_exec_req req = {.argv = (const char *const *)cmd->argv};
+    *ev = (struct vhpc_job_each){.out_fd = cmd->stdout_fd,
+                                 .err_fd = cmd->stderr_fd,
+                                 .signal_fd = vhpc_job_signal_fd(job),
+                                 .failed = -1};
+    vhpc_job_set_running(job, true);
+    if (cmd->each) {
+        int r = vhpc_job_run_each(job, &req, ev, &ev->errs[0]);
+        if (r < 0) { /* could not even start: reported as vm0's */
+            ev->failed = 0;
+            ev->r[0] = r;
+        }
+        res->status = vhpc_job_each_status(job, ev);
+    } else {
+        req.flags = AGENT_EXEC_STDIN;
+        struct agent_run_io io = {.stdin_fd = cmd->stdin_fd,
+                                  .stdout_fd = cmd->stdout_fd,
+                                  .stderr_fd = cmd->stderr_fd,
+                                  .signal_fd = ev->signal_fd,
+                                  .timeout_ms = -1};
+        ev->r[0] = vhpc_job_run(job, 0, &req, &io, &ev->status[0], &ev->errs[0]);
+        res->status = vhpc_job_exit_status(ev->r[0], ev->status[0]);
+    }
+    vhpc_job_set_running(job, false);
+}
+
+int vhpc_job_execute(struct vhpc_job *job, const struct vhpc_cluster_spec *spec, int timeout_ms,
+                     const struct vhpc_job_command *cmd, struct vhpc_job_result *res,
+                     vhpc_err_t *err)
+{
+    memset(res, 0, sizeof(*res));
+    res->ran.failed = -1;
+    int r = vhpc_job_boot(job, spec, timeout_ms, &res->boot_err);
+    if (r < 0 && job->failed < 0) { /* nothing was started */
+        *err = res->boot_err;
+        return r;
+    }
+    res->booted = r == 0;
+    if (!res->booted &&
+        vhpc_job_console_tail(job, job->failed, 20, res->console, sizeof(res->console)) < 0)
+        res->console[0] = 0;
+    if (res->booted && !vhpc_job_stopped_by(job))
+        run_command(job, cmd, res);
+    else if (!res->booted)
+        res->status = 1;
+    /* Waits for the signal thread's stop, if any. */
+    res->stop_r = vhpc_job_stop(job, true, &res->stop_err);
+    return 0;
 }

@@ -10,6 +10,10 @@
  *   vhpc_job_boot(&job, &spec, BOOT_MS, &err);     // VMs boot in parallel
  *   vhpc_job_run(&job, 0, &req, &io, &status, &err);
  *   vhpc_job_stop(&job, true, &err);                // poweroff, then remove
+ *   vhpc_job_phases(&job, &times);                  // how long each step took
+ *
+ * A cluster that lives on between commands (`vhpc vm`) is reached by name
+ * with vhpc_job_load and vhpc_job_connect instead of vhpc_job_boot.
  *
  * vhpc_job_interrupt and vhpc_job_stop may be called from another thread
  * (a signal handler thread) while the others run; everything else is for
@@ -28,8 +32,18 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* When each step began and ended (vhpc__now_ms; 0: not yet). */
+struct vhpc_job_times {
+    int64_t init_ms; /* vhpc_job_init: the caller prepares the image from here */
+    int64_t boot_ms; /* vhpc_job_boot began */
+    int64_t up_ms;   /* ... and ended: every agent ready, or a VM failed */
+    int64_t stop_ms; /* vhpc_job_stop began (the call that did the work) */
+    int64_t down_ms; /* ... and ended */
+};
+
 struct vhpc_job {
     struct vhpc_cluster cl;
+    struct vhpc_job_times times;
     agent_client_t *agents[VHPC_MAX_VMS]; /* each VM's agent, once booted */
     int64_t started_ms[VHPC_MAX_VMS];     /* the cluster's start began (vhpc__now_ms) */
     int64_t ready_ms[VHPC_MAX_VMS];       /* its agent answered, holding the key */
@@ -71,6 +85,45 @@ int vhpc_job_stopped_by(const struct vhpc_job *job);
 int vhpc_job_boot(struct vhpc_job *job, const struct vhpc_cluster_spec *spec, int timeout_ms,
                   vhpc_err_t *err);
 
+/* The steps of a finished job, in ms: image (init to boot: what the
+ * caller did first), boot, run (boot's end to the stop), teardown, total,
+ * and each VM's time from its QEMU's start to its agent's answer. */
+struct vhpc_job_phases {
+    int64_t image_ms, boot_ms, run_ms, teardown_ms, total_ms;
+    int64_t vm_ready_ms[VHPC_MAX_VMS];
+};
+void vhpc_job_phases(const struct vhpc_job *job, struct vhpc_job_phases *p);
+
+/* The last `lines` lines of VM i's console, each as "  | LINE\n", for a
+ * boot failure's report (a VM that never booted says why there).  0, or
+ * negative when the console cannot be read. */
+int vhpc_job_console_tail(const struct vhpc_job *job, int i, int lines, char *out, size_t len);
+
+/* Load the running cluster `name` (started by vhpc_job_boot of another
+ * process, e.g. `vhpc vm start`) into a job readied by vhpc_job_init, as if
+ * booted here; its agents are connected with vhpc_job_connect. */
+int vhpc_job_load(struct vhpc_job *job, const char *name, vhpc_err_t *err);
+/* Connect to VM i of the job's cluster (vhpc_job_attach) and keep the
+ * connection in job->agents[i]. */
+int vhpc_job_connect(struct vhpc_job *job, int i, int timeout_ms, vhpc_err_t *err);
+
+/* Every cluster of this user (in the run directory), in name order, with
+ * its owner (a vhpc process's pid, "detached", or "?"), to fn; stops at
+ * fn's first non-zero return.  An unreadable run directory is an error;
+ * a missing one holds no clusters. */
+int vhpc_job_list(int (*fn)(const struct vhpc_cluster *cl, const char *owner, void *arg), void *arg,
+                  vhpc_err_t *err);
+
+/* Copy the host file src into VM i as dst (its mode src's). */
+int vhpc_job_copy_in(struct vhpc_job *job, int i, const char *src, const char *dst,
+                     vhpc_err_t *err);
+/* Copy VM i's file src to the host path dst without ever losing the file
+ * that is there: a new file beside it (the mode dst has or would get),
+ * synced, then renamed over dst; a symlink dst stays one (its target is
+ * replaced).  On failure dst is untouched. */
+int vhpc_job_copy_out(struct vhpc_job *job, int i, const char *src, const char *dst,
+                      vhpc_err_t *err);
+
 /* Connect to VM i of a running cluster (loaded or booted) and wait up to
  * timeout_ms for its agent to be ready; hands it the job's key. */
 int vhpc_job_attach(const struct vhpc_cluster *cl, int i, int timeout_ms, agent_client_t **out,
@@ -96,6 +149,38 @@ struct vhpc_job_each {
 };
 int vhpc_job_run_each(struct vhpc_job *job, const struct agent_exec_req *req,
                       struct vhpc_job_each *each, vhpc_err_t *err);
+
+/* The exit status of a command whose run returned r (vhpc_job_run): its
+ * own, or as a shell says it: 127 when the program is missing or cannot be
+ * executed, 1 for any other failure. */
+int vhpc_job_exit_status(int r, int status);
+/* The same for a run in each VM: the failed VM's (if one stopped the
+ * others), else the last VM's that could not run, else the first non-zero. */
+int vhpc_job_each_status(const struct vhpc_job *job, const struct vhpc_job_each *each);
+
+/* The whole job in one call (what `vhpc run` is): boot the cluster of
+ * spec, run the command in vm0 or each VM once every agent is ready, stop
+ * the cluster (cleanly), and say in *res what happened at each step.
+ * Returns 0 once the cluster was started (whatever failed later is in
+ * *res), or negative when it could not be (nothing is left; *err says why).
+ * With vhpc_job_take_signals, a signal may stop it at any step. */
+struct vhpc_job_command {
+    char *const *argv;
+    bool each; /* in every VM (stdin /dev/null, lines prefixed), else in vm0 */
+    int stdin_fd, stdout_fd, stderr_fd;
+};
+struct vhpc_job_result {
+    bool booted;              /* every VM's agent was ready (else boot_err, job->failed) */
+    vhpc_err_t boot_err;      /* why job->failed did not boot */
+    char console[10240];      /* ... and the end of its console (vhpc_job_console_tail) */
+    struct vhpc_job_each ran; /* the command's run (not each: vm0's in [0]) */
+    int status;               /* the exit status it gives (vhpc_job_exit_status) */
+    int stop_r;               /* vhpc_job_stop's, with stop_err */
+    vhpc_err_t stop_err;
+};
+int vhpc_job_execute(struct vhpc_job *job, const struct vhpc_cluster_spec *spec, int timeout_ms,
+                     const struct vhpc_job_command *cmd, struct vhpc_job_result *res,
+                     vhpc_err_t *err);
 
 /* Say the job is being stopped from outside (a signal): failures that
  * follow are not reported as the job's own. */

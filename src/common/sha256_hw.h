@@ -16,6 +16,9 @@
 
 enum { VHPC_SHA256_AUTO, VHPC_SHA256_SOFT, VHPC_SHA256_HW };
 
+/* The round constants (sha256.c), for both implementations. */
+extern const uint32_t vhpc__sha256_k[64];
+
 /* 1 if this CPU can run vhpc__sha256_hw_blocks. */
 int vhpc__sha256_hw_supported(void);
 /* Compress n 64-byte blocks at p into the state h (FIPS 180-4 order:
