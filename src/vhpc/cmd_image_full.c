@@ -8,6 +8,7 @@
  */
 #include "full.h"
 #include "image.h"
+#include "opts.h"
 #include "store.h"
 #include "vhpc.h"
 
@@ -20,73 +21,70 @@
 
 #define MAX_ARGS 256
 
-static const char full_help[] =
+static const char full_usage[] =
     "Usage: vhpc image build --full [--name NAME] [--package PKG]... [--file HOST=IMAGE]...\n"
     "                               [--env KEY=VALUE]... [--with-mpi] [--suite SUITE]\n"
     "                               [--public]\n"
     "Build a full image: a Debian root file system (debootstrap --variant=minbase with\n"
     "systemd and the packages asked for) that boots its own systemd, with vhpc-agent\n"
     "as a service.  Every VM gets its own copy-on-write view of it.  NAME defaults\n"
-    "to 'debian'.  The same inputs give the same image, found without building.\n"
-    "  --package PKG      a Debian package to install, with what it depends on\n"
-    "  --file HOST=IMAGE  put the host file HOST at the absolute path IMAGE\n"
-    "  --env KEY=VALUE    in the environment of everything run in the VMs\n"
-    "  --with-mpi         Open MPI (openmpi-bin, libfabric1) and vhpc's libfabric\n"
-    "                     provider ivc, set up as in minimal images (README: MPI in VMs)\n"
-    "  --suite SUITE      the Debian suite (default " VHPC_FULL_SUITE ")\n"
-    "  --public           root, system store: every user may read and boot the image\n"
-    "                     (default: only root; see README: who can read images)\n"
+    "to 'debian'.  The same inputs give the same image, found without building.\n";
+static const char full_footer[] =
     "Environment: VHPC_MIRROR (default " VHPC_FULL_MIRROR "), VHPC_DEB_CACHE\n"
     "(downloaded packages, default <store root>/cache/debs).  Needs root,\n"
     "debootstrap, mksquashfs (squashfs-tools) and the mirror on the network.\n";
 
+/* --add and --module belong to minimal images: say what a full one takes. */
+static int minimal_only(const struct cli_opt *o, const char *val, vhpc_err_t *err)
+{
+    (void)val;
+    return vhpc_err_setmsg(err, -EINVAL,
+                           "--%s is for minimal images; a full image takes --package "
+                           "(Debian packages) and --file HOST=IMAGE",
+                           o->name);
+}
+
 int cmd_image_build_full(int argc, char **argv)
 {
-    const char *name = "debian", *suite = NULL;
-    const char *pkgs[MAX_ARGS + 1] = {0}, *files[MAX_ARGS + 1] = {0}, *env[MAX_ARGS + 1] = {0};
-    int npkgs = 0, nfiles = 0, nenv = 0;
-    bool with_mpi = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help")) {
-            fputs(full_help, stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--full"))
-            continue;
-        if (!strcmp(a, "--with-mpi")) {
-            with_mpi = true;
-            continue;
-        }
-        if (!strcmp(a, "--public")) {
-            if (cli_public_ok("image build --full") != 0)
-                return 2;
-            vhpc_store_publish(1);
-            continue;
-        }
-        if (i + 1 >= argc)
-            return cli_usage("image build --full", "'%s' needs an argument or is unknown", a);
-        const char *v = argv[++i];
-        if (!strcmp(a, "--name"))
-            name = v;
-        else if (!strcmp(a, "--suite"))
-            suite = v;
-        else if (!strcmp(a, "--package") && npkgs < MAX_ARGS)
-            pkgs[npkgs++] = v;
-        else if (!strcmp(a, "--file") && nfiles < MAX_ARGS)
-            files[nfiles++] = v;
-        else if (!strcmp(a, "--env") && nenv < MAX_ARGS) {
-            if (!strchr(v, '=') || v[0] == '=')
-                return cli_usage("image build --full", "--env %s: expected KEY=VALUE", v);
-            env[nenv++] = v;
-        } else if (!strcmp(a, "--add") || !strcmp(a, "--module"))
-            return cli_usage("image build --full",
-                             "%s is for minimal images; a full image takes --package "
-                             "(Debian packages) and --file HOST=IMAGE",
-                             a);
-        else
-            return cli_usage("image build --full", "unknown argument '%s'", a);
-    }
+    static const char *name = "debian", *suite = NULL;
+    static const char *pkgs[MAX_ARGS + 1], *files[MAX_ARGS + 1], *env[MAX_ARGS + 1];
+    static size_t npkgs, nfiles, nenv;
+    static bool with_mpi, public, full;
+    static const struct cli_opt opts[] = {
+        CLI_OPT("full", CLI_FLAG, &full, NULL, "a full image (what this verb builds)"),
+        CLI_OPT("name", CLI_STR, &name, "NAME", "the image's name (default debian)"),
+        CLI_OPT("package", CLI_LIST, pkgs, "PKG",
+                "a Debian package to install, with what it depends on", .max = MAX_ARGS,
+                .count = &npkgs),
+        CLI_OPT("file", CLI_LIST, files, "HOST=IMAGE",
+                "put the host file HOST at the absolute path IMAGE", .max = MAX_ARGS,
+                .count = &nfiles),
+        CLI_OPT("env", CLI_LIST, env, "KEY=VALUE",
+                "in the environment of everything run in the VMs", .max = MAX_ARGS, .count = &nenv),
+        CLI_OPT("with-mpi", CLI_FLAG, &with_mpi, NULL,
+                "Open MPI (openmpi-bin, libfabric1) and vhpc's libfabric\nprovider ivc, set up "
+                "as in minimal images (README: MPI in VMs)"),
+        CLI_OPT("suite", CLI_STR, &suite, "SUITE",
+                "the Debian suite (default " VHPC_FULL_SUITE ")"),
+        CLI_OPT("public", CLI_FLAG, &public, NULL,
+                "root, system store: every user may read and boot the image\n(default: only "
+                "root; see README: who can read images)"),
+        CLI_OPT("add", CLI_FN, NULL, "PATH", "(minimal images only)", .fn = minimal_only),
+        CLI_OPT("module", CLI_FN, NULL, "NAME", "(minimal images only)", .fn = minimal_only),
+        {0}};
+    static const struct cli_spec cli = {"image build --full", full_usage, opts,
+                                        .footer = full_footer};
+    struct cli_args a;
+    int ps = cli_parse(&cli, argc, argv, &a);
+    if (ps != CLI_PARSED)
+        return ps;
+    for (size_t i = 0; i < nenv; i++)
+        if (!strchr(env[i], '=') || env[i][0] == '=')
+            return cli_usage("image build --full", "--env %s: expected KEY=VALUE", env[i]);
+    if (public && cli_public_ok("image build --full") != 0)
+        return 2;
+    if (public)
+        vhpc_store_publish(1);
     if (!vhpc_valid_name(name))
         return cli_usage("image build --full",
                          "invalid name '%s' (letters, digits, '.', '_', '-'; at most 127)", name);
