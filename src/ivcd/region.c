@@ -197,6 +197,17 @@ static bool still_reading(const struct ivcd_region *r, uint8_t side, uint32_t re
     return true;
 }
 
+/* The target side's state of `c` when it is live in the initiator's round
+ * (`is`, the initiator side's word), else IVC_SIDE_IDLE. */
+static uint8_t live_target(struct ivc_conn *c, uint64_t is)
+{
+    uint64_t ts = ld(&c->t_state);
+    uint8_t tst = IVC_SIDE_STATE(ts);
+    if (IVC_SIDE_SEQ(ts) != IVC_SIDE_SEQ(is) || tst == IVC_SIDE_REFUSED)
+        return IVC_SIDE_IDLE;
+    return tst;
+}
+
 /*
  * Have the partners of incarnation `gen` of endpoint slot `e` finished with
  * the rings in e's share of the pool?  Until they have, the slot must not be
@@ -241,9 +252,8 @@ static bool partners_drained(const struct ivcd_region *r, uint32_t e, uint32_t g
         uint32_t tgen = rd32(&c->target_gen);
         if (t >= neps || t == e)
             continue;
-        uint64_t ts = ld(&c->t_state);
-        uint8_t tst = IVC_SIDE_STATE(ts);
-        if (IVC_SIDE_SEQ(ts) != IVC_SIDE_SEQ(is) || tst == IVC_SIDE_IDLE || tst == IVC_SIDE_REFUSED)
+        uint8_t tst = live_target(c, is);
+        if (tst == IVC_SIDE_IDLE)
             continue;
         n++;
         if (still_reading(r, tst, t, tgen, blk))
@@ -263,9 +273,8 @@ static bool partners_drained(const struct ivcd_region *r, uint32_t e, uint32_t g
         uint8_t ist = IVC_SIDE_STATE(is);
         if (ist == IVC_SIDE_IDLE)
             continue;
-        uint64_t ts = ld(&c->t_state);
-        uint8_t tst = IVC_SIDE_STATE(ts);
-        if (IVC_SIDE_SEQ(ts) != IVC_SIDE_SEQ(is) || tst == IVC_SIDE_IDLE || tst == IVC_SIDE_REFUSED)
+        uint8_t tst = live_target(c, is);
+        if (tst == IVC_SIDE_IDLE)
             continue;
         n++;
         if (still_reading(r, ist, o, rd32(&c->init_gen), blk))

@@ -31,6 +31,18 @@ static const char build_usage[] =
     "shared libraries it needs (directories are copied whole).  NAME defaults to\n"
     "'minimal'.  The same inputs give the same digest.\n";
 
+int cli_image_env_public(const char *cmd, const char *const *env, size_t nenv, bool public)
+{
+    for (size_t i = 0; i < nenv; i++)
+        if (!strchr(env[i], '=') || env[i][0] == '=')
+            return cli_usage(cmd, "--env %s: expected KEY=VALUE", env[i]);
+    if (public && cli_public_ok(cmd) != 0)
+        return 2;
+    if (public)
+        vhpc_store_publish(1);
+    return 0;
+}
+
 static int build(int argc, char **argv)
 {
     static const char *name = "minimal", *add[MAX_ADD + 1], *mods[MAX_ADD + 1], *env[MAX_ADD + 1];
@@ -57,13 +69,8 @@ static int build(int argc, char **argv)
     int ps = cli_parse(&cli, argc, argv, &a);
     if (ps != CLI_PARSED)
         return ps;
-    for (size_t i = 0; i < nenv; i++)
-        if (!strchr(env[i], '=') || env[i][0] == '=')
-            return cli_usage("image build", "--env %s: expected KEY=VALUE", env[i]);
-    if (public && cli_public_ok("image build") != 0)
+    if (cli_image_env_public("image build", env, nenv, public) != 0)
         return 2;
-    if (public)
-        vhpc_store_publish(1);
     struct vhpc_image_spec spec = {
         .name = name, .add = add, .modules = mods, .env = env, .with_mpi = with_mpi};
     struct vhpc_image img;

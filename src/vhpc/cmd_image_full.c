@@ -78,13 +78,8 @@ int cmd_image_build_full(int argc, char **argv)
     int ps = cli_parse(&cli, argc, argv, &a);
     if (ps != CLI_PARSED)
         return ps;
-    for (size_t i = 0; i < nenv; i++)
-        if (!strchr(env[i], '=') || env[i][0] == '=')
-            return cli_usage("image build --full", "--env %s: expected KEY=VALUE", env[i]);
-    if (public && cli_public_ok("image build --full") != 0)
+    if (cli_image_env_public("image build --full", env, nenv, public) != 0)
         return 2;
-    if (public)
-        vhpc_store_publish(1);
     if (!vhpc_valid_name(name))
         return cli_usage("image build --full",
                          "invalid name '%s' (letters, digits, '.', '_', '-'; at most 127)", name);

@@ -27,8 +27,7 @@ struct vhpc_req;
 struct vhpc_candidate;
 /* Say on stderr which image was chosen for requirements and why, or what
  * each candidate misses (a vhpc_select_report's matched, cmd_image.c). */
-void cli_print_candidates(const struct vhpc_candidate *c, size_t nc, int best, size_t n,
-                          void *arg);
+void cli_print_candidates(const struct vhpc_candidate *c, size_t nc, int best, size_t n, void *arg);
 
 struct vhpc_image;
 /* Say on stdout which full image was built, or found made from the same
@@ -53,6 +52,9 @@ int cmd_image_pull(int argc, char **argv);
 /* --public is for root's system store (a user's own store is 0700, so
  * publishing there would share nothing): 0, or a usage error (2). */
 int cli_public_ok(const char *cmd);
+/* The checks of image build's --env (each KEY=VALUE) and --public, which
+ * then publishes into the system store (cmd_image.c): 0, or a usage error (2). */
+int cli_image_env_public(const char *cmd, const char *const *env, size_t nenv, bool public);
 
 /* Print "vhpc: <msg>" on stderr; returns the exit status for the error. */
 int cli_fail(const vhpc_err_t *err);

@@ -188,11 +188,21 @@ static void set(struct qcfg *q, const char *key, const char *fmt, ...)
     fprintf(q->f, "  %s = \"%s\"\n", key, val);
 }
 
+/* A section and its settings: key, value pairs of plain strings, then NULL. */
+static void group(struct qcfg *q, const char *name, const char *id, ...) __attribute__((sentinel));
+static void group(struct qcfg *q, const char *name, const char *id, ...)
+{
+    va_list ap;
+    section(q, name, id);
+    va_start(ap, id);
+    for (const char *key; (key = va_arg(ap, const char *));)
+        set(q, key, "%s", va_arg(ap, const char *));
+    va_end(ap);
+}
+
 static void chardev_socket(struct qcfg *q, const char *id, const char *path, bool server)
 {
-    section(q, "chardev", id);
-    set(q, "backend", "socket");
-    set(q, "path", "%s", path);
+    group(q, "chardev", id, "backend", "socket", "path", path, NULL);
     if (server) {
         set(q, "server", "on");
         set(q, "wait", "off");
@@ -208,16 +218,11 @@ static int write_config(const struct vhpc_vm_config *cfg, const struct vhpc_vm *
     struct qcfg q = {open_memstream(&text, &len), false};
     if (!q.f)
         return vhpc_err_set(err, -errno, "QEMU config");
-    section(&q, "name", NULL);
-    set(&q, "guest", "%s", cfg->name);
-    section(&q, "machine", NULL);
-    set(&q, "type", "q35");
-    set(&q, "kernel", "%s", cfg->kernel);
-    set(&q, "initrd", "%s", cfg->initrd);
+    group(&q, "name", NULL, "guest", cfg->name, NULL);
+    group(&q, "machine", NULL, "type", "q35", "kernel", cfg->kernel, "initrd", cfg->initrd, NULL);
     set(&q, "append", "console=ttyS0 panic=-1 quiet vhpc.hostname=%s%s%s", cfg->name,
         cfg->append ? " " : "", cfg->append ? cfg->append : "");
-    section(&q, "accel", NULL);
-    set(&q, "accel", "%s", cfg->accel == VHPC_ACCEL_KVM ? "kvm" : "tcg");
+    group(&q, "accel", NULL, "accel", cfg->accel == VHPC_ACCEL_KVM ? "kvm" : "tcg", NULL);
     if (cfg->accel != VHPC_ACCEL_KVM)
         set(&q, "thread", "multi");
     section(&q, "smp-opts", NULL);
@@ -226,61 +231,35 @@ static int write_config(const struct vhpc_vm_config *cfg, const struct vhpc_vm *
     set(&q, "size", "%dM", cfg->mem_mib);
     /* The console goes to QEMU's stdout, a pipe to a logger that keeps
      * console.log within a cap (a chatty guest writes ~300 KB/s). */
-    section(&q, "chardev", "con0");
-    set(&q, "backend", "stdio");
-    set(&q, "signal", "off");
-    section(&q, "device", "serial0");
-    set(&q, "driver", "isa-serial");
-    set(&q, "chardev", "con0");
+    group(&q, "chardev", "con0", "backend", "stdio", "signal", "off", NULL);
+    group(&q, "device", "serial0", "driver", "isa-serial", "chardev", "con0", NULL);
     chardev_socket(&q, "qmp0", vm->qmp_path, true);
-    section(&q, "mon", "qmp");
-    set(&q, "mode", "control");
-    set(&q, "chardev", "qmp0");
-    section(&q, "device", "vser0");
-    set(&q, "driver", "virtio-serial-pci");
+    group(&q, "mon", "qmp", "mode", "control", "chardev", "qmp0", NULL);
+    group(&q, "device", "vser0", "driver", "virtio-serial-pci", NULL);
     chardev_socket(&q, "agent0", vm->agent_path, true);
-    section(&q, "device", "agentport");
-    set(&q, "driver", "virtserialport");
-    set(&q, "bus", "vser0.0");
-    set(&q, "chardev", "agent0");
-    set(&q, "name", "org.vhpc.agent");
+    group(&q, "device", "agentport", "driver", "virtserialport", "bus", "vser0.0", "chardev",
+          "agent0", "name", "org.vhpc.agent", NULL);
     /* A root port for the ivshmem device, so it can be unplugged and
      * plugged again around a migration. */
-    section(&q, "device", "rp-ivc");
-    set(&q, "driver", "pcie-root-port");
-    set(&q, "chassis", "1");
-    set(&q, "slot", "1");
+    group(&q, "device", "rp-ivc", "driver", "pcie-root-port", "chassis", "1", "slot", "1", NULL);
     if (cfg->ivc_socket) {
         chardev_socket(&q, "ivc0", cfg->ivc_socket, false);
-        section(&q, "device", "ivshmem0");
-        set(&q, "driver", "ivshmem-doorbell");
-        set(&q, "chardev", "ivc0");
-        set(&q, "vectors", "1");
-        set(&q, "bus", "rp-ivc");
+        group(&q, "device", "ivshmem0", "driver", "ivshmem-doorbell", "chardev", "ivc0", "vectors",
+              "1", "bus", "rp-ivc", NULL);
     }
     if (cfg->rootfs) {
         /* Shared by every VM of the image: read-only for QEMU and the guest
          * (each VM writes to its own tmpfs layer over it). */
-        section(&q, "drive", "root");
-        set(&q, "file", "%s", cfg->rootfs);
-        set(&q, "format", "raw");
-        set(&q, "readonly", "on");
-        set(&q, "if", "none");
-        section(&q, "device", "rootdisk");
-        set(&q, "driver", "virtio-blk-pci");
-        set(&q, "drive", "root");
-        set(&q, "serial", "%s", VHPC_ROOT_DISK_SERIAL);
+        group(&q, "drive", "root", "file", cfg->rootfs, "format", "raw", "readonly", "on", "if",
+              "none", NULL);
+        group(&q, "device", "rootdisk", "driver", "virtio-blk-pci", "drive", "root", "serial",
+              VHPC_ROOT_DISK_SERIAL, NULL);
     }
     if (cfg->tap) {
-        section(&q, "netdev", "net0");
-        set(&q, "type", "tap");
-        set(&q, "ifname", "%s", cfg->tap);
-        set(&q, "script", "no");
-        set(&q, "downscript", "no");
-        section(&q, "device", "nic0");
-        set(&q, "driver", "virtio-net-pci");
-        set(&q, "netdev", "net0");
-        set(&q, "mac", "%s", cfg->mac);
+        group(&q, "netdev", "net0", "type", "tap", "ifname", cfg->tap, "script", "no", "downscript",
+              "no", NULL);
+        group(&q, "device", "nic0", "driver", "virtio-net-pci", "netdev", "net0", "mac", cfg->mac,
+              NULL);
     }
     if (fclose(q.f) != 0) {
         free(text);
@@ -302,19 +281,74 @@ static int write_config(const struct vhpc_vm_config *cfg, const struct vhpc_vm *
     return 0;
 }
 
-#define ARG(...)                                                                                   \
-    do {                                                                                           \
-        if (n >= (int)(sizeof(argv) / sizeof(argv[0])) - 1)                                        \
-            return vhpc_err_setmsg(err, -E2BIG, "starting VM %s: too many QEMU arguments",         \
-                                   cfg->name);                                                     \
-        if (asprintf(&argv[n++], __VA_ARGS__) < 0)                                                 \
-            return vhpc_err_set(err, -ENOMEM, "starting VM %s", cfg->name);                        \
-    } while (0)
+/* In the child: QEMU with /dev/null, the console logger `con` and `logfd`
+ * as 0, 1, 2, a pipe that reports a failed exec as 3 and the configuration
+ * as 4; never returns. */
+__attribute__((noreturn)) static void exec_qemu(const struct vhpc_vm_config *cfg,
+                                                const char *const *argv, int con, int logfd,
+                                                int errfd, int cfgfd)
+{
+    int fd = open("/dev/null", O_RDONLY);
+    dup2(fd, 0);
+    dup2(con, 1);
+    dup2(logfd, 2);
+    /* Nothing of ours but the pipe that reports a failed exec (3) and
+     * the configuration (4). */
+    int ep = fcntl(errfd, F_DUPFD, 10), c = fcntl(cfgfd, F_DUPFD, 10);
+    if (ep < 0 || c < 0 || dup2(ep, 3) < 0 || fcntl(3, F_SETFD, FD_CLOEXEC) < 0 || dup2(c, 4) < 0)
+        _exit(127);
+    vhpc__close_from(5);
+    setsid(); /* a Ctrl-C at the terminal goes to vhpc, which powers VMs down */
+    /* In the job's namespace (its tap is there), where QEMU keeps no
+     * capability (the tap is owned by its uid, so it needs none) and
+     * can gain none.  What failed goes back as {step, errno}: 0 exec,
+     * 1 the namespace, 2 dropping capabilities. */
+    int fail[2] = {1, 0};
+    if (cfg->netns > 0 && vhpc__ns_enter(cfg->netns) < 0)
+        goto failed;
+    fail[0] = 2;
+    if (vhpc__drop_privileges() < 0)
+        goto failed;
+    fail[0] = 0;
+    execvp(argv[0], (char *const *)argv);
+failed:
+    fail[1] = errno;
+    if (write(3, fail, sizeof(fail)) < 0)
+        _exit(127);
+    _exit(127);
+}
+
+static void close_fds(int *fd, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (fd[i] >= 0)
+            close(fd[i]);
+}
 
 int vhpc_vm_start(const struct vhpc_vm_config *cfg, struct vhpc_vm *vm, vhpc_err_t *err)
 {
-    char *argv[64] = {0};
-    int n = 0, r;
+    /* Only what says nothing about the job is on the command line, which
+     * every user sees in ps: paths, names, the kernel command line (job id)
+     * and the devices go into a 0600 config file read through a descriptor.
+     * seccomp: no obsolete system calls, no setuid/setgid, no fork/exec, no
+     * scheduler or CPU-affinity changes (QEMU needs none of them here). */
+    const char *const argv[] = {
+        "qemu-system-x86_64",
+        "-nodefaults",
+        "-no-user-config",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-cpu",
+        cfg->accel == VHPC_ACCEL_KVM ? "host" : "max",
+        "-sandbox",
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        "-readconfig",
+        "/dev/fd/4",
+        NULL};
+    /* The configuration, qemu.log, the console logger, the exec error pipe. */
+    enum { CFG, LOG, CON, ERR_RD, ERR_WR, NFD };
+    int fd[NFD] = {-1, -1, -1, -1, -1}, r;
 
     memset(vm, 0, sizeof(*vm));
     vm->pid = -1;
@@ -331,110 +365,45 @@ int vhpc_vm_start(const struct vhpc_vm_config *cfg, struct vhpc_vm *vm, vhpc_err
     if (cfg->accel != VHPC_ACCEL_KVM && cfg->accel != VHPC_ACCEL_TCG)
         return vhpc_err_setmsg(err, -EINVAL, "starting VM %s: accelerator not resolved", cfg->name);
 
-    /* Only what says nothing about the job is on the command line, which
-     * every user sees in ps: paths, names, the kernel command line (job id)
-     * and the devices go into a 0600 config file read through a descriptor. */
-    ARG("qemu-system-x86_64");
-    ARG("-nodefaults");
-    ARG("-no-user-config");
-    ARG("-no-reboot");
-    ARG("-display");
-    ARG("none");
-    ARG("-cpu");
-    ARG("%s", cfg->accel == VHPC_ACCEL_KVM ? "host" : "max");
-    /* seccomp: no obsolete system calls, no setuid/setgid, no fork/exec, no
-     * scheduler or CPU-affinity changes (QEMU needs none of them here). */
-    ARG("-sandbox");
-    ARG("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
-    ARG("-readconfig");
-    ARG("/dev/fd/4");
-    argv[n] = NULL;
-
-    int cfgfd = -1;
-    if ((r = write_config(cfg, vm, &cfgfd, err)) < 0) {
+    if ((r = write_config(cfg, vm, &fd[CFG], err)) < 0) {
         vhpc_err_wrap(err, "starting VM %s", cfg->name);
-        goto out;
+        return r;
     }
     char log[VHPC_DIR_MAX + 16];
     snprintf(log, sizeof(log), "%s/qemu.log", cfg->dir);
-    int logfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (logfd < 0) {
+    if ((fd[LOG] = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0) {
         r = vhpc_err_set(err, -errno, "starting VM %s: creating %s", cfg->name, log);
-        close(cfgfd);
-        goto out;
+        goto fail;
     }
-    int errpipe[2], con = start_console_logger(vm->console_path, err);
-    if (con < 0) {
+    if ((fd[CON] = start_console_logger(vm->console_path, err)) < 0) {
         r = vhpc_err_wrap(err, "starting VM %s", cfg->name);
-        close(logfd);
-        close(cfgfd);
-        goto out;
+        goto fail;
     }
-    if (pipe2(errpipe, O_CLOEXEC) < 0) {
+    if (pipe2(&fd[ERR_RD], O_CLOEXEC) < 0) {
         r = vhpc_err_set(err, -errno, "starting VM %s: pipe", cfg->name);
-        close(logfd);
-        close(con);
-        close(cfgfd);
-        goto out;
+        goto fail;
     }
     pid_t pid = fork();
     if (pid < 0) {
         r = vhpc_err_set(err, -errno, "starting VM %s: fork", cfg->name);
-        close(logfd);
-        close(con);
-        close(cfgfd);
-        close(errpipe[0]);
-        close(errpipe[1]);
-        goto out;
+        goto fail;
     }
-    if (pid == 0) {
-        int fd = open("/dev/null", O_RDONLY);
-        dup2(fd, 0);
-        dup2(con, 1);
-        dup2(logfd, 2);
-        /* Nothing of ours but the pipe that reports a failed exec (3) and
-         * the configuration (4). */
-        int ep = fcntl(errpipe[1], F_DUPFD, 10), c = fcntl(cfgfd, F_DUPFD, 10);
-        if (ep < 0 || c < 0 || dup2(ep, 3) < 0 || fcntl(3, F_SETFD, FD_CLOEXEC) < 0 ||
-            dup2(c, 4) < 0)
-            _exit(127);
-        errpipe[1] = 3;
-        vhpc__close_from(5);
-        setsid(); /* a Ctrl-C at the terminal goes to vhpc, which powers VMs down */
-        /* In the job's namespace (its tap is there), where QEMU keeps no
-         * capability (the tap is owned by its uid, so it needs none) and
-         * can gain none.  What failed goes back as {step, errno}: 0 exec,
-         * 1 the namespace, 2 dropping capabilities. */
-        int fail[2] = {1, 0};
-        if (cfg->netns > 0 && vhpc__ns_enter(cfg->netns) < 0)
-            goto child_failed;
-        fail[0] = 2;
-        if (vhpc__drop_privileges() < 0)
-            goto child_failed;
-        fail[0] = 0;
-        execvp(argv[0], argv);
-    child_failed:
-        fail[1] = errno;
-        if (write(errpipe[1], fail, sizeof(fail)) < 0)
-            _exit(127);
-        _exit(127);
-    }
-    close(logfd);
-    close(con);
-    close(cfgfd);
-    close(errpipe[1]);
+    if (pid == 0)
+        exec_qemu(cfg, argv, fd[CON], fd[LOG], fd[ERR_WR], fd[CFG]);
+    close_fds(fd, ERR_RD); /* all but the pipe's read end */
+    close(fd[ERR_WR]);
     vm->pid = pid;
     if ((r = write_pidfile(cfg->dir, pid)) < 0) {
         vhpc_err_set(err, r, "starting VM %s: writing %s/qemu.pid", cfg->name, cfg->dir);
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         vm->pid = -1;
-        close(errpipe[0]);
-        goto out;
+        close(fd[ERR_RD]);
+        return r;
     }
     int fail[2] = {0, 0};
-    ssize_t got = read(errpipe[0], fail, sizeof(fail));
-    close(errpipe[0]);
+    ssize_t got = read(fd[ERR_RD], fail, sizeof(fail));
+    close(fd[ERR_RD]);
     if (got == sizeof(fail)) {
         static const char *const step[] = {"running %s (install qemu-system-x86)",
                                            "entering the job's network namespace for %s",
@@ -443,13 +412,11 @@ int vhpc_vm_start(const struct vhpc_vm_config *cfg, struct vhpc_vm *vm, vhpc_err
         vm->pid = -1;
         char what[160];
         snprintf(what, sizeof(what), step[fail[0] >= 0 && fail[0] <= 2 ? fail[0] : 0], argv[0]);
-        r = vhpc_err_set(err, -fail[1], "starting VM %s: %s", cfg->name, what);
-        goto out;
+        return vhpc_err_set(err, -fail[1], "starting VM %s: %s", cfg->name, what);
     }
-    r = 0;
-out:
-    for (int i = 0; i < n; i++)
-        free(argv[i]);
+    return 0;
+fail:
+    close_fds(fd, NFD);
     return r;
 }
 
