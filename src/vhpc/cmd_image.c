@@ -31,18 +31,6 @@ static const char build_usage[] =
     "shared libraries it needs (directories are copied whole).  NAME defaults to\n"
     "'minimal'.  The same inputs give the same digest.\n";
 
-int cli_image_env_public(const char *cmd, const char *const *env, size_t nenv, bool public)
-{
-    for (size_t i = 0; i < nenv; i++)
-        if (!strchr(env[i], '=') || env[i][0] == '=')
-            return cli_usage(cmd, "--env %s: expected KEY=VALUE", env[i]);
-    if (public && cli_public_ok(cmd) != 0)
-        return 2;
-    if (public)
-        vhpc_store_publish(1);
-    return 0;
-}
-
 static int build(int argc, char **argv)
 {
     static const char *name = "minimal", *add[MAX_ADD + 1], *mods[MAX_ADD + 1], *env[MAX_ADD + 1];

@@ -61,6 +61,18 @@ int cli_public_ok(const char *cmd)
                      vhpc__store_root());
 }
 
+int cli_image_env_public(const char *cmd, const char *const *env, size_t nenv, bool public)
+{
+    for (size_t i = 0; i < nenv; i++)
+        if (!strchr(env[i], '=') || env[i][0] == '=')
+            return cli_usage(cmd, "--env %s: expected KEY=VALUE", env[i]);
+    if (public && cli_public_ok(cmd) != 0)
+        return 2;
+    if (public)
+        vhpc_store_publish(1);
+    return 0;
+}
+
 static void lock_notice(const char *msg)
 {
     fprintf(stderr, "vhpc: %s\n", msg);

@@ -91,31 +91,6 @@ uint64_t vhpc_store_usage(const struct vhpc_store *st)
     return total;
 }
 
-int vhpc__digests_add(struct vhpc__digests *s, const char *d)
-{
-    for (size_t i = 0; i < s->n; i++)
-        if (!strcmp(s->d[i], d))
-            return 0;
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 64;
-        void *g = realloc(s->d, cap * sizeof(*s->d));
-        if (!g)
-            return -ENOMEM;
-        s->d = g;
-        s->cap = cap;
-    }
-    snprintf(s->d[s->n++], 65, "%s", d);
-    return 0;
-}
-
-int vhpc__digests_has(const struct vhpc__digests *s, const char *d)
-{
-    for (size_t i = 0; i < s->n; i++)
-        if (!strcmp(s->d[i], d))
-            return 1;
-    return 0;
-}
-
 static int collect_cb(const char *digest, void *arg)
 {
     return vhpc__digests_add(arg, digest);

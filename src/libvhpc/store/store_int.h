@@ -28,7 +28,7 @@ void vhpc__store_manifest_path(const struct vhpc_store *st, const char *digest, 
  * what root published); a user's own is not (store.c). */
 unsigned vhpc__store_index_mode(const struct vhpc_store *st);
 
-/* A set of digests (small: the images of one store), gc.c.  Free s->d. */
+/* A set of digests (small: the images of one store), store.c.  Free s->d. */
 struct vhpc__digests {
     char (*d)[65];
     size_t n, cap;
