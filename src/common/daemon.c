@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,4 +89,21 @@ void vhpc_daemon_fail(int ready_fd, const char *msg)
         /* the parent is gone: nobody to tell */
     }
     close(ready_fd);
+}
+
+int vhpc_daemon_path(const char *opt, const char *path, char *buf, size_t len, vhpc_err_t *err)
+{
+    char cwd[PATH_MAX];
+    int n;
+    if (!path[0])
+        return vhpc_err_setmsg(err, -EINVAL, "%s needs a non-empty path", opt);
+    if (path[0] == '/')
+        n = snprintf(buf, len, "%s", path);
+    else if (!getcwd(cwd, sizeof(cwd)))
+        return vhpc_err_set(err, -errno, "%s %s: cannot resolve a relative path", opt, path);
+    else
+        n = snprintf(buf, len, "%s/%s", cwd, path);
+    if (n < 0 || (size_t)n >= len)
+        return vhpc_err_setmsg(err, -ENAMETOOLONG, "%s %s: path too long", opt, path);
+    return 0;
 }

@@ -15,6 +15,8 @@
 
 #include "error.h"
 
+#include <stddef.h>
+
 /* Fork.  The parent never returns: it exits 0 at the child's "R", 1 after
  * printing "WHO: <message>" at its "E<message>", or 1 saying the daemon
  * died if the pipe closes without a word.  The child returns 0 in a new
@@ -27,6 +29,12 @@ int vhpc_daemonize(const char *who, int *ready_fd, vhpc_err_t *err);
  * negative), then release the parent.  0, or what went wrong (not fatal:
  * the parent was released as far as possible). */
 int vhpc_daemon_ready(int ready_fd, int log_fd, vhpc_err_t *err);
+
+/* `path` as an absolute path in buf (relative ones against the current
+ * directory): a daemon changes to / when it is ready, so every path it
+ * keeps must be made absolute before.  0, or -ENAMETOOLONG / -errno with
+ * a message naming opt (the option that gave the path) in *err. */
+int vhpc_daemon_path(const char *opt, const char *path, char *buf, size_t len, vhpc_err_t *err);
 
 /* Start-up failed: hand msg to the waiting parent, which prints it. */
 void vhpc_daemon_fail(int ready_fd, const char *msg);

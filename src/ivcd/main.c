@@ -245,20 +245,15 @@ static mode_t parse_mode(const char *s)
     return (mode_t)v;
 }
 
-/* An absolute version of `path` (the daemon changes to /). */
+/* An absolute version of `path` (the daemon changes to /), malloc'd. */
 static char *absolute(const char *opt, const char *path)
 {
-    char cwd[PATH_MAX], *out;
+    char buf[PATH_MAX], *out;
+    vhpc_err_t err = {0};
 
-    if (!path[0])
-        usage_error("%s needs a non-empty path", opt);
-    if (path[0] == '/')
-        out = strdup(path);
-    else if (!getcwd(cwd, sizeof(cwd)))
-        usage_error("%s %s: cannot resolve a relative path: %s", opt, path, strerror(errno));
-    else if (asprintf(&out, "%s/%s", cwd, path) < 0)
-        out = NULL;
-    if (!out) {
+    if (vhpc_daemon_path(opt, path, buf, sizeof(buf), &err) < 0)
+        usage_error("%s", err.msg);
+    if (!(out = strdup(buf))) {
         fprintf(stderr, "ivcd: out of memory\n");
         exit(1);
     }

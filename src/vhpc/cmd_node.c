@@ -170,11 +170,11 @@ static int parse_serve(int argc, char **argv)
 /* Make *path absolute (the daemon changes to /), in buf. */
 static int absolute(const char *opt, const char **path, char *buf, size_t len)
 {
-    char cwd[PATH_MAX];
-    if (!*path || (*path)[0] == '/')
+    vhpc_err_t err = {0};
+    if (!*path)
         return 0;
-    if (!getcwd(cwd, sizeof(cwd)) || snprintf(buf, len, "%s/%s", cwd, *path) >= (int)len)
-        return cli_usage("node serve", "%s %s: path too long", opt, *path);
+    if (vhpc_daemon_path(opt, *path, buf, len, &err) < 0)
+        return cli_usage("node serve", "%s", err.msg);
     *path = buf;
     return 0;
 }
