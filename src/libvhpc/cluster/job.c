@@ -96,15 +96,17 @@ int vhpc_job_stopped_by(const struct vhpc_job *job)
     return atomic_load(&job->stop_signal);
 }
 
-/* Whether VM's QEMU has exited (why: its own last words).  A QEMU that
- * dies closes its sockets a moment before it is a zombie, so an agent
- * connection that just broke gives it up to a second to get there. */
-static bool vm_exited_soon(const struct vhpc_vm *vm, char *why, size_t len)
+/* Whether VM's QEMU has exited (why: its own last words), after its agent
+ * failed with r.  A QEMU that dies closes its sockets a moment before it is
+ * a zombie, so a connection that broke gives it up to a second to get
+ * there; a wait that timed out found it alive and asks once. */
+static bool vm_exited_after(const struct vhpc_vm *vm, int r, char *why, size_t len)
 {
-    for (int i = 0; i < 20; i++) {
+    for (int i = 0; i < (r == -ETIMEDOUT ? 1 : 20); i++) {
+        if (i)
+            vhpc__sleep_ms(50);
         if (vhpc_vm_exited(vm, why, len))
             return true;
-        vhpc__sleep_ms(50);
     }
     return false;
 }
@@ -125,7 +127,7 @@ int vhpc_job_attach(const struct vhpc_cluster *cl, int i, int timeout_ms, agent_
         a = NULL;
     }
     char why[512];
-    if (r < 0 && vm_exited_soon(vm, why, sizeof(why)))
+    if (r < 0 && vm_exited_after(vm, r, why, sizeof(why)))
         vhpc_err_setmsg(err, r, "%s/%s: %s", cl->name, vm->name, why);
     else if (r < 0)
         vhpc_err_wrap(err, "%s/%s: waiting for its agent (console: %s)", cl->name, vm->name,
