@@ -81,31 +81,18 @@ static int read_text(const char *dir, const char *name, char *buf, size_t len)
 /* Is `pid` alive and running `name` (its executable's base name contains it)? */
 static bool running(pid_t pid, const char *name)
 {
-    char path[64], exe[PATH_MAX], st[512];
-    if (pid <= 0)
-        return false;
+    char path[64], exe[PATH_MAX], comm[64];
     /* Until it is a zombie a process is there, also while it exits: its
      * program (exe) is gone from /proc as soon as it has released its
      * memory, and it may then still be closing descriptors (ivcd: a
      * region of 256 MiB) for a while.  Its name is in comm (stat) then. */
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd >= 0 ? read(fd, st, sizeof(st) - 1) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (n <= 0)
-        return false;
-    st[n] = 0;
-    char *open_paren = strchr(st, '('), *close_paren = strrchr(st, ')');
-    if (!open_paren || !close_paren || close_paren < open_paren || close_paren[1] != ' ' ||
-        close_paren[2] == 'Z' || close_paren[2] == 'X')
+    char state = vhpc__proc_state(pid, comm, sizeof(comm));
+    if (!state || state == 'Z' || state == 'X')
         return false;
     snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
-    n = readlink(path, exe, sizeof(exe) - 1);
-    if (n < 0) {
-        *close_paren = 0;
-        return strstr(open_paren + 1, name) != NULL;
-    }
+    ssize_t n = readlink(path, exe, sizeof(exe) - 1);
+    if (n < 0)
+        return strstr(comm, name) != NULL;
     exe[n] = 0;
     const char *base = strrchr(exe, '/');
     return strstr(base ? base + 1 : exe, name) != NULL;

@@ -430,16 +430,8 @@ static int reaped(pid_t pid)
     if (r == pid)
         return 1;
     if (r < 0 && errno == ECHILD) {
-        char path[64], buf[256];
-        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            return 1;
-        ssize_t n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        buf[n > 0 ? n : 0] = 0;
-        const char *paren = strrchr(buf, ')'); /* "pid (comm) S ..." */
-        return !paren || paren[1] != ' ' || paren[2] == 'Z' || paren[2] == 'X';
+        char state = vhpc__proc_state(pid, NULL, 0);
+        return !state || state == 'Z' || state == 'X';
     }
     return 0;
 }
@@ -482,15 +474,7 @@ bool vhpc_vm_exited(const struct vhpc_vm *vm, char *why, size_t len)
 {
     if (vm->pid > 0 && kill(vm->pid, 0) == 0) {
         /* Our child that exited is a zombie until reaped: still "there". */
-        char path[64], st[256];
-        snprintf(path, sizeof(path), "/proc/%d/stat", (int)vm->pid);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        ssize_t n = fd >= 0 ? read(fd, st, sizeof(st) - 1) : -1;
-        if (fd >= 0)
-            close(fd);
-        st[n > 0 ? n : 0] = 0;
-        const char *p = strrchr(st, ')');
-        if (!p || p[1] != ' ' || p[2] != 'Z')
+        if (vhpc__proc_state(vm->pid, NULL, 0) != 'Z')
             return false;
     }
     /* QEMU says why on stderr (qemu.log): its last lines. */

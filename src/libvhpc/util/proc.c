@@ -210,3 +210,28 @@ int vhpc__run_lines(const char *const argv[], const char *const env[], int priva
             return vhpc_err_set(err, -errno, "waiting for %s", argv[0]);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
+
+char vhpc__proc_state(pid_t pid, char *comm, size_t len)
+{
+    char path[64], st[512];
+    if (comm && len)
+        comm[0] = 0;
+    if (pid <= 0)
+        return 0;
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, st, sizeof(st) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 0;
+    st[n] = 0;
+    /* "pid (comm) S ...": comm may hold anything, ')' too. */
+    char *open_paren = strchr(st, '('), *close_paren = strrchr(st, ')');
+    if (!open_paren || !close_paren || close_paren < open_paren || close_paren[1] != ' ' ||
+        !close_paren[2])
+        return 0;
+    if (comm && len)
+        snprintf(comm, len, "%.*s", (int)(close_paren - open_paren - 1), open_paren + 1);
+    return close_paren[2];
+}

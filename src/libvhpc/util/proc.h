@@ -56,6 +56,12 @@ static inline int vhpc__drop_privileges(void)
     return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 }
 
+/* Process pid's state letter from /proc/PID/stat (R, S, D, Z, X, ...), or
+ * 0 if there is no such process (or its stat cannot be read); its name
+ * (comm) in comm if comm is not NULL.  A process that is exiting has
+ * already lost its /proc exe link but not its state or its name. */
+char vhpc__proc_state(pid_t pid, char *comm, size_t len);
+
 /* Run argv (PATH lookup), stdin from /dev/null, and collect its stdout into
  * out (NUL-terminated, truncated to outlen - 1; may be NULL) and its stderr
  * into errbuf (same, without trailing newlines).  Returns the exit status
