@@ -2,7 +2,7 @@
 # runs as an ordinary process serving a UNIX socket (as QEMU's chardev
 # would) and a TCP port on 127.0.0.1; the VM tests are the CLI's.
 add_library(agent_testutil STATIC test_agent_util.c)
-target_link_libraries(agent_testutil PUBLIC vhpc_testutil vhpc_lib)
+target_link_libraries(agent_testutil PUBLIC vhpc_testutil vhpc_lib_internal)
 
 # ctest's TIMEOUT is above the sum of the cases' own timeouts (test.h).
 foreach(t_timeout exec:420 files:120 bad:240 rsh:300 init:210 client:210)

@@ -1,6 +1,6 @@
 # The command line's input checks: strict numbers, cluster names, job files.
 vhpc_c_test(test_cli_parse 60 test_cli_parse.c)
-target_link_libraries(test_cli_parse PRIVATE vhpc_lib)
+target_link_libraries(test_cli_parse PRIVATE vhpc_lib_internal)
 
 # Driving the vhpc binary with bad input (no VM is booted).
 add_test(NAME test_cli_input COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/test_cli_input.sh ${CMAKE_BINARY_DIR})

@@ -8,7 +8,7 @@ set_target_properties(fake_qemu PROPERTIES OUTPUT_NAME qemu-system-x86_64
   RUNTIME_OUTPUT_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/fake_qemu)
 
 vhpc_c_test(test_cluster 600 test_cluster.c)
-target_link_libraries(test_cluster PRIVATE vhpc_lib)
+target_link_libraries(test_cluster PRIVATE vhpc_lib_internal)
 add_dependencies(test_cluster fake_qemu vhpc-agent ivcd)
 set_property(TEST test_cluster APPEND PROPERTY ENVIRONMENT
   "FAKE_QEMU_DIR=$<TARGET_FILE_DIR:fake_qemu>" "VHPC_AGENT=$<TARGET_FILE:vhpc-agent>")

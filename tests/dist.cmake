@@ -3,12 +3,12 @@
 # cluster of network namespaces on a bridge (tests/dist/lib.sh); dist_tool
 # makes synthetic images and talks to nodes directly.
 vhpc_c_test(test_dist_sha256 150 test_dist_sha256.c)
-target_link_libraries(test_dist_sha256 PRIVATE vhpc_lib)
+target_link_libraries(test_dist_sha256 PRIVATE vhpc_lib_internal)
 vhpc_c_test(test_dist_crc32c 90 test_dist_crc32c.c)
-target_link_libraries(test_dist_crc32c PRIVATE vhpc_lib)
+target_link_libraries(test_dist_crc32c PRIVATE vhpc_lib_internal)
 
 add_executable(dist_tool dist_tool.c)
-target_link_libraries(dist_tool PRIVATE vhpc_lib)
+target_link_libraries(dist_tool PRIVATE vhpc_lib_internal)
 
 foreach(t push kill cache node lowat limits auth)
   add_test(NAME test_dist_${t} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/dist/test_dist_${t}.sh ${CMAKE_BINARY_DIR})

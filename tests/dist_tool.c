@@ -35,10 +35,10 @@
  */
 #include "cpio.h"
 #include "crc32c.h"
-#include "dist.h"
+#include "vhpc/dist.h"
 #include "proto.h"
 #include "output.h"
-#include "store.h"
+#include "vhpc/store.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -12,7 +12,7 @@ vhpc_c_test(test_image_kernel 660 test_image_kernel.c)
 vhpc_c_test(test_image_build 900 test_image_build.c)
 vhpc_c_test(test_image_store 180 test_image_store.c)
 foreach(t test_image_cpio test_image_kernel test_image_build test_image_store)
-  target_link_libraries(${t} PRIVATE vhpc_lib)
+  target_link_libraries(${t} PRIVATE vhpc_lib_internal)
 endforeach()
 set_property(TEST test_image_build APPEND PROPERTY ENVIRONMENT
   "VHPC_KERNEL_CACHE=${VHPC_TEST_KERNEL_CACHE}"
@@ -31,11 +31,11 @@ set_property(TEST test_image_build APPEND PROPERTY ENVIRONMENT
 
 # Choosing KVM or TCG (runs the KVM probe guest where /dev/kvm works).
 vhpc_c_test(test_vm_accel 90 test_vm_accel.c)
-target_link_libraries(test_vm_accel PRIVATE vhpc_lib)
+target_link_libraries(test_vm_accel PRIVATE vhpc_lib_internal)
 
 # Debian version comparison (image requirements).
 vhpc_c_test(test_debver 90 test_debver.c)
-target_link_libraries(test_debver PRIVATE vhpc_lib)
+target_link_libraries(test_debver PRIVATE vhpc_lib_internal)
 
 # The image manager from the command line (builds minimal images, boots one
 # small VM for `vhpc run --require`).
@@ -45,4 +45,4 @@ set_tests_properties(test_image_cli PROPERTIES TIMEOUT 600)
 # The store against damage and other users: a damaged index or manifest is
 # refused and gc removes nothing, private modes, a bounded lock wait.
 vhpc_c_test(test_store_trust 180 test_store_trust.c)
-target_link_libraries(test_store_trust PRIVATE vhpc_lib)
+target_link_libraries(test_store_trust PRIVATE vhpc_lib_internal)

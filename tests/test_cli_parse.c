@@ -1,10 +1,10 @@
 /*
- * test_cli_parse.c - the CLI's strict number parsing (parse.h) and the
+ * test_cli_parse.c - the CLI's strict number parsing (vhpc/util.h) and the
  * cluster name rule (names.h): whole strings only, ranges, unit suffixes,
  * overflow is an error (never a wrap), messages name the option and range.
  */
 #include "names.h"
-#include "parse.h"
+#include "vhpc/util.h"
 #include "testutil.h"
 
 #include <errno.h>

@@ -389,18 +389,60 @@ static void test_up_down(void)
     check_gone(&t, "updown");
 }
 
+/* vhpc vm list's view of the clusters: fn of vhpc_job_list. */
+static int count_job(const struct vhpc_job_info *c, void *arg)
+{
+    const struct vhpc_job *job = arg;
+    if (strcmp(c->name, vhpc_job_name(job)) != 0)
+        return 0;
+    struct vhpc_job_vm v;
+    for (int i = 0; i < c->nvms; i++)
+        if (vhpc_job_vm(job, i, &v) < 0 || v.pid != c->pid[i])
+            return -1;
+    char me[16];
+    snprintf(me, sizeof(me), "%d", (int)getpid()); /* the process that booted it */
+    return c->nvms == vhpc_job_nvms(job) && !strcmp(c->owner, me) ? 1 : -1;
+}
+
+/* What a program outside libvhpc sees of a booted job (vhpc/job.h). */
+static void check_public_view(const struct vhpc_job *job)
+{
+    T_ASSERT(!strcmp(vhpc_job_name(job), "job") && vhpc_job_nvms(job) == 2 &&
+                 vhpc_job_failed_vm(job) == -1,
+             "name %s, %d VMs, failed %d", vhpc_job_name(job), vhpc_job_nvms(job),
+             vhpc_job_failed_vm(job));
+    for (int i = 0; i < 2; i++) {
+        struct vhpc_job_vm v;
+        char want[8];
+        snprintf(want, sizeof(want), "vm%d", i);
+        T_ASSERT(vhpc_job_vm(job, i, &v) == 0 && !strcmp(v.name, want) && v.pid > 0 &&
+                     v.ip[0] && access(v.console, R_OK) == 0,
+                 "vm%d: %s pid %d ip %s console %s", i, v.name, (int)v.pid, v.ip, v.console);
+        const struct agent_hello *h = vhpc_job_hello(job, i);
+        T_ASSERT(h && h->hostname[0], "vm%d's agent hello", i); /* (the fake's hostname) */
+    }
+    struct vhpc_job_vm v;
+    T_ASSERT(vhpc_job_vm(job, 2, &v) == -ERANGE && vhpc_job_vm(job, -1, &v) == -ERANGE &&
+                 !vhpc_job_hello(job, 2),
+             "no vm2");
+    vhpc_err_t err = {0};
+    int r = vhpc_job_list(count_job, (void *)job, &err);
+    T_ASSERT(r == 1, "vhpc_job_list saw the job as it is: %d (%s)", r, err.msg);
+}
+
 /* The whole job: boot with the real agent, run, power off cleanly. */
 static void test_boot_run_stop(void)
 {
     setup();
     struct vhpc_cluster_spec s = spec("job", 2);
-    static struct vhpc_job job;
+    struct vhpc_job *job;
     vhpc_err_t err = {0};
-    T_ASSERT(vhpc_job_init(&job, &err) == 0, "vhpc_job_init: %s", err.msg);
-    T_ASSERT(vhpc_job_boot(&job, &s, BOOT_MS, &err) == 0, "vhpc_job_boot: %s", err.msg);
-    T_ASSERT(job.failed == -1 && job.agents[0] && job.agents[1], "both agents ready");
+    T_ASSERT(vhpc_job_new(&job, &err) == 0, "vhpc_job_new: %s", err.msg);
+    T_ASSERT(vhpc_job_boot(job, &s, BOOT_MS, &err) == 0, "vhpc_job_boot: %s", err.msg);
+    T_ASSERT(job->failed == -1 && job->agents[0] && job->agents[1], "both agents ready");
     struct trace t;
-    trace_up(&job.cl, &t);
+    trace_up(&job->cl, &t);
+    check_public_view(job);
 
     int p[2], status = -1;
     T_ASSERT(pipe(p) == 0, "pipe");
@@ -408,7 +450,7 @@ static void test_boot_run_stop(void)
     struct agent_exec_req req = {.argv = argv};
     struct agent_run_io io = {
         .stdin_fd = -1, .stdout_fd = p[1], .stderr_fd = -1, .signal_fd = -1, .timeout_ms = 10000};
-    T_ASSERT(vhpc_job_run(&job, 1, &req, &io, &status, &err) == 0, "vhpc_job_run: %s", err.msg);
+    T_ASSERT(vhpc_job_run(job, 1, &req, &io, &status, &err) == 0, "vhpc_job_run: %s", err.msg);
     close(p[1]);
     char out[128] = "";
     ssize_t n = read(p[0], out, sizeof(out) - 1);
@@ -416,9 +458,9 @@ static void test_boot_run_stop(void)
     close(p[0]);
     T_ASSERT(status == 3 && !strcmp(out, "vm=1 of 2\n"), "status %d, output '%s'", status, out);
 
-    T_ASSERT(vhpc_job_stop(&job, true, &err) == 0, "vhpc_job_stop: %s", err.msg);
-    T_ASSERT(vhpc_job_stop(&job, true, &err) == 0, "a second vhpc_job_stop: %s", err.msg);
-    vhpc_job_close(&job);
+    T_ASSERT(vhpc_job_stop(job, true, &err) == 0, "vhpc_job_stop: %s", err.msg);
+    T_ASSERT(vhpc_job_stop(job, true, &err) == 0, "a second vhpc_job_stop: %s", err.msg);
+    vhpc_job_close(job);
     /* Powered off by their agents, not told to quit. */
     T_ASSERT(events_with("agent exited 0") == 2 && events_with("qmp quit") == 0,
              "both guests powered off by themselves: %s", slurp(events));
@@ -501,53 +543,57 @@ static void test_no_qemu(void)
 
 /* ---- cases: booting fails, the job stops -------------------------------------------- */
 
-static void boot_fails(struct vhpc_job *job, const char *name, int nvms, int timeout_ms, int failed,
-                       const char *const *says)
+static struct vhpc_job *boot_fails(const char *name, int nvms, int timeout_ms, int failed,
+                                   const char *const *says)
 {
     struct vhpc_cluster_spec s = spec(name, nvms);
     vhpc_err_t err = {0};
-    T_ASSERT(vhpc_job_init(job, &err) == 0, "vhpc_job_init: %s", err.msg);
+    struct vhpc_job *job;
+    T_ASSERT(vhpc_job_new(&job, &err) == 0, "vhpc_job_new: %s", err.msg);
     T_ASSERT(vhpc_job_boot(job, &s, timeout_ms, &err) < 0, "vhpc_job_boot succeeded");
-    T_ASSERT(job->failed == failed, "failed VM %d, want %d (%s)", job->failed, failed, err.msg);
+    T_ASSERT(vhpc_job_failed_vm(job) == failed, "failed VM %d, want %d (%s)",
+             vhpc_job_failed_vm(job), failed, err.msg);
     for (int i = 0; says[i]; i++)
         assert_has(err.msg, says[i], "the error");
+    return job;
 }
 
 static void test_qemu_exits(void)
 {
     setup();
-    static struct vhpc_job job;
+    struct vhpc_job *job;
     setenv("FAKE_QEMU_VM", "vm1", 1);
     setenv("FAKE_QEMU_EXIT", "Invalid SMP CPUs 100000 (injected)", 1);
-    boot_fails(&job, "qemuexit", 2, BOOT_MS, 1,
-               (const char *const[]){"qemuexit/vm1: QEMU exited: qemu-system-x86_64: Invalid SMP "
-                                     "CPUs 100000 (injected)",
-                                     NULL});
-    T_ASSERT(job.agents[0] && !job.agents[1], "vm0 booted, vm1 did not");
+    job = boot_fails(
+        "qemuexit", 2, BOOT_MS, 1,
+        (const char *const[]){"qemuexit/vm1: QEMU exited: qemu-system-x86_64: Invalid SMP "
+                              "CPUs 100000 (injected)",
+                              NULL});
+    T_ASSERT(job->agents[0] && !job->agents[1], "vm0 booted, vm1 did not");
     struct trace t;
-    trace_up(&job.cl, &t); /* still up: its logs can be read */
+    trace_up(&job->cl, &t); /* still up: its logs can be read */
     vhpc_err_t err = {0};
-    T_ASSERT(vhpc_job_stop(&job, true, &err) == 0, "vhpc_job_stop: %s", err.msg);
-    vhpc_job_close(&job);
+    T_ASSERT(vhpc_job_stop(job, true, &err) == 0, "vhpc_job_stop: %s", err.msg);
+    vhpc_job_close(job);
     check_gone(&t, "qemuexit");
 }
 
 static void test_agent_never_ready(void)
 {
     setup();
-    static struct vhpc_job job;
+    struct vhpc_job *job;
     setenv("FAKE_QEMU_AGENT", "mute", 1);
-    boot_fails(&job, "mute", 1, 1500, 0,
-               (const char *const[]){
-                   "mute/vm0: waiting for its agent (console: ", "/vm0/console.log)", NULL});
+    job = boot_fails("mute", 1, 1500, 0,
+                     (const char *const[]){
+                         "mute/vm0: waiting for its agent (console: ", "/vm0/console.log)", NULL});
     struct trace t;
-    trace_up(&job.cl, &t);
+    trace_up(&job->cl, &t);
     char con[4096];
-    T_ASSERT(vhpc_vm_console_tail(&job.cl.vms[0], 5, con, sizeof(con)) >= 1, "console");
+    T_ASSERT(vhpc_vm_console_tail(&job->cl.vms[0], 5, con, sizeof(con)) >= 1, "console");
     assert_has(con, "fake QEMU: booting vm0", "the console");
     vhpc_err_t err = {0};
-    T_ASSERT(vhpc_job_stop(&job, false, &err) == 0, "vhpc_job_stop: %s", err.msg);
-    vhpc_job_close(&job);
+    T_ASSERT(vhpc_job_stop(job, false, &err) == 0, "vhpc_job_stop: %s", err.msg);
+    vhpc_job_close(job);
     T_ASSERT(events_with("vm0 qmp quit") == 1, "QEMU told to quit: %s", slurp(events));
     check_gone(&t, "mute");
 }
@@ -578,32 +624,32 @@ static void test_qmp_mute(void)
 static void test_vm_dies_mid_run(void)
 {
     setup();
-    static struct vhpc_job job;
+    struct vhpc_job *job;
     struct vhpc_cluster_spec s = spec("dies", 2);
     vhpc_err_t err = {0};
-    T_ASSERT(vhpc_job_init(&job, &err) == 0, "vhpc_job_init: %s", err.msg);
-    T_ASSERT(vhpc_job_boot(&job, &s, BOOT_MS, &err) == 0, "vhpc_job_boot: %s", err.msg);
+    T_ASSERT(vhpc_job_new(&job, &err) == 0, "vhpc_job_new: %s", err.msg);
+    T_ASSERT(vhpc_job_boot(job, &s, BOOT_MS, &err) == 0, "vhpc_job_boot: %s", err.msg);
     struct trace t;
-    trace_up(&job.cl, &t);
-    pid_t victim = job.cl.vms[1].pid, killer = t_fork(killer_main, &victim);
+    trace_up(&job->cl, &t);
+    pid_t victim = job->cl.vms[1].pid, killer = t_fork(killer_main, &victim);
     const char *argv[] = {"sleep", "30", NULL};
     struct agent_exec_req req = {.argv = argv};
     struct agent_run_io io = {
         .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1, .signal_fd = -1, .timeout_ms = 20000};
     int status = -1;
     uint64_t t0 = t_now_ms();
-    int r = vhpc_job_run(&job, 1, &req, &io, &status, &err);
+    int r = vhpc_job_run(job, 1, &req, &io, &status, &err);
     T_ASSERT(r < 0 && t_now_ms() - t0 < 10000, "vhpc_job_run returned %d after %llu ms", r,
              (unsigned long long)(t_now_ms() - t0));
     assert_has(err.msg, "vm1", "the error");
     T_ASSERT(t_wait(killer) == 0, "the killer");
     /* Its connection closes a moment before it is a zombie. */
     char why[512];
-    for (int w = 0; w < 100 && !vhpc_vm_exited(&job.cl.vms[1], why, sizeof(why)); w++)
+    for (int w = 0; w < 100 && !vhpc_vm_exited(&job->cl.vms[1], why, sizeof(why)); w++)
         usleep(10 * 1000);
-    T_ASSERT(vhpc_vm_exited(&job.cl.vms[1], why, sizeof(why)), "vm1 exited (run: %s)", err.msg);
-    T_ASSERT(vhpc_job_stop(&job, false, &err) == 0, "vhpc_job_stop: %s", err.msg);
-    vhpc_job_close(&job);
+    T_ASSERT(vhpc_vm_exited(&job->cl.vms[1], why, sizeof(why)), "vm1 exited (run: %s)", err.msg);
+    T_ASSERT(vhpc_job_stop(job, false, &err) == 0, "vhpc_job_stop: %s", err.msg);
+    vhpc_job_close(job);
     check_gone(&t, "dies"); /* the guest's sleep too */
 }
 
@@ -611,32 +657,32 @@ static void test_vm_dies_mid_run(void)
 static void test_each_vm_dies(void)
 {
     setup();
-    static struct vhpc_job job;
+    struct vhpc_job *job;
     static struct vhpc_job_each each;
     struct vhpc_cluster_spec s = spec("eachdies", 2);
     vhpc_err_t err = {0};
-    T_ASSERT(vhpc_job_init(&job, &err) == 0, "vhpc_job_init: %s", err.msg);
-    T_ASSERT(vhpc_job_boot(&job, &s, BOOT_MS, &err) == 0, "vhpc_job_boot: %s", err.msg);
+    T_ASSERT(vhpc_job_new(&job, &err) == 0, "vhpc_job_new: %s", err.msg);
+    T_ASSERT(vhpc_job_boot(job, &s, BOOT_MS, &err) == 0, "vhpc_job_boot: %s", err.msg);
     struct trace t;
-    trace_up(&job.cl, &t);
-    pid_t victim = job.cl.vms[0].pid, killer = t_fork(killer_main, &victim);
+    trace_up(&job->cl, &t);
+    pid_t victim = job->cl.vms[0].pid, killer = t_fork(killer_main, &victim);
     const char *argv[] = {"sleep", "30", NULL};
     struct agent_exec_req req = {.argv = argv};
     int p[2];
     T_ASSERT(pipe(p) == 0, "pipe");
     each = (struct vhpc_job_each){.out_fd = p[1], .err_fd = p[1], .signal_fd = -1};
     uint64_t t0 = t_now_ms();
-    T_ASSERT(vhpc_job_run_each(&job, &req, &each, &err) == 0, "run_each: %s", err.msg);
+    T_ASSERT(vhpc_job_run_each(job, &req, &each, &err) == 0, "run_each: %s", err.msg);
     T_ASSERT(t_now_ms() - t0 < 15000, "run_each took %llu ms",
              (unsigned long long)(t_now_ms() - t0));
     T_ASSERT(each.failed == 0 && each.r[0] < 0, "vm0 failed (failed %d, r %d)", each.failed,
              each.r[0]);
     assert_has(each.errs[0].msg, "vm0", "vm0's error");
-    T_ASSERT(!job.up, "the job was stopped");
+    T_ASSERT(!job->up, "the job was stopped");
     T_ASSERT(t_wait(killer) == 0, "the killer");
     check_gone(&t, "eachdies"); /* vm1's sleep too */
-    T_ASSERT(vhpc_job_stop(&job, true, &err) == 0, "vhpc_job_stop after it: %s", err.msg);
-    vhpc_job_close(&job);
+    T_ASSERT(vhpc_job_stop(job, true, &err) == 0, "vhpc_job_stop after it: %s", err.msg);
+    vhpc_job_close(job);
     close(p[0]);
     close(p[1]);
 }

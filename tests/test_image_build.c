@@ -16,7 +16,7 @@
 #include "cpio.h"
 #include "image.h"
 #include "kernel.h"
-#include "store.h"
+#include "vhpc/store.h"
 #include "testutil.h"
 #include "fs.h"
 
@@ -409,9 +409,9 @@ static void setup(void)
     snprintf(addir, sizeof(addir), "%s/app", tmp);
     snprintf(path, sizeof(path), "%s/sub/deeper", addir);
     vhpc_err_t err;
-    T_ASSERT(vhpc__mkdirs(path, 0755, &err) == 0, "%s", err.msg);
+    T_ASSERT(vhpc_mkdirs(path, 0755, &err) == 0, "%s", err.msg);
     snprintf(path, sizeof(path), "%s/bin", addir);
-    T_ASSERT(vhpc__mkdirs(path, 0755, &err) == 0, "%s", err.msg);
+    T_ASSERT(vhpc_mkdirs(path, 0755, &err) == 0, "%s", err.msg);
     snprintf(path, sizeof(path), "%s/data.txt", addir);
     write_text(path, "version 1\n", 0644);
     snprintf(path, sizeof(path), "%s/sub/deeper/file", addir);

@@ -6,7 +6,7 @@
  * requirements (satisfied, unsatisfiable, ties, Debian version rules).
  */
 #include "match.h"
-#include "store.h"
+#include "vhpc/store.h"
 #include "testutil.h"
 
 #include <errno.h>

@@ -6,7 +6,7 @@
  * unless published; a busy lock is waited for a bounded time, naming the
  * file and the pid that holds it.
  */
-#include "store.h"
+#include "vhpc/store.h"
 #include "testutil.h"
 #include "lock.h"
 

@@ -41,7 +41,7 @@ struct agent_client {
 
 static uint64_t deadline_in(int timeout_ms)
 {
-    return timeout_ms < 0 ? NO_DEADLINE : vhpc__now_ms() + (uint64_t)timeout_ms;
+    return timeout_ms < 0 ? NO_DEADLINE : vhpc_now_ms() + (uint64_t)timeout_ms;
 }
 
 /* Milliseconds left until `deadline`, for poll(): -1 for ever. */
@@ -49,7 +49,7 @@ static int left_ms(uint64_t deadline)
 {
     if (deadline == NO_DEADLINE)
         return -1;
-    uint64_t now = vhpc__now_ms();
+    uint64_t now = vhpc_now_ms();
     return now >= deadline ? 0 : (int)(deadline - now);
 }
 
@@ -592,7 +592,7 @@ int agent_client_run(agent_client_t *c, const struct agent_exec_req *req,
             stdin_fd = -1;
             if ((r = agent_client_signal(c, id, SIGKILL, err)) < 0)
                 goto fail;
-            deadline = vhpc__now_ms() + 5000; /* for the EXIT that the kill brings */
+            deadline = vhpc_now_ms() + 5000; /* for the EXIT that the kill brings */
         } else if (killed && left_ms(deadline) == 0) {
             return vhpc_err_setmsg(err, -ETIMEDOUT, "%s: no exit after SIGKILL", req->argv[0]);
         }

@@ -7,8 +7,8 @@
 #include <stdint.h>
 
 /* CLOCK_MONOTONIC in milliseconds: for timeouts and durations. */
-int64_t vhpc__now_ms(void);
+int64_t vhpc_now_ms(void);
 /* Sleep ms milliseconds (a signal may end it early). */
-void vhpc__sleep_ms(int ms);
+void vhpc_sleep_ms(int ms);
 
 #endif

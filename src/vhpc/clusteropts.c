@@ -4,7 +4,7 @@
  * checks once parsed, and the image and cluster spec they lead to.
  */
 #include "clusteropts.h"
-#include "names.h"
+#include "vhpc/cluster.h"
 #include "vhpc.h"
 
 #include <stdio.h>

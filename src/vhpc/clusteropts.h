@@ -6,9 +6,8 @@
 #ifndef VHPC_CLI_CLUSTEROPTS_H
 #define VHPC_CLI_CLUSTEROPTS_H
 
-#include "cluster.h"
-#include "image.h"
-#include "match.h"
+#include "vhpc/cluster.h"
+#include "vhpc/image.h"
 #include "opts.h"
 
 #define CLI_MAX_REQS 64

@@ -1,7 +1,7 @@
 /*
  * cmd_gc.c - `vhpc gc [--all]`: remove what crashed runs left behind.
  */
-#include "cluster.h"
+#include "vhpc/cluster.h"
 #include "opts.h"
 #include "vhpc.h"
 

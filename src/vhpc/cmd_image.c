@@ -3,14 +3,11 @@
  * Debian cloud kernel + an initramfs with busybox, vhpc-agent, the virtio
  * modules and the closure of what the job needs).
  */
-#include "image.h"
-#include "match.h"
+#include "vhpc/image.h"
 #include "opts.h"
-#include "parse.h"
-#include "store.h"
+#include "vhpc/util.h"
+#include "vhpc/store.h"
 #include "vhpc.h"
-#include "fs.h"
-#include "paths.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -111,7 +108,7 @@ static int print_system_image(const struct vhpc_image *img, void *arg)
     int *shown = arg;
     if (!(*shown)++)
         printf("-- the system store (%s, root's; read-only, runs fall back on it):\n",
-               vhpc__system_root());
+               vhpc_system_root());
     return print_image(img, NULL);
 }
 
@@ -349,8 +346,8 @@ static int gc(int argc, char **argv)
         return cli_fail(&err);
     /* Images of the layout before the content-addressed store. */
     char legacy[4200];
-    snprintf(legacy, sizeof(legacy), "%s/images", vhpc__store_root());
-    if (access(legacy, F_OK) == 0 && vhpc__rm_tree(legacy, &err) == 0)
+    snprintf(legacy, sizeof(legacy), "%s/images", vhpc_store_root());
+    if (access(legacy, F_OK) == 0 && vhpc_rm_tree(legacy, &err) == 0)
         printf("removed %s (images in the old layout; build them again)\n", legacy);
     printf("removed %u image%s, %u blob%s (%.1f MB), %u leftover%s\n", gs.images,
            gs.images == 1 ? "" : "s", gs.blobs, gs.blobs == 1 ? "" : "s", (double)gs.bytes / 1e6,

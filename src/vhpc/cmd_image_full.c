@@ -6,10 +6,9 @@
  * here; select.c prints what --build-missing built with
  * cli_print_full_built.
  */
-#include "full.h"
-#include "image.h"
+#include "vhpc/image.h"
 #include "opts.h"
-#include "store.h"
+#include "vhpc/store.h"
 #include "vhpc.h"
 
 #include <errno.h>

@@ -6,9 +6,9 @@
  * a size budget by evicting the least recently used images (src/libvhpc/dist/cache.c).
  */
 #include "daemon.h"
-#include "dist.h"
+#include "vhpc/dist.h"
 #include "opts.h"
-#include "store.h"
+#include "vhpc/store.h"
 #include "vhpc.h"
 
 #include <errno.h>

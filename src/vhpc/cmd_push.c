@@ -3,9 +3,9 @@
  * nodes running `vhpc node serve` (the transfer itself: src/libvhpc/dist/).
  */
 #include "clock.h"
-#include "dist.h"
+#include "vhpc/dist.h"
 #include "opts.h"
-#include "store.h"
+#include "vhpc/store.h"
 #include "vhpc.h"
 
 #include <errno.h>
@@ -198,7 +198,7 @@ int cmd_image_push(int argc, char **argv)
         rc = cli_fail(&err);
         goto out;
     }
-    int64_t t0 = vhpc__now_ms();
+    int64_t t0 = vhpc_now_ms();
     int r = vhpc_dist_push(st, image, &po, &res, &ref, &err);
     vhpc_store_close(st);
     if (r < 0) {
@@ -206,7 +206,7 @@ int cmd_image_push(int argc, char **argv)
         rc = cli_fail(&err);
         goto out;
     }
-    double secs = (double)(vhpc__now_ms() - t0) / 1000;
+    double secs = (double)(vhpc_now_ms() - t0) / 1000;
     int ok = 0, width = 4, nn = (int)o.nn;
     for (int i = 0; i < nn; i++) {
         int w = (int)strlen(res[i].node);

@@ -11,7 +11,7 @@
  * second signal, or a signal while the VMs boot stop QEMU at once.
  */
 #include "clusteropts.h"
-#include "job.h"
+#include "vhpc/job.h"
 #include "vhpc.h"
 
 #include <signal.h>
@@ -70,7 +70,7 @@ static int parse(int argc, char **argv, char ***cmd)
                 : cli_usage("run", "no command given (vhpc run --vms N -- COMMAND ...)");
 }
 
-static struct vhpc_job job;
+static struct vhpc_job *job;
 
 /* A signal stopped the job (job.c says so): exit as the signal's victim. */
 static void on_stopped(int sig)
@@ -82,17 +82,17 @@ static void on_stopped(int sig)
 static int report(const struct vhpc_job_result *res)
 {
     const struct vhpc_job_each *ev = &res->ran;
-    if (vhpc_job_stopped_by(&job))
+    if (vhpc_job_stopped_by(job))
         return res->status;
     if (!res->booted) {
         cli_fail(&res->boot_err);
-        if (res->console[0])
-            fprintf(stderr, "vhpc: last lines of %s's console:\n%s", job.cl.vms[job.failed].name,
-                    res->console);
+        struct vhpc_job_vm vm;
+        if (res->console[0] && vhpc_job_vm(job, vhpc_job_failed_vm(job), &vm) == 0)
+            fprintf(stderr, "vhpc: last lines of %s's console:\n%s", vm.name, res->console);
     }
     if (each && ev->failed >= 0)
         fprintf(stderr, "vhpc: vm%d failed; the cluster was stopped\n", ev->failed);
-    for (int i = 0; res->booted && i < job.cl.nvms; i++)
+    for (int i = 0; res->booted && i < vhpc_job_nvms(job); i++)
         if (ev->r[i] < 0 && (ev->failed < 0 || i == ev->failed))
             cli_fail(&ev->errs[i]);
     return res->status;
@@ -101,12 +101,12 @@ static int report(const struct vhpc_job_result *res)
 static void print_times(const struct vhpc_image *img, const struct vhpc_cluster_spec *cs)
 {
     struct vhpc_job_phases p;
-    vhpc_job_phases(&job, &p);
+    vhpc_job_phases(job, &p);
     fprintf(stderr, "\nvhpc run: %d VM%s (%d vCPU, %d MiB, %s, image %s %.12s)\n", cs->nvms,
             cs->nvms == 1 ? "" : "s", cs->vcpus, cs->mem_mib, vhpc_accel_name(cs->accel), img->name,
             img->digest);
     fprintf(stderr, "  %-28s %8.3f s\n", "image prepare", (double)p.image_ms / 1000);
-    for (int i = 0; i < job.cl.nvms; i++)
+    for (int i = 0; i < vhpc_job_nvms(job); i++)
         fprintf(stderr, "  QEMU start -> agent ready vm%d %8.3f s\n", i,
                 (double)p.vm_ready_ms[i] / 1000);
     const char *what[] = {"boot (all VMs ready)", "run", "teardown", "total"};
@@ -125,7 +125,7 @@ int cmd_run(int argc, char **argv)
     vhpc_err_t err = {0};
     signal(SIGPIPE, SIG_IGN);
     /* Signals go to the job's thread from here on, the image's build included. */
-    if (vhpc_job_init(&job, &err) < 0 || vhpc_job_take_signals(&job, on_stopped, &err) < 0)
+    if (vhpc_job_new(&job, &err) < 0 || vhpc_job_take_signals(job, on_stopped, &err) < 0)
         return cli_fail(&err);
     struct vhpc_image img;
     struct vhpc_cluster_spec cs;
@@ -133,14 +133,14 @@ int cmd_run(int argc, char **argv)
         return cli_fail(&err);
     static struct vhpc_job_result res;
     struct vhpc_job_command c = {cmd, each, .stdin_fd = 0, .stdout_fd = 1, .stderr_fd = 2};
-    if (vhpc_job_execute(&job, &cs, BOOT_TIMEOUT_MS, &c, &res, &err) < 0)
+    if (vhpc_job_execute(job, &cs, BOOT_TIMEOUT_MS, &c, &res, &err) < 0)
         return cli_fail(&err); /* nothing was started */
     status = report(&res);
     if (res.stop_r < 0)
         cli_fail(&res.stop_err);
-    if (vhpc_job_stopped_by(&job))
-        _exit(128 + vhpc_job_stopped_by(&job)); /* the VMs died of the signal, not the command */
-    vhpc_job_close(&job);
+    if (vhpc_job_stopped_by(job))
+        _exit(128 + vhpc_job_stopped_by(job)); /* the VMs died of the signal, not the command */
     print_times(&img, &cs);
+    vhpc_job_close(job);
     return status;
 }

@@ -15,12 +15,10 @@
  * /dev/kvm is left as it is: members of its group (kvm) get KVM, others
  * TCG.  Every change is also written where it survives a reboot.
  */
-#include "kernel.h"
-#include "ns.h"
+#include "vhpc/cluster.h"
 #include "opts.h"
 #include "vhpc.h"
-#include "fs.h"
-#include "paths.h"
+#include "vhpc/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -130,14 +128,14 @@ static int userns(int fix)
 static int system_dirs(int fix)
 {
     char kernels[4096];
-    snprintf(kernels, sizeof(kernels), "%s/kernels", vhpc__system_root());
-    const char *dirs[] = {vhpc__system_root(), kernels};
+    snprintf(kernels, sizeof(kernels), "%s/kernels", vhpc_system_root());
+    const char *dirs[] = {vhpc_system_root(), kernels};
     int bad = 0;
     for (int i = 0; i < 2; i++) {
         struct stat st;
         if (fix && stat(dirs[i], &st) < 0) {
             vhpc_err_t err = {0};
-            if (vhpc__mkdirs(dirs[i], 0755, &err) < 0)
+            if (vhpc_mkdirs(dirs[i], 0755, &err) < 0)
                 fprintf(stderr, "vhpc setup: %s\n", err.msg);
         }
         if (fix && stat(dirs[i], &st) == 0 && st.st_uid == 0 && (st.st_mode & 0777) != 0755)
@@ -181,7 +179,7 @@ int cmd_setup(int argc, char **argv)
              "defaults; each job's network lives in namespaces of its own user), and the\n"
              "system image store and kernel cache (%s) readable by all.\n"
              "Changes are also written to %s and %s.\n",
-             vhpc__system_root(), TUN_RULE, SYSCTL_CONF);
+             vhpc_system_root(), TUN_RULE, SYSCTL_CONF);
     const struct cli_spec spec = {"setup", usage, opts, .more = NULL};
     struct cli_args a;
     int st = cli_parse(&spec, argc, argv, &a);

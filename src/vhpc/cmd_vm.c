@@ -4,8 +4,8 @@
  * until `vhpc vm stop` (or `vhpc gc --all`).
  */
 #include "clusteropts.h"
-#include "job.h"
-#include "names.h"
+#include "vhpc/job.h"
+#include "vhpc/cluster.h"
 #include "vhpc.h"
 
 #include <dirent.h>
@@ -25,7 +25,7 @@ static const char vm_help[] =
     "       vhpc vm stop NAME\n"
     "       vhpc vm list\n";
 
-static struct vhpc_job job; /* one per process; big */
+static struct vhpc_job *job; /* one per process */
 
 /* --vm I of exec and console. */
 static int vm;
@@ -46,7 +46,7 @@ static int begin(const struct cli_spec *spec, int argc, char **argv, struct cli_
     if (vhpc_check_cluster_name(a->pos[0], &err) < 0)
         return cli_usage(spec->cmd, "%s", err.msg);
     *name = a->pos[0];
-    if (vhpc_job_init(&job, &err) < 0 || (load && vhpc_job_load(&job, *name, &err) < 0))
+    if (vhpc_job_new(&job, &err) < 0 || (load && vhpc_job_load(job, *name, &err) < 0))
         return cli_fail(&err);
     return CLI_PARSED;
 }
@@ -72,19 +72,21 @@ static int vm_start(int argc, char **argv)
     vhpc_err_t err = {0};
     if (cli_cluster_prepare(name, &img, &cs, &err) < 0)
         return cli_fail(&err);
-    cs.detached = true;                               /* no owning process */
-    if (vhpc_job_boot(&job, &cs, 120000, &err) < 0) { /* the VMs boot in parallel */
+    cs.detached = true;                              /* no owning process */
+    if (vhpc_job_boot(job, &cs, 120000, &err) < 0) { /* the VMs boot in parallel */
         vhpc_err_t ignore;
-        vhpc_job_stop(&job, false, &ignore);
-        vhpc_job_close(&job);
+        vhpc_job_stop(job, false, &ignore);
+        vhpc_job_close(job);
         return cli_fail(&err);
     }
-    for (int i = 0; i < job.cl.nvms; i++) {
-        const struct agent_hello *h = agent_client_hello(job.agents[i]);
-        printf("%s/vm%d ready: %s, kernel %s, %s\n", job.cl.name, i, h->hostname, h->kernel,
-               job.cl.ips[i]);
+    for (int i = 0; i < vhpc_job_nvms(job); i++) {
+        const struct agent_hello *h = vhpc_job_hello(job, i);
+        struct vhpc_job_vm v;
+        vhpc_job_vm(job, i, &v);
+        printf("%s/vm%d ready: %s, kernel %s, %s\n", vhpc_job_name(job), i, h->hostname, h->kernel,
+               v.ip);
     }
-    vhpc_job_close(&job);
+    vhpc_job_close(job);
     return 0;
 }
 
@@ -102,7 +104,7 @@ static int vm_exec(int argc, char **argv)
         return st;
     if (a.ntail < 1)
         return cli_usage(spec.cmd, "no command (vhpc vm exec NAME -- COMMAND ...)");
-    if (vhpc_job_load(&job, name, &err) < 0 || vhpc_job_connect(&job, vm, 10000, &err) < 0)
+    if (vhpc_job_load(job, name, &err) < 0 || vhpc_job_connect(job, vm, 10000, &err) < 0)
         return cli_fail(&err);
     struct agent_exec_req req = {.argv = (const char *const *)a.tail, .flags = AGENT_EXEC_STDIN};
     struct agent_run_io io = {.stdin_fd = 0,
@@ -111,8 +113,8 @@ static int vm_exec(int argc, char **argv)
                               .signal_fd = agent_client_signalfd(),
                               .second_signal_ends = true,
                               .timeout_ms = -1};
-    int status = 0, r = vhpc_job_run(&job, vm, &req, &io, &status, &err);
-    vhpc_job_close(&job);
+    int status = 0, r = vhpc_job_run(job, vm, &req, &io, &status, &err);
+    vhpc_job_close(job);
     if (r < 0)
         cli_fail(&err);
     return vhpc_job_exit_status(r, status);
@@ -149,11 +151,11 @@ static int vm_cp(int argc, char **argv)
     int svm = guest_path(a.pos[1], &src), dvm = guest_path(a.pos[2], &dst);
     if ((svm < 0) == (dvm < 0))
         return cli_usage("vm cp", "exactly one of SRC and DST must be vmI:PATH");
-    if (vhpc_job_load(&job, name, &err) < 0)
+    if (vhpc_job_load(job, name, &err) < 0)
         return cli_fail(&err);
-    int r = dvm >= 0 ? vhpc_job_copy_in(&job, dvm, src, dst, &err)
-                     : vhpc_job_copy_out(&job, svm, src, dst, &err);
-    vhpc_job_close(&job);
+    int r = dvm >= 0 ? vhpc_job_copy_in(job, dvm, src, dst, &err)
+                     : vhpc_job_copy_out(job, svm, src, dst, &err);
+    vhpc_job_close(job);
     return r < 0 ? cli_fail(&err) : 0;
 }
 
@@ -168,13 +170,15 @@ static int vm_console(int argc, char **argv)
     int st = begin(&spec, argc, argv, &a, &name, true);
     if (st != CLI_PARSED)
         return st;
-    if (vm >= job.cl.nvms) {
-        vhpc_err_setmsg(&err, -EINVAL, "cluster %s has no vm%d", job.cl.name, vm);
+    if (vm >= vhpc_job_nvms(job)) {
+        vhpc_err_setmsg(&err, -EINVAL, "cluster %s has no vm%d", vhpc_job_name(job), vm);
         return cli_fail(&err);
     }
-    int fd = open(job.cl.vms[vm].console_path, O_RDONLY | O_CLOEXEC);
+    struct vhpc_job_vm v;
+    vhpc_job_vm(job, vm, &v);
+    int fd = open(v.console, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        vhpc_err_set(&err, -errno, "opening %s", job.cl.vms[vm].console_path);
+        vhpc_err_set(&err, -errno, "opening %s", v.console);
         return cli_fail(&err);
     }
     char buf[65536];
@@ -197,28 +201,27 @@ static int vm_stop(int argc, char **argv)
     if (st != CLI_PARSED)
         return st;
     vhpc_err_t err = {0}, ignore;
-    for (int i = 0; i < job.cl.nvms; i++)
-        vhpc_job_connect(&job, i, 2000, &ignore); /* those that answer power off cleanly */
-    int r = vhpc_job_stop(&job, true, &err);
-    vhpc_job_close(&job);
-    if (r < 0)
-        return cli_fail(&err); /* what is left stays recorded, for vhpc gc */
-    printf("stopped %s\n", job.cl.name);
-    return 0;
+    for (int i = 0; i < vhpc_job_nvms(job); i++)
+        vhpc_job_connect(job, i, 2000, &ignore); /* those that answer power off cleanly */
+    int r = vhpc_job_stop(job, true, &err);
+    if (r == 0)
+        printf("stopped %s\n", vhpc_job_name(job));
+    vhpc_job_close(job);
+    return r < 0 ? cli_fail(&err) : 0; /* what is left stays recorded, for vhpc gc */
 }
 
 /* Each cluster's line of vm list, after the header. */
-static int list_one(const struct vhpc_cluster *cl, const char *owner, void *arg)
+static int list_one(const struct vhpc_job_info *c, void *arg)
 {
     bool *header = arg;
     if (!*header)
         *header = printf("%-20s %-4s %-10s %s\n", "CLUSTER", "VMS", "OWNER", "VM PIDS") > 0;
-    if (!cl)
+    if (!c)
         return 0;
-    printf("%-20s %-4d %-10s", cl->name, cl->nvms, owner);
-    for (int i = 0; i < cl->nvms; i++)
-        printf(" vm%d:%d%s", i, (int)cl->vms[i].pid,
-               cl->vms[i].pid > 0 && kill(cl->vms[i].pid, 0) == 0 ? "" : "(dead)");
+    printf("%-20s %-4d %-10s", c->name, c->nvms, c->owner);
+    for (int i = 0; i < c->nvms; i++)
+        printf(" vm%d:%d%s", i, (int)c->pid[i],
+               c->pid[i] > 0 && kill(c->pid[i], 0) == 0 ? "" : "(dead)");
     printf("\n");
     return 0;
 }
@@ -239,7 +242,7 @@ static int vm_list(int argc, char **argv)
         fprintf(stderr, "vhpc vm list: %s\n", err.msg);
         return 1;
     }
-    return list_one(NULL, NULL, &header); /* the header alone: no cluster */
+    return list_one(NULL, &header); /* the header alone: no cluster */
 }
 
 int cmd_vm(int argc, char **argv)

@@ -4,11 +4,8 @@
  */
 #include "vhpc.h"
 
-#include "kernel.h"
-#include "store.h"
-#include "lock.h"
-#include "output.h"
-#include "paths.h"
+#include "vhpc/store.h"
+#include "vhpc/util.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -58,7 +55,7 @@ int cli_public_ok(const char *cmd)
     return cli_usage(cmd,
                      "--public publishes into the system store and is for root; your own "
                      "store (%s) is readable by you only",
-                     vhpc__store_root());
+                     vhpc_store_root());
 }
 
 int cli_image_env_public(const char *cmd, const char *const *env, size_t nenv, bool public)

@@ -3,7 +3,7 @@
  * the subcommand dispatch of `vhpc vm`, `vhpc image` and `vhpc node`.
  */
 #include "opts.h"
-#include "parse.h"
+#include "vhpc/util.h"
 #include "vhpc.h"
 
 #include <errno.h>

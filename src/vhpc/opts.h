@@ -4,7 +4,7 @@
  * cli_parse reads argv by it: --name VALUE or --name=VALUE (or an
  * unambiguous abbreviation of the name, as getopt_long takes), in any order
  * (the last of a repeated option wins, except a list's), numbers strictly
- * (parse.h), "--" ends the options.  --help (or -h) prints the verb's
+ * (vhpc/util.h), "--" ends the options.  --help (or -h) prints the verb's
  * synopsis, then one line per option from the table, then its footer.
  * Errors name the verb and the option, e.g.
  *   "vhpc run: --vms 1x: expected a whole number from 1 to 64".

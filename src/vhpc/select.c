@@ -4,9 +4,9 @@
  * for them with --build-missing) and this file prints what it reports.
  * Also the job file, which holds the same options one per line.
  */
-#include "image.h"
+#include "vhpc/image.h"
 #include "vhpc.h"
-#include "fs.h"
+#include "vhpc/util.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -68,7 +68,7 @@ static int read_job(const char *path, char **text, vhpc_err_t *err)
 {
     size_t used;
     char *buf;
-    int r = vhpc__read_file_max(path, JOB_MAX, &buf, &used, err);
+    int r = vhpc_read_file_max(path, JOB_MAX, &buf, &used, err);
     if (r == -EFBIG)
         return vhpc_err_setmsg(err, r, "job file %s: larger than %d KiB, not a job file", path,
                                JOB_MAX / 1024);

@@ -61,7 +61,7 @@ int cli_fail(const vhpc_err_t *err);
 /* Print a usage error and return 2. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* The ranges of --vcpus and --mem (MiB) for run and vm start (parse.h
+/* The ranges of --vcpus and --mem (MiB) for run and vm start (vhpc/util.h
  * parses them: whole numbers, sizes with M/G/T). */
 #define VHPC_VCPUS_MAX   64
 #define VHPC_MEM_MIN_MIB 64L

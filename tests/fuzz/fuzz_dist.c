@@ -12,11 +12,11 @@
  * never the service (dist/proto.h).  Without CAP_SYS_ADMIN the
  * fuzzer exits 77 (skipped).
  */
-#include "dist.h"
+#include "vhpc/dist.h"
 #include "clock.h"
 #include "fuzz_node.h"
 #include "fuzz_util.h"
-#include "store.h"
+#include "vhpc/store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -85,11 +85,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     fcntl(fd, F_SETFL, O_NONBLOCK);
     size_t off = 0;
-    int64_t deadline = vhpc__now_ms() + 2000;
+    int64_t deadline = vhpc_now_ms() + 2000;
     char buf[65536];
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN | (off < size ? POLLOUT : 0)};
-        int64_t left = deadline - vhpc__now_ms();
+        int64_t left = deadline - vhpc_now_ms();
         if (left <= 0 || poll(&p, 1, (int)left) <= 0)
             break;
         if (p.revents & POLLOUT) {

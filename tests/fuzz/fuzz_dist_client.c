@@ -8,11 +8,11 @@
  * bytes, 4 KiB chunks) to it; else pull "img" from it into an empty store.
  * Without CAP_SYS_ADMIN the fuzzer exits 77 (skipped).
  */
-#include "dist.h"
+#include "vhpc/dist.h"
 #include "clock.h"
 #include "fuzz_node.h"
 #include "fuzz_util.h"
-#include "store.h"
+#include "vhpc/store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -78,12 +78,12 @@ static void *node(void *arg)
         return NULL;
     size_t off = 0;
     char buf[65536];
-    int64_t deadline = vhpc__now_ms() + 3000;
+    int64_t deadline = vhpc_now_ms() + 3000;
     if (n->size == 0)
         shutdown(fd, SHUT_WR);
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN | (off < n->size ? POLLOUT : 0)};
-        int64_t left = deadline - vhpc__now_ms();
+        int64_t left = deadline - vhpc_now_ms();
         if (left <= 0 || poll(&p, 1, (int)left) <= 0)
             break;
         if (p.revents & POLLOUT) {

@@ -8,7 +8,7 @@
 #define VHPC_FUZZ_NODE_H
 
 #include "fs.h"
-#include "store.h"
+#include "vhpc/store.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -33,7 +33,7 @@ static void fuzz_die(const char *who, const char *what, const char *why)
 static void fuzz_rm_tree(const char *who, const char *dir)
 {
     vhpc_err_t err = {0};
-    if (vhpc__rm_tree(dir, &err) < 0)
+    if (vhpc_rm_tree(dir, &err) < 0)
         fprintf(stderr, "%s: %s\n", who, err.msg);
 }
 

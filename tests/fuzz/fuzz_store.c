@@ -11,7 +11,7 @@
 #include "fuzz_util.h"
 #include "image.h"
 #include "match.h"
-#include "store.h"
+#include "vhpc/store.h"
 
 #include <limits.h>
 #include <stdint.h>
@@ -28,7 +28,7 @@ static void cleanup(void)
 {
     vhpc_err_t err = {0};
     vhpc_store_close(st);
-    if (vhpc__rm_tree(root, &err) < 0)
+    if (vhpc_rm_tree(root, &err) < 0)
         fprintf(stderr, "fuzz_store: %s\n", err.msg);
 }
 
@@ -36,7 +36,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     vhpc_err_t err = {0};
     snprintf(root, sizeof(root), "%s/fuzz_store.%d", fuzz_tmpdir(), (int)getpid());
-    if (vhpc__rm_tree(root, &err) < 0)
+    if (vhpc_rm_tree(root, &err) < 0)
         fprintf(stderr, "fuzz_store: %s\n", err.msg);
     setenv("VHPC_HOME", root, 1);
     if (vhpc_store_open(root, &st, &err) < 0) {

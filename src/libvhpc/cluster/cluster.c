@@ -113,11 +113,11 @@ static int stop_pid(pid_t pid, const char *name, int grace_ms, vhpc_err_t *err)
         return 0;
     kill(pid, SIGTERM);
     for (int t = 0; t < grace_ms && running(pid, name); t += 20)
-        vhpc__sleep_ms(20);
+        vhpc_sleep_ms(20);
     if (running(pid, name))
         kill(pid, SIGKILL);
     for (int t = 0; t < 2000 && running(pid, name); t += 20)
-        vhpc__sleep_ms(20);
+        vhpc_sleep_ms(20);
     if (running(pid, name))
         return vhpc_err_setmsg(err, -ETIMEDOUT, "%s (pid %d) is still there 2 s after SIGKILL",
                                name, (int)pid);
@@ -189,7 +189,7 @@ int vhpc_cluster_can_start(vhpc_err_t *err)
 
 int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *cl, vhpc_err_t *err)
 {
-    char clusters[VHPC_DIR_MAX - 64 - VHPC_NAME_MAX];
+    char clusters[VHPC_DIR_MAX - 64 - VHPC_CLUSTER_NAME_MAX];
     int r;
 
     memset(cl, 0, sizeof(*cl));
@@ -205,7 +205,7 @@ int vhpc_cluster_up(const struct vhpc_cluster_spec *spec, struct vhpc_cluster *c
     if ((r = run_dir_ready(err)) < 0)
         return r;
     mkdir(clusters, 0700);
-    snprintf(cl->dir, sizeof(cl->dir), "%s/%.*s", clusters, VHPC_NAME_MAX, spec->name);
+    snprintf(cl->dir, sizeof(cl->dir), "%s/%.*s", clusters, VHPC_CLUSTER_NAME_MAX, spec->name);
     if (mkdir(cl->dir, 0700) < 0) {
         if (errno == EEXIST)
             return vhpc_err_setmsg(err, -EEXIST,
@@ -347,7 +347,7 @@ static int teardown_dir(const char *dir, int grace_ms, vhpc_err_t *err)
     first(vhpc_ns_stop(read_pid(dir, "netns.pid"), &e), &e, &res, err);
     first(stop_pid(read_pid(dir, "ivcd.pid"), "ivcd", 2000, &e), &e, &res, err);
     if (res == 0)
-        first(vhpc__rm_tree(dir, &e), &e, &res, err);
+        first(vhpc_rm_tree(dir, &e), &e, &res, err);
     if (res < 0)
         vhpc_err_wrap(err, "removing cluster %s", dir);
     return res;

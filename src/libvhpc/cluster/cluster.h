@@ -16,25 +16,13 @@
 #define VHPC_CLUSTER_H
 
 #include "error.h"
-#include "paths.h" /* vhpc_run_dir, vhpc_tool_path */
+#include "vhpc/cluster.h" /* the public part */
+#include "paths.h"        /* vhpc_run_dir, vhpc_tool_path */
 #include "net.h"
 #include "vm.h"
 
 #include <stdbool.h>
 #include <stdint.h>
-
-#define VHPC_MAX_VMS  64
-#define VHPC_NAME_MAX 32 /* cluster names: [A-Za-z0-9_-], at most this long */
-
-struct vhpc_cluster_spec {
-    const char *name;
-    int nvms, vcpus, mem_mib;
-    const char *kernel, *initrd; /* from the image */
-    const char *rootfs;          /* a full image's root file system (NULL: a minimal
-                                    image) */
-    enum vhpc_accel accel;       /* resolved */
-    bool detached;               /* owned by no process (vhpc vm start) */
-};
 
 struct vhpc_cluster {
     char name[64];
@@ -46,13 +34,6 @@ struct vhpc_cluster {
     struct vhpc_vm vms[VHPC_MAX_VMS];
     char ips[VHPC_MAX_VMS][32];
 };
-
-/* Do nvms VMs of mem_mib fit in the memory the host has available? */
-int vhpc_cluster_check_memory(int nvms, long mem_mib, vhpc_err_t *err);
-
-/* 0 if this process may start clusters, else why not and what to do
- * (before anything is built or created). */
-int vhpc_cluster_can_start(vhpc_err_t *err);
 
 /* Create the state directory, ivcd, bridge, taps and start every QEMU (not
  * waiting for the guests).  On failure everything created is removed. */
@@ -66,11 +47,6 @@ int vhpc_cluster_down(struct vhpc_cluster *cl, int grace_ms, vhpc_err_t *err);
 
 /* Load a running cluster's description from its state directory. */
 int vhpc_cluster_load(const char *name, struct vhpc_cluster *cl, vhpc_err_t *err);
-
-/* Remove clusters whose owner is gone (every QEMU, tap, bridge, ivcd and
- * file of theirs); `all` also removes detached ones.  Calls `report` with a
- * line per thing removed.  Returns the number of clusters removed. */
-int vhpc_gc(bool all, void (*report)(const char *line, void *arg), void *arg, vhpc_err_t *err);
 
 /* The environment a command in VM `i` gets: VHPC_CLUSTER, VHPC_JOB (the IVC
  * job id, what ivc_register() must be given), VHPC_VM (its index) and

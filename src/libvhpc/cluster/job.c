@@ -1,5 +1,5 @@
 /*
- * job.c - see job.h: a job's cluster booted (one thread per VM), its
+ * job.c - see vhpc/job.h: a job's cluster booted (one thread per VM), its
  * commands run (one VM with the caller's stdio, or each VM with its output
  * prefixed), the signals a batch system sends taken and passed on, files
  * copied in and out, the cluster stopped, and how long each step took.
@@ -23,16 +23,53 @@
 #include <time.h>
 #include <unistd.h>
 
-int vhpc_job_init(struct vhpc_job *job, vhpc_err_t *err)
+int vhpc_job_new(struct vhpc_job **out, vhpc_err_t *err)
 {
-    memset(job, 0, sizeof(*job));
+    struct vhpc_job *job = calloc(1, sizeof(*job));
+    if (!job)
+        return vhpc_err_set(err, -ENOMEM, "a job");
     pthread_mutex_init(&job->lock, NULL);
     job->failed = -1;
     job->signal_pipe[0] = job->signal_pipe[1] = -1;
-    job->times.init_ms = vhpc__now_ms();
-    if (pipe2(job->signal_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
-        return vhpc_err_set(err, -errno, "pipe");
+    job->times.init_ms = vhpc_now_ms();
+    if (pipe2(job->signal_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+        int e = -errno;
+        free(job);
+        return vhpc_err_set(err, e, "pipe");
+    }
+    *out = job;
     return 0;
+}
+
+const char *vhpc_job_name(const struct vhpc_job *job)
+{
+    return job->cl.name;
+}
+
+int vhpc_job_nvms(const struct vhpc_job *job)
+{
+    return job->cl.nvms;
+}
+
+int vhpc_job_failed_vm(const struct vhpc_job *job)
+{
+    return job->failed;
+}
+
+int vhpc_job_vm(const struct vhpc_job *job, int i, struct vhpc_job_vm *out)
+{
+    if (i < 0 || i >= job->cl.nvms)
+        return -ERANGE;
+    const struct vhpc_vm *vm = &job->cl.vms[i];
+    *out = (struct vhpc_job_vm){vm->name, job->cl.ips[i], vm->console_path, vm->pid};
+    return 0;
+}
+
+const struct agent_hello *vhpc_job_hello(const struct vhpc_job *job, int i)
+{
+    if (i < 0 || i >= job->cl.nvms || !job->agents[i])
+        return NULL;
+    return agent_client_hello(job->agents[i]);
 }
 
 /* ---- signals ---------------------------------------------------------------------- */
@@ -78,6 +115,7 @@ int vhpc_job_take_signals(struct vhpc_job *job, void (*on_stopped)(int sig), vhp
     if (e)
         return vhpc_err_set(err, -e, "starting the signal thread");
     pthread_detach(th);
+    job->signal_thread = true;
     return 0;
 }
 
@@ -104,7 +142,7 @@ static bool vm_exited_after(const struct vhpc_vm *vm, int r, char *why, size_t l
 {
     for (int i = 0; i < (r == -ETIMEDOUT ? 1 : 20); i++) {
         if (i)
-            vhpc__sleep_ms(50);
+            vhpc_sleep_ms(50);
         if (vhpc_vm_exited(vm, why, len))
             return true;
     }
@@ -148,7 +186,7 @@ static void *boot_thread(void *arg)
 {
     struct boot *b = arg;
     b->r = vhpc_job_attach(&b->job->cl, b->i, b->timeout_ms, &b->job->agents[b->i], &b->err);
-    b->job->ready_ms[b->i] = vhpc__now_ms();
+    b->job->ready_ms[b->i] = vhpc_now_ms();
     return NULL;
 }
 
@@ -156,7 +194,7 @@ int vhpc_job_boot(struct vhpc_job *job, const struct vhpc_cluster_spec *spec, in
                   vhpc_err_t *err)
 {
     job->failed = -1;
-    int64_t t0 = vhpc__now_ms(); /* QEMUs start in vhpc_cluster_up */
+    int64_t t0 = vhpc_now_ms(); /* QEMUs start in vhpc_cluster_up */
     job->times.boot_ms = t0;
     pthread_mutex_lock(&job->lock);
     int r = vhpc_cluster_up(spec, &job->cl, err);
@@ -187,7 +225,7 @@ int vhpc_job_boot(struct vhpc_job *job, const struct vhpc_cluster_spec *spec, in
                 *err = boots[i].err;
         }
     }
-    job->times.up_ms = vhpc__now_ms();
+    job->times.up_ms = vhpc_now_ms();
     return r;
 }
 
@@ -363,7 +401,7 @@ int vhpc_job_stop(struct vhpc_job *job, bool clean, vhpc_err_t *err)
     int r = 0;
     pthread_mutex_lock(&job->lock);
     if (job->up) {
-        job->times.stop_ms = vhpc__now_ms();
+        job->times.stop_ms = vhpc_now_ms();
         vhpc_err_t ignore;
         if (clean)
             for (int i = 0; i < job->cl.nvms; i++)
@@ -371,7 +409,7 @@ int vhpc_job_stop(struct vhpc_job *job, bool clean, vhpc_err_t *err)
                     agent_client_shutdown(job->agents[i], AGENT_SHUTDOWN_POWEROFF, &ignore);
         r = vhpc_cluster_down(&job->cl, clean ? VHPC_JOB_GRACE_MS : 0, err);
         job->up = false;
-        job->times.down_ms = vhpc__now_ms();
+        job->times.down_ms = vhpc_now_ms();
     }
     pthread_mutex_unlock(&job->lock);
     return r;
@@ -379,6 +417,8 @@ int vhpc_job_stop(struct vhpc_job *job, bool clean, vhpc_err_t *err)
 
 void vhpc_job_close(struct vhpc_job *job)
 {
+    if (!job)
+        return;
     for (int i = 0; i < VHPC_MAX_VMS; i++) {
         if (job->agents[i])
             agent_client_close(job->agents[i]);
@@ -389,6 +429,10 @@ void vhpc_job_close(struct vhpc_job *job)
             close(job->signal_pipe[k]);
         job->signal_pipe[k] = -1;
     }
+    if (job->signal_thread) /* it may still wake up with the job */
+        return;
+    pthread_mutex_destroy(&job->lock);
+    free(job);
 }
 
 /* ---- what the caller reports ------------------------------------------------------- */
@@ -466,8 +510,7 @@ static int cluster_entry(const struct dirent *e)
     return vhpc_cluster_name_ok(e->d_name);
 }
 
-int vhpc_job_list(int (*fn)(const struct vhpc_cluster *cl, const char *owner, void *arg), void *arg,
-                  vhpc_err_t *err)
+int vhpc_job_list(int (*fn)(const struct vhpc_job_info *c, void *arg), void *arg, vhpc_err_t *err)
 {
     char dir[512];
     struct dirent **names;
@@ -487,10 +530,13 @@ int vhpc_job_list(int (*fn)(const struct vhpc_cluster *cl, const char *owner, vo
         size_t len;
         if (r == 0 && vhpc_cluster_load(names[i]->d_name, &cl, &ignore) == 0) {
             snprintf(path, sizeof(path), "%s/owner", cl.dir);
-            if (vhpc__read_file_max(path, 64, &text, &len, &ignore) == 0)
+            if (vhpc_read_file_max(path, 64, &text, &len, &ignore) == 0)
                 sscanf(text, "%31s", owner);
             free(text);
-            r = fn(&cl, owner, arg);
+            struct vhpc_job_info info = {cl.name, owner, cl.nvms};
+            for (int k = 0; k < cl.nvms; k++)
+                info.pid[k] = cl.vms[k].pid;
+            r = fn(&info, arg);
         }
         free(names[i]);
     }

@@ -3,12 +3,8 @@
  */
 #include "names.h"
 
-#include "cluster.h" /* VHPC_NAME_MAX: vhpc_cluster_up checks the same rule */
-
 #include <errno.h>
 #include <string.h>
-
-_Static_assert(VHPC_CLUSTER_NAME_MAX == VHPC_NAME_MAX, "one cluster name rule");
 
 int vhpc_cluster_name_ok(const char *name)
 {

@@ -8,12 +8,9 @@
 #define VHPC_NAMES_H
 
 #include "error.h"
-
-#define VHPC_CLUSTER_NAME_MAX 32 /* the same as VHPC_NAME_MAX in cluster.h */
+#include "vhpc/cluster.h" /* the public part */
 
 /* 1 if name is 1..VHPC_CLUSTER_NAME_MAX letters, digits, '-' or '_'. */
 int vhpc_cluster_name_ok(const char *name);
-/* 0, or -EINVAL with a message that says the rule. */
-int vhpc_check_cluster_name(const char *name, vhpc_err_t *err);
 
 #endif

@@ -17,6 +17,7 @@
 #define VHPC_NS_H
 
 #include "error.h"
+#include "vhpc/cluster.h" /* vhpc_ns_check */
 
 #include <stdbool.h>
 #include <sys/types.h>
@@ -36,9 +37,5 @@ int vhpc__ns_enter(pid_t keeper);
 /* Stop the keeper (SIGKILL: it holds nothing to save); -ETIMEDOUT if it
  * is still there 2 s later.  No keeper (pid <= 0, gone): 0. */
 int vhpc_ns_stop(pid_t keeper, vhpc_err_t *err);
-
-/* Why this user cannot make a job's namespaces here (0: they can), and
- * what root does once to fix it (vhpc setup). */
-int vhpc_ns_check(vhpc_err_t *err);
 
 #endif

@@ -32,7 +32,7 @@ static int read_msg(struct qmp *q, json_t **out, long long deadline, vhpc_err_t 
             *out = j;
             return 0;
         }
-        long long left = deadline - vhpc__now_ms();
+        long long left = deadline - vhpc_now_ms();
         if (left <= 0)
             return vhpc_err_setmsg(err, -ETIMEDOUT, "QMP: no answer from QEMU in time");
         struct pollfd p = {.fd = q->fd, .events = POLLIN};
@@ -98,7 +98,7 @@ static int send_json(struct qmp *q, json_t *msg, vhpc_err_t *err)
 int qmp_connect(struct qmp *q, const char *path, int timeout_ms, vhpc_err_t *err)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    long long deadline = vhpc__now_ms() + timeout_ms;
+    long long deadline = vhpc_now_ms() + timeout_ms;
     json_t *greeting = NULL;
     int r;
 
@@ -116,7 +116,7 @@ int qmp_connect(struct qmp *q, const char *path, int timeout_ms, vhpc_err_t *err
         r = -errno;
         close(q->fd);
         q->fd = -1;
-        if ((r != -ENOENT && r != -ECONNREFUSED) || vhpc__now_ms() >= deadline)
+        if ((r != -ENOENT && r != -ECONNREFUSED) || vhpc_now_ms() >= deadline)
             return vhpc_err_set(err, r, "connecting to QMP socket %s", path);
         usleep(10000);
     }
@@ -140,7 +140,7 @@ fail:
 int qmp_command(struct qmp *q, const char *cmd, json_t *args, json_t **ret, int timeout_ms,
                 vhpc_err_t *err)
 {
-    long long deadline = vhpc__now_ms() + timeout_ms;
+    long long deadline = vhpc_now_ms() + timeout_ms;
     json_t *msg = json_pack("{s:s}", "execute", cmd);
     int r;
 
@@ -181,7 +181,7 @@ int qmp_command(struct qmp *q, const char *cmd, json_t *args, json_t **ret, int 
 
 int qmp_wait_event(struct qmp *q, const char *name, json_t **data, int timeout_ms, vhpc_err_t *err)
 {
-    long long deadline = vhpc__now_ms() + timeout_ms;
+    long long deadline = vhpc_now_ms() + timeout_ms;
     if (data)
         *data = NULL;
     for (;;) {

@@ -443,7 +443,7 @@ int vhpc_vm_stop(struct vhpc_vm *vm, int grace_ms, vhpc_err_t *err)
     for (int t = 0; t < grace_ms; t += 20) {
         if (reaped(vm->pid))
             goto gone;
-        vhpc__sleep_ms(20);
+        vhpc_sleep_ms(20);
     }
     /* Still there: ask QEMU to quit, then insist. */
     struct qmp q;
@@ -455,13 +455,13 @@ int vhpc_vm_stop(struct vhpc_vm *vm, int grace_ms, vhpc_err_t *err)
     for (int t = 0; t < 2000; t += 20) {
         if (reaped(vm->pid))
             goto gone;
-        vhpc__sleep_ms(20);
+        vhpc_sleep_ms(20);
     }
     kill(vm->pid, SIGKILL);
     for (int t = 0; t < 5000; t += 20) {
         if (reaped(vm->pid))
             goto gone;
-        vhpc__sleep_ms(20);
+        vhpc_sleep_ms(20);
     }
     return vhpc_err_setmsg(err, -ETIMEDOUT, "QEMU of %s (pid %d) is still there 5 s after SIGKILL",
                            vm->name[0] ? vm->name : "a VM", (int)vm->pid);

@@ -10,6 +10,7 @@
 #define VHPC_VM_H
 
 #include "error.h"
+#include "vhpc/cluster.h" /* enum vhpc_accel */
 #include "qmp.h"
 
 #include <limits.h>
@@ -19,8 +20,6 @@
 /* State directories are short: the sockets in them must fit in a UNIX
  * socket address (108 bytes). */
 #define VHPC_DIR_MAX 256
-
-enum vhpc_accel { VHPC_ACCEL_AUTO = 0, VHPC_ACCEL_KVM, VHPC_ACCEL_TCG };
 
 struct vhpc_vm_config {
     const char *name;       /* e.g. "vm0"; also the guest's hostname */
@@ -47,18 +46,12 @@ struct vhpc_vm {
     pid_t pid;
 };
 
-/* Decide the accelerator: KVM only where kvm_intel or kvm_amd is loaded and
- * a probe guest runs on /dev/kvm (vhpc_kvm_probe; on PVM hosts /dev/kvm
- * exists and even runs the probe, but a stock kernel hangs, so PVM is out);
- * else TCG.  A forced choice that cannot work is an error that says why. */
-int vhpc_accel_resolve(enum vhpc_accel want, enum vhpc_accel *out, vhpc_err_t *err);
-/* Run a tiny real-mode guest on /dev/kvm in a child process: 1 if it ran
+/* vhpc_accel_resolve (vhpc/cluster.h) runs this probe: on PVM hosts
+ * /dev/kvm exists and even runs it, but a stock kernel hangs, so PVM is
+ * out.  Run a tiny real-mode guest on /dev/kvm in a child process: 1 if it ran
  * (wrote its byte to an I/O port and halted) within timeout_ms, else 0 with
  * the reason in why. */
 int vhpc_kvm_probe(int timeout_ms, char *why, size_t len);
-const char *vhpc_accel_name(enum vhpc_accel a);
-/* "auto", "kvm" or "tcg"; -EINVAL for anything else. */
-int vhpc_accel_parse(const char *s, enum vhpc_accel *out);
 
 /* Start QEMU (not waiting for the guest); the pid is written to dir/qemu.pid
  * before anything else can fail, so a crash can always be cleaned up. */

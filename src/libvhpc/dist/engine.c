@@ -142,7 +142,7 @@ int dist_engine_init(struct engine *e, struct vhpc_store *st, vhpc_err_t *err)
     memset(e, 0, sizeof(*e));
     e->st = st;
     e->lfd = -1;
-    e->now = vhpc__now_ms();
+    e->now = vhpc_now_ms();
     /* VHPC_DIST_READ_BUDGET: a test knob (1 makes every turn end after one
      * read, the worst case for the low-water mark bookkeeping). */
     const char *rb = getenv("VHPC_DIST_READ_BUDGET");
@@ -319,7 +319,7 @@ int dist_engine_run(struct engine *e, volatile sig_atomic_t *stop)
             pf[n++] = (struct pollfd){.fd = c->fd, .events = ev};
         }
         int r = poll(pf, n, 100);
-        e->now = vhpc__now_ms();
+        e->now = vhpc_now_ms();
         if (r < 0 && errno != EINTR)
             break;
         if (r > 0) {

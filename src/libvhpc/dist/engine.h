@@ -40,10 +40,10 @@
 #ifndef VHPC_DIST_ENGINE_H
 #define VHPC_DIST_ENGINE_H
 
-#include "dist.h"
+#include "vhpc/dist.h"
 #include "proto.h"
 #include "sha256.h"
-#include "store.h"
+#include "vhpc/store.h"
 
 #include <arpa/inet.h>
 #include <jansson.h>

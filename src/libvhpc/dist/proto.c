@@ -7,7 +7,7 @@
  */
 #include "proto.h"
 #include "sha256.h"
-#include "store.h"
+#include "vhpc/store.h"
 
 #include <errno.h>
 #include <string.h>

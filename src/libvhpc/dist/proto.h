@@ -102,7 +102,7 @@
 #ifndef VHPC_DIST_PROTO_H
 #define VHPC_DIST_PROTO_H
 
-#include "dist.h" /* VHPC_DIST_PORT, VHPC_DIST_MIN_CHUNK, VHPC_DIST_MAX_CHUNK */
+#include "vhpc/dist.h" /* VHPC_DIST_PORT, VHPC_DIST_MIN_CHUNK, VHPC_DIST_MAX_CHUNK */
 #include "error.h"
 
 #include <jansson.h>

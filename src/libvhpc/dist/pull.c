@@ -154,11 +154,11 @@ int vhpc_dist_pull(struct vhpc_store *st, const char *ref, const char *const *fr
     if (s && s->own == 1) {
         /* Let the REPORT reach the node. */
         struct conn *up = s->up;
-        for (int64_t end = vhpc__now_ms() + 2000;
-             up && !up->dead && up->qhead && vhpc__now_ms() < end;) {
+        for (int64_t end = vhpc_now_ms() + 2000;
+             up && !up->dead && up->qhead && vhpc_now_ms() < end;) {
             struct pollfd pf = {.fd = up->fd, .events = POLLOUT};
             poll(&pf, 1, 100);
-            e.now = vhpc__now_ms();
+            e.now = vhpc_now_ms();
             dist_conn_flush(up);
         }
         if (got) {

@@ -17,7 +17,7 @@
 #include "cpio.h"
 #include "kernel.h"
 #include "progress.h"
-#include "store.h"
+#include "vhpc/store.h"
 #include "fs.h"
 #include "paths.h"
 #include "proc.h"
@@ -133,7 +133,7 @@ static int root_path(const char *root, const char *rel, char path[PATH_MAX], vhp
         return r;
     snprintf(dir, sizeof(dir), "%s", path);
     *strrchr(dir, '/') = 0;
-    if ((r = vhpc__mkdirs(dir, 0755, err)) < 0)
+    if ((r = vhpc_mkdirs(dir, 0755, err)) < 0)
         return r;
     unlink(path);
     return 0;
@@ -184,14 +184,14 @@ static void empty_dir(const char *dir, bool keep_copyright, bool only_dirs)
                     !strcmp(se->d_name, "copyright"))
                     continue;
                 snprintf(q, sizeof(q), "%s/%s", p, se->d_name);
-                vhpc__rm_tree(q, NULL);
+                vhpc_rm_tree(q, NULL);
             }
             if (sd)
                 closedir(sd);
             rmdir(p); /* only if it held no copyright file */
             continue;
         }
-        vhpc__rm_tree(p, NULL);
+        vhpc_rm_tree(p, NULL);
     }
     if (d)
         closedir(d);
@@ -383,7 +383,7 @@ static int setup_system(const struct vhpc_full_spec *spec, const char *root,
     int r;
     /* The agent and vhpc-rsh. */
     if ((r = vhpc__pathf(err, path, sizeof(path), "%s/usr/lib/vhpc", root)) < 0 ||
-        (r = vhpc__mkdirs(path, 0755, err)) < 0 ||
+        (r = vhpc_mkdirs(path, 0755, err)) < 0 ||
         (r = vhpc__pathf(err, path, sizeof(path), "%s/usr/lib/vhpc/vhpc-agent", root)) < 0 ||
         (r = vhpc__copy_file(spec->agent_path, path, 0755, err)) < 0)
         return r;
@@ -465,7 +465,7 @@ static int setup_system(const struct vhpc_full_spec *spec, const char *root,
             return r;
         snprintf(dir, sizeof(dir), "%s", path);
         *strrchr(dir, '/') = 0;
-        if ((r = vhpc__mkdirs(dir, 0755, err)) < 0 ||
+        if ((r = vhpc_mkdirs(dir, 0755, err)) < 0 ||
             (r = vhpc__copy_file(host, path, st.st_mode & 07777, err)) < 0)
             return vhpc_err_wrap(err, "--file %s", f);
     }
@@ -560,7 +560,7 @@ static void trim(const char *root)
         unlink(p);
     }
     snprintf(p, sizeof(p), "%s/debootstrap", root);
-    vhpc__rm_tree(p, NULL);
+    vhpc_rm_tree(p, NULL);
 }
 
 /* Clamp every time stamp to `t` and add up the regular files' bytes. */
@@ -841,7 +841,7 @@ struct full_build {
 static void full_build_free(struct full_build *b)
 {
     if (b->dir[0])
-        vhpc__rm_tree(b->dir, NULL);
+        vhpc_rm_tree(b->dir, NULL);
     json_decref(b->manifest);
     memset(b, 0, sizeof(*b));
 }
@@ -887,11 +887,11 @@ static int make_paths(const struct vhpc_full_spec *spec, struct full_build *out,
     int r;
     snprintf(cache, PATH_MAX, "%s", env_or(spec->deb_cache, "VHPC_DEB_CACHE", ""));
     if (!cache[0] &&
-        (r = vhpc__pathf(err, cache, PATH_MAX, "%s/cache/debs", vhpc__store_root())) < 0)
+        (r = vhpc__pathf(err, cache, PATH_MAX, "%s/cache/debs", vhpc_store_root())) < 0)
         return r;
     if (cache[0] != '/')
         return vhpc_err_setmsg(err, -EINVAL, "deb cache '%s': must be an absolute path", cache);
-    if ((r = vhpc__mkdirs(cache, 0755, err)) < 0)
+    if ((r = vhpc_mkdirs(cache, 0755, err)) < 0)
         return r;
     if ((r = vhpc_image_workdir(out->dir, sizeof(out->dir), err)) < 0)
         return r;
@@ -1019,7 +1019,7 @@ static int full_build(const struct vhpc_full_spec *spec, struct full_build *out,
     uint64_t bytes = tree_bytes;
     if ((r = squash(root, out->rootfs, comp, t, bytes, err)) < 0)
         goto out;
-    vhpc__rm_tree(root, NULL); /* the tree is in the squashfs now: free the space early */
+    vhpc_rm_tree(root, NULL); /* the tree is in the squashfs now: free the space early */
     /* 5. the boot initramfs, naming its root */
     if ((r = boot_initrd(spec, &k, conf, out, &ird, err)) < 0)
         goto out;
@@ -1057,7 +1057,7 @@ out:
     free(pkglist);
     if (r < 0) {
         if (out->dir[0])
-            vhpc__rm_tree(out->dir, NULL);
+            vhpc_rm_tree(out->dir, NULL);
         out->dir[0] = 0;
         vhpc_err_wrap(err, "building a full image");
     }

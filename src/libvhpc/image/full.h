@@ -55,47 +55,15 @@
 
 #include "error.h"
 #include "image.h"
+#include "vhpc/image.h" /* the public part */
 
 #include <stdbool.h>
 
-#define VHPC_FULL_SUITE  "bookworm"
-#define VHPC_FULL_MIRROR "http://deb.debian.org/debian"
-#define VHPC_FULL_COMP   "lz4" /* squashfs compression (see full.c) */
+#define VHPC_FULL_COMP "lz4" /* squashfs compression (see full.c) */
 #define VHPC_FULL_TRIMMED                                                                          \
     "/var/lib/apt/lists/*, /var/cache/apt/*.bin, /var/cache/apt/archives/*.deb, "                  \
     "/usr/share/doc/* (copyright files kept), /usr/share/man/*, /usr/share/info/*, "               \
     "/usr/share/locale/*/, /usr/share/lintian/*, /var/log/*, /var/cache/ldconfig/aux-cache, "      \
     "/var/lib/dpkg/*-old, /var/cache/debconf/*-old, /dev/*, /run/*, /tmp/*"
-
-struct vhpc_full_spec {
-    const char *suite;           /* NULL: VHPC_FULL_SUITE */
-    const char *mirror;          /* NULL: $VHPC_MIRROR, else VHPC_FULL_MIRROR */
-    const char *deb_cache;       /* NULL: $VHPC_DEB_CACHE, else <store root>/cache/debs */
-    const char *compression;     /* NULL: $VHPC_FULL_COMPRESSION, else VHPC_FULL_COMP */
-    const char *const *packages; /* besides systemd and systemd-sysv (NULL-terminated) */
-    const char *const *files;    /* "HOST=IMAGE": a host file at an absolute image path */
-    const char *const *env;      /* "KEY=VALUE" lines of /etc/vhpc/env */
-    const char *agent_path;      /* the static vhpc-agent (NULL: vhpc_guest_tools finds it
-                                    and vhpc-rsh, and rsh_path is not used) */
-    const char *rsh_path;        /* vhpc-rsh (NULL: none) */
-    bool with_mpi;               /* Open MPI (openmpi-bin, libfabric1) and vhpc's provider
-                                    ivc, set up as in minimal images */
-};
-
-struct vhpc_full_image {
-    struct vhpc_image img; /* the image, under the name it was built for */
-    /* Made before from the same inputs: nothing was built, the image got
-     * the name too. */
-    bool reused;
-    char inputs_digest[65];
-};
-
-/* Build a full image and make it the name's current image, in the store
- * the way vhpc_image_build stores a minimal one (vhpc_image_commit),
- * showing progress on stderr (progress.h).  Errors say what was wrong and
- * what to do: an unknown package names it and how to search (apt-cache
- * search), an unreachable mirror says so. */
-int vhpc_full_image_build(const struct vhpc_full_spec *spec, const char *name,
-                          struct vhpc_full_image *out, vhpc_err_t *err);
 
 #endif

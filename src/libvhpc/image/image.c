@@ -10,7 +10,7 @@
 #include "describe.h"
 #include "kernel.h"
 #include "mpi.h"
-#include "store.h"
+#include "vhpc/store.h"
 #include "fs.h"
 #include "paths.h"
 
@@ -143,7 +143,7 @@ out:
     vhpc_initrd_free(&ird);
     if (dir[0]) {
         vhpc_err_t e3;
-        vhpc__rm_tree(dir, &e3);
+        vhpc_rm_tree(dir, &e3);
     }
     if (r < 0)
         vhpc_err_wrap(err, "building image '%s'", name);
@@ -214,12 +214,12 @@ static int load(struct vhpc_store *st, const struct vhpc_ref *ref, struct vhpc_i
 int vhpc_system_store_open(struct vhpc_store **st, vhpc_err_t *err)
 {
     char refs[PATH_MAX];
-    if (!strcmp(vhpc__store_root(), vhpc__system_root()))
+    if (!strcmp(vhpc_store_root(), vhpc_system_root()))
         return -ENOENT;
-    snprintf(refs, sizeof(refs), "%s/store/refs.json", vhpc__system_root());
+    snprintf(refs, sizeof(refs), "%s/store/refs.json", vhpc_system_root());
     if (access(refs, R_OK) < 0)
         return -ENOENT;
-    return vhpc_store_open(vhpc__system_root(), st, err);
+    return vhpc_store_open(vhpc_system_root(), st, err);
 }
 
 int vhpc_image_find(const char *what, struct vhpc_image *out, vhpc_err_t *err)
@@ -261,7 +261,7 @@ static int verify_blob(const char *role, const char *digest, uint64_t size, void
 
 int vhpc_image_store_open(const struct vhpc_image *img, struct vhpc_store **st, vhpc_err_t *err)
 {
-    return img->system ? vhpc_store_open(vhpc__system_root(), st, err)
+    return img->system ? vhpc_store_open(vhpc_system_root(), st, err)
                        : vhpc_store_open(NULL, st, err);
 }
 

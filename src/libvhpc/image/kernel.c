@@ -397,7 +397,7 @@ static int shared_cache(const char *own, char *buf, size_t len)
     const char *c = getenv("VHPC_KERNEL_CACHE");
     if ((c && c[0]) || geteuid() == 0)
         return 0;
-    if (snprintf(buf, len, "%s/kernels", vhpc__system_root()) >= (int)len || !strcmp(buf, own))
+    if (snprintf(buf, len, "%s/kernels", vhpc_system_root()) >= (int)len || !strcmp(buf, own))
         return 0;
     return stat(buf, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 && !(st.st_mode & 022);
 }
@@ -560,7 +560,7 @@ static int apt_download(const char *pkg, const char *dir, vhpc_err_t *err)
         r = vhpc__run(argv, dir, NULL, 0, e, sizeof(e), err);
         if (r <= 0 || attempt == sizeof(pause_ms) / sizeof(pause_ms[0]))
             break;
-        vhpc__sleep_ms(pause_ms[attempt]);
+        vhpc_sleep_ms(pause_ms[attempt]);
     }
     if (r < 0)
         return r;
@@ -722,7 +722,7 @@ out:
     if (r < 0)
         vhpc_err_wrap(err, "fetching %s", pkg);
     vhpc_err_t e2;
-    vhpc__rm_tree(tmp, &e2);
+    vhpc_rm_tree(tmp, &e2);
     return r;
 }
 
@@ -734,7 +734,7 @@ int vhpc_kernel_ensure(struct vhpc_kernel *k, vhpc_err_t *err)
         meta = DEFAULT_PACKAGE;
     vhpc__kernel_cache_dir(cache, sizeof(cache));
     int have_shared = shared_cache(cache, shared, sizeof(shared));
-    int r = vhpc__mkdirs(cache, vhpc__private_store() ? 0700 : 0755, err);
+    int r = vhpc_mkdirs(cache, vhpc__private_store() ? 0700 : 0755, err);
     if (r < 0)
         return vhpc_err_wrap(err, "guest kernel cache");
     snprintf(lockpath, sizeof(lockpath), "%s/.lock", cache);

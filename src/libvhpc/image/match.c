@@ -15,8 +15,9 @@
 static const struct {
     const char *text;
     enum vhpc_req_op op;
-} ops[] = {{">=", OP_GE}, {"<=", OP_LE}, {">>", OP_GT}, {"<<", OP_LT}, {"!=", OP_NE},
-           {"==", OP_EQ}, {"=", OP_EQ},  {">", OP_GT},  {"<", OP_LT}};
+} ops[] = {{">=", VHPC_OP_GE}, {"<=", VHPC_OP_LE}, {">>", VHPC_OP_GT},
+           {"<<", VHPC_OP_LT}, {"!=", VHPC_OP_NE}, {"==", VHPC_OP_EQ},
+           {"=", VHPC_OP_EQ},  {">", VHPC_OP_GT},  {"<", VHPC_OP_LT}};
 
 static const char *op_text(enum vhpc_req_op op)
 {
@@ -67,28 +68,28 @@ int vhpc_req_parse(const char *s, struct vhpc_req *r, vhpc_err_t *err)
         snprintf(r->value, sizeof(r->value), "%s", rest);
     }
     if (!strcmp(r->key, "os")) {
-        r->kind = REQ_OS;
-        if (r->op == OP_ANY)
+        r->kind = VHPC_REQ_OS;
+        if (r->op == VHPC_OP_ANY)
             return vhpc_err_setmsg(err, -EINVAL, "requirement '%s': which OS? e.g. os=debian-12",
                                    s);
     } else if (!strcmp(r->key, "kernel")) {
-        r->kind = REQ_KERNEL;
-        if (r->op == OP_ANY)
+        r->kind = VHPC_REQ_KERNEL;
+        if (r->op == VHPC_OP_ANY)
             return vhpc_err_setmsg(err, -EINVAL, "requirement '%s': which kernel? e.g. kernel>=6.1",
                                    s);
     } else if (!strncmp(r->key, "lib:", 4)) {
-        r->kind = REQ_LIB;
+        r->kind = VHPC_REQ_LIB;
         memmove(r->key, r->key + 4, strlen(r->key + 4) + 1);
-        if (!r->key[0] || r->op != OP_ANY)
+        if (!r->key[0] || r->op != VHPC_OP_ANY)
             return vhpc_err_setmsg(err, -EINVAL,
                                    "requirement '%s': a library is named by its soname, e.g. "
                                    "lib:libfftw3.so.3 (for a version, require its package)",
                                    s);
     } else {
-        r->kind = REQ_PKG;
+        r->kind = VHPC_REQ_PKG;
     }
-    if (r->op != OP_ANY && r->kind != REQ_OS && r->op != OP_EQ && r->op != OP_NE &&
-        !vhpc_debver_valid(r->value))
+    if (r->op != VHPC_OP_ANY && r->kind != VHPC_REQ_OS && r->op != VHPC_OP_EQ &&
+        r->op != VHPC_OP_NE && !vhpc_debver_valid(r->value))
         return vhpc_err_setmsg(err, -EINVAL,
                                "requirement '%s': '%s' is not a version (digits first, e.g. 4.1 "
                                "or 1:2.3-1)",
@@ -99,18 +100,20 @@ int vhpc_req_parse(const char *s, struct vhpc_req *r, vhpc_err_t *err)
 /* Compare version v against the requirement's constraint. */
 static bool version_ok(const char *v, enum vhpc_req_op op, const char *want)
 {
-    if (op == OP_ANY)
+    if (op == VHPC_OP_ANY)
         return true;
     if (!vhpc_debver_valid(v) || !vhpc_debver_valid(want))
-        return op == OP_EQ ? !strcmp(v, want) : op == OP_NE ? strcmp(v, want) != 0 : false;
+        return op == VHPC_OP_EQ   ? !strcmp(v, want)
+               : op == VHPC_OP_NE ? strcmp(v, want) != 0
+                                  : false;
     int c = vhpc_debver_cmp(v, want);
     switch (op) {
-    case OP_EQ: return c == 0;
-    case OP_NE: return c != 0;
-    case OP_GE: return c >= 0;
-    case OP_LE: return c <= 0;
-    case OP_GT: return c > 0;
-    case OP_LT: return c < 0;
+    case VHPC_OP_EQ: return c == 0;
+    case VHPC_OP_NE: return c != 0;
+    case VHPC_OP_GE: return c >= 0;
+    case VHPC_OP_LE: return c <= 0;
+    case VHPC_OP_GT: return c > 0;
+    case VHPC_OP_LT: return c < 0;
     default: return true;
     }
 }
@@ -137,15 +140,15 @@ int vhpc_req_check(const struct vhpc_req *r, json_t *m, char *why, size_t len)
 {
     const char *op = op_text(r->op);
     switch (r->kind) {
-    case REQ_OS: {
+    case VHPC_REQ_OS: {
         const char *os = json_string_value(json_object_get(m, "os"));
         if (!os) {
             snprintf(why, len, "the image does not say its OS");
             return 0;
         }
         bool ok;
-        if (r->op == OP_EQ || r->op == OP_NE) {
-            ok = (strcasecmp(os, r->value) == 0) == (r->op == OP_EQ);
+        if (r->op == VHPC_OP_EQ || r->op == VHPC_OP_NE) {
+            ok = (strcasecmp(os, r->value) == 0) == (r->op == VHPC_OP_EQ);
         } else {
             char a[64], b[64];
             const char *va, *vb;
@@ -154,11 +157,11 @@ int vhpc_req_check(const struct vhpc_req *r, json_t *m, char *why, size_t len)
             ok = !strcasecmp(a, b) && version_ok(va, r->op, vb);
         }
         snprintf(why, len, "os %s %s %s", os, ok ? op : "is not", r->value);
-        if (!ok && r->op != OP_EQ)
+        if (!ok && r->op != VHPC_OP_EQ)
             snprintf(why, len, "os %s does not satisfy %s%s", os, op, r->value);
         return ok;
     }
-    case REQ_KERNEL: {
+    case VHPC_REQ_KERNEL: {
         const char *k = json_string_value(json_object_get(m, "kernel"));
         if (!k) {
             snprintf(why, len, "the image does not say its kernel");
@@ -166,12 +169,12 @@ int vhpc_req_check(const struct vhpc_req *r, json_t *m, char *why, size_t len)
         }
         char rel[64];
         kernel_release(k, rel, sizeof(rel));
-        bool ok = (r->op == OP_EQ && !strcmp(k, r->value)) || version_ok(rel, r->op, r->value);
+        bool ok = (r->op == VHPC_OP_EQ && !strcmp(k, r->value)) || version_ok(rel, r->op, r->value);
         snprintf(why, len, ok ? "kernel %s %s %s" : "kernel %s does not satisfy %s%s", k, op,
                  r->value);
         return ok;
     }
-    case REQ_LIB: {
+    case VHPC_REQ_LIB: {
         json_t *libs = json_object_get(m, "libs"), *l;
         size_t i, kl = strlen(r->key);
         bool prefix = !strstr(r->key, ".so");
@@ -189,7 +192,7 @@ int vhpc_req_check(const struct vhpc_req *r, json_t *m, char *why, size_t len)
         snprintf(why, len, "no library %s%s in the image", r->key, prefix ? ".so*" : "");
         return 0;
     }
-    case REQ_PKG: {
+    case VHPC_REQ_PKG: {
         json_t *pkgs = json_object_get(m, "packages"), *p;
         const char *name;
         /* A binary package of that name first. */
@@ -197,7 +200,7 @@ int vhpc_req_check(const struct vhpc_req *r, json_t *m, char *why, size_t len)
         if (bin) {
             const char *v = json_string_value(json_object_get(bin, "version")) ?: "";
             bool ok = version_ok(v, r->op, r->value);
-            if (r->op == OP_ANY)
+            if (r->op == VHPC_OP_ANY)
                 snprintf(why, len, "package %s %s installed", r->key, v);
             else
                 snprintf(why, len, ok ? "%s %s %s %s" : "%s %s does not satisfy %s%s", r->key, v,
@@ -224,7 +227,7 @@ int vhpc_req_check(const struct vhpc_req *r, json_t *m, char *why, size_t len)
             return 0;
         }
         bool ok = version_ok(found_v, r->op, r->value);
-        if (r->op == OP_ANY)
+        if (r->op == VHPC_OP_ANY)
             snprintf(why, len, "%s %s (source of %s) installed", r->key, found_v, found_bin);
         else
             snprintf(why, len,

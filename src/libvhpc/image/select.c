@@ -9,7 +9,7 @@
 #include "full.h"
 #include "kernel.h"
 #include "match.h"
-#include "store.h"
+#include "vhpc/store.h"
 #include "paths.h"
 #include "proc.h"
 
@@ -58,14 +58,14 @@ static int packages_for(const struct vhpc_req *reqs, size_t n, char pkgs[][128],
         const struct vhpc_req *r = &reqs[i];
         char pkg[160];
         switch (r->kind) {
-        case REQ_OS:
-            if (strcasecmp(r->value, "debian-12") != 0 && r->op == OP_EQ)
+        case VHPC_REQ_OS:
+            if (strcasecmp(r->value, "debian-12") != 0 && r->op == VHPC_OP_EQ)
                 return vhpc_err_setmsg(err, -EINVAL,
                                        "--build-missing builds Debian 12 images; '%s' asks for "
                                        "another OS",
                                        r->text);
             continue;
-        case REQ_KERNEL: {
+        case VHPC_REQ_KERNEL: {
             int rc = vhpc_kernel_ensure(&k, err);
             if (rc < 0)
                 return rc;
@@ -80,14 +80,14 @@ static int packages_for(const struct vhpc_req *reqs, size_t n, char pkgs[][128],
                                        k.version, r->text);
             continue;
         }
-        case REQ_LIB:
+        case VHPC_REQ_LIB:
             if (soname_package(r->key, pkg, sizeof(pkg)) < 0 || !apt_has(pkg))
                 return vhpc_err_setmsg(err, -ENOENT,
                                        "--build-missing: cannot tell which package ships %s; "
                                        "require the package by name (apt-file search %s)",
                                        r->key, r->key);
             break;
-        case REQ_PKG:
+        case VHPC_REQ_PKG:
             snprintf(pkg, sizeof(pkg), "%s", r->key);
             if (!apt_has(pkg)) {
                 /* A source package name: its usual binary package. */
@@ -195,7 +195,7 @@ static int by_requirements(const struct vhpc_req *reqs, size_t n, bool build_mis
     vhpc_err_t e2 = {0};
     if (r == -ENOENT && vhpc_system_store_open(&st, &e2) == 0) {
         if (rep && rep->system_store)
-            rep->system_store(vhpc__system_root(), rep->arg);
+            rep->system_store(vhpc_system_root(), rep->arg);
         if (vhpc_image_pick(st, reqs, n, rep, ref, &e2) == 0) {
             vhpc_err_clear(err);
             r = 0;

@@ -250,7 +250,7 @@ static int gc_locked(struct vhpc_store *st, struct vhpc_gc_stats *stats, int64_t
             char q[PATH_MAX + 300];
             snprintf(q, sizeof(q), "%s/%s", p, de->d_name);
             vhpc_err_t e2 = {0};
-            if (vhpc__rm_tree(q, &e2) == 0)
+            if (vhpc_rm_tree(q, &e2) == 0)
                 stats->tmp++;
         }
         closedir(d);

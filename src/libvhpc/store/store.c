@@ -81,8 +81,7 @@ int vhpc_store_open(const char *root, struct vhpc_store **out, vhpc_err_t *err)
         return vhpc_err_set(err, -ENOMEM, "opening the image store");
     st->lock_fd = -1;
     st->private_ = vhpc__private_store();
-    int r =
-        vhpc__pathf(err, st->dir, sizeof(st->dir), "%s/store", root ? root : vhpc__store_root());
+    int r = vhpc__pathf(err, st->dir, sizeof(st->dir), "%s/store", root ? root : vhpc_store_root());
     /* A user's store is theirs alone.  Root's has 0755 directories (what
      * root publishes must be reachable) but private files, and its tmp/
      * (builds under way) and used/ are 0700 everywhere. */
@@ -96,7 +95,7 @@ int vhpc_store_open(const char *root, struct vhpc_store **out, vhpc_err_t *err)
         struct stat sb;
         unsigned mode = sub[i].mode ? sub[i].mode : dmode;
         snprintf(p, sizeof(p), "%s%s", st->dir, sub[i].name);
-        r = vhpc__mkdirs(p, mode, err);
+        r = vhpc_mkdirs(p, mode, err);
         /* Stores of older versions had 0755 everywhere: tighten ours. */
         if (r == 0 && stat(p, &sb) == 0 && sb.st_uid == geteuid() && (sb.st_mode & 077 & ~mode) &&
             chmod(p, mode) < 0)

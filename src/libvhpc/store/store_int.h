@@ -8,7 +8,7 @@
 #ifndef VHPC_STORE_INT_H
 #define VHPC_STORE_INT_H
 
-#include "store.h"
+#include "vhpc/store.h"
 
 #include <jansson.h>
 #include <limits.h>

@@ -25,7 +25,7 @@ int vhpc__pathf(vhpc_err_t *err, char *buf, size_t len, const char *fmt, ...)
     return 0;
 }
 
-int vhpc__mkdirs(const char *path, unsigned mode, vhpc_err_t *err)
+int vhpc_mkdirs(const char *path, unsigned mode, vhpc_err_t *err)
 {
     char p[PATH_MAX];
     if (snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p))
@@ -63,7 +63,7 @@ static int rm_one(const char *path, const struct stat *st, int type, struct FTW 
     return 0;
 }
 
-int vhpc__rm_tree(const char *path, vhpc_err_t *err)
+int vhpc_rm_tree(const char *path, vhpc_err_t *err)
 {
     struct stat st;
     if (lstat(path, &st) < 0)
@@ -217,10 +217,10 @@ int vhpc__write_file_sync(const char *path, const void *data, size_t len, unsign
 
 int vhpc__read_file(const char *path, char **data, size_t *len, vhpc_err_t *err)
 {
-    return vhpc__read_file_max(path, 0, data, len, err);
+    return vhpc_read_file_max(path, 0, data, len, err);
 }
 
-int vhpc__read_file_max(const char *path, size_t max, char **data, size_t *len, vhpc_err_t *err)
+int vhpc_read_file_max(const char *path, size_t max, char **data, size_t *len, vhpc_err_t *err)
 {
     /* O_NONBLOCK: opening a FIFO someone named does not wait for a writer. */
     int fd = open(path, O_RDONLY | O_CLOEXEC | (max ? O_NONBLOCK | O_NOCTTY : 0));

@@ -6,6 +6,7 @@
 #define VHPC_FS_H
 
 #include "error.h"
+#include "vhpc/util.h" /* the public part */
 
 #include <stddef.h>
 #include <sys/stat.h>
@@ -13,17 +14,11 @@
 /* snprintf for paths: -ENAMETOOLONG (err set) if it does not fit. */
 int vhpc__pathf(vhpc_err_t *err, char *buf, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/* mkdir -p (mode for the directories it creates). */
-int vhpc__mkdirs(const char *path, unsigned mode, vhpc_err_t *err);
 /* Call fn for root and, if it is a directory, everything under it
  * (pre-order, names sorted, symlinks not followed); fn returning < 0 (with
  * err set) stops the walk and is returned. */
 int vhpc__walk(const char *root, int (*fn)(const char *path, const struct stat *st, void *arg),
                void *arg, vhpc_err_t *err);
-/* rm -rf that never leaves the file system it starts on (a mount left
- * under a tree, e.g. a root being built, is not descended into and its
- * mount point stays); a missing path is not an error. */
-int vhpc__rm_tree(const char *path, vhpc_err_t *err);
 /* Write a whole file (created with `mode`, replaced atomically through a
  * temporary file in the same directory). */
 int vhpc__write_file(const char *path, const void *data, size_t len, unsigned mode,
@@ -35,10 +30,6 @@ int vhpc__write_file_sync(const char *path, const void *data, size_t len, unsign
                           const char *keep, vhpc_err_t *err);
 /* Read a whole file into a malloc'd, NUL-terminated buffer. */
 int vhpc__read_file(const char *path, char **data, size_t *len, vhpc_err_t *err);
-/* The same for a file another party named: a regular file (a device or a
- * FIFO is refused without waiting) of at most max bytes (-EFBIG once more
- * than max were read), max > 0. */
-int vhpc__read_file_max(const char *path, size_t max, char **data, size_t *len, vhpc_err_t *err);
 /* Copy a file's bytes to dst, which is replaced (never followed: removed
  * first) and gets `mode`. */
 int vhpc__copy_file(const char *src, const char *dst, unsigned mode, vhpc_err_t *err);

@@ -5,6 +5,7 @@
 #define VHPC_LOCK_H
 
 #include "error.h"
+#include "vhpc/util.h" /* the public part */
 
 /* Locks on a lock file: created 0600 (an older 0644 one of ours is made
  * 0600), O_NOFOLLOW, a regular file.  vhpc__lock_wait waits at most
@@ -16,9 +17,5 @@
 int vhpc__lock_timeout_s(void);
 int vhpc__lock_open(const char *path, const char *what, int *fd, vhpc_err_t *err);
 int vhpc__lock_wait(int fd, const char *path, const char *what, vhpc_err_t *err);
-
-/* Called (from the waiting thread) when a lock is busy, with a line
- * naming the lock and its holder; NULL: quiet. */
-void vhpc_set_lock_notice(void (*fn)(const char *msg));
 
 #endif

@@ -9,11 +9,7 @@
 
 #include <stdbool.h>
 
-/* text is one or more complete lines, or (terminal) a line redrawn with
- * "\r\033[K" and no newline until it is done. */
-typedef void (*vhpc_output_fn)(const char *text);
-/* tty: the sink is a terminal (progress then redraws one line). */
-void vhpc_set_output(vhpc_output_fn fn, bool tty);
+#include "vhpc/util.h" /* vhpc_set_output */
 
 /* For the library: is there a sink, is it a terminal, and say something. */
 bool vhpc__output_on(void);

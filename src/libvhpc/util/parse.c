@@ -1,11 +1,14 @@
 /*
- * parse.c - strict number parsing for the CLI (parse.h).
+ * parse.c - strict number parsing (vhpc/util.h).
  */
-#include "parse.h"
+#include "vhpc/util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -98,4 +101,31 @@ int vhpc_parse_mib_opt(const char *opt, const char *s, long min_mib, long max_mi
         }
     }
     return range_error(opt, s, "a size in MiB (suffix M, G or T)", min_mib, max_mib, " MiB", err);
+}
+
+/* A size (vhpc/util.h). */
+int vhpc_parse_bytes(const char *s, uint64_t *out)
+{
+    char *end;
+    if (!s || !isdigit((unsigned char)*s))
+        return -EINVAL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return -EINVAL;
+    int shift = 0;
+    switch (toupper((unsigned char)*end)) {
+    case 'K': shift = 10, end++; break;
+    case 'M': shift = 20, end++; break;
+    case 'G': shift = 30, end++; break;
+    case 'T': shift = 40, end++; break;
+    }
+    if (shift && (*end == 'i' || *end == 'I'))
+        end++;
+    if (*end == 'B' || *end == 'b')
+        end++;
+    if (*end || (shift && v > (UINT64_MAX >> shift)))
+        return -EINVAL;
+    *out = (uint64_t)v << shift;
+    return 0;
 }

@@ -11,20 +11,20 @@
 #include <string.h>
 #include <unistd.h>
 
-const char *vhpc__system_root(void)
+const char *vhpc_system_root(void)
 {
     const char *h = getenv("VHPC_SYSTEM_HOME");
     return h && h[0] == '/' ? h : "/var/lib/vhpc";
 }
 
-const char *vhpc__store_root(void)
+const char *vhpc_store_root(void)
 {
     static __thread char buf[PATH_MAX];
     const char *h = getenv("VHPC_HOME");
     if (h && h[0])
         return h;
     if (geteuid() == 0)
-        return vhpc__system_root();
+        return vhpc_system_root();
     /* A user's own store: $XDG_DATA_HOME/vhpc, else ~/.local/share/vhpc. */
     const char *x = getenv("XDG_DATA_HOME");
     if (x && x[0] == '/' && snprintf(buf, sizeof(buf), "%s/vhpc", x) < (int)sizeof(buf))
@@ -48,7 +48,7 @@ void vhpc__kernel_cache_dir(char *buf, size_t len)
     if (c && c[0])
         snprintf(buf, len, "%s", c);
     else
-        snprintf(buf, len, "%s/kernels", vhpc__store_root());
+        snprintf(buf, len, "%s/kernels", vhpc_store_root());
 }
 
 int vhpc__private_store(void)

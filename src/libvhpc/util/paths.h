@@ -6,15 +6,12 @@
 #define VHPC_PATHS_H
 
 #include "error.h"
+#include "vhpc/util.h" /* the public part */
 
 #include <stddef.h>
 
-/* <root>: $VHPC_HOME; else for root the system root /var/lib/vhpc
- * ($VHPC_SYSTEM_HOME in tests); else the user's own
- * $XDG_DATA_HOME/vhpc or ~/.local/share/vhpc. */
-const char *vhpc__store_root(void);
-const char *vhpc__system_root(void);
-/* 1 when the stores this process creates are private to its user (every
+/* vhpc_store_root, vhpc_system_root: vhpc/util.h.
+ * 1 when the stores this process creates are private to its user (every
  * user but root): directories 0700.  Root's (the system store) has 0755
  * directories so that what root publishes can be read; its files are
  * still private unless published (store.h). */

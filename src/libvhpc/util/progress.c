@@ -40,7 +40,7 @@ static void start(struct vhpc_progress *p, const char *label, uint64_t total, in
     p->total = total;
     p->units = units;
     p->mode = pick_mode();
-    p->start_ms = vhpc__now_ms();
+    p->start_ms = vhpc_now_ms();
     p->last_pct = -1;
     if (p->mode == 2) {
         char t[32];
@@ -62,7 +62,7 @@ void vhpc_progress_start_count(struct vhpc_progress *p, const char *label, uint6
 
 static void draw(struct vhpc_progress *p, int force)
 {
-    int64_t t = vhpc__now_ms();
+    int64_t t = vhpc_now_ms();
     if (p->mode == 0)
         return;
     if (p->mode == 2) {
@@ -132,7 +132,7 @@ void vhpc_progress_done(struct vhpc_progress *p, int ok)
 {
     if (p->mode == 0)
         return;
-    double secs = (double)(vhpc__now_ms() - p->start_ms) / 1000;
+    double secs = (double)(vhpc_now_ms() - p->start_ms) / 1000;
     char d[32];
     amount(p, p->done, d, sizeof(d));
     if (p->mode == 1)

@@ -1,5 +1,5 @@
 /*
- * store.h - the image store: content-addressed, immutable, versioned.
+ * vhpc/store.h - the image store: content-addressed, immutable, versioned.
  *
  * An image is a manifest (JSON) plus the blobs it names (kernel, initramfs,
  * root file system).  Blobs are stored by the SHA-256 of their bytes, the
@@ -47,10 +47,11 @@
  * Other keys are allowed (kept as they are).  "inputs_digest" lets a build
  * find an image made from the same inputs without building again.
  */
-#ifndef VHPC_STORE_H
-#define VHPC_STORE_H
+#ifndef VHPC_PUBLIC_STORE_H
+#define VHPC_PUBLIC_STORE_H
 
 #include "error.h"
+#include "vhpc/util.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -71,10 +72,9 @@ const char *vhpc_store_dir(const struct vhpc_store *st); /* <root>/store */
  * holds it; nests within one handle. */
 int vhpc_store_lock(struct vhpc_store *st, vhpc_err_t *err);
 void vhpc_store_unlock(struct vhpc_store *st);
-/* vhpc_set_lock_notice (lock.h): called once when a lock (the store's or
- * the kernel cache's) is busy, with "waiting for the store lock <path>
- * held by pid N..." (the CLI prints it; the library does not). */
-#include "lock.h"
+/* vhpc_set_lock_notice (vhpc/util.h): called once when a lock (the
+ * store's or the kernel cache's) is busy, with "waiting for the store lock
+ * <path> held by pid N..." (the CLI prints it; the library does not). */
 /* From now on, blobs and manifests this process stores are readable by
  * every user (0444; an existing one of ours is made so).  For root
  * publishing into the system store; off by default. */

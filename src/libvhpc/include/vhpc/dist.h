@@ -1,16 +1,16 @@
 /*
- * dist.h - image distribution between nodes: push an image from the local
+ * vhpc/dist.h - image distribution between nodes: push an image from the local
  * store to many nodes through a pipelined tree, serve as a node (receive,
  * forward, answer pulls, keep a cache within a budget), pull an image from
- * a node.  The wire protocol is proto.h; the engine behind these calls is
- * described in engine.h.
+ * a node.  The wire protocol is dist/proto.h; the engine behind these
+ * calls is described in dist/engine.h.
  *
  * Everything runs in one poll loop per process (no threads but the ones
  * that commit received blobs, which re-hash them).  Callers must ignore
  * SIGPIPE (blobs go out with sendfile(2), which has no MSG_NOSIGNAL).
  */
-#ifndef VHPC_DIST_H
-#define VHPC_DIST_H
+#ifndef VHPC_PUBLIC_DIST_H
+#define VHPC_PUBLIC_DIST_H
 
 #include "error.h"
 
@@ -34,9 +34,6 @@ int vhpc_dist_resolve(const char *spec, struct sockaddr_storage *sa, socklen_t *
                       vhpc_err_t *err);
 /* A socket address as "ip:port" / "[ip6]:port". */
 void vhpc_dist_addr_str(const struct sockaddr *sa, char *buf, size_t len);
-/* A size: digits with an optional K, M, G or T (powers of 1024, an
- * optional trailing "iB" or "B"); -EINVAL if it is not one. */
-int vhpc_parse_bytes(const char *s, uint64_t *out);
 
 /* Authentication (munge): every request (PUSH, PULL, QUERY) carries a
  * munge credential whose payload binds the request's other fields and the
