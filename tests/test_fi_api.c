@@ -2,7 +2,8 @@
  * test_fi_api - the provider ivc through libfabric's API, two endpoints in
  * one process (one domain, so reading either CQ moves both): names and
  * address vectors (table and map, bad addresses), tagged and untagged
- * messages with CQ data and source addresses, inject without completion,
+ * messages with CQ data and source addresses, inject without completion
+ * (the calls) and with it (the FI_INJECT flag), fi_cq_signal waking sread,
  * selective completion, truncation as an error entry, FI_PEEK / FI_CLAIM /
  * FI_DISCARD, fi_cancel, an 8 MiB rendezvous message, bad calls, and bad
  * peers (a raw TCP connection speaking another protocol version or
@@ -15,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -401,6 +403,63 @@ static void test_auto_progress(void)
     free(in);
 }
 
+/* The FI_INJECT flag only says the buffer may be reused at once: a send
+ * with it still completes (only the fi_inject calls do not). */
+static void test_inject_flag(void)
+{
+    struct fi_cq_tagged_entry e;
+    char out[32] = "flag inject", in[32] = "";
+    int ctx_s, ctx_r;
+    struct iovec so = {out, 12}, ri = {in, sizeof(in)};
+    struct fi_msg_tagged st = {
+        .msg_iov = &so, .iov_count = 1, .addr = a.peer, .tag = 7, .context = &ctx_s};
+    struct fi_msg_tagged rt = {
+        .msg_iov = &ri, .iov_count = 1, .addr = b.peer, .tag = 7, .context = &ctx_r};
+    FI_OK(fi_tsendmsg(a.ep, &st, FI_INJECT));
+    memset(out, 'x', sizeof(out)); /* ours again at once */
+    T_OK(wait_cq(a.cq, &e, NULL));
+    T_ASSERT(e.op_context == &ctx_s && (e.flags & FI_SEND), "the send's completion");
+    FI_OK(fi_trecvmsg(b.ep, &rt, FI_COMPLETION)); /* b's CQ is selective */
+    T_OK(wait_cq(b.cq, &e, NULL));
+    T_ASSERT(e.op_context == &ctx_r && e.len == 12 && !strcmp(in, "flag inject"),
+             "received '%s' (%zu bytes), not the buffer overwritten after the call", in, e.len);
+    /* fi_tinject: no completion at all. */
+    FI_OK(fi_tinject(a.ep, "x", 2, a.peer, 8));
+    rt.tag = 8;
+    FI_OK(fi_trecvmsg(b.ep, &rt, FI_COMPLETION));
+    T_OK(wait_cq(b.cq, &e, NULL));
+    T_ASSERT(e.op_context == &ctx_r, "the receive completes");
+    expect_empty(a.cq);
+}
+
+static void *signal_later(void *cq)
+{
+    usleep(100 * 1000);
+    fi_cq_signal(cq);
+    return NULL;
+}
+
+/* fi_cq_signal wakes a thread in fi_cq_sread (which waits forever here:
+ * without the wake the case runs into its timeout), or makes the next
+ * sread return at once. */
+static void test_cq_signal(void)
+{
+    struct fi_cq_tagged_entry e;
+    FI_OK(fi_cq_signal(a.cq));
+    T_ASSERT(fi_cq_sread(a.cq, &e, 1, NULL, -1) == -FI_EAGAIN, "signalled before the sread");
+    pthread_t th;
+    T_ASSERT(pthread_create(&th, NULL, signal_later, a.cq) == 0, "thread");
+    ssize_t r = fi_cq_sread(a.cq, &e, 1, NULL, -1);
+    pthread_join(th, NULL);
+    T_ASSERT(r == -FI_EAGAIN, "sread woken: %zd", r);
+    /* A completion still comes through sread. */
+    char in[8];
+    int ctx;
+    FI_OK(fi_trecv(a.ep, in, sizeof(in), NULL, a.peer, 9, 0, &ctx));
+    FI_OK(fi_tinject(b.ep, "s", 2, b.peer, 9));
+    T_ASSERT(fi_cq_sread(a.cq, &e, 1, NULL, -1) == 1 && e.op_context == &ctx, "sread's entry");
+}
+
 static void teardown(void)
 {
     FI_OK(fi_close(&a.ep->fid));
@@ -436,6 +495,8 @@ CASE(test_truncate_peek_cancel)
 CASE(test_large_and_bad)
 CASE(test_bad_peers)
 CASE(test_auto_progress)
+CASE(test_inject_flag)
+CASE(test_cq_signal)
 
 static const struct t_case cases[] = {
     {"setup_and_names", case_nothing, 30},
@@ -444,6 +505,8 @@ static const struct t_case cases[] = {
     {"large_and_bad", case_test_large_and_bad, 60},
     {"bad_peers", case_test_bad_peers, 30},
     {"auto_progress", case_test_auto_progress, 60},
+    {"inject_flag", case_test_inject_flag, 30},
+    {"cq_signal", case_test_cq_signal, 30},
     {0},
 };
 

@@ -125,7 +125,7 @@ static ssize_t cq_sreadfrom(struct fid_cq *fid, void *buf, size_t count, fi_addr
     for (;;) {
         ivf_lock(cq->dom);
         ssize_t r = cq_readfrom_locked(cq, buf, count, src);
-        if (r != -FI_EAGAIN) {
+        if (r != -FI_EAGAIN || atomic_exchange(&cq->signaled, false)) {
             ivf_unlock(cq->dom);
             return r;
         }
@@ -147,9 +147,12 @@ static ssize_t cq_sread(struct fid_cq *fid, void *buf, size_t count, const void 
     return cq_sreadfrom(fid, buf, count, NULL, cond, timeout);
 }
 
+/* Wake the thread in sread (-FI_EAGAIN), or make the next sread return at
+ * once: sread waits in slices of at most 10 ms and looks between them. */
 static int cq_signal(struct fid_cq *fid)
 {
-    return 0; /* sread waits in slices of at most 10 ms */
+    atomic_store(&((struct ivf_cq *)fid)->signaled, true);
+    return 0;
 }
 
 static const char *cq_strerror(struct fid_cq *fid, int prov_errno, const void *err_data, char *buf,

@@ -71,6 +71,7 @@
 #include <rdma/fi_tagged.h>
 #include <rdma/providers/fi_log.h>
 #include <rdma/providers/fi_prov.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -82,7 +83,11 @@
 #define IVF_FI_VERSION   FI_VERSION(1, 17)
 #define IVF_IOV_LIMIT    8
 #define IVF_INJECT_SIZE  4096
-#define IVF_TAG_BITS     64
+/* Op flag of the fi_inject*() calls, the only sends that write no
+ * completion (the FI_INJECT flag itself only says the buffer may be reused
+ * at once): a bit of the range libfabric leaves to providers. */
+#define IVF_INJECT_CALL (1ULL << 62)
+#define IVF_TAG_BITS    64
 
 extern struct fi_provider ivf_prov;
 
@@ -290,6 +295,7 @@ struct ivf_cq {
     size_t err_cap, err_head, err_count;
     struct fi_cq_err_entry last_err;
     unsigned idle; /* empty reads in a row (see cq.c: IDLE_YIELD) */
+    atomic_bool signaled; /* fi_cq_signal: the (next) sread returns at once */
     int refs;
 };
 

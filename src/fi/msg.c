@@ -140,7 +140,7 @@ static ssize_t send_locked(struct ivf_ep *ep, const struct iovec *iov, size_t co
     struct ivf_peer *p = send_peer(ep, dest, &r);
     if (!p)
         return r;
-    bool want = !(flags & FI_INJECT) &&
+    bool want = !(flags & IVF_INJECT_CALL) &&
                 (!(ep->tx_flags & FI_SELECTIVE_COMPLETION) || (flags & FI_COMPLETION));
     bool ack = want && (flags & FI_DELIVERY_COMPLETE);
     if (len <= ivf_params.eager_max && len <= p->credit && !ack) {
@@ -277,14 +277,14 @@ static struct ivf_ep *ep_of(struct fid_ep *fid)
 }
 
 /* One buffer (every call but the v and msg ones); `flags` say what kind
- * (FI_MSG/FI_TAGGED, FI_REMOTE_CQ_DATA); without FI_INJECT the endpoint's
- * default op flags are added. */
+ * (FI_MSG/FI_TAGGED, FI_REMOTE_CQ_DATA); but for the inject calls the
+ * endpoint's default op flags are added. */
 static ssize_t send_buf(struct fid_ep *fid, const void *buf, size_t len, fi_addr_t dest,
                         uint64_t tag, uint64_t data, void *context, uint64_t flags)
 {
     struct ivf_ep *ep = ep_of(fid);
     struct iovec v = {(void *)buf, len};
-    if (!(flags & FI_INJECT))
+    if (!(flags & IVF_INJECT_CALL))
         flags |= ep->tx_op_flags;
     return do_send(ep, &v, 1, dest, tag, data, context, flags);
 }
@@ -331,12 +331,12 @@ static ssize_t msg_sendv(struct fid_ep *fid, const struct iovec *iov, void **des
 static ssize_t msg_sendmsg(struct fid_ep *fid, const struct fi_msg *m, uint64_t flags)
 {
     return do_send(ep_of(fid), m->msg_iov, m->iov_count, m->addr, 0, m->data, m->context,
-                   flags | FI_MSG);
+                   (flags & ~IVF_INJECT_CALL) | FI_MSG);
 }
 
 static ssize_t msg_inject(struct fid_ep *fid, const void *buf, size_t len, fi_addr_t dest)
 {
-    return send_buf(fid, buf, len, dest, 0, 0, NULL, FI_MSG | FI_INJECT);
+    return send_buf(fid, buf, len, dest, 0, 0, NULL, FI_MSG | FI_INJECT | IVF_INJECT_CALL);
 }
 
 static ssize_t msg_senddata(struct fid_ep *fid, const void *buf, size_t len, void *desc,
@@ -348,7 +348,8 @@ static ssize_t msg_senddata(struct fid_ep *fid, const void *buf, size_t len, voi
 static ssize_t msg_injectdata(struct fid_ep *fid, const void *buf, size_t len, uint64_t data,
                               fi_addr_t dest)
 {
-    return send_buf(fid, buf, len, dest, 0, data, NULL, FI_MSG | FI_INJECT | FI_REMOTE_CQ_DATA);
+    return send_buf(fid, buf, len, dest, 0, data, NULL,
+                    FI_MSG | FI_INJECT | IVF_INJECT_CALL | FI_REMOTE_CQ_DATA);
 }
 
 struct fi_ops_msg ivf_msg_ops = {
@@ -379,7 +380,7 @@ static ssize_t t_recvv(struct fid_ep *fid, const struct iovec *iov, void **desc,
 static ssize_t t_recvmsg(struct fid_ep *fid, const struct fi_msg_tagged *m, uint64_t flags)
 {
     return do_recv(ep_of(fid), m->msg_iov, m->iov_count, m->addr, m->tag, m->ignore, m->context,
-                   flags | FI_TAGGED);
+                   (flags & ~IVF_INJECT_CALL) | FI_TAGGED);
 }
 
 static ssize_t t_send(struct fid_ep *fid, const void *buf, size_t len, void *desc, fi_addr_t dest,
@@ -398,13 +399,13 @@ static ssize_t t_sendv(struct fid_ep *fid, const struct iovec *iov, void **desc,
 static ssize_t t_sendmsg(struct fid_ep *fid, const struct fi_msg_tagged *m, uint64_t flags)
 {
     return do_send(ep_of(fid), m->msg_iov, m->iov_count, m->addr, m->tag, m->data, m->context,
-                   flags | FI_TAGGED);
+                   (flags & ~IVF_INJECT_CALL) | FI_TAGGED);
 }
 
 static ssize_t t_inject(struct fid_ep *fid, const void *buf, size_t len, fi_addr_t dest,
                         uint64_t tag)
 {
-    return send_buf(fid, buf, len, dest, tag, 0, NULL, FI_TAGGED | FI_INJECT);
+    return send_buf(fid, buf, len, dest, tag, 0, NULL, FI_TAGGED | FI_INJECT | IVF_INJECT_CALL);
 }
 
 static ssize_t t_senddata(struct fid_ep *fid, const void *buf, size_t len, void *desc,
@@ -417,7 +418,7 @@ static ssize_t t_injectdata(struct fid_ep *fid, const void *buf, size_t len, uin
                             fi_addr_t dest, uint64_t tag)
 {
     return send_buf(fid, buf, len, dest, tag, data, NULL,
-                    FI_TAGGED | FI_INJECT | FI_REMOTE_CQ_DATA);
+                    FI_TAGGED | FI_INJECT | IVF_INJECT_CALL | FI_REMOTE_CQ_DATA);
 }
 
 struct fi_ops_tagged ivf_tagged_ops = {
