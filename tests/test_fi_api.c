@@ -4,6 +4,7 @@
  * address vectors (table and map, bad addresses), tagged and untagged
  * messages with CQ data and source addresses, inject without completion
  * (the calls) and with it (the FI_INJECT flag), fi_cq_signal waking sread,
+ * source addresses from fi_getinfo (FI_SOURCE, hints) that endpoints bind,
  * selective completion, truncation as an error entry, FI_PEEK / FI_CLAIM /
  * FI_DISCARD, fi_cancel, an 8 MiB rendezvous message, bad calls, and bad
  * peers (a raw TCP connection speaking another protocol version or
@@ -460,6 +461,91 @@ static void test_cq_signal(void)
     T_ASSERT(fi_cq_sread(a.cq, &e, 1, NULL, -1) == 1 && e.op_context == &ctx, "sread's entry");
 }
 
+/* A free TCP port of 127.0.0.1 (for a moment). */
+static unsigned free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    T_ASSERT(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+                 getsockname(fd, (struct sockaddr *)&sa, &sl) == 0,
+             "a free port");
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* An endpoint of info (on the case's domain) and its name. */
+static struct ivf_addr name_of(struct fi_info *fi)
+{
+    struct fid_ep *ep;
+    struct fid_av *av;
+    struct fi_av_attr aa = {.type = FI_AV_TABLE};
+    FI_OK(fi_av_open(domain, &aa, &av, NULL));
+    FI_OK(fi_endpoint(domain, fi, &ep, NULL));
+    FI_OK(fi_ep_bind(ep, &av->fid, 0));
+    FI_OK(fi_ep_bind(ep, &a.cq->fid, FI_TRANSMIT | FI_RECV));
+    FI_OK(fi_enable(ep));
+    struct ivf_addr n;
+    size_t len = sizeof(n);
+    FI_OK(fi_getname(&ep->fid, &n, &len));
+    FI_OK(fi_close(&ep->fid));
+    FI_OK(fi_close(&av->fid));
+    return n;
+}
+
+/* fi_getinfo with FI_SOURCE fills src_addr from node and service, and the
+ * endpoint binds there (so does a src_addr given in the hints); tx caps
+ * are the primary ones only. */
+static void test_source_addr(void)
+{
+    struct fi_info *hints = fi_dupinfo(info), *fi;
+    fi_freeinfo(hints->next);
+    hints->next = NULL;
+    free(hints->src_addr);
+    hints->src_addr = NULL;
+    hints->src_addrlen = 0;
+    unsigned port = free_port();
+    char service[16];
+    snprintf(service, sizeof(service), "%u", port);
+    FI_OK(fi_getinfo(FI_VERSION(1, 17), "127.0.0.1", service, FI_SOURCE, hints, &fi));
+    const struct ivf_addr *src = fi->src_addr;
+    T_ASSERT(src && fi->src_addrlen == sizeof(*src) && src->magic == IVF_ADDR_MAGIC &&
+                 ntohs(src->port) == port && src->ip[12] == 127 && src->ip[15] == 1,
+             "src_addr 127.0.0.1:%u (len %zu)", port, fi->src_addrlen);
+    T_ASSERT(!(fi->tx_attr->caps & (FI_SOURCE | FI_LOCAL_COMM | FI_REMOTE_COMM)) &&
+                 (fi->tx_attr->caps & FI_TAGGED),
+             "tx caps 0x%llx", (unsigned long long)fi->tx_attr->caps);
+    struct ivf_addr n = name_of(fi);
+    T_ASSERT(ntohs(n.port) == port && n.ip[12] == 127 && n.ip[15] == 1 && n.uid,
+             "the endpoint is at 127.0.0.1:%u: port %u", port, ntohs(n.port));
+    fi_freeinfo(fi);
+
+    /* A src_addr in the hints: the endpoint binds there too. */
+    port = free_port();
+    n.port = htons((uint16_t)port);
+    n.uid = 0;
+    hints->src_addr = malloc(sizeof(n));
+    memcpy(hints->src_addr, &n, sizeof(n));
+    hints->src_addrlen = sizeof(n);
+    FI_OK(fi_getinfo(FI_VERSION(1, 17), NULL, NULL, 0, hints, &fi));
+    T_ASSERT(ntohs(name_of(fi).port) == port, "the hints' src_addr is used");
+    fi_freeinfo(fi);
+
+    /* No source given: every address, a port of the kernel's choosing. */
+    FI_OK(fi_getinfo(FI_VERSION(1, 17), NULL, NULL, FI_SOURCE, hints, &fi));
+    fi_freeinfo(fi);
+    free(hints->src_addr);
+    hints->src_addr = NULL;
+    hints->src_addrlen = 0;
+    FI_OK(fi_getinfo(FI_VERSION(1, 17), NULL, NULL, FI_SOURCE, hints, &fi));
+    src = fi->src_addr;
+    T_ASSERT(src && src->port == 0 && src->ip[12] == 0, "0.0.0.0:0");
+    fi_freeinfo(fi);
+    T_ASSERT(fi_getinfo(FI_VERSION(1, 17), NULL, "http", FI_SOURCE, hints, &fi) < 0,
+             "a service name is refused");
+    fi_freeinfo(hints);
+}
+
 static void teardown(void)
 {
     FI_OK(fi_close(&a.ep->fid));
@@ -497,6 +583,7 @@ CASE(test_bad_peers)
 CASE(test_auto_progress)
 CASE(test_inject_flag)
 CASE(test_cq_signal)
+CASE(test_source_addr)
 
 static const struct t_case cases[] = {
     {"setup_and_names", case_nothing, 30},
@@ -507,6 +594,7 @@ static const struct t_case cases[] = {
     {"auto_progress", case_test_auto_progress, 60},
     {"inject_flag", case_test_inject_flag, 30},
     {"cq_signal", case_test_cq_signal, 30},
+    {"source_addr", case_test_source_addr, 30},
     {0},
 };
 

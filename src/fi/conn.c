@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ifaddrs.h>
+#include <netdb.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -55,16 +56,66 @@ static void set_nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+int ivf_src_addr(const char *node, const char *service, struct ivf_addr *a)
+{
+    struct in_addr ip = {0};
+    long port = 0;
+    if (service) {
+        char *end;
+        port = strtol(service, &end, 10);
+        if (!*service || *end || port < 0 || port > 65535)
+            return -FI_EINVAL; /* a port number: we have no service names */
+    }
+    if (node) { /* else 0.0.0.0: every address (the endpoint names its own) */
+        struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
+        if (getaddrinfo(node, NULL, &hints, &res) != 0)
+            return -FI_ENODATA;
+        ip = ((struct sockaddr_in *)res->ai_addr)->sin_addr;
+        freeaddrinfo(res);
+    }
+    memset(a, 0, sizeof(*a));
+    a->magic = IVF_ADDR_MAGIC;
+    a->version = IVF_ADDR_VERSION;
+    a->port = htons((uint16_t)port);
+    a->ip[10] = a->ip[11] = 0xff;
+    memcpy(a->ip + 12, &ip, 4);
+    return 0;
+}
+
+/* The IPv4 address and port of a source address (fi_info's src_addr):
+ * -FI_EINVAL when it is none of ours or not IPv4. */
+static int src_ipv4(const struct ivf_ep *ep, struct in_addr *ip, uint16_t *port)
+{
+    const struct fi_info *fi = ep->info;
+    const struct ivf_addr *a = fi ? fi->src_addr : NULL;
+    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (!a || fi->src_addrlen != sizeof(*a) || a->magic != IVF_ADDR_MAGIC ||
+        memcmp(a->ip, v4mapped, sizeof(v4mapped)) != 0)
+        return -FI_EINVAL;
+    memcpy(ip, a->ip + 12, 4);
+    *port = a->port;
+    return 0;
+}
+
 int ivf_conn_init(struct ivf_ep *ep)
 {
-    struct in_addr ip;
-    int r = local_ip(&ip);
-    if (r < 0)
+    struct in_addr ip, bind_ip = {htonl(INADDR_ANY)};
+    uint16_t port = 0;
+    int r;
+    if (ep->info && ep->info->src_addr) { /* given in the hints or by fi_getinfo */
+        if ((r = src_ipv4(ep, &ip, &port)) < 0)
+            return r;
+        if (ip.s_addr != htonl(INADDR_ANY))
+            bind_ip = ip; /* only that address */
+        else if ((r = local_ip(&ip)) < 0)
+            return r;
+    } else if ((r = local_ip(&ip)) < 0) {
         return r;
+    }
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -errno;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY)};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = port, .sin_addr = bind_ip};
     socklen_t sl = sizeof(sa);
     if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1024) < 0 ||
         getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {

@@ -55,7 +55,9 @@ static int check_hints(uint32_t version, const struct fi_info *h)
     if (h->dest_addr && (h->dest_addrlen != sizeof(struct ivf_addr) ||
                          !ivf_addr_valid((const struct ivf_addr *)h->dest_addr)))
         REFUSE("dest_addr is not an ivc address\n");
-    if (h->src_addr && h->src_addrlen != sizeof(struct ivf_addr))
+    const struct ivf_addr *src = h->src_addr; /* port and id may be 0 (any, not yet) */
+    if (src && (h->src_addrlen != sizeof(*src) || src->magic != IVF_ADDR_MAGIC ||
+                src->version != IVF_ADDR_VERSION))
         REFUSE("src_addr is not an ivc address\n");
     const struct fi_ep_attr *ea = h->ep_attr;
     if (ea) {
@@ -142,7 +144,8 @@ static struct fi_info *make_info(uint32_t version, const struct fi_info *h)
     fi->mode = 0;
     fi->addr_format = FI_FORMAT_UNSPEC;
 
-    fi->tx_attr->caps = caps & (IVF_TX_CAPS | IVF_SECONDARY_CAPS);
+    fi->tx_attr->caps =
+        caps & IVF_TX_CAPS; /* the primary ones: FI_SOURCE etc. are not a sender's */
     fi->tx_attr->op_flags = h && h->tx_attr ? h->tx_attr->op_flags : 0;
     fi->tx_attr->msg_order = FI_ORDER_SAS;
     fi->tx_attr->comp_order = FI_ORDER_NONE;
@@ -224,11 +227,27 @@ static int ivf_getinfo(uint32_t version, const char *node, const char *service, 
         if (r < 0)
             return r;
     }
-    (void)node; /* addresses come from fi_getname, not from names */
-    (void)service;
+    /* With FI_SOURCE, node and service name our own address: the endpoint
+     * binds there and src_addr says so.  A destination is only ever an
+     * endpoint's name (fi_getname: it holds the endpoint's unique id), so
+     * node and service as a destination are not used. */
+    struct ivf_addr src;
+    if ((flags & FI_SOURCE) && !(hints && hints->src_addr)) {
+        int r = ivf_src_addr(node, service, &src);
+        if (r < 0)
+            return r;
+    }
     struct fi_info *fi = make_info(version, hints);
     if (!fi)
         return -FI_ENOMEM;
+    if ((flags & FI_SOURCE) && !fi->src_addr) {
+        fi->src_addr = dup_mem(&src, sizeof(src));
+        fi->src_addrlen = sizeof(src);
+        if (!fi->src_addr) {
+            fi_freeinfo(fi);
+            return -FI_ENOMEM;
+        }
+    }
     *info = fi;
     return 0;
 }

@@ -294,7 +294,7 @@ struct ivf_cq {
     struct ivf_cqe *errs; /* error entries */
     size_t err_cap, err_head, err_count;
     struct fi_cq_err_entry last_err;
-    unsigned idle; /* empty reads in a row (see cq.c: IDLE_YIELD) */
+    unsigned idle;        /* empty reads in a row (see cq.c: IDLE_YIELD) */
     atomic_bool signaled; /* fi_cq_signal: the (next) sread returns at once */
     int refs;
 };
@@ -478,6 +478,10 @@ void ivf_match_cleanup(struct ivf_ep *ep);
 
 /* conn.c */
 /* The listen socket and ep->addr. */
+/* The source address fi_getinfo gives for node and service (FI_SOURCE):
+ * node's IPv4 address (NULL: 0.0.0.0, every address), service's port
+ * (NULL: any); the endpoint binds there (ivf_conn_init). */
+int ivf_src_addr(const char *node, const char *service, struct ivf_addr *a);
 int ivf_conn_init(struct ivf_ep *ep);
 void ivf_conn_fini(struct ivf_ep *ep);
 /* Start a non-blocking connect to p (p->tx.fd). */
