@@ -25,15 +25,18 @@ if [ -n "$keep" ]; then
     mkdir -p "$keep"
     dirs=("$keep" "$work/corpus")
 fi
+# libFuzzer's own exit code for a crash is 77, ctest's "skipped" here (a
+# harness exits 77 when this machine cannot run it): crashes exit 1.
 "$exe" -max_total_time="$secs" -timeout=10 -rss_limit_mb=1024 -max_len=65536 \
-    -print_final_stats=1 -artifact_prefix="$work/art/" "${dirs[@]}" >"$work/log" 2>&1
+    -error_exitcode=1 -print_final_stats=1 -artifact_prefix="$work/art/" "${dirs[@]}" \
+    >"$work/log" 2>&1
 rc=$?
-if [ "$rc" -eq 77 ]; then
+arts=$(find "$work/art" -type f | wc -l)
+if [ "$rc" -eq 77 ] && [ "$arts" -eq 0 ]; then
     tail -n 3 "$work/log"
     exit 77
 fi
 grep -E '^(#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss_mb)' "$work/log"
-arts=$(find "$work/art" -type f | wc -l)
 if [ "$rc" -ne 0 ] || [ "$arts" -gt 0 ]; then
     echo "fuzz_$t: FAILED (exit $rc)"
     grep -E -A 40 '^==[0-9]+==|^SUMMARY|ERROR: libFuzzer|runtime error' "$work/log" | head -n 80
