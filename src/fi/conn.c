@@ -139,6 +139,20 @@ struct ivf_peer *ivf_peer_get(struct ivf_ep *ep, const struct ivf_addr *a)
     return p;
 }
 
+int ivf_conn_pending_add(struct ivf_ep *ep, int fd)
+{
+    if (ep->n_pending == ep->cap_pending) {
+        size_t cap = ep->cap_pending ? ep->cap_pending * 2 : 16;
+        int *n = realloc(ep->pending_fds, cap * sizeof(*n));
+        if (!n)
+            return -FI_ENOMEM;
+        ep->pending_fds = n;
+        ep->cap_pending = cap;
+    }
+    ep->pending_fds[ep->n_pending++] = fd;
+    return 0;
+}
+
 static void accept_new(struct ivf_ep *ep)
 {
     for (;;) {
@@ -146,17 +160,10 @@ static void accept_new(struct ivf_ep *ep)
         if (fd < 0)
             return;
         set_nodelay(fd);
-        if (ep->n_pending == ep->cap_pending) {
-            size_t cap = ep->cap_pending ? ep->cap_pending * 2 : 16;
-            int *n = realloc(ep->pending_fds, cap * sizeof(*n));
-            if (!n) {
-                close(fd);
-                return;
-            }
-            ep->pending_fds = n;
-            ep->cap_pending = cap;
+        if (ivf_conn_pending_add(ep, fd) < 0) {
+            close(fd);
+            return;
         }
-        ep->pending_fds[ep->n_pending++] = fd;
     }
 }
 

@@ -478,6 +478,9 @@ void ivf_conn_fini(struct ivf_ep *ep);
 int ivf_tcp_connect(struct ivf_peer *p);
 /* Accept new connections and read their HELLOs (which name the peer). */
 void ivf_conn_accept(struct ivf_ep *ep);
+/* Keep fd, a connection just accepted, until its HELLO is read (the
+ * fuzzer hands the endpoint its connections here too). */
+int ivf_conn_pending_add(struct ivf_ep *ep, int fd);
 /* The peer with this address, created if new; NULL without memory. */
 struct ivf_peer *ivf_peer_get(struct ivf_ep *ep, const struct ivf_addr *a);
 
