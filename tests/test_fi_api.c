@@ -175,6 +175,22 @@ static void test_tagged_and_msg(void)
     T_ASSERT(e.len == 9 && (e.flags & FI_MSG) && strcmp(in, "injected") == 0, "inject: '%s'", in);
     expect_empty(a.cq);
 
+    /* FI_INJECT as a flag of fi_tsendmsg: the buffer is free on return,
+     * and the send completes all the same (only fi_inject is quiet). */
+    char flagged[8] = "flagged";
+    struct iovec fi = {flagged, sizeof(flagged)};
+    struct fi_msg_tagged fm = {
+        .msg_iov = &fi, .iov_count = 1, .addr = a.peer, .tag = 8, .context = &ctx_s};
+    struct fi_msg_tagged rm = {
+        .msg_iov = &iov, .iov_count = 1, .addr = b.peer, .tag = 8, .context = &ctx_r};
+    FI_OK(fi_trecvmsg(b.ep, &rm, FI_COMPLETION));
+    FI_OK(fi_tsendmsg(a.ep, &fm, FI_INJECT));
+    memset(flagged, 0, sizeof(flagged));
+    T_OK(wait_cq(a.cq, &e, NULL));
+    T_ASSERT(e.op_context == &ctx_s && (e.flags & FI_SEND), "a send with FI_INJECT completes");
+    T_OK(wait_cq(b.cq, &e, NULL));
+    T_ASSERT(e.op_context == &ctx_r && strcmp(in, "flagged") == 0, "FI_INJECT: '%s'", in);
+
     /* Selective: b sends without FI_COMPLETION: no entry; with it: one. */
     struct iovec so = {out, 4};
     struct fi_msg_tagged st = {.msg_iov = &so, .iov_count = 1, .addr = b.peer, .tag = 1};

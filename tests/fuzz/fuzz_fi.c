@@ -27,7 +27,8 @@
  *   2 k            cancel the receive of slot k
  *   3 f k          a send of slot k to the peer (f & 1) in the AV: bit 1
  *                  tagged, bits 2-3 its size, bit 4 FI_DELIVERY_COMPLETE,
- *                  bit 5 FI_INJECT, bit 6 CQ data
+ *                  bit 5 FI_INJECT (its buffer freed on return), bit 6 CQ
+ *                  data, bit 7 by fi_inject / fi_injectdata (no completion)
  *   4 c            peer c closes its connection
  * After each, the endpoint progresses (fi_cq_read) until it has read all it
  * can and every completion is taken.  A completion for an operation not
@@ -374,7 +375,18 @@ static void post_send(uint8_t f, uint8_t k)
     fi_addr_t dest = (f & 1) < h.nout ? h.out[f & 1].fa : 0;
     uint64_t flags = FI_COMPLETION | (f & 0x10 ? FI_DELIVERY_COMPLETE : 0) |
                      (f & 0x20 ? FI_INJECT : 0) | (f & 0x40 ? FI_REMOTE_CQ_DATA : 0);
+    void *buf = s->buf[0];
     ssize_t r;
+    if (f & 0x80) { /* no completion: not pending */
+        if (f & 2)
+            r = f & 0x40 ? fi_tinjectdata(h.ep, buf, s->len, f, dest, k)
+                         : fi_tinject(h.ep, buf, s->len, dest, k);
+        else
+            r = f & 0x40 ? fi_injectdata(h.ep, buf, s->len, f, dest)
+                         : fi_inject(h.ep, buf, s->len, dest);
+        slot_free(s);
+        return;
+    }
     if (f & 2) {
         struct fi_msg_tagged m = {
             .msg_iov = iov, .iov_count = count, .addr = dest, .tag = k, .context = s, .data = f};
@@ -384,10 +396,15 @@ static void post_send(uint8_t f, uint8_t k)
             .msg_iov = iov, .iov_count = count, .addr = dest, .context = s, .data = f};
         r = fi_sendmsg(h.ep, &m, flags);
     }
-    if (r == 0 && !(flags & FI_INJECT))
-        s->busy = true;
-    else
-        slot_free(s); /* an injected message's buffer is free at once */
+    if (r != 0) {
+        slot_free(s);
+        return;
+    }
+    s->busy = true;
+    if (flags & FI_INJECT) { /* the buffer is the application's again */
+        free(s->buf[0]);
+        s->buf[0] = NULL;
+    }
 }
 
 /* ---- one input ------------------------------------------------------------------------ */

@@ -367,7 +367,8 @@ def fi_ops():
     # 3 f k (send), 4 c (peer c closes).  Receive f: bit 0 tagged, bits 1-2 size
     # (0, 24, 512, 3000), bit 3 two pieces, bits 4-6 flags (-, PEEK, PEEK|CLAIM,
     # PEEK|DISCARD, CLAIM, CLAIM|DISCARD), bit 7 directed.  Send f: bit 0 peer,
-    # bit 1 tagged, bits 2-3 size, bit 4 DELIVERY_COMPLETE, bit 5 INJECT, bit 6 CQ data.
+    # bit 1 tagged, bits 2-3 size, bit 4 DELIVERY_COMPLETE, bit 5 FI_INJECT, bit 6 CQ
+    # data, bit 7 by fi_inject (no completion).
     def w(c, data):
         return bytes([0, c]) + struct.pack("<H", len(data)) + data
 
@@ -398,7 +399,8 @@ def fi_ops():
         "send_credit": w(0, h1) + send(2 | 1 << 2, 0) + w(0, fhdr("CREDIT", data=24)) +
         send(2 | 3 << 2 | 0x10, 1) + w(0, fhdr("CTS", id=1, data=5, size=3000)) +
         w(0, fhdr("ACK", id=1)) + send(2 | 1 << 2 | 0x10, 2) + w(0, fhdr("ACK", id=2)) +
-        send(0x20 | 0x40 | 1 << 2, 3) + send(0x20 | 3 << 2, 4) + w(0, fhdr("CTS", id=3, size=0)),
+        send(0x20 | 0x40 | 1 << 2, 3) + send(0x20 | 3 << 2, 4) + w(0, fhdr("CTS", id=3, size=0)) +
+        send(0x80 | 0x40 | 2 | 1 << 2, 5) + send(0x80 | 3 << 2, 6) + w(0, fhdr("CTS", id=4)),
         "peek_claim": w(0, h1 + feager(b"first", 3) + feager(b"second", 3)) +
         recv(1 | 2 << 4, 3, 1) + recv(tagged24 | 4 << 4, 3, 1) + recv(1 | 3 << 4, 3, 2) +
         recv(1 | 1 << 4, 3, 3),
