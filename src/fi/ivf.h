@@ -128,6 +128,7 @@ struct ivf_op {
     uint8_t wire_flags;    /* receive: IVF_F_* of the matched message */
     bool want_completion;  /* a CQ entry when done */
     bool wait_ack;         /* send: completes on IVF_ACK */
+    bool wait_cts;         /* send: announced by RTS, its one CTS not in yet */
     bool data_sent;        /* send: every byte is on the stream */
     bool acked;
     bool claimed; /* receive by FI_CLAIM */

@@ -97,6 +97,7 @@ static ssize_t send_queued(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_op 
         h.type = IVF_RTS;
         h.size = len;
         op->id = ++ep->next_id;
+        op->wait_cts = true;
         h.id = op->id;
         ivf_op_list_add(&ep->active, op);
         r = ivf_send_frame(ep, p, &h, NULL, 0, 0, true, op);

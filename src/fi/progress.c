@@ -144,12 +144,20 @@ static struct ivf_op *named_send(struct ivf_ep *ep, struct ivf_peer *p, const st
     return NULL;
 }
 
-/* CTS: the receiver wants `size` bytes of our send: queue them as DATA. */
+/* CTS: the receiver wants `size` bytes of our send: queue them as DATA.
+ * Only once, and only for a send announced by RTS: the DATA frames point
+ * into the send's buffer, which is the application's again once the send
+ * completed (an eager one's may be already: FI_INJECT). */
 static int on_cts(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
 {
     struct ivf_op *op = named_send(ep, p, h);
     if (!op)
         return -1;
+    if (!op->wait_cts) {
+        ivf_peer_fail(ep, p, -FI_EIO, "CTS for a send that waits for none");
+        return -1;
+    }
+    op->wait_cts = false;
     size_t want = h->size < op->len ? h->size : op->len;
     op->len = want;  /* frame_sent() completes it when `want` bytes are out */
     if (want == 0) { /* discarded, or a 0-byte receive buffer */
