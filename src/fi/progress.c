@@ -274,6 +274,11 @@ static void frame_end(struct ivf_ep *ep, struct ivf_peer *p)
     const struct ivf_hdr *h = &rx->hdr;
     struct ivf_op *op = rx->dst_op;
     struct ivf_unexp *u = rx->dst_unexp;
+    /* The frame is whole: if a reply below fails the peer, what it filled
+     * is no longer the peer's half-read message. */
+    rx->dst_op = NULL;
+    rx->dst_unexp = NULL;
+    rx->hdr_got = 0;
     if (h->type == IVF_EAGER && u) {
         if (u->waiting_op) {
             ivf_unexp_del(ep, u);
@@ -287,9 +292,6 @@ static void frame_end(struct ivf_ep *ep, struct ivf_peer *p)
         if (op->done >= want)
             recv_done(ep, op);
     }
-    rx->dst_op = NULL;
-    rx->dst_unexp = NULL;
-    rx->hdr_got = 0;
 }
 
 /* Read and act on up to 64 frames of p's stream. */

@@ -140,6 +140,16 @@ void ivf_peer_fail(struct ivf_ep *ep, struct ivf_peer *p, int err, const char *w
         }
     }
     p->rx.dst_op = NULL;
+    /* An unexpected message still arriving will never be whole: it goes,
+     * and a receive that took it (waiting for the rest) fails. */
+    struct ivf_unexp *u = p->rx.dst_unexp;
+    p->rx.dst_unexp = NULL;
+    if (u) {
+        ivf_unexp_del(ep, u);
+        if (u->waiting_op)
+            ivf_op_complete(ep, u->waiting_op, -err);
+        ivf_unexp_free(ep, u);
+    }
 }
 
 void ivf_peers_close(struct ivf_ep *ep)
