@@ -10,15 +10,19 @@
  * A connection is a socketpair instead of an accepted TCP socket (its end
  * is handed to the endpoint as accept_new would); what the endpoint sends
  * a peer (CTS, DATA, ACK, CREDIT) goes into another socketpair the harness
- * empties, never to the address a hello names.  Small tunables (eager_max
- * 512, chunk 256, credit 2048) bring rendezvous, several DATA frames and
- * the credit within reach of small inputs.  Receive and send buffers are
- * allocated to their exact size, so ASan sees a byte written past one.
+ * empties, never to the address a hello names: the provider's connect()
+ * always fails (the fuzzer is linked with --wrap=connect), which is what a
+ * peer without such a socketpair meets, as if its address were unreachable.  Small tunables
+ * (eager_max 512, chunk 256, credit 2048) bring rendezvous, several DATA frames and the credit
+ * within reach of small inputs.  Receive and send buffers are allocated to their exact size, so
+ * ASan sees a byte written past one.
  *
  * The input is a list of operations, one byte each plus arguments:
  *   0 c n16 bytes  peer c (c & 1) writes n bytes (little-endian n, cut to
  *                  what is left); a connection opens at a peer's first
- *                  write after it closed, and its first 88 bytes are the hello
+ *                  write after it closed, and its first 88 bytes are the
+ *                  hello; c & 2 when it opens: the peer it names is
+ *                  unreachable
  *   1 f t k        a receive of slot k: f bit 0 tagged, bits 1-2 its size
  *                  (0, 24, 512, 3000 bytes), bit 3 in two pieces, bits 4-6
  *                  flags (none, PEEK, PEEK|CLAIM, PEEK|DISCARD, CLAIM,
@@ -62,12 +66,14 @@ struct slot {
 };
 
 struct conn {
-    int fd;      /* the peer's end, -1 when closed */
-    int ep_fd;   /* the endpoint's end while it holds it, else -1 */
-    size_t sent; /* the first IVF_HELLO_LEN bytes are the hello */
+    int fd;           /* the peer's end, -1 when closed */
+    int ep_fd;        /* the endpoint's end while it holds it, else -1 */
+    size_t sent;      /* the first IVF_HELLO_LEN bytes are the hello */
+    bool unreachable; /* the peer its hello names gets no tx socketpair */
 };
 
-/* What the endpoint sends a peer: our end of its tx socketpair. */
+/* What the endpoint sends a peer: our end of its tx socketpair (-1: none,
+ * the endpoint's connect() fails). */
 struct out {
     struct ivf_peer *p;
     int fd;
@@ -90,6 +96,14 @@ static struct {
     int ep_fds[2 * NOPEN + 1]; /* every descriptor the endpoint holds: closed by fi_close */
     int n_ep_fds;
 } h;
+
+/* The provider's connect() (linked with --wrap=connect): it reaches
+ * nobody, so a fuzz input never makes a connection. */
+int __wrap_connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+    errno = ENETUNREACH;
+    return -1;
+}
 
 #define CHECK(x)                                                                                   \
     do {                                                                                           \
@@ -211,8 +225,9 @@ static void keep_ep_fd(int fd)
 }
 
 /* A peer the endpoint just learnt of (from a hello) gets its tx stream: a
- * socketpair instead of a connection to the address it named; its address
- * goes into the AV, as the application would put it there. */
+ * socketpair instead of a connection to the address it named, unless its
+ * connection was opened unreachable; its address goes into the AV, as the
+ * application would put it there. */
 static void adopt_peers(void)
 {
     for (struct ivf_peer *p = h.iep->peers; p; p = p->next) {
@@ -225,14 +240,21 @@ static void adopt_peers(void)
             fprintf(stderr, "fuzz_fi: a peer the harness cannot account for\n");
             abort();
         }
+        bool reach = true;
+        for (int c = 0; c < NCONN; c++)
+            if (h.conn[c].ep_fd >= 0 && h.conn[c].ep_fd == p->rx.fd)
+                reach = !h.conn[c].unreachable;
         struct out *o = &h.out[h.nout++];
-        int sv[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
-            abort();
         o->p = p;
-        o->fd = sv[0];
-        p->tx.fd = sv[1];
-        keep_ep_fd(sv[1]);
+        o->fd = -1;
+        if (reach) {
+            int sv[2];
+            if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+                abort();
+            o->fd = sv[0];
+            p->tx.fd = sv[1];
+            keep_ep_fd(sv[1]);
+        }
         o->fa = FI_ADDR_NOTAVAIL;
         fi_av_insert(h.av, &p->addr, 1, &o->fa, 0, NULL);
     }
@@ -263,7 +285,7 @@ static bool pump(void)
     abort();
 }
 
-static bool conn_open(struct conn *cn)
+static bool conn_open(struct conn *cn, bool unreachable)
 {
     int sv[2];
     if (h.opened == NOPEN)
@@ -276,14 +298,15 @@ static bool conn_open(struct conn *cn)
     cn->fd = sv[0];
     cn->ep_fd = sv[1];
     cn->sent = 0;
+    cn->unreachable = unreachable;
     return true;
 }
 
 /* The hello goes alone, so that the peer it names has its tx stream
  * before the endpoint could answer anything of it. */
-static void peer_write(struct conn *cn, const uint8_t *d, size_t n)
+static void peer_write(struct conn *cn, bool unreachable, const uint8_t *d, size_t n)
 {
-    if (cn->fd < 0 && !conn_open(cn))
+    if (cn->fd < 0 && !conn_open(cn, unreachable))
         return;
     size_t off = 0;
     while (off < n) {
@@ -433,7 +456,8 @@ static void close_endpoint(void)
 {
     pump();
     for (int i = 0; i < h.nout; i++)
-        close(h.out[i].fd); /* what is still queued for a peer fails at once */
+        if (h.out[i].fd >= 0)
+            close(h.out[i].fd); /* what is still queued for a peer fails at once */
     for (int c = 0; c < NCONN; c++)
         if (h.conn[c].fd >= 0)
             close(h.conn[c].fd);
@@ -469,7 +493,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 i = size;
             if (n > size - i)
                 n = size - i;
-            peer_write(&h.conn[a & 1], data + i, n);
+            peer_write(&h.conn[a & 1], a & 2, data + i, n);
             i += n;
             break;
         }

@@ -363,7 +363,8 @@ def fdata(rid, total, piece):
 
 
 def fi_ops():
-    # Operations: 0 c n16 bytes (peer c writes), 1 f t k (receive), 2 k (cancel),
+    # Operations: 0 c n16 bytes (peer c writes; c & 2 when its connection opens:
+    # the peer is unreachable), 1 f t k (receive), 2 k (cancel),
     # 3 f k (send), 4 c (peer c closes).  Receive f: bit 0 tagged, bits 1-2 size
     # (0, 24, 512, 3000), bit 3 two pieces, bits 4-6 flags (-, PEEK, PEEK|CLAIM,
     # PEEK|DISCARD, CLAIM, CLAIM|DISCARD), bit 7 directed.  Send f: bit 0 peer,
@@ -371,6 +372,9 @@ def fi_ops():
     # data, bit 7 by fi_inject (no completion).
     def w(c, data):
         return bytes([0, c]) + struct.pack("<H", len(data)) + data
+
+    def w_unreachable(c, data):
+        return bytes([0, c | 2]) + struct.pack("<H", len(data)) + data
 
     def recv(f, t, k):
         return bytes([1, f, t, k])
@@ -420,6 +424,8 @@ def fi_ops():
         "many_small": w(0, h1 + b"".join(feager(b"", i % 4, F_TAGGED if i % 2 else 0)
                                          for i in range(64))) +
         b"".join(recv(i % 2 | 1 << 1, (i // 2) % 4, i % 8) for i in range(16)),
+        "unreachable": w_unreachable(0, h1 + feager(b"x" * 512, 6)) + recv(tagged512, 6, 0) +
+        send(2 | 1 << 2, 0),
         "bad_hello": w(0, fhello(0x11, version=2)) + w(1, h2[:50]) + bytes([4, 1]),
         "bad_version": w(0, h1 + fhdr("EAGER", F_TAGGED, version=2)),
         "bad_type": w(0, h1 + fhdr(12)),
