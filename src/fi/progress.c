@@ -61,7 +61,9 @@ static void recv_done(struct ivf_ep *ep, struct ivf_op *op)
     ivf_op_complete(ep, op, op->msg_len > op->len ? FI_ETRUNC : 0);
 }
 
-/* Receive op matched an RTS: ask for the data (as much as fits). */
+/* Receive op matched an RTS: ask for the data (as much as fits).  The op
+ * waits for DATA once the CTS is queued: queuing it can fail the peer (its
+ * connection cannot be opened), which must not find the op waiting. */
 static void rndv_accept(struct ivf_ep *ep, struct ivf_op *op)
 {
     op->done = 0;
@@ -73,11 +75,11 @@ static void rndv_accept(struct ivf_ep *ep, struct ivf_op *op)
         recv_done(ep, op);
         return;
     }
-    ivf_op_list_add(&ep->active, op);
     if (send_cts(ep, op->peer, op->remote_id, op->id, want) < 0) {
-        ivf_op_list_del(&ep->active, op);
         ivf_op_complete(ep, op, FI_EIO);
+        return;
     }
+    ivf_op_list_add(&ep->active, op);
 }
 
 void ivf_recv_take(struct ivf_ep *ep, struct ivf_op *op, struct ivf_unexp *u)
@@ -285,8 +287,8 @@ static void frame_end(struct ivf_ep *ep, struct ivf_peer *p)
             ivf_recv_take(ep, u->waiting_op, u);
         }
     } else if (h->type == IVF_EAGER && op) {
+        recv_done(ep, op); /* before the CREDIT, which may fail the peer */
         credit_return(ep, p, h->len);
-        recv_done(ep, op);
     } else if (h->type == IVF_DATA && op) {
         size_t want = op->msg_len < op->len ? op->msg_len : op->len;
         if (op->done >= want)
