@@ -486,7 +486,12 @@ int ivf_conn_pending_add(struct ivf_ep *ep, int fd);
 struct ivf_peer *ivf_peer_get(struct ivf_ep *ep, const struct ivf_addr *a);
 
 /* stream.c */
-/* Queue a frame; payload from iov (skip bytes in) or copied when copy. */
+/* The stream to p starts on a TCP connection whose first frame says who we
+ * are: connect (once), HELLO queued.  <0: the peer failed (when the
+ * connection cannot be opened, here: whatever waits on the peer fails). */
+int ivf_stream_start(struct ivf_ep *ep, struct ivf_peer *p);
+/* Queue a frame; payload from iov (skip bytes in) or copied when copy.
+ * The stream starts if it has not yet, which can fail the peer. */
 int ivf_send_frame(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hdr *h,
                    const struct iovec *iov, size_t iov_count, size_t skip, bool copy,
                    struct ivf_op *op);

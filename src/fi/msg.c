@@ -110,8 +110,9 @@ static ssize_t send_queued(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_op 
     return r;
 }
 
-/* The destination's peer, ready to take a send: its stream not failed nor
- * too full.  *r says why not. */
+/* The destination's peer, ready to take a send: its stream started (before
+ * any operation of the send exists: starting can fail the peer and what
+ * waits on it), not failed nor too full.  *r says why not. */
 static struct ivf_peer *send_peer(struct ivf_ep *ep, fi_addr_t dest, ssize_t *r)
 {
     const struct ivf_addr *a = ep->enabled ? ivf_av_get(ep->av, dest) : NULL;
@@ -119,8 +120,9 @@ static struct ivf_peer *send_peer(struct ivf_ep *ep, fi_addr_t dest, ssize_t *r)
     *r = !ep->enabled ? -FI_EOPBADSTATE : !a ? -FI_EINVAL : !p ? -FI_ENOMEM : 0;
     if (!p)
         return NULL;
-    if (p->failed) {
-        *r = p->failed;
+    int started = ivf_stream_start(ep, p);
+    if (started < 0) {
+        *r = started;
         return NULL;
     }
     if (p->tx.queued > ivf_params.tx_max) {

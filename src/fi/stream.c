@@ -207,8 +207,7 @@ static void txq_push(struct ivf_tx *tx, struct ivf_txf *f)
     tx->queued += sizeof(f->hdr) + f->hdr.len;
 }
 
-/* The stream starts on a TCP connection whose first frame says who we are. */
-static int tx_start(struct ivf_ep *ep, struct ivf_peer *p)
+int ivf_stream_start(struct ivf_ep *ep, struct ivf_peer *p)
 {
     if (p->failed)
         return p->failed;
@@ -230,7 +229,7 @@ static int tx_start(struct ivf_ep *ep, struct ivf_peer *p)
 
 int ivf_send_flush(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_seg *seg)
 {
-    int r = tx_start(ep, p);
+    int r = ivf_stream_start(ep, p);
     if (r < 0)
         return r;
     struct ivf_hdr h = {.type = IVF_FLUSH, .id = seg->id};
@@ -246,7 +245,7 @@ int ivf_send_frame(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *
                    const struct iovec *iov, size_t iov_count, size_t skip, bool copy,
                    struct ivf_op *op)
 {
-    int r = tx_start(ep, p);
+    int r = ivf_stream_start(ep, p);
     if (r < 0)
         return r;
     struct ivf_txf *f;
