@@ -212,16 +212,17 @@ int ivf_stream_start(struct ivf_ep *ep, struct ivf_peer *p)
     if (p->failed)
         return p->failed;
     if (p->tx.fd < 0) {
-        int r = ivf_tcp_connect(p);
-        if (r < 0) {
-            ivf_peer_fail(ep, p, -FI_ECONNREFUSED, "cannot connect");
-            return -FI_ECONNREFUSED;
-        }
+        /* The hello first: a connection must never go without it. */
         struct ivf_hdr hh = {.type = IVF_HELLO, .len = sizeof(struct ivf_addr)};
         struct iovec v = {&ep->addr, sizeof(ep->addr)};
         struct ivf_txf *hf = txf_copy(&hh, &v, 1, 0);
         if (!hf)
             return -FI_ENOMEM;
+        if (ivf_tcp_connect(p) < 0) {
+            free(hf);
+            ivf_peer_fail(ep, p, -FI_ECONNREFUSED, "cannot connect");
+            return -FI_ECONNREFUSED;
+        }
         txq_push(&p->tx, hf);
     }
     return 0;
