@@ -190,9 +190,14 @@ static int on_data(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *
     return 0;
 }
 
-/* FLUSH: the sender continues on the IVC channel it names. */
+/* FLUSH: the sender continues on the IVC channel it names.  An endpoint
+ * without IVC has no channel to wait for: its stream would stop for ever. */
 static int on_flush(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
 {
+    if (!ep->ivc) {
+        ivf_peer_fail(ep, p, -FI_EIO, "FLUSH to an endpoint without IVC");
+        return -1;
+    }
     int err;
     struct ivf_seg *seg = ivf_seg_for_flush(ep, p, h->id, &err);
     if (!seg && !err) {
