@@ -12,6 +12,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -167,7 +168,15 @@ static void accept_new(struct ivf_ep *ep)
     }
 }
 
-/* A new connection's first frame says who is talking. */
+/* Has the other end of fd closed (shut down its writing)? */
+static bool closed_by_peer(int fd)
+{
+    struct pollfd pf = {.fd = fd, .events = POLLRDHUP};
+    return poll(&pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+/* A new connection's first frame says who is talking.  Part of one waits
+ * for the rest, unless the peer has closed (peeking never sees that end). */
 static void read_hellos(struct ivf_ep *ep)
 {
     for (size_t i = 0; i < ep->n_pending;) {
@@ -178,14 +187,17 @@ static void read_hellos(struct ivf_ep *ep)
             i++;
             continue;
         }
-        if (n > 0 && (size_t)n < sizeof(buf)) {
+        bool whole = n == (ssize_t)sizeof(buf);
+        if (n > 0 && !whole && !closed_by_peer(fd)) {
             i++;
             continue;
         }
         ep->pending_fds[i] = ep->pending_fds[--ep->n_pending];
         struct ivf_hdr h;
         struct ivf_addr a;
-        const char *bad = n > 0 ? ivf_hello_check(buf, IVF_HELLO, &h, &a) : "closed";
+        const char *bad = n <= 0   ? "closed"
+                          : !whole ? "a short hello"
+                                   : ivf_hello_check(buf, IVF_HELLO, &h, &a);
         if (bad || recv(fd, buf, sizeof(buf), MSG_DONTWAIT) != (ssize_t)sizeof(buf)) {
             if (n > 0)
                 IVF_WARN(FI_LOG_EP_CTRL, "a connection with %s: closed\n",
