@@ -205,9 +205,13 @@ static void read_hellos(struct ivf_ep *ep)
             close(fd);
             continue;
         }
+        /* A failed peer's stream is never read again: it gets no new one. */
         struct ivf_peer *p = ivf_peer_get(ep, &a);
-        if (!p || p->rx.fd >= 0) {
-            IVF_WARN(FI_LOG_EP_CTRL, "a second connection from one peer: closed\n");
+        if (!p || p->rx.fd >= 0 || p->failed) {
+            IVF_WARN(FI_LOG_EP_CTRL, "a connection from %s: closed\n",
+                     !p          ? "a peer we have no memory for"
+                     : p->failed ? "a failed peer"
+                                 : "a peer connected already");
             close(fd);
             continue;
         }
