@@ -504,6 +504,10 @@ int ivf_send_now(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hdr 
 int ivf_send_flush(struct ivf_ep *ep, struct ivf_peer *peer, struct ivf_seg *seg);
 /* Write queued frames until the carrier would take no more. */
 void ivf_stream_write(struct ivf_ep *ep, struct ivf_peer *p);
+/* Has the stream from p (one that began) ended: the peer failed, or closed
+ * its connection between frames (its endpoint closed)?  Nothing more of it
+ * will come. */
+bool ivf_stream_ended(const struct ivf_peer *p);
 /* Read the next frame header into p->rx.hdr: 1 once it is all in. */
 int ivf_stream_read_header(struct ivf_ep *ep, struct ivf_peer *p);
 /* Read the current frame's payload to p->rx.dst_*: 1 once it is all in. */

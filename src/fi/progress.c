@@ -61,9 +61,11 @@ static void recv_done(struct ivf_ep *ep, struct ivf_op *op)
     ivf_op_complete(ep, op, op->msg_len > op->len ? FI_ETRUNC : 0);
 }
 
-/* Receive op matched an RTS: ask for the data (as much as fits).  The op
- * waits for DATA once the CTS is queued: queuing it can fail the peer (its
- * connection cannot be opened), which must not find the op waiting. */
+/* Receive op matched an RTS: ask for the data (as much as fits), unless
+ * its sender's stream has ended (an RTS taken after the sender closed: no
+ * DATA will come).  The op waits for DATA once the CTS is queued: queuing
+ * it can fail the peer (its connection cannot be opened), which must not
+ * find the op waiting. */
 static void rndv_accept(struct ivf_ep *ep, struct ivf_op *op)
 {
     op->done = 0;
@@ -73,6 +75,10 @@ static void rndv_accept(struct ivf_ep *ep, struct ivf_op *op)
         send_cts(ep, op->peer, op->remote_id, op->id, 0);
         op->wire_flags &= (uint8_t)~IVF_F_ACK; /* the CTS for nothing settles the send */
         recv_done(ep, op);
+        return;
+    }
+    if (ivf_stream_ended(op->peer)) {
+        ivf_op_complete(ep, op, FI_ECONNRESET);
         return;
     }
     if (send_cts(ep, op->peer, op->remote_id, op->id, want) < 0) {

@@ -444,6 +444,11 @@ static ssize_t rx_readv(struct ivf_ep *ep, struct ivf_peer *p, struct iovec *v, 
     return -1;
 }
 
+bool ivf_stream_ended(const struct ivf_peer *p)
+{
+    return p->failed || (p->rx.fd < 0 && p->rx.from != IVF_IVC);
+}
+
 static ssize_t rx_read(struct ivf_ep *ep, struct ivf_peer *p, void *buf, size_t len)
 {
     struct iovec v = {buf, len};
