@@ -201,6 +201,19 @@ static void test_tagged_and_msg(void)
     expect_empty(b.cq);
 }
 
+/* Peek at a's tagged messages with m (flags: FI_CLAIM, FI_DISCARD) until
+ * one is there: *e says which. */
+static void peek_found(struct fi_msg_tagged *m, uint64_t flags, struct fi_cq_tagged_entry *e)
+{
+    for (int i = 0; i < 2000; i++) {
+        FI_OK(fi_trecvmsg(a.ep, m, FI_PEEK | FI_COMPLETION | flags));
+        if (wait_cq(a.cq, e, NULL) == 0)
+            return;
+        T_ASSERT(read_err(a.cq).err == FI_ENOMSG, "peek error");
+    }
+    T_FAIL("no message for the peek");
+}
+
 static void test_truncate_peek_cancel(void)
 {
     struct fi_cq_tagged_entry e;
@@ -223,25 +236,10 @@ static void test_truncate_peek_cancel(void)
     /* Two messages with tag 3; peek+claim the first, discard the second by peek. */
     FI_OK(fi_tinject(b.ep, "first", 6, b.peer, 3));
     FI_OK(fi_tinject(b.ep, "second", 7, b.peer, 3));
-    int found = 0;
-    for (int i = 0; i < 2000 && !found; i++) {
-        FI_OK(fi_trecvmsg(a.ep, &pm, FI_PEEK | FI_CLAIM | FI_COMPLETION));
-        int r = wait_cq(a.cq, &e, NULL);
-        if (r == 0)
-            found = 1;
-        else
-            T_ASSERT(read_err(a.cq).err == FI_ENOMSG, "peek error");
-    }
-    T_ASSERT(found && e.len == 6 && e.tag == 3, "peek+claim sees 'first' (len %zu)", e.len);
+    peek_found(&pm, FI_CLAIM, &e);
+    T_ASSERT(e.len == 6 && e.tag == 3, "peek+claim sees 'first' (len %zu)", e.len);
     struct fi_msg_tagged dm = {.addr = FI_ADDR_UNSPEC, .tag = 3, .context = &c1};
-    for (found = 0; !found;) {
-        FI_OK(fi_trecvmsg(a.ep, &dm, FI_PEEK | FI_DISCARD | FI_COMPLETION));
-        int r = wait_cq(a.cq, &e, NULL);
-        if (r == 0)
-            found = 1;
-        else
-            T_ASSERT(read_err(a.cq).err == FI_ENOMSG, "peek error");
-    }
+    peek_found(&dm, FI_DISCARD, &e);
     T_ASSERT(e.len == 7, "peek+discard dropped 'second'");
     char got[16] = "";
     struct iovec gi = {got, sizeof(got)};
@@ -253,6 +251,18 @@ static void test_truncate_peek_cancel(void)
     FI_OK(fi_trecvmsg(a.ep, &pm, FI_PEEK | FI_COMPLETION));
     T_ASSERT(wait_cq(a.cq, &e, NULL) == -FI_EAVAIL && read_err(a.cq).err == FI_ENOMSG,
              "discarded message gone");
+
+    /* A message sent FI_DELIVERY_COMPLETE and discarded is delivered: the
+     * send completes (the receiver acknowledges it all the same). */
+    int cdc;
+    struct iovec dv = {big, 3};
+    struct fi_msg_tagged dcm = {
+        .msg_iov = &dv, .iov_count = 1, .addr = b.peer, .tag = 5, .context = &cdc};
+    FI_OK(fi_tsendmsg(b.ep, &dcm, FI_COMPLETION | FI_DELIVERY_COMPLETE));
+    dm.tag = 5;
+    peek_found(&dm, FI_DISCARD, &e);
+    T_OK(wait_cq(b.cq, &e, NULL));
+    T_ASSERT(e.op_context == &cdc, "a discarded FI_DELIVERY_COMPLETE send completes");
 
     /* Cancel a posted receive; an unknown context is ENOENT. */
     FI_OK(fi_trecv(a.ep, got, sizeof(got), NULL, FI_ADDR_UNSPEC, 4, 0, &c2));

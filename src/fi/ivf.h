@@ -541,7 +541,7 @@ struct ivf_seg *ivf_seg_for_flush(struct ivf_ep *ep, struct ivf_peer *p, uint64_
  * copied and done, a rendezvous one asks for its data. */
 void ivf_recv_take(struct ivf_ep *ep, struct ivf_op *op, struct ivf_unexp *u);
 /* Nobody will take unexpected message u: off its queue and freed, its
- * sender told (credit back, or a CTS for nothing). */
+ * sender told (credit back and the ACK it asked for, or a CTS for nothing). */
 void ivf_recv_discard(struct ivf_ep *ep, struct ivf_unexp *u);
 /* Move bytes: accept, connect, write queued frames, read and act on frames. */
 void ivf_progress(struct ivf_ep *ep);

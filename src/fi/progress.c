@@ -38,6 +38,13 @@ static int send_cts(struct ivf_ep *ep, struct ivf_peer *p, uint64_t remote_id, u
     return ivf_send_frame(ep, p, &h, NULL, 0, 0, true, NULL);
 }
 
+/* ACK: the sender's op remote_id is delivered (FI_DELIVERY_COMPLETE). */
+static void send_ack(struct ivf_ep *ep, struct ivf_peer *p, uint64_t remote_id)
+{
+    struct ivf_hdr h = {.type = IVF_ACK, .id = remote_id};
+    ivf_send_frame(ep, p, &h, NULL, 0, 0, true, NULL);
+}
+
 /* An unexpected message leaves for good: an eager one's bytes are taken
  * (delivered or discarded), so its sender gets the credit back. */
 static void unexp_consumed(struct ivf_ep *ep, struct ivf_unexp *u)
@@ -54,10 +61,8 @@ static void unexp_consumed(struct ivf_ep *ep, struct ivf_unexp *u)
 static void recv_done(struct ivf_ep *ep, struct ivf_op *op)
 {
     ivf_op_list_del(&ep->active, op);
-    if (op->wire_flags & IVF_F_ACK) {
-        struct ivf_hdr h = {.type = IVF_ACK, .id = op->remote_id};
-        ivf_send_frame(ep, op->peer, &h, NULL, 0, 0, true, NULL);
-    }
+    if (op->wire_flags & IVF_F_ACK)
+        send_ack(ep, op->peer, op->remote_id);
     ivf_op_complete(ep, op, op->msg_len > op->len ? FI_ETRUNC : 0);
 }
 
@@ -108,6 +113,8 @@ void ivf_recv_discard(struct ivf_ep *ep, struct ivf_unexp *u)
         u->peer->rx.dst_unexp = NULL; /* still arriving: the rest is read and dropped */
     if (u->type == IVF_RTS)
         send_cts(ep, u->peer, u->remote_id, 0, 0);
+    else if (u->flags & IVF_F_ACK)
+        send_ack(ep, u->peer, u->remote_id); /* delivered, to nobody */
     unexp_consumed(ep, u);
 }
 

@@ -408,6 +408,8 @@ def fi_ops():
         "peek_claim": w(0, h1 + feager(b"first", 3) + feager(b"second", 3)) +
         recv(1 | 2 << 4, 3, 1) + recv(tagged24 | 4 << 4, 3, 1) + recv(1 | 3 << 4, 3, 2) +
         recv(1 | 1 << 4, 3, 3),
+        "discard_ack": w(0, h1 + feager(b"ack?", 3, F_TAGGED | F_ACK, id=5)) +
+        recv(1 | 3 << 4, 3, 0),
         "eager_waiting": w(0, h1 + feager(b"y" * 100, 4)[:40 + 50]) + recv(tagged512, 4, 0) +
         w(0, b"y" * 50),
         "eager_waiting_cancel": w(0, h1 + feager(b"y" * 100, 4)[:40 + 50]) +
