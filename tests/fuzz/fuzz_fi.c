@@ -35,9 +35,11 @@
  *                  data, bit 7 by fi_inject / fi_injectdata (no completion)
  *   4 c            peer c closes its connection
  * After each, the endpoint progresses (fi_cq_read) until it has read all it
- * can and every completion is taken.  A completion for an operation not
- * pending, a receive longer than its buffer, progress that never ends and a
- * descriptor left open after fi_close abort.
+ * can and every completion is taken; at the end every peer closes its
+ * connection.  A completion for an operation not pending, a receive longer
+ * than its buffer, progress that never ends, a stream not read to its end
+ * once closed, a receive left waiting for a closed peer and a descriptor
+ * left open after fi_close abort.
  */
 #include "fuzz_util.h"
 #include "ivf.h"
@@ -451,16 +453,44 @@ static void open_endpoint(void)
     keep_ep_fd(h.iep->listen_fd);
 }
 
+static bool posted(struct ivf_op *head, const void *context)
+{
+    struct ivf_op *op = head;
+    if (op)
+        do {
+            if (op->context == context)
+                return true;
+            op = op->next;
+        } while (op != head);
+    return false;
+}
+
+/* Every peer closes its connection: the endpoint must read each stream to
+ * its end, and a receive still pending must be one still posted (not one
+ * waiting for the rest of a message that can no longer come). */
+static void peers_gone(void)
+{
+    for (int c = 0; c < NCONN; c++)
+        peer_close(&h.conn[c]);
+    if (unread()) {
+        fprintf(stderr, "fuzz_fi: the endpoint stopped reading a stream before its end\n");
+        abort();
+    }
+    for (int i = 0; i < NSLOT; i++)
+        if (h.rx[i].busy && !posted(h.iep->posted_tagged, &h.rx[i]) &&
+            !posted(h.iep->posted_msg, &h.rx[i])) {
+            fprintf(stderr, "fuzz_fi: receive %d waits for what a closed peer cannot send\n", i);
+            abort();
+        }
+}
+
 /* Everything closed through the provider's calls; not a descriptor left. */
 static void close_endpoint(void)
 {
-    pump();
+    peers_gone();
     for (int i = 0; i < h.nout; i++)
         if (h.out[i].fd >= 0)
             close(h.out[i].fd); /* what is still queued for a peer fails at once */
-    for (int c = 0; c < NCONN; c++)
-        if (h.conn[c].fd >= 0)
-            close(h.conn[c].fd);
     CHECK(fi_close(&h.ep->fid));
     CHECK(fi_close(&h.cq->fid));
     CHECK(fi_close(&h.av->fid));
