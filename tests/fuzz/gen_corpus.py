@@ -441,6 +441,28 @@ def fi_ops():
     for name, data in seeds.items():
         write("fi", name, data)
 
+    # The dictionary (run.sh passes it to libFuzzer): whole frames, alone and
+    # as a write operation of one frame, for the mutations to splice in.
+    frames = {"cts%d" % i: fhdr("CTS", id=i, data=i, size=3000) for i in (1, 2, 3)}
+    frames.update({"ack%d" % i: fhdr("ACK", id=i) for i in (1, 2, 3)})
+    frames.update({"data%d" % i: fhdr("DATA", length=8, id=i, size=0) + b"d" * 8 for i in (1, 2)})
+    frames.update({
+        "credit": fhdr("CREDIT", data=24), "cts_none": fhdr("CTS", id=1, size=0),
+        "rts": fhdr("RTS", F_TAGGED, tag=7, id=9, size=3000),
+        "rts_ack": fhdr("RTS", F_TAGGED | F_ACK, tag=1, id=9, size=600),
+        "eager": feager(b"12345678", 1), "eager_msg": feager(b"", 0, F_CQDATA, data=1),
+        "eager_ack": feager(b"ack", 1, F_TAGGED | F_ACK, id=4), "flush": fhdr("FLUSH", id=1),
+        "eager_head": fhdr("EAGER", F_TAGGED, length=100, tag=1)})
+    lines = []
+    for name, f in sorted(frames.items()):
+        for c in (0, 1):
+            lines.append((name + "_w%d" % c, bytes([0, c]) + struct.pack("<H", len(f)) + f))
+        lines.append((name, f))
+    with open(os.path.join(HERE, "fi.dict"), "w") as out:
+        out.write("# fuzz_fi's dictionary, written by gen_corpus.py: frames of ivf_proto.h\n")
+        for name, d in lines:
+            out.write('%s="%s"\n' % (name, "".join("\\x%02x" % b for b in d)))
+
 
 def main():
     args = sys.argv[1:]
