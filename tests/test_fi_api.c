@@ -5,8 +5,9 @@
  * messages with CQ data and source addresses, inject without completion,
  * selective completion, truncation as an error entry, FI_PEEK / FI_CLAIM /
  * FI_DISCARD, fi_cancel, an 8 MiB rendezvous message, bad calls, and bad
- * peers (a raw TCP connection speaking another protocol version or
- * announcing an oversized frame is dropped, the endpoint goes on).
+ * peers (a raw TCP connection speaking another protocol version,
+ * announcing an oversized frame or sending eager messages beyond its
+ * credit is dropped, the endpoint goes on).
  * Needs FI_PROVIDER_PATH (set by ctest); no IVC job, so everything is TCP.
  */
 #include "testutil.h"
@@ -337,6 +338,24 @@ static bool closed_by_ep(int fd)
     return false;
 }
 
+/* Write len bytes to fd as a peer would, without blocking: a's endpoint
+ * reads them meanwhile (its CQ must stay empty).  Stops early when the
+ * endpoint closes the connection. */
+static void feed(int fd, const void *buf, size_t len)
+{
+    uint64_t t0 = t_now_ms();
+    for (size_t off = 0; off < len;) {
+        ssize_t n = send(fd, (const char *)buf + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return;
+        if (n > 0)
+            off += (size_t)n;
+        struct fi_cq_tagged_entry e;
+        T_ASSERT(fi_cq_read(a.cq, &e, 1) == -FI_EAGAIN, "a completion from a bad peer");
+        T_ASSERT(t_now_ms() - t0 < 10000, "the endpoint stopped reading");
+    }
+}
+
 /* Peers that break the protocol are dropped; the endpoint goes on. */
 static void test_bad_peers(void)
 {
@@ -356,6 +375,20 @@ static void test_bad_peers(void)
     h = (struct ivf_hdr){.version = IVF_PROTO_VERSION, .type = IVF_EAGER, .len = UINT32_MAX};
     T_ASSERT(write(fd, &h, sizeof(h)) == (ssize_t)sizeof(h), "frame");
     T_ASSERT(closed_by_ep(fd), "an EAGER of 4 GiB fails the peer");
+    close(fd);
+    /* A peer that ignores its credit (4 MiB of eager messages not taken by
+     * receives): its fifth unexpected 1 MiB message fails it, before the
+     * endpoint buffers more than that. */
+    fd = fake_peer(0xbad4, IVF_PROTO_VERSION);
+    size_t mib = 1u << 20;
+    uint8_t *m = calloc(1, sizeof(h) + mib);
+    h = (struct ivf_hdr){
+        .version = IVF_PROTO_VERSION, .type = IVF_EAGER, .flags = IVF_F_TAGGED, .len = mib};
+    memcpy(m, &h, sizeof(h));
+    for (int i = 0; i < 5; i++)
+        feed(fd, m, sizeof(h) + mib);
+    free(m);
+    T_ASSERT(closed_by_ep(fd), "eager messages beyond the credit fail the peer");
     close(fd);
     /* The endpoint still works. */
     struct fi_cq_tagged_entry e;

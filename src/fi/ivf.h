@@ -26,9 +26,11 @@
  * a pair match in send order.  Eager data is flow-controlled by credit: a
  * sender may have at most `credit` bytes of eager messages not yet taken
  * by receives at a receiver (CREDIT frames give them back); beyond that it
- * announces even small messages (RTS).  So the unexpected messages a
- * receiver buffers are bounded per peer, and it never has to stop reading
- * a stream (which could block data that a posted receive waits for).
+ * announces even small messages (RTS).  The receiver counts them too and
+ * fails a peer that sends more (every endpoint of a job must run with the
+ * same FI_IVC_CREDIT).  So the unexpected messages a receiver buffers are
+ * bounded per peer, and it never has to stop reading a stream (which could
+ * block data that a posted receive waits for).
  *
  * Threading: every call takes the domain's lock (FI_THREAD_SAFE), except in
  * a domain opened FI_THREAD_DOMAIN without a progress thread (the caller
@@ -228,6 +230,8 @@ struct ivf_peer {
     int failed;           /* a fatal error (-FI_E*): operations to it fail */
     size_t credit;        /* sender: eager bytes we may still send it */
     size_t credit_owed;   /* receiver: eager bytes taken and not yet given back */
+    size_t eager_in;      /* receiver: eager bytes it sent not yet given back (CREDIT
+                           * queued): waiting, being taken, or owed; at most credit */
     uint64_t bytes[2][2]; /* [tx, rx][IVF_TCP, IVF_IVC]: logged at close (FI_LOG_LEVEL=info) */
 };
 

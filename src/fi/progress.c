@@ -18,15 +18,38 @@
 /* ---- telling the sender ------------------------------------------------------------- */
 
 /* A receive took an eager message of len bytes from p: give the credit
- * back (in batches). */
+ * back (in batches).  What is given back the peer may send again. */
 static void credit_return(struct ivf_ep *ep, struct ivf_peer *p, size_t len)
 {
     p->credit_owed += len;
     if (p->credit_owed < ivf_params.credit / 4 || p->failed)
         return;
     struct ivf_hdr h = {.type = IVF_CREDIT, .data = p->credit_owed};
-    if (ivf_send_frame(ep, p, &h, NULL, 0, 0, true, NULL) == 0)
+    if (ivf_send_frame(ep, p, &h, NULL, 0, 0, true, NULL) == 0) {
+        p->eager_in -= p->credit_owed;
         p->credit_owed = 0;
+    }
+}
+
+/* An EAGER of len bytes arrives from p: within the credit it was given?
+ * The sender counts what it sent less the CREDIT it has read; we count
+ * what arrived less the CREDIT we queued, never more than the sender's
+ * count, so a peer that keeps to its credit is never failed here.  One
+ * that does not (or runs with a larger FI_IVC_CREDIT) would make us
+ * buffer without bound: it fails. */
+static int credit_take(struct ivf_ep *ep, struct ivf_peer *p, uint32_t len)
+{
+    if (len > ivf_params.credit - p->eager_in) {
+        char why[200];
+        snprintf(why, sizeof(why),
+                 "an EAGER of %u bytes beyond its credit: %zu of %zu bytes (FI_IVC_CREDIT) "
+                 "not given back yet (the same FI_IVC_CREDIT everywhere?)",
+                 len, p->eager_in, ivf_params.credit);
+        ivf_peer_fail(ep, p, -FI_EIO, why);
+        return -1;
+    }
+    p->eager_in += len;
+    return 0;
 }
 
 /* CTS: the sender's op remote_id may send `want` bytes to our op `id`
@@ -122,22 +145,28 @@ void ivf_recv_discard(struct ivf_ep *ep, struct ivf_unexp *u)
 
 /* EAGER or RTS: a posted receive takes it (an eager payload goes straight
  * into its buffer), or it waits as unexpected (the sender's credit bounds
- * the eager bytes that can wait).  -FI_EAGAIN without memory: the stream
- * stalls. */
+ * the eager bytes that can wait: an EAGER beyond it fails the peer).
+ * -FI_EAGAIN without memory: the stream stalls. */
 static int on_message(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
 {
-    size_t msg_len = h->type == IVF_EAGER ? h->len : (size_t)h->size;
+    bool eager = h->type == IVF_EAGER;
+    if (eager && credit_take(ep, p, h->len) < 0)
+        return -1;
+    size_t msg_len = eager ? h->len : (size_t)h->size;
     struct ivf_op *op = ivf_match_posted(ep, h->flags & IVF_F_TAGGED, h->tag, p);
     if (!op) {
         struct ivf_unexp *u = ivf_unexp_add(ep, p, h, msg_len);
-        if (!u)
+        if (!u) {
+            if (eager)
+                p->eager_in -= h->len; /* taken again when the stream goes on */
             return -FI_EAGAIN;
-        if (h->type == IVF_EAGER)
+        }
+        if (eager)
             p->rx.dst_unexp = u;
         return 0;
     }
     ivf_op_matched(op, p, h->flags, h->tag, h->data, msg_len, h->id);
-    if (h->type == IVF_RTS) {
+    if (!eager) {
         rndv_accept(ep, op);
         return 0;
     }
