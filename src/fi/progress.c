@@ -267,11 +267,17 @@ static int on_credit(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr
     return 0;
 }
 
+/* ACK: a send that asked for it (FI_DELIVERY_COMPLETE) is delivered; the
+ * receiver sends one per such message, never for another send. */
 static int on_ack(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
 {
     struct ivf_op *op = named_send(ep, p, h);
     if (!op)
         return -1;
+    if (!op->wait_ack || op->acked) {
+        ivf_peer_fail(ep, p, -FI_EIO, "ACK for a send that waits for none");
+        return -1;
+    }
     op->acked = true;
     ivf_send_done(ep, op);
     return 0;

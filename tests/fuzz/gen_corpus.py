@@ -436,6 +436,8 @@ def fi_ops():
         w(1, h2 + fhdr("RTS", size=1 << 41)),
         "bad_names": w(0, h1 + fhdr("DATA", length=8, id=3) + b"d" * 8) +
         w(1, h2 + fhdr("CTS", id=42, size=10)),
+        "bad_ack": w(0, h1) + send(2 | 3 << 2, 0) + w(0, fhdr("ACK", id=1) +
+                                                       fhdr("CTS", id=1, size=3000)),
         "bad_credit": w(0, h1 + fhdr("CREDIT", data=1)) + w(1, h2 + fhdr("ACK", id=1)),
     }
     for name, data in seeds.items():
