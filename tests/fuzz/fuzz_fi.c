@@ -12,10 +12,11 @@
  * a peer (CTS, DATA, ACK, CREDIT) goes into another socketpair the harness
  * empties, never to the address a hello names: the provider's connect()
  * always fails (the fuzzer is linked with --wrap=connect), which is what a
- * peer without such a socketpair meets, as if its address were unreachable.  Small tunables
- * (eager_max 512, chunk 256, credit 2048) bring rendezvous, several DATA frames and the credit
- * within reach of small inputs.  Receive and send buffers are allocated to their exact size, so
- * ASan sees a byte written past one.
+ * peer without such a socketpair meets, as if its address were
+ * unreachable.  Small tunables (eager_max 512, chunk 256, credit 2048)
+ * bring rendezvous, several DATA frames and the credit within reach of
+ * small inputs.  Receive and send buffers are allocated to their exact
+ * size, so ASan sees a byte written past one.  Nothing is written to disk.
  *
  * The input is a list of operations, one byte each plus arguments:
  *   0 c n16 bytes  peer c (c & 1) writes n bytes (little-endian n, cut to
@@ -41,7 +42,6 @@
  * once closed, a receive left waiting for a closed peer and a descriptor
  * left open after fi_close abort.
  */
-#include "fuzz_util.h"
 #include "ivf.h"
 
 #include <errno.h>
