@@ -7,8 +7,9 @@
  * source addresses from fi_getinfo (FI_SOURCE, hints) that endpoints bind,
  * selective completion, truncation as an error entry, FI_PEEK / FI_CLAIM /
  * FI_DISCARD, fi_cancel, an 8 MiB rendezvous message, bad calls, and bad
- * peers (a raw TCP connection speaking another protocol version or
- * announcing an oversized frame is dropped, the endpoint goes on).
+ * peers (a raw TCP connection speaking another protocol version,
+ * announcing an oversized frame or sending eager messages beyond its
+ * credit is dropped, the endpoint goes on).
  * Needs FI_PROVIDER_PATH (set by ctest); no IVC job, so everything is TCP.
  */
 #include "testutil.h"
@@ -178,6 +179,22 @@ static void test_tagged_and_msg(void)
     T_ASSERT(e.len == 9 && (e.flags & FI_MSG) && strcmp(in, "injected") == 0, "inject: '%s'", in);
     expect_empty(a.cq);
 
+    /* FI_INJECT as a flag of fi_tsendmsg: the buffer is free on return,
+     * and the send completes all the same (only fi_inject is quiet). */
+    char flagged[8] = "flagged";
+    struct iovec fi = {flagged, sizeof(flagged)};
+    struct fi_msg_tagged fm = {
+        .msg_iov = &fi, .iov_count = 1, .addr = a.peer, .tag = 8, .context = &ctx_s};
+    struct fi_msg_tagged rm = {
+        .msg_iov = &iov, .iov_count = 1, .addr = b.peer, .tag = 8, .context = &ctx_r};
+    FI_OK(fi_trecvmsg(b.ep, &rm, FI_COMPLETION));
+    FI_OK(fi_tsendmsg(a.ep, &fm, FI_INJECT));
+    memset(flagged, 0, sizeof(flagged));
+    T_OK(wait_cq(a.cq, &e, NULL));
+    T_ASSERT(e.op_context == &ctx_s && (e.flags & FI_SEND), "a send with FI_INJECT completes");
+    T_OK(wait_cq(b.cq, &e, NULL));
+    T_ASSERT(e.op_context == &ctx_r && strcmp(in, "flagged") == 0, "FI_INJECT: '%s'", in);
+
     /* Selective: b sends without FI_COMPLETION: no entry; with it: one. */
     struct iovec so = {out, 4};
     struct fi_msg_tagged st = {.msg_iov = &so, .iov_count = 1, .addr = b.peer, .tag = 1};
@@ -186,6 +203,19 @@ static void test_tagged_and_msg(void)
     T_OK(wait_cq(a.cq, &e, NULL));
     T_ASSERT(e.op_context == &ctx_r && e.len == 4, "a got it");
     expect_empty(b.cq);
+}
+
+/* Peek at a's tagged messages with m (flags: FI_CLAIM, FI_DISCARD) until
+ * one is there: *e says which. */
+static void peek_found(struct fi_msg_tagged *m, uint64_t flags, struct fi_cq_tagged_entry *e)
+{
+    for (int i = 0; i < 2000; i++) {
+        FI_OK(fi_trecvmsg(a.ep, m, FI_PEEK | FI_COMPLETION | flags));
+        if (wait_cq(a.cq, e, NULL) == 0)
+            return;
+        T_ASSERT(read_err(a.cq).err == FI_ENOMSG, "peek error");
+    }
+    T_FAIL("no message for the peek");
 }
 
 static void test_truncate_peek_cancel(void)
@@ -210,25 +240,10 @@ static void test_truncate_peek_cancel(void)
     /* Two messages with tag 3; peek+claim the first, discard the second by peek. */
     FI_OK(fi_tinject(b.ep, "first", 6, b.peer, 3));
     FI_OK(fi_tinject(b.ep, "second", 7, b.peer, 3));
-    int found = 0;
-    for (int i = 0; i < 2000 && !found; i++) {
-        FI_OK(fi_trecvmsg(a.ep, &pm, FI_PEEK | FI_CLAIM | FI_COMPLETION));
-        int r = wait_cq(a.cq, &e, NULL);
-        if (r == 0)
-            found = 1;
-        else
-            T_ASSERT(read_err(a.cq).err == FI_ENOMSG, "peek error");
-    }
-    T_ASSERT(found && e.len == 6 && e.tag == 3, "peek+claim sees 'first' (len %zu)", e.len);
+    peek_found(&pm, FI_CLAIM, &e);
+    T_ASSERT(e.len == 6 && e.tag == 3, "peek+claim sees 'first' (len %zu)", e.len);
     struct fi_msg_tagged dm = {.addr = FI_ADDR_UNSPEC, .tag = 3, .context = &c1};
-    for (found = 0; !found;) {
-        FI_OK(fi_trecvmsg(a.ep, &dm, FI_PEEK | FI_DISCARD | FI_COMPLETION));
-        int r = wait_cq(a.cq, &e, NULL);
-        if (r == 0)
-            found = 1;
-        else
-            T_ASSERT(read_err(a.cq).err == FI_ENOMSG, "peek error");
-    }
+    peek_found(&dm, FI_DISCARD, &e);
     T_ASSERT(e.len == 7, "peek+discard dropped 'second'");
     char got[16] = "";
     struct iovec gi = {got, sizeof(got)};
@@ -240,6 +255,18 @@ static void test_truncate_peek_cancel(void)
     FI_OK(fi_trecvmsg(a.ep, &pm, FI_PEEK | FI_COMPLETION));
     T_ASSERT(wait_cq(a.cq, &e, NULL) == -FI_EAVAIL && read_err(a.cq).err == FI_ENOMSG,
              "discarded message gone");
+
+    /* A message sent FI_DELIVERY_COMPLETE and discarded is delivered: the
+     * send completes (the receiver acknowledges it all the same). */
+    int cdc;
+    struct iovec dv = {big, 3};
+    struct fi_msg_tagged dcm = {
+        .msg_iov = &dv, .iov_count = 1, .addr = b.peer, .tag = 5, .context = &cdc};
+    FI_OK(fi_tsendmsg(b.ep, &dcm, FI_COMPLETION | FI_DELIVERY_COMPLETE));
+    dm.tag = 5;
+    peek_found(&dm, FI_DISCARD, &e);
+    T_OK(wait_cq(b.cq, &e, NULL));
+    T_ASSERT(e.op_context == &cdc, "a discarded FI_DELIVERY_COMPLETE send completes");
 
     /* Cancel a posted receive; an unknown context is ENOENT. */
     FI_OK(fi_trecv(a.ep, got, sizeof(got), NULL, FI_ADDR_UNSPEC, 4, 0, &c2));
@@ -314,6 +341,24 @@ static bool closed_by_ep(int fd)
     return false;
 }
 
+/* Write len bytes to fd as a peer would, without blocking: a's endpoint
+ * reads them meanwhile (its CQ must stay empty).  Stops early when the
+ * endpoint closes the connection. */
+static void feed(int fd, const void *buf, size_t len)
+{
+    uint64_t t0 = t_now_ms();
+    for (size_t off = 0; off < len;) {
+        ssize_t n = send(fd, (const char *)buf + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return;
+        if (n > 0)
+            off += (size_t)n;
+        struct fi_cq_tagged_entry e;
+        T_ASSERT(fi_cq_read(a.cq, &e, 1) == -FI_EAGAIN, "a completion from a bad peer");
+        T_ASSERT(t_now_ms() - t0 < 10000, "the endpoint stopped reading");
+    }
+}
+
 /* Peers that break the protocol are dropped; the endpoint goes on. */
 static void test_bad_peers(void)
 {
@@ -333,6 +378,20 @@ static void test_bad_peers(void)
     h = (struct ivf_hdr){.version = IVF_PROTO_VERSION, .type = IVF_EAGER, .len = UINT32_MAX};
     T_ASSERT(write(fd, &h, sizeof(h)) == (ssize_t)sizeof(h), "frame");
     T_ASSERT(closed_by_ep(fd), "an EAGER of 4 GiB fails the peer");
+    close(fd);
+    /* A peer that ignores its credit (4 MiB of eager messages not taken by
+     * receives): its fifth unexpected 1 MiB message fails it, before the
+     * endpoint buffers more than that. */
+    fd = fake_peer(0xbad4, IVF_PROTO_VERSION);
+    size_t mib = 1u << 20;
+    uint8_t *m = calloc(1, sizeof(h) + mib);
+    h = (struct ivf_hdr){
+        .version = IVF_PROTO_VERSION, .type = IVF_EAGER, .flags = IVF_F_TAGGED, .len = mib};
+    memcpy(m, &h, sizeof(h));
+    for (int i = 0; i < 5; i++)
+        feed(fd, m, sizeof(h) + mib);
+    free(m);
+    T_ASSERT(closed_by_ep(fd), "eager messages beyond the credit fail the peer");
     close(fd);
     /* The endpoint still works. */
     struct fi_cq_tagged_entry e;

@@ -13,6 +13,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -190,6 +191,20 @@ struct ivf_peer *ivf_peer_get(struct ivf_ep *ep, const struct ivf_addr *a)
     return p;
 }
 
+int ivf_conn_pending_add(struct ivf_ep *ep, int fd)
+{
+    if (ep->n_pending == ep->cap_pending) {
+        size_t cap = ep->cap_pending ? ep->cap_pending * 2 : 16;
+        int *n = realloc(ep->pending_fds, cap * sizeof(*n));
+        if (!n)
+            return -FI_ENOMEM;
+        ep->pending_fds = n;
+        ep->cap_pending = cap;
+    }
+    ep->pending_fds[ep->n_pending++] = fd;
+    return 0;
+}
+
 static void accept_new(struct ivf_ep *ep)
 {
     for (;;) {
@@ -197,21 +212,22 @@ static void accept_new(struct ivf_ep *ep)
         if (fd < 0)
             return;
         set_nodelay(fd);
-        if (ep->n_pending == ep->cap_pending) {
-            size_t cap = ep->cap_pending ? ep->cap_pending * 2 : 16;
-            int *n = realloc(ep->pending_fds, cap * sizeof(*n));
-            if (!n) {
-                close(fd);
-                return;
-            }
-            ep->pending_fds = n;
-            ep->cap_pending = cap;
+        if (ivf_conn_pending_add(ep, fd) < 0) {
+            close(fd);
+            return;
         }
-        ep->pending_fds[ep->n_pending++] = fd;
     }
 }
 
-/* A new connection's first frame says who is talking. */
+/* Has the other end of fd closed (shut down its writing)? */
+static bool closed_by_peer(int fd)
+{
+    struct pollfd pf = {.fd = fd, .events = POLLRDHUP};
+    return poll(&pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+/* A new connection's first frame says who is talking.  Part of one waits
+ * for the rest, unless the peer has closed (peeking never sees that end). */
 static void read_hellos(struct ivf_ep *ep)
 {
     for (size_t i = 0; i < ep->n_pending;) {
@@ -222,14 +238,17 @@ static void read_hellos(struct ivf_ep *ep)
             i++;
             continue;
         }
-        if (n > 0 && (size_t)n < sizeof(buf)) {
+        bool whole = n == (ssize_t)sizeof(buf);
+        if (n > 0 && !whole && !closed_by_peer(fd)) {
             i++;
             continue;
         }
         ep->pending_fds[i] = ep->pending_fds[--ep->n_pending];
         struct ivf_hdr h;
         struct ivf_addr a;
-        const char *bad = n > 0 ? ivf_hello_check(buf, IVF_HELLO, &h, &a) : "closed";
+        const char *bad = n <= 0   ? "closed"
+                          : !whole ? "a short hello"
+                                   : ivf_hello_check(buf, IVF_HELLO, &h, &a);
         if (bad || recv(fd, buf, sizeof(buf), MSG_DONTWAIT) != (ssize_t)sizeof(buf)) {
             if (n > 0)
                 IVF_WARN(FI_LOG_EP_CTRL, "a connection with %s: closed\n",
@@ -237,9 +256,13 @@ static void read_hellos(struct ivf_ep *ep)
             close(fd);
             continue;
         }
+        /* A failed peer's stream is never read again: it gets no new one. */
         struct ivf_peer *p = ivf_peer_get(ep, &a);
-        if (!p || p->rx.fd >= 0) {
-            IVF_WARN(FI_LOG_EP_CTRL, "a second connection from one peer: closed\n");
+        if (!p || p->rx.fd >= 0 || p->failed) {
+            IVF_WARN(FI_LOG_EP_CTRL, "a connection from %s: closed\n",
+                     !p          ? "a peer we have no memory for"
+                     : p->failed ? "a failed peer"
+                                 : "a peer connected already");
             close(fd);
             continue;
         }

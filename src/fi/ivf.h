@@ -26,9 +26,11 @@
  * a pair match in send order.  Eager data is flow-controlled by credit: a
  * sender may have at most `credit` bytes of eager messages not yet taken
  * by receives at a receiver (CREDIT frames give them back); beyond that it
- * announces even small messages (RTS).  So the unexpected messages a
- * receiver buffers are bounded per peer, and it never has to stop reading
- * a stream (which could block data that a posted receive waits for).
+ * announces even small messages (RTS).  The receiver counts them too and
+ * fails a peer that sends more (every endpoint of a job must run with the
+ * same FI_IVC_CREDIT).  So the unexpected messages a receiver buffers are
+ * bounded per peer, and it never has to stop reading a stream (which could
+ * block data that a posted receive waits for).
  *
  * Threading: every call takes the domain's lock (FI_THREAD_SAFE), except in
  * a domain opened FI_THREAD_DOMAIN without a progress thread (the caller
@@ -83,10 +85,6 @@
 #define IVF_FI_VERSION   FI_VERSION(1, 17)
 #define IVF_IOV_LIMIT    8
 #define IVF_INJECT_SIZE  4096
-/* Op flag of the fi_inject*() calls, the only sends that write no
- * completion (the FI_INJECT flag itself only says the buffer may be reused
- * at once): a bit of the range libfabric leaves to providers. */
-#define IVF_INJECT_CALL (1ULL << 62)
 #define IVF_TAG_BITS    64
 
 extern struct fi_provider ivf_prov;
@@ -133,6 +131,7 @@ struct ivf_op {
     uint8_t wire_flags;    /* receive: IVF_F_* of the matched message */
     bool want_completion;  /* a CQ entry when done */
     bool wait_ack;         /* send: completes on IVF_ACK */
+    bool wait_cts;         /* send: announced by RTS, its one CTS not in yet */
     bool data_sent;        /* send: every byte is on the stream */
     bool acked;
     bool claimed; /* receive by FI_CLAIM */
@@ -232,6 +231,8 @@ struct ivf_peer {
     int failed;           /* a fatal error (-FI_E*): operations to it fail */
     size_t credit;        /* sender: eager bytes we may still send it */
     size_t credit_owed;   /* receiver: eager bytes taken and not yet given back */
+    size_t eager_in;      /* receiver: eager bytes it sent not yet given back (CREDIT
+                           * queued): waiting, being taken, or owed; at most credit */
     uint64_t bytes[2][2]; /* [tx, rx][IVF_TCP, IVF_IVC]: logged at close (FI_LOG_LEVEL=info) */
 };
 
@@ -488,11 +489,19 @@ void ivf_conn_fini(struct ivf_ep *ep);
 int ivf_tcp_connect(struct ivf_peer *p);
 /* Accept new connections and read their HELLOs (which name the peer). */
 void ivf_conn_accept(struct ivf_ep *ep);
+/* Keep fd, a connection just accepted, until its HELLO is read (the
+ * fuzzer hands the endpoint its connections here too). */
+int ivf_conn_pending_add(struct ivf_ep *ep, int fd);
 /* The peer with this address, created if new; NULL without memory. */
 struct ivf_peer *ivf_peer_get(struct ivf_ep *ep, const struct ivf_addr *a);
 
 /* stream.c */
-/* Queue a frame; payload from iov (skip bytes in) or copied when copy. */
+/* The stream to p starts on a TCP connection whose first frame says who we
+ * are: connect (once), HELLO queued.  <0: the peer failed (when the
+ * connection cannot be opened, here: whatever waits on the peer fails). */
+int ivf_stream_start(struct ivf_ep *ep, struct ivf_peer *p);
+/* Queue a frame; payload from iov (skip bytes in) or copied when copy.
+ * The stream starts if it has not yet, which can fail the peer. */
 int ivf_send_frame(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hdr *h,
                    const struct iovec *iov, size_t iov_count, size_t skip, bool copy,
                    struct ivf_op *op);
@@ -505,6 +514,10 @@ int ivf_send_now(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hdr 
 int ivf_send_flush(struct ivf_ep *ep, struct ivf_peer *peer, struct ivf_seg *seg);
 /* Write queued frames until the carrier would take no more. */
 void ivf_stream_write(struct ivf_ep *ep, struct ivf_peer *p);
+/* Has the stream from p (one that began) ended: the peer failed, or closed
+ * its connection between frames (its endpoint closed)?  Nothing more of it
+ * will come. */
+bool ivf_stream_ended(const struct ivf_peer *p);
 /* Read the next frame header into p->rx.hdr: 1 once it is all in. */
 int ivf_stream_read_header(struct ivf_ep *ep, struct ivf_peer *p);
 /* Read the current frame's payload to p->rx.dst_*: 1 once it is all in. */
@@ -538,7 +551,7 @@ struct ivf_seg *ivf_seg_for_flush(struct ivf_ep *ep, struct ivf_peer *p, uint64_
  * copied and done, a rendezvous one asks for its data. */
 void ivf_recv_take(struct ivf_ep *ep, struct ivf_op *op, struct ivf_unexp *u);
 /* Nobody will take unexpected message u: off its queue and freed, its
- * sender told (credit back, or a CTS for nothing). */
+ * sender told (credit back and the ACK it asked for, or a CTS for nothing). */
 void ivf_recv_discard(struct ivf_ep *ep, struct ivf_unexp *u);
 /* Move bytes: accept, connect, write queued frames, read and act on frames. */
 void ivf_progress(struct ivf_ep *ep);

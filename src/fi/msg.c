@@ -97,6 +97,7 @@ static ssize_t send_queued(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_op 
         h.type = IVF_RTS;
         h.size = len;
         op->id = ++ep->next_id;
+        op->wait_cts = true;
         h.id = op->id;
         ivf_op_list_add(&ep->active, op);
         r = ivf_send_frame(ep, p, &h, NULL, 0, 0, true, op);
@@ -109,8 +110,9 @@ static ssize_t send_queued(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_op 
     return r;
 }
 
-/* The destination's peer, ready to take a send: its stream not failed nor
- * too full.  *r says why not. */
+/* The destination's peer, ready to take a send: its stream started (before
+ * any operation of the send exists: starting can fail the peer and what
+ * waits on it), not failed nor too full.  *r says why not. */
 static struct ivf_peer *send_peer(struct ivf_ep *ep, fi_addr_t dest, ssize_t *r)
 {
     const struct ivf_addr *a = ep->enabled ? ivf_av_get(ep->av, dest) : NULL;
@@ -118,8 +120,9 @@ static struct ivf_peer *send_peer(struct ivf_ep *ep, fi_addr_t dest, ssize_t *r)
     *r = !ep->enabled ? -FI_EOPBADSTATE : !a ? -FI_EINVAL : !p ? -FI_ENOMEM : 0;
     if (!p)
         return NULL;
-    if (p->failed) {
-        *r = p->failed;
+    int started = ivf_stream_start(ep, p);
+    if (started < 0) {
+        *r = started;
         return NULL;
     }
     if (p->tx.queued > ivf_params.tx_max) {
@@ -134,14 +137,13 @@ static struct ivf_peer *send_peer(struct ivf_ep *ep, fi_addr_t dest, ssize_t *r)
 
 static ssize_t send_locked(struct ivf_ep *ep, const struct iovec *iov, size_t count, size_t len,
                            fi_addr_t dest, uint64_t tag, uint64_t data, void *context,
-                           uint64_t flags)
+                           uint64_t flags, bool quiet)
 {
     ssize_t r;
     struct ivf_peer *p = send_peer(ep, dest, &r);
     if (!p)
         return r;
-    bool want = !(flags & IVF_INJECT_CALL) &&
-                (!(ep->tx_flags & FI_SELECTIVE_COMPLETION) || (flags & FI_COMPLETION));
+    bool want = !quiet && (!(ep->tx_flags & FI_SELECTIVE_COMPLETION) || (flags & FI_COMPLETION));
     bool ack = want && (flags & FI_DELIVERY_COMPLETE);
     if (len <= ivf_params.eager_max && len <= p->credit && !ack) {
         r = send_direct(ep, p, iov, count, len, tag, data, context, flags, want);
@@ -166,8 +168,12 @@ static ssize_t send_locked(struct ivf_ep *ep, const struct iovec *iov, size_t co
     return 0;
 }
 
+/* quiet: fi_inject and fi_injectdata, whose success writes no completion
+ * (as if selective without FI_COMPLETION).  FI_INJECT as a flag (of
+ * fi_sendmsg, or the endpoint's) only frees the buffer at once: such a
+ * send completes like any other. */
 static ssize_t do_send(struct ivf_ep *ep, const struct iovec *iov, size_t count, fi_addr_t dest,
-                       uint64_t tag, uint64_t data, void *context, uint64_t flags)
+                       uint64_t tag, uint64_t data, void *context, uint64_t flags, bool quiet)
 {
     if (count > IVF_IOV_LIMIT)
         return -FI_EINVAL;
@@ -177,7 +183,7 @@ static ssize_t do_send(struct ivf_ep *ep, const struct iovec *iov, size_t count,
     if ((flags & FI_INJECT) && len > IVF_INJECT_SIZE)
         return -FI_EINVAL;
     ivf_lock(ep->dom);
-    ssize_t r = send_locked(ep, iov, count, len, dest, tag, data, context, flags);
+    ssize_t r = send_locked(ep, iov, count, len, dest, tag, data, context, flags, quiet);
     ivf_unlock(ep->dom);
     return r;
 }
@@ -277,16 +283,17 @@ static struct ivf_ep *ep_of(struct fid_ep *fid)
 }
 
 /* One buffer (every call but the v and msg ones); `flags` say what kind
- * (FI_MSG/FI_TAGGED, FI_REMOTE_CQ_DATA); but for the inject calls the
- * endpoint's default op flags are added. */
+ * (FI_MSG/FI_TAGGED, FI_REMOTE_CQ_DATA); FI_INJECT: an inject call, quiet;
+ * else the endpoint's default op flags are added. */
 static ssize_t send_buf(struct fid_ep *fid, const void *buf, size_t len, fi_addr_t dest,
                         uint64_t tag, uint64_t data, void *context, uint64_t flags)
 {
     struct ivf_ep *ep = ep_of(fid);
     struct iovec v = {(void *)buf, len};
-    if (!(flags & IVF_INJECT_CALL))
+    bool inject = flags & FI_INJECT;
+    if (!inject)
         flags |= ep->tx_op_flags;
-    return do_send(ep, &v, 1, dest, tag, data, context, flags);
+    return do_send(ep, &v, 1, dest, tag, data, context, flags, inject);
 }
 
 static ssize_t recv_iov(struct fid_ep *fid, const struct iovec *iov, size_t count, fi_addr_t src,
@@ -325,18 +332,18 @@ static ssize_t msg_sendv(struct fid_ep *fid, const struct iovec *iov, void **des
                          fi_addr_t dest, void *context)
 {
     struct ivf_ep *ep = ep_of(fid);
-    return do_send(ep, iov, count, dest, 0, 0, context, ep->tx_op_flags | FI_MSG);
+    return do_send(ep, iov, count, dest, 0, 0, context, ep->tx_op_flags | FI_MSG, false);
 }
 
 static ssize_t msg_sendmsg(struct fid_ep *fid, const struct fi_msg *m, uint64_t flags)
 {
     return do_send(ep_of(fid), m->msg_iov, m->iov_count, m->addr, 0, m->data, m->context,
-                   (flags & ~IVF_INJECT_CALL) | FI_MSG);
+                   flags | FI_MSG, false);
 }
 
 static ssize_t msg_inject(struct fid_ep *fid, const void *buf, size_t len, fi_addr_t dest)
 {
-    return send_buf(fid, buf, len, dest, 0, 0, NULL, FI_MSG | FI_INJECT | IVF_INJECT_CALL);
+    return send_buf(fid, buf, len, dest, 0, 0, NULL, FI_MSG | FI_INJECT);
 }
 
 static ssize_t msg_senddata(struct fid_ep *fid, const void *buf, size_t len, void *desc,
@@ -348,8 +355,7 @@ static ssize_t msg_senddata(struct fid_ep *fid, const void *buf, size_t len, voi
 static ssize_t msg_injectdata(struct fid_ep *fid, const void *buf, size_t len, uint64_t data,
                               fi_addr_t dest)
 {
-    return send_buf(fid, buf, len, dest, 0, data, NULL,
-                    FI_MSG | FI_INJECT | IVF_INJECT_CALL | FI_REMOTE_CQ_DATA);
+    return send_buf(fid, buf, len, dest, 0, data, NULL, FI_MSG | FI_INJECT | FI_REMOTE_CQ_DATA);
 }
 
 struct fi_ops_msg ivf_msg_ops = {
@@ -380,7 +386,7 @@ static ssize_t t_recvv(struct fid_ep *fid, const struct iovec *iov, void **desc,
 static ssize_t t_recvmsg(struct fid_ep *fid, const struct fi_msg_tagged *m, uint64_t flags)
 {
     return do_recv(ep_of(fid), m->msg_iov, m->iov_count, m->addr, m->tag, m->ignore, m->context,
-                   (flags & ~IVF_INJECT_CALL) | FI_TAGGED);
+                   flags | FI_TAGGED);
 }
 
 static ssize_t t_send(struct fid_ep *fid, const void *buf, size_t len, void *desc, fi_addr_t dest,
@@ -393,19 +399,19 @@ static ssize_t t_sendv(struct fid_ep *fid, const struct iovec *iov, void **desc,
                        fi_addr_t dest, uint64_t tag, void *context)
 {
     struct ivf_ep *ep = ep_of(fid);
-    return do_send(ep, iov, count, dest, tag, 0, context, ep->tx_op_flags | FI_TAGGED);
+    return do_send(ep, iov, count, dest, tag, 0, context, ep->tx_op_flags | FI_TAGGED, false);
 }
 
 static ssize_t t_sendmsg(struct fid_ep *fid, const struct fi_msg_tagged *m, uint64_t flags)
 {
     return do_send(ep_of(fid), m->msg_iov, m->iov_count, m->addr, m->tag, m->data, m->context,
-                   (flags & ~IVF_INJECT_CALL) | FI_TAGGED);
+                   flags | FI_TAGGED, false);
 }
 
 static ssize_t t_inject(struct fid_ep *fid, const void *buf, size_t len, fi_addr_t dest,
                         uint64_t tag)
 {
-    return send_buf(fid, buf, len, dest, tag, 0, NULL, FI_TAGGED | FI_INJECT | IVF_INJECT_CALL);
+    return send_buf(fid, buf, len, dest, tag, 0, NULL, FI_TAGGED | FI_INJECT);
 }
 
 static ssize_t t_senddata(struct fid_ep *fid, const void *buf, size_t len, void *desc,
@@ -418,7 +424,7 @@ static ssize_t t_injectdata(struct fid_ep *fid, const void *buf, size_t len, uin
                             fi_addr_t dest, uint64_t tag)
 {
     return send_buf(fid, buf, len, dest, tag, data, NULL,
-                    FI_TAGGED | FI_INJECT | IVF_INJECT_CALL | FI_REMOTE_CQ_DATA);
+                    FI_TAGGED | FI_INJECT | FI_REMOTE_CQ_DATA);
 }
 
 struct fi_ops_tagged ivf_tagged_ops = {

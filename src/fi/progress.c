@@ -18,15 +18,38 @@
 /* ---- telling the sender ------------------------------------------------------------- */
 
 /* A receive took an eager message of len bytes from p: give the credit
- * back (in batches). */
+ * back (in batches).  What is given back the peer may send again. */
 static void credit_return(struct ivf_ep *ep, struct ivf_peer *p, size_t len)
 {
     p->credit_owed += len;
     if (p->credit_owed < ivf_params.credit / 4 || p->failed)
         return;
     struct ivf_hdr h = {.type = IVF_CREDIT, .data = p->credit_owed};
-    if (ivf_send_frame(ep, p, &h, NULL, 0, 0, true, NULL) == 0)
+    if (ivf_send_frame(ep, p, &h, NULL, 0, 0, true, NULL) == 0) {
+        p->eager_in -= p->credit_owed;
         p->credit_owed = 0;
+    }
+}
+
+/* An EAGER of len bytes arrives from p: within the credit it was given?
+ * The sender counts what it sent less the CREDIT it has read; we count
+ * what arrived less the CREDIT we queued, never more than the sender's
+ * count, so a peer that keeps to its credit is never failed here.  One
+ * that does not (or runs with a larger FI_IVC_CREDIT) would make us
+ * buffer without bound: it fails. */
+static int credit_take(struct ivf_ep *ep, struct ivf_peer *p, uint32_t len)
+{
+    if (len > ivf_params.credit - p->eager_in) {
+        char why[200];
+        snprintf(why, sizeof(why),
+                 "an EAGER of %u bytes beyond its credit: %zu of %zu bytes (FI_IVC_CREDIT) "
+                 "not given back yet (the same FI_IVC_CREDIT everywhere?)",
+                 len, p->eager_in, ivf_params.credit);
+        ivf_peer_fail(ep, p, -FI_EIO, why);
+        return -1;
+    }
+    p->eager_in += len;
+    return 0;
 }
 
 /* CTS: the sender's op remote_id may send `want` bytes to our op `id`
@@ -36,6 +59,13 @@ static int send_cts(struct ivf_ep *ep, struct ivf_peer *p, uint64_t remote_id, u
 {
     struct ivf_hdr h = {.type = IVF_CTS, .id = remote_id, .data = id, .size = want};
     return ivf_send_frame(ep, p, &h, NULL, 0, 0, true, NULL);
+}
+
+/* ACK: the sender's op remote_id is delivered (FI_DELIVERY_COMPLETE). */
+static void send_ack(struct ivf_ep *ep, struct ivf_peer *p, uint64_t remote_id)
+{
+    struct ivf_hdr h = {.type = IVF_ACK, .id = remote_id};
+    ivf_send_frame(ep, p, &h, NULL, 0, 0, true, NULL);
 }
 
 /* An unexpected message leaves for good: an eager one's bytes are taken
@@ -54,14 +84,16 @@ static void unexp_consumed(struct ivf_ep *ep, struct ivf_unexp *u)
 static void recv_done(struct ivf_ep *ep, struct ivf_op *op)
 {
     ivf_op_list_del(&ep->active, op);
-    if (op->wire_flags & IVF_F_ACK) {
-        struct ivf_hdr h = {.type = IVF_ACK, .id = op->remote_id};
-        ivf_send_frame(ep, op->peer, &h, NULL, 0, 0, true, NULL);
-    }
+    if (op->wire_flags & IVF_F_ACK)
+        send_ack(ep, op->peer, op->remote_id);
     ivf_op_complete(ep, op, op->msg_len > op->len ? FI_ETRUNC : 0);
 }
 
-/* Receive op matched an RTS: ask for the data (as much as fits). */
+/* Receive op matched an RTS: ask for the data (as much as fits), unless
+ * its sender's stream has ended (an RTS taken after the sender closed: no
+ * DATA will come).  The op waits for DATA once the CTS is queued: queuing
+ * it can fail the peer (its connection cannot be opened), which must not
+ * find the op waiting. */
 static void rndv_accept(struct ivf_ep *ep, struct ivf_op *op)
 {
     op->done = 0;
@@ -73,11 +105,15 @@ static void rndv_accept(struct ivf_ep *ep, struct ivf_op *op)
         recv_done(ep, op);
         return;
     }
-    ivf_op_list_add(&ep->active, op);
-    if (send_cts(ep, op->peer, op->remote_id, op->id, want) < 0) {
-        ivf_op_list_del(&ep->active, op);
-        ivf_op_complete(ep, op, FI_EIO);
+    if (ivf_stream_ended(op->peer)) {
+        ivf_op_complete(ep, op, FI_ECONNRESET);
+        return;
     }
+    if (send_cts(ep, op->peer, op->remote_id, op->id, want) < 0) {
+        ivf_op_complete(ep, op, FI_EIO);
+        return;
+    }
+    ivf_op_list_add(&ep->active, op);
 }
 
 void ivf_recv_take(struct ivf_ep *ep, struct ivf_op *op, struct ivf_unexp *u)
@@ -100,6 +136,8 @@ void ivf_recv_discard(struct ivf_ep *ep, struct ivf_unexp *u)
         u->peer->rx.dst_unexp = NULL; /* still arriving: the rest is read and dropped */
     if (u->type == IVF_RTS)
         send_cts(ep, u->peer, u->remote_id, 0, 0);
+    else if (u->flags & IVF_F_ACK)
+        send_ack(ep, u->peer, u->remote_id); /* delivered, to nobody */
     unexp_consumed(ep, u);
 }
 
@@ -107,22 +145,28 @@ void ivf_recv_discard(struct ivf_ep *ep, struct ivf_unexp *u)
 
 /* EAGER or RTS: a posted receive takes it (an eager payload goes straight
  * into its buffer), or it waits as unexpected (the sender's credit bounds
- * the eager bytes that can wait).  -FI_EAGAIN without memory: the stream
- * stalls. */
+ * the eager bytes that can wait: an EAGER beyond it fails the peer).
+ * -FI_EAGAIN without memory: the stream stalls. */
 static int on_message(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
 {
-    size_t msg_len = h->type == IVF_EAGER ? h->len : (size_t)h->size;
+    bool eager = h->type == IVF_EAGER;
+    if (eager && credit_take(ep, p, h->len) < 0)
+        return -1;
+    size_t msg_len = eager ? h->len : (size_t)h->size;
     struct ivf_op *op = ivf_match_posted(ep, h->flags & IVF_F_TAGGED, h->tag, p);
     if (!op) {
         struct ivf_unexp *u = ivf_unexp_add(ep, p, h, msg_len);
-        if (!u)
+        if (!u) {
+            if (eager)
+                p->eager_in -= h->len; /* taken again when the stream goes on */
             return -FI_EAGAIN;
-        if (h->type == IVF_EAGER)
+        }
+        if (eager)
             p->rx.dst_unexp = u;
         return 0;
     }
     ivf_op_matched(op, p, h->flags, h->tag, h->data, msg_len, h->id);
-    if (h->type == IVF_RTS) {
+    if (!eager) {
         rndv_accept(ep, op);
         return 0;
     }
@@ -144,12 +188,20 @@ static struct ivf_op *named_send(struct ivf_ep *ep, struct ivf_peer *p, const st
     return NULL;
 }
 
-/* CTS: the receiver wants `size` bytes of our send: queue them as DATA. */
+/* CTS: the receiver wants `size` bytes of our send: queue them as DATA.
+ * Only once, and only for a send announced by RTS: the DATA frames point
+ * into the send's buffer, which is the application's again once the send
+ * completed (an eager one's may be already: FI_INJECT). */
 static int on_cts(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
 {
     struct ivf_op *op = named_send(ep, p, h);
     if (!op)
         return -1;
+    if (!op->wait_cts) {
+        ivf_peer_fail(ep, p, -FI_EIO, "CTS for a send that waits for none");
+        return -1;
+    }
+    op->wait_cts = false;
     size_t want = h->size < op->len ? h->size : op->len;
     op->len = want;  /* frame_sent() completes it when `want` bytes are out */
     if (want == 0) { /* discarded, or a 0-byte receive buffer */
@@ -180,9 +232,14 @@ static int on_data(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *
     return 0;
 }
 
-/* FLUSH: the sender continues on the IVC channel it names. */
+/* FLUSH: the sender continues on the IVC channel it names.  An endpoint
+ * without IVC has no channel to wait for: its stream would stop for ever. */
 static int on_flush(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
 {
+    if (!ep->ivc) {
+        ivf_peer_fail(ep, p, -FI_EIO, "FLUSH to an endpoint without IVC");
+        return -1;
+    }
     int err;
     struct ivf_seg *seg = ivf_seg_for_flush(ep, p, h->id, &err);
     if (!seg && !err) {
@@ -210,11 +267,17 @@ static int on_credit(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr
     return 0;
 }
 
+/* ACK: a send that asked for it (FI_DELIVERY_COMPLETE) is delivered; the
+ * receiver sends one per such message, never for another send. */
 static int on_ack(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
 {
     struct ivf_op *op = named_send(ep, p, h);
     if (!op)
         return -1;
+    if (!op->wait_ack || op->acked) {
+        ivf_peer_fail(ep, p, -FI_EIO, "ACK for a send that waits for none");
+        return -1;
+    }
     op->acked = true;
     ivf_send_done(ep, op);
     return 0;
@@ -266,22 +329,24 @@ static void frame_end(struct ivf_ep *ep, struct ivf_peer *p)
     const struct ivf_hdr *h = &rx->hdr;
     struct ivf_op *op = rx->dst_op;
     struct ivf_unexp *u = rx->dst_unexp;
+    /* The frame is whole: if a reply below fails the peer, what it filled
+     * is no longer the peer's half-read message. */
+    rx->dst_op = NULL;
+    rx->dst_unexp = NULL;
+    rx->hdr_got = 0;
     if (h->type == IVF_EAGER && u) {
         if (u->waiting_op) {
             ivf_unexp_del(ep, u);
             ivf_recv_take(ep, u->waiting_op, u);
         }
     } else if (h->type == IVF_EAGER && op) {
+        recv_done(ep, op); /* before the CREDIT, which may fail the peer */
         credit_return(ep, p, h->len);
-        recv_done(ep, op);
     } else if (h->type == IVF_DATA && op) {
         size_t want = op->msg_len < op->len ? op->msg_len : op->len;
         if (op->done >= want)
             recv_done(ep, op);
     }
-    rx->dst_op = NULL;
-    rx->dst_unexp = NULL;
-    rx->hdr_got = 0;
 }
 
 /* Read and act on up to 64 frames of p's stream. */

@@ -140,6 +140,16 @@ void ivf_peer_fail(struct ivf_ep *ep, struct ivf_peer *p, int err, const char *w
         }
     }
     p->rx.dst_op = NULL;
+    /* An unexpected message still arriving will never be whole: it goes,
+     * and a receive that took it (waiting for the rest) fails. */
+    struct ivf_unexp *u = p->rx.dst_unexp;
+    p->rx.dst_unexp = NULL;
+    if (u) {
+        ivf_unexp_del(ep, u);
+        if (u->waiting_op)
+            ivf_op_complete(ep, u->waiting_op, -err);
+        ivf_unexp_free(ep, u);
+    }
 }
 
 void ivf_peers_close(struct ivf_ep *ep)
@@ -197,22 +207,22 @@ static void txq_push(struct ivf_tx *tx, struct ivf_txf *f)
     tx->queued += sizeof(f->hdr) + f->hdr.len;
 }
 
-/* The stream starts on a TCP connection whose first frame says who we are. */
-static int tx_start(struct ivf_ep *ep, struct ivf_peer *p)
+int ivf_stream_start(struct ivf_ep *ep, struct ivf_peer *p)
 {
     if (p->failed)
         return p->failed;
     if (p->tx.fd < 0) {
-        int r = ivf_tcp_connect(p);
-        if (r < 0) {
-            ivf_peer_fail(ep, p, -FI_ECONNREFUSED, "cannot connect");
-            return -FI_ECONNREFUSED;
-        }
+        /* The hello first: a connection must never go without it. */
         struct ivf_hdr hh = {.type = IVF_HELLO, .len = sizeof(struct ivf_addr)};
         struct iovec v = {&ep->addr, sizeof(ep->addr)};
         struct ivf_txf *hf = txf_copy(&hh, &v, 1, 0);
         if (!hf)
             return -FI_ENOMEM;
+        if (ivf_tcp_connect(p) < 0) {
+            free(hf);
+            ivf_peer_fail(ep, p, -FI_ECONNREFUSED, "cannot connect");
+            return -FI_ECONNREFUSED;
+        }
         txq_push(&p->tx, hf);
     }
     return 0;
@@ -220,7 +230,7 @@ static int tx_start(struct ivf_ep *ep, struct ivf_peer *p)
 
 int ivf_send_flush(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_seg *seg)
 {
-    int r = tx_start(ep, p);
+    int r = ivf_stream_start(ep, p);
     if (r < 0)
         return r;
     struct ivf_hdr h = {.type = IVF_FLUSH, .id = seg->id};
@@ -236,7 +246,7 @@ int ivf_send_frame(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *
                    const struct iovec *iov, size_t iov_count, size_t skip, bool copy,
                    struct ivf_op *op)
 {
-    int r = tx_start(ep, p);
+    int r = ivf_stream_start(ep, p);
     if (r < 0)
         return r;
     struct ivf_txf *f;
@@ -432,6 +442,11 @@ static ssize_t rx_readv(struct ivf_ep *ep, struct ivf_peer *p, struct iovec *v, 
     if (mid || waiting)
         ivf_peer_fail(ep, p, -FI_ECONNRESET, e ? strerror(e) : "connection closed");
     return -1;
+}
+
+bool ivf_stream_ended(const struct ivf_peer *p)
+{
+    return p->failed || (p->rx.fd < 0 && p->rx.from != IVF_IVC);
 }
 
 static ssize_t rx_read(struct ivf_ep *ep, struct ivf_peer *p, void *buf, size_t len)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """gen_corpus.py - write the seed corpus of every fuzzer (tests/fuzz/corpus/<target>/):
 small, real-looking inputs built by the protocols' own rules (agent_proto.h,
-dist/proto.h, store.h, cpio.h, the ivshmem-server protocol, QMP).  The
+dist/proto.h, store.h, cpio.h, the ivshmem-server protocol, QMP, the
+provider's ivf_proto.h).  The
 ivshmem seeds need a real ivcd's region: pass its binary as --ivcd (else
 those seeds are kept as they are).  Run from anywhere; rewrites the files.
 Usage: gen_corpus.py [--ivcd BUILD/src/ivcd/ivcd]"""
@@ -333,6 +334,138 @@ def ivshmem(ivcd_bin):
     write("ivshmem", "bad_header", enc(msgs, b"\xff" * 64 + head[64:]))
 
 
+# ---- the provider "ivc": operation lists (see fuzz_fi.c) around its frames ----
+# (src/fi/ivf_proto.h: host order, little-endian here; the address's port in
+# network order).  The harness's tunables: eager_max 512, chunk 256, credit 2048.
+FI = dict(HELLO=1, EAGER=2, RTS=3, CTS=4, DATA=5, ACK=6, FLUSH=7, IVC_HELLO=8, CREDIT=9)
+F_TAGGED, F_CQDATA, F_ACK = 1, 2, 4
+
+
+def fhdr(t, flags=0, length=0, tag=0, data=0, id=0, size=0, version=1):
+    return struct.pack("<BBBBIQQQQ", version, FI[t] if isinstance(t, str) else t, flags, 0,
+                       length, tag, data, id, size)
+
+
+def fhello(uid, version=1):
+    addr = struct.pack("<IH", 0x49564641, 1) + struct.pack(">H", 5555) + bytes(10) + \
+        b"\xff\xff" + bytes([127, 0, 0, 1]) + struct.pack("<QQII", uid, 0, 0, 0)
+    return fhdr("HELLO", length=len(addr), version=version) + addr
+
+
+def feager(payload, tag=0, flags=F_TAGGED, data=0, id=0):
+    return fhdr("EAGER", flags, len(payload), tag, data, id) + payload
+
+
+def fdata(rid, total, piece):
+    return b"".join(fhdr("DATA", length=min(piece, total - off), id=rid, size=off) +
+                    bytes([off & 0xff]) * min(piece, total - off)
+                    for off in range(0, total, piece))
+
+
+def fi_ops():
+    # Operations: 0 c n16 bytes (peer c writes; c & 2 when its connection opens:
+    # the peer is unreachable), 1 f t k (receive), 2 k (cancel),
+    # 3 f k (send), 4 c (peer c closes).  Receive f: bit 0 tagged, bits 1-2 size
+    # (0, 24, 512, 3000), bit 3 two pieces, bits 4-6 flags (-, PEEK, PEEK|CLAIM,
+    # PEEK|DISCARD, CLAIM, CLAIM|DISCARD), bit 7 directed.  Send f: bit 0 peer,
+    # bit 1 tagged, bits 2-3 size, bit 4 DELIVERY_COMPLETE, bit 5 FI_INJECT, bit 6 CQ
+    # data, bit 7 by fi_inject (no completion).
+    def w(c, data):
+        return bytes([0, c]) + struct.pack("<H", len(data)) + data
+
+    def w_unreachable(c, data):
+        return bytes([0, c | 2]) + struct.pack("<H", len(data)) + data
+
+    def recv(f, t, k):
+        return bytes([1, f, t, k])
+
+    def send(f, k):
+        return bytes([3, f, k])
+
+    h1, h2 = fhello(0x11), fhello(0x22)
+    tagged24, tagged512, tagged3000 = 1 | 1 << 1, 1 | 2 << 1, 1 | 3 << 1
+    seeds = {
+        "eager_unexpected": w(0, h1 + feager(b"hello world!", 5)) + recv(tagged24, 5, 0),
+        "eager_posted": recv(tagged24, 5, 0) + w(0, h1 + feager(b"hello world!", 5)) +
+        recv(1 << 1, 0, 1) + w(0, feager(b"untagged", 0, F_CQDATA, data=0xfeed)),
+        "eager_truncated": recv(1 | 1 << 1 | 8, 2, 0) + w(0, h1 + feager(b"x" * 100, 2)),
+        "eager_ack": recv(tagged24, 6, 0) + w(0, h1 + feager(b"ack me", 6, F_TAGGED | F_ACK,
+                                                          id=77)),
+        "rndv_posted": recv(tagged3000, 7, 0) + w(0, h1 + fhdr("RTS", F_TAGGED, tag=7, id=9,
+                                                                size=3000)) +
+        w(0, fdata(1, 3000, 1000)),
+        "rndv_unexpected": w(0, h1 + fhdr("RTS", F_TAGGED | F_ACK, tag=7, id=9, size=3000)) +
+        recv(tagged3000 | 8, 7, 0) + w(0, fdata(1, 3000, 256)),
+        "rndv_truncated": recv(tagged512, 7, 0) + w(0, h1 + fhdr("RTS", F_TAGGED, tag=7, id=9,
+                                                                  size=3000)) +
+        w(0, fdata(1, 512, 512)),
+        "rndv_empty": recv(1, 7, 0) + w(0, h1 + fhdr("RTS", F_TAGGED, tag=7, id=9, size=3000)),
+        "send_credit": w(0, h1) + send(2 | 1 << 2, 0) + w(0, fhdr("CREDIT", data=24)) +
+        send(2 | 3 << 2 | 0x10, 1) + w(0, fhdr("CTS", id=1, data=5, size=3000)) +
+        w(0, fhdr("ACK", id=1)) + send(2 | 1 << 2 | 0x10, 2) + w(0, fhdr("ACK", id=2)) +
+        send(0x20 | 0x40 | 1 << 2, 3) + send(0x20 | 3 << 2, 4) + w(0, fhdr("CTS", id=3, size=0)) +
+        send(0x80 | 0x40 | 2 | 1 << 2, 5) + send(0x80 | 3 << 2, 6) + w(0, fhdr("CTS", id=4)),
+        "peek_claim": w(0, h1 + feager(b"first", 3) + feager(b"second", 3)) +
+        recv(1 | 2 << 4, 3, 1) + recv(tagged24 | 4 << 4, 3, 1) + recv(1 | 3 << 4, 3, 2) +
+        recv(1 | 1 << 4, 3, 3),
+        "discard_ack": w(0, h1 + feager(b"ack?", 3, F_TAGGED | F_ACK, id=5)) +
+        recv(1 | 3 << 4, 3, 0),
+        "eager_waiting": w(0, h1 + feager(b"y" * 100, 4)[:40 + 50]) + recv(tagged512, 4, 0) +
+        w(0, b"y" * 50),
+        "eager_waiting_cancel": w(0, h1 + feager(b"y" * 100, 4)[:40 + 50]) +
+        recv(tagged512, 4, 0) + bytes([2, 0]) + w(0, b"y" * 50) + recv(tagged512, 4, 1),
+        "two_peers": w(0, h1 + feager(b"from one", 1)) + w(1, h2 + feager(b"from two", 1)) +
+        recv(tagged24 | 0x80, 1, 0) + recv(tagged24, 1, 1) + send(1 | 2 | 1 << 2, 0),
+        "reconnect": w(0, h1 + feager(b"before", 1)) + bytes([4, 0]) +
+        w(0, h1 + feager(b"after", 1)) + recv(tagged24, 1, 0) + recv(tagged24, 1, 1),
+        "eof_mid_frame": w(0, h1 + feager(b"z" * 100, 1)[:60]) + recv(tagged512, 1, 0) +
+        bytes([4, 0]),
+        "credit_overrun": w(0, h1 + b"".join(feager(b"c" * 512, 8) for _ in range(5))) +
+        recv(tagged512, 8, 0),
+        "flush": w(0, h1 + fhdr("FLUSH", id=5) + feager(b"after flush", 1)),
+        "many_small": w(0, h1 + b"".join(feager(b"", i % 4, F_TAGGED if i % 2 else 0)
+                                         for i in range(64))) +
+        b"".join(recv(i % 2 | 1 << 1, (i // 2) % 4, i % 8) for i in range(16)),
+        "unreachable": w_unreachable(0, h1 + feager(b"x" * 512, 6)) + recv(tagged512, 6, 0) +
+        send(2 | 1 << 2, 0),
+        "bad_hello": w(0, fhello(0x11, version=2)) + w(1, h2[:50]) + bytes([4, 1]),
+        "bad_version": w(0, h1 + fhdr("EAGER", F_TAGGED, version=2)),
+        "bad_type": w(0, h1 + fhdr(12)),
+        "bad_payload": w(0, h1 + fhdr("CTS", length=4) + b"abcd"),
+        "bad_sizes": w(0, h1 + fhdr("EAGER", length=0xffffffff)) +
+        w(1, h2 + fhdr("RTS", size=1 << 41)),
+        "bad_names": w(0, h1 + fhdr("DATA", length=8, id=3) + b"d" * 8) +
+        w(1, h2 + fhdr("CTS", id=42, size=10)),
+        "bad_ack": w(0, h1) + send(2 | 3 << 2, 0) + w(0, fhdr("ACK", id=1) +
+                                                       fhdr("CTS", id=1, size=3000)),
+        "bad_credit": w(0, h1 + fhdr("CREDIT", data=1)) + w(1, h2 + fhdr("ACK", id=1)),
+    }
+    for name, data in seeds.items():
+        write("fi", name, data)
+
+    # The dictionary (run.sh passes it to libFuzzer): whole frames, alone and
+    # as a write operation of one frame, for the mutations to splice in.
+    frames = {"cts%d" % i: fhdr("CTS", id=i, data=i, size=3000) for i in (1, 2, 3)}
+    frames.update({"ack%d" % i: fhdr("ACK", id=i) for i in (1, 2, 3)})
+    frames.update({"data%d" % i: fhdr("DATA", length=8, id=i, size=0) + b"d" * 8 for i in (1, 2)})
+    frames.update({
+        "credit": fhdr("CREDIT", data=24), "cts_none": fhdr("CTS", id=1, size=0),
+        "rts": fhdr("RTS", F_TAGGED, tag=7, id=9, size=3000),
+        "rts_ack": fhdr("RTS", F_TAGGED | F_ACK, tag=1, id=9, size=600),
+        "eager": feager(b"12345678", 1), "eager_msg": feager(b"", 0, F_CQDATA, data=1),
+        "eager_ack": feager(b"ack", 1, F_TAGGED | F_ACK, id=4), "flush": fhdr("FLUSH", id=1),
+        "eager_head": fhdr("EAGER", F_TAGGED, length=100, tag=1)})
+    lines = []
+    for name, f in sorted(frames.items()):
+        for c in (0, 1):
+            lines.append((name + "_w%d" % c, bytes([0, c]) + struct.pack("<H", len(f)) + f))
+        lines.append((name, f))
+    with open(os.path.join(HERE, "fi.dict"), "w") as out:
+        out.write("# fuzz_fi's dictionary, written by gen_corpus.py: frames of ivf_proto.h\n")
+        for name, d in lines:
+            out.write('%s="%s"\n' % (name, "".join("\\x%02x" % b for b in d)))
+
+
 def main():
     args = sys.argv[1:]
     agent_side()
@@ -346,6 +479,7 @@ def main():
     debver()
     match()
     ivcd()
+    fi_ops()
     if "--ivcd" in args:
         ivshmem(args[args.index("--ivcd") + 1])
 

@@ -1,7 +1,7 @@
 # The fuzz targets and what each links; included by tests/fuzz.cmake (the
 # corpus regression tests of the normal builds) and tests/fuzz/CMakeLists.txt
 # (the libFuzzer build, VHPC_FUZZ=ON).
-set(VHPC_FUZZ_TARGETS agent agent_client dist dist_client store select qmp cpio ivshmem ivcd debver match)
+set(VHPC_FUZZ_TARGETS agent agent_client dist dist_client store select qmp cpio ivshmem ivcd debver match fi)
 set(VHPC_FUZZ_DIR ${PROJECT_SOURCE_DIR}/tests/fuzz)
 
 # vhpc_fuzz_target(EXE TARGET): the harness tests/fuzz/fuzz_TARGET.c with
@@ -19,6 +19,9 @@ function(vhpc_fuzz_target exe t)
     target_link_libraries(${exe} PRIVATE vhpc_common)
   elseif(t STREQUAL "ivshmem")
     target_link_libraries(${exe} PRIVATE ivc_internal)
+  elseif(t STREQUAL "fi")
+    target_link_libraries(${exe} PRIVATE ivf) # the provider's objects (src/fi)
+    target_link_options(${exe} PRIVATE -Wl,--wrap=connect) # it dials nobody
   elseif(t STREQUAL "select")
     target_sources(${exe} PRIVATE ${src}/vhpc/select.c)
     target_include_directories(${exe} PRIVATE ${src}/vhpc)
