@@ -70,69 +70,19 @@ else
 fi
 
 examples=/usr/share/lammps/examples
-ivcd=$build/src/ivcd/ivcd
-fi_dir=$build/src/fi
-vhpc=$build/src/vhpc/vhpc
 
-command -v mpirun >/dev/null || die "mpirun not found (apt-get install openmpi-bin)"
+bench_provider_setup
 command -v lmp >/dev/null || die "lmp not found (apt-get install lammps)"
 command -v hpcc >/dev/null || die "hpcc not found (apt-get install hpcc)"
 for f in "$examples/melt/in.melt" "$examples/peptide/in.peptide" "$examples/peptide/data.peptide"; do
     [ -f "$f" ] || die "$f not found (apt-get install lammps-examples)"
 done
-for f in "$ivcd" "$fi_dir/libivc-fi.so"; do
-    [ -e "$f" ] || die "$f not built (make build)"
-done
-[ -z "$with_vms" ] || [ -x "$vhpc" ] || die "$vhpc not built (make build)"
-# Local ranks inherit mpirun's environment: nothing of the caller's may
-# switch IVC off or pick another provider.
-unset FI_IVC_ENABLE FI_PROVIDER FI_IVC_JOB IVC_SOCKET FI_LOG_LEVEL FI_LOG_PROV
 
 # Scratch directory, ivcd, the running program and the VM part's private
-# store are always cleaned up, on failure too.
-tmp=$(mktemp -d /tmp/vhpc-bench-apps.XXXXXX)
-cur_pid=
-vm_home=
-vm_run=
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [ -n "$cur_pid" ]; then
-        kill -TERM "$cur_pid" 2>/dev/null || true
-        wait "$cur_pid" 2>/dev/null || true
-    fi
-    if [ -n "$vm_run" ]; then
-        VHPC_HOME=$vm_home VHPC_RUN_DIR=$vm_run timeout -k 5 120 "$vhpc" gc --all >/dev/null 2>&1 ||
-            echo "$me: WARNING: vhpc gc --all failed" >&2
-        rm -rf "$vm_run"
-    fi
-    [ -n "$vm_home" ] && rm -rf "$vm_home"
-    if [ -f "$tmp/ivcd.pid" ]; then
-        local pid
-        pid=$(cat "$tmp/ivcd.pid")
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then
-            echo "$me: WARNING: ivcd did not exit on SIGTERM; killed" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    rm -rf "$tmp"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# The two ranks on the first two CPUs we may use (lib.sh).
-if [ ${#cpus[@]} -ge 2 ]; then
-    pin="${cpus[0]},${cpus[1]}"
-    bind=(--bind-to core --cpu-set "$pin")
-else
-    echo "$me: WARNING: fewer than 2 CPUs: processes not pinned" >&2
-    pin=none
-    bind=(--bind-to none --oversubscribe)
-fi
+# store are always cleaned up, on failure too; the two ranks go on the
+# first two CPUs we may use (lib.sh).
+bench_scratch apps
+bench_pin2
 
 mkdir -p "$here/results"
 stamp=$(date +%Y%m%d-%H%M%S)
@@ -145,12 +95,7 @@ bench_raw_header "# run_apps.sh $(date -Is) quick=${quick:-0} rounds=$rounds cpu
 
 # The job's region, private to this run.
 job=$((3000000 + $$))
-timeout 30 "$ivcd" --job "$job" --socket "$tmp/ivcd.sock" --size 64M --daemon \
-    --pidfile "$tmp/ivcd.pid" >"$tmp/ivcd.log" 2>&1 || {
-    cat "$tmp/ivcd.log" >&2
-    die "ivcd did not start"
-}
-[ -S "$tmp/ivcd.sock" ] || die "ivcd did not create $tmp/ivcd.sock"
+bench_ivcd "$ivcd" "$job" 64M
 
 # lmp_input APP STEPS DIR: a shell command (for the host's sh and the
 # guest's) that writes DIR/in.APP: the Debian example with STEPS run steps
@@ -182,18 +127,6 @@ mpi_opts() {
     vader) echo "--mca pml ob1 --mca btl self,vader" ;;
     tcp) echo "--mca pml ob1 --mca btl self,tcp --mca btl_tcp_if_include lo" ;;
     esac
-}
-
-# keep NAME OUT ERR CMD... : append a program's output to the raw file
-# (of the provider's log only its own lines).
-keep() {
-    local name=$1 out=$2 err=$3
-    shift 3
-    {
-        echo "### $name: $*"
-        cat "$out"
-        awk '!/^libfabric:/ || /:ivc:ep_ctrl:/ { print "# stderr: " $0 }' "$err"
-    } >>"$raw"
 }
 
 # ivc_check CFG ERR: where the provider sent the data.  ivc: an IVC channel
@@ -245,7 +178,7 @@ hpcc_figures() {
 # as "host CFG METRIC VALUE".
 run() {
     local cfg=$1 app=$2 base=$1.$2.$3 rc=0
-    local out=$tmp/$base.out err=$tmp/$base.err dir=$tmp/$base cmd
+    local out=$tmp/$base.out err=$tmp/$base.err dir=$tmp/$base cmd opts
     read -r -a opts <<<"$(mpi_opts "$cfg")"
     mkdir -p "$dir"
     if [ "$app" = hpcc ]; then
@@ -254,16 +187,11 @@ run() {
     else
         cmd=(lmp -log none -in "$tmp/in.$app")
     fi
-    cmd=(mpirun -np 2 "${bind[@]}" "${opts[@]}" -x OMP_NUM_THREADS=1 "${cmd[@]}")
     echo "$me: $base" >&2
-    (cd "$dir" && exec timeout -k 5 "$prog_timeout" "${cmd[@]}") >"$out" 2>"$err" &
-    cur_pid=$!
-    wait "$cur_pid" || rc=$?
-    cur_pid=
-    keep "$base" "$out" "$err" "${cmd[@]}"
+    bench_wait "$base" "$out" "$err" "$prog_timeout" mpirun -np 2 --wdir "$dir" "${mpi_bind[@]}" \
+        "${opts[@]}" -x OMP_NUM_THREADS=1 "${cmd[@]}" || rc=$?
     [ "$app" = hpcc ] && [ -f "$dir/hpccoutf.txt" ] && sed 's/^/# hpccoutf: /' "$dir/hpccoutf.txt" >>"$raw"
     if [ "$rc" -ne 0 ]; then
-        [ "$rc" -eq 124 ] && echo "$me: $base timed out after $prog_timeout s" >&2
         echo "--- $base stderr:" >&2
         grep -v '^libfabric:.*<info>' "$err" | tail -n 30 >&2
         die "$base failed (exit status $rc); raw output in $raw"
@@ -281,7 +209,7 @@ run() {
     fi
     sed 's/^/host /' "$tmp/fig" >>"$tmp/all"
     rm -rf "$dir"
-    kill -0 "$(cat "$tmp/ivcd.pid")" 2>/dev/null || die "ivcd died during $base"
+    bench_ivcd_alive || die "ivcd died during $base"
 }
 
 # ---- host part -------------------------------------------------------------
@@ -294,11 +222,7 @@ order=(ivc ivc-tcp vader tcp)
 : >"$tmp/all"
 t_host=$(date +%s)
 for ((round = 1; round <= rounds; round++)); do
-    list=("${order[@]}")
-    if ((round % 2 == 0)); then
-        list=()
-        for ((i = ${#order[@]} - 1; i >= 0; i--)); do list+=("${order[$i]}"); done
-    fi
+    mapfile -t list < <(bench_order "$round" "${order[@]}")
     for c in "${list[@]}"; do
         for app in melt peptide hpcc; do run "$c" "$app" "$round"; done
     done
@@ -311,14 +235,7 @@ t_host=$(($(date +%s) - t_host))
 report() {
     awk -v part="$1" -v rounds="$rounds" -v pin="$pin" -v accel="${accel:-}" \
         -v secs="$t_host" -v vsecs="${t_vm:-0}" -v melt="$melt_steps" -v pep="$peptide_steps" \
-        -v n="$hpcc_n" '
-function med(key,   k, i, j, a, t) {
-    k = cnt[key]
-    if (k == 0) return ""
-    for (i = 1; i <= k; i++) a[i] = val[key, i]
-    for (i = 2; i <= k; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
-}
+        -v n="$hpcc_n" "$bench_awk"'
 function get(where, cfg, m) { return med(where SUBSEP cfg SUBSEP m) }
 function fmt(v, m) { return v == "" ? "-" : sprintf(m == "gups" ? "%.5f" : "%.3f", v) }
 function num(v) { return v == "" ? "nan" : sprintf("%.3f", v) }
@@ -423,14 +340,9 @@ vm_run() {
     script+=" echo '### ivc-tcp'; echo '### ivc-tcp' >&2; mpirun -np 2 $log -x FI_IVC_ENABLE=0 $lmp_cmd;"
     script+=" echo '### noivc'; echo '### noivc' >&2; mpirun -np 2 $log --mca pml ob1 --mca btl self,tcp $lmp_cmd"
     echo "$me: VMs: $app" >&2
-    VHPC_HOME=$vm_home VHPC_RUN_DIR=$vm_run timeout -k 20 "$vm_timeout" \
-        "$vhpc" run --vms 2 --vcpus 1 --mem 256 --image bench-apps -- sh -ec "$script" >"$out" 2>"$err" &
-    cur_pid=$!
-    wait "$cur_pid" || rc=$?
-    cur_pid=
-    keep "vm.$app" "$out" "$err" "$script"
+    VHPC_HOME=$vm_home VHPC_RUN_DIR=$vm_run bench_wait "vm.$app" "$out" "$err" "$vm_timeout" \
+        "$vhpc" run --vms 2 --vcpus 1 --mem 256 --image bench-apps -- sh -ec "$script" || rc=$?
     if [ "$rc" -ne 0 ]; then
-        [ "$rc" -eq 124 ] && echo "$me: vhpc run ($app) timed out after $vm_timeout s" >&2
         echo "--- vhpc run ($app) stderr:" >&2
         grep -v '^libfabric:.*<info>' "$err" | tail -n 40 >&2
         die "VMs: $app failed (exit status $rc); raw output in $raw"
@@ -453,10 +365,8 @@ vm_run() {
 accel=
 if [ -n "$with_vms" ]; then
     t_vm=$(date +%s)
-    export VHPC_KERNEL_CACHE=${VHPC_KERNEL_CACHE:-/var/cache/vhpc-test/kernels}
+    bench_vm_store
     [ -d /var/cache/vhpc-test/debs ] && export VHPC_DEB_CACHE=${VHPC_DEB_CACHE:-/var/cache/vhpc-test/debs}
-    vm_home=$(mktemp -d /tmp/vhpc-bench-home.XXXXXX)
-    vm_run=$(mktemp -d /tmp/vhpc-bench-run.XXXXXX)
     echo "$me: VMs: building image bench-apps (full Debian + lammps)" >&2
     VHPC_HOME=$vm_home VHPC_RUN_DIR=$vm_run VHPC_PROGRESS=0 timeout -k 5 "$vm_timeout" "$vhpc" image build \
         --full --name bench-apps --package lammps --package lammps-examples --with-mpi \
