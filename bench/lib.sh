@@ -80,7 +80,7 @@ bench_pin2() {
 # of bench_ivcd, and remove $tmp.
 bench_scratch() {
     tmp=$(mktemp -d "/tmp/vhpc-bench-$1.XXXXXX")
-    cur_pid= vm_home= vm_run=
+    cur_pid='' vm_home='' vm_run=''
     trap bench_cleanup EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM

@@ -335,7 +335,8 @@ vm_run() {
     local out=$tmp/vm.$app.out err=$tmp/vm.$app.err
     local lmp_cmd="-x OMP_NUM_THREADS=1 lmp -log none -in /tmp/in.$app"
     local log="-x FI_LOG_LEVEL=info -x FI_LOG_PROV=ivc"
-    local script="cd /tmp; $(lmp_input "$app" "$steps" /tmp);"
+    local script
+    script="cd /tmp; $(lmp_input "$app" "$steps" /tmp);"
     script+=" echo '### ivc'; echo '### ivc' >&2; mpirun -np 2 $log $lmp_cmd;"
     script+=" echo '### ivc-tcp'; echo '### ivc-tcp' >&2; mpirun -np 2 $log -x FI_IVC_ENABLE=0 $lmp_cmd;"
     script+=" echo '### noivc'; echo '### noivc' >&2; mpirun -np 2 $log --mca pml ob1 --mca btl self,tcp $lmp_cmd"
