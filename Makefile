@@ -3,7 +3,7 @@
 # build-fuzz/ for the libFuzzer fuzzers, built with clang).
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build build-asan build-fuzz check fuzz demo bench-ivc bench-mpi bench-boot bench-images bench-dist clean format
+.PHONY: all deps build build-asan build-fuzz check fuzz demo bench-ivc bench-mpi bench-apps bench-boot bench-images bench-dist clean format
 
 all: build
 
@@ -47,6 +47,10 @@ bench-ivc: deps
 bench-mpi: deps
 	@$(MAKE) --no-print-directory build
 	@bench/run_mpi.sh build
+
+bench-apps: deps
+	@$(MAKE) --no-print-directory build
+	@bench/run_apps.sh build
 
 bench-boot: deps
 	@$(MAKE) --no-print-directory build

@@ -58,41 +58,11 @@ if has vader || has vader2 || has mpitcp; then
 fi
 
 # Two CPUs to pin the two processes to: the first two we may run on.
-if [ ${#cpus[@]} -ge 2 ]; then
-    pin="${cpus[0]},${cpus[1]}"
-    mpi_bind=(--bind-to core --cpu-set "$pin")
-else
-    echo "run_ivc.sh: WARNING: fewer than 2 CPUs: processes not pinned" >&2
-    pin=none
-    mpi_bind=(--bind-to none --oversubscribe)
-fi
+bench_pin2
 
-# Scratch directory, ivcd and the running program are always cleaned up.
-tmp=$(mktemp -d /tmp/vhpc-bench.XXXXXX)
-ivcd_pid=
-cur_pid=
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [ -n "$cur_pid" ]; then
-        kill -TERM "$cur_pid" 2>/dev/null || true
-        wait "$cur_pid" 2>/dev/null || true
-    fi
-    if [ -n "$ivcd_pid" ]; then
-        kill -TERM "$ivcd_pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$ivcd_pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$ivcd_pid" 2>/dev/null; then
-            echo "run_ivc.sh: WARNING: ivcd did not exit on SIGTERM; killed" >&2
-            kill -KILL "$ivcd_pid" 2>/dev/null || true
-        fi
-        wait "$ivcd_pid" 2>/dev/null || true
-    fi
-    rm -rf "$tmp"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# Scratch directory, ivcd and the running program are always cleaned up
+# (lib.sh).
+bench_scratch ivc
 
 mkdir -p "$here/results"
 stamp=$(date +%Y%m%d-%H%M%S)
@@ -110,17 +80,7 @@ region=$((256 << 20))
 ((ring_bytes * 128 > region)) && region=$((ring_bytes * 128))
 
 magic=$((1000000 + $$))
-if has ivc; then
-    "$ivcd" --foreground --socket "$tmp/ivcd.sock" --job "$magic" --size "$region" \
-        >"$tmp/ivcd.log" 2>&1 &
-    ivcd_pid=$!
-    for _ in $(seq 100); do
-        [ -S "$tmp/ivcd.sock" ] && break
-        kill -0 "$ivcd_pid" 2>/dev/null || { cat "$tmp/ivcd.log" >&2; ivcd_pid=; die "ivcd exited at start"; }
-        sleep 0.1
-    done
-    [ -S "$tmp/ivcd.sock" ] || { cat "$tmp/ivcd.log" >&2; die "ivcd did not create $tmp/ivcd.sock in 10 s"; }
-fi
+has ivc && bench_ivcd "$ivcd" "$magic" "$region"
 
 # run NAME ROUND CMD... : run one benchmark program, keep its output.
 run() {
@@ -141,7 +101,7 @@ run() {
         [ "$rc" -eq 124 ] && echo "run_ivc.sh: $name timed out after $prog_timeout s" >&2
         echo "--- $name stderr:" >&2
         cat "$err" >&2
-        if [ -n "$ivcd_pid" ]; then
+        if [ -f "$tmp/ivcd.pid" ]; then
             echo "--- ivcd log:" >&2
             tail -n 20 "$tmp/ivcd.log" >&2
         fi
@@ -149,9 +109,8 @@ run() {
     fi
     grep -q '^lat \|^bw ' "$out" || die "$name printed no results; raw output in $raw"
     sed -n "s/^\(lat\|bw\) /$name &/p" "$out" >>"$tmp/all"
-    if [ -n "$ivcd_pid" ] && ! kill -0 "$ivcd_pid" 2>/dev/null; then
+    if [ -f "$tmp/ivcd.pid" ] && ! bench_ivcd_alive; then
         cat "$tmp/ivcd.log" >&2
-        ivcd_pid=
         die "ivcd died during $name"
     fi
 }
@@ -160,11 +119,7 @@ mpirun_cmd=(mpirun --allow-run-as-root -np 2 "${mpi_bind[@]}" --mca pml ob1)
 order=(ivc vader vader2 unix tcp mpitcp)
 : >"$tmp/all"
 for ((round = 1; round <= rounds; round++)); do
-    list=("${order[@]}")
-    if ((round % 2 == 0)); then
-        list=()
-        for ((i = ${#order[@]} - 1; i >= 0; i--)); do list+=("${order[$i]}"); done
-    fi
+    mapfile -t list < <(bench_order "$round" "${order[@]}")
     for t in "${list[@]}"; do
         has "$t" || continue
         case $t in
@@ -194,14 +149,7 @@ done
 
 # Tables and the RESULT line.  $tmp/all has "transport kind size value ..."
 # lines; over rounds, the median is taken.
-awk -v reps="$reps" -v rep_ms="$rep_ms" -v rounds="$rounds" -v ring="$ring" -v quick="${quick:-0}" '
-function med(key,   n, i, j, a, t) {
-    n = cnt[key]
-    if (n == 0) return ""
-    for (i = 1; i <= n; i++) a[i] = val[key, i]
-    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-}
+awk -v reps="$reps" -v rep_ms="$rep_ms" -v rounds="$rounds" -v ring="$ring" -v quick="${quick:-0}" "$bench_awk"'
 function goal(r, op, x) {
     if (r == "") return "n/a"
     return ((op == "le" && r + 0 <= x) || (op == "ge" && r + 0 >= x)) ? "met" : "NOT met"

@@ -53,61 +53,21 @@ vm_allreduce_opts=(--quick --reps 3 --rep-ms 10 --timeout "$((vm_timeout - 30))"
 
 mpi_pingpong=$build/bench/mpi_pingpong
 mpi_allreduce=$build/bench/mpi_allreduce
-ivcd=$build/src/ivcd/ivcd
-fi_dir=$build/src/fi
-vhpc=$build/src/vhpc/vhpc
 
-command -v mpirun >/dev/null || die "mpirun not found (apt-get install openmpi-bin)"
-for f in "$mpi_pingpong" "$mpi_allreduce" "$ivcd" "$fi_dir/libivc-fi.so"; do
+bench_provider_setup
+for f in "$mpi_pingpong" "$mpi_allreduce"; do
     [ -e "$f" ] || die "$f not built (make build; the MPI programs need mpicc)"
 done
-[ -z "$with_vms" ] || [ -x "$vhpc" ] || die "$vhpc not built (make build)"
-# Local ranks inherit mpirun's environment: nothing of the caller's may
-# switch IVC off or pick another provider.
-unset FI_IVC_ENABLE FI_PROVIDER FI_IVC_JOB IVC_SOCKET FI_LOG_LEVEL FI_LOG_PROV
 
 # Scratch directory, ivcd, the running program and the VM part's private
-# store are always cleaned up, on failure too.
-tmp=$(mktemp -d /tmp/vhpc-bench-mpi.XXXXXX)
-cur_pid=
-vm_home=
-vm_run=
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [ -n "$cur_pid" ]; then
-        kill -TERM "$cur_pid" 2>/dev/null || true
-        wait "$cur_pid" 2>/dev/null || true
-    fi
-    if [ -n "$vm_run" ]; then
-        VHPC_HOME=$vm_home VHPC_RUN_DIR=$vm_run timeout -k 5 120 "$vhpc" gc --all >/dev/null 2>&1 ||
-            echo "run_mpi.sh: WARNING: vhpc gc --all failed" >&2
-        rm -rf "$vm_run"
-    fi
-    [ -n "$vm_home" ] && rm -rf "$vm_home"
-    if [ -f "$tmp/ivcd.pid" ]; then
-        local pid
-        pid=$(cat "$tmp/ivcd.pid")
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then
-            echo "run_mpi.sh: WARNING: ivcd did not exit on SIGTERM; killed" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    rm -rf "$tmp"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# store are always cleaned up, on failure too (lib.sh).
+bench_scratch mpi
 
 # Of the CPUs we may run on (lib.sh): ping-pong on the first two; the
 # Allreduce's 4 ranks round-robin over the first (up to) 4, through a rank
 # file (Open MPI's --cpu-set does not bind once oversubscribed).
+bench_pin2
 if [ ${#cpus[@]} -ge 2 ]; then
-    pin="${cpus[0]},${cpus[1]}"
-    pp_bind=(--bind-to core --cpu-set "$pin")
     ncpu=${#cpus[@]}
     ((ncpu > 4)) && ncpu=4
     for r in 0 1 2 3; do
@@ -120,9 +80,7 @@ if [ ${#cpus[@]} -ge 2 ]; then
         ar_pin="${ar_pin// /,}, $((4 / ncpu)) ranks per CPU"
     fi
 else
-    echo "run_mpi.sh: WARNING: fewer than 2 CPUs: processes not pinned" >&2
-    pin=none ar_pin=none
-    pp_bind=(--bind-to none --oversubscribe)
+    ar_pin=none
     ar_bind=(--bind-to none --oversubscribe --mca mpi_yield_when_idle 1)
 fi
 
@@ -133,12 +91,7 @@ bench_raw_header "# run_mpi.sh $(date -Is) quick=${quick:-0} reps=$reps rep_ms=$
 
 # The job's region, private to this run.
 job=$((2000000 + $$))
-timeout 30 "$ivcd" --job "$job" --socket "$tmp/ivcd.sock" --size 64M --daemon \
-    --pidfile "$tmp/ivcd.pid" >"$tmp/ivcd.log" 2>&1 || {
-    cat "$tmp/ivcd.log" >&2
-    die "ivcd did not start"
-}
-[ -S "$tmp/ivcd.sock" ] || die "ivcd did not create $tmp/ivcd.sock"
+bench_ivcd "$ivcd" "$job" 64M
 
 # mpirun options of each configuration.  The provider logs at info level
 # (channel setup and, at exit, bytes by TCP and by IVC; nothing per message)
@@ -151,18 +104,6 @@ mpi_opts() {
     vader) echo "--mca pml ob1 --mca btl self,vader" ;;
     tcp) echo "--mca pml ob1 --mca btl self,tcp --mca btl_tcp_if_include lo" ;;
     esac
-}
-
-# keep NAME OUT ERR CMD... : append a program's output to the raw file
-# (of the provider's log only its own lines).
-keep() {
-    local name=$1 out=$2 err=$3
-    shift 3
-    {
-        echo "### $name: $*"
-        cat "$out"
-        awk '!/^libfabric:/ || /:ivc:ep_ctrl:/ { print "# stderr: " $0 }' "$err"
-    } >>"$raw"
 }
 
 # ivc_moved OUT ERR [SECTION]: the provider's own count of the bytes it sent
@@ -196,13 +137,8 @@ run() {
     shift 2
     local out=$tmp/$base.out err=$tmp/$base.err
     echo "run_mpi.sh: $base" >&2
-    timeout -k 5 "$prog_timeout" "$@" >"$out" 2>"$err" &
-    cur_pid=$!
-    wait "$cur_pid" || rc=$?
-    cur_pid=
-    keep "$base" "$out" "$err" "$@"
+    bench_wait "$base" "$out" "$err" "$prog_timeout" "$@" || rc=$?
     if [ "$rc" -ne 0 ]; then
-        [ "$rc" -eq 124 ] && echo "run_mpi.sh: $base timed out after $prog_timeout s" >&2
         echo "--- $base stderr:" >&2
         grep -v '^libfabric:.*<info>' "$err" | tail -n 30 >&2
         die "$base failed (exit status $rc); raw output in $raw"
@@ -215,7 +151,7 @@ run() {
         die "$base: the bandwidth data did not go through IVC; raw output in $raw"
     fi
     sed -n "s/^\(lat\|bw\|allreduce\) /host $name &/p" "$out" >>"$tmp/all"
-    kill -0 "$(cat "$tmp/ivcd.pid")" 2>/dev/null || die "ivcd died during $base"
+    bench_ivcd_alive || die "ivcd died during $base"
 }
 
 # ---- host part -------------------------------------------------------------
@@ -223,14 +159,10 @@ order=(ivc vader tcp)
 : >"$tmp/all"
 t_host=$(date +%s)
 for ((round = 1; round <= rounds; round++)); do
-    list=("${order[@]}")
-    if ((round % 2 == 0)); then
-        list=()
-        for ((i = ${#order[@]} - 1; i >= 0; i--)); do list+=("${order[$i]}"); done
-    fi
+    mapfile -t list < <(bench_order "$round" "${order[@]}")
     for c in "${list[@]}"; do
         read -r -a opts <<<"$(mpi_opts "$c")"
-        run "$c" "$c.pingpong.$round" mpirun -np 2 "${pp_bind[@]}" "${opts[@]}" \
+        run "$c" "$c.pingpong.$round" mpirun -np 2 "${mpi_bind[@]}" "${opts[@]}" \
             "$mpi_pingpong" "${common[@]}"
         run "$c" "$c.allreduce.$round" mpirun -np 4 "${ar_bind[@]}" "${opts[@]}" \
             "$mpi_allreduce" "${common[@]}"
@@ -244,14 +176,7 @@ t_host=$(($(date +%s) - t_host))
 report() {
     awk -v part="$1" -v reps="$reps" -v rep_ms="$rep_ms" -v rounds="$rounds" \
         -v quick="${quick:-0}" -v pin="$pin" -v ar_pin="$ar_pin" -v accel="${accel:-}" \
-        -v secs="${t_host}" '
-function med(key,   n, i, j, a, t) {
-    n = cnt[key]
-    if (n == 0) return ""
-    for (i = 1; i <= n; i++) a[i] = val[key, i]
-    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-}
+        -v secs="${t_host}" "$bench_awk"'
 function get(where, cfg, kind, s) { return med(where SUBSEP cfg SUBSEP kind SUBSEP s) }
 function fmt(v) { return v == "" ? "-" : sprintf("%.3f", v) }
 function num(v) { return v == "" ? "nan" : sprintf("%.3f", v) }
@@ -328,14 +253,9 @@ vm_run() {
     shift 3
     local out=$tmp/vm.$name.out err=$tmp/vm.$name.err
     echo "run_mpi.sh: VMs: $name ($nvms VMs)" >&2
-    VHPC_HOME=$vm_home VHPC_RUN_DIR=$vm_run timeout -k 20 "$vm_timeout" \
-        "$vhpc" run --vms "$nvms" --mem "$mem" --image bench-mpi -- sh -ec "$*" >"$out" 2>"$err" &
-    cur_pid=$!
-    wait "$cur_pid" || rc=$?
-    cur_pid=
-    keep "vm.$name" "$out" "$err" "$@"
+    VHPC_HOME=$vm_home VHPC_RUN_DIR=$vm_run bench_wait "vm.$name" "$out" "$err" "$vm_timeout" \
+        "$vhpc" run --vms "$nvms" --mem "$mem" --image bench-mpi -- sh -ec "$*" || rc=$?
     if [ "$rc" -ne 0 ]; then
-        [ "$rc" -eq 124 ] && echo "run_mpi.sh: vhpc run ($name) timed out after $vm_timeout s" >&2
         echo "--- vhpc run ($name) stderr:" >&2
         grep -v '^libfabric:.*<info>' "$err" | tail -n 40 >&2
         die "VMs: $name failed (exit status $rc); raw output in $raw"
@@ -366,9 +286,7 @@ both() {
 accel=
 if [ -n "$with_vms" ]; then
     t_vm=$(date +%s)
-    export VHPC_KERNEL_CACHE=${VHPC_KERNEL_CACHE:-/var/cache/vhpc-test/kernels}
-    vm_home=$(mktemp -d /tmp/vhpc-bench-home.XXXXXX)
-    vm_run=$(mktemp -d /tmp/vhpc-bench-run.XXXXXX)
+    bench_vm_store
     echo "run_mpi.sh: VMs: building image bench-mpi" >&2
     VHPC_HOME=$vm_home VHPC_RUN_DIR=$vm_run timeout -k 5 "$vm_timeout" "$vhpc" image build \
         --name bench-mpi --with-mpi --add "$mpi_pingpong" --add "$mpi_allreduce" \

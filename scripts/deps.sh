@@ -5,7 +5,8 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config iproute2 procps psmisc
       qemu-system-x86 openmpi-bin libopenmpi-dev libfabric-dev libfabric-bin
       libjansson-dev busybox-static cpio debootstrap squashfs-tools
-      nftables munge libmunge-dev clang libclang-rt-14-dev)
+      nftables munge libmunge-dev clang libclang-rt-14-dev
+      lammps lammps-examples hpcc)   # the last three: make bench-apps (lmp, melt/peptide inputs)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
