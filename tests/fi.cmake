@@ -37,6 +37,7 @@ if(NOT VHPC_NO_MPI_REASON)
   vhpc_mpi_program(mpi_storm)
   vhpc_mpi_program(mpi_suite)
   vhpc_mpi_program(mpi_kill)
+  vhpc_mpi_program(mpi_conformance)
 
   # Ranks in two ivcd regions (two "hosts"), a storm of numbered messages,
   # one rank suspended and re-attached again and again.
@@ -49,9 +50,16 @@ if(NOT VHPC_NO_MPI_REASON)
   add_test(NAME test_fi_mpi
     COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fi/test_fi_mpi.sh ${CMAKE_CURRENT_BINARY_DIR})
   set_tests_properties(test_fi_mpi PROPERTIES TIMEOUT 600 ENVIRONMENT "${fi_test_env}")
+
+  # MPI usages that once crashed or hung over the provider (intercomms,
+  # MPI_BOTTOM datatypes, MPI_COMM_SELF, dynamic processes), one mpirun each.
+  add_test(NAME test_fi_mpi_conformance
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fi/test_fi_mpi_conformance.sh ${CMAKE_CURRENT_BINARY_DIR})
+  set_tests_properties(test_fi_mpi_conformance PROPERTIES TIMEOUT 600 ENVIRONMENT "${fi_test_env}")
 else()
   vhpc_skipped_test(test_fi_migrate "${VHPC_NO_MPI_REASON}")
   vhpc_skipped_test(test_fi_mpi "${VHPC_NO_MPI_REASON}")
+  vhpc_skipped_test(test_fi_mpi_conformance "${VHPC_NO_MPI_REASON}")
 endif()
 
 # The provider through libfabric's C API, two endpoints in one process,

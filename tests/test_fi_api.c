@@ -6,10 +6,11 @@
  * (the calls) and with it (the FI_INJECT flag), fi_cq_signal waking sread,
  * source addresses from fi_getinfo (FI_SOURCE, hints) that endpoints bind,
  * selective completion, truncation as an error entry, FI_PEEK / FI_CLAIM /
- * FI_DISCARD, fi_cancel, an 8 MiB rendezvous message, bad calls, and bad
- * peers (a raw TCP connection speaking another protocol version,
- * announcing an oversized frame or sending eager messages beyond its
- * credit is dropped, the endpoint goes on).
+ * FI_DISCARD, fi_cancel, one address inserted twice (a directed receive
+ * takes the peer's messages by either fi_addr), an 8 MiB rendezvous
+ * message, bad calls, and bad peers (a raw TCP connection speaking another
+ * protocol version, announcing an oversized frame or sending eager
+ * messages beyond its credit is dropped, the endpoint goes on).
  * Needs FI_PROVIDER_PATH (set by ctest); no IVC job, so everything is TCP.
  */
 #include "testutil.h"
@@ -303,6 +304,65 @@ static void test_large_and_bad(void)
     char buf[8192];
     T_ASSERT(fi_tsend(a.ep, buf, 1, NULL, 42, 1, NULL) == -FI_EINVAL, "unknown destination");
     T_ASSERT(fi_tinject(a.ep, buf, sizeof(buf), a.peer, 1) == -FI_EINVAL, "inject > inject_size");
+}
+
+/* One address inserted twice has two fi_addrs (Open MPI inserts a peer
+ * again for each intercommunicator): a receive directed at either takes
+ * the peer's messages, posted before or after they arrive, and reports
+ * the fi_addr it named as the source. */
+static void test_duplicate_address(void)
+{
+    char name_a[64], name_b[64];
+    size_t len = sizeof(name_b);
+    FI_OK(fi_getname(&b.ep->fid, name_b, &len));
+    len = sizeof(name_a);
+    FI_OK(fi_getname(&a.ep->fid, name_a, &len));
+    fi_addr_t b_again, a_again;
+    T_ASSERT(fi_av_insert(a.av, name_b, 1, &b_again, 0, NULL) == 1 && b_again == 2,
+             "b again in a's table: %llu", (unsigned long long)b_again);
+    T_ASSERT(fi_av_insert(b.av, name_a, 1, &a_again, 0, NULL) == 1 && a_again != b.peer,
+             "a again in b's map");
+    struct fi_cq_tagged_entry e;
+    fi_addr_t src;
+    char in[16];
+    int ctx;
+    /* Posted first, directed at the second fi_addr. */
+    FI_OK(fi_trecv(a.ep, in, sizeof(in), NULL, b_again, 0x77, 0, &ctx));
+    FI_OK(fi_tinject(b.ep, "posted", 7, b.peer, 0x77));
+    T_OK(wait_cq(a.cq, &e, &src));
+    T_ASSERT(e.op_context == &ctx && !strcmp(in, "posted"), "the posted receive took it");
+    T_ASSERT(src == b_again, "source %llu, the fi_addr the receive named (%llu)",
+             (unsigned long long)src, (unsigned long long)b_again);
+    /* Arrived first (unexpected), then a receive directed at either. */
+    FI_OK(fi_tinject(b.ep, "early", 6, b.peer, 0x78));
+    FI_OK(fi_tinject(b.ep, "early2", 7, b.peer, 0x78));
+    struct fi_msg_tagged pm = {.addr = b_again, .tag = 0x78, .context = &ctx};
+    int found = 0;
+    for (int i = 0; i < 2000 && !found; i++) {
+        FI_OK(fi_trecvmsg(a.ep, &pm, FI_PEEK | FI_COMPLETION));
+        if (wait_cq(a.cq, &e, NULL) == 0)
+            found = 1;
+        else
+            T_ASSERT(read_err(a.cq).err == FI_ENOMSG, "peek error");
+    }
+    T_ASSERT(found && e.len == 6, "a peek directed at the second fi_addr sees it");
+    FI_OK(fi_trecv(a.ep, in, sizeof(in), NULL, b_again, 0x78, 0, &ctx));
+    T_OK(wait_cq(a.cq, &e, &src));
+    T_ASSERT(!strcmp(in, "early") && src == b_again, "unexpected message, second fi_addr");
+    FI_OK(fi_trecv(a.ep, in, sizeof(in), NULL, a.peer, 0x78, 0, &ctx));
+    T_OK(wait_cq(a.cq, &e, &src));
+    T_ASSERT(!strcmp(in, "early2") && src == a.peer, "unexpected message, first fi_addr");
+    /* The other way, through b's map (b's CQ is selective). */
+    struct iovec ri = {in, sizeof(in)};
+    struct fi_msg_tagged rm = {
+        .msg_iov = &ri, .iov_count = 1, .addr = a_again, .tag = 0x79, .context = &ctx};
+    FI_OK(fi_trecvmsg(b.ep, &rm, FI_COMPLETION));
+    FI_OK(fi_tinject(a.ep, "map", 4, a.peer, 0x79));
+    T_OK(wait_cq(b.cq, &e, &src));
+    T_ASSERT(!strcmp(in, "map") && src == a_again, "b's receive directed at a's second fi_addr");
+    /* A receive directed at an fi_addr the AV does not have is refused. */
+    T_ASSERT(fi_trecv(a.ep, in, sizeof(in), NULL, 99, 1, 0, &ctx) == -FI_EINVAL,
+             "a receive from an unknown fi_addr");
 }
 
 /* A raw TCP connection to a's endpoint, as the peer `uid` would open it:
@@ -643,6 +703,7 @@ CASE(test_auto_progress)
 CASE(test_inject_flag)
 CASE(test_cq_signal)
 CASE(test_source_addr)
+CASE(test_duplicate_address)
 
 static const struct t_case cases[] = {
     {"setup_and_names", case_nothing, 30},
@@ -654,6 +715,7 @@ static const struct t_case cases[] = {
     {"inject_flag", case_test_inject_flag, 30},
     {"cq_signal", case_test_cq_signal, 30},
     {"source_addr", case_test_source_addr, 30},
+    {"duplicate_address", case_test_duplicate_address, 30},
     {0},
 };
 

@@ -124,6 +124,7 @@ struct ivf_op {
     uint64_t tag, ignore;  /* receive: tag and ignore bits; send: tag */
     uint64_t data;         /* send: remote CQ data; receive: what came */
     fi_addr_t addr;        /* send: destination; receive: wanted source or FI_ADDR_UNSPEC */
+    uint64_t src_uid;      /* receive: the wanted source's endpoint (ivf_addr.uid), 0: any */
     struct ivf_peer *peer; /* send: destination; receive: the matched source */
     size_t done;           /* bytes moved so far */
     size_t msg_len;        /* receive: length of the matched message (for truncation) */

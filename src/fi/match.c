@@ -22,13 +22,15 @@ static bool tag_match(uint64_t tag, uint64_t want, uint64_t ignore)
     return (tag | ignore) == (want | ignore);
 }
 
-/* Does receive `op` take a message with this tag from peer p? */
-static bool op_matches(struct ivf_ep *ep, const struct ivf_op *op, bool tagged, uint64_t tag,
-                       struct ivf_peer *p)
+/* Does receive `op` take a message with this tag from peer p?  The source
+ * is compared as an endpoint, not as an fi_addr: one address inserted
+ * twice has two fi_addrs (Open MPI inserts a peer again for each
+ * intercommunicator), and a receive naming either takes its messages. */
+static bool op_matches(const struct ivf_op *op, bool tagged, uint64_t tag, struct ivf_peer *p)
 {
     if (tagged && !tag_match(tag, op->tag, op->ignore))
         return false;
-    return op->addr == FI_ADDR_UNSPEC || op->addr == ivf_peer_fi_addr(ep, p);
+    return !op->src_uid || op->src_uid == p->addr.uid;
 }
 
 /* ---- posted receives ------------------------------------------------------------- */
@@ -45,7 +47,7 @@ struct ivf_op *ivf_match_posted(struct ivf_ep *ep, bool tagged, uint64_t tag, st
     if (!op)
         return NULL;
     do {
-        if (op_matches(ep, op, tagged, tag, p)) {
+        if (op_matches(op, tagged, tag, p)) {
             ivf_op_list_del(pq, op);
             return op;
         }
@@ -76,7 +78,7 @@ static bool takes(struct ivf_ep *ep, struct ivf_unexp *u, const void *arg)
 {
     const struct ivf_op *op = arg;
     return !u->claim_context && !u->waiting_op &&
-           op_matches(ep, op, op->flags & FI_TAGGED, u->tag, u->peer);
+           op_matches(op, op->flags & FI_TAGGED, u->tag, u->peer);
 }
 
 static bool claimed_by(struct ivf_ep *ep, struct ivf_unexp *u, const void *context)

@@ -257,11 +257,14 @@ static ssize_t do_recv(struct ivf_ep *ep, const struct iovec *iov, size_t count,
     op->ignore = ignore;
     bool directed = ep->info->caps & FI_DIRECTED_RECV;
     op->addr = directed ? src : FI_ADDR_UNSPEC;
+    /* A directed receive wants an endpoint, whichever fi_addr names it. */
+    const struct ivf_addr *from = op->addr == FI_ADDR_UNSPEC ? NULL : ivf_av_get(ep->av, op->addr);
+    op->src_uid = from ? from->uid : 0;
     op->want_completion = !(ep->rx_flags & FI_SELECTIVE_COMPLETION) || (flags & FI_COMPLETION);
     ssize_t r;
-    if (!ep->enabled) {
+    if (!ep->enabled || (op->addr != FI_ADDR_UNSPEC && !from)) {
         ivf_op_free(op);
-        r = -FI_EOPBADSTATE;
+        r = ep->enabled ? -FI_EINVAL : -FI_EOPBADSTATE;
     } else if (flags & FI_PEEK) {
         r = peek(ep, op, flags);
     } else {

@@ -105,8 +105,8 @@ void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err)
             e.e.len = op->done;
             e.e.tag = op->tag;
             e.e.buf = op->iov_count ? op->iov[0].iov_base : NULL;
-            if (op->peer)
-                e.src = ivf_peer_fi_addr(ep, op->peer);
+            if (op->peer) /* a directed receive: the fi_addr it named */
+                e.src = op->addr != FI_ADDR_UNSPEC ? op->addr : ivf_peer_fi_addr(ep, op->peer);
             if (err == FI_ETRUNC)
                 e.olen = op->msg_len - op->done;
         }

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# test_fi_mpi_conformance.sh DIR - the cases of DIR/mpi_conformance (MPI
+# usages that once crashed or hung under the provider ivc; see
+# tests/mpi/mpi_conformance.c), each in its own mpirun, 2 ranks attached to
+# one private ivcd region, over ivc by Open MPI's pml cm + mtl ofi:
+#  - each case passes (never a crash, never a hang);
+#  - the intercommunicator cases again with 4 ranks, and with IVC off;
+#  - each case over pml ob1 (btl self,vader,tcp), which shows the program
+#    itself right.
+# A rank's watchdog ends a hung case within 60 s ("hung in STEP").
+set -uo pipefail
+dir=$1
+: "${FI_PROVIDER_PATH:?set by ctest}" "${IVCD:?set by ctest}"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+prog=$dir/mpi_conformance
+fails=0
+pass() { echo "PASS $*"; }
+fail() { echo "FAIL $*"; fails=$((fails + 1)); }
+tmp=$(mktemp -d /tmp/fi-mpic.XXXXXX)
+cleanup() {
+    [ -f "$tmp/ivcd.pid" ] && kill "$(cat "$tmp/ivcd.pid")" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+job=$((RANDOM * 1000 + 17))
+"$IVCD" --job $job --socket "$tmp/ivc.sock" --size 128M --daemon --pidfile "$tmp/ivcd.pid" ||
+    fail "ivcd did not start"
+export FI_IVC_JOB=$job IVC_SOCKET=$tmp/ivc.sock
+preload=()
+[ -n "${VHPC_PRELOAD:-}" ] && preload=(-x LD_PRELOAD="$VHPC_PRELOAD" -x ASAN_OPTIONS)
+
+run() { # OUT NP CASE [MPIRUN OPTIONS...]: the case's output in $tmp/OUT, its status returned
+    local out=$1 np=$2 case=$3
+    shift 3
+    timeout -k 10 120 mpirun -np "$np" --oversubscribe -x FI_PROVIDER_PATH -x FI_IVC_JOB \
+        -x IVC_SOCKET "${preload[@]}" "$@" "$prog" "$case" >"$tmp/$out" 2>&1
+}
+ivc=(--mca pml cm --mca mtl ofi --mca mtl_ofi_provider_include ivc)
+ob1=(--mca pml ob1 --mca btl self,vader,tcp)
+why() { grep -E "^FAIL|Signal:|Failing at|hung" "$tmp/$1" | head -5 | tr '\n' ' '; }
+
+expect_pass() { # WHAT OUT STATUS CASE
+    if [ "$3" -eq 0 ] && grep -q "^PASS $4\$" "$tmp/$2"; then
+        pass "$1"
+    else
+        fail "$1: status $3 (124: hung): $(why "$2")"
+    fi
+}
+
+for case in intercomm_allgather intercomm_collectives self spawn connect_accept; do
+    run "$case.ivc" 2 $case "${ivc[@]}"
+    expect_pass "$case over ivc" "$case.ivc" $? $case
+    run "$case.ob1" 2 $case "${ob1[@]}"
+    expect_pass "$case over pml ob1 (the control)" "$case.ob1" $? $case
+done
+
+for case in intercomm_allgather intercomm_collectives; do
+    run "$case.4" 4 $case "${ivc[@]}"
+    expect_pass "$case over ivc, 4 ranks" "$case.4" $? $case
+    FI_IVC_ENABLE=0 run "$case.tcp" 2 $case -x FI_IVC_ENABLE "${ivc[@]}"
+    expect_pass "$case over ivc, IVC off (FI_IVC_ENABLE=0)" "$case.tcp" $? $case
+done
+
+echo "$fails failed"
+[ $fails -eq 0 ]
