@@ -8,9 +8,11 @@
  * selective completion, truncation as an error entry, FI_PEEK / FI_CLAIM /
  * FI_DISCARD, fi_cancel, one address inserted twice (a directed receive
  * takes the peer's messages by either fi_addr), an 8 MiB rendezvous
- * message, bad calls, and bad peers (a raw TCP connection speaking another
- * protocol version, announcing an oversized frame or sending eager
- * messages beyond its credit is dropped, the endpoint goes on).
+ * message, bad calls, send buffers that cannot be read (the send and its
+ * receive fail, not the peer), and bad peers (a raw TCP connection
+ * speaking another protocol version, announcing an oversized frame or
+ * sending eager messages beyond its credit is dropped, the endpoint goes
+ * on).
  * Needs FI_PROVIDER_PATH (set by ctest); no IVC job, so everything is TCP.
  */
 #include "testutil.h"
@@ -21,6 +23,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 
 #include <rdma/fabric.h>
@@ -365,6 +369,214 @@ static void test_duplicate_address(void)
              "a receive from an unknown fi_addr");
 }
 
+/* Both completions of a message whose data the sender cannot read: the
+ * send fails with FI_EFAULT, the receive that took it with FI_EREMOTEIO. */
+static void expect_unreadable(void *send_ctx, void *recv_ctx, const char *what)
+{
+    struct fi_cq_tagged_entry e;
+    T_ASSERT(wait_cq(a.cq, &e, NULL) == -FI_EAVAIL, "%s: the send fails", what);
+    struct fi_cq_err_entry err = read_err(a.cq);
+    T_ASSERT(err.err == FI_EFAULT && err.op_context == send_ctx && (err.flags & FI_SEND),
+             "%s: send error %d (%s), context %p", what, err.err, fi_strerror(err.err),
+             err.op_context);
+    T_ASSERT(wait_cq(b.cq, &e, NULL) == -FI_EAVAIL, "%s: the receive fails", what);
+    err = read_err(b.cq);
+    T_ASSERT(err.err == FI_EREMOTEIO && err.op_context == recv_ctx && (err.flags & FI_RECV),
+             "%s: receive error %d (%s), context %p", what, err.err, fi_strerror(err.err),
+             err.op_context);
+}
+
+/* b receives len bytes with this tag (b's CQ is selective: asks for it). */
+static void b_recv(void *buf, size_t len, uint64_t tag, void *ctx)
+{
+    struct iovec ri = {buf, len};
+    struct fi_msg_tagged rm = {
+        .msg_iov = &ri, .iov_count = 1, .addr = b.peer, .tag = tag, .context = ctx};
+    FI_OK(fi_trecvmsg(b.ep, &rm, FI_COMPLETION));
+}
+
+/* A send buffer that cannot be read fails that send and the receive that
+ * takes it, never the peer nor the process: a NULL base with a length
+ * (what Open MPI 4.1 passes for a persistent send of data at absolute
+ * addresses), eager or announced, expected or not, and a rendezvous
+ * message whose pages are not readable (the kernel's EFAULT), wholly or
+ * from its middle on.  A NULL base of length 0 is fine; receives and
+ * injects with a NULL base and a length are refused at the call.  The
+ * peer carries messages both ways afterwards. */
+static void test_unreadable_send(void)
+{
+    size_t big = 1u << 20;
+    uint8_t *in = malloc(big), *out = malloc(big);
+    int cs, cr;
+    T_ASSERT(in && out, "memory");
+    t_fill(out, big, 5, 0);
+
+    b_recv(in, 100, 0x100, &cr);
+    FI_OK(fi_tsend(a.ep, NULL, 100, NULL, a.peer, 0x100, &cs));
+    expect_unreadable(&cs, &cr, "NULL base, 100 bytes");
+    FI_OK(fi_tsend(a.ep, NULL, big, NULL, a.peer, 0x101, &cs)); /* before the receive */
+    b_recv(in, big, 0x101, &cr);
+    expect_unreadable(&cs, &cr, "NULL base, 1 MiB, unexpected");
+    T_ASSERT(fi_tinject(a.ep, NULL, 10, a.peer, 0x102) == -FI_EFAULT, "inject of NULL");
+    T_ASSERT(fi_trecv(b.ep, NULL, 10, NULL, b.peer, 0x102, 0, &cr) == -FI_EFAULT,
+             "receive into NULL");
+
+    /* A piece of length 0 without an address is nothing. */
+    struct fi_cq_tagged_entry e;
+    struct iovec parts[3] = {{out, 10}, {NULL, 0}, {out + 10, 5}};
+    b_recv(in, big, 0x103, &cr);
+    FI_OK(fi_tsendv(a.ep, parts, NULL, 3, a.peer, 0x103, &cs));
+    T_OK(wait_cq(a.cq, &e, NULL));
+    T_OK(wait_cq(b.cq, &e, NULL));
+    T_ASSERT(e.len == 15 && !memcmp(in, out, 15), "a NULL piece of length 0: %zu bytes", e.len);
+
+    /* Not readable: the kernel refuses it (TCP); wholly, then its second half. */
+    uint8_t *m = mmap(NULL, big, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    T_ASSERT(m != MAP_FAILED, "mmap");
+    memcpy(m, out, big);
+    T_ASSERT(mprotect(m, big, PROT_NONE) == 0, "mprotect");
+    b_recv(in, big, 0x104, &cr);
+    FI_OK(fi_tsend(a.ep, m, big, NULL, a.peer, 0x104, &cs));
+    expect_unreadable(&cs, &cr, "1 MiB, not readable");
+    T_ASSERT(mprotect(m, big / 2, PROT_READ) == 0, "mprotect");
+    b_recv(in, big, 0x105, &cr);
+    FI_OK(fi_tsend(a.ep, m, big, NULL, a.peer, 0x105, &cs));
+    expect_unreadable(&cs, &cr, "1 MiB, its second half not readable");
+    munmap(m, big);
+
+    /* The peer is fine, both ways. */
+    memset(in, 0, big);
+    b_recv(in, big, 0x106, &cr);
+    FI_OK(fi_tsend(a.ep, out, big, NULL, a.peer, 0x106, &cs));
+    T_OK(wait_cq(a.cq, &e, NULL));
+    T_OK(wait_cq(b.cq, &e, NULL));
+    T_ASSERT(e.op_context == &cr && e.len == big && !memcmp(in, out, big), "1 MiB after");
+    FI_OK(fi_trecv(a.ep, in, big, NULL, a.peer, 0x107, 0, &cr));
+    FI_OK(fi_tinject(b.ep, "back", 5, b.peer, 0x107));
+    T_OK(wait_cq(a.cq, &e, NULL));
+    T_ASSERT(e.op_context == &cr && !strcmp((char *)in, "back"), "and back");
+    free(in);
+    free(out);
+}
+
+/* Read len bytes from fd while the domain makes progress (by b's CQ,
+ * which stays empty). */
+static void read_pumping(int fd, void *buf, size_t len)
+{
+    struct fi_cq_tagged_entry e;
+    size_t got = 0;
+    for (uint64_t t0 = t_now_ms(); got < len;) {
+        T_ASSERT(t_now_ms() - t0 < 10000, "%zu of %zu bytes from a within 10 s", got, len);
+        T_ASSERT(fi_cq_read(b.cq, &e, 1) == -FI_EAGAIN, "b's CQ");
+        ssize_t n = recv(fd, (char *)buf + got, len - got, MSG_DONTWAIT);
+        T_ASSERT(n != 0 && (n > 0 || errno == EAGAIN || errno == EWOULDBLOCK),
+                 "a closed the connection (the peer failed?): %s", n ? strerror(errno) : "EOF");
+        if (n > 0)
+            got += (size_t)n;
+    }
+}
+
+/* A rendezvous send whose buffer stops being readable while its DATA is
+ * on its way (a raw TCP peer of ours receives it and reads slowly, so the
+ * send stops in the middle of a frame): the frame is completed with zeros,
+ * a FAULT frame ends the receive, the send fails with FI_EFAULT, and the
+ * stream goes on: the next message arrives whole. */
+static void test_fault_mid_frame(void)
+{
+    const size_t len = 8u << 20;
+    struct ivf_addr me,
+        fake = {.magic = IVF_ADDR_MAGIC, .version = IVF_ADDR_VERSION, .uid = 0xfa4e};
+    size_t alen = sizeof(me);
+    FI_OK(fi_getname(&a.ep->fid, &me, &alen));
+    int lfd = socket(AF_INET, SOCK_STREAM, 0), small = 64 << 10;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)); /* a fills it soon */
+    T_ASSERT(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(lfd, 1) == 0 &&
+                 getsockname(lfd, (struct sockaddr *)&sa, &sl) == 0,
+             "listen: %s", strerror(errno));
+    fake.port = sa.sin_port;
+    fake.ip[10] = fake.ip[11] = 0xff;
+    memcpy(fake.ip + 12, &sa.sin_addr, 4);
+    fi_addr_t fa;
+    T_ASSERT(fi_av_insert(a.av, &fake, 1, &fa, 0, NULL) == 1, "the raw peer in a's AV");
+
+    uint8_t *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    T_ASSERT(m != MAP_FAILED, "mmap");
+    memset(m, 0x5a, len);
+    int cs;
+    FI_OK(fi_tsend(a.ep, m, len, NULL, fa, 0x200, &cs));
+    int in = -1;
+    for (uint64_t t0 = t_now_ms(); in < 0 && t_now_ms() - t0 < 10000;) {
+        struct fi_cq_tagged_entry e;
+        T_ASSERT(fi_cq_read(b.cq, &e, 1) == -FI_EAGAIN, "b's CQ");
+        struct pollfd pf = {.fd = lfd, .events = POLLIN};
+        if (poll(&pf, 1, 1) == 1)
+            in = accept(lfd, NULL, NULL);
+    }
+    T_ASSERT(in >= 0, "a connects to the raw peer");
+    uint8_t hello[IVF_HELLO_LEN];
+    struct ivf_hdr h;
+    read_pumping(in, hello, sizeof(hello));
+    read_pumping(in, &h, sizeof(h));
+    T_ASSERT(h.type == IVF_RTS && h.size == len, "an RTS of %zu bytes (type %u)", len, h.type);
+    /* Clear to send, on our own connection to a. */
+    int out = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in ta = {.sin_family = AF_INET, .sin_port = me.port};
+    memcpy(&ta.sin_addr, me.ip + 12, 4);
+    T_ASSERT(connect(out, (struct sockaddr *)&ta, sizeof(ta)) == 0, "connect to a");
+    ivf_hello_fill(hello, IVF_HELLO, 0, &fake);
+    struct ivf_hdr cts = {
+        .version = IVF_PROTO_VERSION, .type = IVF_CTS, .id = h.id, .data = 42, .size = len};
+    T_ASSERT(write(out, hello, sizeof(hello)) == (ssize_t)sizeof(hello) &&
+                 write(out, &cts, sizeof(cts)) == (ssize_t)sizeof(cts),
+             "CTS");
+    /* a sends until our receive buffer is full, then the buffer goes away. */
+    struct fi_cq_tagged_entry e;
+    for (int i = 0; i < 300; i++) {
+        T_ASSERT(fi_cq_read(b.cq, &e, 1) == -FI_EAGAIN, "b's CQ");
+        usleep(1000);
+    }
+    T_ASSERT(mprotect(m, len, PROT_NONE) == 0, "mprotect");
+    /* DATA in order, each byte ours or a zero, until the FAULT frame. */
+    static uint8_t chunk[1 << 20];
+    uint64_t off = 0;
+    int zeros = 0;
+    for (;;) {
+        read_pumping(in, &h, sizeof(h));
+        T_ASSERT(h.type == IVF_DATA && h.id == 42 && h.size == off && h.len <= sizeof(chunk),
+                 "DATA at %llu (type %u, offset %llu, %u bytes)", (unsigned long long)off, h.type,
+                 (unsigned long long)h.size, h.len);
+        if (h.flags & IVF_F_FAULT) {
+            T_ASSERT(h.len == 0, "a FAULT frame has no payload");
+            break;
+        }
+        read_pumping(in, chunk, h.len);
+        for (uint32_t i = 0; i < h.len; i++) {
+            T_ASSERT(chunk[i] == 0x5a || chunk[i] == 0, "byte %llu", (unsigned long long)off + i);
+            zeros += chunk[i] == 0;
+        }
+        off += h.len;
+    }
+    T_ASSERT(off < len, "the FAULT frame ends the message early (%llu bytes came)",
+             (unsigned long long)off);
+    T_ASSERT(wait_cq(a.cq, &e, NULL) == -FI_EAVAIL, "the send fails");
+    struct fi_cq_err_entry err = read_err(a.cq);
+    T_ASSERT(err.err == FI_EFAULT && err.op_context == &cs, "FI_EFAULT (%d)", err.err);
+    /* The stream goes on: the next message is whole. */
+    FI_OK(fi_tinject(a.ep, "next", 5, fa, 0x201));
+    read_pumping(in, &h, sizeof(h));
+    read_pumping(in, chunk, h.len);
+    T_ASSERT(h.type == IVF_EAGER && h.tag == 0x201 && h.len == 5 && !memcmp(chunk, "next", 5),
+             "the next message (type %u, %u bytes)", h.type, h.len);
+    printf("# %llu bytes of DATA before the FAULT frame, %d of them zeros\n",
+           (unsigned long long)off, zeros);
+    munmap(m, len);
+    close(out);
+    close(in);
+    close(lfd);
+}
+
 /* A raw TCP connection to a's endpoint, as the peer `uid` would open it:
  * its HELLO (of protocol `version`) sent. */
 static int fake_peer(uint64_t uid, uint8_t version)
@@ -704,6 +916,8 @@ CASE(test_inject_flag)
 CASE(test_cq_signal)
 CASE(test_source_addr)
 CASE(test_duplicate_address)
+CASE(test_unreadable_send)
+CASE(test_fault_mid_frame)
 
 static const struct t_case cases[] = {
     {"setup_and_names", case_nothing, 30},
@@ -716,6 +930,8 @@ static const struct t_case cases[] = {
     {"cq_signal", case_test_cq_signal, 30},
     {"source_addr", case_test_source_addr, 30},
     {"duplicate_address", case_test_duplicate_address, 30},
+    {"unreadable_send", case_test_unreadable_send, 60},
+    {"fault_mid_frame", case_test_fault_mid_frame, 60},
     {0},
 };
 

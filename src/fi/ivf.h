@@ -137,6 +137,7 @@ struct ivf_op {
     bool acked;
     bool claimed; /* receive by FI_CLAIM */
     bool discard;
+    int err;     /* send: completes with this error (positive FI_E*; FI_EFAULT: unreadable) */
     void *owned; /* inject / unexpected: a buffer this op owns */
 };
 
@@ -441,7 +442,8 @@ void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err);
 void ivf_op_matched(struct ivf_op *op, struct ivf_peer *p, uint8_t flags, uint64_t tag,
                     uint64_t data, size_t msg_len, uint64_t remote_id);
 /* A send whose bytes are all out (and acknowledged, if it waits for that)
- * leaves the active queue and completes; else nothing happens. */
+ * leaves the active queue and completes (with op->err); else nothing
+ * happens. */
 void ivf_send_done(struct ivf_ep *ep, struct ivf_op *op);
 /* Circular queues of ops (head = oldest); del of an op in no queue does nothing. */
 void ivf_op_list_add(struct ivf_op **head, struct ivf_op *op);

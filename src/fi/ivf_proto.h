@@ -69,6 +69,13 @@ enum ivf_frame {
 #define IVF_F_TAGGED 0x01 /* EAGER/RTS: a tagged message (else FI_MSG) */
 #define IVF_F_CQDATA 0x02 /* EAGER/RTS: `data` is remote CQ data */
 #define IVF_F_ACK    0x04 /* EAGER/RTS: send IVF_ACK once delivered */
+/* EAGER/DATA with len 0: the sender could not read the message's data (its
+ * buffer is not mapped): the receive that takes it fails (FI_EREMOTEIO);
+ * a DATA frame so marked ends its receive early.  Added within version 1
+ * (its frames, the fuzzers' corpus among them, stay valid): a receiver of
+ * an earlier build takes such an EAGER for an empty message and waits on
+ * after such a DATA, where that build's sender crashed. */
+#define IVF_F_FAULT 0x08
 
 struct ivf_hdr {
     uint8_t version; /* IVF_PROTO_VERSION */

@@ -136,7 +136,7 @@ static struct ivf_peer *send_peer(struct ivf_ep *ep, fi_addr_t dest, ssize_t *r)
 }
 
 static ssize_t send_locked(struct ivf_ep *ep, const struct iovec *iov, size_t count, size_t len,
-                           fi_addr_t dest, uint64_t tag, uint64_t data, void *context,
+                           bool nobase, fi_addr_t dest, uint64_t tag, uint64_t data, void *context,
                            uint64_t flags, bool quiet)
 {
     ssize_t r;
@@ -144,8 +144,14 @@ static ssize_t send_locked(struct ivf_ep *ep, const struct iovec *iov, size_t co
     if (!p)
         return r;
     bool want = !quiet && (!(ep->tx_flags & FI_SELECTIVE_COMPLETION) || (flags & FI_COMPLETION));
-    bool ack = want && (flags & FI_DELIVERY_COMPLETE);
-    if (len <= ivf_params.eager_max && len <= p->credit && !ack) {
+    bool ack = want && (flags & FI_DELIVERY_COMPLETE) && !nobase;
+    if (nobase) {
+        /* Nothing to read the data from: what goes is a FAULT frame, so
+         * that the receive that takes it fails rather than waits forever,
+         * and the send completes with FI_EFAULT once it is out. */
+        iov = NULL;
+        count = 0;
+    } else if (len <= ivf_params.eager_max && len <= p->credit && !ack) {
         r = send_direct(ep, p, iov, count, len, tag, data, context, flags, want);
         if (r != 0)
             return r < 0 ? r : 0;
@@ -159,7 +165,16 @@ static ssize_t send_locked(struct ivf_ep *ep, const struct iovec *iov, size_t co
     op->peer = p;
     op->want_completion = want;
     op->wait_ack = ack;
-    r = send_queued(ep, p, op);
+    if (nobase) {
+        struct ivf_hdr h = {.type = IVF_EAGER,
+                            .flags = wire_flags(flags, false) | IVF_F_FAULT,
+                            .tag = tag,
+                            .data = data};
+        op->err = FI_EFAULT;
+        r = ivf_send_frame(ep, p, &h, NULL, 0, 0, true, op);
+    } else {
+        r = send_queued(ep, p, op);
+    }
     if (r < 0) {
         ivf_op_free(op);
         return r;
@@ -178,12 +193,17 @@ static ssize_t do_send(struct ivf_ep *ep, const struct iovec *iov, size_t count,
     if (count > IVF_IOV_LIMIT)
         return -FI_EINVAL;
     size_t len = 0;
-    for (size_t i = 0; i < count; i++)
+    bool nobase = false; /* a piece with a length but no address (see send_locked) */
+    for (size_t i = 0; i < count; i++) {
         len += iov[i].iov_len;
+        nobase |= !iov[i].iov_base && iov[i].iov_len;
+    }
     if ((flags & FI_INJECT) && len > IVF_INJECT_SIZE)
         return -FI_EINVAL;
+    if (nobase && quiet)
+        return -FI_EFAULT; /* no completion to report it in */
     ivf_lock(ep->dom);
-    ssize_t r = send_locked(ep, iov, count, len, dest, tag, data, context, flags, quiet);
+    ssize_t r = send_locked(ep, iov, count, len, nobase, dest, tag, data, context, flags, quiet);
     ivf_unlock(ep->dom);
     return r;
 }
@@ -247,6 +267,9 @@ static ssize_t do_recv(struct ivf_ep *ep, const struct iovec *iov, size_t count,
         return -FI_EINVAL;
     if ((flags & FI_CLAIM) && !context)
         return -FI_EINVAL;
+    for (size_t i = 0; i < count; i++)
+        if (!iov[i].iov_base && iov[i].iov_len)
+            return -FI_EFAULT; /* nowhere to put the data */
     ivf_lock(ep->dom);
     struct ivf_op *op = op_on_iov(ep, IVF_OP_RECV, iov, count, context, flags);
     if (!op) {

@@ -134,7 +134,7 @@ void ivf_send_done(struct ivf_ep *ep, struct ivf_op *op)
     if (!op->data_sent || (op->wait_ack && !op->acked))
         return;
     ivf_op_list_del(&ep->active, op);
-    ivf_op_complete(ep, op, 0);
+    ivf_op_complete(ep, op, op->err);
 }
 
 /* ---- queues --------------------------------------------------------------------- */

@@ -80,13 +80,17 @@ static void unexp_consumed(struct ivf_ep *ep, struct ivf_unexp *u)
 /* ---- receives --------------------------------------------------------------------- */
 
 /* The receive is over: its sender gets the ACK it asked for, the
- * application its completion (truncated if the message was longer). */
+ * application its completion (truncated if the message was longer, an
+ * error if the sender could not read its data). */
 static void recv_done(struct ivf_ep *ep, struct ivf_op *op)
 {
     ivf_op_list_del(&ep->active, op);
     if (op->wire_flags & IVF_F_ACK)
         send_ack(ep, op->peer, op->remote_id);
-    ivf_op_complete(ep, op, op->msg_len > op->len ? FI_ETRUNC : 0);
+    ivf_op_complete(ep, op,
+                    op->wire_flags & IVF_F_FAULT ? FI_EREMOTEIO
+                    : op->msg_len > op->len      ? FI_ETRUNC
+                                                 : 0);
 }
 
 /* Receive op matched an RTS: ask for the data (as much as fits), unless
@@ -226,6 +230,11 @@ static int on_data(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *
     if (!op || op->peer != p || h->size != op->done) {
         ivf_peer_fail(ep, p, -FI_EIO, "DATA for an unknown receive or out of order");
         return -1;
+    }
+    if (h->flags & IVF_F_FAULT) { /* the sender cannot read the rest: no more DATA, no ACK */
+        op->wire_flags = (uint8_t)((op->wire_flags | IVF_F_FAULT) & ~IVF_F_ACK);
+        recv_done(ep, op);
+        return 0;
     }
     p->rx.dst_op = op;
     p->rx.dst_off = (size_t)h->size;

@@ -31,6 +31,8 @@ const char *ivf_hdr_check(const struct ivf_hdr *h)
 {
     if (h->version != IVF_PROTO_VERSION)
         return "a frame of another protocol version (another build of the provider?)";
+    if ((h->flags & IVF_F_FAULT) && ((h->type != IVF_EAGER && h->type != IVF_DATA) || h->len))
+        return "a FAULT flag on a frame that cannot carry it";
     switch (h->type) {
     case IVF_EAGER:
         return h->len <= IVF_MAX_EAGER ? NULL : "an EAGER message beyond the eager limit";

@@ -283,10 +283,11 @@ static void frame_sent(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_txf *f)
     ivf_send_done(ep, op);
 }
 
-/* Write v[0..n) to the stream's carrier; how many bytes went, or <0 if
- * the TCP connection broke.  A channel that dies moves the stream back to
- * TCP: what it took reaches the peer (read or handed back), the rest goes
- * by TCP. */
+/* Write v[0..n) to the stream's carrier; how many bytes went, or <0:
+ * -EFAULT if the kernel could not read them (the peer is fine), else the
+ * TCP connection broke.  A channel that dies moves the stream back to TCP:
+ * what it took reaches the peer (read or handed back), the rest goes by
+ * TCP. */
 static ssize_t tx_write(struct ivf_ep *ep, struct ivf_peer *p, struct iovec *v, int n)
 {
     struct ivf_tx *tx = &p->tx;
@@ -312,6 +313,8 @@ static ssize_t tx_write(struct ivf_ep *ep, struct ivf_peer *p, struct iovec *v, 
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
         return 0;
+    if (errno == EFAULT)
+        return -EFAULT;
     ivf_peer_fail(ep, p, -FI_ECONNRESET, strerror(errno));
     return -1;
 }
@@ -331,6 +334,8 @@ int ivf_send_now(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
     ssize_t w = tx_write(ep, p, v, n);
     if (w == (ssize_t)total)
         return 1;
+    if (w == -EFAULT)
+        return 0; /* nothing went: the caller queues the frame */
     if (w < 0)
         return -1;
     if (w == 0 && tx->to == IVF_IVC)
@@ -346,6 +351,86 @@ int ivf_send_now(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
     txq_push(tx, f);
     tx->queued -= (size_t)w;
     return 1;
+}
+
+/* Frame f (the head of p's queue) has a payload the kernel cannot read
+ * (EFAULT from sendmsg): its send fails, not the peer, and the stream
+ * stays framed.  What went of f already (its header at least) is followed
+ * by zeros (f is replaced by a copy of zeros); the send's next frame (f
+ * itself if nothing of it went) becomes a FAULT frame without payload,
+ * which fails the receive, and the send's frames after it are dropped.
+ * When f was the send's last frame, the receive completes with the zeros:
+ * telling it would take a frame after every message (checking the pages
+ * before each frame, by process_vm_readv, cost a third of TCP's bandwidth
+ * at 4 MiB).  The head of the queue, or NULL without memory (the peer
+ * failed). */
+static struct ivf_txf *frame_fault(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_txf *f)
+{
+    struct ivf_tx *tx = &p->tx;
+    struct ivf_op *op = f->op;
+    bool started = f->sent > 0;
+    char s[160];
+    ivf_addr_str(&p->addr, s, sizeof(s));
+    IVF_WARN(FI_LOG_EP_DATA, "send of %zu bytes to %s: its buffer cannot be read (%s)\n",
+             op ? op->len : (size_t)f->hdr.len, s, strerror(EFAULT));
+    if (started) {
+        struct ivf_txf *z = txf_new(&f->hdr, f->hdr.len); /* zeroed */
+        if (!z) {
+            ivf_peer_fail(ep, p, -FI_ENOMEM, "out of memory");
+            return NULL;
+        }
+        z->own_iov = (struct iovec){z->own, z->hdr.len};
+        z->iov = &z->own_iov;
+        z->iov_count = 1;
+        z->sent = f->sent;
+        z->op = op;
+        z->next = f->next;
+        tx->head = z;
+        if (tx->tail == f)
+            tx->tail = z;
+        free(f);
+        f = z;
+    }
+    if (!op)
+        return f;
+    op->err = FI_EFAULT;
+    bool told = false;
+    struct ivf_txf *prev = started ? f : NULL, *g = started ? f->next : f;
+    while (g) {
+        struct ivf_txf *next = g->next;
+        if (g->op == op && !told) {
+            tx->queued -= g->hdr.len;
+            if (g->hdr.type == IVF_EAGER)
+                p->credit += g->hdr.len; /* the receiver gives back what it gets: nothing */
+            g->hdr.len = 0;
+            g->hdr.flags = (uint8_t)((g->hdr.flags | IVF_F_FAULT) & ~IVF_F_ACK);
+            g->iov = NULL;
+            g->iov_count = 0;
+            g->iov_skip = 0;
+            told = true;
+        } else if (g->op == op) {
+            tx->queued -= sizeof(g->hdr) + g->hdr.len;
+            if (prev)
+                prev->next = next;
+            else
+                tx->head = next;
+            if (tx->tail == g)
+                tx->tail = prev;
+            free(g);
+            g = next;
+            continue;
+        }
+        prev = g;
+        g = next;
+    }
+    /* The send completes when its last frame is out: the FAULT frame (a
+     * receive it ends acknowledges nothing), else the zeros. */
+    op->len = op->done + (started && !told ? f->hdr.len : 0);
+    if (started && told)
+        f->op = NULL;
+    if (told)
+        op->wait_ack = false;
+    return tx->head;
 }
 
 void ivf_stream_write(struct ivf_ep *ep, struct ivf_peer *p)
@@ -380,6 +465,11 @@ void ivf_stream_write(struct ivf_ep *ep, struct ivf_peer *p)
         n += ivf_iov_slice(f->iov, f->iov_count, f->iov_skip + poff, f->hdr.len - poff, v + n,
                            IVF_IOV_LIMIT);
         ssize_t w = tx_write(ep, p, v, n);
+        if (w == -EFAULT) { /* the application's buffer (DATA, or a large EAGER) */
+            if (!frame_fault(ep, p, f))
+                return;
+            continue;
+        }
         if (w < 0)
             return;
         f->sent += (size_t)w;

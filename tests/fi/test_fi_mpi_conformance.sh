@@ -3,7 +3,10 @@
 # usages that once crashed or hung under the provider ivc; see
 # tests/mpi/mpi_conformance.c), each in its own mpirun, 2 ranks attached to
 # one private ivcd region, over ivc by Open MPI's pml cm + mtl ofi:
-#  - each case passes (never a crash, never a hang);
+#  - each case passes, but alltoallw_bottom, which may instead end with an
+#    MPI error on every rank (Open MPI 4.1's persistent sends pass the
+#    provider a NULL buffer there: README, "Known Open MPI limitations");
+#    never a crash, never a hang;
 #  - the intercommunicator cases again with 4 ranks, and with IVC off;
 #  - each case over pml ob1 (btl self,vader,tcp), which shows the program
 #    itself right.
@@ -48,9 +51,19 @@ expect_pass() { # WHAT OUT STATUS CASE
     fi
 }
 
-for case in intercomm_allgather intercomm_collectives self spawn connect_accept; do
+for case in alltoallw_bottom alltoallw_bottom_gap intercomm_allgather intercomm_collectives \
+    self spawn connect_accept; do
     run "$case.ivc" 2 $case "${ivc[@]}"
-    expect_pass "$case over ivc" "$case.ivc" $? $case
+    st=$?
+    out=$tmp/$case.ivc
+    if [ $case = alltoallw_bottom ] && [ $st -eq 1 ] &&
+        [ "$(grep -c "^FAIL alltoallw_bottom: rank [01]: MPI_Alltoallw(.*): MPI_ERR" "$out")" -eq 2 ] &&
+        ! grep -qE "hung|Signal:|SEGV" "$out"; then
+        pass "$case over ivc: an MPI error on both ranks, no crash, no hang" \
+            "(Open MPI 4.1 sends from address 0: a known limitation)"
+    else
+        expect_pass "$case over ivc" "$case.ivc" $st $case
+    fi
     run "$case.ob1" 2 $case "${ob1[@]}"
     expect_pass "$case over pml ob1 (the control)" "$case.ob1" $? $case
 done

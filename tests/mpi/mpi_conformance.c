@@ -4,6 +4,11 @@
  * (btl self,vader,tcp): one case per run, named on the command line, so a
  * crash or a hang is that case's alone.
  *
+ *   alltoallw_bottom      MPI_Alltoallw with MPI_BOTTOM as both buffers and
+ *                         datatypes built from absolute addresses
+ *                         (MPI_Get_address, MPI_Type_create_struct): one
+ *                         block of 1, 1000 and 100000 ints per peer
+ *   alltoallw_bottom_gap  the same with a gap in each block (non-contiguous)
  *   intercomm_allgather   MPI_Allgather on an intercommunicator made by
  *                         MPI_Intercomm_create (even ranks / odd ranks)
  *   intercomm_collectives point-to-point, Barrier, Allgather, Bcast,
@@ -91,6 +96,86 @@ static void *xcalloc(size_t n, size_t size)
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
     return p;
+}
+
+/* ---- alltoallw_bottom ------------------------------------------------------------ */
+
+static int a2aw_value(int from, int to, int k)
+{
+    return from * 1000003 + to * 7919 + k;
+}
+
+/* A datatype naming n ints at absolute address `at` (one block), or, with
+ * a gap, n/2 ints there and the other n - n/2 after a 3-int hole. */
+static MPI_Datatype absolute_type(int *at, int n, int gap)
+{
+    MPI_Aint disp[2];
+    int len[2] = {gap ? n / 2 : n, n - n / 2};
+    MPI_Datatype types[2] = {MPI_INT, MPI_INT}, t;
+    MPI_Get_address(at, &disp[0]);
+    MPI_Get_address(at + len[0] + 3, &disp[1]);
+    MPI_Type_create_struct(gap ? 2 : 1, len, disp, types, &t);
+    MPI_Type_commit(&t);
+    return t;
+}
+
+static void alltoallw_one(MPI_Comm comm, int n, int gap)
+{
+    const int stride = n + 3; /* room for the hole */
+    int *sbuf = xcalloc((size_t)nranks * stride, sizeof(int));
+    int *rbuf = xcalloc((size_t)nranks * stride, sizeof(int));
+    int *counts = xcalloc((size_t)nranks, sizeof(int)),
+        *displs = xcalloc((size_t)nranks, sizeof(int));
+    MPI_Datatype *stypes = xcalloc((size_t)nranks, sizeof(MPI_Datatype));
+    MPI_Datatype *rtypes = xcalloc((size_t)nranks, sizeof(MPI_Datatype));
+    for (int j = 0; j < nranks; j++) {
+        int *s = sbuf + (size_t)j * stride;
+        for (int k = 0, h = gap ? n / 2 : n; k < n; k++)
+            s[k < h ? k : k + 3] = a2aw_value(my_rank, j, k);
+        stypes[j] = absolute_type(s, n, gap);
+        rtypes[j] = absolute_type(rbuf + (size_t)j * stride, n, gap);
+        counts[j] = 1;
+    }
+    if (OK(MPI_Alltoallw(MPI_BOTTOM, counts, displs, stypes, MPI_BOTTOM, counts, displs, rtypes,
+                         comm)))
+        for (int j = 0; j < nranks && !failures; j++)
+            for (int k = 0, h = gap ? n / 2 : n; k < n; k++) {
+                int got = rbuf[(size_t)j * stride + (k < h ? k : k + 3)];
+                if (got != a2aw_value(j, my_rank, k)) {
+                    failf("%d ints%s from rank %d: int %d is %d, not %d", n,
+                          gap ? " (with a gap)" : "", j, k, got, a2aw_value(j, my_rank, k));
+                    break;
+                }
+            }
+    for (int j = 0; j < nranks; j++) {
+        MPI_Type_free(&stypes[j]);
+        MPI_Type_free(&rtypes[j]);
+    }
+    free(sbuf);
+    free(rbuf);
+    free(counts);
+    free(displs);
+    free(stypes);
+    free(rtypes);
+}
+
+/* Eager and rendezvous sizes under ivc (16 KiB is its eager limit); with
+ * a gap, at least an int on either side of it. */
+static void alltoallw_sizes(int gap)
+{
+    const int sizes[] = {gap ? 2 : 1, 1000, 100000};
+    for (int i = 0; i < 3 && !failures; i++)
+        alltoallw_one(MPI_COMM_WORLD, sizes[i], gap);
+}
+
+static void case_alltoallw_bottom(void)
+{
+    alltoallw_sizes(0);
+}
+
+static void case_alltoallw_bottom_gap(void)
+{
+    alltoallw_sizes(1);
 }
 
 /* ---- intercommunicators ------------------------------------------------------------ */
@@ -368,6 +453,8 @@ int main(int argc, char **argv)
         const char *name;
         void (*run)(void);
     } cases[] = {
+        {"alltoallw_bottom", case_alltoallw_bottom},
+        {"alltoallw_bottom_gap", case_alltoallw_bottom_gap},
         {"intercomm_allgather", case_intercomm_allgather},
         {"intercomm_collectives", case_intercomm_collectives},
         {"self", case_self},
