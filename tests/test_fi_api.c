@@ -12,7 +12,7 @@
  * receive fail, not the peer), and bad peers (a raw TCP connection
  * speaking another protocol version, announcing an oversized frame or
  * sending eager messages beyond its credit is dropped, the endpoint goes
- * on).
+ * on; a peer failing with sends queued: no error entry for an inject).
  * Needs FI_PROVIDER_PATH (set by ctest); no IVC job, so everything is TCP.
  */
 #include "testutil.h"
@@ -675,6 +675,54 @@ static void test_bad_peers(void)
     T_ASSERT(e.op_context == &cr && strcmp(in, "still here") == 0, "a message after bad peers");
 }
 
+/* Sends queued to a peer that then fails (it connects to us and breaks
+ * the protocol while our connection to it is still being set up: its
+ * accept queue is full): the send with a context gets its error entry, the
+ * fi_inject call's none (it has no context: Open MPI's mtl ofi would
+ * follow a NULL one). */
+static void test_inject_to_failed_peer(void)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    T_ASSERT(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(lfd, 0) == 0 &&
+                 getsockname(lfd, (struct sockaddr *)&sa, &sl) == 0,
+             "listen: %s", strerror(errno));
+    int fill[2];
+    for (int i = 0; i < 2; i++) { /* the accept queue, full: later SYNs wait */
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fill[i], (struct sockaddr *)&sa, sizeof(sa));
+    }
+    usleep(100 * 1000);
+    struct ivf_addr peer = {
+        .magic = IVF_ADDR_MAGIC, .version = IVF_ADDR_VERSION, .port = sa.sin_port, .uid = 0xdead};
+    peer.ip[10] = peer.ip[11] = 0xff;
+    memcpy(peer.ip + 12, &sa.sin_addr, 4);
+    fi_addr_t fa;
+    T_ASSERT(fi_av_insert(a.av, &peer, 1, &fa, 0, NULL) == 1, "insert");
+    int ctx;
+    FI_OK(fi_tinject(a.ep, "lost", 5, fa, 0x300));
+    FI_OK(fi_tsend(a.ep, "lost too", 9, NULL, fa, 0x301, &ctx));
+    /* The peer's own connection to us brings a frame of another version. */
+    int fd = fake_peer(0xdead, IVF_PROTO_VERSION);
+    struct ivf_hdr h = {.version = IVF_PROTO_VERSION + 1, .type = IVF_EAGER};
+    T_ASSERT(write(fd, &h, sizeof(h)) == (ssize_t)sizeof(h), "frame");
+    struct fi_cq_tagged_entry e;
+    T_ASSERT(wait_cq(a.cq, &e, NULL) == -FI_EAVAIL, "the send fails");
+    struct fi_cq_err_entry err = read_err(a.cq);
+    T_ASSERT(err.op_context == &ctx && err.err, "the send's error entry (context %p, error %d)",
+             err.op_context, err.err);
+    for (int i = 0; i < 200; i++) {
+        ssize_t r = fi_cq_read(a.cq, &e, 1);
+        T_ASSERT(r == -FI_EAGAIN, "another entry (%zd: context %p)", r,
+                 r == -FI_EAVAIL ? read_err(a.cq).op_context : e.op_context);
+    }
+    close(fd);
+    close(fill[0]);
+    close(fill[1]);
+    close(lfd);
+}
+
 /* FI_PROGRESS_AUTO: a rendezvous message arrives while the application
  * does not call into the provider at all. */
 static void test_auto_progress(void)
@@ -918,6 +966,7 @@ CASE(test_source_addr)
 CASE(test_duplicate_address)
 CASE(test_unreadable_send)
 CASE(test_fault_mid_frame)
+CASE(test_inject_to_failed_peer)
 
 static const struct t_case cases[] = {
     {"setup_and_names", case_nothing, 30},
@@ -932,6 +981,7 @@ static const struct t_case cases[] = {
     {"duplicate_address", case_test_duplicate_address, 30},
     {"unreadable_send", case_test_unreadable_send, 60},
     {"fault_mid_frame", case_test_fault_mid_frame, 60},
+    {"inject_to_failed_peer", case_test_inject_to_failed_peer, 30},
     {0},
 };
 

@@ -138,6 +138,7 @@ struct ivf_op {
     bool claimed; /* receive by FI_CLAIM */
     bool discard;
     int err;     /* send: completes with this error (positive FI_E*; FI_EFAULT: unreadable) */
+    bool quiet;  /* send: by fi_inject(data): no completion at all, errors included */
     void *owned; /* inject / unexpected: a buffer this op owns */
 };
 
@@ -435,7 +436,8 @@ void ivf_op_free(struct ivf_op *op);
 void ivf_op_cache_drain(struct ivf_ep *ep);
 /* Queue a completion; -FI_EAGAIN-free (grows). */
 int ivf_cq_push(struct ivf_cq *cq, const struct ivf_cqe *e);
-/* Complete an op: a CQ entry if wanted (err: positive FI_E*, 0 for success). */
+/* Complete an op: a CQ entry if wanted or if it failed (err: positive
+ * FI_E*, 0 for success), never for an fi_inject call. */
 void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err);
 /* Receive op matched a message from p (its header's flags, tag and data,
  * its length, the sender's op id). */

@@ -164,6 +164,7 @@ static ssize_t send_locked(struct ivf_ep *ep, const struct iovec *iov, size_t co
     op->addr = dest;
     op->peer = p;
     op->want_completion = want;
+    op->quiet = quiet;
     op->wait_ack = ack;
     if (nobase) {
         struct ivf_hdr h = {.type = IVF_EAGER,

@@ -92,7 +92,9 @@ void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err)
 {
     bool recv = op->kind == IVF_OP_RECV;
     struct ivf_cq *cq = recv ? ep->rx_cq : ep->tx_cq;
-    if (cq && (op->want_completion || err)) {
+    /* Errors are reported even where no completion was asked for, but an
+     * fi_inject call has no context to report one with. */
+    if (cq && (op->want_completion || (err && !op->quiet))) {
         struct ivf_cqe e = {0};
         e.e.op_context = op->context;
         e.e.flags = (recv ? FI_RECV : FI_SEND) | (op->flags & FI_TAGGED ? FI_TAGGED : FI_MSG);
