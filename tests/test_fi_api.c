@@ -6,13 +6,14 @@
  * (the calls) and with it (the FI_INJECT flag), fi_cq_signal waking sread,
  * source addresses from fi_getinfo (FI_SOURCE, hints) that endpoints bind,
  * selective completion, truncation as an error entry, FI_PEEK / FI_CLAIM /
- * FI_DISCARD, fi_cancel, one address inserted twice (a directed receive
- * takes the peer's messages by either fi_addr), an 8 MiB rendezvous
- * message, bad calls, send buffers that cannot be read (the send and its
- * receive fail, not the peer), and bad peers (a raw TCP connection
- * speaking another protocol version, announcing an oversized frame or
- * sending eager messages beyond its credit is dropped, the endpoint goes
- * on; a peer failing with sends queued: no error entry for an inject).
+ * FI_DISCARD, fi_cancel (each cancelled receive completes once), one
+ * address inserted twice (a directed receive takes the peer's messages by
+ * either fi_addr), an 8 MiB rendezvous message, bad calls, send buffers
+ * that cannot be read (the send and its receive fail, not the peer), and
+ * bad peers (a raw TCP connection speaking another protocol version,
+ * announcing an oversized frame or sending eager messages beyond its
+ * credit is dropped, the endpoint goes on; a peer failing with sends
+ * queued: no error entry for an inject).
  * Needs FI_PROVIDER_PATH (set by ctest); no IVC job, so everything is TCP.
  */
 #include "testutil.h"
@@ -577,6 +578,49 @@ static void test_fault_mid_frame(void)
     close(lfd);
 }
 
+/* What Open MPI's MPI_Cancel relies on: each cancelled receive completes
+ * exactly once, as an FI_ECANCELED error entry with its own context
+ * (tagged or not, and on b's selective CQ without FI_COMPLETION), and
+ * takes nothing: a message sent afterwards goes to the next receive.  A
+ * send cannot be cancelled (-FI_ENOENT) and completes once, as usual. */
+static void test_cancel_completions(void)
+{
+    struct fi_cq_tagged_entry e;
+    char buf[4][16];
+    struct fi_context ctx[4];
+    FI_OK(fi_trecv(a.ep, buf[0], 16, NULL, FI_ADDR_UNSPEC, 0x400, 0, &ctx[0]));
+    FI_OK(fi_trecv(a.ep, buf[1], 16, NULL, a.peer, 0x401, 0xff, &ctx[1]));
+    FI_OK(fi_recv(a.ep, buf[2], 16, NULL, a.peer, &ctx[2]));
+    FI_OK(fi_trecv(b.ep, buf[3], 16, NULL, b.peer, 0x402, 0, &ctx[3])); /* no FI_COMPLETION */
+    int order[4] = {1, 3, 0, 2};
+    for (int i = 0; i < 4; i++) {
+        struct side *s = order[i] == 3 ? &b : &a;
+        FI_OK(fi_cancel(&s->ep->fid, &ctx[order[i]]));
+        T_ASSERT(wait_cq(s->cq, &e, NULL) == -FI_EAVAIL, "receive %d: an error entry", order[i]);
+        struct fi_cq_err_entry err = read_err(s->cq);
+        T_ASSERT(err.err == FI_ECANCELED && err.op_context == &ctx[order[i]] &&
+                     (err.flags & FI_RECV),
+                 "receive %d: FI_ECANCELED with its context (%d, %p)", order[i], err.err,
+                 err.op_context);
+        T_ASSERT(fi_cancel(&s->ep->fid, &ctx[order[i]]) == -FI_ENOENT, "cancelled once");
+    }
+    expect_empty(a.cq);
+    expect_empty(b.cq);
+    /* Nothing was taken: these go to the next receives. */
+    char in[16] = "";
+    int cr, cs;
+    FI_OK(fi_tsend(b.ep, "after", 6, NULL, b.peer, 0x400, NULL));
+    FI_OK(fi_trecv(a.ep, in, sizeof(in), NULL, a.peer, 0x400, 0, &cr));
+    T_OK(wait_cq(a.cq, &e, NULL));
+    T_ASSERT(e.op_context == &cr && !strcmp(in, "after"), "the next receive takes it");
+    /* A send: not cancelled, completes once. */
+    FI_OK(fi_tsend(a.ep, "sent", 5, NULL, a.peer, 0x403, &cs));
+    T_ASSERT(fi_cancel(&a.ep->fid, &cs) == -FI_ENOENT, "a send cannot be cancelled");
+    T_OK(wait_cq(a.cq, &e, NULL));
+    T_ASSERT(e.op_context == &cs && (e.flags & FI_SEND), "the send completes");
+    expect_empty(a.cq);
+}
+
 /* A raw TCP connection to a's endpoint, as the peer `uid` would open it:
  * its HELLO (of protocol `version`) sent. */
 static int fake_peer(uint64_t uid, uint8_t version)
@@ -967,6 +1011,7 @@ CASE(test_duplicate_address)
 CASE(test_unreadable_send)
 CASE(test_fault_mid_frame)
 CASE(test_inject_to_failed_peer)
+CASE(test_cancel_completions)
 
 static const struct t_case cases[] = {
     {"setup_and_names", case_nothing, 30},
@@ -982,6 +1027,7 @@ static const struct t_case cases[] = {
     {"unreadable_send", case_test_unreadable_send, 60},
     {"fault_mid_frame", case_test_fault_mid_frame, 60},
     {"inject_to_failed_peer", case_test_inject_to_failed_peer, 30},
+    {"cancel_completions", case_test_cancel_completions, 30},
     {0},
 };
 

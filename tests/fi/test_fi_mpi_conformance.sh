@@ -3,10 +3,11 @@
 # usages that once crashed or hung under the provider ivc; see
 # tests/mpi/mpi_conformance.c), each in its own mpirun, 2 ranks attached to
 # one private ivcd region, over ivc by Open MPI's pml cm + mtl ofi:
-#  - each case passes, but alltoallw_bottom, which may instead end with an
-#    MPI error on every rank (Open MPI 4.1's persistent sends pass the
-#    provider a NULL buffer there: README, "Known Open MPI limitations");
-#    never a crash, never a hang;
+#  - each case passes, but two that meet bugs of Open MPI 4.1 (README,
+#    "Known Open MPI limitations"): alltoallw_bottom may instead end with an
+#    MPI error on every rank (its persistent sends pass the provider a NULL
+#    buffer), cancel_send may crash inside mca_mtl_ofi, never in the
+#    provider; never a hang;
 #  - the intercommunicator cases again with 4 ranks, and with IVC off;
 #  - each case over pml ob1 (btl self,vader,tcp), which shows the program
 #    itself right.
@@ -52,7 +53,7 @@ expect_pass() { # WHAT OUT STATUS CASE
 }
 
 for case in alltoallw_bottom alltoallw_bottom_gap intercomm_allgather intercomm_collectives \
-    self spawn connect_accept; do
+    self cancel_send spawn connect_accept; do
     run "$case.ivc" 2 $case "${ivc[@]}"
     st=$?
     out=$tmp/$case.ivc
@@ -61,6 +62,11 @@ for case in alltoallw_bottom alltoallw_bottom_gap intercomm_allgather intercomm_
         ! grep -qE "hung|Signal:|SEGV" "$out"; then
         pass "$case over ivc: an MPI error on both ranks, no crash, no hang" \
             "(Open MPI 4.1 sends from address 0: a known limitation)"
+    elif [ $case = cancel_send ] && [ $st -ne 0 ] && [ $st -ne 124 ] &&
+        grep -qE "Segmentation fault|SEGV" "$out" && grep -q "mca_mtl_ofi.so" "$out" &&
+        ! grep -q "libivc-fi" "$out"; then
+        pass "$case over ivc: crashes inside mca_mtl_ofi, before any provider call" \
+            "(Open MPI 4.1: a known limitation)"
     else
         expect_pass "$case over ivc" "$case.ivc" $st $case
     fi
