@@ -11,25 +11,8 @@
 #    and no rank is left running.
 set -uo pipefail
 dir=$1
-: "${FI_PROVIDER_PATH:?set by ctest}" "${IVCD:?set by ctest}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fails=0
-pass() { echo "PASS $*"; }
-fail() { echo "FAIL $*"; fails=$((fails + 1)); }
-tmp=$(mktemp -d /tmp/fi-mpi.XXXXXX)
-cleanup() {
-    pkill -9 -f "$dir/mpi_(suite|kill)" 2>/dev/null
-    [ -f "$tmp/ivcd.pid" ] && kill "$(cat "$tmp/ivcd.pid")" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-job=$((RANDOM * 1000 + 13))
-"$IVCD" --job $job --socket "$tmp/ivc.sock" --size 128M --daemon --pidfile "$tmp/ivcd.pid" ||
-    fail "ivcd did not start"
-export FI_IVC_JOB=$job IVC_SOCKET=$tmp/ivc.sock
-preload=()
-[ -n "${VHPC_PRELOAD:-}" ] && preload=(-x LD_PRELOAD="$VHPC_PRELOAD" -x ASAN_OPTIONS)
+on_exit() { pkill -9 -f "$dir/mpi_(suite|kill)" 2>/dev/null; }
+. "$(dirname "$0")/mpi_region.sh" # $tmp, ivcd, pass/fail, $preload
 mpi() { # NP PROGRAM [ARGS] (with any extra -x before NP via MPI_EXTRA)
     local np=$1
     shift

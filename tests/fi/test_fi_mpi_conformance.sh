@@ -13,26 +13,8 @@
 #    itself right.
 # A rank's watchdog ends a hung case within 60 s ("hung in STEP").
 set -uo pipefail
-dir=$1
-: "${FI_PROVIDER_PATH:?set by ctest}" "${IVCD:?set by ctest}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-prog=$dir/mpi_conformance
-fails=0
-pass() { echo "PASS $*"; }
-fail() { echo "FAIL $*"; fails=$((fails + 1)); }
-tmp=$(mktemp -d /tmp/fi-mpic.XXXXXX)
-cleanup() {
-    [ -f "$tmp/ivcd.pid" ] && kill "$(cat "$tmp/ivcd.pid")" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-job=$((RANDOM * 1000 + 17))
-"$IVCD" --job $job --socket "$tmp/ivc.sock" --size 128M --daemon --pidfile "$tmp/ivcd.pid" ||
-    fail "ivcd did not start"
-export FI_IVC_JOB=$job IVC_SOCKET=$tmp/ivc.sock
-preload=()
-[ -n "${VHPC_PRELOAD:-}" ] && preload=(-x LD_PRELOAD="$VHPC_PRELOAD" -x ASAN_OPTIONS)
+prog=$1/mpi_conformance
+. "$(dirname "$0")/mpi_region.sh" # $tmp, ivcd, pass/fail, $preload
 
 run() { # OUT NP CASE [MPIRUN OPTIONS...]: the case's output in $tmp/OUT, its status returned
     local out=$1 np=$2 case=$3
