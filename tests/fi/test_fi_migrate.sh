@@ -55,7 +55,15 @@ peer_of_rank1() {
     "$IVCD" ctl --socket "$tmp/ivc-a.sock" list |
         awk -v pid="$pid" '$1 == "client" && $3 == "pid=" pid && $4 == "state=live" {sub("id=", "", $2); print $2; exit}'
 }
-sleep 1.5
+# The suspends start once rank 1's first IVC channel is up: a suspend while
+# MPI_Init is still running (4 ranks on a busy machine can take longer than
+# any fixed wait) comes before any channel, and the count below would be
+# one short although every channel came back.
+rank1_up() {
+    local pid
+    pid=$(cat "$tmp/rank1.pid" 2>/dev/null) && grep -q "^libfabric:$pid:.*IVC channel .* up" "$tmp/out"
+}
+for i in $(seq 1 200); do rank1_up && break; sleep 0.05; done
 suspended=0
 at=() # when each suspend took (ms)
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
