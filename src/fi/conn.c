@@ -74,12 +74,7 @@ int ivf_src_addr(const char *node, const char *service, struct ivf_addr *a)
         ip = ((struct sockaddr_in *)res->ai_addr)->sin_addr;
         freeaddrinfo(res);
     }
-    memset(a, 0, sizeof(*a));
-    a->magic = IVF_ADDR_MAGIC;
-    a->version = IVF_ADDR_VERSION;
-    a->port = htons((uint16_t)port);
-    a->ip[10] = a->ip[11] = 0xff;
-    memcpy(a->ip + 12, &ip, 4);
+    ivf_addr_v4(a, &ip, htons((uint16_t)port));
     return 0;
 }
 
@@ -89,9 +84,7 @@ static int src_ipv4(const struct ivf_ep *ep, struct in_addr *ip, uint16_t *port)
 {
     const struct fi_info *fi = ep->info;
     const struct ivf_addr *a = fi ? fi->src_addr : NULL;
-    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (!a || fi->src_addrlen != sizeof(*a) || a->magic != IVF_ADDR_MAGIC ||
-        memcmp(a->ip, v4mapped, sizeof(v4mapped)) != 0)
+    if (!a || fi->src_addrlen != sizeof(*a) || a->magic != IVF_ADDR_MAGIC || !ivf_addr_is_v4(a))
         return -FI_EINVAL;
     memcpy(ip, a->ip + 12, 4);
     *port = a->port;
@@ -126,12 +119,7 @@ int ivf_conn_init(struct ivf_ep *ep)
     }
     ep->listen_fd = fd;
     struct ivf_addr *a = &ep->addr;
-    memset(a, 0, sizeof(*a));
-    a->magic = IVF_ADDR_MAGIC;
-    a->version = IVF_ADDR_VERSION;
-    a->port = sa.sin_port;
-    a->ip[10] = a->ip[11] = 0xff;
-    memcpy(a->ip + 12, &ip, 4);
+    ivf_addr_v4(a, &ip, sa.sin_port);
     while (!a->uid)
         if (getrandom(&a->uid, sizeof(a->uid), 0) != sizeof(a->uid))
             a->uid = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ (uintptr_t)ep;

@@ -97,6 +97,10 @@ _Static_assert(sizeof(struct ivf_hdr) == 40, "wire size");
 
 bool ivf_addr_valid(const struct ivf_addr *a);
 /* "ivc://1.2.3.4:5555/uid/job/client" */
+/* An IPv4 address (4 bytes, network order) and port (network order) as
+ * ours, IPv4-mapped; uid, job and client 0.  Is a an IPv4-mapped one? */
+void ivf_addr_v4(struct ivf_addr *a, const void *ip4, uint16_t port);
+bool ivf_addr_is_v4(const struct ivf_addr *a);
 void ivf_addr_str(const struct ivf_addr *a, char *buf, size_t len);
 
 /* Is h a well-formed header of a stream frame (not a hello): our version,

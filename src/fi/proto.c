@@ -15,11 +15,27 @@ bool ivf_addr_valid(const struct ivf_addr *a)
            a->uid != 0;
 }
 
+static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+void ivf_addr_v4(struct ivf_addr *a, const void *ip4, uint16_t port)
+{
+    memset(a, 0, sizeof(*a));
+    a->magic = IVF_ADDR_MAGIC;
+    a->version = IVF_ADDR_VERSION;
+    a->port = port;
+    memcpy(a->ip, v4mapped, sizeof(v4mapped));
+    memcpy(a->ip + 12, ip4, 4);
+}
+
+bool ivf_addr_is_v4(const struct ivf_addr *a)
+{
+    return memcmp(a->ip, v4mapped, sizeof(v4mapped)) == 0;
+}
+
 void ivf_addr_str(const struct ivf_addr *a, char *buf, size_t len)
 {
     char ip[INET6_ADDRSTRLEN] = "?";
-    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (memcmp(a->ip, v4mapped, 12) == 0)
+    if (ivf_addr_is_v4(a))
         inet_ntop(AF_INET, a->ip + 12, ip, sizeof(ip));
     else
         inet_ntop(AF_INET6, a->ip, ip, sizeof(ip));
