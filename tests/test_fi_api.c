@@ -13,7 +13,8 @@
  * bad peers (a raw TCP connection speaking another protocol version,
  * announcing an oversized frame or sending eager messages beyond its
  * credit is dropped, the endpoint goes on; a peer failing with sends
- * queued: no error entry for an inject).
+ * queued: no error entry for an inject), and two endpoints that connect
+ * to each other at once (one connection is left, nothing lost or reordered).
  * Needs FI_PROVIDER_PATH (set by ctest); no IVC job, so everything is TCP.
  */
 #include "testutil.h"
@@ -485,10 +486,7 @@ static void read_pumping(int fd, void *buf, size_t len)
 static void test_fault_mid_frame(void)
 {
     const size_t len = 8u << 20;
-    struct ivf_addr me,
-        fake = {.magic = IVF_ADDR_MAGIC, .version = IVF_ADDR_VERSION, .uid = 0xfa4e};
-    size_t alen = sizeof(me);
-    FI_OK(fi_getname(&a.ep->fid, &me, &alen));
+    struct ivf_addr fake = {.magic = IVF_ADDR_MAGIC, .version = IVF_ADDR_VERSION, .uid = 0xfa4e};
     int lfd = socket(AF_INET, SOCK_STREAM, 0), small = 64 << 10;
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t sl = sizeof(sa);
@@ -521,17 +519,10 @@ static void test_fault_mid_frame(void)
     read_pumping(in, hello, sizeof(hello));
     read_pumping(in, &h, sizeof(h));
     T_ASSERT(h.type == IVF_RTS && h.size == len, "an RTS of %zu bytes (type %u)", len, h.type);
-    /* Clear to send, on our own connection to a. */
-    int out = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in ta = {.sin_family = AF_INET, .sin_port = me.port};
-    memcpy(&ta.sin_addr, me.ip + 12, 4);
-    T_ASSERT(connect(out, (struct sockaddr *)&ta, sizeof(ta)) == 0, "connect to a");
-    ivf_hello_fill(hello, IVF_HELLO, 0, &fake);
+    /* Clear to send, on the connection a opened (it carries both ways). */
     struct ivf_hdr cts = {
         .version = IVF_PROTO_VERSION, .type = IVF_CTS, .id = h.id, .data = 42, .size = len};
-    T_ASSERT(write(out, hello, sizeof(hello)) == (ssize_t)sizeof(hello) &&
-                 write(out, &cts, sizeof(cts)) == (ssize_t)sizeof(cts),
-             "CTS");
+    T_ASSERT(write(in, &cts, sizeof(cts)) == (ssize_t)sizeof(cts), "CTS");
     /* a sends until our receive buffer is full, then the buffer goes away. */
     struct fi_cq_tagged_entry e;
     for (int i = 0; i < 300; i++) {
@@ -573,7 +564,6 @@ static void test_fault_mid_frame(void)
     printf("# %llu bytes of DATA before the FAULT frame, %d of them zeros\n",
            (unsigned long long)off, zeros);
     munmap(m, len);
-    close(out);
     close(in);
     close(lfd);
 }
@@ -969,6 +959,89 @@ static void test_source_addr(void)
     fi_freeinfo(hints);
 }
 
+/* ESTABLISHED TCP connection ends in /proc/net/tcp with local or remote
+ * port `port` (network order). */
+static int established(uint16_t port)
+{
+    FILE *f = fopen("/proc/net/tcp", "r");
+    T_ASSERT(f, "/proc/net/tcp: %s", strerror(errno));
+    char line[256];
+    unsigned lport, rport, st;
+    int n = 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, " %*u: %*x:%x %*x:%x %x", &lport, &rport, &st) == 3 && st == 1 &&
+            (lport == ntohs(port) || rport == ntohs(port)))
+            n++;
+    fclose(f);
+    return n;
+}
+
+/* a and b both send before either has read anything, so each opens a
+ * connection to the other: one of them moves its stream (MOVE / MOVED)
+ * onto the other's, eager and rendezvous messages arrive whole and in
+ * order both ways, before the move and after it, and one connection is
+ * left between them (it carries both directions). */
+static void test_crossing_connections(void)
+{
+    struct ivf_addr na, nb;
+    size_t len = sizeof(na);
+    FI_OK(fi_getname(&a.ep->fid, &na, &len));
+    len = sizeof(nb);
+    FI_OK(fi_getname(&b.ep->fid, &nb, &len));
+    enum { N = 4, BIG = 256 << 10 };
+    static char out[2][N][BIG], in[2][N][BIG];
+    struct side *sides[2] = {&a, &b};
+    int sctx[2][N], rctx[2][N];
+    for (int round = 0; round < 2; round++) {
+        for (int s = 0; s < 2; s++)
+            for (int i = 0; i < N; i++) {
+                size_t n = i == 1 ? BIG : 16; /* one rendezvous among eager ones */
+                snprintf(out[s][i], 16, "r%d %c%d", round, "ab"[s], i);
+                out[s][i][n - 1] = (char)('x' + s);
+                struct iovec v = {out[s][i], n};
+                struct fi_msg_tagged m = {.msg_iov = &v,
+                                          .iov_count = 1,
+                                          .addr = sides[s]->peer,
+                                          .tag = 9,
+                                          .context = &sctx[s][i]};
+                FI_OK(fi_tsendmsg(sides[s]->ep, &m, FI_COMPLETION)); /* b's CQ is selective */
+            }
+        for (int s = 0; s < 2; s++)
+            for (int i = 0; i < N; i++) {
+                struct iovec v = {in[s][i], BIG};
+                struct fi_msg_tagged m = {.msg_iov = &v,
+                                          .iov_count = 1,
+                                          .addr = sides[1 - s]->peer,
+                                          .tag = 9,
+                                          .context = &rctx[s][i]};
+                FI_OK(fi_trecvmsg(sides[1 - s]->ep, &m, FI_COMPLETION));
+            }
+        /* Each side: N sends and N receives complete, the i-th receive
+         * with the i-th message (one tag: matched in send order). */
+        for (int s = 0; s < 2; s++) {
+            int sends = 0, recvs = 0;
+            while (sends + recvs < 2 * N) {
+                struct fi_cq_tagged_entry e;
+                T_OK(wait_cq(sides[s]->cq, &e, NULL));
+                if (e.flags & FI_SEND) {
+                    sends++;
+                    continue;
+                }
+                int i = (int)((int *)e.op_context - rctx[1 - s]);
+                T_ASSERT(i >= 0 && i < N, "round %d: %c's receive", round, "ab"[s]);
+                size_t n = i == 1 ? BIG : 16;
+                T_ASSERT(e.len == n && !memcmp(in[1 - s][i], out[1 - s][i], n),
+                         "round %d: %c's receive %d got %zu bytes '%s'", round, "ab"[s], i,
+                         (size_t)e.len, in[1 - s][i]);
+                recvs++;
+            }
+        }
+    }
+    int ea = established(na.port), eb = established(nb.port);
+    printf("# connection ends: %d at a's port, %d at b's\n", ea, eb);
+    T_ASSERT(ea + eb == 2, "one connection between a and b (%d + %d ends)", ea, eb);
+}
+
 static void teardown(void)
 {
     FI_OK(fi_close(&a.ep->fid));
@@ -1012,6 +1085,7 @@ CASE(test_unreadable_send)
 CASE(test_fault_mid_frame)
 CASE(test_inject_to_failed_peer)
 CASE(test_cancel_completions)
+CASE(test_crossing_connections)
 
 static const struct t_case cases[] = {
     {"setup_and_names", case_nothing, 30},
@@ -1028,6 +1102,7 @@ static const struct t_case cases[] = {
     {"fault_mid_frame", case_test_fault_mid_frame, 60},
     {"inject_to_failed_peer", case_test_inject_to_failed_peer, 30},
     {"cancel_completions", case_test_cancel_completions, 30},
+    {"crossing_connections", case_test_crossing_connections, 30},
     {0},
 };
 

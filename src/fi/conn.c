@@ -1,8 +1,8 @@
 /*
  * conn.c - peers and their TCP connections: the endpoint's listen socket
- * and the address it publishes, connecting to a peer (the connection A
- * opens to B carries A->B only), accepting connections and reading the
- * HELLO that names who is talking, and the peer records themselves.
+ * and the address it publishes, connecting to a peer, accepting
+ * connections and reading the HELLO that names who is talking, and the
+ * peer records themselves.  Which connection carries what is stream.c's.
  */
 #include "ivf.h"
 
@@ -138,7 +138,7 @@ void ivf_conn_fini(struct ivf_ep *ep)
     ep->listen_fd = -1;
 }
 
-int ivf_tcp_connect(struct ivf_peer *p)
+int ivf_tcp_connect(struct ivf_ep *ep, struct ivf_peer *p)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = p->addr.port};
     memcpy(&sa.sin_addr, p->addr.ip + 12, 4);
@@ -151,8 +151,10 @@ int ivf_tcp_connect(struct ivf_peer *p)
         close(fd);
         return e;
     }
-    p->tx.fd = fd;
+    p->fd_own = p->tx.fd = fd;
     p->tx.connecting = true;
+    if (p->rx.fd < 0 && p->addr.uid != ep->addr.uid)
+        p->rx.fd = fd; /* it answers on ours, unless it opens its own */
     return 0;
 }
 
@@ -167,8 +169,8 @@ struct ivf_peer *ivf_peer_get(struct ivf_ep *ep, const struct ivf_addr *a)
     p->ep = ep;
     p->addr = *a;
     p->fi_addr = ivf_av_find(ep->av, a);
-    p->tx.fd = -1;
-    p->rx.fd = -1;
+    p->tx.fd = p->rx.fd = p->rx.fd_next = -1;
+    p->fd_own = p->fd_in = -1;
     p->credit = ivf_params.credit;
     p->next = ep->peers;
     ep->peers = p;
@@ -215,8 +217,9 @@ static bool closed_by_peer(int fd)
 }
 
 /* A new connection's first frame says who is talking.  Part of one waits
- * for the rest, unless the peer has closed (peeking never sees that end). */
-static void read_hellos(struct ivf_ep *ep)
+ * for the rest, unless the peer has closed (peeking never sees that end).
+ * The first whole and good one's peer (the connection in *fd), or NULL. */
+static struct ivf_peer *read_hellos(struct ivf_ep *ep, int *fd_out)
 {
     for (size_t i = 0; i < ep->n_pending;) {
         int fd = ep->pending_fds[i];
@@ -244,9 +247,10 @@ static void read_hellos(struct ivf_ep *ep)
             close(fd);
             continue;
         }
-        /* A failed peer's stream is never read again: it gets no new one. */
+        /* A failed peer's stream is never read again: it gets no new one;
+         * nor does a peer that opened one already. */
         struct ivf_peer *p = ivf_peer_get(ep, &a);
-        if (!p || p->rx.fd >= 0 || p->failed) {
+        if (!p || p->accepted || p->failed) {
             IVF_WARN(FI_LOG_EP_CTRL, "a connection from %s: closed\n",
                      !p          ? "a peer we have no memory for"
                      : p->failed ? "a failed peer"
@@ -254,13 +258,15 @@ static void read_hellos(struct ivf_ep *ep)
             close(fd);
             continue;
         }
-        p->rx.fd = fd;
+        p->accepted = true;
+        *fd_out = fd;
+        return p;
     }
+    return NULL;
 }
 
-void ivf_conn_accept(struct ivf_ep *ep)
+struct ivf_peer *ivf_conn_accept(struct ivf_ep *ep, int *fd)
 {
     accept_new(ep);
-    if (ep->n_pending)
-        read_hellos(ep);
+    return ep->n_pending ? read_hellos(ep, fd) : NULL;
 }

@@ -13,10 +13,15 @@
  *                       channel's suspend (its unread bytes handed back are
  *                       read first), then TCP again.
  *
- * Each direction is the sender's: the connection A opened to B carries
- * A->B only (so two endpoints connecting to each other at once never race),
- * and the IVC channel between them carries both directions (opened by the
- * endpoint with the smaller uid).
+ * One TCP connection carries both directions, as does the IVC channel
+ * (opened by the endpoint with the smaller uid): each side's TCP ACKs ride
+ * on its own data (two connections cost a pure ACK segment per message).
+ * The endpoint that sends first opens it (HELLO first) and the other
+ * answers on it.  When both opened one at once, the one opened by the
+ * smaller uid stays: the other side sends MOVE on its own and closes it,
+ * and writes on the one that stays once the MOVED answer (sent when MOVE
+ * was read) says its peer reads there.  A peer that is ourselves keeps
+ * two (what we write on one we read on the other).
  *
  * On a stream go frames (struct ivf_hdr + payload).  Messages up to
  * eager_max are sent whole (EAGER); larger ones announce themselves (RTS),
@@ -85,7 +90,8 @@
 #define IVF_FI_VERSION   FI_VERSION(1, 17)
 #define IVF_IOV_LIMIT    8
 #define IVF_INJECT_SIZE  4096
-#define IVF_TAG_BITS    64
+#define IVF_RX_AHEAD     8192 /* TCP read-ahead per peer (struct ivf_rx) */
+#define IVF_TAG_BITS     64
 
 extern struct fi_provider ivf_prov;
 
@@ -201,8 +207,14 @@ enum ivf_carrier { IVF_TCP, IVF_IVC };
 /* Reading one direction: where the next bytes come from and what they are. */
 struct ivf_rx {
     enum ivf_carrier from;
-    int fd;              /* the peer's TCP connection to us (accepted), -1 */
+    int fd;              /* the TCP connection the peer writes on (p->fd_in, or p->fd_own
+                          * while the peer answers on it), -1 */
     struct ivf_seg *seg; /* while from == IVF_IVC */
+    int fd_next;         /* after the peer's MOVE: the connection we opened, else -1 */
+    /* TCP bytes read ahead of what the parser asked for (the next header
+     * and payload come with one readv): rbuf[rb_off..rb_len) */
+    char *rbuf;
+    size_t rb_off, rb_len;
     /* parser */
     struct ivf_hdr hdr;
     size_t hdr_got;
@@ -216,8 +228,9 @@ struct ivf_rx {
 /* Writing one direction. */
 struct ivf_tx {
     enum ivf_carrier to;
-    int fd;              /* our TCP connection to the peer, -1 until connected */
+    int fd;              /* the TCP connection we write on (fd_own or fd_in), -1 */
     bool connecting;     /* non-blocking connect() in progress */
+    bool parked;         /* MOVE sent, MOVED not read: no TCP to write on yet */
     struct ivf_seg *seg; /* while to == IVF_IVC */
     struct ivf_txf *head, *tail;
     size_t queued; /* bytes in the queue */
@@ -230,6 +243,9 @@ struct ivf_peer {
     fi_addr_t fi_addr; /* in the endpoint's AV, or FI_ADDR_NOTAVAIL */
     struct ivf_tx tx;
     struct ivf_rx rx;
+    int fd_own;           /* the TCP connection we opened to the peer, -1 */
+    int fd_in;            /* the one it opened to us (accepted), -1 */
+    bool accepted;        /* it opened one: it gets no other */
     struct ivf_seg *segs; /* IVC channels, oldest first */
     int failed;           /* a fatal error (-FI_E*): operations to it fail */
     size_t credit;        /* sender: eager bytes we may still send it */
@@ -490,10 +506,13 @@ void ivf_match_cleanup(struct ivf_ep *ep);
 int ivf_src_addr(const char *node, const char *service, struct ivf_addr *a);
 int ivf_conn_init(struct ivf_ep *ep);
 void ivf_conn_fini(struct ivf_ep *ep);
-/* Start a non-blocking connect to p (p->tx.fd). */
-int ivf_tcp_connect(struct ivf_peer *p);
-/* Accept new connections and read their HELLOs (which name the peer). */
-void ivf_conn_accept(struct ivf_ep *ep);
+/* Start a non-blocking connect to p (p->fd_own, written on: p->tx.fd; and
+ * read on until p opens one of its own, unless p is ourselves). */
+int ivf_tcp_connect(struct ivf_ep *ep, struct ivf_peer *p);
+/* Accept new connections and read their HELLOs (which name the peer): the
+ * next new connection whose peer is known (its fd in *fd, for
+ * ivf_stream_adopt), NULL when there is none now. */
+struct ivf_peer *ivf_conn_accept(struct ivf_ep *ep, int *fd);
 /* Keep fd, a connection just accepted, until its HELLO is read (the
  * fuzzer hands the endpoint its connections here too). */
 int ivf_conn_pending_add(struct ivf_ep *ep, int fd);
@@ -505,6 +524,10 @@ struct ivf_peer *ivf_peer_get(struct ivf_ep *ep, const struct ivf_addr *a);
  * are: connect (once), HELLO queued.  <0: the peer failed (when the
  * connection cannot be opened, here: whatever waits on the peer fails). */
 int ivf_stream_start(struct ivf_ep *ep, struct ivf_peer *p);
+/* fd, a connection p opened to us (its HELLO read), becomes p's: read on,
+ * and written on unless we opened one first (then the one opened by the
+ * smaller uid stays for both directions: a MOVE if it is p's). */
+void ivf_stream_adopt(struct ivf_ep *ep, struct ivf_peer *p, int fd);
 /* Queue a frame; payload from iov (skip bytes in) or copied when copy.
  * The stream starts if it has not yet, which can fail the peer. */
 int ivf_send_frame(struct ivf_ep *ep, struct ivf_peer *peer, const struct ivf_hdr *h,
@@ -523,6 +546,10 @@ void ivf_stream_write(struct ivf_ep *ep, struct ivf_peer *p);
  * its connection between frames (its endpoint closed)?  Nothing more of it
  * will come. */
 bool ivf_stream_ended(const struct ivf_peer *p);
+/* MOVED: write on the connection p opened. */
+void ivf_stream_unpark(struct ivf_peer *p);
+/* Stop reading p's TCP connection (closed unless we write on it). */
+void ivf_stream_rx_close(struct ivf_peer *p);
 /* Read the next frame header into p->rx.hdr: 1 once it is all in. */
 int ivf_stream_read_header(struct ivf_ep *ep, struct ivf_peer *p);
 /* Read the current frame's payload to p->rx.dst_*: 1 once it is all in. */

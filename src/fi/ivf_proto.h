@@ -6,8 +6,9 @@
  *
  * A stream (one per direction and peer, see ivf.h) is a sequence of frames:
  * a 40-byte header (struct ivf_hdr) and `len` payload bytes.  The first
- * frame of a TCP connection is HELLO, the first frame of each direction of
- * an IVC channel is IVC_HELLO; both carry the sender's struct ivf_addr.
+ * frame of a TCP connection, from the endpoint that opened it, is HELLO;
+ * the first frame of each direction of an IVC channel is IVC_HELLO; both
+ * carry the sender's struct ivf_addr.
  * Every header carries IVF_PROTO_VERSION: a frame of another version makes
  * the peer failed (an endpoint of another build of the provider).
  *
@@ -21,7 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define IVF_PROTO_VERSION 1
+/* 2: a TCP connection carries both directions (MOVE); 1 had one per direction. */
+#define IVF_PROTO_VERSION 2
 
 /* The largest message (RTS size) and eager message (EAGER len) a peer may
  * announce; FI_IVC_EAGER_MAX is kept below the latter. */
@@ -63,6 +65,9 @@ enum ivf_frame {
     IVF_IVC_HELLO, /* first frame on an IVC channel, both ways: payload = sender's ivf_addr,
                     * id = the channel's name */
     IVF_CREDIT,    /* the receiver took `data` more bytes of eager messages */
+    IVF_MOVE,      /* the sender's stream goes on on the TCP connection the receiver
+                    * opened (both opened one at once; see ivf.h) */
+    IVF_MOVED,     /* answer to MOVE: its receiver reads on that connection now */
     IVF_FRAME_MAX
 };
 

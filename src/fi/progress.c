@@ -3,7 +3,8 @@
  * loop that moves the bytes.  Every frame's reaction is here: a message
  * (EAGER or RTS) is matched or kept as unexpected, a CTS starts the DATA
  * of a send, DATA fills a receive, ACK and CREDIT settle a send and the
- * credit, FLUSH moves the stream onto an IVC channel.  A receive is done
+ * credit, FLUSH moves the stream onto an IVC channel, MOVE onto the TCP
+ * connection we opened.  A receive is done
  * in one place (recv_done) whichever way its bytes came.
  *
  * A frame is checked (ivf_hdr_check: version, type, lengths) before any of
@@ -266,6 +267,35 @@ static int on_flush(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr 
     return 0;
 }
 
+/* MOVE: the peer's stream goes on on the connection we opened (both
+ * opened one at once, ours stays).  Nothing more comes on its own. */
+static int on_move(struct ivf_ep *ep, struct ivf_peer *p)
+{
+    struct ivf_rx *rx = &p->rx;
+    if (rx->fd_next < 0 || rx->rb_off < rx->rb_len) {
+        ivf_peer_fail(ep, p, -FI_EIO,
+                      rx->fd_next < 0 ? "MOVE without a connection of ours to move to"
+                                      : "bytes after MOVE");
+        return -1;
+    }
+    ivf_stream_rx_close(p);
+    rx->fd = rx->fd_next;
+    rx->fd_next = -1;
+    struct ivf_hdr h = {.type = IVF_MOVED};
+    return ivf_send_frame(ep, p, &h, NULL, 0, 0, true, NULL) < 0 ? -1 : 0;
+}
+
+/* MOVED: the peer reads on the connection it opened: we write there. */
+static int on_moved(struct ivf_ep *ep, struct ivf_peer *p)
+{
+    if (!p->tx.parked) {
+        ivf_peer_fail(ep, p, -FI_EIO, "MOVED without a MOVE");
+        return -1;
+    }
+    ivf_stream_unpark(p);
+    return 0;
+}
+
 static int on_credit(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h)
 {
     if (h->data > ivf_params.credit - p->credit) {
@@ -322,6 +352,8 @@ static int frame_begin(struct ivf_ep *ep, struct ivf_peer *p)
     case IVF_DATA: r = on_data(ep, p, h); break;
     case IVF_FLUSH: r = on_flush(ep, p, h); break;
     case IVF_CREDIT: r = on_credit(ep, p, h); break;
+    case IVF_MOVE: r = on_move(ep, p); break;
+    case IVF_MOVED: r = on_moved(ep, p); break;
     default: r = on_ack(ep, p, h); break; /* IVF_ACK: ivf_hdr_check knows no other */
     }
     if (r == 0)
@@ -406,7 +438,9 @@ void ivf_progress(struct ivf_ep *ep)
         due = now_ns() >= ep->next_slow_ns;
     if (due) {
         ep->next_slow_ns = now_ns() + 1000000;
-        ivf_conn_accept(ep);
+        int fd;
+        for (struct ivf_peer *p; (p = ivf_conn_accept(ep, &fd));)
+            ivf_stream_adopt(ep, p, fd);
         ivf_ivc_progress(ep);
     }
     for (struct ivf_peer *p = ep->peers; p; p = p->next) {
@@ -456,6 +490,8 @@ void ivf_domain_wait(struct ivf_domain *dom, int timeout_ms)
         for (size_t i = 0; i < ep->n_pending && n < 256; i++)
             fds[n++] = (struct pollfd){.fd = ep->pending_fds[i], .events = POLLIN};
         for (struct ivf_peer *p = ep->peers; p && n < 256; p = p->next) {
+            if (p->rx.rb_off < p->rx.rb_len)
+                return; /* frames read ahead wait: no POLLIN would tell of them */
             if (p->rx.fd >= 0)
                 fds[n++] = (struct pollfd){.fd = p->rx.fd, .events = POLLIN};
             if (p->tx.fd >= 0 && p->tx.head)

@@ -60,7 +60,9 @@ const char *ivf_hdr_check(const struct ivf_hdr *h)
     case IVF_CTS:
     case IVF_ACK:
     case IVF_FLUSH:
-    case IVF_CREDIT: return h->len == 0 ? NULL : "a control frame with a payload";
+    case IVF_CREDIT:
+    case IVF_MOVE:
+    case IVF_MOVED: return h->len == 0 ? NULL : "a control frame with a payload";
     default: return "an unknown frame type";
     }
 }

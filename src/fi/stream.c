@@ -105,11 +105,15 @@ static void stream_shut(struct ivf_peer *p)
 {
     txq_free(&p->tx);
     ivf_peer_segs_free(p);
-    if (p->rx.fd >= 0)
-        close(p->rx.fd);
-    if (p->tx.fd >= 0)
-        close(p->tx.fd);
-    p->rx.fd = p->tx.fd = -1;
+    if (p->fd_own >= 0)
+        close(p->fd_own);
+    if (p->fd_in >= 0)
+        close(p->fd_in);
+    p->fd_own = p->fd_in = -1;
+    p->rx.fd = p->tx.fd = p->rx.fd_next = -1;
+    free(p->rx.rbuf);
+    p->rx.rbuf = NULL;
+    p->rx.rb_off = p->rx.rb_len = 0;
 }
 
 void ivf_peer_fail(struct ivf_ep *ep, struct ivf_peer *p, int err, const char *why)
@@ -211,14 +215,18 @@ int ivf_stream_start(struct ivf_ep *ep, struct ivf_peer *p)
 {
     if (p->failed)
         return p->failed;
-    if (p->tx.fd < 0) {
+    if (p->tx.fd >= 0 || p->tx.parked) {
+        /* started */
+    } else if (p->fd_in >= 0 && p->addr.uid != ep->addr.uid) {
+        p->tx.fd = p->fd_in; /* it opened one: we answer on it */
+    } else {
         /* The hello first: a connection must never go without it. */
         struct ivf_hdr hh = {.type = IVF_HELLO, .len = sizeof(struct ivf_addr)};
         struct iovec v = {&ep->addr, sizeof(ep->addr)};
         struct ivf_txf *hf = txf_copy(&hh, &v, 1, 0);
         if (!hf)
             return -FI_ENOMEM;
-        if (ivf_tcp_connect(p) < 0) {
+        if (ivf_tcp_connect(ep, p) < 0) {
             free(hf);
             ivf_peer_fail(ep, p, -FI_ECONNREFUSED, "cannot connect");
             return -FI_ECONNREFUSED;
@@ -226,6 +234,29 @@ int ivf_stream_start(struct ivf_ep *ep, struct ivf_peer *p)
         txq_push(&p->tx, hf);
     }
     return 0;
+}
+
+void ivf_stream_adopt(struct ivf_ep *ep, struct ivf_peer *p, int fd)
+{
+    p->fd_in = fd;
+    if (p->addr.uid == ep->addr.uid || p->fd_own < 0) {
+        p->rx.fd = fd; /* ourselves (we write on fd_own), or the one connection */
+        return;
+    }
+    /* Both opened one at once; p writes on its own now, and nothing came
+     * on ours (p would not have opened one).  The smaller uid's stays. */
+    p->rx.fd = fd;
+    if (ep->addr.uid < p->addr.uid) {
+        p->rx.fd_next = p->fd_own; /* p moves to ours */
+        return;
+    }
+    struct ivf_hdr h = {.type = IVF_MOVE};
+    struct ivf_txf *f = txf_new(&h, 0);
+    if (!f) {
+        ivf_peer_fail(ep, p, -FI_ENOMEM, "out of memory");
+        return;
+    }
+    txq_push(&p->tx, f); /* frame_sent() moves us */
 }
 
 int ivf_send_flush(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_seg *seg)
@@ -273,6 +304,13 @@ static void frame_sent(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_txf *f)
         p->tx.seg = f->seg;
         return;
     }
+    if (f->hdr.type == IVF_MOVE) { /* the rest: on p's connection once it reads there */
+        close(p->fd_own);
+        p->fd_own = p->tx.fd = -1;
+        p->tx.connecting = false;
+        p->tx.parked = true;
+        return;
+    }
     struct ivf_op *op = f->op;
     if (!op || f->hdr.type == IVF_RTS)
         return;
@@ -305,6 +343,8 @@ static ssize_t tx_write(struct ivf_ep *ep, struct ivf_peer *p, struct iovec *v, 
         tx->to = IVF_TCP;
         tx->seg = NULL;
     }
+    if (tx->fd < 0)
+        return 0; /* parked: after MOVED */
     struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)n};
     ssize_t w = sendmsg(tx->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w >= 0) {
@@ -436,8 +476,8 @@ static struct ivf_txf *frame_fault(struct ivf_ep *ep, struct ivf_peer *p, struct
 void ivf_stream_write(struct ivf_ep *ep, struct ivf_peer *p)
 {
     struct ivf_tx *tx = &p->tx;
-    if (tx->fd < 0)
-        return;
+    if (tx->fd < 0 && tx->to != IVF_IVC)
+        return; /* not started, or parked */
     if (tx->connecting) {
         struct pollfd pf = {.fd = tx->fd, .events = POLLOUT};
         if (poll(&pf, 1, 0) <= 0)
@@ -486,6 +526,38 @@ void ivf_stream_write(struct ivf_ep *ep, struct ivf_peer *p)
 
 /* ---- receiving ---------------------------------------------------------------------- */
 
+/* Bytes read ahead go into v[0..k) first: how many. */
+static ssize_t rbuf_take(struct ivf_rx *rx, const struct iovec *v, int k)
+{
+    size_t n = ivf_buf_to_iov(v, (size_t)k, 0, rx->rbuf + rx->rb_off, rx->rb_len - rx->rb_off);
+    rx->rb_off += n;
+    return (ssize_t)n;
+}
+
+/* One readv into v[0..k) and, behind it, the read-ahead buffer: a small
+ * message's header and payload, and the frames after them, cost one
+ * system call instead of two or more.  What went beyond v is kept for the
+ * next reads.  readv's result. */
+static ssize_t tcp_readv(struct ivf_rx *rx, const struct iovec *v, int k)
+{
+    if (!rx->rbuf && !(rx->rbuf = malloc(IVF_RX_AHEAD)))
+        return readv(rx->fd, v, k); /* without memory: no read-ahead */
+    struct iovec w[IVF_IOV_LIMIT + 1];
+    size_t want = 0;
+    for (int i = 0; i < k; i++) {
+        w[i] = v[i];
+        want += v[i].iov_len;
+    }
+    w[k] = (struct iovec){rx->rbuf, IVF_RX_AHEAD};
+    ssize_t n = readv(rx->fd, w, k + 1);
+    if (n > (ssize_t)want) {
+        rx->rb_off = 0;
+        rx->rb_len = (size_t)n - want;
+        n = (ssize_t)want;
+    }
+    return n;
+}
+
 /* Read into v[0..k) from the peer's stream; 0: nothing now; <0: broken
  * (the connection is closed, and the peer failed if anything was expected
  * of it). */
@@ -510,9 +582,11 @@ static ssize_t rx_readv(struct ivf_ep *ep, struct ivf_peer *p, struct iovec *v, 
         }
         return (ssize_t)done;
     }
+    if (rx->rb_off < rx->rb_len)
+        return rbuf_take(rx, v, k);
     if (rx->fd < 0)
         return -1;
-    ssize_t n = readv(rx->fd, v, k);
+    ssize_t n = tcp_readv(rx, v, k);
     if (n > 0) {
         p->bytes[1][IVF_TCP] += (size_t)n;
         return n;
@@ -527,11 +601,29 @@ static ssize_t rx_readv(struct ivf_ep *ep, struct ivf_peer *p, struct iovec *v, 
     for (struct ivf_op *op = ep->active; op && !waiting;
          op = op->next == ep->active ? NULL : op->next)
         waiting = op->peer == p;
-    close(rx->fd);
-    rx->fd = -1;
+    ivf_stream_rx_close(p);
     if (mid || waiting)
         ivf_peer_fail(ep, p, -FI_ECONNRESET, e ? strerror(e) : "connection closed");
     return -1;
+}
+
+void ivf_stream_unpark(struct ivf_peer *p)
+{
+    p->tx.parked = false;
+    p->tx.fd = p->fd_in;
+}
+
+void ivf_stream_rx_close(struct ivf_peer *p)
+{
+    int fd = p->rx.fd;
+    p->rx.fd = -1;
+    if (fd < 0 || fd == p->tx.fd)
+        return; /* written on still: the writes tell whether the peer is gone */
+    close(fd);
+    if (fd == p->fd_own)
+        p->fd_own = -1;
+    if (fd == p->fd_in)
+        p->fd_in = -1;
 }
 
 bool ivf_stream_ended(const struct ivf_peer *p)

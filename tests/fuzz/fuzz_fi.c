@@ -9,21 +9,20 @@
  *
  * A connection is a socketpair instead of an accepted TCP socket (its end
  * is handed to the endpoint as accept_new would); what the endpoint sends
- * a peer (CTS, DATA, ACK, CREDIT) goes into another socketpair the harness
- * empties, never to the address a hello names: the provider's connect()
- * always fails (the fuzzer is linked with --wrap=connect), which is what a
- * peer without such a socketpair meets, as if its address were
- * unreachable.  Small tunables (eager_max 512, chunk 256, credit 2048)
- * bring rendezvous, several DATA frames and the credit within reach of
- * small inputs.  Receive and send buffers are allocated to their exact
- * size, so ASan sees a byte written past one.  Nothing is written to disk.
+ * a peer (CTS, DATA, ACK, CREDIT) comes back on it, and the harness empties
+ * it (unless the peer is one that never reads).  The provider's connect()
+ * always fails (the fuzzer is linked with --wrap=connect): a send to a peer
+ * that opened no connection meets an unreachable address.  Small
+ * tunables (eager_max 512, chunk 256, credit 2048) bring rendezvous,
+ * several DATA frames and the credit within reach of small inputs.  Receive and send buffers are
+ * allocated to their exact size, so ASan sees a byte written past one.  Nothing is written to disk.
  *
  * The input is a list of operations, one byte each plus arguments:
  *   0 c n16 bytes  peer c (c & 1) writes n bytes (little-endian n, cut to
  *                  what is left); a connection opens at a peer's first
  *                  write after it closed, and its first 88 bytes are the
- *                  hello; c & 2 when it opens: the peer it names is
- *                  unreachable
+ *                  hello; c & 2 when it opens: the peer never reads what
+ *                  the endpoint sends on it
  *   1 f t k        a receive of slot k: f bit 0 tagged, bits 1-2 its size
  *                  (0, 24, 512, 3000 bytes), bit 3 in two pieces, bits 4-6
  *                  flags (none, PEEK, PEEK|CLAIM, PEEK|DISCARD, CLAIM,
@@ -68,17 +67,15 @@ struct slot {
 };
 
 struct conn {
-    int fd;           /* the peer's end, -1 when closed */
-    int ep_fd;        /* the endpoint's end while it holds it, else -1 */
-    size_t sent;      /* the first IVF_HELLO_LEN bytes are the hello */
-    bool unreachable; /* the peer its hello names gets no tx socketpair */
+    int fd;      /* the peer's end, -1 when closed */
+    int ep_fd;   /* the endpoint's end while it holds it, else -1 */
+    size_t sent; /* the first IVF_HELLO_LEN bytes are the hello */
+    bool deaf;   /* never reads what the endpoint sends */
 };
 
-/* What the endpoint sends a peer: our end of its tx socketpair (-1: none,
- * the endpoint's connect() fails). */
+/* A peer the endpoint learnt of, in the AV. */
 struct out {
     struct ivf_peer *p;
-    int fd;
     fi_addr_t fa;
 };
 
@@ -95,7 +92,7 @@ static struct {
     struct out out[NOPEN];
     int nout;
     struct slot rx[NSLOT], tx[NSLOT];
-    int ep_fds[2 * NOPEN + 1]; /* every descriptor the endpoint holds: closed by fi_close */
+    int ep_fds[NOPEN + 1]; /* every descriptor the endpoint holds: closed by fi_close */
     int n_ep_fds;
 } h;
 
@@ -200,7 +197,8 @@ static bool ep_holds(int fd)
         if (h.iep->pending_fds[i] == fd)
             return true;
     for (struct ivf_peer *p = h.iep->peers; p; p = p->next)
-        if (p->rx.fd == fd)
+        if (p->rx.fd == fd || p->tx.fd == fd || p->fd_in == fd || p->fd_own == fd ||
+            p->rx.fd_next == fd)
             return true;
     return false;
 }
@@ -226,10 +224,8 @@ static void keep_ep_fd(int fd)
         h.ep_fds[h.n_ep_fds++] = fd;
 }
 
-/* A peer the endpoint just learnt of (from a hello) gets its tx stream: a
- * socketpair instead of a connection to the address it named, unless its
- * connection was opened unreachable; its address goes into the AV, as the
- * application would put it there. */
+/* A peer the endpoint just learnt of (from a hello): its address goes
+ * into the AV, as the application would put it there. */
 static void adopt_peers(void)
 {
     for (struct ivf_peer *p = h.iep->peers; p; p = p->next) {
@@ -238,35 +234,24 @@ static void adopt_peers(void)
             known = h.out[i].p == p;
         if (known)
             continue;
-        if (h.nout == NOPEN || p->tx.fd >= 0) {
+        if (h.nout == NOPEN) {
             fprintf(stderr, "fuzz_fi: a peer the harness cannot account for\n");
             abort();
         }
-        bool reach = true;
-        for (int c = 0; c < NCONN; c++)
-            if (h.conn[c].ep_fd >= 0 && h.conn[c].ep_fd == p->rx.fd)
-                reach = !h.conn[c].unreachable;
         struct out *o = &h.out[h.nout++];
         o->p = p;
-        o->fd = -1;
-        if (reach) {
-            int sv[2];
-            if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
-                abort();
-            o->fd = sv[0];
-            p->tx.fd = sv[1];
-            keep_ep_fd(sv[1]);
-        }
         o->fa = FI_ADDR_NOTAVAIL;
         fi_av_insert(h.av, &p->addr, 1, &o->fa, 0, NULL);
     }
 }
 
+/* What the endpoint sent the peers that read. */
 static void drain_out(void)
 {
     static char sink[65536];
-    for (int i = 0; i < h.nout; i++)
-        while (h.out[i].fd >= 0 && recv(h.out[i].fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+    for (int c = 0; c < NCONN; c++)
+        while (h.conn[c].fd >= 0 && !h.conn[c].deaf &&
+               recv(h.conn[c].fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
             ;
 }
 
@@ -287,7 +272,7 @@ static bool pump(void)
     abort();
 }
 
-static bool conn_open(struct conn *cn, bool unreachable)
+static bool conn_open(struct conn *cn, bool deaf)
 {
     int sv[2];
     if (h.opened == NOPEN)
@@ -300,15 +285,15 @@ static bool conn_open(struct conn *cn, bool unreachable)
     cn->fd = sv[0];
     cn->ep_fd = sv[1];
     cn->sent = 0;
-    cn->unreachable = unreachable;
+    cn->deaf = deaf;
     return true;
 }
 
-/* The hello goes alone, so that the peer it names has its tx stream
- * before the endpoint could answer anything of it. */
-static void peer_write(struct conn *cn, bool unreachable, const uint8_t *d, size_t n)
+/* The hello goes alone, so that the peer it names is in the AV before the
+ * endpoint reads anything of its stream. */
+static void peer_write(struct conn *cn, bool deaf, const uint8_t *d, size_t n)
 {
-    if (cn->fd < 0 && !conn_open(cn, unreachable))
+    if (cn->fd < 0 && !conn_open(cn, deaf))
         return;
     size_t off = 0;
     while (off < n) {
@@ -488,9 +473,6 @@ static void peers_gone(void)
 static void close_endpoint(void)
 {
     peers_gone();
-    for (int i = 0; i < h.nout; i++)
-        if (h.out[i].fd >= 0)
-            close(h.out[i].fd); /* what is still queued for a peer fails at once */
     CHECK(fi_close(&h.ep->fid));
     CHECK(fi_close(&h.cq->fid));
     CHECK(fi_close(&h.av->fid));

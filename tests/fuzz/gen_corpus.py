@@ -337,16 +337,18 @@ def ivshmem(ivcd_bin):
 # ---- the provider "ivc": operation lists (see fuzz_fi.c) around its frames ----
 # (src/fi/ivf_proto.h: host order, little-endian here; the address's port in
 # network order).  The harness's tunables: eager_max 512, chunk 256, credit 2048.
-FI = dict(HELLO=1, EAGER=2, RTS=3, CTS=4, DATA=5, ACK=6, FLUSH=7, IVC_HELLO=8, CREDIT=9)
+FI = dict(HELLO=1, EAGER=2, RTS=3, CTS=4, DATA=5, ACK=6, FLUSH=7, IVC_HELLO=8, CREDIT=9,
+          MOVE=10, MOVED=11)
 F_TAGGED, F_CQDATA, F_ACK = 1, 2, 4
+PROTO = 2  # IVF_PROTO_VERSION
 
 
-def fhdr(t, flags=0, length=0, tag=0, data=0, id=0, size=0, version=1):
+def fhdr(t, flags=0, length=0, tag=0, data=0, id=0, size=0, version=PROTO):
     return struct.pack("<BBBBIQQQQ", version, FI[t] if isinstance(t, str) else t, flags, 0,
                        length, tag, data, id, size)
 
 
-def fhello(uid, version=1):
+def fhello(uid, version=PROTO):
     addr = struct.pack("<IH", 0x49564641, 1) + struct.pack(">H", 5555) + bytes(10) + \
         b"\xff\xff" + bytes([127, 0, 0, 1]) + struct.pack("<QQII", uid, 0, 0, 0)
     return fhdr("HELLO", length=len(addr), version=version) + addr
@@ -364,7 +366,7 @@ def fdata(rid, total, piece):
 
 def fi_ops():
     # Operations: 0 c n16 bytes (peer c writes; c & 2 when its connection opens:
-    # the peer is unreachable), 1 f t k (receive), 2 k (cancel),
+    # the peer never reads what the endpoint sends), 1 f t k (receive), 2 k (cancel),
     # 3 f k (send), 4 c (peer c closes).  Receive f: bit 0 tagged, bits 1-2 size
     # (0, 24, 512, 3000), bit 3 two pieces, bits 4-6 flags (-, PEEK, PEEK|CLAIM,
     # PEEK|DISCARD, CLAIM, CLAIM|DISCARD), bit 7 directed.  Send f: bit 0 peer,
@@ -373,7 +375,7 @@ def fi_ops():
     def w(c, data):
         return bytes([0, c]) + struct.pack("<H", len(data)) + data
 
-    def w_unreachable(c, data):
+    def w_deaf(c, data):
         return bytes([0, c | 2]) + struct.pack("<H", len(data)) + data
 
     def recv(f, t, k):
@@ -426,10 +428,13 @@ def fi_ops():
         "many_small": w(0, h1 + b"".join(feager(b"", i % 4, F_TAGGED if i % 2 else 0)
                                          for i in range(64))) +
         b"".join(recv(i % 2 | 1 << 1, (i // 2) % 4, i % 8) for i in range(16)),
-        "unreachable": w_unreachable(0, h1 + feager(b"x" * 512, 6)) + recv(tagged512, 6, 0) +
-        send(2 | 1 << 2, 0),
-        "bad_hello": w(0, fhello(0x11, version=2)) + w(1, h2[:50]) + bytes([4, 1]),
-        "bad_version": w(0, h1 + fhdr("EAGER", F_TAGGED, version=2)),
+        "deaf": w_deaf(0, h1 + b"".join(feager(b"x" * 512, 6) for _ in range(3))) +
+        recv(tagged512, 6, 0) + send(2 | 3 << 2, 0) + send(2 | 1 << 2, 1) + recv(tagged512, 6, 1),
+        "unreachable": send(2 | 1 << 2, 0) + send(1 | 2 | 3 << 2, 1),
+        "bad_hello": w(0, fhello(0x11, version=PROTO - 1)) + w(1, h2[:50]) + bytes([4, 1]),
+        "bad_version": w(0, h1 + fhdr("EAGER", F_TAGGED, version=PROTO + 1)),
+        "bad_move": w(0, h1 + fhdr("MOVE") + feager(b"lost", 1)) + w(1, h2 + fhdr("MOVED")) +
+        recv(tagged24, 1, 0),
         "bad_type": w(0, h1 + fhdr(12)),
         "bad_payload": w(0, h1 + fhdr("CTS", length=4) + b"abcd"),
         "bad_sizes": w(0, h1 + fhdr("EAGER", length=0xffffffff)) +
@@ -454,6 +459,7 @@ def fi_ops():
         "rts_ack": fhdr("RTS", F_TAGGED | F_ACK, tag=1, id=9, size=600),
         "eager": feager(b"12345678", 1), "eager_msg": feager(b"", 0, F_CQDATA, data=1),
         "eager_ack": feager(b"ack", 1, F_TAGGED | F_ACK, id=4), "flush": fhdr("FLUSH", id=1),
+        "move": fhdr("MOVE"), "moved": fhdr("MOVED"),
         "eager_head": fhdr("EAGER", F_TAGGED, length=100, tag=1)})
     lines = []
     for name, f in sorted(frames.items()):
