@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* What the CQ's and EQ's strerror return: fi_strerror's sentence, copied
  * into buf when the caller gives one. */
@@ -56,10 +57,22 @@ static ssize_t cq_readfrom_locked(struct ivf_cq *cq, void *buf, size_t count, fi
 /* Callers spin on fi_cq_read (Open MPI's blocking send does, without
  * yielding).  When the peer shares the CPU, spinning keeps it from running
  * until the scheduler's tick (4 ms here: measured 4000 us per 64 KiB
- * rendezvous message with two ranks on one CPU).  So every IDLE_YIELD
- * empty reads in a row give the CPU away once; alone on a CPU, that costs
- * one system call per IDLE_YIELD reads. */
-#define IDLE_YIELD 32
+ * rendezvous message with two ranks on one CPU).  So every yield_every
+ * empty reads in a row give the CPU away once.  Alone on a CPU that buys
+ * nothing and costs a system call (1.2 us here, more than an 8 B message:
+ * with a yield every 32 reads, an 8 B MPI_Sendrecv took 2-3x vader's): a
+ * yield that comes back at once (nobody else ran) doubles yield_every up
+ * to IDLE_YIELD_MAX, one that let another task run sets it back. */
+#define IDLE_YIELD     32
+#define IDLE_YIELD_MAX 8192
+#define YIELD_RAN_NS   20000 /* a yield this long let someone else run */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 static ssize_t cq_readfrom(struct fid_cq *fid, void *buf, size_t count, fi_addr_t *src)
 {
@@ -67,15 +80,24 @@ static ssize_t cq_readfrom(struct fid_cq *fid, void *buf, size_t count, fi_addr_
     ivf_lock(cq->dom);
     ssize_t r = cq_readfrom_locked(cq, buf, count, src);
     bool yield = false;
-    if (r == -FI_EAGAIN && ++cq->idle >= IDLE_YIELD) {
+    if (r == -FI_EAGAIN && ++cq->idle >= cq->yield_every) {
         cq->idle = 0;
         yield = true;
     } else if (r != -FI_EAGAIN) {
         cq->idle = 0;
     }
     ivf_unlock(cq->dom);
-    if (yield)
+    if (yield) {
+        uint64_t t0 = mono_ns();
         sched_yield();
+        bool ran = mono_ns() - t0 >= YIELD_RAN_NS;
+        ivf_lock(cq->dom);
+        if (ran)
+            cq->yield_every = IDLE_YIELD;
+        else if (cq->yield_every < IDLE_YIELD_MAX)
+            cq->yield_every *= 2;
+        ivf_unlock(cq->dom);
+    }
     return r;
 }
 
@@ -211,6 +233,7 @@ int ivf_cq_open(struct fid_domain *domain, struct fi_cq_attr *attr, struct fid_c
     if (!cq)
         return -FI_ENOMEM;
     cq->dom = dom;
+    cq->yield_every = IDLE_YIELD;
     cq->format = attr->format == FI_CQ_FORMAT_UNSPEC ? FI_CQ_FORMAT_CONTEXT : attr->format;
     ivf_fid_init(&cq->fid.fid, FI_CLASS_CQ, context, &cq_fi_ops);
     cq->fid.ops = &cq_ops;

@@ -315,6 +315,7 @@ struct ivf_cq {
     size_t err_cap, err_head, err_count;
     struct fi_cq_err_entry last_err;
     unsigned idle;        /* empty reads in a row (see cq.c: IDLE_YIELD) */
+    unsigned yield_every; /* ... that give the CPU away once */
     atomic_bool signaled; /* fi_cq_signal: the (next) sread returns at once */
     int refs;
 };
