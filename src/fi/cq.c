@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/resource.h>
 
 /* What the CQ's and EQ's strerror return: fi_strerror's sentence, copied
  * into buf when the caller gives one. */
@@ -62,17 +62,13 @@ static ssize_t cq_readfrom_locked(struct ivf_cq *cq, void *buf, size_t count, fi
  * nothing and costs a system call (1.2 us here, more than an 8 B message:
  * with a yield every 32 reads, an 8 B MPI_Sendrecv took 2-3x vader's): a
  * yield that comes back at once (nobody else ran) doubles yield_every up
- * to IDLE_YIELD_MAX, one that let another task run sets it back. */
+ * to IDLE_YIELD_MAX, one that let another task run sets it back.  Whether
+ * it did is the thread's count of involuntary context switches (a yield
+ * that switched counts there; one that did not, not), not how long it
+ * took: another rank spinning on the CPU gives it back within
+ * microseconds, as fast as a yield to nobody. */
 #define IDLE_YIELD     32
 #define IDLE_YIELD_MAX 8192
-#define YIELD_RAN_NS   20000 /* a yield this long let someone else run */
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static ssize_t cq_readfrom(struct fid_cq *fid, void *buf, size_t count, fi_addr_t *src)
 {
@@ -88,10 +84,12 @@ static ssize_t cq_readfrom(struct fid_cq *fid, void *buf, size_t count, fi_addr_
     }
     ivf_unlock(cq->dom);
     if (yield) {
-        uint64_t t0 = mono_ns();
+        struct rusage ru = {0};
         sched_yield();
-        bool ran = mono_ns() - t0 >= YIELD_RAN_NS;
+        getrusage(RUSAGE_THREAD, &ru);
         ivf_lock(cq->dom);
+        bool ran = ru.ru_nivcsw != cq->yield_switches;
+        cq->yield_switches = ru.ru_nivcsw;
         if (ran)
             cq->yield_every = IDLE_YIELD;
         else if (cq->yield_every < IDLE_YIELD_MAX)

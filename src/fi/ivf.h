@@ -316,6 +316,7 @@ struct ivf_cq {
     struct fi_cq_err_entry last_err;
     unsigned idle;        /* empty reads in a row (see cq.c: IDLE_YIELD) */
     unsigned yield_every; /* ... that give the CPU away once */
+    long yield_switches;  /* the thread's involuntary switches after the last yield */
     atomic_bool signaled; /* fi_cq_signal: the (next) sread returns at once */
     int refs;
 };
