@@ -9,6 +9,9 @@
 #   UNIX    UNIX stream socket, sock_bench
 #   TCP     TCP loopback with TCP_NODELAY, sock_bench
 #   MPI/tcp Open MPI over loopback TCP (btl self,tcp), mpi_pingpong
+#   memcpy  one core copying each message size (memcpy_bench): the ceiling
+#           of streaming (an IVC sender copies into its ring at this speed
+#           at best); bandwidth only
 #
 # One-way latency (ping-pong / 2) for 1 B..4 MiB and streaming bandwidth for
 # 1 KiB..4 MiB (MB/s = 1e6 bytes/s).  Each program measures every size in 7
@@ -28,23 +31,25 @@
 #   BENCH_REPS=N        repetitions per size (default 7, quick 3)
 #   BENCH_REP_MS=MS     duration of one repetition (default 20, quick 2)
 #   BENCH_ROUNDS=N      run the whole comparison N times (default 3, quick 1)
-#   BENCH_TRANSPORTS    subset of "ivc vader vader2 unix tcp mpitcp" (default all)
+#   BENCH_TRANSPORTS    subset of "ivc vader vader2 unix tcp mpitcp memcpy" (default all)
 #   BENCH_TIMEOUT=SEC   bound on each program run (default 900, quick 120)
 set -euo pipefail
 
 . "$(dirname "$0")/lib.sh" "$@"
 
 ring=${IVC_RING_SIZE:-1M}
-transports=${BENCH_TRANSPORTS:-ivc vader vader2 unix tcp mpitcp}
+transports=${BENCH_TRANSPORTS:-ivc vader vader2 unix tcp mpitcp memcpy}
 
 has() { [[ " $transports " == *" $1 "* ]]; }
 
 ivc_bench=$build/bench/ivc_bench
 sock_bench=$build/bench/sock_bench
+memcpy_bench=$build/bench/memcpy_bench
 mpi_pingpong=$build/bench/mpi_pingpong
 ivcd=$build/src/ivcd/ivcd
 
 [ -x "$sock_bench" ] || die "$sock_bench not built (make build)"
+! has memcpy || [ -x "$memcpy_bench" ] || die "$memcpy_bench not built (make build)"
 if has ivc; then
     [ -x "$ivc_bench" ] || die "$ivc_bench not built (is libivc built? make build)"
     [ -x "$ivcd" ] || die "$ivcd not built (make build)"
@@ -116,7 +121,7 @@ run() {
 }
 
 mpirun_cmd=(mpirun --allow-run-as-root -np 2 "${mpi_bind[@]}" --mca pml ob1)
-order=(ivc vader vader2 unix tcp mpitcp)
+order=(ivc vader vader2 unix tcp mpitcp memcpy)
 : >"$tmp/all"
 for ((round = 1; round <= rounds; round++)); do
     mapfile -t list < <(bench_order "$round" "${order[@]}")
@@ -126,6 +131,7 @@ for ((round = 1; round <= rounds; round++)); do
         ivc) run ivc "$round" "$ivc_bench" --socket "$tmp/ivcd.sock" --magic "$magic" \
             --ring-size "$ring" --cpus "$pin" "${common[@]}" ;;
         unix) run unix "$round" "$sock_bench" --transport unix --cpus "$pin" "${common[@]}" ;;
+        memcpy) run memcpy "$round" "$memcpy_bench" --cpus "$pin" "${common[@]}" ;;
         tcp) run tcp "$round" "$sock_bench" --transport tcp --cpus "$pin" "${common[@]}" ;;
         vader)
             [ -n "$mpi_ok" ] || continue
@@ -168,14 +174,15 @@ function table(kind, title, unit,   s, n, i, list, t, line, v) {
     for (k in sizes) { split(k, p, SUBSEP); if (p[1] == kind) list[++n] = p[2] + 0 }
     for (i = 2; i <= n; i++) { t = list[i]; for (j = i - 1; j >= 1 && list[j] > t; j--) list[j + 1] = list[j]; list[j + 1] = t }
     printf "\n%s (%s)\n", title, unit
-    printf "%8s %10s %10s %10s %10s %10s %10s %10s %10s\n", "size", "IVC", "vader", "vader2", "UNIX", "TCP", "MPI/tcp", "ivc/vader", "ivc/vader2"
+    printf "%8s %10s %10s %10s %10s %10s %10s %10s %10s %10s %10s\n", "size", "IVC", "vader", "vader2", "UNIX", "TCP", "MPI/tcp", "memcpy", "ivc/vader", "ivc/vader2", "ivc/memcpy"
     for (i = 1; i <= n; i++) {
         s = list[i]
         printf "%8s", human(s)
-        split("ivc vader vader2 unix tcp mpitcp", ts, " ")
-        for (t = 1; t <= 6; t++) printf " %10s", fmt(med(ts[t] SUBSEP kind SUBSEP s))
+        split("ivc vader vader2 unix tcp mpitcp memcpy", ts, " ")
+        for (t = 1; t <= 7; t++) printf " %10s", fmt(med(ts[t] SUBSEP kind SUBSEP s))
         printf " %10s", fmt(ratio(med("ivc" SUBSEP kind SUBSEP s), med("vader" SUBSEP kind SUBSEP s)))
-        printf " %10s\n", fmt(ratio(med("ivc" SUBSEP kind SUBSEP s), med("vader2" SUBSEP kind SUBSEP s)))
+        printf " %10s", fmt(ratio(med("ivc" SUBSEP kind SUBSEP s), med("vader2" SUBSEP kind SUBSEP s)))
+        printf " %10s\n", fmt(ratio(med("ivc" SUBSEP kind SUBSEP s), med("memcpy" SUBSEP kind SUBSEP s)))
     }
 }
 END {
