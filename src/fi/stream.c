@@ -49,8 +49,26 @@ void ivf_seg_free(struct ivf_seg *seg)
     free(seg);
 }
 
+/* A FLUSH still queued that names seg (NULL: any) must not point to it
+ * once it is freed, and the stream stays on TCP.  One not started becomes
+ * a CREDIT of nothing, so its receiver stays on TCP too (for a peer that
+ * is ourselves, the channel it named is the one just freed: a FLUSH naming
+ * it would wait for ever); one half out is kept, and its receiver finds
+ * the channel it names dead. */
+static void txq_forget_seg(struct ivf_tx *tx, const struct ivf_seg *seg)
+{
+    for (struct ivf_txf *f = tx->head; f; f = f->next) {
+        if (!f->seg || (seg && f->seg != seg))
+            continue;
+        f->seg = NULL;
+        if (f->sent == 0)
+            f->hdr = (struct ivf_hdr){.version = IVF_PROTO_VERSION, .type = IVF_CREDIT};
+    }
+}
+
 void ivf_peer_segs_free(struct ivf_peer *p)
 {
+    txq_forget_seg(&p->tx, NULL);
     while (p->segs) {
         struct ivf_seg *s = p->segs;
         p->segs = s->next;
@@ -76,6 +94,7 @@ static void seg_unlink(struct ivf_peer *p, struct ivf_seg *seg)
 void ivf_seg_release(struct ivf_peer *p, struct ivf_seg *seg)
 {
     seg_unlink(p, seg);
+    txq_forget_seg(&p->tx, seg);
     if (p->tx.seg == seg) {
         p->tx.seg = NULL;
         p->tx.to = IVF_TCP;
