@@ -102,8 +102,9 @@ extern struct fi_provider ivf_prov;
 /* ---- tunables (FI_IVC_*; see init.c) --------------------------------------- */
 
 struct ivf_params {
-    size_t eager_max;  /* largest message sent whole (FI_IVC_EAGER_MAX) */
-    size_t chunk;      /* DATA frame payload (FI_IVC_CHUNK) */
+    size_t eager_max;     /* largest message sent whole over IVC (FI_IVC_EAGER_MAX) */
+    size_t tcp_eager_max; /* ... over TCP (FI_IVC_TCP_EAGER_MAX) */
+    size_t chunk;         /* DATA frame payload (FI_IVC_CHUNK) */
     size_t credit;     /* eager bytes a sender may have unconsumed at a receiver (FI_IVC_CREDIT) */
     size_t tx_max;     /* bytes queued per peer before sends return -FI_EAGAIN (FI_IVC_TX_MAX) */
     int ivc;           /* use IVC at all (FI_IVC_ENABLE, default 1) */

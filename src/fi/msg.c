@@ -65,6 +65,12 @@ static ssize_t send_direct(struct ivf_ep *ep, struct ivf_peer *p, const struct i
     return 1;
 }
 
+/* Messages up to this size go whole to p (see init.c). */
+static size_t eager_limit(const struct ivf_peer *p)
+{
+    return p->tx.to == IVF_IVC ? ivf_params.eager_max : ivf_params.tcp_eager_max;
+}
+
 /* Queue send op to p: EAGER (copied: the caller's buffer is free on
  * return) while the credit lasts, else RTS. */
 static ssize_t send_queued(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_op *op)
@@ -73,7 +79,7 @@ static ssize_t send_queued(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_op 
         .flags = wire_flags(op->flags, op->wait_ack), .tag = op->tag, .data = op->data};
     size_t len = op->len;
     ssize_t r;
-    if (len <= ivf_params.eager_max && len <= p->credit) {
+    if (len <= eager_limit(p) && len <= p->credit) {
         h.type = IVF_EAGER;
         p->credit -= len;
         h.len = (uint32_t)len;
@@ -151,7 +157,7 @@ static ssize_t send_locked(struct ivf_ep *ep, const struct iovec *iov, size_t co
          * and the send completes with FI_EFAULT once it is out. */
         iov = NULL;
         count = 0;
-    } else if (len <= ivf_params.eager_max && len <= p->credit && !ack) {
+    } else if (len <= eager_limit(p) && len <= p->credit && !ack) {
         r = send_direct(ep, p, iov, count, len, tag, data, context, flags, want);
         if (r != 0)
             return r < 0 ? r : 0;

@@ -129,6 +129,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     /* What fi_prov_ini would make of FI_IVC_ENABLE=0 FI_IVC_IFACE=127.0.0.1
      * FI_IVC_EAGER_MAX=512 FI_IVC_CHUNK=256 FI_IVC_CREDIT=2048. */
     ivf_params = (struct ivf_params){.eager_max = 512,
+                                     .tcp_eager_max = 512,
                                      .chunk = 256,
                                      .credit = 2048,
                                      .tx_max = 1u << 20,
