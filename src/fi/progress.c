@@ -335,12 +335,23 @@ static int frame_begin(struct ivf_ep *ep, struct ivf_peer *p)
     rx->payload_left = 0;
     const char *bad = ivf_hdr_check(h);
     if (bad) {
-        char why[240];
+        /* With where the stream stood: a stream that lost its framing (not
+         * a peer of another build) is a bug of ours to find from this. */
+        char why[400];
+        const struct ivf_seg *seg = rx->from == IVF_IVC ? rx->seg : NULL;
         snprintf(why, sizeof(why),
-                 "%s: type %u, version %u (ours %u), len %u, read from %s after %llu+%llu bytes",
+                 "%s: type %u, version %u (ours %u), len %u, read from %s after %llu+%llu bytes "
+                 "(TCP read ahead %zu, handed back %zu of %zu, channel %s; connections: "
+                 "ours %d, its %d, next %d; %s)",
                  bad, h->type, h->version, IVF_PROTO_VERSION, h->len,
                  rx->from == IVF_IVC ? "IVC" : "TCP", (unsigned long long)p->bytes[1][IVF_TCP],
-                 (unsigned long long)p->bytes[1][IVF_IVC]);
+                 (unsigned long long)p->bytes[1][IVF_IVC], rx->rb_len - rx->rb_off,
+                 seg ? seg->hb_off : 0, seg ? seg->hb_len : 0,
+                 !seg        ? "-"
+                 : seg->dead ? "dead"
+                             : "live",
+                 p->fd_own >= 0, p->fd_in >= 0, rx->fd_next >= 0,
+                 p->tx.parked ? "parked" : "writing");
         ivf_peer_fail(ep, p, -FI_EIO, why);
         return -1;
     }
