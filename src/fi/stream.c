@@ -257,14 +257,12 @@ int ivf_stream_start(struct ivf_ep *ep, struct ivf_peer *p)
 
 void ivf_stream_adopt(struct ivf_ep *ep, struct ivf_peer *p, int fd)
 {
-    p->fd_in = fd;
-    if (p->addr.uid == ep->addr.uid || p->fd_own < 0) {
-        p->rx.fd = fd; /* ourselves (we write on fd_own), or the one connection */
-        return;
-    }
-    /* Both opened one at once; p writes on its own now, and nothing came
-     * on ours (p would not have opened one).  The smaller uid's stays. */
-    p->rx.fd = fd;
+    /* p writes on fd now (if we opened one too, nothing came on ours: p
+     * would not have opened its own). */
+    p->fd_in = p->rx.fd = fd;
+    if (p->addr.uid == ep->addr.uid || p->fd_own < 0)
+        return; /* ourselves (we write on fd_own), or the one connection */
+    /* Both opened one at once: the smaller uid's stays. */
     if (ep->addr.uid < p->addr.uid) {
         p->rx.fd_next = p->fd_own; /* p moves to ours */
         return;
