@@ -63,6 +63,10 @@ struct ivc_chan {
     uint32_t tx_page, tx_npages; /* our ring's pages in our share */
     int err;                     /* error returned once the channel is dead */
     bool closed;                 /* ivc_close() was called; kept until the peer lets go */
+    /* Bytes a read took from the ring but has not returned yet: a suspend
+     * noticed after the copy hands them back first (see ring_read). */
+    const void *rx_taken;
+    size_t rx_taken_len;
     void *user;
     struct ivc_chan *next, *prev;
 };

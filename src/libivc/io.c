@@ -114,17 +114,25 @@ static inline ssize_t ring_read(struct ivc_chan *ch, void *buf, size_t len)
         if (done < n) /* let the writer refill behind us */
             atomic_store_explicit(&ch->my_hot->tail, ch->rx_tail + done, memory_order_release);
     }
+    ch->rx_tail += n;
     /* If the peer died while we copied, ivcd may have handed its share to a
      * new endpoint: the bytes could be someone else's.  Check again. */
     atomic_thread_fence(memory_order_acquire);
     if (unlikely(atomic_load_explicit(ch->peer_status, memory_order_relaxed) !=
                      ch->peer_status_live &&
                  ch->state == IVC_CHAN_OPEN)) {
+        /* A suspend found here hands back what follows our tail, which we
+         * may already have let the writer reuse (the chunks above): these
+         * bytes go to the callback first, and are not returned as well. */
+        ch->rx_taken = buf;
+        ch->rx_taken_len = n;
         ivc__chan_update(ch);
-        if (ch->state == IVC_CHAN_RESET)
-            return IVC_ECONNRESET;
+        ch->rx_taken = NULL;
+        ch->rx_taken_len = 0;
+        if (ch->state != IVC_CHAN_OPEN && ch->state != IVC_CHAN_SUSPENDING &&
+            ch->state != IVC_CHAN_EOF)
+            return ch->err; /* reset, corrupt, or suspended (handed back) */
     }
-    ch->rx_tail += n;
     atomic_store_explicit(&ch->my_hot->tail, ch->rx_tail, memory_order_release);
     return (ssize_t)n;
 }

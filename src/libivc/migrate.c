@@ -30,7 +30,7 @@ void ivc__chan_handback(struct ivc_chan *ch)
         ch->err = IVC_EPROTO;
         return;
     }
-    size_t len = (size_t)(h - ch->rx_tail);
+    size_t pre = ch->rx_taken_len, len = pre + (size_t)(h - ch->rx_tail);
     uint8_t *buf = NULL;
     if (len) {
         buf = malloc(len);
@@ -40,11 +40,13 @@ void ivc__chan_handback(struct ivc_chan *ch)
             ch->err = IVC_ENOMEM;
             return;
         }
+        if (pre)
+            memcpy(buf, ch->rx_taken, pre);
         uint64_t size = ch->rx_mask + 1, off = ch->rx_tail & ch->rx_mask;
-        size_t first = len < size - off ? len : (size_t)(size - off);
-        memcpy(buf, ch->rx + off, first);
-        if (len > first)
-            memcpy(buf + first, ch->rx, len - first);
+        size_t rest = len - pre, first = rest < size - off ? rest : (size_t)(size - off);
+        memcpy(buf + pre, ch->rx + off, first);
+        if (rest > first)
+            memcpy(buf + pre + first, ch->rx, rest - first);
     }
     ch->rx_tail = ch->rx_head = h;
     atomic_store_explicit(&ch->my_hot->tail, h, memory_order_release);
