@@ -193,6 +193,7 @@ struct ivf_seg {
     uint64_t id;
     bool connector;
     bool dead;   /* suspended or broken: only hb is left */
+    bool lost;   /* it broke with bytes of the stream in it (not a suspend or a close) */
     bool active; /* hellos exchanged: FLUSH sent */
     uint8_t hello_in[IVF_HELLO_LEN];
     size_t hello_in_got;

@@ -33,9 +33,12 @@ ssize_t ivf_seg_read(struct ivf_seg *seg, void *buf, size_t len)
     ssize_t n = ivc_read(seg->chan, buf, len);
     if (n >= 0)
         return n;
-    /* The channel ended: a suspend (its callback kept the unread bytes),
-     * the peer closing or dying. */
+    /* The channel ended: a suspend (its callback kept the unread bytes) or
+     * the peer closing are ends of its part of the stream; anything else
+     * (the peer died or never quiesced, the region is corrupt) may have
+     * taken bytes with it. */
     seg->dead = true;
+    seg->lost = n != IVC_ESHUTDOWN && n != IVC_EOF;
     return seg->hb_off < seg->hb_len ? ivf_seg_read(seg, buf, len) : -1;
 }
 
@@ -585,6 +588,11 @@ static ssize_t rx_readv(struct ivf_ep *ep, struct ivf_peer *p, struct iovec *v, 
         size_t done = 0;
         for (int i = 0; i < k; i++) {
             ssize_t n = ivf_seg_read(rx->seg, v[i].iov_base, v[i].iov_len);
+            if (n < 0 && rx->seg->lost) {
+                ivf_seg_release(p, rx->seg);
+                ivf_peer_fail(ep, p, -FI_ECONNRESET, "its IVC channel broke mid-stream");
+                return -1;
+            }
             if (n < 0) {
                 /* The channel's part of the stream is over: TCP again. */
                 ivf_seg_release(p, rx->seg);
