@@ -150,6 +150,10 @@ struct ivf_op {
 };
 
 /* A message that arrived before a matching receive. */
+/* Payloads up to this size are kept inside the record (no allocation for
+ * the small messages that arrive before their receive: half of a ping-pong's). */
+#define IVF_UNEXP_SMALL 192
+
 struct ivf_unexp {
     struct ivf_unexp *next, *prev;
     struct ivf_peer *peer;
@@ -159,9 +163,10 @@ struct ivf_unexp {
     uint64_t remote_id;        /* RTS: the sender's op */
     size_t len;                /* message length */
     size_t got;                /* EAGER: payload bytes received so far */
-    void *buf;                 /* EAGER: the payload */
+    void *buf;                 /* EAGER: the payload (small, or allocated) */
     void *claim_context;       /* FI_PEEK|FI_CLAIM'ed by this context */
     struct ivf_op *waiting_op; /* EAGER still arriving: the receive that took it */
+    uint8_t small[IVF_UNEXP_SMALL];
 };
 
 /* ---- the stream to and from one peer ----------------------------------------- */
@@ -337,6 +342,8 @@ struct ivf_ep {
      * otherwise costs a calloc and a free: a fifth of its instructions). */
     struct ivf_op *op_cache;
     int op_cached;
+    struct ivf_unexp *unexp_cache; /* freed records for reuse (match.c) */
+    int unexp_cached;
     struct ivf_addr addr;
     int listen_fd;
     int *pending_fds; /* accepted, HELLO not read yet */
@@ -454,6 +461,7 @@ fi_addr_t ivf_av_find(struct ivf_av *av, const struct ivf_addr *a);
 struct ivf_op *ivf_op_new(struct ivf_ep *ep);
 void ivf_op_free(struct ivf_op *op);
 void ivf_op_cache_drain(struct ivf_ep *ep);
+void ivf_unexp_cache_drain(struct ivf_ep *ep);
 /* Queue a completion; -FI_EAGAIN-free (grows). */
 int ivf_cq_push(struct ivf_cq *cq, const struct ivf_cqe *e);
 /* Complete an op: a CQ entry if wanted or if it failed (err: positive

@@ -9,8 +9,11 @@
  */
 #include "ivf.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define UNEXP_CACHE_MAX 64
 
 static struct ivf_unexp **unexp_queue(struct ivf_ep *ep, bool tagged)
 {
@@ -104,9 +107,14 @@ struct ivf_unexp *ivf_unexp_claimed(struct ivf_ep *ep, bool tagged, void *contex
 struct ivf_unexp *ivf_unexp_add(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
                                 size_t msg_len)
 {
-    struct ivf_unexp *u = calloc(1, sizeof(*u));
-    if (!u)
+    struct ivf_unexp *u = ep->unexp_cache;
+    if (u) {
+        ep->unexp_cache = u->next;
+        ep->unexp_cached--;
+        memset(u, 0, offsetof(struct ivf_unexp, small));
+    } else if (!(u = calloc(1, sizeof(*u)))) {
         return NULL;
+    }
     u->peer = p;
     u->type = h->type;
     u->flags = h->flags;
@@ -115,7 +123,7 @@ struct ivf_unexp *ivf_unexp_add(struct ivf_ep *ep, struct ivf_peer *p, const str
     u->remote_id = h->id;
     u->len = msg_len;
     if (h->type == IVF_EAGER) {
-        u->buf = malloc(msg_len ? msg_len : 1);
+        u->buf = msg_len <= sizeof(u->small) ? u->small : malloc(msg_len);
         if (!u->buf) {
             free(u);
             return NULL;
@@ -137,8 +145,25 @@ void ivf_unexp_free(struct ivf_ep *ep, struct ivf_unexp *u)
 {
     if (u->type == IVF_EAGER)
         ep->unexp_bytes -= u->len;
-    free(u->buf);
+    if (u->buf != u->small)
+        free(u->buf);
+    if (ep->unexp_cached < UNEXP_CACHE_MAX) {
+        u->next = ep->unexp_cache;
+        ep->unexp_cache = u;
+        ep->unexp_cached++;
+        return;
+    }
     free(u);
+}
+
+void ivf_unexp_cache_drain(struct ivf_ep *ep)
+{
+    while (ep->unexp_cache) {
+        struct ivf_unexp *u = ep->unexp_cache;
+        ep->unexp_cache = u->next;
+        free(u);
+    }
+    ep->unexp_cached = 0;
 }
 
 /* ---- cancel and cleanup -------------------------------------------------------------- */
