@@ -11,7 +11,9 @@
 # Host part: one-way latency (mpi_pingpong, ping-pong / 2) from 1 B (the
 # ping-pong stamps the first and last byte, so it cannot send 0 B) to 4 MiB,
 # bandwidth (windows of 64 MPI_Isend, as osu_bw) 1 KiB..4 MiB, and
-# MPI_Allreduce latency on 4 ranks, 8 B and 64 KiB (mpi_allreduce).  Each
+# MPI_Allreduce latency on 4 ranks, 8 B and 64 KiB (mpi_allreduce), and
+# libfabric's fi_pingpong (tagged, 8 B and 64 KiB) over the provider ivc
+# and over libfabric's own shm provider, without MPI (fi_pp below).  Each
 # program reports per size the median of its repetitions; the three
 # configurations run in rounds of alternating order and the tables show the
 # median over the rounds.  The 2 ping-pong ranks are pinned to two CPUs, as
@@ -28,7 +30,8 @@
 # The raw output of every program is kept in bench/results/.  The last line
 # is machine-readable:
 #   RESULT lat8_ratio=<ivc/vader> bw64k_ratio=<ivc/vader> bw4m_ratio=<ivc/vader> \
-#          tcp_over_ivc_lat8=<tcp/ivc> allreduce_ratio=<ivc/vader>
+#          tcp_over_ivc_lat8=<tcp/ivc> allreduce_ratio=<ivc/vader> \
+#          fi_tagged8_ivc_over_shm=<ivc/shm> fi_tagged64k_ivc_over_shm=<ivc/shm>
 #
 # Environment:
 #   BENCH_QUICK=1        few sizes and iterations, 1 round (smoke run)
@@ -154,6 +157,50 @@ run() {
     bench_ivcd_alive || die "ivcd died during $base"
 }
 
+# fi_pp PROV SIZE: libfabric's own ping-pong (fi_pingpong from libfabric-bin,
+# tagged messages, RDM), server and client pinned like the MPI ping-pong,
+# over the provider ivc (both in this run's ivcd region, checked from its
+# log) or libfabric's shm provider; "host fi-PROV fipp SIZE USEC" to
+# $tmp/all, usec per transfer as fi_pingpong prints it.  The issue's
+# fi_rdm_tagged_pingpong is in fabtests, which Debian 12 does not package;
+# fi_pingpong -m tagged runs the same exchange (fi_tsend, fi_trecv, CQ).
+fi_pp() {
+    local prov=$1 size=$2 p iters=100000 rc=0
+    local base=fi-$prov-$size.$round
+    ((size >= 65536)) && iters=20000
+    [ -n "$quick" ] && iters=$((iters / 10))
+    while :; do
+        p=$((20000 + RANDOM % 20000))
+        ss -ltn | grep -q ":$p " || break
+    done
+    local env=(env)
+    [ "$prov" = ivc ] && env+=(FI_PROVIDER_PATH="$fi_dir" FI_IVC_JOB="$job"
+        IVC_SOCKET="$tmp/ivcd.sock" FI_LOG_LEVEL=info FI_LOG_PROV=ivc)
+    local opts=(-p "$prov" -e rdm -m tagged -I "$iters" -S "$size")
+    echo "run_mpi.sh: $base" >&2
+    taskset -c "${cpus[0]}" timeout 60 "${env[@]}" fi_pingpong "${opts[@]}" -B "$p" \
+        >"$tmp/$base.srv" 2>&1 &
+    local srv=$!
+    for _ in $(seq 1 50); do
+        ss -ltn | grep -q ":$p " && break
+        sleep 0.1
+    done
+    bench_wait "$base" "$tmp/$base.out" "$tmp/$base.err" 60 taskset -c "${cpus[1]:-${cpus[0]}}" \
+        "${env[@]}" fi_pingpong "${opts[@]}" -P "$p" 127.0.0.1 || rc=$?
+    local srv_rc=0
+    wait "$srv" || srv_rc=$?
+    [ "$rc" -eq 0 ] && rc=$srv_rc
+    if [ "$rc" -ne 0 ]; then
+        tail -n 20 "$tmp/$base.err" "$tmp/$base.srv" >&2
+        die "$base failed (exit status $rc); raw output in $raw"
+    fi
+    if [ "$prov" = ivc ] && ! grep -q 'IVC channel .* up' "$tmp/$base.err"; then
+        die "$base: the provider ivc opened no IVC channel (it ran over TCP); raw output in $raw"
+    fi
+    awk -v s="$size" '$1 ~ /^[0-9]+[kmg]?$/ && NF >= 8 { v = $7 } END { if (v == "") exit 1; print "host fi-" p " fipp " s " " v }' \
+        p="$prov" "$tmp/$base.out" >>"$tmp/all" || die "$base printed no result; raw output in $raw"
+}
+
 # ---- host part -------------------------------------------------------------
 order=(ivc vader tcp)
 : >"$tmp/all"
@@ -166,6 +213,12 @@ for ((round = 1; round <= rounds; round++)); do
             "$mpi_pingpong" "${common[@]}"
         run "$c" "$c.allreduce.$round" mpirun -np 4 "${ar_bind[@]}" "${opts[@]}" \
             "$mpi_allreduce" "${common[@]}"
+    done
+    mapfile -t list < <(bench_order "$round" ivc shm)
+    for prov in "${list[@]}"; do
+        for size in 8 65536; do
+            for ((k = 1; k <= (quick ? 1 : 3); k++)); do fi_pp "$prov" "$size"; done
+        done
     done
 done
 t_host=$(($(date +%s) - t_host))
@@ -221,6 +274,14 @@ END {
         table("lat", "One-way latency, ping-pong / 2 (usec, lower is better; from 1 B: mpi_pingpong cannot send 0 B, it stamps the first and last byte)", "tcp/ivc")
         table("bw", "Bandwidth, windows of 64 MPI_Isend as osu_bw (MB/s = 1e6 bytes/s, higher is better)", "ivc/tcp")
         table("allreduce", "MPI_Allreduce, 4 ranks, sum of MPI_DOUBLEs (usec per call, mean over the ranks, lower is better)", "tcp/ivc")
+        printf "\nlibfabric fi_pingpong -e rdm -m tagged (usec per transfer as it prints it, lower is better), provider ivc vs libfabric shm\n"
+        printf "%8s %10s %10s %10s\n", "size", "ivc", "shm", "ivc/shm"
+        for (i = 1; i <= 2; i++) {
+            s = i == 1 ? 8 : 65536
+            printf "%8s %10s %10s %10s\n", human(s), fmt(get("host", "fi-ivc", "fipp", s)),
+                fmt(get("host", "fi-shm", "fipp", s)),
+                fmt(ratio(get("host", "fi-ivc", "fipp", s), get("host", "fi-shm", "fipp", s)))
+        }
     } else if (part == "vm") {
         printf "\nMPI benchmark, VMs (%s, 1 vCPU each), ratios only: IVC = provider ivc between the VMs (one ivcd region),\n", accel
         printf "No-IVC = the provider over TCP between the VMs (FI_IVC_ENABLE=0), native = host vader above\n"
@@ -232,12 +293,14 @@ END {
         vmrow("allreduce 8 B, 4 VMs (time)", "allreduce", 8)
         vmrow("allreduce 64K, 4 VMs (time)", "allreduce", 65536)
     } else {
-        printf "RESULT lat8_ratio=%s bw64k_ratio=%s bw4m_ratio=%s tcp_over_ivc_lat8=%s allreduce_ratio=%s\n",
+        printf "RESULT lat8_ratio=%s bw64k_ratio=%s bw4m_ratio=%s tcp_over_ivc_lat8=%s allreduce_ratio=%s fi_tagged8_ivc_over_shm=%s fi_tagged64k_ivc_over_shm=%s\n",
             num(ratio(get("host", "ivc", "lat", 8), get("host", "vader", "lat", 8))),
             num(ratio(get("host", "ivc", "bw", 65536), get("host", "vader", "bw", 65536))),
             num(ratio(get("host", "ivc", "bw", 4194304), get("host", "vader", "bw", 4194304))),
             num(ratio(get("host", "tcp", "lat", 8), get("host", "ivc", "lat", 8))),
-            num(ratio(get("host", "ivc", "allreduce", 8), get("host", "vader", "allreduce", 8)))
+            num(ratio(get("host", "ivc", "allreduce", 8), get("host", "vader", "allreduce", 8))),
+            num(ratio(get("host", "fi-ivc", "fipp", 8), get("host", "fi-shm", "fipp", 8))),
+            num(ratio(get("host", "fi-ivc", "fipp", 65536), get("host", "fi-shm", "fipp", 65536)))
     }
 }' "$tmp/all"
 }
@@ -309,5 +372,5 @@ echo "(raw output: ${raw#"$(dirname "$here")/"})"
 echo "$result"
 
 num='[0-9]+\.[0-9]{3}'
-[[ $result =~ ^RESULT\ lat8_ratio=$num\ bw64k_ratio=$num\ bw4m_ratio=$num\ tcp_over_ivc_lat8=$num\ allreduce_ratio=$num$ ]] ||
+[[ $result =~ ^RESULT\ lat8_ratio=$num\ bw64k_ratio=$num\ bw4m_ratio=$num\ tcp_over_ivc_lat8=$num\ allreduce_ratio=$num\ fi_tagged8_ivc_over_shm=$num\ fi_tagged64k_ivc_over_shm=$num$ ]] ||
     die "RESULT line has missing values"
