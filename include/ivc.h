@@ -24,6 +24,7 @@
 #define IVC_H
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -174,6 +175,12 @@ uint32_t ivc_chan_peer(const ivc_chan_t *chan); /* the peer's client id */
 int ivc_chan_state(ivc_chan_t *chan);           /* enum ivc_chan_state */
 size_t ivc_chan_readable(ivc_chan_t *chan);     /* bytes ready to read now */
 size_t ivc_chan_writable(ivc_chan_t *chan);     /* bytes that fit now */
+/* True when ivc_read() would surely return 0 now: the channel is open and
+ * healthy and its ring empty.  A few loads and no side effect, for pollers
+ * that skip idle channels.  False means: call ivc_read(), which also brings
+ * the channel's state up to date (a channel just set up is not idle until
+ * its first read). */
+bool ivc_chan_idle(const ivc_chan_t *chan);
 size_t ivc_chan_ring_size(const ivc_chan_t *chan);
 void ivc_chan_set_data(ivc_chan_t *chan, void *data); /* user pointer */
 void *ivc_chan_get_data(const ivc_chan_t *chan);

@@ -126,15 +126,26 @@ static void test_membership_and_eof(void)
     pair_up(a, b, 11, &ach, &bch);
     T_ASSERT(ivc_chan_peer(bch) == 10 && ivc_chan_peer(ach) == 11, "peer ids");
 
+    /* Idle: open, healthy and empty; anything to read (data, an EOF) is not.
+     * (A channel just set up may say "not idle" until the first read.) */
+    char buf[8];
+    T_ASSERT(ivc_read(bch, buf, 8) == 0 && ivc_read(ach, buf, 8) == 0, "nothing to read");
+    T_ASSERT(ivc_chan_idle(bch) && ivc_chan_idle(ach), "an empty channel is idle");
+    T_ASSERT(!ivc_chan_idle(NULL), "no channel is not idle");
+    T_ASSERT(ivc_write(ach, "x", 1) == 1, "write");
+    T_ASSERT(!ivc_chan_idle(bch) && ivc_chan_idle(ach), "a byte waits: not idle");
+    T_ASSERT(ivc_read(bch, buf, 8) == 1 && ivc_chan_idle(bch), "read: idle again");
+
     /* Unregistering closes the channel: the peer reads the rest, then EOF. */
     ssize_t w = ivc_write(ach, "bye", 3);
     T_ASSERT(w == 3, "write returned %zd (%s), state %d", w, ivc_strerror((int)w),
              ivc_chan_state(ach));
     T_OK(ivc_unregister(a));
-    char buf[8];
+    T_ASSERT(!ivc_chan_idle(bch), "bytes and an EOF wait: not idle");
     size_t done = 0;
     T_OK(ivc_read_all(bch, buf, 3, 2000, &done));
     T_ASSERT(memcmp(buf, "bye", 3) == 0, "data before unregister");
+    T_ASSERT(!ivc_chan_idle(bch), "the peer left: not idle (the read says EOF)");
     T_ASSERT(ivc_read(bch, buf, 8) == IVC_EOF, "EOF after the peer left");
     ivc_pollitem_t pi = {.chan = bch, .events = IVC_POLLIN};
     T_ASSERT(ivc_poll(b, &pi, 1, 0) == 1 && (pi.revents & IVC_POLLHUP), "poll reports HUP");

@@ -45,10 +45,13 @@ static ssize_t cq_readfrom_locked(struct ivf_cq *cq, void *buf, size_t count, fi
     size_t n = 0, sz = entry_size(cq->format);
     for (; n < count && cq->count; n++) {
         struct ivf_cqe *e = &cq->ring[cq->head];
-        memcpy((char *)buf + n * sz, &e->e, sz);
+        if (cq->format == FI_CQ_FORMAT_TAGGED) /* Open MPI's: a fixed-size copy */
+            ((struct fi_cq_tagged_entry *)buf)[n] = e->e;
+        else
+            memcpy((char *)buf + n * sz, &e->e, sz);
         if (src)
             src[n] = e->src;
-        cq->head = (cq->head + 1) % cq->cap;
+        cq->head = (cq->head + 1) & (cq->cap - 1);
         cq->count--;
     }
     return (ssize_t)n;
@@ -124,7 +127,7 @@ static ssize_t cq_readerr(struct fid_cq *fid, struct fi_cq_err_entry *out, uint6
         .err = e->err,
         .prov_errno = e->err,
     };
-    cq->err_head = (cq->err_head + 1) % cq->err_cap;
+    cq->err_head = (cq->err_head + 1) & (cq->err_cap - 1);
     cq->err_count--;
     ivf_unlock(cq->dom);
     /* We have no error data: a caller's err_data buffer stays untouched. */

@@ -191,6 +191,8 @@ struct ivf_txf {
  * own, and both then send IVF_FLUSH(id) on TCP and continue on the channel.
  * A suspended channel's unread bytes are kept in hb and read before the
  * stream goes back to TCP. */
+#define IVF_SEG_AHEAD 256
+
 struct ivf_seg {
     struct ivf_seg *next;
     struct ivf_peer *peer; /* NULL while an accepted channel's hello is awaited */
@@ -207,6 +209,11 @@ struct ivf_seg {
     uint64_t deadline_ns;  /* connector: give up if the hellos are not through by then */
     uint8_t *hb;           /* handed back by the suspend */
     size_t hb_len, hb_off;
+    /* A small read (a header) takes what follows too, up to IVF_SEG_AHEAD
+     * bytes: a small frame's payload, often the next header.  These bytes
+     * came out of the ring before anything in hb, so they are read first. */
+    size_t ra_len, ra_off;
+    uint8_t ra[IVF_SEG_AHEAD];
 };
 
 enum ivf_carrier { IVF_TCP, IVF_IVC };

@@ -59,63 +59,75 @@ fi_addr_t ivf_peer_fi_addr(struct ivf_ep *ep, struct ivf_peer *p)
 
 /* ---- completion ------------------------------------------------------------------ */
 
-static int ring_push(struct ivf_cqe **ring, size_t *cap, size_t *head, size_t *count,
-                     const struct ivf_cqe *e)
+/* A new entry at the tail of a ring (capacity a power of two, grown by
+ * doubling), to be filled in place; NULL without memory. */
+static struct ivf_cqe *ring_slot(struct ivf_cqe **ring, size_t *cap, size_t *head, size_t *count)
 {
     if (*count == *cap) {
         size_t ncap = *cap ? *cap * 2 : 64;
         struct ivf_cqe *n = malloc(ncap * sizeof(*n));
         if (!n)
-            return -FI_ENOMEM;
+            return NULL;
         for (size_t i = 0; i < *count; i++)
-            n[i] = (*ring)[(*head + i) % *cap];
+            n[i] = (*ring)[(*head + i) & (*cap - 1)];
         free(*ring);
         *ring = n;
         *cap = ncap;
         *head = 0;
     }
-    (*ring)[(*head + *count) % *cap] = *e;
-    (*count)++;
-    return 0;
+    return &(*ring)[(*head + (*count)++) & (*cap - 1)];
+}
+
+static struct ivf_cqe *cq_slot(struct ivf_cq *cq, int err)
+{
+    struct ivf_cqe *e = err ? ring_slot(&cq->errs, &cq->err_cap, &cq->err_head, &cq->err_count)
+                            : ring_slot(&cq->ring, &cq->cap, &cq->head, &cq->count);
+    if (!e)
+        IVF_WARN(FI_LOG_CQ, "out of memory: a completion is lost\n");
+    return e;
 }
 
 int ivf_cq_push(struct ivf_cq *cq, const struct ivf_cqe *e)
 {
-    int r = e->err ? ring_push(&cq->errs, &cq->err_cap, &cq->err_head, &cq->err_count, e)
-                   : ring_push(&cq->ring, &cq->cap, &cq->head, &cq->count, e);
-    if (r < 0)
-        IVF_WARN(FI_LOG_CQ, "out of memory: a completion is lost\n");
-    return r;
+    struct ivf_cqe *slot = cq_slot(cq, e->err);
+    if (!slot)
+        return -FI_ENOMEM;
+    *slot = *e;
+    return 0;
 }
 
 void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err)
 {
     bool recv = op->kind == IVF_OP_RECV;
     struct ivf_cq *cq = recv ? ep->rx_cq : ep->tx_cq;
+    struct ivf_cqe *e;
     /* Errors are reported even where no completion was asked for, but an
      * fi_inject call has no context to report one with. */
-    if (cq && (op->want_completion || (err && !op->quiet))) {
-        struct ivf_cqe e = {0};
-        e.e.op_context = op->context;
-        e.e.flags = (recv ? FI_RECV : FI_SEND) | (op->flags & FI_TAGGED ? FI_TAGGED : FI_MSG);
-        e.src = FI_ADDR_NOTAVAIL;
+    if (cq && (op->want_completion || (err && !op->quiet)) && (e = cq_slot(cq, err))) {
+        e->e.op_context = op->context;
+        e->e.flags = (recv ? FI_RECV : FI_SEND) | (op->flags & FI_TAGGED ? FI_TAGGED : FI_MSG);
+        e->e.len = 0;
+        e->e.buf = NULL;
+        e->e.data = 0;
+        e->e.tag = 0;
+        e->src = FI_ADDR_NOTAVAIL;
+        e->olen = 0;
         if (recv) {
             if (op->wire_flags & IVF_F_CQDATA) {
-                e.e.flags |= FI_REMOTE_CQ_DATA;
-                e.e.data = op->data;
+                e->e.flags |= FI_REMOTE_CQ_DATA;
+                e->e.data = op->data;
             }
-            e.e.len = op->done;
-            e.e.tag = op->tag;
-            e.e.buf = op->iov_count ? op->iov[0].iov_base : NULL;
+            e->e.len = op->done;
+            e->e.tag = op->tag;
+            e->e.buf = op->iov_count ? op->iov[0].iov_base : NULL;
             if (op->peer) /* a directed receive: the fi_addr it named */
-                e.src = op->addr != FI_ADDR_UNSPEC ? op->addr : ivf_peer_fi_addr(ep, op->peer);
+                e->src = op->addr != FI_ADDR_UNSPEC ? op->addr : ivf_peer_fi_addr(ep, op->peer);
             if (err == FI_ETRUNC)
-                e.olen = op->msg_len - op->done;
+                e->olen = op->msg_len - op->done;
         }
         if (op->flags & FI_PEEK)
-            e.e.len = op->msg_len;
-        e.err = err;
-        ivf_cq_push(cq, &e);
+            e->e.len = op->msg_len;
+        e->err = err;
     }
     ivf_op_free(op);
 }

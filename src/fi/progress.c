@@ -401,6 +401,16 @@ static void frame_end(struct ivf_ep *ep, struct ivf_peer *p)
     }
 }
 
+/* Nothing to do for an IVC stream now: no frame waits, nothing is kept
+ * from the channel, its ring is empty and it is healthy.  The check that
+ * lets progress skip a quiet peer at the cost of a few loads. */
+static bool rx_idle(const struct ivf_rx *rx)
+{
+    const struct ivf_seg *seg = rx->seg;
+    return !rx->stalled && seg && !seg->dead && seg->ra_off == seg->ra_len &&
+           seg->hb_off == seg->hb_len && ivc_chan_idle(seg->chan);
+}
+
 /* Read and act on up to 64 frames of p's stream. */
 static void rx_pump(struct ivf_ep *ep, struct ivf_peer *p)
 {
@@ -459,7 +469,7 @@ void ivf_progress(struct ivf_ep *ep)
             continue;
         if (p->tx.head)
             ivf_stream_write(ep, p);
-        if (p->rx.fd >= 0 || p->rx.from == IVF_IVC)
+        if (p->rx.from == IVF_IVC ? !rx_idle(&p->rx) : p->rx.fd >= 0)
             rx_pump(ep, p);
         /* What reading queued (CTS, DATA, ACK, CREDIT) leaves now, not
          * at the next call: the peer may be waiting for it. */

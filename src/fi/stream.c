@@ -20,6 +20,14 @@
 
 ssize_t ivf_seg_read(struct ivf_seg *seg, void *buf, size_t len)
 {
+    if (seg->ra_off < seg->ra_len) {
+        size_t n = seg->ra_len - seg->ra_off;
+        if (n > len)
+            n = len;
+        memcpy(buf, seg->ra + seg->ra_off, n);
+        seg->ra_off += n;
+        return (ssize_t)n;
+    }
     if (seg->hb_off < seg->hb_len) {
         size_t n = seg->hb_len - seg->hb_off;
         if (n > len)
@@ -30,7 +38,18 @@ ssize_t ivf_seg_read(struct ivf_seg *seg, void *buf, size_t len)
     }
     if (seg->dead || !seg->chan)
         return -1;
-    ssize_t n = ivc_read(seg->chan, buf, len);
+    ssize_t n;
+    if (len < sizeof(seg->ra)) {
+        /* One ring read for a header and what follows it. */
+        n = ivc_read(seg->chan, seg->ra, sizeof(seg->ra));
+        if (n > 0) {
+            seg->ra_len = (size_t)n;
+            seg->ra_off = 0;
+            return ivf_seg_read(seg, buf, len);
+        }
+    } else {
+        n = ivc_read(seg->chan, buf, len);
+    }
     if (n >= 0)
         return n;
     /* The channel ended: a suspend (its callback kept the unread bytes) or

@@ -232,6 +232,13 @@ size_t ivc_chan_readable(ivc_chan_t *ch)
     return (size_t)(h - ch->rx_tail);
 }
 
+bool ivc_chan_idle(const ivc_chan_t *ch)
+{
+    return ch && ch->state == IVC_CHAN_OPEN && ivc__chan_healthy(ch) &&
+           ch->rx_head == ch->rx_tail &&
+           atomic_load_explicit(&ch->peer_hot->head, memory_order_relaxed) == ch->rx_tail;
+}
+
 size_t ivc_chan_writable(ivc_chan_t *ch)
 {
     if (!ch || ch->closed)
