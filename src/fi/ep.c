@@ -209,6 +209,7 @@ static int ep_close(struct fid *fid)
     ivf_match_cleanup(ep);
     ivf_op_cache_drain(ep);
     ivf_unexp_cache_drain(ep);
+    ivf_buf_cache_drain(ep);
     for (struct ivf_ep **pp = &dom->eps; *pp; pp = &(*pp)->next)
         if (*pp == ep) {
             *pp = ep->next;

@@ -154,6 +154,10 @@ struct ivf_op {
  * the small messages that arrive before their receive: half of a ping-pong's). */
 #define IVF_UNEXP_SMALL 192
 
+/* Payload buffers (queued frame copies, unexpected messages) come from
+ * power-of-two classes of 256 B to 128 KiB kept per endpoint (op.c). */
+#define IVF_BUF_CLASSES 10
+
 struct ivf_unexp {
     struct ivf_unexp *next, *prev;
     struct ivf_peer *peer;
@@ -351,6 +355,9 @@ struct ivf_ep {
     int op_cached;
     struct ivf_unexp *unexp_cache; /* freed records for reuse (match.c) */
     int unexp_cached;
+    void *buf_cache[IVF_BUF_CLASSES]; /* freed buffers for reuse, per size class (op.c) */
+    size_t buf_cached;                /* bytes in them */
+    size_t buf_class_cached[IVF_BUF_CLASSES];
     struct ivf_addr addr;
     int listen_fd;
     int *pending_fds; /* accepted, HELLO not read yet */
@@ -469,6 +476,14 @@ struct ivf_op *ivf_op_new(struct ivf_ep *ep);
 void ivf_op_free(struct ivf_op *op);
 void ivf_op_cache_drain(struct ivf_ep *ep);
 void ivf_unexp_cache_drain(struct ivf_ep *ep);
+/* A buffer of at least len bytes (NULL: no memory), and giving it back.
+ * What is given back is kept for the next ivf_buf_get of its class, up to
+ * a bound: a window of messages would otherwise free and allocate at the
+ * top of the heap, which glibc gives back to the kernel and faults in
+ * again, page by page. */
+void *ivf_buf_get(struct ivf_ep *ep, size_t len);
+void ivf_buf_put(struct ivf_ep *ep, void *buf);
+void ivf_buf_cache_drain(struct ivf_ep *ep);
 /* Queue a completion; -FI_EAGAIN-free (grows). */
 int ivf_cq_push(struct ivf_cq *cq, const struct ivf_cqe *e);
 /* Complete an op: a CQ entry if wanted or if it failed (err: positive

@@ -123,7 +123,7 @@ struct ivf_unexp *ivf_unexp_add(struct ivf_ep *ep, struct ivf_peer *p, const str
     u->remote_id = h->id;
     u->len = msg_len;
     if (h->type == IVF_EAGER) {
-        u->buf = msg_len <= sizeof(u->small) ? u->small : malloc(msg_len);
+        u->buf = msg_len <= sizeof(u->small) ? u->small : ivf_buf_get(ep, msg_len);
         if (!u->buf) {
             free(u);
             return NULL;
@@ -146,7 +146,7 @@ void ivf_unexp_free(struct ivf_ep *ep, struct ivf_unexp *u)
     if (u->type == IVF_EAGER)
         ep->unexp_bytes -= u->len;
     if (u->buf != u->small)
-        free(u->buf);
+        ivf_buf_put(ep, u->buf);
     if (ep->unexp_cached < UNEXP_CACHE_MAX) {
         u->next = ep->unexp_cache;
         ep->unexp_cache = u;

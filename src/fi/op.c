@@ -7,6 +7,7 @@
  */
 #include "ivf.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +49,95 @@ void ivf_op_cache_drain(struct ivf_ep *ep)
         free(op);
     }
     ep->op_cached = 0;
+}
+
+/* ---- payload buffers --------------------------------------------------------- */
+
+#define BUF_MIN_SHIFT 8               /* class 0: 256 B */
+#define BUF_CLASS_MAX (4u << 20)      /* bytes kept per class: the eager credit's worth */
+#define BUF_CACHE_MAX (16u << 20)     /* bytes kept per endpoint */
+#define BUF_PLAIN     IVF_BUF_CLASSES /* larger than every class: plain malloc */
+
+/* In front of each buffer: its class, and the link while it is cached. */
+union buf_head {
+    struct {
+        unsigned cls;
+        void *next;
+    } h;
+    max_align_t align;
+};
+
+static unsigned buf_class(size_t len)
+{
+    unsigned c = 0;
+    while (c < IVF_BUF_CLASSES && ((size_t)1 << (c + BUF_MIN_SHIFT)) < len)
+        c++;
+    return c;
+}
+
+void *ivf_buf_get(struct ivf_ep *ep, size_t len)
+{
+    unsigned c = buf_class(len);
+    union buf_head *b = c < BUF_PLAIN ? ep->buf_cache[c] : NULL;
+    if (b) {
+        ep->buf_cache[c] = b->h.next;
+        ep->buf_cached -= (size_t)1 << (c + BUF_MIN_SHIFT);
+        ep->buf_class_cached[c] -= (size_t)1 << (c + BUF_MIN_SHIFT);
+    } else {
+        size_t size = c < BUF_PLAIN ? (size_t)1 << (c + BUF_MIN_SHIFT) : len;
+        if (!(b = malloc(sizeof(*b) + size)))
+            return NULL;
+        b->h.cls = c;
+    }
+    return b + 1;
+}
+
+void ivf_buf_put(struct ivf_ep *ep, void *buf)
+{
+    if (!buf)
+        return;
+    union buf_head *b = (union buf_head *)buf - 1;
+    unsigned c = b->h.cls;
+    size_t size = c < BUF_PLAIN ? (size_t)1 << (c + BUF_MIN_SHIFT) : 0;
+    if (!size || ep->buf_class_cached[c] + size > BUF_CLASS_MAX) {
+        free(b);
+        return;
+    }
+    /* Buffers of an earlier message size must not take the room of those
+     * the program uses now: the fullest class, if fuller than this one,
+     * gives way. */
+    while (ep->buf_cached + size > BUF_CACHE_MAX) {
+        unsigned v = c;
+        for (unsigned k = 0; k < IVF_BUF_CLASSES; k++)
+            if (k != c && ep->buf_class_cached[k] > ep->buf_class_cached[v])
+                v = k;
+        if (v == c || !ep->buf_cache[v]) {
+            free(b);
+            return;
+        }
+        union buf_head *old = ep->buf_cache[v];
+        ep->buf_cache[v] = old->h.next;
+        size_t vsize = (size_t)1 << (v + BUF_MIN_SHIFT);
+        ep->buf_cached -= vsize;
+        ep->buf_class_cached[v] -= vsize;
+        free(old);
+    }
+    b->h.next = ep->buf_cache[c];
+    ep->buf_cache[c] = b;
+    ep->buf_cached += size;
+    ep->buf_class_cached[c] += size;
+}
+
+void ivf_buf_cache_drain(struct ivf_ep *ep)
+{
+    for (unsigned c = 0; c < IVF_BUF_CLASSES; c++)
+        while (ep->buf_cache[c]) {
+            union buf_head *b = ep->buf_cache[c];
+            ep->buf_cache[c] = b->h.next;
+            free(b);
+        }
+    ep->buf_cached = 0;
+    memset(ep->buf_class_cached, 0, sizeof(ep->buf_class_cached));
 }
 
 fi_addr_t ivf_peer_fi_addr(struct ivf_ep *ep, struct ivf_peer *p)

@@ -130,12 +130,13 @@ void ivf_seg_release(struct ivf_peer *p, struct ivf_seg *seg)
 
 /* ---- failing and closing ---------------------------------------------------------- */
 
-static void txq_free(struct ivf_tx *tx)
+static void txq_free(struct ivf_peer *p)
 {
+    struct ivf_tx *tx = &p->tx;
     while (tx->head) {
         struct ivf_txf *f = tx->head;
         tx->head = f->next;
-        free(f);
+        ivf_buf_put(p->ep, f);
     }
     tx->tail = NULL;
     tx->queued = 0;
@@ -144,7 +145,7 @@ static void txq_free(struct ivf_tx *tx)
 /* Drop everything the stream holds: queued frames, segments, connections. */
 static void stream_shut(struct ivf_peer *p)
 {
-    txq_free(&p->tx);
+    txq_free(p);
     ivf_peer_segs_free(p);
     if (p->fd_own >= 0)
         close(p->fd_own);
@@ -218,10 +219,11 @@ void ivf_peers_close(struct ivf_ep *ep)
 
 /* A frame to queue, our protocol version stamped on its header, with room
  * for `own` payload bytes. */
-static struct ivf_txf *txf_new(const struct ivf_hdr *h, size_t own)
+static struct ivf_txf *txf_new(struct ivf_ep *ep, const struct ivf_hdr *h, size_t own)
 {
-    struct ivf_txf *f = calloc(1, sizeof(*f) + own);
+    struct ivf_txf *f = ivf_buf_get(ep, sizeof(*f) + own);
     if (f) {
+        memset(f, 0, sizeof(*f));
         f->hdr = *h;
         f->hdr.version = IVF_PROTO_VERSION;
     }
@@ -229,10 +231,10 @@ static struct ivf_txf *txf_new(const struct ivf_hdr *h, size_t own)
 }
 
 /* A frame whose payload is a copy of h->len bytes of iov (skip bytes in). */
-static struct ivf_txf *txf_copy(const struct ivf_hdr *h, const struct iovec *iov, size_t iov_count,
-                                size_t skip)
+static struct ivf_txf *txf_copy(struct ivf_ep *ep, const struct ivf_hdr *h, const struct iovec *iov,
+                                size_t iov_count, size_t skip)
 {
-    struct ivf_txf *f = txf_new(h, h->len);
+    struct ivf_txf *f = txf_new(ep, h, h->len);
     if (!f)
         return NULL;
     ivf_iov_to_buf(iov, iov_count, skip, f->own, h->len);
@@ -264,11 +266,11 @@ int ivf_stream_start(struct ivf_ep *ep, struct ivf_peer *p)
         /* The hello first: a connection must never go without it. */
         struct ivf_hdr hh = {.type = IVF_HELLO, .len = sizeof(struct ivf_addr)};
         struct iovec v = {&ep->addr, sizeof(ep->addr)};
-        struct ivf_txf *hf = txf_copy(&hh, &v, 1, 0);
+        struct ivf_txf *hf = txf_copy(ep, &hh, &v, 1, 0);
         if (!hf)
             return -FI_ENOMEM;
         if (ivf_tcp_connect(ep, p) < 0) {
-            free(hf);
+            ivf_buf_put(ep, hf);
             ivf_peer_fail(ep, p, -FI_ECONNREFUSED, "cannot connect");
             return -FI_ECONNREFUSED;
         }
@@ -290,7 +292,7 @@ void ivf_stream_adopt(struct ivf_ep *ep, struct ivf_peer *p, int fd)
         return;
     }
     struct ivf_hdr h = {.type = IVF_MOVE};
-    struct ivf_txf *f = txf_new(&h, 0);
+    struct ivf_txf *f = txf_new(ep, &h, 0);
     if (!f) {
         ivf_peer_fail(ep, p, -FI_ENOMEM, "out of memory");
         return;
@@ -304,7 +306,7 @@ int ivf_send_flush(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_seg *seg)
     if (r < 0)
         return r;
     struct ivf_hdr h = {.type = IVF_FLUSH, .id = seg->id};
-    struct ivf_txf *f = txf_new(&h, 0);
+    struct ivf_txf *f = txf_new(ep, &h, 0);
     if (!f)
         return -FI_ENOMEM;
     f->seg = seg;
@@ -321,8 +323,8 @@ int ivf_send_frame(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *
         return r;
     struct ivf_txf *f;
     if (copy && h->len <= OWN_MAX) {
-        f = txf_copy(h, iov, iov_count, skip);
-    } else if ((f = txf_new(h, 0))) {
+        f = txf_copy(ep, h, iov, iov_count, skip);
+    } else if ((f = txf_new(ep, h, 0))) {
         f->iov = iov;
         f->iov_count = iov_count;
         f->iov_skip = skip;
@@ -421,7 +423,7 @@ int ivf_send_now(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
         return 0; /* no room (or quiescing): the caller queues the frame */
     /* Part of it went (the ring filled up), or the channel died under us
      * and the rest goes by TCP: the rest from a copy, after it. */
-    struct ivf_txf *f = txf_copy(h, iov, iov_count, 0);
+    struct ivf_txf *f = txf_copy(ep, h, iov, iov_count, 0);
     if (!f) {
         ivf_peer_fail(ep, p, -FI_ENOMEM, "out of memory");
         return -1;
@@ -453,11 +455,12 @@ static struct ivf_txf *frame_fault(struct ivf_ep *ep, struct ivf_peer *p, struct
     IVF_WARN(FI_LOG_EP_DATA, "send of %zu bytes to %s: its buffer cannot be read (%s)\n",
              op ? op->len : (size_t)f->hdr.len, s, strerror(EFAULT));
     if (started) {
-        struct ivf_txf *z = txf_new(&f->hdr, f->hdr.len); /* zeroed */
+        struct ivf_txf *z = txf_new(ep, &f->hdr, f->hdr.len);
         if (!z) {
             ivf_peer_fail(ep, p, -FI_ENOMEM, "out of memory");
             return NULL;
         }
+        memset(z->own, 0, z->hdr.len);
         z->own_iov = (struct iovec){z->own, z->hdr.len};
         z->iov = &z->own_iov;
         z->iov_count = 1;
@@ -467,7 +470,7 @@ static struct ivf_txf *frame_fault(struct ivf_ep *ep, struct ivf_peer *p, struct
         tx->head = z;
         if (tx->tail == f)
             tx->tail = z;
-        free(f);
+        ivf_buf_put(ep, f);
         f = z;
     }
     if (!op)
@@ -495,7 +498,7 @@ static struct ivf_txf *frame_fault(struct ivf_ep *ep, struct ivf_peer *p, struct
                 tx->head = next;
             if (tx->tail == g)
                 tx->tail = prev;
-            free(g);
+            ivf_buf_put(ep, g);
             g = next;
             continue;
         }
@@ -559,7 +562,7 @@ void ivf_stream_write(struct ivf_ep *ep, struct ivf_peer *p)
         if (!tx->head)
             tx->tail = NULL;
         frame_sent(ep, p, f);
-        free(f);
+        ivf_buf_put(ep, f);
     }
 }
 
