@@ -149,7 +149,6 @@ struct ivf_op {
     void *owned; /* inject / unexpected: a buffer this op owns */
 };
 
-/* A message that arrived before a matching receive. */
 /* Payloads up to this size are kept inside the record (no allocation for
  * the small messages that arrive before their receive: half of a ping-pong's). */
 #define IVF_UNEXP_SMALL 192
@@ -158,6 +157,7 @@ struct ivf_op {
  * power-of-two classes of 256 B to 128 KiB kept per endpoint (op.c). */
 #define IVF_BUF_CLASSES 10
 
+/* A message that arrived before a matching receive. */
 struct ivf_unexp {
     struct ivf_unexp *next, *prev;
     struct ivf_peer *peer;
