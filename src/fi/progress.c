@@ -341,12 +341,12 @@ static int frame_begin(struct ivf_ep *ep, struct ivf_peer *p)
         const struct ivf_seg *seg = rx->from == IVF_IVC ? rx->seg : NULL;
         snprintf(why, sizeof(why),
                  "%s: type %u, version %u (ours %u), len %u, read from %s after %llu+%llu bytes "
-                 "(TCP read ahead %zu, handed back %zu of %zu, channel %s; connections: "
-                 "ours %d, its %d, next %d; %s)",
+                 "(TCP read ahead %zu, IVC read ahead %zu, handed back %zu of %zu, channel %s; "
+                 "connections: ours %d, its %d, next %d; %s)",
                  bad, h->type, h->version, IVF_PROTO_VERSION, h->len,
                  rx->from == IVF_IVC ? "IVC" : "TCP", (unsigned long long)p->bytes[1][IVF_TCP],
                  (unsigned long long)p->bytes[1][IVF_IVC], rx->rb_len - rx->rb_off,
-                 seg ? seg->hb_off : 0, seg ? seg->hb_len : 0,
+                 seg ? seg->ra_len - seg->ra_off : 0, seg ? seg->hb_off : 0, seg ? seg->hb_len : 0,
                  !seg        ? "-"
                  : seg->dead ? "dead"
                              : "live",
