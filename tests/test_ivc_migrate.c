@@ -312,7 +312,7 @@ static int proc_writer(void *arg)
 {
     ivc_ctx_t *c = reg(A_ID);
     close(report[0]);
-    static uint8_t buf[CHUNK + 8];
+    static uint8_t buf[CHUNK];
     for (int round = 0; round < SMR_ROUNDS; round++) {
         ivc_chan_t *ch;
         T_OK(ivc_connect(c, B_ID, 10000, &ch));

@@ -18,24 +18,21 @@
 
 /* ---- segments: the IVC part of a stream ---------------------------------------------- */
 
+/* Up to len of the bytes kept in src[*off..end) into buf: how many. */
+static ssize_t kept_take(const uint8_t *src, size_t *off, size_t end, void *buf, size_t len)
+{
+    size_t n = end - *off < len ? end - *off : len;
+    memcpy(buf, src + *off, n);
+    *off += n;
+    return (ssize_t)n;
+}
+
 ssize_t ivf_seg_read(struct ivf_seg *seg, void *buf, size_t len)
 {
-    if (seg->ra_off < seg->ra_len) {
-        size_t n = seg->ra_len - seg->ra_off;
-        if (n > len)
-            n = len;
-        memcpy(buf, seg->ra + seg->ra_off, n);
-        seg->ra_off += n;
-        return (ssize_t)n;
-    }
-    if (seg->hb_off < seg->hb_len) {
-        size_t n = seg->hb_len - seg->hb_off;
-        if (n > len)
-            n = len;
-        memcpy(buf, seg->hb + seg->hb_off, n);
-        seg->hb_off += n;
-        return (ssize_t)n;
-    }
+    if (seg->ra_off < seg->ra_len)
+        return kept_take(seg->ra, &seg->ra_off, seg->ra_len, buf, len);
+    if (seg->hb_off < seg->hb_len)
+        return kept_take(seg->hb, &seg->hb_off, seg->hb_len, buf, len);
     if (seg->dead || !seg->chan)
         return -1;
     ssize_t n;
@@ -610,14 +607,14 @@ static ssize_t rx_readv(struct ivf_ep *ep, struct ivf_peer *p, struct iovec *v, 
         size_t done = 0;
         for (int i = 0; i < k; i++) {
             ssize_t n = ivf_seg_read(rx->seg, v[i].iov_base, v[i].iov_len);
-            if (n < 0 && rx->seg->lost) {
-                ivf_seg_release(p, rx->seg);
-                ivf_peer_fail(ep, p, -FI_ECONNRESET, "its IVC channel broke mid-stream");
-                return -1;
-            }
             if (n < 0) {
-                /* The channel's part of the stream is over: TCP again. */
+                bool lost = rx->seg->lost;
                 ivf_seg_release(p, rx->seg);
+                if (lost) {
+                    ivf_peer_fail(ep, p, -FI_ECONNRESET, "its IVC channel broke mid-stream");
+                    return -1;
+                }
+                /* The channel's part of the stream is over: TCP again. */
                 if (done)
                     return (ssize_t)done;
                 return rx_readv(ep, p, v, k);
