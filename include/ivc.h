@@ -162,6 +162,22 @@ ssize_t ivc_writev(ivc_chan_t *chan, const struct iovec *iov, int iovcnt);
  * (0 when none are there yet), IVC_EOF after the peer closed, or an error. */
 ssize_t ivc_read(ivc_chan_t *chan, void *buf, size_t len);
 
+/* Reading in place, for a reader that parses small messages where they lie
+ * (no copy into a buffer of its own first).  ivc_read_peek() points *data at
+ * the received bytes that follow the last read, as many as lie contiguous in
+ * the ring (a run that reaches the ring's end stops there; the rest comes at
+ * the next peek), and returns how many: 0 when there are none or the channel
+ * is not plainly open (ivc_read() then says why).  The bytes stay in the
+ * ring, and the peer may still scribble on them: copy what you check before
+ * checking it.  ivc_read_commit() consumes the first `len` peeked bytes: 0
+ * when they were the peer's stream, IVC_EAGAIN when the channel changed under
+ * the reader (the peer died, or is being suspended): nothing was consumed,
+ * what was peeked must be forgotten, and ivc_read() reads it again (or hands
+ * it back with the rest).  Do nothing that cannot be undone before it
+ * succeeds.  Mixing these with ivc_read() keeps the stream in order. */
+ssize_t ivc_read_peek(ivc_chan_t *chan, const void **data);
+int ivc_read_commit(ivc_chan_t *chan, size_t len);
+
 /* Blocking helpers: move all `len` bytes or fail.  `*done` (optional) gets the
  * number of bytes moved, also on failure.  `timeout_ms` -1 waits forever. */
 int ivc_write_all(ivc_chan_t *chan, const void *buf, size_t len, int timeout_ms, size_t *done);

@@ -136,11 +136,39 @@ static void test_membership_and_eof(void)
     T_ASSERT(!ivc_chan_idle(bch) && ivc_chan_idle(ach), "a byte waits: not idle");
     T_ASSERT(ivc_read(bch, buf, 8) == 1 && ivc_chan_idle(bch), "read: idle again");
 
+    /* Reading in place: a peek shows what waits, a commit consumes part of
+     * it, ivc_read() goes on from there; a run stops at the ring's end. */
+    const void *d;
+    T_ASSERT(ivc_read_peek(bch, &d) == 0, "nothing to peek");
+    T_ASSERT(ivc_read_peek(NULL, &d) == IVC_EINVAL && ivc_read_commit(NULL, 0) == IVC_EINVAL,
+             "no channel");
+    T_ASSERT(ivc_write(ach, "abcdef", 6) == 6, "write");
+    T_ASSERT(ivc_read_peek(bch, &d) == 6 && memcmp(d, "abcdef", 6) == 0, "peek sees the bytes");
+    T_ASSERT(ivc_read_commit(bch, 7) == IVC_EINVAL, "commit beyond what was peeked");
+    T_OK(ivc_read_commit(bch, 2));
+    T_ASSERT(ivc_read(bch, buf, 8) == 4 && memcmp(buf, "cdef", 4) == 0, "read after a commit");
+    size_t ring = ivc_chan_ring_size(ach);
+    char *big = calloc(1, ring);
+    T_ASSERT(big, "memory");
+    size_t fill = ring - 7 - 3; /* 7 bytes went through already ("x", "abcdef") */
+    T_ASSERT(ivc_write(ach, big, fill) == (ssize_t)fill, "fill to 3 before the end");
+    T_OK(ivc_read_all(bch, big, fill, 2000, NULL));
+    T_ASSERT(ivc_write(ach, "uvwxyz", 6) == 6, "write across the ring's end");
+    T_ASSERT(ivc_read_peek(bch, &d) == 3 && memcmp(d, "uvw", 3) == 0, "the run stops at the end");
+    T_OK(ivc_read_commit(bch, 3));
+    T_ASSERT(ivc_read_peek(bch, &d) == 3 && memcmp(d, "xyz", 3) == 0, "the rest from the start");
+    T_OK(ivc_read_commit(bch, 3));
+    T_ASSERT(ivc_chan_idle(bch), "all consumed");
+    free(big);
+
     /* Unregistering closes the channel: the peer reads the rest, then EOF. */
     ssize_t w = ivc_write(ach, "bye", 3);
     T_ASSERT(w == 3, "write returned %zd (%s), state %d", w, ivc_strerror((int)w),
              ivc_chan_state(ach));
+    T_ASSERT(ivc_read_peek(bch, &d) == 3, "peeked while the peer is there");
     T_OK(ivc_unregister(a));
+    T_ASSERT(ivc_read_commit(bch, 3) == IVC_EAGAIN, "the peer left since the peek: not consumed");
+    T_ASSERT(ivc_read_peek(bch, &d) == 0, "a closed channel is left to ivc_read");
     T_ASSERT(!ivc_chan_idle(bch), "bytes and an EOF wait: not idle");
     size_t done = 0;
     T_OK(ivc_read_all(bch, buf, 3, 2000, &done));

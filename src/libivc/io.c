@@ -208,6 +208,43 @@ ssize_t ivc_read(ivc_chan_t *ch, void *buf, size_t len)
     return read_slow(ch, buf, len);
 }
 
+ssize_t ivc_read_peek(ivc_chan_t *ch, const void **data)
+{
+    if (!ch || !data)
+        return IVC_EINVAL;
+    *data = NULL;
+    if (unlikely(ch->state != IVC_CHAN_OPEN || !ivc__chan_healthy(ch)))
+        return 0;
+    uint64_t h = atomic_load_explicit(&ch->peer_hot->head, memory_order_acquire);
+    if (unlikely(h < ch->rx_head || h - ch->rx_tail > ch->rx_mask + 1))
+        return chan_corrupt(ch);
+    ch->rx_head = h;
+    uint64_t avail = h - ch->rx_tail, off = ch->rx_tail & ch->rx_mask;
+    uint64_t run = ch->rx_mask + 1 - off;
+    *data = ch->rx + off;
+    return (ssize_t)(avail < run ? avail : run);
+}
+
+int ivc_read_commit(ivc_chan_t *ch, size_t len)
+{
+    if (!ch || len > ch->rx_head - ch->rx_tail)
+        return IVC_EINVAL;
+    /* As in ring_read: if the peer died while we looked, its share may be
+     * someone else's now; if it is being suspended, the bytes go back with
+     * the rest (the slow path's rules), so nothing is consumed here. */
+    atomic_thread_fence(memory_order_acquire);
+    if (unlikely(ch->state != IVC_CHAN_OPEN ||
+                 atomic_load_explicit(ch->peer_status, memory_order_relaxed) !=
+                     ch->peer_status_live)) {
+        if (ch->state == IVC_CHAN_OPEN)
+            ivc__chan_update(ch);
+        return IVC_EAGAIN;
+    }
+    ch->rx_tail += len;
+    atomic_store_explicit(&ch->my_hot->tail, ch->rx_tail, memory_order_release);
+    return 0;
+}
+
 int ivc_chan_state(ivc_chan_t *ch)
 {
     if (!ch || ch->closed)
