@@ -54,7 +54,8 @@
  *               into the parser's destination, failing a peer
  *   ivc.c       IVC channels: attach, find co-located peers, hellos
  *   progress.c  what each arriving frame does, the one "receive done",
- *               credit, and moving the bytes of every peer
+ *               credit, small messages read in place from an IVC ring,
+ *               and moving the bytes of every peer
  *   msg.c       the FI_MSG and FI_TAGGED calls: eager and rendezvous sends,
  *               posting receives, FI_PEEK/FI_CLAIM
  *   cq.c        completion queues: reading them drives progress
@@ -517,6 +518,9 @@ void ivf_match_post(struct ivf_ep *ep, struct ivf_op *op);
 /* The oldest posted receive that takes a message with this tag from p,
  * taken off its queue; NULL if none. */
 struct ivf_op *ivf_match_posted(struct ivf_ep *ep, bool tagged, uint64_t tag, struct ivf_peer *p);
+/* The same in two steps: find it (left posted), take it off its queue. */
+struct ivf_op *ivf_match_find(struct ivf_ep *ep, bool tagged, uint64_t tag, struct ivf_peer *p);
+void ivf_match_take(struct ivf_ep *ep, struct ivf_op *op);
 /* The oldest unexpected message receive op can take (not claimed, not
  * already taken), or NULL. */
 struct ivf_unexp *ivf_unexp_find(struct ivf_ep *ep, const struct ivf_op *op);
@@ -619,6 +623,20 @@ void ivf_recv_take(struct ivf_ep *ep, struct ivf_op *op, struct ivf_unexp *u);
 /* Nobody will take unexpected message u: off its queue and freed, its
  * sender told (credit back and the ACK it asked for, or a CTS for nothing). */
 void ivf_recv_discard(struct ivf_ep *ep, struct ivf_unexp *u);
+/* The common small message, read where it lies (an IVC ring: n bytes
+ * readable at `at`): an EAGER frame whole there, which a posted receive
+ * takes whole, without an ACK wanted.  The header is copied into *h before
+ * it is checked (the peer can still write there), the payload is copied
+ * into the receive (*op, left posted); returns the frame's length, 0 if
+ * the frame is not one for this path (every other case is the parser's:
+ * other frames, no receive posted, truncation, a frame cut by the ring's
+ * end).  Nothing is done that cannot be undone: once the channel confirms
+ * the bytes were the peer's stream, ivf_direct_done() takes the receive
+ * off its queue and completes it, and counts the credit. */
+size_t ivf_direct_take(struct ivf_ep *ep, struct ivf_peer *p, const void *at, size_t n,
+                       struct ivf_hdr *h, struct ivf_op **op);
+void ivf_direct_done(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
+                     struct ivf_op *op);
 /* Move bytes: accept, connect, write queued frames, read and act on frames. */
 void ivf_progress(struct ivf_ep *ep);
 /* Endpoint close: try for a moment to get what is queued out. */

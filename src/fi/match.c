@@ -43,20 +43,30 @@ void ivf_match_post(struct ivf_ep *ep, struct ivf_op *op)
     ivf_op_list_add(op->flags & FI_TAGGED ? &ep->posted_tagged : &ep->posted_msg, op);
 }
 
-struct ivf_op *ivf_match_posted(struct ivf_ep *ep, bool tagged, uint64_t tag, struct ivf_peer *p)
+struct ivf_op *ivf_match_find(struct ivf_ep *ep, bool tagged, uint64_t tag, struct ivf_peer *p)
 {
-    struct ivf_op **pq = tagged ? &ep->posted_tagged : &ep->posted_msg;
-    struct ivf_op *op = *pq;
+    struct ivf_op *head = tagged ? ep->posted_tagged : ep->posted_msg, *op = head;
     if (!op)
         return NULL;
     do {
-        if (op_matches(op, tagged, tag, p)) {
-            ivf_op_list_del(pq, op);
+        if (op_matches(op, tagged, tag, p))
             return op;
-        }
         op = op->next;
-    } while (op != *pq);
+    } while (op != head);
     return NULL;
+}
+
+void ivf_match_take(struct ivf_ep *ep, struct ivf_op *op)
+{
+    ivf_op_list_del(op->flags & FI_TAGGED ? &ep->posted_tagged : &ep->posted_msg, op);
+}
+
+struct ivf_op *ivf_match_posted(struct ivf_ep *ep, bool tagged, uint64_t tag, struct ivf_peer *p)
+{
+    struct ivf_op *op = ivf_match_find(ep, tagged, tag, p);
+    if (op)
+        ivf_match_take(ep, op);
+    return op;
 }
 
 /* ---- unexpected messages ----------------------------------------------------------- */

@@ -367,7 +367,7 @@ def fdata(rid, total, piece):
 def fi_ops():
     # Operations: 0 c n16 bytes (peer c writes; c & 2 when its connection opens:
     # the peer never reads what the endpoint sends), 1 f t k (receive), 2 k (cancel),
-    # 3 f k (send), 4 c (peer c closes).  Receive f: bit 0 tagged, bits 1-2 size
+    # 3 f k (send), 4 c (peer c closes), 5 c n16 bytes (in the c-th peer's IVC ring).  Receive f: bit 0 tagged, bits 1-2 size
     # (0, 24, 512, 3000), bit 3 two pieces, bits 4-6 flags (-, PEEK, PEEK|CLAIM,
     # PEEK|DISCARD, CLAIM, CLAIM|DISCARD), bit 7 directed.  Send f: bit 0 peer,
     # bit 1 tagged, bits 2-3 size, bit 4 DELIVERY_COMPLETE, bit 5 FI_INJECT, bit 6 CQ
@@ -380,6 +380,9 @@ def fi_ops():
 
     def recv(f, t, k):
         return bytes([1, f, t, k])
+
+    def ring(c, data):  # bytes in the IVC ring of the c-th peer (the direct path)
+        return bytes([5, c]) + struct.pack("<H", len(data)) + data
 
     def send(f, k):
         return bytes([3, f, k])
@@ -444,6 +447,16 @@ def fi_ops():
         "bad_ack": w(0, h1) + send(2 | 3 << 2, 0) + w(0, fhdr("ACK", id=1) +
                                                        fhdr("CTS", id=1, size=3000)),
         "bad_credit": w(0, h1 + fhdr("CREDIT", data=1)) + w(1, h2 + fhdr("ACK", id=1)),
+        "ring_direct": w(0, h1) + recv(tagged24, 5, 0) + recv(1 << 1, 0, 1) +
+        recv(tagged24, 9, 2) + ring(0, feager(b"direct!", 5) + feager(b"msg", 0, F_CQDATA, data=9) +
+                                    feager(b"nobody waits", 7) + feager(b"late", 9)) +
+        recv(tagged24, 7, 3),
+        "ring_not_direct": w(0, h1) + recv(tagged24, 5, 0) + recv(tagged512, 6, 1) +
+        ring(0, feager(b"x" * 100, 5)) + ring(0, feager(b"ack", 6, F_TAGGED | F_ACK, id=3)) +
+        ring(0, feager(b"cut short", 6)[:45]) + ring(0, fhdr("CTS", id=1, size=10)) +
+        ring(0, fhdr("EAGER", F_TAGGED, length=0xffffffff, tag=6)),
+        "ring_credit": w(0, h1) + b"".join(recv(tagged512, 8, k) for k in range(5)) +
+        ring(0, b"".join(feager(b"c" * 512, 8) for _ in range(5))),
     }
     for name, data in seeds.items():
         write("fi", name, data)
