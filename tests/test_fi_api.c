@@ -15,11 +15,14 @@
  * credit is dropped, the endpoint goes on; a peer failing with sends
  * queued: no error entry for an inject), and two endpoints that connect
  * to each other at once (one connection is left, nothing lost or reordered).
- * Needs FI_PROVIDER_PATH (set by ctest); no IVC job, so everything is TCP.
+ * Needs FI_PROVIDER_PATH (set by ctest); no IVC job, so everything is TCP,
+ * except in ivc_breaks (an ivcd of its own: an IVC channel that breaks
+ * with messages in it fails its peer).
  */
 #include "testutil.h"
 
-#include "../src/fi/ivf_proto.h" /* the wire format, to play a bad peer */
+#include "../src/fi/ivf.h" /* the wire format, to play a bad peer; endpoints' insides */
+#include "internal.h"      /* libivc's channel, to break one */
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -757,6 +760,51 @@ static void test_inject_to_failed_peer(void)
     close(lfd);
 }
 
+/* An IVC channel that breaks with bytes of the stream in it (its writer
+ * gave up on it: its side word says ABORTED, as libivc writes after an
+ * error) while the TCP connection lives on.  The bytes in the ring may be
+ * lost, so the reader fails the peer (a send to it fails at once) rather
+ * than go on by TCP past a gap; the messages in the ring are never
+ * delivered.  A white-box test: it reaches into both endpoints (ivf.h) and
+ * the channel (libivc's internal.h) to break the channel as a fault would. */
+static void test_ivc_breaks(void)
+{
+    struct ivf_ep *ea = (struct ivf_ep *)a.ep, *eb = (struct ivf_ep *)b.ep;
+    T_ASSERT(ea->ivc && eb->ivc, "both endpoints attached to the ivcd region");
+    /* b's messages reach a by IVC once the channel is up and the stream
+     * moved onto it (FLUSH): exchange until a reads b from IVC. */
+    struct fi_cq_tagged_entry e;
+    char buf[16];
+    bool on_ivc = false;
+    for (int i = 0; i < 2000 && !on_ivc; i++) {
+        FI_OK(fi_trecv(a.ep, buf, sizeof(buf), NULL, a.peer, 0x500, 0, &buf));
+        FI_OK(fi_tinject(b.ep, "warm", 5, b.peer, 0x500));
+        T_ASSERT(wait_cq(a.cq, &e, NULL) == 0 && e.op_context == buf, "warm-up message %d", i);
+        on_ivc = ea->peers && ea->peers->rx.from == IVF_IVC;
+        if (!on_ivc)
+            usleep(2000);
+    }
+    T_ASSERT(on_ivc, "a reads b's stream from an IVC channel");
+    struct ivf_peer *pb = eb->peers; /* b's only peer: a */
+    T_ASSERT(pb && pb->tx.to == IVF_IVC && pb->tx.seg && pb->tx.seg->chan, "b writes to a by IVC");
+    /* Three messages into the ring, unread, then the channel breaks. */
+    for (int i = 0; i < 3; i++)
+        FI_OK(fi_tinject(b.ep, "in the ring", 12, b.peer, 0x501));
+    struct ivc_chan *ch = pb->tx.seg->chan;
+    atomic_store(ch->my_side, IVC_SIDE(ch->seq, IVC_SIDE_ABORTED));
+    int ctx[3];
+    for (int i = 0; i < 3; i++)
+        FI_OK(fi_trecv(a.ep, buf, sizeof(buf), NULL, a.peer, 0x501, 0, &ctx[i]));
+    for (int i = 0; i < 200 && !ea->peers->failed; i++)
+        T_ASSERT(fi_cq_read(a.cq, &e, 1) == -FI_EAGAIN, "a message from the broken channel");
+    T_ASSERT(ea->peers->failed == -FI_ECONNRESET, "a failed its peer b: %d", ea->peers->failed);
+    ssize_t r = fi_tinject(a.ep, "back", 5, a.peer, 0x502);
+    T_ASSERT(r == -FI_ECONNRESET, "a send to the failed peer: %zd (%s)", r, fi_strerror((int)-r));
+    expect_empty(a.cq);
+    for (int i = 0; i < 3; i++)
+        FI_OK(fi_cancel(&a.ep->fid, &ctx[i]));
+}
+
 /* FI_PROGRESS_AUTO: a rendezvous message arrives while the application
  * does not call into the provider at all. */
 static void test_auto_progress(void)
@@ -1071,7 +1119,22 @@ static void nothing(void)
         name();                                                                                    \
         teardown();                                                                                \
     }
+/* The same, with both endpoints in an ivcd region of their own. */
+#define IVC_CASE(name)                                                                             \
+    static void case_##name(void)                                                                  \
+    {                                                                                              \
+        T_ASSERT(getenv("FI_PROVIDER_PATH"), "FI_PROVIDER_PATH is not set");                       \
+        struct t_ivcd d;                                                                           \
+        t_ivcd_start(&d, 0x1f1f, NULL);                                                            \
+        setenv("FI_IVC_JOB", "7967", 1); /* 0x1f1f */                                              \
+        setenv("IVC_SOCKET", d.sock, 1);                                                           \
+        test_setup_and_names();                                                                    \
+        name();                                                                                    \
+        teardown();                                                                                \
+        t_ivcd_stop(&d);                                                                           \
+    }
 CASE(nothing)
+IVC_CASE(test_ivc_breaks)
 CASE(test_tagged_and_msg)
 CASE(test_truncate_peek_cancel)
 CASE(test_large_and_bad)
@@ -1103,6 +1166,7 @@ static const struct t_case cases[] = {
     {"inject_to_failed_peer", case_test_inject_to_failed_peer, 30},
     {"cancel_completions", case_test_cancel_completions, 30},
     {"crossing_connections", case_test_crossing_connections, 30},
+    {"ivc_breaks", case_test_ivc_breaks, 60},
     {0},
 };
 
