@@ -208,3 +208,14 @@ bench_provider_setup() {
     [ -z "$with_vms" ] || [ -x "$vhpc" ] || die "$vhpc not built (make build)"
     unset FI_IVC_ENABLE FI_PROVIDER FI_IVC_JOB IVC_SOCKET FI_LOG_LEVEL FI_LOG_PROV
 }
+
+# A TCP port nobody listens on, below the kernel's range of ephemeral ports
+# (which any outgoing connection may take between this check and a bind).
+bench_free_port() {
+    local p lo
+    read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
+    while :; do
+        p=$((10000 + RANDOM % (lo > 12000 ? lo - 10000 : 2000)))
+        ss -ltn | grep -q ":$p " || { echo "$p"; return; }
+    done
+}

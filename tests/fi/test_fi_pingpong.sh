@@ -35,30 +35,39 @@ out=$(run fi_info -p ivc -t FI_EP_DGRAM 2>&1); st=$?
 out=$(run fi_info -p ivc -c FI_RMA 2>&1); st=$?
 [ $st -ne 0 ] && pass "no RMA offered (Open MPI's btl ofi will not pick ivc)" || fail "RMA: $out"
 
-# A free TCP port for fi_pingpong's own out-of-band exchange.
+# A free TCP port for fi_pingpong's own out-of-band exchange, below the
+# kernel's range of ephemeral ports (which any connection, the provider's
+# own included, may take at any moment).
 port() {
-    local p
+    local p lo
+    read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
     while :; do
-        p=$((20000 + RANDOM % 20000))
+        p=$((10000 + RANDOM % (lo > 12000 ? lo - 10000 : 2000)))
         ss -ltn | grep -q ":$p " || { echo "$p"; return; }
     done
 }
 
 pingpong() { # $1: name, $2: sizes expected, rest: fi_pingpong options
-    local name=$1 want=$2 p
+    local name=$1 want=$2 p srv cst sst
     shift 2
-    p=$(port)
-    run fi_pingpong -p ivc -e rdm -B "$p" "$@" >"$tmp/srv.out" 2>&1 &
-    local srv=$!
-    pids+=("$srv")
-    for _ in $(seq 1 50); do
-        ss -ltn 2>/dev/null | grep -q ":$p " && break
-        sleep 0.1
+    # Another program may still take the port between the check and the
+    # bind: then the server says so and the pair runs again on another.
+    for _ in 1 2 3; do
+        p=$(port)
+        run fi_pingpong -p ivc -e rdm -B "$p" "$@" >"$tmp/srv.out" 2>&1 &
+        srv=$!
+        pids+=("$srv")
+        for _ in $(seq 1 50); do
+            ss -ltn 2>/dev/null | grep -q ":$p " && break
+            sleep 0.1
+        done
+        run fi_pingpong -p ivc -e rdm -P "$p" "$@" 127.0.0.1 >"$tmp/cli.out" 2>&1
+        cst=$?
+        wait "$srv"
+        sst=$?
+        grep -q "Address already in use" "$tmp/srv.out" || break
+        echo "port $p was taken: again on another"
     done
-    run fi_pingpong -p ivc -e rdm -P "$p" "$@" 127.0.0.1 >"$tmp/cli.out" 2>&1
-    local cst=$?
-    wait "$srv"
-    local sst=$?
     local sizes
     sizes=$(grep -cE '^[0-9.]+[kmg]?[[:space:]]+[0-9]+[[:space:]]+=' "$tmp/cli.out")
     if [ $cst -eq 0 ] && [ $sst -eq 0 ] && [ "$sizes" -eq "$want" ]; then
