@@ -192,7 +192,8 @@ int ivc_chan_state(ivc_chan_t *chan);           /* enum ivc_chan_state */
 size_t ivc_chan_readable(ivc_chan_t *chan);     /* bytes ready to read now */
 size_t ivc_chan_writable(ivc_chan_t *chan);     /* bytes that fit now */
 /* True when ivc_read() would surely return 0 now: the channel is open and
- * healthy and its ring empty.  A few loads and no side effect, for pollers
+ * healthy and its ring empty.  A few loads and no side effect (it prefetches
+ * where the next bytes will land, so that they come sooner), for pollers
  * that skip idle channels.  False means: call ivc_read(), which also brings
  * the channel's state up to date (a channel just set up is not idle until
  * its first read). */

@@ -269,11 +269,23 @@ size_t ivc_chan_readable(ivc_chan_t *ch)
     return (size_t)(h - ch->rx_tail);
 }
 
+/* Lines of the ring an idle reader keeps fetching (see ivc_chan_idle). */
+#define IDLE_PREFETCH_LINES 3
+
 bool ivc_chan_idle(const ivc_chan_t *ch)
 {
-    return ch && ch->state == IVC_CHAN_OPEN && ivc__chan_healthy(ch) &&
-           ch->rx_head == ch->rx_tail &&
-           atomic_load_explicit(&ch->peer_hot->head, memory_order_relaxed) == ch->rx_tail;
+    if (!(ch && ch->state == IVC_CHAN_OPEN && ivc__chan_healthy(ch) && ch->rx_head == ch->rx_tail))
+        return false;
+    /* While the ring is empty, fetch the lines the next bytes will land
+     * in: once the writer wrote them, the next look fetches them together
+     * with its index, instead of one after the other (a cross-CPU transfer
+     * each).  MPI ping-pong over the provider, without -> with: 8 B
+     * 0.65-0.74 -> 0.58-0.60 us, 128 B 0.95-1.05 -> 0.61 us (without it,
+     * the provider's in-place read was slower than a copy out above 64 B). */
+    uint64_t off = ch->rx_tail & ch->rx_mask;
+    for (uint64_t k = 0; k < IDLE_PREFETCH_LINES && off + k * 64 <= ch->rx_mask; k++)
+        __builtin_prefetch(ch->rx + off + k * 64);
+    return atomic_load_explicit(&ch->peer_hot->head, memory_order_relaxed) == ch->rx_tail;
 }
 
 size_t ivc_chan_writable(ivc_chan_t *ch)
