@@ -217,6 +217,18 @@ static ssize_t do_send(struct ivf_ep *ep, const struct iovec *iov, size_t count,
 
 /* ---- receiving ----------------------------------------------------------------- */
 
+/* What posting a receive queued (the CTS of a rendezvous message it took,
+ * the CREDIT or ACK of an eager one) leaves now: the sender waits for it.
+ * Not a whole progress pass: the next completion read does that, and a
+ * receive posted before each message (MPI_Sendrecv, collectives) would pay
+ * for one every time. */
+static void flush_replies(struct ivf_ep *ep)
+{
+    for (struct ivf_peer *p = ep->peers; p; p = p->next)
+        if (p->tx.head && !p->failed)
+            ivf_stream_write(ep, p);
+}
+
 /* Receive op takes the oldest unexpected message it matches (FI_CLAIM: the
  * one its peek set aside), or waits posted for one. */
 static ssize_t post_recv(struct ivf_ep *ep, struct ivf_op *op)
@@ -302,7 +314,7 @@ static ssize_t do_recv(struct ivf_ep *ep, const struct iovec *iov, size_t count,
         if (r < 0)
             ivf_op_free(op);
         else
-            ivf_progress(ep);
+            flush_replies(ep);
     }
     ivf_unlock(ep->dom);
     return r;
