@@ -407,8 +407,13 @@ int ivf_send_now(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
         return 0;
     struct ivf_hdr hdr = *h;
     hdr.version = IVF_PROTO_VERSION;
-    struct iovec v[1 + IVF_IOV_LIMIT] = {{&hdr, sizeof(hdr)}};
-    int n = 1 + ivf_iov_slice(iov, iov_count, 0, h->len, v + 1, IVF_IOV_LIMIT);
+    struct iovec v[1 + IVF_IOV_LIMIT];
+    v[0] = (struct iovec){&hdr, sizeof(hdr)};
+    int n = 1;
+    if (iov_count == 1 && iov[0].iov_len == h->len) /* the common case: one piece */
+        v[n++] = iov[0];
+    else
+        n += ivf_iov_slice(iov, iov_count, 0, h->len, v + 1, IVF_IOV_LIMIT);
     ssize_t w = tx_write(ep, p, v, n);
     if (w == (ssize_t)total)
         return 1;
