@@ -210,7 +210,7 @@ ssize_t ivc_read(ivc_chan_t *ch, void *buf, size_t len)
 
 ssize_t ivc_read_peek(ivc_chan_t *ch, const void **data)
 {
-    if (!ch || !data)
+    if (!ch || !data || ch->closed)
         return IVC_EINVAL;
     *data = NULL;
     if (unlikely(ch->state != IVC_CHAN_OPEN || !ivc__chan_healthy(ch)))
@@ -227,7 +227,7 @@ ssize_t ivc_read_peek(ivc_chan_t *ch, const void **data)
 
 int ivc_read_commit(ivc_chan_t *ch, size_t len)
 {
-    if (!ch || len > ch->rx_head - ch->rx_tail)
+    if (!ch || ch->closed || len > ch->rx_head - ch->rx_tail)
         return IVC_EINVAL;
     /* As in ring_read: if the peer died while we looked, its share may be
      * someone else's now; if it is being suspended, the bytes go back with
