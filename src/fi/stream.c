@@ -410,10 +410,12 @@ int ivf_send_now(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
     struct iovec v[1 + IVF_IOV_LIMIT];
     v[0] = (struct iovec){&hdr, sizeof(hdr)};
     int n = 1;
-    if (iov_count == 1 && iov[0].iov_len == h->len) /* the common case: one piece */
-        v[n++] = iov[0];
-    else
+    if (iov_count == 1 && iov[0].iov_len == h->len) { /* the common case: one piece */
+        if (h->len)
+            v[n++] = iov[0]; /* an empty one may have no address */
+    } else {
         n += ivf_iov_slice(iov, iov_count, 0, h->len, v + 1, IVF_IOV_LIMIT);
+    }
     ssize_t w = tx_write(ep, p, v, n);
     if (w == (ssize_t)total)
         return 1;

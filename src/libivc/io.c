@@ -60,7 +60,8 @@ static inline ssize_t ring_writev(struct ivc_chan *ch, const struct iovec *iov, 
          * copies, one index update. */
         uint8_t *d = ch->tx + off;
         for (int i = 0; i < cnt; i++) {
-            memcpy(d, iov[i].iov_base, iov[i].iov_len);
+            if (iov[i].iov_len) /* an empty piece may have no address: not memcpy's */
+                memcpy(d, iov[i].iov_base, iov[i].iov_len);
             d += iov[i].iov_len;
         }
         ch->tx_head += total;
