@@ -10,7 +10,7 @@
 # two ranks (bench_pin2), a scratch directory with traps that clean up on
 # every exit (bench_scratch), a private ivcd (bench_ivcd), a program run
 # under a timeout and kept in the raw file (bench_wait, bench_keep), and
-# the VM part's private store (bench_vm_store).
+# the VM part's private store (bench_vm_store), a free TCP port (free_port).
 
 me=$(basename "$0")
 die() {
@@ -209,13 +209,5 @@ bench_provider_setup() {
     unset FI_IVC_ENABLE FI_PROVIDER FI_IVC_JOB IVC_SOCKET FI_LOG_LEVEL FI_LOG_PROV
 }
 
-# A TCP port nobody listens on, below the kernel's range of ephemeral ports
-# (which any outgoing connection may take between this check and a bind).
-bench_free_port() {
-    local p lo
-    read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
-    while :; do
-        p=$((10000 + RANDOM % (lo > 12000 ? lo - 10000 : 2000)))
-        ss -ltn | grep -q ":$p " || { echo "$p"; return; }
-    done
-}
+# free_port: a TCP port for a program's own exchange (fi_pingpong's).
+. "$here/../scripts/free_port.sh"

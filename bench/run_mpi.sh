@@ -169,7 +169,7 @@ fi_pp() {
     local base=fi-$prov-$size.$round
     ((size >= 65536)) && iters=20000
     [ -n "$quick" ] && iters=$((iters / 10))
-    p=$(bench_free_port)
+    p=$(free_port)
     local env=(env)
     [ "$prov" = ivc ] && env+=(FI_PROVIDER_PATH="$fi_dir" FI_IVC_JOB="$job"
         IVC_SOCKET="$tmp/ivcd.sock" FI_LOG_LEVEL=info FI_LOG_PROV=ivc)

@@ -35,17 +35,8 @@ out=$(run fi_info -p ivc -t FI_EP_DGRAM 2>&1); st=$?
 out=$(run fi_info -p ivc -c FI_RMA 2>&1); st=$?
 [ $st -ne 0 ] && pass "no RMA offered (Open MPI's btl ofi will not pick ivc)" || fail "RMA: $out"
 
-# A free TCP port for fi_pingpong's own out-of-band exchange, below the
-# kernel's range of ephemeral ports (which any connection, the provider's
-# own included, may take at any moment).
-port() {
-    local p lo
-    read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
-    while :; do
-        p=$((10000 + RANDOM % (lo > 12000 ? lo - 10000 : 2000)))
-        ss -ltn | grep -q ":$p " || { echo "$p"; return; }
-    done
-}
+# free_port: a TCP port for fi_pingpong's own out-of-band exchange.
+. "$(dirname "$0")/../../scripts/free_port.sh"
 
 pingpong() { # $1: name, $2: sizes expected, rest: fi_pingpong options
     local name=$1 want=$2 p srv cst sst
@@ -53,7 +44,7 @@ pingpong() { # $1: name, $2: sizes expected, rest: fi_pingpong options
     # Another program may still take the port between the check and the
     # bind: then the server says so and the pair runs again on another.
     for _ in 1 2 3; do
-        p=$(port)
+        p=$(free_port)
         run fi_pingpong -p ivc -e rdm -B "$p" "$@" >"$tmp/srv.out" 2>&1 &
         srv=$!
         pids+=("$srv")
