@@ -156,6 +156,21 @@ static inline bool ivc__chan_healthy(const struct ivc_chan *ch)
            atomic_load_explicit(ch->peer_side, memory_order_relaxed) == ch->peer_side_open;
 }
 
+/* Read the peer's published head into ch->rx_head.  It may only move
+ * forward and never more than a ring past our tail: false (the channel is
+ * then corrupt) if it broke that. */
+static inline bool ivc__rx_head_update(struct ivc_chan *ch)
+{
+    uint64_t h = atomic_load_explicit(&ch->peer_hot->head, memory_order_acquire);
+    if (h < ch->rx_head || h - ch->rx_tail > ch->rx_mask + 1) {
+        ch->state = IVC_CHAN_CORRUPT;
+        ch->err = IVC_EPROTO;
+        return false;
+    }
+    ch->rx_head = h;
+    return true;
+}
+
 /* ---- migration (migrate.c) ----------------------------------------------- */
 /* Suspend the whole context (ivcd asked): quiesce, drain, call back, detach. */
 void ivc__suspend_self(struct ivc_ctx *ctx);

@@ -94,11 +94,9 @@ static inline ssize_t ring_read(struct ivc_chan *ch, void *buf, size_t len)
     uint64_t avail = ch->rx_head - ch->rx_tail;
 
     if (!avail) {
-        uint64_t h = atomic_load_explicit(&ch->peer_hot->head, memory_order_acquire);
-        if (unlikely(h < ch->rx_head || h - ch->rx_tail > ch->rx_mask + 1))
-            return chan_corrupt(ch);
-        ch->rx_head = h;
-        avail = h - ch->rx_tail;
+        if (unlikely(!ivc__rx_head_update(ch)))
+            return ch->err;
+        avail = ch->rx_head - ch->rx_tail;
         if (!avail)
             return 0;
     }
@@ -216,11 +214,9 @@ ssize_t ivc_read_peek(ivc_chan_t *ch, const void **data)
     *data = NULL;
     if (unlikely(ch->state != IVC_CHAN_OPEN || !ivc__chan_healthy(ch)))
         return 0;
-    uint64_t h = atomic_load_explicit(&ch->peer_hot->head, memory_order_acquire);
-    if (unlikely(h < ch->rx_head || h - ch->rx_tail > ch->rx_mask + 1))
-        return chan_corrupt(ch);
-    ch->rx_head = h;
-    uint64_t avail = h - ch->rx_tail, off = ch->rx_tail & ch->rx_mask;
+    if (unlikely(!ivc__rx_head_update(ch)))
+        return ch->err;
+    uint64_t avail = ch->rx_head - ch->rx_tail, off = ch->rx_tail & ch->rx_mask;
     uint64_t run = ch->rx_mask + 1 - off;
     *data = ch->rx + off;
     return (ssize_t)(avail < run ? avail : run);
@@ -261,13 +257,7 @@ size_t ivc_chan_readable(ivc_chan_t *ch)
     refresh(ch);
     if (ch->state != IVC_CHAN_OPEN && ch->state != IVC_CHAN_EOF && ch->state != IVC_CHAN_SUSPENDING)
         return 0;
-    uint64_t h = atomic_load_explicit(&ch->peer_hot->head, memory_order_acquire);
-    if (h < ch->rx_head || h - ch->rx_tail > ch->rx_mask + 1) {
-        chan_corrupt(ch);
-        return 0;
-    }
-    ch->rx_head = h;
-    return (size_t)(h - ch->rx_tail);
+    return ivc__rx_head_update(ch) ? (size_t)(ch->rx_head - ch->rx_tail) : 0;
 }
 
 /* Lines of the ring an idle reader keeps fetching (see ivc_chan_idle). */

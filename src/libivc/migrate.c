@@ -24,12 +24,9 @@ void ivc__chan_handback(struct ivc_chan *ch)
     /* We stop writing first (our head is final for the peer), then read the
      * peer's final head: it published QUIESCED/CLOSED after its last write. */
     atomic_store_explicit(ch->my_side, IVC_SIDE(ch->seq, IVC_SIDE_QUIESCED), memory_order_release);
-    uint64_t h = atomic_load_explicit(&ch->peer_hot->head, memory_order_acquire);
-    if (h < ch->rx_head || h - ch->rx_tail > ch->rx_mask + 1) {
-        ch->state = IVC_CHAN_CORRUPT;
-        ch->err = IVC_EPROTO;
+    if (!ivc__rx_head_update(ch))
         return;
-    }
+    uint64_t h = ch->rx_head;
     size_t pre = ch->rx_taken_len, len = pre + (size_t)(h - ch->rx_tail);
     uint8_t *buf = NULL;
     if (len) {
