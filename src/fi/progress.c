@@ -445,26 +445,31 @@ void ivf_direct_done(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr
 /* The common small message, read where it lies in the IVC ring (see
  * ivf_direct_take): half the instructions of the way through the
  * read-ahead and the parser's states.  Only at a frame boundary with
- * nothing kept from the channel; what it leaves is rx_pump's. */
-static void rx_direct(struct ivf_ep *ep, struct ivf_peer *p)
+ * nothing kept from the channel.  False when it took every byte its last
+ * look found (what came since waits for the next pass, which starts here
+ * again); true when what it stopped at is rx_pump's. */
+static bool rx_direct(struct ivf_ep *ep, struct ivf_peer *p)
 {
     struct ivf_rx *rx = &p->rx;
     struct ivf_seg *seg = rx->seg;
     for (int frames = 0; frames < 64; frames++) {
         if (rx->hdr_got || rx->stalled || !seg || seg->dead || !seg->chan ||
             seg->ra_off < seg->ra_len || seg->hb_off < seg->hb_len)
-            return;
+            return true;
         const void *at;
         ssize_t n = ivc_read_peek(seg->chan, &at);
         struct ivf_hdr h;
         struct ivf_op *op;
         size_t len = n > 0 ? ivf_direct_take(ep, p, at, (size_t)n, &h, &op) : 0;
         if (!len || ivc_read_commit(seg->chan, len) < 0)
-            return; /* a receive filled but not taken stays posted */
+            return true; /* a receive filled but not taken stays posted */
         ivf_direct_done(ep, p, &h, op);
         if (p->failed || rx->seg != seg)
-            return;
+            return !p->failed;
+        if ((size_t)n == len)
+            return false;
     }
+    return true;
 }
 
 /* Read and act on up to 64 frames of p's stream. */
@@ -526,11 +531,8 @@ void ivf_progress(struct ivf_ep *ep)
         if (p->tx.head)
             ivf_stream_write(ep, p);
         if (p->rx.from == IVF_IVC) {
-            if (!rx_idle(&p->rx)) {
-                rx_direct(ep, p);
-                if (!p->failed && !rx_idle(&p->rx))
-                    rx_pump(ep, p);
-            }
+            if (!rx_idle(&p->rx) && rx_direct(ep, p) && !p->failed && !rx_idle(&p->rx))
+                rx_pump(ep, p);
         } else if (p->rx.fd >= 0) {
             rx_pump(ep, p);
         }
