@@ -181,6 +181,31 @@ struct ivf_peer *ivf_peer_get(struct ivf_ep *ep, const struct ivf_addr *a)
     return p;
 }
 
+struct ivf_peer *ivf_peer_at(struct ivf_ep *ep, fi_addr_t fi_addr, const struct ivf_addr *a)
+{
+    if (fi_addr < ep->n_peer_at) {
+        struct ivf_peer *p = ep->peer_at[fi_addr];
+        if (p && p->addr.uid == a->uid) /* the AV entry may have been replaced */
+            return p;
+    }
+    struct ivf_peer *p = ivf_peer_get(ep, a);
+    if (!p || fi_addr >= ((size_t)1 << 24))
+        return p;
+    if (fi_addr >= ep->n_peer_at) {
+        size_t n = ep->n_peer_at ? ep->n_peer_at : 16;
+        while (n <= fi_addr)
+            n *= 2;
+        struct ivf_peer **t = realloc(ep->peer_at, n * sizeof(*t));
+        if (!t)
+            return p; /* found all the same, only not remembered */
+        memset(t + ep->n_peer_at, 0, (n - ep->n_peer_at) * sizeof(*t));
+        ep->peer_at = t;
+        ep->n_peer_at = n;
+    }
+    ep->peer_at[fi_addr] = p;
+    return p;
+}
+
 int ivf_conn_pending_add(struct ivf_ep *ep, int fd)
 {
     if (ep->n_pending == ep->cap_pending) {

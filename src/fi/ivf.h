@@ -364,6 +364,8 @@ struct ivf_ep {
     int *pending_fds; /* accepted, HELLO not read yet */
     size_t n_pending, cap_pending;
     struct ivf_peer *peers;
+    struct ivf_peer **peer_at; /* by the fi_addr a send named it (a cache of ivf_peer_get) */
+    size_t n_peer_at;
     /* IVC */
     ivc_ctx_t *ivc;
     struct ivf_seg *pending_segs; /* accepted channels awaiting their hello */
@@ -485,8 +487,9 @@ void ivf_unexp_cache_drain(struct ivf_ep *ep);
 void *ivf_buf_get(struct ivf_ep *ep, size_t len);
 void ivf_buf_put(struct ivf_ep *ep, void *buf);
 void ivf_buf_cache_drain(struct ivf_ep *ep);
-/* Queue a completion; -FI_EAGAIN-free (grows). */
-int ivf_cq_push(struct ivf_cq *cq, const struct ivf_cqe *e);
+/* The next entry of cq's ring (err: of its error ring), to be filled in
+ * place; NULL without memory (logged: the completion is lost). */
+struct ivf_cqe *ivf_cq_slot(struct ivf_cq *cq, int err);
 /* Complete an op: a CQ entry if wanted or if it failed (err: positive
  * FI_E*, 0 for success), never for an fi_inject call. */
 void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err);
@@ -556,6 +559,9 @@ struct ivf_peer *ivf_conn_accept(struct ivf_ep *ep, int *fd);
 int ivf_conn_pending_add(struct ivf_ep *ep, int fd);
 /* The peer with this address, created if new; NULL without memory. */
 struct ivf_peer *ivf_peer_get(struct ivf_ep *ep, const struct ivf_addr *a);
+/* The same for a, found in the AV at fi_addr: the peer is remembered by
+ * fi_addr (no search of the peers at every send). */
+struct ivf_peer *ivf_peer_at(struct ivf_ep *ep, fi_addr_t fi_addr, const struct ivf_addr *a);
 
 /* stream.c */
 /* The stream to p starts on a TCP connection whose first frame says who we

@@ -56,11 +56,11 @@ static ssize_t send_direct(struct ivf_ep *ep, struct ivf_peer *p, const struct i
     if (k == 0)
         return 0;
     p->credit -= len;
-    if (want && ep->tx_cq) {
-        struct ivf_cqe e = {.src = FI_ADDR_NOTAVAIL};
-        e.e.op_context = context;
-        e.e.flags = FI_SEND | (flags & FI_TAGGED ? FI_TAGGED : FI_MSG);
-        ivf_cq_push(ep->tx_cq, &e);
+    struct ivf_cqe *e;
+    if (want && ep->tx_cq && (e = ivf_cq_slot(ep->tx_cq, 0))) {
+        *e = (struct ivf_cqe){.e = {.op_context = context,
+                                    .flags = FI_SEND | (flags & FI_TAGGED ? FI_TAGGED : FI_MSG)},
+                              .src = FI_ADDR_NOTAVAIL};
     }
     return 1;
 }
@@ -122,7 +122,7 @@ static ssize_t send_queued(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_op 
 static struct ivf_peer *send_peer(struct ivf_ep *ep, fi_addr_t dest, ssize_t *r)
 {
     const struct ivf_addr *a = ep->enabled ? ivf_av_get(ep->av, dest) : NULL;
-    struct ivf_peer *p = a ? ivf_peer_get(ep, a) : NULL;
+    struct ivf_peer *p = a ? ivf_peer_at(ep, dest, a) : NULL;
     *r = !ep->enabled ? -FI_EOPBADSTATE : !a ? -FI_EINVAL : !p ? -FI_ENOMEM : 0;
     if (!p)
         return NULL;

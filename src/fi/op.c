@@ -149,41 +149,41 @@ fi_addr_t ivf_peer_fi_addr(struct ivf_ep *ep, struct ivf_peer *p)
 
 /* ---- completion ------------------------------------------------------------------ */
 
+/* Double a ring's capacity (64 at first), its entries moved to the start;
+ * false without memory. */
+static __attribute__((noinline, cold)) bool ring_grow(struct ivf_cqe **ring, size_t *cap,
+                                                      size_t *head, size_t count)
+{
+    size_t ncap = *cap ? *cap * 2 : 64;
+    struct ivf_cqe *n = malloc(ncap * sizeof(*n));
+    if (!n)
+        return false;
+    for (size_t i = 0; i < count; i++)
+        n[i] = (*ring)[(*head + i) & (*cap - 1)];
+    free(*ring);
+    *ring = n;
+    *cap = ncap;
+    *head = 0;
+    return true;
+}
+
 /* A new entry at the tail of a ring (capacity a power of two, grown by
  * doubling), to be filled in place; NULL without memory. */
-static struct ivf_cqe *ring_slot(struct ivf_cqe **ring, size_t *cap, size_t *head, size_t *count)
+static inline struct ivf_cqe *ring_slot(struct ivf_cqe **ring, size_t *cap, size_t *head,
+                                        size_t *count)
 {
-    if (*count == *cap) {
-        size_t ncap = *cap ? *cap * 2 : 64;
-        struct ivf_cqe *n = malloc(ncap * sizeof(*n));
-        if (!n)
-            return NULL;
-        for (size_t i = 0; i < *count; i++)
-            n[i] = (*ring)[(*head + i) & (*cap - 1)];
-        free(*ring);
-        *ring = n;
-        *cap = ncap;
-        *head = 0;
-    }
+    if (__builtin_expect(*count == *cap, 0) && !ring_grow(ring, cap, head, *count))
+        return NULL;
     return &(*ring)[(*head + (*count)++) & (*cap - 1)];
 }
 
-static struct ivf_cqe *cq_slot(struct ivf_cq *cq, int err)
+struct ivf_cqe *ivf_cq_slot(struct ivf_cq *cq, int err)
 {
     struct ivf_cqe *e = err ? ring_slot(&cq->errs, &cq->err_cap, &cq->err_head, &cq->err_count)
                             : ring_slot(&cq->ring, &cq->cap, &cq->head, &cq->count);
     if (!e)
         IVF_WARN(FI_LOG_CQ, "out of memory: a completion is lost\n");
     return e;
-}
-
-int ivf_cq_push(struct ivf_cq *cq, const struct ivf_cqe *e)
-{
-    struct ivf_cqe *slot = cq_slot(cq, e->err);
-    if (!slot)
-        return -FI_ENOMEM;
-    *slot = *e;
-    return 0;
 }
 
 void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err)
@@ -193,7 +193,7 @@ void ivf_op_complete(struct ivf_ep *ep, struct ivf_op *op, int err)
     struct ivf_cqe *e;
     /* Errors are reported even where no completion was asked for, but an
      * fi_inject call has no context to report one with. */
-    if (cq && (op->want_completion || (err && !op->quiet)) && (e = cq_slot(cq, err))) {
+    if (cq && (op->want_completion || (err && !op->quiet)) && (e = ivf_cq_slot(cq, err))) {
         e->e.op_context = op->context;
         e->e.flags = (recv ? FI_RECV : FI_SEND) | (op->flags & FI_TAGGED ? FI_TAGGED : FI_MSG);
         e->e.len = 0;
@@ -306,6 +306,12 @@ size_t ivf_iov_to_buf(const struct iovec *iov, size_t n, size_t off, void *buf, 
 
 size_t ivf_buf_to_iov(const struct iovec *iov, size_t n, size_t off, const void *buf, size_t len)
 {
+    if (n == 1 && off <= iov[0].iov_len) { /* the common receive: one buffer */
+        size_t l = iov[0].iov_len - off < len ? iov[0].iov_len - off : len;
+        if (l)
+            memcpy((char *)iov[0].iov_base + off, buf, l);
+        return l;
+    }
     struct iovec v[IVF_IOV_LIMIT];
     int k = ivf_iov_slice(iov, n, off, len, v, IVF_IOV_LIMIT);
     size_t done = 0;

@@ -210,6 +210,9 @@ void ivf_peers_close(struct ivf_ep *ep)
         stream_shut(p);
         free(p);
     }
+    free(ep->peer_at);
+    ep->peer_at = NULL;
+    ep->n_peer_at = 0;
 }
 
 /* ---- sending ------------------------------------------------------------------------ */
