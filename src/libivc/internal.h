@@ -156,6 +156,15 @@ static inline bool ivc__chan_healthy(const struct ivc_chan *ch)
            atomic_load_explicit(ch->peer_side, memory_order_relaxed) == ch->peer_side_open;
 }
 
+/* The peer broke the ring's rules (an index where it cannot be): the
+ * channel is corrupt.  Returns IVC_EPROTO. */
+static inline int ivc__chan_corrupt(struct ivc_chan *ch)
+{
+    ch->state = IVC_CHAN_CORRUPT;
+    ch->err = IVC_EPROTO;
+    return IVC_EPROTO;
+}
+
 /* Read the peer's published head into ch->rx_head.  It may only move
  * forward and never more than a ring past our tail: false (the channel is
  * then corrupt) if it broke that. */
@@ -163,8 +172,7 @@ static inline bool ivc__rx_head_update(struct ivc_chan *ch)
 {
     uint64_t h = atomic_load_explicit(&ch->peer_hot->head, memory_order_acquire);
     if (h < ch->rx_head || h - ch->rx_tail > ch->rx_mask + 1) {
-        ch->state = IVC_CHAN_CORRUPT;
-        ch->err = IVC_EPROTO;
+        ivc__chan_corrupt(ch);
         return false;
     }
     ch->rx_head = h;

@@ -15,13 +15,6 @@
 /* Bytes copied between two index updates on large transfers. */
 #define IVC_PUBLISH_CHUNK (32u << 10)
 
-static ssize_t chan_corrupt(struct ivc_chan *ch)
-{
-    ch->state = IVC_CHAN_CORRUPT;
-    ch->err = IVC_EPROTO;
-    return IVC_EPROTO;
-}
-
 /* Copy len bytes at the producer index (wrapping), without publishing. */
 static inline void copy_in(struct ivc_chan *ch, const void *src, size_t len)
 {
@@ -48,7 +41,7 @@ static inline ssize_t ring_writev(struct ivc_chan *ch, const struct iovec *iov, 
     if (space < total) {
         uint64_t t = atomic_load_explicit(&ch->peer_hot->tail, memory_order_acquire);
         if (unlikely(t > ch->tx_head || t < ch->tx_tail))
-            return chan_corrupt(ch);
+            return ivc__chan_corrupt(ch);
         ch->tx_tail = t;
         space = size - (ch->tx_head - t);
         if (!space)
@@ -288,7 +281,7 @@ size_t ivc_chan_writable(ivc_chan_t *ch)
         return 0;
     uint64_t t = atomic_load_explicit(&ch->peer_hot->tail, memory_order_acquire);
     if (t > ch->tx_head || t < ch->tx_tail) {
-        chan_corrupt(ch);
+        ivc__chan_corrupt(ch);
         return 0;
     }
     ch->tx_tail = t;
