@@ -25,6 +25,7 @@
 #include "internal.h"      /* libivc's channel, to break one */
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <netinet/in.h>
@@ -313,6 +314,123 @@ static void test_large_and_bad(void)
     char buf[8192];
     T_ASSERT(fi_tsend(a.ep, buf, 1, NULL, 42, 1, NULL) == -FI_EINVAL, "unknown destination");
     T_ASSERT(fi_tinject(a.ep, buf, sizeof(buf), a.peer, 1) == -FI_EINVAL, "inject > inject_size");
+}
+
+static int count_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    T_ASSERT(d, "/proc/self/fd");
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+/* Wait until both the send (context cs on a's CQ) and the receive (cr)
+ * completed; the receive's entry in *e. */
+static void wait_both(void *cs, void *cr, struct fi_cq_tagged_entry *e)
+{
+    bool got_s = false, got_r = false;
+    struct fi_cq_tagged_entry x;
+    for (uint64_t t0 = t_now_ms(); (!got_s || !got_r) && t_now_ms() - t0 < 20000;) {
+        ssize_t r = fi_cq_read(a.cq, &x, 1);
+        T_ASSERT(r == 1 || r == -FI_EAGAIN, "fi_cq_read: %s", fi_strerror((int)-r));
+        if (r == 1 && x.op_context == cs)
+            got_s = true;
+        if (r == 1 && x.op_context == cr) {
+            got_r = true;
+            *e = x;
+        }
+    }
+    T_ASSERT(got_s && got_r, "send %s, receive %s", got_s ? "done" : "not done",
+             got_r ? "done" : "not done");
+}
+
+/* Messages from an endpoint to itself (Open MPI's pml cm sends a rank's
+ * messages to itself through the provider): small and large, expected and
+ * not, delivery-complete, more at once than the in-memory stream holds,
+ * and one whose buffer has no base.  They open no connection. */
+static void test_self(void)
+{
+    struct fi_cq_tagged_entry e;
+    fi_addr_t src;
+    int cs, cr, fds = count_fds();
+    char in[64] = "";
+    /* Small: posted first, then unexpected (the receive comes later). */
+    FI_OK(fi_trecv(a.ep, in, sizeof(in), NULL, a.self, 0x51, 0, &cr));
+    FI_OK(fi_tsenddata(a.ep, "to me", 6, NULL, 0x77, a.self, 0x51, &cs));
+    wait_both(&cs, &cr, &e);
+    T_ASSERT(e.len == 6 && e.tag == 0x51 && e.data == 0x77 && strcmp(in, "to me") == 0,
+             "small: len %zu '%s'", e.len, in);
+    FI_OK(fi_tinject(a.ep, "later", 6, a.self, 0x52));
+    expect_empty(a.cq);
+    FI_OK(fi_trecv(a.ep, in, sizeof(in), NULL, a.self, 0x52, 0, &cr));
+    T_OK(wait_cq(a.cq, &e, &src));
+    T_ASSERT(e.op_context == &cr && strcmp(in, "later") == 0 && src == a.self,
+             "unexpected: '%s', from %llu", in, (unsigned long long)src);
+
+    /* Large (rendezvous, through the stream's buffer several times), with
+     * delivery complete, sent before its receive is posted. */
+    size_t len = 3u << 20;
+    uint8_t *out = malloc(len), *big = malloc(len);
+    t_fill(out, len, 5, 0);
+    struct iovec v = {out, len};
+    struct fi_msg_tagged m = {
+        .msg_iov = &v, .iov_count = 1, .addr = a.self, .tag = 0x53, .context = &cs};
+    FI_OK(fi_tsendmsg(a.ep, &m, FI_COMPLETION | FI_DELIVERY_COMPLETE));
+    expect_empty(a.cq);
+    FI_OK(fi_trecv(a.ep, big, len, NULL, a.self, 0x53, 0, &cr));
+    wait_both(&cs, &cr, &e);
+    T_ASSERT(e.len == len && memcmp(big, out, len) == 0, "3 MiB to itself intact");
+
+    /* 64 eager messages of 16 KiB (1 MiB: more than the stream buffers)
+     * before any receive: all arrive, in order. */
+    enum { N = 64, K = 16384 };
+    for (int i = 0; i < N; i++) {
+        for (;;) {
+            ssize_t r = fi_tsend(a.ep, out + (size_t)i * K, K, NULL, a.self, 0x54, &cs);
+            if (r == 0)
+                break;
+            T_ASSERT(r == -FI_EAGAIN, "send %d: %s", i, fi_strerror((int)-r));
+            fi_cq_read(a.cq, &e, 0);
+        }
+    }
+    memset(big, 0, len);
+    int sent = 0, got = 0;
+    for (int i = 0; i < N; i++)
+        FI_OK(fi_trecv(a.ep, big + (size_t)i * K, K, NULL, a.self, 0x54, 0, &cr));
+    for (uint64_t t0 = t_now_ms(); (sent < N || got < N) && t_now_ms() - t0 < 20000;) {
+        if (fi_cq_read(a.cq, &e, 1) == 1) {
+            sent += e.op_context == &cs;
+            got += e.op_context == &cr;
+        }
+    }
+    T_ASSERT(sent == N && got == N, "%d of %d sends and %d receives done", sent, N, got);
+    T_ASSERT(memcmp(big, out, (size_t)N * K) == 0, "the 64 messages arrived in order");
+    free(out);
+    free(big);
+
+    /* No base: the send fails with FI_EFAULT, its receive FI_EREMOTEIO. */
+    FI_OK(fi_trecv(a.ep, in, sizeof(in), NULL, a.self, 0x55, 0, &cr));
+    FI_OK(fi_tsend(a.ep, NULL, 10, NULL, a.self, 0x55, &cs));
+    bool send_failed = false, recv_failed = false;
+    for (uint64_t t0 = t_now_ms(); (!send_failed || !recv_failed) && t_now_ms() - t0 < 20000;) {
+        ssize_t r = fi_cq_read(a.cq, &e, 1);
+        if (r != -FI_EAVAIL)
+            continue;
+        struct fi_cq_err_entry err = read_err(a.cq);
+        send_failed |= err.op_context == &cs && err.err == FI_EFAULT;
+        recv_failed |= err.op_context == &cr && err.err == FI_EREMOTEIO;
+    }
+    T_ASSERT(send_failed && recv_failed, "NULL base to itself: send %s, receive %s",
+             send_failed ? "failed" : "did not fail", recv_failed ? "failed" : "did not fail");
+    FI_OK(fi_tinject(a.ep, "still", 6, a.self, 0x56));
+    FI_OK(fi_trecv(a.ep, in, sizeof(in), NULL, a.self, 0x56, 0, &cr));
+    T_OK(wait_cq(a.cq, &e, NULL));
+    T_ASSERT(strcmp(in, "still") == 0, "the stream to itself goes on: '%s'", in);
+    T_ASSERT(count_fds() == fds, "no connection opened (%d file descriptors, were %d)", count_fds(),
+             fds);
 }
 
 /* One address inserted twice has two fi_addrs (Open MPI inserts a peer
@@ -1149,6 +1267,7 @@ CASE(test_fault_mid_frame)
 CASE(test_inject_to_failed_peer)
 CASE(test_cancel_completions)
 CASE(test_crossing_connections)
+CASE(test_self)
 
 static const struct t_case cases[] = {
     {"setup_and_names", case_nothing, 30},
@@ -1167,6 +1286,7 @@ static const struct t_case cases[] = {
     {"cancel_completions", case_test_cancel_completions, 30},
     {"crossing_connections", case_test_crossing_connections, 30},
     {"ivc_breaks", case_test_ivc_breaks, 60},
+    {"self", case_test_self, 60},
     {0},
 };
 

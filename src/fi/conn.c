@@ -138,7 +138,7 @@ void ivf_conn_fini(struct ivf_ep *ep)
     ep->listen_fd = -1;
 }
 
-int ivf_tcp_connect(struct ivf_ep *ep, struct ivf_peer *p)
+int ivf_tcp_connect(struct ivf_peer *p)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = p->addr.port};
     memcpy(&sa.sin_addr, p->addr.ip + 12, 4);
@@ -153,7 +153,7 @@ int ivf_tcp_connect(struct ivf_ep *ep, struct ivf_peer *p)
     }
     p->fd_own = p->tx.fd = fd;
     p->tx.connecting = true;
-    if (p->rx.fd < 0 && p->addr.uid != ep->addr.uid)
+    if (p->rx.fd < 0)
         p->rx.fd = fd; /* it answers on ours, unless it opens its own */
     return 0;
 }
@@ -274,12 +274,14 @@ static struct ivf_peer *read_hellos(struct ivf_ep *ep, int *fd_out)
         }
         /* A failed peer's stream is never read again: it gets no new one;
          * nor does a peer that opened one already. */
-        struct ivf_peer *p = ivf_peer_get(ep, &a);
+        /* Nor does one that claims to be us: we never connect to ourselves. */
+        struct ivf_peer *p = a.uid == ep->addr.uid ? NULL : ivf_peer_get(ep, &a);
         if (!p || p->accepted || p->failed) {
             IVF_WARN(FI_LOG_EP_CTRL, "a connection from %s: closed\n",
-                     !p          ? "a peer we have no memory for"
-                     : p->failed ? "a failed peer"
-                                 : "a peer connected already");
+                     a.uid == ep->addr.uid ? "a peer that claims to be us"
+                     : !p                  ? "a peer we have no memory for"
+                     : p->failed           ? "a failed peer"
+                                           : "a peer connected already");
             close(fd);
             continue;
         }

@@ -20,8 +20,9 @@
  * answers on it.  When both opened one at once, the one opened by the
  * smaller uid stays: the other side sends MOVE on its own and closes it,
  * and writes on the one that stays once the MOVED answer (sent when MOVE
- * was read) says its peer reads there.  A peer that is ourselves keeps
- * two (what we write on one we read on the other).
+ * was read) says its peer reads there.  A peer that is ourselves has no
+ * carrier: what we write to it is appended to the buffer we read it from
+ * (IVF_SELF).
  *
  * On a stream go frames (struct ivf_hdr + payload).  Messages up to
  * eager_max are sent whole (EAGER); larger ones announce themselves (RTS),
@@ -91,7 +92,8 @@
 #define IVF_FI_VERSION   FI_VERSION(1, 17)
 #define IVF_IOV_LIMIT    8
 #define IVF_INJECT_SIZE  4096
-#define IVF_RX_AHEAD     8192 /* TCP read-ahead per peer (struct ivf_rx) */
+#define IVF_RX_AHEAD     8192         /* TCP read-ahead per peer (struct ivf_rx) */
+#define IVF_SELF_MAX     (256u << 10) /* bytes written to ourselves not yet read */
 #define IVF_TAG_BITS     64
 
 extern struct fi_provider ivf_prov;
@@ -221,7 +223,9 @@ struct ivf_seg {
     uint8_t ra[IVF_SEG_AHEAD];
 };
 
-enum ivf_carrier { IVF_TCP, IVF_IVC };
+/* IVF_SELF: a peer that is the endpoint itself; its stream is a buffer in
+ * memory (the read-ahead buffer, grown up to IVF_SELF_MAX), no carrier. */
+enum ivf_carrier { IVF_TCP, IVF_IVC, IVF_SELF };
 
 /* Reading one direction: where the next bytes come from and what they are. */
 struct ivf_rx {
@@ -231,9 +235,10 @@ struct ivf_rx {
     struct ivf_seg *seg; /* while from == IVF_IVC */
     int fd_next;         /* after the peer's MOVE: the connection we opened, else -1 */
     /* TCP bytes read ahead of what the parser asked for (the next header
-     * and payload come with one readv): rbuf[rb_off..rb_len) */
+     * and payload come with one readv): rbuf[rb_off..rb_len); for
+     * IVF_SELF, what we wrote to ourselves (rb_cap bytes allocated). */
     char *rbuf;
-    size_t rb_off, rb_len;
+    size_t rb_off, rb_len, rb_cap;
     /* parser */
     struct ivf_hdr hdr;
     size_t hdr_got;
@@ -271,7 +276,7 @@ struct ivf_peer {
     size_t credit_owed;   /* receiver: eager bytes taken and not yet given back */
     size_t eager_in;      /* receiver: eager bytes it sent not yet given back (CREDIT
                            * queued): waiting, being taken, or owed; at most credit */
-    uint64_t bytes[2][2]; /* [tx, rx][IVF_TCP, IVF_IVC]: logged at close (FI_LOG_LEVEL=info) */
+    uint64_t bytes[2][3]; /* [tx, rx][carrier]: logged at close (FI_LOG_LEVEL=info) */
 };
 
 /* ---- objects ------------------------------------------------------------------ */
@@ -548,8 +553,8 @@ int ivf_src_addr(const char *node, const char *service, struct ivf_addr *a);
 int ivf_conn_init(struct ivf_ep *ep);
 void ivf_conn_fini(struct ivf_ep *ep);
 /* Start a non-blocking connect to p (p->fd_own, written on: p->tx.fd; and
- * read on until p opens one of its own, unless p is ourselves). */
-int ivf_tcp_connect(struct ivf_ep *ep, struct ivf_peer *p);
+ * read on until p opens one of its own). */
+int ivf_tcp_connect(struct ivf_peer *p);
 /* Accept new connections and read their HELLOs (which name the peer): the
  * next new connection whose peer is known (its fd in *fd, for
  * ivf_stream_adopt), NULL when there is none now. */

@@ -68,7 +68,7 @@ static ssize_t send_direct(struct ivf_ep *ep, struct ivf_peer *p, const struct i
 /* Messages up to this size go whole to p (see init.c). */
 static size_t eager_limit(const struct ivf_peer *p)
 {
-    return p->tx.to == IVF_IVC ? ivf_params.eager_max : ivf_params.tcp_eager_max;
+    return p->tx.to == IVF_TCP ? ivf_params.tcp_eager_max : ivf_params.eager_max;
 }
 
 /* Queue send op to p: EAGER (copied: the caller's buffer is free on

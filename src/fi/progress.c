@@ -347,9 +347,12 @@ static int frame_begin(struct ivf_ep *ep, struct ivf_peer *p)
                  "(TCP read ahead %zu, IVC read ahead %zu, handed back %zu of %zu, channel %s; "
                  "connections: ours %d, its %d, next %d; %s)",
                  bad, h->type, h->version, IVF_PROTO_VERSION, h->len,
-                 rx->from == IVF_IVC ? "IVC" : "TCP", (unsigned long long)p->bytes[1][IVF_TCP],
-                 (unsigned long long)p->bytes[1][IVF_IVC], rx->rb_len - rx->rb_off,
-                 seg ? seg->ra_len - seg->ra_off : 0, seg ? seg->hb_off : 0, seg ? seg->hb_len : 0,
+                 rx->from == IVF_IVC    ? "IVC"
+                 : rx->from == IVF_SELF ? "itself"
+                                        : "TCP",
+                 (unsigned long long)p->bytes[1][IVF_TCP], (unsigned long long)p->bytes[1][IVF_IVC],
+                 rx->rb_len - rx->rb_off, seg ? seg->ra_len - seg->ra_off : 0,
+                 seg ? seg->hb_off : 0, seg ? seg->hb_len : 0,
                  !seg        ? "-"
                  : seg->dead ? "dead"
                              : "live",
@@ -476,7 +479,7 @@ static bool rx_direct(struct ivf_ep *ep, struct ivf_peer *p)
 static void rx_pump(struct ivf_ep *ep, struct ivf_peer *p)
 {
     struct ivf_rx *rx = &p->rx;
-    for (int frames = 0; frames < 64 && (rx->fd >= 0 || rx->from == IVF_IVC) && !p->failed;
+    for (int frames = 0; frames < 64 && (rx->fd >= 0 || rx->from != IVF_TCP) && !p->failed;
          frames++) {
         if (rx->hdr_got < sizeof(rx->hdr)) {
             if (ivf_stream_read_header(ep, p) <= 0)
@@ -533,7 +536,7 @@ void ivf_progress(struct ivf_ep *ep)
         if (p->rx.from == IVF_IVC) {
             if (!rx_idle(&p->rx) && rx_direct(ep, p) && !p->failed && !rx_idle(&p->rx))
                 rx_pump(ep, p);
-        } else if (p->rx.fd >= 0) {
+        } else if (p->rx.fd >= 0 || p->rx.from == IVF_SELF) {
             rx_pump(ep, p);
         }
         /* What reading queued (CTS, DATA, ACK, CREDIT) leaves now, not

@@ -70,10 +70,8 @@ void ivf_seg_free(struct ivf_seg *seg)
 
 /* A FLUSH still queued that names seg (NULL: any) must not point to it
  * once it is freed, and the stream stays on TCP.  One not started becomes
- * a CREDIT of nothing, so its receiver stays on TCP too (for a peer that
- * is ourselves, the channel it named is the one just freed: a FLUSH naming
- * it would wait for ever); one half out is kept, and its receiver finds
- * the channel it names dead. */
+ * a CREDIT of nothing, so its receiver stays on TCP too; one half out is
+ * kept, and its receiver finds the channel it names dead. */
 static void txq_forget_seg(struct ivf_tx *tx, const struct ivf_seg *seg)
 {
     for (struct ivf_txf *f = tx->head; f; f = f->next) {
@@ -152,7 +150,7 @@ static void stream_shut(struct ivf_peer *p)
     p->rx.fd = p->tx.fd = p->rx.fd_next = -1;
     free(p->rx.rbuf);
     p->rx.rbuf = NULL;
-    p->rx.rb_off = p->rx.rb_len = 0;
+    p->rx.rb_off = p->rx.rb_len = p->rx.rb_cap = 0;
 }
 
 void ivf_peer_fail(struct ivf_ep *ep, struct ivf_peer *p, int err, const char *why)
@@ -204,9 +202,11 @@ void ivf_peers_close(struct ivf_ep *ep)
         ivf_addr_str(&p->addr, s, sizeof(s));
         IVF_INFO(
             FI_LOG_EP_CTRL,
-            "peer %s: sent %llu bytes by TCP, %llu by IVC; received %llu by TCP, %llu by IVC\n", s,
-            (unsigned long long)p->bytes[0][IVF_TCP], (unsigned long long)p->bytes[0][IVF_IVC],
-            (unsigned long long)p->bytes[1][IVF_TCP], (unsigned long long)p->bytes[1][IVF_IVC]);
+            "peer %s: sent %llu bytes by TCP, %llu by IVC, %llu to itself; received %llu by TCP, "
+            "%llu by IVC, %llu from itself\n",
+            s, (unsigned long long)p->bytes[0][IVF_TCP], (unsigned long long)p->bytes[0][IVF_IVC],
+            (unsigned long long)p->bytes[0][IVF_SELF], (unsigned long long)p->bytes[1][IVF_TCP],
+            (unsigned long long)p->bytes[1][IVF_IVC], (unsigned long long)p->bytes[1][IVF_SELF]);
         stream_shut(p);
         free(p);
     }
@@ -258,9 +258,14 @@ int ivf_stream_start(struct ivf_ep *ep, struct ivf_peer *p)
 {
     if (p->failed)
         return p->failed;
-    if (p->tx.fd >= 0 || p->tx.parked) {
+    if (p->tx.fd >= 0 || p->tx.parked || p->tx.to == IVF_SELF) {
         /* started */
-    } else if (p->fd_in >= 0 && p->addr.uid != ep->addr.uid) {
+    } else if (p->addr.uid == ep->addr.uid) {
+        /* Ourselves: the frames go through memory (self_write), with no
+         * connection (a message to oneself by TCP took 10 us). */
+        p->tx.to = IVF_SELF;
+        p->rx.from = IVF_SELF;
+    } else if (p->fd_in >= 0) {
         p->tx.fd = p->fd_in; /* it opened one: we answer on it */
     } else {
         /* The hello first: a connection must never go without it. */
@@ -269,7 +274,7 @@ int ivf_stream_start(struct ivf_ep *ep, struct ivf_peer *p)
         struct ivf_txf *hf = txf_copy(ep, &hh, &v, 1, 0);
         if (!hf)
             return -FI_ENOMEM;
-        if (ivf_tcp_connect(ep, p) < 0) {
+        if (ivf_tcp_connect(p) < 0) {
             ivf_buf_put(ep, hf);
             ivf_peer_fail(ep, p, -FI_ECONNREFUSED, "cannot connect");
             return -FI_ECONNREFUSED;
@@ -284,8 +289,8 @@ void ivf_stream_adopt(struct ivf_ep *ep, struct ivf_peer *p, int fd)
     /* p writes on fd now (if we opened one too, nothing came on ours: p
      * would not have opened its own). */
     p->fd_in = p->rx.fd = fd;
-    if (p->addr.uid == ep->addr.uid || p->fd_own < 0)
-        return; /* ourselves (we write on fd_own), or the one connection */
+    if (p->fd_own < 0)
+        return; /* the one connection */
     /* Both opened one at once: the smaller uid's stays. */
     if (ep->addr.uid < p->addr.uid) {
         p->rx.fd_next = p->fd_own; /* p moves to ours */
@@ -362,6 +367,49 @@ static void frame_sent(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_txf *f)
     ivf_send_done(ep, op);
 }
 
+/* To ourselves: v[0..n) goes to our own read side's buffer, as much as
+ * fits under IVF_SELF_MAX (the rest stays queued, as on a full socket).
+ * Like any shared-memory transport (and unlike TCP), a buffer that cannot
+ * be read faults here, in the caller's own process. */
+static ssize_t self_write(struct ivf_ep *ep, struct ivf_peer *p, const struct iovec *v, int n)
+{
+    struct ivf_rx *rx = &p->rx;
+    if (rx->rb_off == rx->rb_len)
+        rx->rb_off = rx->rb_len = 0;
+    size_t held = rx->rb_len - rx->rb_off, want = 0;
+    for (int i = 0; i < n; i++)
+        want += v[i].iov_len;
+    size_t take = IVF_SELF_MAX - held < want ? IVF_SELF_MAX - held : want;
+    if (take == 0)
+        return 0;
+    if (rx->rb_len + take > rx->rb_cap && rx->rb_off) {
+        memmove(rx->rbuf, rx->rbuf + rx->rb_off, held);
+        rx->rb_off = 0;
+        rx->rb_len = held;
+    }
+    if (held + take > rx->rb_cap) {
+        size_t cap = rx->rb_cap ? rx->rb_cap : 4096;
+        while (cap < held + take)
+            cap *= 2;
+        char *b = realloc(rx->rbuf, cap);
+        if (!b) {
+            ivf_peer_fail(ep, p, -FI_ENOMEM, "out of memory");
+            return -1;
+        }
+        rx->rbuf = b;
+        rx->rb_cap = cap;
+    }
+    size_t done = 0;
+    for (int i = 0; i < n && done < take; i++) {
+        size_t k = v[i].iov_len < take - done ? v[i].iov_len : take - done;
+        memcpy(rx->rbuf + rx->rb_len + done, v[i].iov_base, k);
+        done += k;
+    }
+    rx->rb_len += take;
+    p->bytes[0][IVF_SELF] += take;
+    return (ssize_t)take;
+}
+
 /* Write v[0..n) to the stream's carrier; how many bytes went, or <0:
  * -EFAULT if the kernel could not read them (the peer is fine), else the
  * TCP connection broke.  A channel that dies moves the stream back to TCP:
@@ -370,6 +418,8 @@ static void frame_sent(struct ivf_ep *ep, struct ivf_peer *p, struct ivf_txf *f)
 static ssize_t tx_write(struct ivf_ep *ep, struct ivf_peer *p, struct iovec *v, int n)
 {
     struct ivf_tx *tx = &p->tx;
+    if (tx->to == IVF_SELF)
+        return self_write(ep, p, v, n);
     if (tx->to == IVF_IVC) {
         struct ivf_seg *seg = tx->seg;
         if (seg && !seg->dead && seg->chan) {
@@ -406,7 +456,8 @@ int ivf_send_now(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
     struct ivf_tx *tx = &p->tx;
     struct ivf_seg *seg = tx->seg;
     size_t total = sizeof(*h) + h->len;
-    if (tx->head || tx->to != IVF_IVC || !seg || seg->dead || !seg->chan || p->failed)
+    if (tx->head || p->failed || tx->to == IVF_TCP ||
+        (tx->to == IVF_IVC && (!seg || seg->dead || !seg->chan)))
         return 0;
     struct ivf_hdr hdr = *h;
     hdr.version = IVF_PROTO_VERSION;
@@ -426,7 +477,7 @@ int ivf_send_now(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
         return 0; /* nothing went: the caller queues the frame */
     if (w < 0)
         return -1;
-    if (w == 0 && tx->to == IVF_IVC)
+    if (w == 0 && tx->to != IVF_TCP)
         return 0; /* no room (or quiescing): the caller queues the frame */
     /* Part of it went (the ring filled up), or the channel died under us
      * and the rest goes by TCP: the rest from a copy, after it. */
@@ -525,7 +576,7 @@ static struct ivf_txf *frame_fault(struct ivf_ep *ep, struct ivf_peer *p, struct
 void ivf_stream_write(struct ivf_ep *ep, struct ivf_peer *p)
 {
     struct ivf_tx *tx = &p->tx;
-    if (tx->fd < 0 && tx->to != IVF_IVC)
+    if (tx->fd < 0 && tx->to == IVF_TCP)
         return; /* not started, or parked */
     if (tx->connecting) {
         struct pollfd pf = {.fd = tx->fd, .events = POLLOUT};
@@ -636,6 +687,11 @@ static ssize_t rx_readv(struct ivf_ep *ep, struct ivf_peer *p, struct iovec *v, 
         }
         return (ssize_t)done;
     }
+    if (rx->from == IVF_SELF) {
+        ssize_t n = rx->rb_off < rx->rb_len ? rbuf_take(rx, v, k) : 0;
+        p->bytes[1][IVF_SELF] += (size_t)n;
+        return n;
+    }
     if (rx->rb_off < rx->rb_len)
         return rbuf_take(rx, v, k);
     if (rx->fd < 0)
@@ -682,7 +738,7 @@ void ivf_stream_rx_close(struct ivf_peer *p)
 
 bool ivf_stream_ended(const struct ivf_peer *p)
 {
-    return p->failed || (p->rx.fd < 0 && p->rx.from != IVF_IVC);
+    return p->failed || (p->rx.fd < 0 && p->rx.from == IVF_TCP);
 }
 
 static ssize_t rx_read(struct ivf_ep *ep, struct ivf_peer *p, void *buf, size_t len)
