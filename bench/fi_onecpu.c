@@ -4,15 +4,23 @@
  * domain; per message B posts a tagged receive, A sends, and B's and A's
  * completion queues are read until both complete.  What is left is the
  * instructions of a send, a receive and two completion reads (and the
- * progress passes they run), cache-hot.  Absolute: compare builds in one
- * session (old and new alternated), or count instructions under
- * `valgrind --tool=callgrind --toggle-collect=run_loop`.
+ * progress passes they run), cache-hot.  Then the same with the message
+ * arriving before its receive (B's queue is read in between: progress
+ * keeps it as unexpected, the receive finds it).  Then as many completion
+ * reads on B's empty queue: what each poll of a waiting rank
+ * costs (a progress pass over both endpoints, one IVC peer each), which
+ * sets how soon a waiting rank sees a message.  Absolute: compare builds
+ * in one session (old and new alternated), or count instructions under
+ * `valgrind --tool=callgrind --toggle-collect=run_loop` (or run_loop_unexp,
+ * empty_loop).
  *
  * usage: fi_onecpu [--provider NAME] [--iters N] [--reps N]
  * With the provider ivc, FI_PROVIDER_PATH, FI_IVC_JOB and IVC_SOCKET name
  * the provider and an ivcd region (see bench/README.md); the first 3000
  * messages (and 0.6 s) let the IVC channel between A and B come up.
  * Last line: RESULT fi_onecpu8_ns=<median ns per 8 B message>
+ *                   unexp8_ns=<the same, unexpected>
+ *                   empty_read_ns=<median ns per empty completion read>
  */
 #include <rdma/fabric.h>
 #include <rdma/fi_cm.h>
@@ -99,6 +107,41 @@ __attribute__((noinline)) void run_loop(long n)
     }
 }
 
+/* The same message arriving before its receive: A sends, B's completion
+ * queue is read (progress takes the message as unexpected), then B posts
+ * the receive, which finds it. */
+__attribute__((noinline)) void run_loop_unexp(long n)
+{
+    struct fi_cq_tagged_entry e;
+    for (long i = 0; i < n; i++) {
+        ssize_t r;
+        while ((r = fi_tsend(a.ep, sbuf, sizeof(sbuf), NULL, a.peer, 1, sbuf)) == -FI_EAGAIN)
+            ;
+        FI_OK(r);
+        if (fi_cq_read(b.cq, &e, 1) != -FI_EAGAIN) {
+            fprintf(stderr, "fi_onecpu: a completion before the receive was posted\n");
+            exit(1);
+        }
+        while ((r = fi_trecv(b.ep, rbuf, sizeof(rbuf), NULL, b.peer, 1, 0, rbuf)) == -FI_EAGAIN)
+            ;
+        FI_OK(r);
+        wait_one(b.cq);
+        wait_one(a.cq);
+    }
+}
+
+/* Completion reads that find nothing, as a waiting MPI rank makes them
+ * (each one is a progress pass over the domain's endpoints and peers). */
+__attribute__((noinline)) void empty_loop(long n)
+{
+    struct fi_cq_tagged_entry e;
+    for (long i = 0; i < n; i++)
+        if (fi_cq_read(b.cq, &e, 1) != -FI_EAGAIN) {
+            fprintf(stderr, "fi_onecpu: a completion where none was expected\n");
+            exit(1);
+        }
+}
+
 static double now_ns(void)
 {
     struct timespec t;
@@ -158,17 +201,29 @@ int main(int argc, char **argv)
         run_loop(100);
         usleep(20000);
     }
-    double v[101];
+    double v[101], u[101], w[101];
     for (int k = 0; k < reps; k++) {
         double t0 = now_ns();
         run_loop(iters);
-        v[k] = (now_ns() - t0) / (double)iters;
+        double t1 = now_ns();
+        run_loop_unexp(iters);
+        double t2 = now_ns();
+        empty_loop(iters);
+        v[k] = (t1 - t0) / (double)iters;
+        u[k] = (t2 - t1) / (double)iters;
+        w[k] = (now_ns() - t2) / (double)iters;
     }
     qsort(v, (size_t)reps, sizeof(v[0]), cmp);
+    qsort(u, (size_t)reps, sizeof(u[0]), cmp);
+    qsort(w, (size_t)reps, sizeof(w[0]), cmp);
     printf("# fi_onecpu provider=%s iters=%ld reps=%d\n", prov, iters, reps);
-    printf("%-8s %10s %10s %10s\n", "size", "median_ns", "min_ns", "max_ns");
-    printf("%-8d %10.1f %10.1f %10.1f\n", 8, v[reps / 2], v[0], v[reps - 1]);
-    printf("RESULT fi_onecpu8_ns=%.1f\n", v[reps / 2]);
+    printf("%-26s %10s %10s %10s\n", "per", "median_ns", "min_ns", "max_ns");
+    printf("%-26s %10.1f %10.1f %10.1f\n", "8 B message", v[reps / 2], v[0], v[reps - 1]);
+    printf("%-26s %10.1f %10.1f %10.1f\n", "8 B message, unexpected", u[reps / 2], u[0],
+           u[reps - 1]);
+    printf("%-26s %10.1f %10.1f %10.1f\n", "empty completion read", w[reps / 2], w[0], w[reps - 1]);
+    printf("RESULT fi_onecpu8_ns=%.1f unexp8_ns=%.1f empty_read_ns=%.1f\n", v[reps / 2],
+           u[reps / 2], w[reps / 2]);
     side_close(&a);
     side_close(&b);
     fi_close(&domain->fid);

@@ -878,19 +878,10 @@ static void test_inject_to_failed_peer(void)
     close(lfd);
 }
 
-/* An IVC channel that breaks with bytes of the stream in it (its writer
- * gave up on it: its side word says ABORTED, as libivc writes after an
- * error) while the TCP connection lives on.  The bytes in the ring may be
- * lost, so the reader fails the peer (a send to it fails at once) rather
- * than go on by TCP past a gap; the messages in the ring are never
- * delivered.  A white-box test: it reaches into both endpoints (ivf.h) and
- * the channel (libivc's internal.h) to break the channel as a fault would. */
-static void test_ivc_breaks(void)
+/* Exchange until a reads b's stream from an IVC channel. */
+static void until_on_ivc(void)
 {
-    struct ivf_ep *ea = (struct ivf_ep *)a.ep, *eb = (struct ivf_ep *)b.ep;
-    T_ASSERT(ea->ivc && eb->ivc, "both endpoints attached to the ivcd region");
-    /* b's messages reach a by IVC once the channel is up and the stream
-     * moved onto it (FLUSH): exchange until a reads b from IVC. */
+    struct ivf_ep *ea = (struct ivf_ep *)a.ep;
     struct fi_cq_tagged_entry e;
     char buf[16];
     bool on_ivc = false;
@@ -903,6 +894,24 @@ static void test_ivc_breaks(void)
             usleep(2000);
     }
     T_ASSERT(on_ivc, "a reads b's stream from an IVC channel");
+}
+
+/* An IVC channel that breaks with bytes of the stream in it (its writer
+ * gave up on it: its side word says ABORTED, as libivc writes after an
+ * error) while the TCP connection lives on.  The bytes in the ring may be
+ * lost, so the reader fails the peer (a send to it fails at once) rather
+ * than go on by TCP past a gap; the messages in the ring are never
+ * delivered.  A white-box test: it reaches into both endpoints (ivf.h) and
+ * the channel (libivc's internal.h) to break the channel as a fault would. */
+static void test_ivc_breaks(void)
+{
+    struct ivf_ep *ea = (struct ivf_ep *)a.ep, *eb = (struct ivf_ep *)b.ep;
+    T_ASSERT(ea->ivc && eb->ivc, "both endpoints attached to the ivcd region");
+    /* b's messages reach a by IVC once the channel is up and the stream
+     * moved onto it (FLUSH). */
+    until_on_ivc();
+    struct fi_cq_tagged_entry e;
+    char buf[16];
     struct ivf_peer *pb = eb->peers; /* b's only peer: a */
     T_ASSERT(pb && pb->tx.to == IVF_IVC && pb->tx.seg && pb->tx.seg->chan, "b writes to a by IVC");
     /* Three messages into the ring, unread, then the channel breaks. */
@@ -921,6 +930,66 @@ static void test_ivc_breaks(void)
     expect_empty(a.cq);
     for (int i = 0; i < 3; i++)
         FI_OK(fi_cancel(&a.ep->fid, &ctx[i]));
+}
+
+/* Messages that reach an IVC ring before their receives: small ones are
+ * kept straight from the ring (ivf_direct_take), larger ones by the
+ * parser, mixed in one stream with messages whose receives are posted.
+ * Each is received whole and where it belongs: in send order for one tag,
+ * by tag across tags, with its length, tag and CQ data. */
+static void test_ivc_unexpected(void)
+{
+    until_on_ivc();
+    enum { N = 120 };
+    static uint8_t out[N][400], in[N][400];
+    static size_t len[N];
+    int ctx[N];
+    struct fi_cq_tagged_entry e;
+    fi_addr_t src;
+    /* Every third message (tag 0x7ff) has its receive posted first; the
+     * others (tags 0x700-0x704) arrive before theirs. */
+#define TAG_OF(i) ((i) % 3 ? 0x700 + (uint64_t)((i) % 5) : 0x7ff)
+    for (int i = 0; i < N; i += 3)
+        FI_OK(fi_trecv(a.ep, in[i], sizeof(in[i]), NULL, a.peer, TAG_OF(i), 0, &ctx[i]));
+    for (int i = 0; i < N; i++) {
+        len[i] = (size_t)(i * 37) % 390; /* 0 to 389: both sides of the 192 B record */
+        t_fill(out[i], len[i], (unsigned)i, 0);
+        FI_OK(fi_tinjectdata(b.ep, out[i], len[i], 0x1000 + (uint64_t)i, b.peer, TAG_OF(i)));
+    }
+    /* Let them all arrive: the posted ones complete, the others wait. */
+    int got = 0;
+    for (int i = 0; i < 100 || got < N / 3; i++) {
+        T_ASSERT(i < 20000, "%d of %d posted receives done", got, N / 3);
+        if (fi_cq_readfrom(a.cq, &e, 1, &src) != 1) {
+            usleep(500);
+            continue;
+        }
+        int k = (int *)e.op_context - ctx;
+        T_ASSERT(k >= 0 && k < N && k % 3 == 0, "a completion for receive %d", k);
+        T_ASSERT(e.len == len[k] && e.tag == TAG_OF(k) && e.data == 0x1000 + (uint64_t)k &&
+                     memcmp(in[k], out[k], len[k]) == 0 && src == a.peer,
+                 "posted message %d: len %zu (sent %zu)", k, e.len, len[k]);
+        got++;
+    }
+    /* The rest of the receives, tag by tag, the last tag first: in one
+     * tag, in send order, so receive i takes message i. */
+    for (int t = 4; t >= 0; t--)
+        for (int i = 0; i < N; i++)
+            if (i % 3 && i % 5 == t)
+                FI_OK(fi_trecv(a.ep, in[i], sizeof(in[i]), NULL, a.peer, TAG_OF(i), 0, &ctx[i]));
+    for (int k = 0; k < N - N / 3; k++) {
+        T_OK(wait_cq(a.cq, &e, &src));
+        int i = (int *)e.op_context - ctx;
+        T_ASSERT(i >= 0 && i < N && i % 3, "a completion for receive %d", i);
+        T_ASSERT(e.len == len[i] && e.tag == TAG_OF(i) && e.data == 0x1000 + (uint64_t)i,
+                 "message %d: len %zu (sent %zu), tag %llx, data %llx", i, e.len, len[i],
+                 (unsigned long long)e.tag, (unsigned long long)e.data);
+        T_ASSERT(memcmp(in[i], out[i], len[i]) == 0 && src == a.peer, "message %d intact", i);
+    }
+#undef TAG_OF
+    expect_empty(a.cq);
+    struct ivf_ep *ea = (struct ivf_ep *)a.ep;
+    T_ASSERT(ea->peers->rx.from == IVF_IVC && !ea->peers->failed, "still on IVC");
 }
 
 /* FI_PROGRESS_AUTO: a rendezvous message arrives while the application
@@ -1253,6 +1322,7 @@ static void nothing(void)
     }
 CASE(nothing)
 IVC_CASE(test_ivc_breaks)
+IVC_CASE(test_ivc_unexpected)
 CASE(test_tagged_and_msg)
 CASE(test_truncate_peek_cancel)
 CASE(test_large_and_bad)
@@ -1287,6 +1357,7 @@ static const struct t_case cases[] = {
     {"crossing_connections", case_test_crossing_connections, 30},
     {"ivc_breaks", case_test_ivc_breaks, 60},
     {"self", case_test_self, 60},
+    {"ivc_unexpected", case_test_ivc_unexpected, 60},
     {0},
 };
 

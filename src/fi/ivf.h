@@ -128,7 +128,6 @@ struct ivf_op {
     uint64_t id; /* wire id (RTS/CTS/DATA/ACK), unique per endpoint */
     void *context;
     uint64_t flags; /* FI_* op flags as given, plus FI_TAGGED/FI_MSG, FI_SEND/FI_RECV */
-    struct iovec iov[IVF_IOV_LIMIT];
     size_t iov_count;
     size_t len;            /* total of iov */
     uint64_t tag, ignore;  /* receive: tag and ignore bits; send: tag */
@@ -150,6 +149,9 @@ struct ivf_op {
     int err;     /* send: completes with this error (positive FI_E*; FI_EFAULT: unreadable) */
     bool quiet;  /* send: by fi_inject(data): no completion at all, errors included */
     void *owned; /* inject / unexpected: a buffer this op owns */
+    /* Last: only iov[0..iov_count) is ever read, so a new op is cleared
+     * up to here (ivf_op_new), not through these 128 bytes. */
+    struct iovec iov[IVF_IOV_LIMIT];
 };
 
 /* Payloads up to this size are kept inside the record (no allocation for
@@ -535,9 +537,15 @@ struct ivf_unexp *ivf_unexp_find(struct ivf_ep *ep, const struct ivf_op *op);
 /* The unexpected message a FI_PEEK|FI_CLAIM with this context set aside. */
 struct ivf_unexp *ivf_unexp_claimed(struct ivf_ep *ep, bool tagged, void *context);
 /* Queue an arriving message (header h, msg_len bytes) as unexpected, with a
- * buffer for an EAGER payload; NULL without memory. */
+ * buffer for an EAGER payload; NULL without memory.  In two steps: a
+ * record not yet queued (ivf_unexp_new; ivf_unexp_drop frees one that is
+ * never queued), then queued (ivf_unexp_link). */
 struct ivf_unexp *ivf_unexp_add(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
                                 size_t msg_len);
+struct ivf_unexp *ivf_unexp_new(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
+                                size_t msg_len);
+void ivf_unexp_link(struct ivf_ep *ep, struct ivf_unexp *u);
+void ivf_unexp_drop(struct ivf_ep *ep, struct ivf_unexp *u);
 void ivf_unexp_del(struct ivf_ep *ep, struct ivf_unexp *u);
 /* Free u (off its queue); its eager bytes leave the budget. */
 void ivf_unexp_free(struct ivf_ep *ep, struct ivf_unexp *u);
@@ -635,19 +643,23 @@ void ivf_recv_take(struct ivf_ep *ep, struct ivf_op *op, struct ivf_unexp *u);
  * sender told (credit back and the ACK it asked for, or a CTS for nothing). */
 void ivf_recv_discard(struct ivf_ep *ep, struct ivf_unexp *u);
 /* The common small message, read where it lies (an IVC ring: n bytes
- * readable at `at`): an EAGER frame whole there, which a posted receive
- * takes whole, without an ACK wanted.  The header is copied into *h before
- * it is checked (the peer can still write there), the payload is copied
- * into the receive (*op, left posted); returns the frame's length, 0 if
- * the frame is not one for this path (every other case is the parser's:
- * other frames, no receive posted, truncation, a frame cut by the ring's
- * end).  Nothing is done that cannot be undone: once the channel confirms
- * the bytes were the peer's stream, ivf_direct_done() takes the receive
- * off its queue and completes it, and counts the credit. */
+ * readable at `at`): an EAGER frame whole there, without an ACK wanted,
+ * which a posted receive takes whole (*op, left posted: the payload is
+ * copied into it), or, when none is posted, small enough to be kept inside
+ * an unexpected record (*u, not yet queued: the payload is copied into
+ * it).  The header is copied into *h before it is checked (the peer can
+ * still write there).  Returns the frame's length, 0 if the frame is not
+ * one for this path (every other case is the parser's: other frames,
+ * truncation, a larger unexpected message, a frame cut by the ring's end).
+ * Nothing is done that cannot be undone: once the channel confirms the
+ * bytes were the peer's stream, ivf_direct_done() takes the receive off
+ * its queue and completes it (or queues the unexpected message), and
+ * counts the credit; if it does not, ivf_direct_undo() frees the record. */
 size_t ivf_direct_take(struct ivf_ep *ep, struct ivf_peer *p, const void *at, size_t n,
-                       struct ivf_hdr *h, struct ivf_op **op);
+                       struct ivf_hdr *h, struct ivf_op **op, struct ivf_unexp **u);
 void ivf_direct_done(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
-                     struct ivf_op *op);
+                     struct ivf_op *op, struct ivf_unexp *u);
+void ivf_direct_undo(struct ivf_ep *ep, struct ivf_unexp *u);
 /* Move bytes: accept, connect, write queued frames, read and act on frames. */
 void ivf_progress(struct ivf_ep *ep);
 /* Endpoint close: try for a moment to get what is queued out. */

@@ -114,7 +114,7 @@ struct ivf_unexp *ivf_unexp_claimed(struct ivf_ep *ep, bool tagged, void *contex
     return unexp_search(ep, tagged, claimed_by, context);
 }
 
-struct ivf_unexp *ivf_unexp_add(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
+struct ivf_unexp *ivf_unexp_new(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
                                 size_t msg_len)
 {
     struct ivf_unexp *u = ep->unexp_cache;
@@ -138,10 +138,24 @@ struct ivf_unexp *ivf_unexp_add(struct ivf_ep *ep, struct ivf_peer *p, const str
             free(u);
             return NULL;
         }
-        ep->unexp_bytes += msg_len;
     }
-    struct ivf_unexp **head = unexp_queue(ep, h->flags & IVF_F_TAGGED);
+    return u;
+}
+
+void ivf_unexp_link(struct ivf_ep *ep, struct ivf_unexp *u)
+{
+    if (u->type == IVF_EAGER)
+        ep->unexp_bytes += u->len;
+    struct ivf_unexp **head = unexp_queue(ep, u->flags & IVF_F_TAGGED);
     IVF_RING_ADD(head, u);
+}
+
+struct ivf_unexp *ivf_unexp_add(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
+                                size_t msg_len)
+{
+    struct ivf_unexp *u = ivf_unexp_new(ep, p, h, msg_len);
+    if (u)
+        ivf_unexp_link(ep, u);
     return u;
 }
 
@@ -155,6 +169,11 @@ void ivf_unexp_free(struct ivf_ep *ep, struct ivf_unexp *u)
 {
     if (u->type == IVF_EAGER)
         ep->unexp_bytes -= u->len;
+    ivf_unexp_drop(ep, u);
+}
+
+void ivf_unexp_drop(struct ivf_ep *ep, struct ivf_unexp *u)
+{
     if (u->buf != u->small)
         ivf_buf_put(ep, u->buf);
     if (ep->unexp_cached < UNEXP_CACHE_MAX) {

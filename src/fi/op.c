@@ -19,7 +19,7 @@ struct ivf_op *ivf_op_new(struct ivf_ep *ep)
     if (op) {
         ep->op_cache = op->next;
         ep->op_cached--;
-        memset(op, 0, sizeof(*op));
+        memset(op, 0, offsetof(struct ivf_op, iov));
     } else if (!(op = calloc(1, sizeof(*op)))) {
         return NULL;
     }

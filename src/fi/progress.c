@@ -418,31 +418,53 @@ static bool rx_idle(const struct ivf_rx *rx)
 }
 
 size_t ivf_direct_take(struct ivf_ep *ep, struct ivf_peer *p, const void *at, size_t n,
-                       struct ivf_hdr *h, struct ivf_op **op)
+                       struct ivf_hdr *h, struct ivf_op **op, struct ivf_unexp **u)
 {
+    *op = NULL;
+    *u = NULL;
     if (n < sizeof(*h))
         return 0;
     memcpy(h, at, sizeof(*h)); /* checked here, not where the peer can still write */
     if (h->type != IVF_EAGER || h->len > n - sizeof(*h) || (h->flags & (IVF_F_ACK | IVF_F_FAULT)) ||
         ivf_hdr_check(h) || h->len > ivf_params.credit - p->eager_in)
         return 0;
+    const uint8_t *payload = (const uint8_t *)at + sizeof(*h);
     *op = ivf_match_find(ep, h->flags & IVF_F_TAGGED, h->tag, p);
-    if (!*op || (*op)->len < h->len)
-        return 0;
-    ivf_buf_to_iov((*op)->iov, (*op)->iov_count, 0, (const uint8_t *)at + sizeof(*h), h->len);
+    if (*op) {
+        if ((*op)->len < h->len)
+            return 0;
+        ivf_buf_to_iov((*op)->iov, (*op)->iov_count, 0, payload, h->len);
+    } else {
+        /* Before its receive (half of the messages of two ranks sending
+         * to each other at once): kept, without the parser's states. */
+        if (h->len > IVF_UNEXP_SMALL || !(*u = ivf_unexp_new(ep, p, h, h->len)))
+            return 0;
+        memcpy((*u)->buf, payload, h->len);
+        (*u)->got = h->len;
+    }
     return sizeof(*h) + h->len;
 }
 
 void ivf_direct_done(struct ivf_ep *ep, struct ivf_peer *p, const struct ivf_hdr *h,
-                     struct ivf_op *op)
+                     struct ivf_op *op, struct ivf_unexp *u)
 {
     p->bytes[1][IVF_IVC] += sizeof(*h) + h->len;
     p->eager_in += h->len;
+    if (u) {
+        ivf_unexp_link(ep, u);
+        return;
+    }
     ivf_match_take(ep, op);
     ivf_op_matched(op, p, h->flags, h->tag, h->data, h->len, h->id);
     op->done = h->len;
     recv_done(ep, op);
     credit_return(ep, p, h->len);
+}
+
+void ivf_direct_undo(struct ivf_ep *ep, struct ivf_unexp *u)
+{
+    if (u)
+        ivf_unexp_drop(ep, u);
 }
 
 /* The common small message, read where it lies in the IVC ring (see
@@ -463,10 +485,15 @@ static bool rx_direct(struct ivf_ep *ep, struct ivf_peer *p)
         ssize_t n = ivc_read_peek(seg->chan, &at);
         struct ivf_hdr h;
         struct ivf_op *op;
-        size_t len = n > 0 ? ivf_direct_take(ep, p, at, (size_t)n, &h, &op) : 0;
-        if (!len || ivc_read_commit(seg->chan, len) < 0)
-            return true; /* a receive filled but not taken stays posted */
-        ivf_direct_done(ep, p, &h, op);
+        struct ivf_unexp *u;
+        size_t len = n > 0 ? ivf_direct_take(ep, p, at, (size_t)n, &h, &op, &u) : 0;
+        if (!len)
+            return true;
+        if (ivc_read_commit(seg->chan, len) < 0) {
+            ivf_direct_undo(ep, u); /* a receive filled but not taken stays posted */
+            return true;
+        }
+        ivf_direct_done(ep, p, &h, op, u);
         if (p->failed || rx->seg != seg)
             return !p->failed;
         if ((size_t)n == len)
@@ -510,6 +537,37 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* The part of a pass that is due every millisecond: new connections and
+ * channels.  Out of line, like peer_pass: what stays in ivf_progress is
+ * the check that most calls make and find nothing (Open MPI polls the CQ
+ * without pause while it waits; each poll is a pass). */
+static __attribute__((noinline)) void setup_pass(struct ivf_ep *ep)
+{
+    ep->next_slow_ns = now_ns() + 1000000;
+    int fd;
+    for (struct ivf_peer *p; (p = ivf_conn_accept(ep, &fd));)
+        ivf_stream_adopt(ep, p, fd);
+    ivf_ivc_progress(ep);
+}
+
+/* A peer's share of a pass, unless it is a quiet IVC peer (busy: its IVC
+ * stream was just found not idle). */
+static __attribute__((noinline)) void peer_pass(struct ivf_ep *ep, struct ivf_peer *p, bool busy)
+{
+    if (p->tx.head)
+        ivf_stream_write(ep, p);
+    if (p->rx.from == IVF_IVC) {
+        if ((busy || !rx_idle(&p->rx)) && rx_direct(ep, p) && !p->failed && !rx_idle(&p->rx))
+            rx_pump(ep, p);
+    } else if (p->rx.fd >= 0 || p->rx.from == IVF_SELF) {
+        rx_pump(ep, p);
+    }
+    /* What reading queued (CTS, DATA, ACK, CREDIT) leaves now, not at the
+     * next call: the peer may be waiting for it. */
+    if (p->tx.head && !p->failed)
+        ivf_stream_write(ep, p);
+}
+
 void ivf_progress(struct ivf_ep *ep)
 {
     if (!ep->enabled)
@@ -521,28 +579,14 @@ void ivf_progress(struct ivf_ep *ep)
     bool due = ep->n_pending || ep->pending_segs || ep->ivc_setup || ep->next_slow_ns == 0;
     if (!due && ++ep->calls % 64 == 0) /* the clock is not free either (17% of a ping-pong) */
         due = now_ns() >= ep->next_slow_ns;
-    if (due) {
-        ep->next_slow_ns = now_ns() + 1000000;
-        int fd;
-        for (struct ivf_peer *p; (p = ivf_conn_accept(ep, &fd));)
-            ivf_stream_adopt(ep, p, fd);
-        ivf_ivc_progress(ep);
-    }
+    if (due)
+        setup_pass(ep);
     for (struct ivf_peer *p = ep->peers; p; p = p->next) {
         if (p->failed)
             continue;
-        if (p->tx.head)
-            ivf_stream_write(ep, p);
-        if (p->rx.from == IVF_IVC) {
-            if (!rx_idle(&p->rx) && rx_direct(ep, p) && !p->failed && !rx_idle(&p->rx))
-                rx_pump(ep, p);
-        } else if (p->rx.fd >= 0 || p->rx.from == IVF_SELF) {
-            rx_pump(ep, p);
-        }
-        /* What reading queued (CTS, DATA, ACK, CREDIT) leaves now, not
-         * at the next call: the peer may be waiting for it. */
-        if (p->tx.head && !p->failed)
-            ivf_stream_write(ep, p);
+        bool check = p->rx.from == IVF_IVC && !p->tx.head;
+        if (!check || !rx_idle(&p->rx))
+            peer_pass(ep, p, check);
     }
 }
 

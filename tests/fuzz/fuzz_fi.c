@@ -38,9 +38,11 @@
  *   5 c n16 bytes  the bytes (n as for 0) lie in the IVC ring of the c-th
  *                  peer the endpoint learnt of: the direct path for small
  *                  messages (ivf_direct_take/done) takes the frames it
- *                  takes from them, as if the channel confirmed each; the
- *                  rest is dropped (a real ring leaves it to the parser,
- *                  which operation 0 reaches)
+ *                  takes from them, as if the channel confirmed each (c
+ *                  bit 7: it refuses the first unexpected one, which is
+ *                  given back, ivf_direct_undo); the rest is dropped (a
+ *                  real ring leaves it to the parser, which operation 0
+ *                  reaches)
  * After each, the endpoint progresses (fi_cq_read) until it has read all it
  * can and every completion is taken; at the end every peer closes its
  * connection.  A completion for an operation not pending, a receive longer
@@ -510,14 +512,19 @@ static void ring_bytes(int c, const uint8_t *d, size_t n)
     for (size_t off = 0; off < n && !p->failed;) {
         struct ivf_hdr hd;
         struct ivf_op *op;
-        size_t k = ivf_direct_take(h.iep, p, ring + off, n - off, &hd, &op);
+        struct ivf_unexp *u;
+        size_t k = ivf_direct_take(h.iep, p, ring + off, n - off, &hd, &op, &u);
         if (!k)
             break;
         if (k > n - off) {
             fprintf(stderr, "fuzz_fi: the direct path took %zu of %zu bytes\n", k, n - off);
             abort();
         }
-        ivf_direct_done(h.iep, p, &hd, op);
+        if ((c & 0x80) && u) { /* the channel says no: a record taken is given back */
+            ivf_direct_undo(h.iep, u);
+            break;
+        }
+        ivf_direct_done(h.iep, p, &hd, op, u);
         off += k;
     }
     free(ring);
