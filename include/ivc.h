@@ -174,7 +174,12 @@ ssize_t ivc_read(ivc_chan_t *chan, void *buf, size_t len);
  * the reader (the peer died, or is being suspended): nothing was consumed,
  * what was peeked must be forgotten, and ivc_read() reads it again (or hands
  * it back with the rest).  Do nothing that cannot be undone before it
- * succeeds.  Mixing these with ivc_read() keeps the stream in order. */
+ * succeeds.  Mixing these with ivc_read() keeps the stream in order.  The
+ * room a commit frees reaches the writer later than a read's: with our
+ * next write or read on the channel, or once a quarter of the ring waits
+ * (a store to the line the peer polls, per message, cost a ping-pong a
+ * cache-line transfer each way).  A writer that finds no room at all
+ * still always gets some: then over 3/4 of the ring is unread. */
 ssize_t ivc_read_peek(ivc_chan_t *chan, const void **data);
 int ivc_read_commit(ivc_chan_t *chan, size_t len);
 

@@ -187,6 +187,78 @@ static void test_membership_and_eof(void)
     T_OK(ivc_unregister(c));
 }
 
+/* The room an in-place read frees reaches the writer later than a read's
+ * (ivc_read_commit leaves the index the writer polls alone): with the
+ * reader's next write, its next ivc_read, or once a quarter ring waits.
+ * A one-way stream read only by peek and commit never stalls: 64 rings'
+ * worth through a full ring, in odd pieces, every byte in order. */
+static void test_commit_room(void)
+{
+    ivc_ctx_t *a = reg(30), *b = reg(31);
+    ivc_chan_t *ach, *bch;
+    pair_up(a, b, 31, &ach, &bch);
+    size_t ring = ivc_chan_ring_size(ach);
+    static uint8_t big[1 << 20];
+    T_ASSERT(ring <= sizeof(big) && ring >= 4096, "ring of %zu", ring);
+    t_fill(big, ring, 3, 0);
+    T_ASSERT(ivc_write(ach, big, ring) == (ssize_t)ring && ivc_chan_writable(ach) == 0, "full");
+    const void *d;
+    T_ASSERT(ivc_chan_state(bch) == IVC_CHAN_OPEN, "open");
+    T_ASSERT(ivc_read_peek(bch, &d) == (ssize_t)ring && t_check(d, 100, 3, 0) == 100, "peek");
+    T_OK(ivc_read_commit(bch, 100));
+    T_ASSERT(ivc_chan_writable(ach) == 0, "a commit's room is not the writer's yet");
+    T_ASSERT(ivc_write(bch, "x", 1) == 1, "the reader writes");
+    T_ASSERT(ivc_chan_writable(ach) == 100, "its write told the writer: %zu",
+             ivc_chan_writable(ach));
+    T_OK(ivc_read_commit(bch, 100));
+    T_ASSERT(ivc_chan_writable(ach) == 100, "not yet");
+    char c;
+    T_ASSERT(ivc_read(ach, &c, 1) == 1 && c == 'x', "the writer reads the x");
+    uint8_t out[300];
+    T_ASSERT(ivc_read(bch, out, 300) == 300 && t_check(out, 300, 3, 200) == 300, "read 300");
+    T_ASSERT(ivc_chan_writable(ach) == 500, "a read tells at once: %zu", ivc_chan_writable(ach));
+    T_ASSERT(ivc_read_peek(bch, &d) > 0, "more to peek");
+    T_OK(ivc_read_commit(bch, ring / 4 - 1));
+    T_ASSERT(ivc_chan_writable(ach) == 500, "under a quarter ring: not yet");
+    T_OK(ivc_read_commit(bch, 1));
+    T_ASSERT(ivc_chan_writable(ach) == 500 + ring / 4, "a quarter ring: told (%zu)",
+             ivc_chan_writable(ach));
+    /* Drain what is left, then stream one way, read only in place. */
+    size_t left = ring - 500 - ring / 4;
+    uint64_t off_r = 500 + ring / 4, off_w = ring, total = 64 * (uint64_t)ring;
+    while (left) {
+        ssize_t n = ivc_read_peek(bch, &d);
+        T_ASSERT(n > 0 && t_check(d, (size_t)n, 3, off_r) == (size_t)n, "drain");
+        T_OK(ivc_read_commit(bch, (size_t)n));
+        left -= (size_t)n;
+        off_r += (uint64_t)n;
+    }
+    uint64_t t0 = t_now_ms();
+    while (off_r < total) {
+        T_ASSERT(t_now_ms() - t0 < 20000, "stalled at %llu of %llu bytes (written %llu)",
+                 (unsigned long long)off_r, (unsigned long long)total, (unsigned long long)off_w);
+        if (off_w < total) {
+            size_t want = 1 + (size_t)(off_w * 7919 % 70000);
+            if (want > total - off_w)
+                want = (size_t)(total - off_w);
+            t_fill(big, want, 3, off_w);
+            ssize_t w = ivc_write(ach, big, want);
+            T_ASSERT(w >= 0, "write: %s", ivc_strerror((int)w));
+            off_w += (uint64_t)w;
+        }
+        ssize_t n = ivc_read_peek(bch, &d);
+        T_ASSERT(n >= 0, "peek: %s", ivc_strerror((int)n));
+        size_t k = n > 3000 ? 1 + (size_t)(off_r % 3000) : (size_t)n; /* odd pieces */
+        if (k) {
+            T_ASSERT(t_check(d, k, 3, off_r) == k, "bytes at %llu", (unsigned long long)off_r);
+            T_OK(ivc_read_commit(bch, k));
+            off_r += k;
+        }
+    }
+    T_OK(ivc_unregister(a));
+    T_OK(ivc_unregister(b));
+}
+
 static void test_poll_and_timeouts(void)
 {
     ivc_ctx_t *a = reg(20), *b = reg(21);
@@ -388,6 +460,7 @@ CASE(errors)
 CASE(strerror)
 CASE(membership_and_eof)
 CASE(poll_and_timeouts)
+CASE(commit_room)
 CASE(full_region)
 CASE(departed_share_kept)
 CASE(abort_is_not_eof)
@@ -399,6 +472,7 @@ static const struct t_case cases[] = {
     {"strerror", case_strerror, 30},
     {"membership_and_eof", case_membership_and_eof, 30},
     {"poll_and_timeouts", case_poll_and_timeouts, 30},
+    {"commit_room", case_commit_room, 60},
     {"full_region", case_full_region, 60},
     {"departed_share_kept", case_departed_share_kept, 30},
     {"abort_is_not_eof", case_abort_is_not_eof, 30},

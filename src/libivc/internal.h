@@ -51,7 +51,8 @@ struct ivc_chan {
     uint64_t tx_tail;  /* cached consumer index */
     const uint8_t *rx; /* peer's ring (consumer) */
     uint64_t rx_mask;
-    uint64_t rx_tail; /* private copy of what we published */
+    uint64_t rx_tail; /* what we consumed */
+    uint64_t rx_pub;  /* what of it we published (ivc__rx_publish) */
     uint64_t rx_head; /* cached producer index */
 
     /* cold */
@@ -163,6 +164,31 @@ static inline int ivc__chan_corrupt(struct ivc_chan *ch)
     ch->state = IVC_CHAN_CORRUPT;
     ch->err = IVC_EPROTO;
     return IVC_EPROTO;
+}
+
+/* Publish our consumer index: the writer's free space.  An in-place read
+ * (ivc_read_commit) does not store it: the index shares its cache line
+ * with the head of the ring we write, which the peer polls, and a store
+ * there pulls the line away from the peer once more per message (MPI's
+ * 8 B ping-pong over the provider paid a transfer each way for it).  It
+ * goes out with our next write on the channel (the same line, the same
+ * transfer), with the next ivc_read (which publishes at once, as it always
+ * did), and on its own once a quarter of the ring was consumed since.  A
+ * writer never waits for it for ever: it finds no room only when more than
+ * 3/4 of the ring is unread, and the reader that reads that publishes. */
+static inline void ivc__rx_publish(struct ivc_chan *ch)
+{
+    if (ch->rx_pub != ch->rx_tail) {
+        atomic_store_explicit(&ch->my_hot->tail, ch->rx_tail, memory_order_release);
+        ch->rx_pub = ch->rx_tail;
+    }
+}
+
+/* ch->rx_tail moved: publish it if a quarter ring waits. */
+static inline void ivc__rx_consumed(struct ivc_chan *ch)
+{
+    if (ch->rx_tail - ch->rx_pub >= (ch->rx_mask + 1) / 4)
+        ivc__rx_publish(ch);
 }
 
 /* Read the peer's published head into ch->rx_head.  It may only move

@@ -58,6 +58,7 @@ static inline ssize_t ring_writev(struct ivc_chan *ch, const struct iovec *iov, 
             d += iov[i].iov_len;
         }
         ch->tx_head += total;
+        ivc__rx_publish(ch); /* the same line as the head: no extra transfer */
         atomic_store_explicit(&ch->my_hot->head, ch->tx_head, memory_order_release);
         return (ssize_t)total;
     }
@@ -79,6 +80,7 @@ static inline ssize_t ring_writev(struct ivc_chan *ch, const struct iovec *iov, 
     }
     if (unpublished)
         atomic_store_explicit(&ch->my_hot->head, ch->tx_head, memory_order_release);
+    ivc__rx_publish(ch);
     return (ssize_t)n;
 }
 
@@ -103,8 +105,10 @@ static inline ssize_t ring_read(struct ivc_chan *ch, void *buf, size_t len)
         if (c > first)
             memcpy((char *)buf + done + first, ch->rx, c - first);
         done += c;
-        if (done < n) /* let the writer refill behind us */
-            atomic_store_explicit(&ch->my_hot->tail, ch->rx_tail + done, memory_order_release);
+        if (done < n) { /* let the writer refill behind us */
+            ch->rx_pub = ch->rx_tail + done;
+            atomic_store_explicit(&ch->my_hot->tail, ch->rx_pub, memory_order_release);
+        }
     }
     ch->rx_tail += n;
     /* If the peer died while we copied, ivcd may have handed its share to a
@@ -125,7 +129,7 @@ static inline ssize_t ring_read(struct ivc_chan *ch, void *buf, size_t len)
             ch->state != IVC_CHAN_EOF)
             return ch->err; /* reset, corrupt, or suspended (handed back) */
     }
-    atomic_store_explicit(&ch->my_hot->tail, ch->rx_tail, memory_order_release);
+    ivc__rx_publish(ch); /* at once, unlike a commit's (see ivc__rx_publish) */
     return (ssize_t)n;
 }
 
@@ -231,7 +235,7 @@ int ivc_read_commit(ivc_chan_t *ch, size_t len)
         return IVC_EAGAIN;
     }
     ch->rx_tail += len;
-    atomic_store_explicit(&ch->my_hot->tail, ch->rx_tail, memory_order_release);
+    ivc__rx_consumed(ch);
     return 0;
 }
 

@@ -45,7 +45,7 @@ void ivc__chan_handback(struct ivc_chan *ch)
         if (rest > first)
             memcpy(buf + pre + first, ch->rx, rest - first);
     }
-    ch->rx_tail = ch->rx_head = h;
+    ch->rx_tail = ch->rx_head = ch->rx_pub = h;
     atomic_store_explicit(&ch->my_hot->tail, h, memory_order_release);
     ch->state = IVC_CHAN_SUSPENDED;
     ch->err = IVC_ESHUTDOWN;
