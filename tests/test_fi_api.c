@@ -12,8 +12,9 @@
  * that cannot be read (the send and its receive fail, not the peer), and
  * bad peers (a raw TCP connection speaking another protocol version,
  * announcing an oversized frame or sending eager messages beyond its
- * credit is dropped, the endpoint goes on; a peer failing with sends
- * queued: no error entry for an inject), and two endpoints that connect
+ * credit, or claiming the endpoint's own uid is dropped, the endpoint
+ * goes on; a peer failing with sends queued: no error entry for an
+ * inject), and two endpoints that connect
  * to each other at once (one connection is left, nothing lost or reordered).
  * Needs FI_PROVIDER_PATH (set by ctest); no IVC job, so everything is TCP,
  * except in ivc_breaks (an ivcd of its own: an IVC channel that breaks
@@ -819,6 +820,16 @@ static void test_bad_peers(void)
         feed(fd, m, sizeof(h) + mib);
     free(m);
     T_ASSERT(closed_by_ep(fd), "eager messages beyond the credit fail the peer");
+    close(fd);
+    /* A hello that claims a's own uid (a never connects to itself), then
+     * an eager message to a's own receive: refused, and nothing arrives. */
+    struct ivf_addr me;
+    size_t melen = sizeof(me);
+    FI_OK(fi_getname(&a.ep->fid, &me, &melen));
+    fd = fake_peer(me.uid, IVF_PROTO_VERSION);
+    h = (struct ivf_hdr){.version = IVF_PROTO_VERSION, .type = IVF_EAGER, .flags = IVF_F_TAGGED};
+    T_ASSERT(write(fd, &h, sizeof(h)) == (ssize_t)sizeof(h), "frame");
+    T_ASSERT(closed_by_ep(fd), "a hello claiming the endpoint's own uid is refused");
     close(fd);
     /* The endpoint still works. */
     struct fi_cq_tagged_entry e;
